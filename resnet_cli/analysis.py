@@ -1,0 +1,193 @@
+"""What `summary` and `flops` report: multiply-adds, parameters and output sizes.
+
+Multiply-adds are counted by fvcore (one fused multiply-add counts once, which
+is what the paper's Table 1 calls "FLOPs"). The paper's figure covers the
+convolutions and the fc layer, so `macs` counts exactly those; BatchNorm is
+reported separately as `bn_macs`, and any op fvcore saw but could not count
+(max pool, the residual adds, ReLU) is listed by name in `uncounted`.
+
+Output sizes are read off the real model with forward hooks, never computed
+from a formula, so they follow whatever input size is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+# fvcore's op names for what the paper counts, and for BatchNorm.
+PAPER_OPS = ("conv", "linear")
+BN_OPS = ("batch_norm",)
+
+
+@contextlib.contextmanager
+def inspection_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no autograd for a look at the model; every module's own mode is restored.
+
+    Eval mode keeps BatchNorm's running statistics untouched by the probe.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def example_input(model: nn.Module, input_size: int, batch_size: int = 1) -> torch.Tensor:
+    if input_size <= 0:
+        raise ValueError(f"input size must be positive, got {input_size}")
+    in_channels = model.conv1.in_channels  # type: ignore[union-attr]
+    return torch.randn(batch_size, in_channels, input_size, input_size, device=model_device(model))
+
+
+@dataclass
+class MacCount:
+    """Multiply-adds of one forward pass at batch 1."""
+
+    macs: int  # conv + fc: the paper's convention
+    bn_macs: int  # BatchNorm, reported apart
+    by_module: dict[str, int]  # conv + fc multiply-adds per module name ("" is the whole model)
+    other_counted: dict[str, int] = field(default_factory=dict)  # counted by fvcore, left out of `macs`
+    uncounted: dict[str, int] = field(default_factory=dict)  # op -> occurrences fvcore has no formula for
+
+
+def count_macs(model: nn.Module, input_size: int) -> MacCount:
+    """Count multiply-adds with fvcore at batch 1 and `input_size` x `input_size`."""
+    from fvcore.nn import FlopCountAnalysis
+
+    # fvcore logs a warning per op it cannot count; we report them as data instead.
+    logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
+    with inspection_mode(model):
+        analysis = FlopCountAnalysis(model, example_input(model, input_size))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        per_module = analysis.by_module_and_operator()
+        by_op = analysis.by_operator()
+        uncounted = dict(sorted(Counter(analysis.unsupported_ops()).items()))
+    by_module = {name: sum(c.get(op, 0) for op in PAPER_OPS) for name, c in per_module.items()}
+    other = {op: n for op, n in by_op.items() if op not in PAPER_OPS + BN_OPS}
+    return MacCount(
+        macs=sum(by_op.get(op, 0) for op in PAPER_OPS),
+        bn_macs=sum(by_op.get(op, 0) for op in BN_OPS),
+        by_module=by_module,
+        other_counted=other,
+        uncounted=uncounted,
+    )
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def output_shapes(model: nn.Module, input_size: int) -> dict[str, tuple[int, ...]]:
+    """Output shape (without the batch dimension) of every named module, from one forward pass.
+
+    A module called more than once (the shared ReLU of a block) keeps its last output.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        def hook(_m, _inp, out, name=name):
+            if isinstance(out, torch.Tensor):
+                shapes[name] = tuple(out.shape[1:])
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with inspection_mode(model):
+            model(example_input(model, input_size))
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+@dataclass
+class StageRow:
+    """One row of the paper's Table 1."""
+
+    layer: str  # conv1, pool, conv2_x, ..., fc
+    modules: list[str]  # module names the row covers
+    output: tuple[int, int, int]  # C, H, W read off the model
+    block: str  # the block as the paper writes it
+    params: int
+    macs: int
+
+    def as_dict(self) -> dict[str, Any]:
+        c, h, w = self.output
+        return {"layer": self.layer, "modules": self.modules, "output_size": [h, w], "channels": c,
+                "block": self.block, "params": self.params, "macs": self.macs}
+
+
+def _conv_text(conv: nn.Conv2d, with_stride: bool = False) -> str:
+    k = conv.kernel_size
+    text = f"{k[0]}x{k[1]}, {conv.out_channels}"
+    if with_stride and conv.stride[0] > 1:
+        text += f", stride {conv.stride[0]}"
+    return text
+
+
+def _block_text(stage: nn.Sequential) -> str:
+    first = stage[0]
+    convs = [m for name, m in first.named_children() if isinstance(m, nn.Conv2d)]
+    return f"[{' / '.join(_conv_text(c) for c in convs)}] x {len(stage)}"
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (shape[0], shape[1], shape[2]) if len(shape) == 3 else (shape[0], 1, 1)
+
+
+def stage_rows(model: nn.Module, input_size: int, macs: MacCount | None = None) -> list[StageRow]:
+    """The paper's Table 1 for `model`: stem, pool, one row per stage, then avgpool + fc."""
+    macs = macs or count_macs(model, input_size)
+    shapes = output_shapes(model, input_size)
+    m = macs.by_module
+    rows = [StageRow("conv1", ["conv1", "bn1"], _shape3(shapes["bn1"]), _conv_text(model.conv1, True),
+                     param_count(model.conv1) + param_count(model.bn1), m.get("conv1", 0))]
+    if isinstance(model.maxpool, nn.MaxPool2d):
+        rows.append(StageRow("pool", ["maxpool"], _shape3(shapes["maxpool"]), "3x3 max pool, stride 2", 0, 0))
+    for i, stage in enumerate(model.stages):
+        name = f"layer{i + 1}"
+        rows.append(StageRow(f"conv{i + 2}_x", [name], _shape3(shapes[name]), _block_text(stage),
+                             param_count(stage), m.get(name, 0)))
+    rows.append(StageRow("fc", ["avgpool", "fc"], _shape3(shapes["fc"]),
+                         f"global average pool, {model.fc.out_features}-d fc", param_count(model.fc), m.get("fc", 0)))
+    return rows
+
+
+@dataclass
+class ModuleRow:
+    """One row of `summary --detail`."""
+
+    name: str
+    type: str
+    depth: int
+    output: tuple[int, ...] | None
+    params: int
+    macs: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "depth": self.depth,
+                "output_shape": list(self.output) if self.output else None,
+                "params": self.params, "macs": self.macs}
+
+
+def module_rows(model: nn.Module, input_size: int, macs: MacCount | None = None) -> list[ModuleRow]:
+    """A row per module (parameters and multiply-adds include the module's children)."""
+    macs = macs or count_macs(model, input_size)
+    shapes = output_shapes(model, input_size)
+    return [ModuleRow(name, type(mod).__name__, name.count(".") + 1, shapes.get(name), param_count(mod),
+                      macs.by_module.get(name, 0))
+            for name, mod in model.named_modules() if name]

@@ -1,0 +1,55 @@
+"""Option types and output helpers shared by the commands (no torch here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+ModelArg = Annotated[Optional[str], typer.Argument(
+    help="Registry name, e.g. resnet50, resnet50-v1.5, resnet56, plain20 (see `resnet list`).",
+    show_default=False)]
+DepthOpt = Annotated[Optional[int], typer.Option(
+    "--depth", "-d", help="Depth instead of a name: 18/34/50/101/152 (ImageNet) or 20/32/44/56/110/1202 (CIFAR).",
+    show_default=False)]
+PlainOpt = Annotated[bool, typer.Option("--plain", help="The plain twin: same net with no shortcuts.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+InputSizeOpt = Annotated[Optional[int], typer.Option(
+    "--input-size", "-s", help="Input height and width [default: the model's native size, 224 or 32].",
+    show_default=False)]
+
+
+def console():
+    """A rich console; wide and colourless when stdout is not a terminal, so tables don't wrap in logs."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=int(os.environ.get("COLUMNS", 0)) or 160, no_color=True, highlight=False,
+                   force_terminal=False)
+
+
+def print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2))
+
+
+def check_positive(value: int | float | None, what: str) -> None:
+    from ..errors import BadInput
+
+    if value is not None and value <= 0:
+        raise BadInput(f"{what} must be positive, got {value}")
+
+
+def fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def fmt_g(n: float) -> str:
+    return f"{n / 1e9:.2f}"
+
+
+def fmt_m(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(int(n))

@@ -1,0 +1,81 @@
+"""`resnet build`: build a registered model and write it as a checkpoint, TorchScript or torch.export file."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import DepthOpt, JsonOpt, ModelArg, PlainOpt, check_positive, fmt_int, print_json
+
+
+class Format(str, Enum):
+    checkpoint = "checkpoint"
+    torchscript = "torchscript"
+    export = "export"
+
+
+def build(
+    model: ModelArg = None,
+    depth: DepthOpt = None,
+    plain: PlainOpt = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.", show_default=False)] = ...,
+    num_classes: Annotated[Optional[int], typer.Option(
+        "--num-classes", help="Classes [default: 1000 for ImageNet nets, 10 for CIFAR nets].",
+        show_default=False)] = None,
+    in_channels: Annotated[int, typer.Option("--in-channels", help="Input channels (1 for grayscale).")] = 3,
+    zero_init_residual: Annotated[bool, typer.Option(
+        "--zero-init-residual", help="Start each residual branch at zero (Goyal et al.).")] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="checkpoint (state_dict + config), "
+                                        "torchscript, or export (torch.export .pt2).")] = Format.checkpoint,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the initial weights.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build a model and write it to a file; prints its parameters and the file size.
+
+    Example: [bold]resnet build --depth 56 --num-classes 100 -o resnet56.pt[/bold]
+    """
+    from ..checkpoint import atomic_write, ensure_writable_dir, save_checkpoint
+    from ..errors import BadInput
+    from ..registry import model_config, model_info, resolve_name
+
+    name = resolve_name(model, depth, plain)
+    check_positive(num_classes, "--num-classes")
+    check_positive(in_channels, "--in-channels")
+    if output.exists() and output.is_dir():
+        raise BadInput(f"-o {output} is a folder; give a file name")
+    ensure_writable_dir(output.parent if str(output.parent) else Path("."))
+
+    import torch
+
+    from ..registry import build_model
+
+    torch.manual_seed(seed)
+    num_classes = num_classes or model_info(name).default_classes
+    net = build_model(name, num_classes=num_classes, in_channels=in_channels,
+                      zero_init_residual=zero_init_residual).eval()
+    params = sum(p.numel() for p in net.parameters())
+    config = {"model": model_config(name, num_classes, in_channels, zero_init_residual)}
+    if fmt is Format.checkpoint:
+        from .. import __version__
+
+        save_checkpoint(output, {"model": net.state_dict(), "config": config, "resnet_cli": __version__})
+    else:
+        size = model_info(name).input_size
+        example = torch.randn(2, in_channels, size, size)
+        if fmt is Format.torchscript:  # PyTorch deprecates TorchScript; kept for older runtimes
+            scripted = torch.jit.trace(net, example)
+            atomic_write(output, lambda tmp: torch.jit.save(scripted, str(tmp)))
+        else:  # any batch size; spatial size fixed at the native one
+            batch = torch.export.Dim("batch", min=1)
+            exported = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+            atomic_write(output, lambda tmp: torch.export.save(exported, str(tmp)))
+    result = {"model": name, "params": params, "format": fmt.value, "path": str(output),
+              "bytes": output.stat().st_size, "config": config["model"]}
+    if json_out:
+        print_json(result)
+    else:
+        typer.echo(f"wrote {output} ({fmt.value}): {name}, {fmt_int(params)} parameters, "
+                   f"{result['bytes'] / 2**20:.1f} MiB")

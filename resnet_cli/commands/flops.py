@@ -1,0 +1,141 @@
+"""`resnet flops`: count multiply-adds with fvcore and check them against the paper's Table 1."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import InputSizeOpt, JsonOpt, PlainOpt, check_positive, console, fmt_int, print_json
+
+DEFAULT_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+V15_NOTE = ("v1.5 (torchvision) strides the 3x3 conv instead of the first 1x1 conv in downsampling "
+            "bottlenecks, so that 3x3 runs at 2x the resolution: about +0.23 GMACs, with the same weights.")
+
+
+def flops(
+    models: Annotated[Optional[list[str]], typer.Argument(
+        help="Models to count [default: resnet18, 34, 50, 101, 152].", show_default=False)] = None,
+    depth: Annotated[Optional[list[int]], typer.Option(
+        "--depth", "-d", help="Depths instead of names (repeatable).", show_default=False)] = None,
+    plain: PlainOpt = False,
+    v15: Annotated[bool, typer.Option("--v1.5", help="Add the v1.5 variants of the bottleneck nets.")] = False,
+    input_size: InputSizeOpt = None,
+    check: Annotated[bool, typer.Option("--check/--no-check",
+                                        help="Fail (exit 1) when a paper figure is off by more than the tolerance.")] = True,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Allowed relative deviation from the paper.")] = 0.03,
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="Also time the forward pass here: cpu, cuda or cuda:N.", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size for --device timing.")] = 64,
+    json_out: JsonOpt = False,
+) -> None:
+    """Count multiply-adds (the paper's "FLOPs") with fvcore and check them against the paper.
+
+    GMACs counts conv + fc multiply-adds once each, as Table 1 does; GFLOPs is 2 x GMACs.
+    BatchNorm is shown apart. A bare [bold]resnet flops[/bold] checks the five ImageNet depths at 224x224
+    and exits 1 if any is more than 3% off the paper: a CI gate.
+
+    Example: [bold]resnet flops --v1.5 --json[/bold]
+    """
+    from ..errors import BadInput, CheckFailed
+    from ..registry import model_info, name_for_depth, resolve_name
+
+    check_positive(input_size, "--input-size")
+    check_positive(batch_size, "--batch-size")
+    if not 0 <= tolerance < 1:
+        raise BadInput(f"--tolerance must be in [0, 1), got {tolerance}")
+    names = [resolve_name(m, None, plain) for m in models or []]
+    names += [name_for_depth(d, plain) for d in depth or []]
+    if not names:
+        names = [resolve_name(m, None, plain) for m in DEFAULT_MODELS]
+    if v15:
+        names += [f"{n}-v1.5" for n in list(names) if model_info(n).block == "bottleneck"
+                  and model_info(n).family == "imagenet" and not n.endswith("-v1.5")]
+    names = list(dict.fromkeys(names))
+    dev = None
+    if device is not None:
+        from ..device import resolve_device
+
+        dev = resolve_device(device)
+
+    from ..analysis import count_macs, param_count
+    from ..registry import build_model
+
+    rows = []
+    for name in names:
+        info = model_info(name)
+        size = input_size or info.input_size
+        net = build_model(name)
+        c = count_macs(net, size)
+        paper = info.paper_gmacs if size == 224 else None
+        dev_pct = (c.macs / 1e9 - paper) / paper if paper else None
+        row = {"model": name, "input_size": size, "params": param_count(net), "gmacs": c.macs / 1e9,
+               "gflops": 2 * c.macs / 1e9, "bn_gmacs": c.bn_macs / 1e9, "paper_gmacs": paper,
+               "deviation": dev_pct, "ok": None if dev_pct is None else abs(dev_pct) <= tolerance,
+               "uncounted_ops": c.uncounted}
+        if dev is not None:
+            row["timing"] = _time_forward(net, size, batch_size, dev, c.macs)
+        rows.append(row)
+
+    failed = [r["model"] for r in rows if check and r["ok"] is False]
+    if json_out:
+        print_json({"counted": "conv + fc multiply-adds (gmacs); gflops = 2 x gmacs; BatchNorm in bn_gmacs",
+                    "tolerance": tolerance, "check": check, "models": rows, "failed": failed})
+    else:
+        _print_table(rows, tolerance, check, dev)
+    if failed:
+        raise CheckFailed(f"{', '.join(failed)} off the paper's figure by more than {tolerance:.0%}")
+
+
+def _time_forward(net, size: int, batch_size: int, dev, macs: int) -> dict:
+    import torch
+
+    from ..device import device_name
+    from ..timing import time_fn
+
+    net = net.to(dev).eval()
+    x = torch.randn(batch_size, net.conv1.in_channels, size, size, device=dev)
+
+    def step():
+        with torch.inference_mode():
+            net(x)
+
+    t = time_fn(step, dev, warmup=2, iters=1 if dev.type == "cpu" else 10, repeats=5)
+    secs = t.median_ms / 1000
+    return {"device": device_name(dev), "batch_size": batch_size, "precision": "fp32", **t.as_dict(),
+            "images_per_s": batch_size / secs, "tflops": 2 * macs * batch_size / secs / 1e12}
+
+
+def _print_table(rows: list[dict], tolerance: float, check: bool, dev) -> None:
+    from rich.table import Table
+
+    table = Table(title="Multiply-adds per image (fvcore), against the paper's Table 1")
+    for col in ["model", "input", "params", "GMACs", "GFLOPs", "BN GMACs", "paper", "deviation", "check"]:
+        table.add_column(col, justify="left" if col in ("model", "check") else "right")
+    if dev is not None:
+        for col in ["ms/batch", "img/s", "TFLOP/s"]:
+            table.add_column(col, justify="right")
+    for r in rows:
+        mark = "-" if r["ok"] is None else ("ok" if r["ok"] else ("FAIL" if check else "off"))
+        cells = [r["model"], str(r["input_size"]), fmt_int(r["params"]), f"{r['gmacs']:.3f}", f"{r['gflops']:.3f}",
+                 f"{r['bn_gmacs']:.3f}", "-" if r["paper_gmacs"] is None else f"{r['paper_gmacs']:.1f}",
+                 "-" if r["deviation"] is None else f"{r['deviation']:+.1%}", mark]
+        if dev is not None:
+            t = r["timing"]
+            cells += [f"{t['median_ms']:.1f}", f"{t['images_per_s']:,.0f}", f"{t['tflops']:.2f}"]
+        table.add_row(*cells)
+    out = console()
+    out.print(table)
+    uncounted = sorted({op for r in rows for op in r["uncounted_ops"]})
+    out.print("Counted: conv + fc multiply-adds, one per multiply-add (the paper's \"FLOPs\"); GFLOPs = 2 x GMACs. "
+              "BatchNorm is shown apart and not in GMACs.")
+    if uncounted:
+        out.print(f"Not counted (no fvcore formula): {', '.join(uncounted)}; ReLU is ignored by fvcore. "
+                  "Global average pooling is counted by fvcore but left out, as in the paper.")
+    if any(r["model"].endswith("-v1.5") for r in rows):
+        out.print(V15_NOTE)
+    if check and any(r["ok"] is not None for r in rows):
+        out.print(f"Check: within {tolerance:.0%} of the paper's figure.")
+    if dev is not None:
+        out.print(f"Timing: forward only, fp32, batch {rows[0]['timing']['batch_size']}, on "
+                  f"{rows[0]['timing']['device']}; median of 5 repeats; TFLOP/s = 2 x MACs / time.")

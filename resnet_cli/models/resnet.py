@@ -1,0 +1,210 @@
+"""One ResNet class for every network in the registry, after He et al. (2015).
+
+The ImageNet family (paper Table 1) and the CIFAR family (paper section 4.2)
+differ only in data: the stem, the stage widths, the block type and the
+shortcut type. That data lives in `ArchSpec`; `ResNet` turns a spec into a
+module. Parameter and buffer names follow torchvision's `models/resnet.py`
+(`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0`, `fc`), so a
+torchvision state_dict loads with `strict=True`.
+
+Plain networks (the paper's "plain" baselines) are the same nets with every
+shortcut removed, downsampling done by the stride-2 convolution alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Shortcut = Literal["A", "B", "none"]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Everything that distinguishes one registered architecture from another."""
+
+    block: Literal["basic", "bottleneck"]
+    layers: tuple[int, ...]  # blocks per stage (conv2_x, conv3_x, ...)
+    widths: tuple[int, ...]  # 3x3 width of each stage; bottlenecks expand it 4x
+    stem: Literal["imagenet", "cifar"]  # 7x7/2 conv + 3x3/2 max pool, or a 3x3 conv
+    shortcut: Shortcut  # "B": projection where shapes change; "A": zero-pad; "none": plain
+    stride_in_1x1: bool = True  # bottleneck only: stride on the first 1x1 (paper) or the 3x3 (v1.5)
+
+    @property
+    def depth(self) -> int:
+        convs_per_block = 2 if self.block == "basic" else 3
+        return convs_per_block * sum(self.layers) + 2  # + stem conv + fc
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+
+
+class PadShortcut(nn.Module):
+    """The paper's option A: identity with stride-2 subsampling and zero-padded channels.
+
+    It has no parameters, which is why the CIFAR nets match Table 6's counts.
+    The new channels are appended after the existing ones.
+    """
+
+    def __init__(self, stride: int, out_planes: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.out_planes = out_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.out_planes - x.shape[1]))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, out_planes={self.out_planes}"
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (paper Fig. 5 left)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
+                 residual: bool, stride_in_1x1: bool = True) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (paper Fig. 5 right).
+
+    Where the stride goes is the one difference between the paper and torchvision:
+    the paper's release (and `resnet50`) strides the first 1x1 conv, so the 3x3
+    conv runs at the reduced resolution; torchvision's "v1.5" (`resnet50-v1.5`)
+    strides the 3x3 conv instead. v1.5 costs about 0.3 GMACs more for resnet50
+    (4.1 vs 3.8) and is reported to be slightly more accurate. The weights have
+    the same shapes either way, so one state_dict serves both.
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
+                 residual: bool, stride_in_1x1: bool = True) -> None:
+        super().__init__()
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = conv1x1(inplanes, planes, s1)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, s3)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+
+BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(nn.Module):
+    """A residual (or plain) network built from an `ArchSpec`."""
+
+    def __init__(self, spec: ArchSpec, num_classes: int = 1000, in_channels: int = 3,
+                 zero_init_residual: bool = False) -> None:
+        super().__init__()
+        if num_classes <= 0:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if in_channels <= 0:
+            raise ValueError(f"in_channels must be positive, got {in_channels}")
+        if zero_init_residual and spec.shortcut == "none":
+            raise ValueError("zero_init_residual needs shortcuts; a plain net would output a constant")
+        self.spec = spec
+        block = BLOCKS[spec.block]
+        self.inplanes = spec.widths[0]
+        if spec.stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, self.inplanes, 7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = conv3x3(in_channels, self.inplanes)
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.ReLU(inplace=True)
+        # The CIFAR nets have no max pool; an Identity keeps forward() uniform.
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if spec.stem == "imagenet" else nn.Identity()
+        for i, (n, width) in enumerate(zip(spec.layers, spec.widths)):
+            self.add_module(f"layer{i + 1}", self._make_layer(block, width, n, stride=1 if i == 0 else 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(spec.widths[-1] * block.expansion, num_classes)
+        self._init_weights(zero_init_residual)
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i + 1}") for i in range(len(self.spec.layers))]
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        spec = self.spec
+        out_planes = planes * block.expansion
+        downsample: nn.Module | None = None
+        if stride != 1 or self.inplanes != out_planes:
+            if spec.shortcut == "B":
+                downsample = nn.Sequential(conv1x1(self.inplanes, out_planes, stride), nn.BatchNorm2d(out_planes))
+            elif spec.shortcut == "A":
+                downsample = PadShortcut(stride, out_planes)
+        residual = spec.shortcut != "none"
+        layers = [block(self.inplanes, planes, stride, downsample, residual, spec.stride_in_1x1)]
+        self.inplanes = out_planes
+        layers += [block(self.inplanes, planes, 1, None, residual, spec.stride_in_1x1) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        # He et al. 2015 ("Delving deep into rectifiers"), as the paper's section 3.4
+        # says; fan_out as in the original release and torchvision. fc keeps
+        # PyTorch's default, as torchvision does.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            # Goyal et al. 2017: each residual branch starts as zero, so every
+            # block starts as the identity. Not in the paper; off by default.
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.forward_features(x))
+        return self.fc(torch.flatten(x, 1))

@@ -1,0 +1,130 @@
+"""The model registry: the one place where models are named and built.
+
+Every command (summary, flops, train, eval, bench) goes through `build_model`,
+so what `summary` shows is what `train` trains. Entrypoints register with
+`@register_model` (as in timm) and all have the same shape:
+`fn(*, num_classes, in_channels, zero_init_residual) -> nn.Module`.
+
+This module does not import torch: the CLI resolves names and reports bad
+input before paying for that import. The built-in models register when
+`resnet_cli.models` is first imported, which `list_models`/`build_model` do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from .errors import BadInput
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model without building it."""
+
+    name: str
+    family: str  # "imagenet" or "cifar"
+    block: str  # "basic" or "bottleneck"
+    depth: int  # weighted layers, as the paper counts them
+    plain: bool  # True for the paper's plain (shortcut-free) baselines
+    input_size: int  # native input resolution
+    default_classes: int  # 1000 for ImageNet, 10 for CIFAR-10
+    paper_gmacs: float | None = None  # paper Table 1 "FLOPs" (multiply-adds), where it gives one
+    variant: str = ""  # "" for the paper's design, "v1.5" for torchvision's stride placement
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_ENTRYPOINTS: dict[str, Callable[..., Any]] = {}
+_INFO: dict[str, ModelInfo] = {}
+
+# Depths that `--depth N` accepts, and the family each maps to.
+IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
+CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+
+
+def register_model(info: ModelInfo) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register an entrypoint under `info.name`."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if info.name in _ENTRYPOINTS:
+            raise ValueError(f"model {info.name!r} is already registered")
+        _ENTRYPOINTS[info.name] = fn
+        _INFO[info.name] = info
+        return fn
+
+    return wrap
+
+
+def _ensure_builtin() -> None:
+    from . import models  # noqa: F401  (registers the built-in models)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style wildcard, in registry order."""
+    _ensure_builtin()
+    return [name for name in _ENTRYPOINTS if fnmatch.fnmatchcase(name, pattern)]
+
+
+def model_info(name: str) -> ModelInfo:
+    _ensure_builtin()
+    if name not in _INFO:
+        raise unknown_model(name)
+    return _INFO[name]
+
+
+def unknown_model(name: str) -> BadInput:
+    close = difflib.get_close_matches(name, list(_ENTRYPOINTS), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "; see `resnet list`"
+    return BadInput(f"unknown model {name!r}{hint}")
+
+
+def name_for_depth(depth: int, plain: bool = False) -> str:
+    """Map `--depth N [--plain]` to a registry name."""
+    if depth not in IMAGENET_DEPTHS + CIFAR_DEPTHS:
+        raise BadInput(
+            f"no ResNet of depth {depth}; ImageNet depths are {', '.join(map(str, IMAGENET_DEPTHS))} "
+            f"and CIFAR depths are {', '.join(map(str, CIFAR_DEPTHS))}"
+        )
+    return f"{'plain' if plain else 'resnet'}{depth}"
+
+
+def resolve_name(name: str | None, depth: int | None = None, plain: bool = False) -> str:
+    """The registry name for a command line's MODEL / --depth / --plain."""
+    if name is not None and depth is not None:
+        raise BadInput("give a model name or --depth, not both")
+    if name is None and depth is None:
+        raise BadInput("name a model (e.g. resnet50) or give --depth N")
+    if depth is not None:
+        return name_for_depth(depth, plain)
+    assert name is not None
+    if plain and name.startswith("resnet"):
+        name = "plain" + name[len("resnet"):]
+    model_info(name)  # raises with a suggestion if unknown
+    return name
+
+
+def build_model(name: str, num_classes: int | None = None, in_channels: int = 3, **options: Any):
+    """Build a registered model. `num_classes` defaults to the family's dataset (1000 or 10)."""
+    info = model_info(name)
+    if num_classes is None:
+        num_classes = info.default_classes
+    if not isinstance(num_classes, int) or num_classes <= 0:
+        raise BadInput(f"number of classes must be a positive integer, got {num_classes}")
+    if not isinstance(in_channels, int) or in_channels <= 0:
+        raise BadInput(f"input channels must be a positive integer, got {in_channels}")
+    unknown = set(options) - {"zero_init_residual"}
+    if unknown:
+        raise BadInput(f"unknown model option(s): {', '.join(sorted(unknown))}; known: zero_init_residual")
+    if options.get("zero_init_residual") and info.plain:
+        raise BadInput(f"{name} has no shortcuts, so zero_init_residual would zero its output")
+    return _ENTRYPOINTS[name](num_classes=num_classes, in_channels=in_channels, **options)
+
+
+def model_config(name: str, num_classes: int, in_channels: int, zero_init_residual: bool = False) -> dict[str, Any]:
+    """The plain dict a checkpoint carries to rebuild the model with `build_model(**cfg)`."""
+    return {"name": name, "num_classes": num_classes, "in_channels": in_channels,
+            "zero_init_residual": zero_init_residual}

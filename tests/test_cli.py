@@ -1,0 +1,110 @@
+"""CLI conventions: fast import, list/build, checkpoints, and bad input as one line with exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from resnet_cli import build_model
+
+
+def test_cli_import_does_not_import_torch():
+    code = "import sys, resnet_cli.cli; assert 'torch' not in sys.modules and 'fvcore' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_python_dash_m_and_version():
+    out = subprocess.run([sys.executable, "-m", "resnet_cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("resnet-cli ")
+
+
+def test_help_has_examples(cli):
+    for cmd in ("list", "build", "summary", "flops"):
+        result = cli(cmd, "--help")
+        assert result.exit_code == 0
+        assert "Example" in result.stdout
+
+
+def test_list_json_and_table(cli):
+    rows = cli.json("list", "resnet*")
+    assert {r["name"] for r in rows} >= {"resnet18", "resnet1202", "resnet152-v1.5"}
+    r56 = next(r for r in rows if r["name"] == "resnet56")
+    assert (r56["family"], r56["block"], r56["depth"], r56["params"], r56["input_size"]) == \
+        ("cifar", "basic", 56, 853_018, 32)
+    table = cli("list", "plain*")
+    assert table.exit_code == 0 and "plain1202" in table.stdout and "resnet18 " not in table.stdout
+
+
+def test_build_checkpoint_rebuilds_the_model(cli, tmp_path):
+    path = tmp_path / "m.pt"
+    out = cli.json("build", "--depth", "32", "--plain", "--num-classes", "100", "--in-channels", "1", "-o", path)
+    assert out["params"] == sum(p.numel() for p in build_model("plain32", num_classes=100, in_channels=1).parameters())
+    ckpt = torch.load(path, weights_only=True)
+    assert set(ckpt) >= {"model", "config", "version"}
+    model = build_model(**ckpt["config"]["model"])
+    model.load_state_dict(ckpt["model"], strict=True)
+    assert ckpt["config"]["model"] == {"name": "plain32", "num_classes": 100, "in_channels": 1,
+                                       "zero_init_residual": False}
+    assert not list(tmp_path.glob(".*tmp*")), "temp files left behind"
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "export"])
+def test_build_other_formats_compute_the_same(cli, tmp_path, fmt):
+    path = tmp_path / ("m.ts" if fmt == "torchscript" else "m.pt2")
+    result = cli("build", "resnet20", "-o", path, "--format", fmt, "--seed", "3")
+    assert result.exit_code == 0, result.output
+    torch.manual_seed(3)
+    ref = build_model("resnet20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    loaded = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), ref(x), atol=1e-5)
+
+
+BAD_INPUTS = [
+    (["summary", "resnt50"], "did you mean 'resnet50'"),
+    (["summary", "--depth", "19"], "no ResNet of depth 19"),
+    (["flops", "--depth", "19"], "no ResNet of depth 19"),
+    (["summary", "resnet50", "--input-size", "0"], "--input-size must be positive"),
+    (["flops", "--input-size", "-4"], "--input-size must be positive"),
+    (["summary", "resnet50", "--input-size", "abc"], "Invalid value for '--input-size'"),
+    (["build", "resnet20", "--num-classes", "0", "-o", "{tmp}/x.pt"], "--num-classes must be positive"),
+    (["build", "resnet20", "--num-classes", "-3", "-o", "{tmp}/x.pt"], "--num-classes must be positive"),
+    (["build", "resnet20", "--in-channels", "0", "-o", "{tmp}/x.pt"], "--in-channels must be positive"),
+    (["build", "resnet20", "-o", "{tmp}/file.txt/x.pt"], "cannot write to"),
+    (["build", "resnet20", "-o", "{tmp}"], "is a folder"),
+    (["build", "plain20", "--zero-init-residual", "-o", "{tmp}/x.pt"], "no shortcuts"),
+    (["build", "resnet20"], "Missing option '--output'"),
+    (["summary"], "name a model"),
+    (["summary", "resnet50", "--depth", "50"], "not both"),
+    (["flops", "--tolerance", "2"], "--tolerance must be in"),
+    (["flops", "resnet20", "--device", "tpu"], "unknown device 'tpu'"),
+    (["list", "--bogus"], "No such option: --bogus"),
+    (["nonsense"], "No such command 'nonsense'"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
+    (tmp_path / "file.txt").write_text("not a folder")
+    result = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.output
+
+
+def test_cuda_without_gpu_says_so(cli):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = cli("flops", "resnet20", "--device", "cuda")
+    assert result.exit_code == 2 and "no CUDA GPU is available" in result.stderr
+
+
+def test_debug_shows_the_traceback(cli):
+    result = cli("--debug", "summary", "resnt50")
+    assert isinstance(result.exception, Exception) and "resnt50" in str(result.exception)

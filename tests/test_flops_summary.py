@@ -1,0 +1,108 @@
+"""`flops` and `summary`: the paper's figures, output sizes read off the model, JSON fields."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet_cli import build_model
+from resnet_cli.analysis import count_macs, output_shapes, stage_rows
+
+PAPER = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "resnet152": 11.3}
+
+
+def test_bare_flops_checks_the_five_paper_figures(cli):
+    result = cli("flops", "--json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    out = json.loads(result.stdout)
+    rows = {r["model"]: r for r in out["models"]}
+    assert set(rows) == set(PAPER)
+    for name, paper in PAPER.items():
+        r = rows[name]
+        assert r["paper_gmacs"] == paper
+        assert abs(r["gmacs"] - paper) / paper <= 0.03, (name, r["gmacs"])
+        assert r["gflops"] == pytest.approx(2 * r["gmacs"])
+        assert r["ok"] is True
+        assert 0 < r["bn_gmacs"] < 0.05 * r["gmacs"]
+        assert "aten::max_pool2d" in r["uncounted_ops"]
+    assert out["failed"] == []
+
+
+def test_flops_check_fails_with_exit_1_when_off(cli):
+    result = cli("flops", "resnet50", "--tolerance", "0.001")
+    assert result.exit_code == 1
+    assert "resnet50 off the paper's figure" in result.stderr
+    assert cli("flops", "resnet50", "--tolerance", "0.001", "--no-check").exit_code == 0
+
+
+def test_flops_v15_figures(cli):
+    out = cli.json("flops", "resnet50", "--v1.5", "--no-check")
+    rows = {r["model"]: r for r in out["models"]}
+    assert rows["resnet50-v1.5"]["gmacs"] == pytest.approx(4.09, abs=0.02)
+    assert rows["resnet50-v1.5"]["paper_gmacs"] is None
+    text = cli("flops", "--depth", "101", "--v1.5")
+    assert text.exit_code == 0
+    assert "v1.5 (torchvision) strides the 3x3 conv" in text.stdout
+    assert "resnet101-v1.5" in text.stdout
+
+
+def test_flops_cpu_timing(cli):
+    out = cli.json("flops", "resnet20", "--device", "cpu", "--batch-size", "4")
+    t = out["models"][0]["timing"]
+    assert t["batch_size"] == 4 and t["images_per_s"] > 0 and t["tflops"] > 0
+    assert t["min_ms"] <= t["median_ms"] <= t["max_ms"]
+
+
+def test_macs_exclude_batchnorm_and_match_hand_count():
+    # resnet20 at 32x32: every 3x3 conv is H*W*Cin*Cout*9 multiply-adds, plus the fc.
+    convs = 32 * 32 * 3 * 16 * 9 + 6 * 32 * 32 * 16 * 16 * 9
+    convs += 16 * 16 * 16 * 32 * 9 + 5 * 16 * 16 * 32 * 32 * 9 + 8 * 8 * 32 * 64 * 9 + 5 * 8 * 8 * 64 * 64 * 9
+    c = count_macs(build_model("resnet20"), 32)
+    assert c.macs == convs + 64 * 10
+    assert c.bn_macs > 0
+
+
+def test_summary_resnet50_output_sizes(cli):
+    out = cli.json("summary", "--depth", "50")
+    sizes = {s["layer"]: s["output_size"][0] for s in out["stages"]}
+    assert [sizes[k] for k in ("conv1", "pool", "conv2_x", "conv3_x", "conv4_x", "conv5_x")] == [112, 56, 56, 28, 14, 7]
+    assert [s["layer"] for s in out["stages"]] == ["conv1", "pool", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "fc"]
+    stage = {s["layer"]: s for s in out["stages"]}
+    assert stage["conv2_x"]["block"] == "[1x1, 64 / 3x3, 64 / 1x1, 256] x 3"
+    assert stage["conv1"]["block"] == "7x7, 64, stride 2"
+    assert out["total"]["params"] == 25_557_032
+    assert sum(s["params"] for s in out["stages"]) == out["total"]["params"]
+    assert sum(s["macs"] for s in out["stages"]) == out["total"]["macs"]
+
+
+def test_summary_cifar_sizes_follow_input_size(cli):
+    out = cli.json("summary", "resnet20")
+    assert [s["output_size"][0] for s in out["stages"] if s["layer"].startswith("conv")] == [32, 32, 16, 8]
+    assert [s["layer"] for s in out["stages"]] == ["conv1", "conv2_x", "conv3_x", "conv4_x", "fc"]
+    out = cli.json("summary", "resnet20", "--input-size", "224")
+    first = out["stages"][1]
+    assert (first["output_size"], first["channels"]) == ([224, 224], 16)
+
+
+def test_summary_table_and_detail(cli):
+    result = cli("summary", "resnet20", "--detail")
+    assert result.exit_code == 0
+    assert "[3x3, 16 / 3x3, 16] x 3" in result.stdout
+    assert "layer3.2.conv2" in result.stdout
+    out = cli.json("summary", "plain20", "--detail")
+    mods = {m["name"]: m for m in out["modules"]}
+    assert mods["layer2.0.conv1"]["output_shape"] == [32, 16, 16]
+    assert mods["fc"]["params"] == 650
+
+
+def test_summary_leaves_mode_device_and_stats_alone():
+    model = build_model("resnet20").train()
+    model.layer1[0].bn1.eval()  # a mixed-mode model must come back mixed
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stage_rows(model, 32)
+    output_shapes(model, 40)
+    assert model.training and not model.layer1[0].bn1.training and model.layer1[0].bn2.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert next(model.parameters()).device.type == "cpu"

@@ -1,0 +1,66 @@
+"""Registry: wildcards, names, depths, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from resnet_cli import build_model, list_models
+from resnet_cli.errors import BadInput
+from resnet_cli.registry import ModelInfo, name_for_depth, register_model, resolve_name
+
+
+def test_wildcards():
+    assert list_models("resnet5*") == ["resnet50", "resnet50-v1.5", "resnet56"]
+    assert list_models("plain1?") == ["plain18"]
+    assert len(list_models()) == 28
+    assert list_models("nothing*") == []
+
+
+def test_depth_and_plain_names():
+    assert name_for_depth(50) == "resnet50"
+    assert name_for_depth(56, plain=True) == "plain56"
+    assert resolve_name("resnet110", plain=True) == "plain110"
+    assert resolve_name("resnet50-v1.5", plain=True) == "plain50-v1.5"
+    with pytest.raises(BadInput, match="no ResNet of depth 19"):
+        name_for_depth(19)
+
+
+def test_unknown_model_suggests():
+    with pytest.raises(BadInput, match="did you mean 'resnet50'"):
+        resolve_name("resnt50")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_classes": 0}, "classes must be a positive"),
+    ({"in_channels": -1}, "channels must be a positive"),
+    ({"dropout": 0.1}, "unknown model option"),
+])
+def test_build_model_rejects_bad_options(kwargs, match):
+    with pytest.raises(BadInput, match=match):
+        build_model("resnet20", **kwargs)
+
+
+def test_zero_init_refused_for_plain_nets():
+    with pytest.raises(BadInput, match="no shortcuts"):
+        build_model("plain20", zero_init_residual=True)
+
+
+def test_register_model_is_open_for_extension(monkeypatch):
+    import torch
+
+    from resnet_cli import registry
+
+    list_models()  # register the built-ins before taking copies
+    monkeypatch.setattr(registry, "_ENTRYPOINTS", dict(registry._ENTRYPOINTS))
+    monkeypatch.setattr(registry, "_INFO", dict(registry._INFO))
+
+    info = ModelInfo("tiny-test-net", "cifar", "basic", 2, False, 32, 10)
+
+    @register_model(info)
+    def tiny(*, num_classes, in_channels=3, zero_init_residual=False):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(num_classes))
+
+    assert "tiny-test-net" in list_models("tiny*")
+    assert build_model("tiny-test-net", num_classes=4)(torch.randn(2, 3, 4, 4)).shape == (2, 4)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(info)(tiny)
