@@ -21,9 +21,11 @@ except ImportError:  # pragma: no cover
 
 from . import __version__
 from .commands import build as build_cmd
+from .commands import eval as eval_cmd
 from .commands import flops as flops_cmd
 from .commands import list as list_cmd
 from .commands import summary as summary_cmd
+from .commands import train as train_cmd
 from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, CliError
 
 _debug = {"on": False}
@@ -122,6 +124,8 @@ app.command("list")(list_cmd.list_models_cmd)
 app.command("build")(build_cmd.build)
 app.command("summary")(summary_cmd.summary)
 app.command("flops")(flops_cmd.flops)
+app.command("train")(train_cmd.train)
+app.command("eval")(eval_cmd.eval_cmd)
 
 
 def main() -> None:

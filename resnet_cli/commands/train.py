@@ -1,0 +1,151 @@
+"""`resnet train`: train a model from a preset, a config file and flags; resume a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ._common import JsonOpt, console, print_json
+
+RESUMABLE = {"train.epochs", "train.steps", "run.device", "data.data_dir", "run.stop_after_epochs"}
+
+
+def train(
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="A preset from presets/: cifar, cifar100, "
+                                                   "fashion-mnist, imagenet, smoke.", show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A YAML config file (sections model, data, "
+                                                   "train, run).", show_default=False)] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any key: --set train.lr=0.05 "
+                                                      "(repeatable; wins over everything).", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name (model.name).",
+                                                 show_default=False)] = None,
+    depth: Annotated[Optional[int], typer.Option("--depth", "-d", help="Depth instead of --model.",
+                                                 show_default=False)] = None,
+    plain: Annotated[bool, typer.Option("--plain", help="The plain twin of --model/--depth.")] = False,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", show_default=False,
+                                                  help="train.epochs")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", show_default=False,
+                                                      help="train.batch_size")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", show_default=False, help="train.lr")] = None,
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", show_default=False,
+                                                    help="data.data_dir [default: $RESNET_CLI_DATA or "
+                                                         "~/.cache/resnet-cli]")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", show_default=False,
+                                                  help="run.device: auto, cpu, cuda, cuda:N")] = None,
+    run_dir: Annotated[Optional[str], typer.Option("--run-dir", show_default=False,
+                                                   help="run.run_dir [default: runs]")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", show_default=False,
+                                                help="run.name [default: <model>-<dataset>]")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", show_default=False, help="run.seed")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a run from RUN_DIR/last.pt (or a "
+                                                   "checkpoint file).", show_default=False)] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a ResNet. Precedence: defaults < --preset < --config < flags < --set.
+
+    Writes runs/<name>/ with config.yaml, metrics.csv, last.pt and best.pt.
+
+    Example: [bold]resnet train --preset fashion-mnist --data-dir ../shared/data/fashion-mnist[/bold]
+    """
+    from .. import config as C
+    from ..errors import BadInput
+    from ..registry import resolve_name
+
+    if plain and model is None and depth is None:
+        raise BadInput("--plain needs --model or --depth")
+    model_name = resolve_name(model, depth, plain) if (model is not None or depth is not None) else None
+    flags: dict[str, Any] = {"model.name": model_name, "train.epochs": epochs, "train.batch_size": batch_size,
+                             "train.lr": lr, "data.data_dir": data_dir, "run.device": device,
+                             "run.run_dir": run_dir, "run.name": name, "run.seed": seed}
+    if resume is not None:
+        _resume(resume, preset, config, flags, set_ or [], print_config, json_out)
+        return
+    cfg = C.resolve(preset, config, flags, set_)
+    if print_config:
+        typer.echo(C.to_yaml(cfg), nl=False)
+        return
+    from ..train.loop import Trainer
+
+    trainer = Trainer(cfg, _progress(json_out))
+    run_path = trainer.open_run_dir()
+    _report(trainer, run_path, json_out)
+
+
+def _progress(json_out: bool):
+    from ..train.progress import Progress
+
+    return Progress(enabled=not json_out)
+
+
+def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print_config: bool,
+            json_out: bool) -> None:
+    from .. import config as C
+    from ..checkpoint import load_checkpoint
+    from ..errors import BadInput
+
+    ckpt_path = path / "last.pt" if path.is_dir() else path
+    if path.is_dir() and not ckpt_path.exists():
+        raise BadInput(f"--resume {path}: no last.pt in that folder")
+    ckpt = load_checkpoint(ckpt_path)
+    if "optimizer" not in ckpt or "step" not in ckpt or not isinstance(ckpt.get("config"), dict):
+        raise BadInput(f"--resume {ckpt_path}: not a training checkpoint (no optimizer state)")
+    if preset or config_file:
+        raise BadInput("--resume takes its config from the checkpoint; drop --preset/--config")
+    changes = {k: v for k, v in flags.items() if v is not None}
+    changes.update(dict(C.parse_set(s) for s in sets))
+    refused = sorted(set(changes) - RESUMABLE)
+    if refused:
+        raise BadInput(f"cannot change {', '.join(refused)} when resuming (only {', '.join(sorted(RESUMABLE))}); "
+                       "start a new run instead")
+    base = C.flatten(ckpt["config"], f"config in {ckpt_path}")
+    base.update(changes)
+    cfg = C.build_config(base)
+    if print_config:
+        typer.echo(C.to_yaml(cfg), nl=False)
+        return
+    from ..train.loop import Trainer
+
+    trainer = Trainer(cfg, _progress(json_out))
+    trainer.load_state(ckpt)
+    run_path = ckpt_path.parent
+    if trainer.step >= trainer.total_steps:
+        msg = (f"{run_path} is finished ({trainer.epoch} epochs, {trainer.step} steps); "
+               "pass a larger --epochs to train further")
+        if json_out:
+            print_json({"run_dir": str(run_path), "finished": True, "message": msg})
+        else:
+            typer.echo(msg)
+        return
+    trainer.open_run_dir(run_path)
+    trainer.progress.line(f"resuming {run_path} at epoch {trainer.epoch + 1} (step {trainer.step})")
+    _report(trainer, run_path, json_out)
+
+
+def _report(trainer, run_path: Path, json_out: bool) -> None:
+    trainer.progress.line(f"run folder: {run_path}")
+    trainer.run()
+    last = trainer.rows[-1]
+    best = max(trainer.rows, key=lambda r: r["test_top1"])
+    result = {"run_dir": str(run_path), "model": trainer.cfg.model.name, "dataset": trainer.cfg.data.dataset,
+              "epochs": trainer.epoch, "steps": trainer.step, "final": last, "best": best,
+              "device": str(trainer.device), "precision": trainer.speed.precision,
+              "channels_last": trainer.speed.channels_last, "compile": trainer.speed.compile}
+    if json_out:
+        print_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{trainer.cfg.model.name} on {trainer.cfg.data.dataset}: {trainer.epoch} epochs, "
+                        f"{trainer.step} steps")
+    for col in ("", "epoch", "train loss", "train top-1", "test loss", "test top-1", "test top-5", "img/s"):
+        table.add_column(col, justify="left" if not col else "right")
+    for label, r in (("final", last), ("best", best)):
+        table.add_row(label, str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['train_top1']:.2%}",
+                      f"{r['test_loss']:.4f}", f"{r['test_top1']:.2%}", f"{r['test_top5']:.2%}",
+                      f"{r['img_per_s']:,.0f}")
+    out = console()
+    out.print(table)
+    out.print(f"run folder: {run_path}")

@@ -1,0 +1,327 @@
+"""The training configuration: every default in one place, each with its intent.
+
+Layers, lowest first: these defaults < preset (presets/*.yaml) < --config FILE
+< command-line flags < --set KEY=VALUE. The order of the arguments on the
+command line does not matter. YAML is read with `yaml.safe_load` only.
+Unknown keys and wrong types are errors with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from .errors import BadInput
+
+Auto = Literal["auto", "on", "off"]
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20"  # registry name (`resnet list`); the CIFAR nets suit small images
+    num_classes: int = 0  # 0: take the dataset's class count
+    in_channels: int = 0  # 0: take the dataset's channel count (1 for MNIST-like data)
+    zero_init_residual: bool = False  # Goyal et al.; not in the paper, so off
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["cifar10", "cifar100", "mnist", "fashion-mnist", "synthetic", "imagefolder"] = "synthetic"
+    data_dir: str = ""  # "": $RESNET_CLI_DATA, else ~/.cache/resnet-cli
+    download: bool = True  # fetch missing files over HTTPS; never when valid files are present
+    url: str = ""  # "": the official archive; set for a mirror (https, or http on loopback only)
+    train_limit: int = 0  # train on the first N images (0 = all): quick runs
+    test_limit: int = 0  # evaluate on the first N test images (0 = all)
+    crop_padding: int = 4  # zero padding before the random crop (paper: 4 on CIFAR); 0 = no crop
+    flip: bool = True  # random horizontal flip (paper, CIFAR)
+    normalize: bool = True  # subtract the per-channel mean, divide by the std
+    image_size: int = 32  # synthetic only: height and width
+    channels: int = 3  # synthetic only
+    classes: int = 10  # synthetic only
+    synthetic_train: int = 512  # synthetic only: training images
+    synthetic_test: int = 256  # synthetic only: test images
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10  # passes over the training set (ignored when `steps` > 0)
+    steps: int = 0  # > 0: stop after this many optimizer steps instead (paper CIFAR: 64k)
+    batch_size: int = 128  # per optimizer step (paper: 128 on CIFAR, 256 on ImageNet)
+    eval_batch_size: int = 1024  # evaluation needs no gradients, so a large batch is cheap
+    lr: float = 0.1  # peak learning rate (paper: 0.1)
+    momentum: float = 0.9  # SGD momentum (paper: 0.9)
+    nesterov: bool = False  # the paper used plain momentum
+    weight_decay: float = 1e-4  # L2 penalty (paper: 1e-4)
+    no_wd_bn_bias: bool = False  # exempt BatchNorm and bias parameters from weight decay
+    grad_clip: float = 0.0  # > 0: clip the global gradient norm to this value
+    label_smoothing: float = 0.0  # not in the paper
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"  # lr after warm-up
+    milestones: list[int] = field(default_factory=list)  # multistep: where lr is multiplied by `gamma`
+    milestone_unit: Literal["epochs", "steps"] = "epochs"  # what `milestones` count
+    gamma: float = 0.1  # multistep: lr factor at each milestone (paper: divide by 10)
+    warmup: Literal["none", "linear", "constant", "paper"] = "none"  # paper: constant for deep CIFAR nets
+    warmup_steps: int = 0  # steps of warm-up ("paper": 400 for depth >= 110)
+    warmup_factor: float = 0.1  # warm-up starts at (linear) or stays at (constant) lr x this
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    channels_last: Auto = "auto"  # auto: on for CUDA, off for CPU (measured: no gain at 28x28 here)
+    compile: Auto = "auto"  # torch.compile; auto: on for CUDA only (compile time dwarfs CPU runs)
+    compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune
+    log_interval: int = 50  # steps between progress updates (the only host syncs in an epoch)
+    log_grad_norms: bool = False  # add per-stage gradient norms to metrics.csv
+
+
+@dataclass
+class RunConfig:
+    name: str = ""  # run folder name; "": <model>-<dataset>; never overwritten (a -2, -3 suffix is added)
+    run_dir: str = "runs"  # parent folder of run folders
+    seed: int = 0  # seeds the weights, the data order and the augmentation
+    device: str = "auto"  # auto: cuda if available, else cpu
+    save_best: bool = True  # keep best.pt by test top-1 besides last.pt
+    stop_after_epochs: int = 0  # > 0: stop (resumably) after this many epochs of this invocation; for time-limited jobs
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "run": RunConfig}
+
+
+# ---------------------------------------------------------------- presets and files
+
+def presets_dir() -> Path:
+    """The folder of preset YAML files: the checkout's presets/ or the installed copy."""
+    source = Path(__file__).resolve().parent.parent / "presets"
+    if source.is_dir():
+        return source
+    return Path(__file__).resolve().parent / "presets"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
+
+
+def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BadInput(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise BadInput(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BadInput(f"{what} {path} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BadInput(f"{what} {path} must be a mapping of sections (model, data, train, run)")
+    data.pop("description", None)  # presets carry a one-line description
+    return data
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = presets_dir() / f"{name}.yaml"
+    if not path.is_file():
+        names = list_presets()
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise BadInput(f"unknown preset {name!r}{hint} (presets: {', '.join(names)})")
+    return read_yaml(path, "preset")
+
+
+def preset_description(name: str) -> str:
+    import yaml
+
+    data = yaml.safe_load((presets_dir() / f"{name}.yaml").read_text()) or {}
+    return str(data.get("description", ""))
+
+
+# ---------------------------------------------------------------- merging and typing
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(options)}"
+
+
+def flatten(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """{section: {key: value}} -> {"section.key": value}, rejecting unknown sections and keys."""
+    flat: dict[str, Any] = {}
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise BadInput(f"{source}: unknown section {section!r}{_suggest(str(section), list(SECTIONS))}")
+        if not isinstance(values, dict):
+            raise BadInput(f"{source}: section {section!r} must be a mapping")
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = value
+    for key in flat:
+        check_key(key, source)
+    return flat
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls)]
+
+
+def check_key(key: str, source: str) -> None:
+    if key not in all_keys():
+        section = key.split(".", 1)[0]
+        if section in SECTIONS:
+            options = [k for k in all_keys() if k.startswith(section + ".")]
+        else:
+            options = all_keys()
+        raise BadInput(f"{source}: unknown key {key!r}{_suggest(key, options)}")
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """`--set train.lr=0.05` -> ("train.lr", 0.05); the value is read as YAML (safe_load)."""
+    import yaml
+
+    if "=" not in item:
+        raise BadInput(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=0.05")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    check_key(key, "--set")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the field type; accept the few lossless conversions YAML needs."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            more = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise BadInput(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}{more}")
+        return value
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise BadInput(f"{key}: expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise BadInput(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise BadInput(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise BadInput(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise BadInput(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module
+
+
+def build_config(flat: dict[str, Any]) -> Config:
+    sections = {}
+    for name, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in fields(cls):
+            key = f"{name}.{f.name}"
+            if key in flat:
+                kwargs[f.name] = _coerce(key, flat[key], hints[f.name])
+        sections[name] = cls(**kwargs)
+    cfg = Config(**sections)
+    validate(cfg)
+    return cfg
+
+
+def resolve(preset: str | None = None, config_file: str | os.PathLike | None = None,
+            flags: dict[str, Any] | None = None, sets: list[str] | None = None) -> Config:
+    """Layer the sources in their fixed precedence and return a checked Config."""
+    flat: dict[str, Any] = {}
+    if preset:
+        flat.update(flatten(load_preset(preset), f"preset {preset}"))
+    if config_file:
+        flat.update(flatten(read_yaml(Path(config_file), "config file"), f"config file {config_file}"))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            check_key(key, "flag")
+            flat[key] = value
+    for item in sets or []:
+        key, value = parse_set(item)
+        flat[key] = value
+    return build_config(flat)
+
+
+def from_dict(data: dict[str, Any], source: str = "checkpoint config") -> Config:
+    return build_config(flatten(data, source))
+
+
+def validate(cfg: Config) -> None:
+    """Range checks: one BadInput naming the key."""
+    t, d = cfg.train, cfg.data
+    positive = {"train.batch_size": t.batch_size, "train.eval_batch_size": t.eval_batch_size, "train.lr": t.lr,
+                "train.log_interval": t.log_interval, "data.image_size": d.image_size, "data.channels": d.channels,
+                "data.classes": d.classes, "data.synthetic_train": d.synthetic_train,
+                "data.synthetic_test": d.synthetic_test}
+    for key, value in positive.items():
+        if value <= 0:
+            raise BadInput(f"{key} must be positive, got {value}")
+    nonneg = {"train.epochs": t.epochs, "train.steps": t.steps, "train.weight_decay": t.weight_decay,
+              "train.grad_clip": t.grad_clip, "train.warmup_steps": t.warmup_steps, "data.train_limit": d.train_limit,
+              "data.test_limit": d.test_limit, "data.crop_padding": d.crop_padding,
+              "run.stop_after_epochs": cfg.run.stop_after_epochs,
+              "model.num_classes": cfg.model.num_classes, "model.in_channels": cfg.model.in_channels}
+    for key, value in nonneg.items():
+        if value < 0:
+            raise BadInput(f"{key} must not be negative, got {value}")
+    if t.epochs == 0 and t.steps == 0:
+        raise BadInput("train.epochs must be positive (or set train.steps)")
+    for key, value in {"train.momentum": t.momentum, "train.label_smoothing": t.label_smoothing}.items():
+        if not 0 <= value < 1:
+            raise BadInput(f"{key} must be in [0, 1), got {value}")
+    for key, value in {"train.gamma": t.gamma, "train.warmup_factor": t.warmup_factor}.items():
+        if not 0 < value <= 1:
+            raise BadInput(f"{key} must be in (0, 1], got {value}")
+    if t.nesterov and t.momentum == 0:
+        raise BadInput("train.nesterov needs train.momentum > 0")
+    if sorted(t.milestones) != t.milestones or any(m <= 0 for m in t.milestones):
+        raise BadInput(f"train.milestones must be positive and increasing, got {t.milestones}")
+    if t.warmup in ("linear", "constant") and t.warmup_steps == 0:
+        raise BadInput(f"train.warmup {t.warmup!r} needs train.warmup_steps > 0")
+    from .registry import model_info
+
+    model_info(cfg.model.name)  # unknown model: did-you-mean
+
+
+def to_yaml(cfg: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,111 @@
+"""Datasets for training and evaluation, as uint8 tensors that can live on the device.
+
+`load_data(cfg)` returns a `DataBundle` for cifar10, cifar100, mnist,
+fashion-mnist or synthetic data; `DeviceLoader` (loader.py) serves batches.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BadInput
+
+
+@dataclass
+class DataBundle:
+    train_x: "torch.Tensor"  # uint8, N x C x H x W  # noqa: F821
+    train_y: "torch.Tensor"  # int64, N  # noqa: F821
+    test_x: "torch.Tensor"  # noqa: F821
+    test_y: "torch.Tensor"  # noqa: F821
+    classes: list[str]
+    mean: "torch.Tensor"  # per channel, in [0, 1] units, from the training images  # noqa: F821
+    std: "torch.Tensor"  # noqa: F821
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+
+def data_root(data_dir: str = "") -> Path:
+    """--data-dir, else $RESNET_CLI_DATA, else ~/.cache/resnet-cli."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    env = os.environ.get("RESNET_CLI_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "resnet-cli"
+
+
+def channel_stats(x) -> tuple:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (computed in chunks, in float64)."""
+    import torch
+
+    c = x.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    total_sq = torch.zeros(c, dtype=torch.float64)
+    for chunk in torch.split(x, 4096):
+        f = chunk.to(torch.float64).div_(255.0)
+        total += f.sum(dim=(0, 2, 3))
+        total_sq += f.pow(2).sum(dim=(0, 2, 3))
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+def synthetic(cfg) -> tuple:
+    """Seeded, learnable random images: a fixed pattern per class plus noise."""
+    import torch
+
+    g = torch.Generator().manual_seed(20151210)  # fixed: every run sees the same data
+    c, s, k = cfg.channels, cfg.image_size, cfg.classes
+    prototypes = torch.rand(k, c, s, s, generator=g) * 160 + 48
+
+    def split(n):
+        y = torch.randint(0, k, (n,), generator=g)
+        noise = torch.randn(n, c, s, s, generator=g) * 24
+        return (prototypes[y] + noise).clamp_(0, 255).to(torch.uint8), y
+
+    train_x, train_y = split(cfg.synthetic_train)
+    test_x, test_y = split(cfg.synthetic_test)
+    return train_x, train_y, test_x, test_y, [f"class{i}" for i in range(k)]
+
+
+def load_data(cfg) -> DataBundle:
+    """Load the dataset named by a DataConfig, apply the train/test limits, compute normalisation stats."""
+    import torch
+
+    root = data_root(cfg.data_dir)
+    if cfg.dataset == "synthetic":
+        parts = synthetic(cfg)
+    elif cfg.dataset in ("cifar10", "cifar100"):
+        from . import cifar
+
+        parts = cifar.load(cfg.dataset, root, cfg.download, cfg.url)
+    elif cfg.dataset in ("mnist", "fashion-mnist"):
+        from . import idx
+
+        parts = idx.load(cfg.dataset, root, cfg.download)
+    else:
+        raise BadInput(f"data.dataset {cfg.dataset!r} has no loader yet: image folders (and the imagenet "
+                       "preset) arrive with distributed training")
+    train_x, train_y, test_x, test_y, classes = parts
+    if cfg.train_limit:
+        train_x, train_y = train_x[: cfg.train_limit], train_y[: cfg.train_limit]
+    if cfg.test_limit:
+        test_x, test_y = test_x[: cfg.test_limit], test_y[: cfg.test_limit]
+    if cfg.normalize:
+        mean, std = channel_stats(train_x)
+    else:
+        mean, std = torch.zeros(train_x.shape[1]), torch.ones(train_x.shape[1])
+    return DataBundle(train_x, train_y, test_x, test_y, list(classes), mean, std)

@@ -1,0 +1,130 @@
+"""CIFAR-10 and CIFAR-100 from the official python-version archives, without torchvision.
+
+The batches are pickles; they are read with an unpickler that accepts only the
+numpy array types the official files contain, so a doctored file cannot run code.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BadInput
+from .download import DownloadError, download, md5_file, safe_extract
+
+
+@dataclass(frozen=True)
+class CifarSpec:
+    url: str
+    archive: str
+    md5: str  # of the .tar.gz
+    folder: str  # what the archive extracts to
+    train: tuple[tuple[str, str], ...]  # (file, md5)
+    test: tuple[tuple[str, str], ...]
+    label_key: str
+    meta: str
+    names_key: str
+    classes: int
+
+
+SPECS = {
+    "cifar10": CifarSpec(
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py",
+        (("data_batch_1", "c99cafc152244af753f735de768cd75f"), ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+         ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"), ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+         ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb")),
+        (("test_batch", "40351d587109b95175f43aff81a1287e"),), "labels", "batches.meta", "label_names", 10),
+    "cifar100": CifarSpec(
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python",
+        (("train", "16019d7e3df5f24257cddd939b257f8d"),), (("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),),
+        "fine_labels", "meta", "fine_label_names", 100),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Allows numpy arrays and plain containers; refuses every other global."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how protocol-2 pickles written by Python 3 carry bytes; harmless
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+
+
+def _load_batch(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise BadInput(f"{path} is not a valid CIFAR batch: {e}") from None
+    if not isinstance(obj, dict):
+        raise BadInput(f"{path} is not a valid CIFAR batch")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _files_ok(folder: Path, files) -> bool:
+    return all((folder / name).is_file() and md5_file(folder / name) == md5 for name, md5 in files)
+
+
+def prepare(dataset: str, root: Path, download_ok: bool = True, url: str = "") -> Path:
+    """Make sure the extracted, verified batches are under `root`; return their folder."""
+    spec = SPECS[dataset]
+    folder = root / spec.folder
+    needed = spec.train + spec.test
+    if _files_ok(folder, needed) and (folder / spec.meta).is_file():
+        return folder  # valid files present: no network
+    archive = root / spec.archive
+    if not (archive.is_file() and md5_file(archive) == spec.md5):
+        if not download_ok:
+            raise BadInput(_missing(dataset, root, "downloads are off (data.download: false)"))
+        try:
+            download(url or spec.url, archive, spec.md5)
+        except DownloadError as e:
+            raise BadInput(_missing(dataset, root, str(e))) from None
+    safe_extract(archive, root)
+    if not _files_ok(folder, needed):
+        bad = [name for name, md5 in needed if not (folder / name).is_file() or md5_file(folder / name) != md5]
+        raise BadInput(f"{dataset}: {', '.join(bad)} in {folder} fail their checksum after extraction")
+    return folder
+
+
+def _missing(dataset: str, root: Path, reason: str) -> str:
+    spec = SPECS[dataset]
+    return (f"{dataset} is not available ({reason}); put {spec.archive} (md5 {spec.md5}) or its extracted "
+            f"{spec.folder}/ folder into {root}")
+
+
+def load(dataset: str, root: Path, download_ok: bool = True, url: str = ""):
+    """Return (train_x, train_y, test_x, test_y, class_names); images are uint8 N x 3 x 32 x 32."""
+    import numpy as np
+    import torch
+
+    spec = SPECS[dataset]
+    folder = prepare(dataset, root, download_ok, url)
+
+    def read(files):
+        xs, ys = [], []
+        for name, _ in files:
+            batch = _load_batch(folder / name)
+            try:
+                data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                labels = np.asarray(batch[spec.label_key], dtype=np.int64)
+            except (KeyError, ValueError) as e:
+                raise BadInput(f"{folder / name} is not a valid CIFAR batch: {e}") from None
+            if len(labels) != len(data):
+                raise BadInput(f"{folder / name}: {len(data)} images but {len(labels)} labels")
+            xs.append(data)
+            ys.append(labels)
+        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+    train_x, train_y = read(spec.train)
+    test_x, test_y = read(spec.test)
+    meta = _load_batch(folder / spec.meta)
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(spec.names_key, [])]
+    return train_x, train_y, test_x, test_y, names or [str(i) for i in range(spec.classes)]

@@ -1,0 +1,104 @@
+"""Downloads and archive extraction that never trust what comes over the wire.
+
+- HTTPS only. Plain http is accepted for loopback hosts alone (a local mirror or a
+  test server), which nothing off this machine can intercept.
+- A download goes to a temporary file, is verified, and only then renamed into place:
+  a partial or corrupt download is never used.
+- Extraction refuses absolute paths, `..` members, links that leave the folder and
+  device files, and also applies tarfile's `data` filter where Python has it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from ..errors import BadInput
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class DownloadError(BadInput):
+    """The network could not deliver the file (offline, 404, timeout)."""
+
+
+def check_url(url: str) -> None:
+    parts = urllib.parse.urlparse(url)
+    if parts.scheme == "https":
+        return
+    if parts.scheme == "http" and (parts.hostname or "") in LOOPBACK:
+        return
+    raise BadInput(f"refusing to download {url}: only https URLs are allowed (http on loopback only)")
+
+
+def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, md5: str | None, timeout: float = 30.0) -> Path:
+    """Fetch `url` to `dest` through a verified temporary file."""
+    check_url(url)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.md5()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (scheme checked)
+                    if urllib.parse.urlparse(response.geturl()).scheme != urllib.parse.urlparse(url).scheme:
+                        raise BadInput(f"refusing redirect from {url} to {response.geturl()}")
+                    while block := response.read(1 << 20):
+                        h.update(block)
+                        out.write(block)
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+                reason = getattr(e, "reason", e)
+                raise DownloadError(f"cannot download {url}: {reason}") from None
+        if md5 is not None and h.hexdigest() != md5:
+            raise BadInput(f"checksum mismatch for {url}: expected md5 {md5}, got {h.hexdigest()}; "
+                           "the file was not kept")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _check_member(member: tarfile.TarInfo, root: Path) -> None:
+    name = member.name
+    if name.startswith(("/", "\\")) or os.path.isabs(name):
+        raise BadInput(f"refusing archive member with an absolute path: {name}")
+    if ".." in Path(name).parts:
+        raise BadInput(f"refusing archive member outside the folder: {name}")
+    if member.isdev() or member.ischr() or member.isblk() or member.isfifo():
+        raise BadInput(f"refusing archive member that is a device or fifo: {name}")
+    if member.issym() or member.islnk():
+        target = Path(member.linkname)
+        resolved = (root / Path(name).parent / target) if member.issym() else (root / target)
+        if target.is_absolute() or not os.path.realpath(resolved).startswith(os.path.realpath(root) + os.sep):
+            raise BadInput(f"refusing archive link that points outside the folder: {name} -> {member.linkname}")
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Extract a tar archive into `dest`, refusing anything that could land outside it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                _check_member(m, dest)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, members=members, filter="data")
+            else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
+                tar.extractall(dest, members=members)
+    except tarfile.TarError as e:
+        raise BadInput(f"cannot extract {archive}: {e}") from None

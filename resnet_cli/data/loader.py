@@ -1,0 +1,63 @@
+"""Batches straight from tensors that live on the training device.
+
+The whole (small) dataset is one uint8 tensor on the device; each epoch is a
+seeded permutation, and augmentation runs on the whole batch there. There is
+no per-sample Python and no worker process. With `world > 1` each rank takes a
+disjoint, equal share of every epoch's permutation.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from .augment import augment, to_float
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """One generator seed per (run seed, epoch): resuming at an epoch boundary replays the same batches."""
+    return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)
+
+
+class DeviceLoader:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+                 device: torch.device, train: bool, padding: int = 0, flip: bool = False, seed: int = 0,
+                 channels_last: bool = False, rank: int = 0, world: int = 1) -> None:
+        self.x = x.to(device, non_blocking=True)
+        self.y = y.to(device, non_blocking=True)
+        self.mean, self.std = mean.to(device), std.to(device)
+        self.batch_size, self.train, self.padding, self.flip = batch_size, train, padding, flip
+        self.seed, self.device, self.channels_last = seed, device, channels_last
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        if self.train:  # full batches only: equal steps on every rank, no BatchNorm on a 1-image batch
+            return n // (self.batch_size * self.world)
+        per_rank = len(range(self.rank, n, self.world))
+        return -(-per_rank // self.batch_size)
+
+    def indices(self, epoch: int) -> torch.Tensor:
+        n = len(self.x)
+        if not self.train:  # evaluation: every sample exactly once across ranks
+            return torch.arange(self.rank, n, self.world, device=self.device)
+        g = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch))
+        perm = torch.randperm(n, generator=g, device=self.device)
+        used = len(self) * self.batch_size * self.world
+        return perm[:used][self.rank::self.world]
+
+    def batches(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        idx = self.indices(epoch)
+        g = None
+        if self.train:
+            g = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch) + 1 + self.rank)
+        for start in range(0, len(idx), self.batch_size):
+            sel = idx[start:start + self.batch_size]
+            xb, yb = self.x[sel], self.y[sel]
+            if self.train:
+                xb = augment(xb, self.padding, self.flip, g)
+            xb = to_float(xb, self.mean, self.std)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, yb

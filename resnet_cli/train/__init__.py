@@ -1,0 +1,1 @@
+"""Training: the loop, its schedule, run folders, progress output and evaluation."""

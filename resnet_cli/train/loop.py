@@ -1,0 +1,280 @@
+"""The training loop: config -> build_model -> data -> steps -> checkpoints and metrics.
+
+Per step there is no host synchronisation: loss and accuracy are summed on the
+device and read once per log interval. Each epoch ends with an evaluation on
+the test split, a metrics.csv row and an atomic last.pt (and best.pt).
+On CPU with the same seed, a run resumed from last.pt ends with exactly the
+weights of a run that never stopped: the data order and augmentation are a
+function of (seed, epoch), and the lr a function of the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..checkpoint import atomic_write_text, save_checkpoint
+from ..config import Config, to_yaml
+from ..data import DataBundle, load_data
+from ..data.loader import DeviceLoader
+from ..device import resolve_device
+from ..errors import BadInput
+from ..registry import build_model, model_info
+from .evaluate import autocast, evaluate
+from .progress import Progress
+from .rundir import create_run_dir, write_metrics
+from .schedule import LRSchedule
+
+
+@dataclass
+class Speed:
+    """The fast-path switches as resolved for one device."""
+
+    precision: str
+    channels_last: bool
+    compile: bool
+
+    @classmethod
+    def resolve(cls, cfg: Config, device: torch.device) -> "Speed":
+        t = cfg.train
+        cuda = device.type == "cuda"
+        precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
+        if precision == "fp16" and not cuda:
+            raise BadInput("train.precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        channels_last = {"on": True, "off": False}.get(t.channels_last, cuda)
+        compile_ = {"on": True, "off": False}.get(t.compile, cuda)
+        return cls(precision, channels_last, compile_)
+
+
+def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
+    """The config with the dataset's class and channel counts filled in (config["model"] rebuilds the model)."""
+    num_classes = cfg.model.num_classes or data.num_classes
+    in_channels = cfg.model.in_channels or data.in_channels
+    if num_classes < data.num_classes:
+        raise BadInput(f"model.num_classes is {num_classes} but {cfg.data.dataset} has {data.num_classes} classes")
+    if in_channels != data.in_channels:
+        raise BadInput(f"model.in_channels is {in_channels} but {cfg.data.dataset} images have "
+                       f"{data.in_channels} channel(s)")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes,
+                                                              in_channels=in_channels))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, no_wd_bn_bias: bool) -> list[dict]:
+    if not no_wd_bn_bias:
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def stage_grad_norms(model: torch.nn.Module) -> dict[str, float]:
+    """L2 norm of the conv/fc weight gradients per stage (stem, conv2_x, ..., fc)."""
+    groups: dict[str, list[torch.Tensor]] = {}
+    for name, p in model.named_parameters():
+        if p.grad is None or p.ndim < 2:
+            continue
+        top = name.split(".", 1)[0]
+        key = {"conv1": "stem", "fc": "fc"}.get(top) or f"conv{int(top[len('layer'):]) + 1}_x"
+        groups.setdefault(key, []).append(p.grad.detach().float().pow(2).sum())
+    return {f"grad_norm_{k}": torch.stack(v).sum().sqrt().item() for k, v in groups.items()}
+
+
+class Trainer:
+    def __init__(self, cfg: Config, progress: Progress | None = None, dist=None) -> None:
+        self.cfg = cfg
+        self.progress = progress or Progress()
+        self.dist = dist  # distributed context (rank, world, all_reduce) or None
+        self.device = resolve_device(cfg.run.device)
+        self.speed = Speed.resolve(cfg, self.device)
+        torch.manual_seed(cfg.run.seed)
+        self.data = load_data(cfg.data)
+        if len(self.data.train_x) < cfg.train.batch_size * self.world:
+            raise BadInput(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
+                           f"({len(self.data.train_x)} images)")
+        self.cfg = cfg = resolve_for_data(cfg, self.data)
+        self.model = build_model(**dataclasses.asdict(cfg.model)).to(self.device)
+        if self.speed.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        t = cfg.train
+        self.optimizer = torch.optim.SGD(param_groups(self.model, t.weight_decay, t.no_wd_bn_bias), lr=t.lr,
+                                         momentum=t.momentum, nesterov=t.nesterov,
+                                         **({"fused": True} if self.device.type == "cuda" else {"foreach": True}))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.speed.precision == "fp16")
+        d = cfg.data
+        self.train_loader = DeviceLoader(self.data.train_x, self.data.train_y, t.batch_size, self.data.mean,
+                                         self.data.std, self.device, train=True, padding=d.crop_padding, flip=d.flip,
+                                         seed=cfg.run.seed, channels_last=self.speed.channels_last,
+                                         rank=self.rank, world=self.world)
+        self.test_loader = DeviceLoader(self.data.test_x, self.data.test_y, t.eval_batch_size, self.data.mean,
+                                        self.data.std, self.device, train=False,
+                                        channels_last=self.speed.channels_last, rank=self.rank, world=self.world)
+        self.steps_per_epoch = len(self.train_loader)
+        self.total_steps = t.steps or t.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        info = model_info(cfg.model.name)
+        self.lr_at = LRSchedule(t, self.total_steps, self.steps_per_epoch, info.depth, info.family)
+        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        self.step = 0
+        self.epoch = 0  # epochs completed
+        self.best_top1 = -1.0
+        self.rows: list[dict] = []
+        self.run_dir: Path | None = None
+        self.forward = self.model
+        if self.speed.compile:
+            self.forward = torch.compile(self.model, mode=None if t.compile_mode == "default" else t.compile_mode)
+        if dist is not None:
+            self.forward = dist.wrap(self.forward, self.model)
+
+    # ------------------------------------------------------------ distributed helpers
+    @property
+    def rank(self) -> int:
+        return self.dist.rank if self.dist is not None else 0
+
+    @property
+    def world(self) -> int:
+        return self.dist.world if self.dist is not None else 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"model": self.model.state_dict(), "config": self.cfg.to_dict(),
+                "resnet_cli": __version__, "optimizer": self.optimizer.state_dict(),
+                "scheduler": {"step": self.step}, "scaler": self.scaler.state_dict(), "epoch": self.epoch,
+                "step": self.step, "best_top1": self.best_top1, "metrics": self.rows, "rng": rng,
+                "finished": self.step >= self.total_steps}
+
+    def load_state(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        self.best_top1 = float(ckpt.get("best_top1", -1.0))
+        self.rows = list(ckpt.get("metrics", []))
+        rng = ckpt.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    # ------------------------------------------------------------ run folder
+    def open_run_dir(self, run_dir: Path | None = None) -> Path:
+        if run_dir is None:
+            name = self.cfg.run.name or f"{self.cfg.model.name}-{self.cfg.data.dataset}"
+            run_dir = create_run_dir(self.cfg.run.run_dir, name)
+        self.run_dir = run_dir
+        atomic_write_text(run_dir / "config.yaml", to_yaml(self.cfg))
+        return run_dir
+
+    def save(self, improved: bool) -> None:
+        assert self.run_dir is not None
+        state = self.state()
+        save_checkpoint(self.run_dir / "last.pt", state)
+        if improved and self.cfg.run.save_best:
+            save_checkpoint(self.run_dir / "best.pt", state)
+
+    # ------------------------------------------------------------ the loop
+    def train_epoch(self) -> dict[str, float]:
+        t = self.cfg.train
+        model, opt = self.model, self.optimizer
+        model.train()
+        epoch = self.epoch + 1
+        steps = min(self.steps_per_epoch, self.total_steps - self.step)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
+        grad_norms: dict[str, float] = {}
+        self.progress.start_epoch(epoch, self.epochs, steps)
+        t0 = time.perf_counter()
+        lr = self.lr_at(self.step)
+        for i, (x, y) in enumerate(self.train_loader.batches(epoch)):
+            if i >= steps:
+                break
+            lr = self.lr_at(self.step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with autocast(self.device, self.speed.precision):
+                logits = self.forward(x)
+                loss = self.criterion(logits, y)
+            opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if t.log_grad_norms and i == steps - 1:
+                grad_norms = stage_grad_norms(model)
+            if t.grad_clip > 0:
+                self.scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            self.scaler.step(opt)
+            self.scaler.update()
+            self.step += 1
+            seen += len(y)
+            loss_sum += loss.detach().float() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if (i + 1) % t.log_interval == 0 or i + 1 == steps:
+                avg = loss_sum.item() / seen  # the one host sync per interval
+                if not math.isfinite(avg):
+                    self.progress.end_epoch()
+                    from ..errors import RunFailed
+
+                    raise RunFailed(f"loss became {avg} at epoch {epoch}, step {self.step}; "
+                                    f"the last good checkpoint is kept in {self.run_dir}")
+                elapsed = time.perf_counter() - t0
+                self.progress.update(i + 1, steps, avg, correct.item() / seen, lr, seen * self.world / elapsed)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t0
+        self.progress.end_epoch()
+        totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=self.device,
+                                                                               dtype=torch.float64)])
+        if self.dist is not None:
+            (totals,) = self.dist.all_reduce([totals])
+        loss_total, correct_total, seen_total = totals.tolist()
+        return {"lr": lr, "train_loss": loss_total / seen_total, "train_top1": correct_total / seen_total,
+                "seconds": seconds, "img_per_s": seen_total / seconds, **grad_norms}
+
+    def run(self) -> Path | None:
+        """Train to the end (or from a resumed state); returns the run folder (None off rank 0)."""
+        stop_at = self.epoch + self.cfg.run.stop_after_epochs if self.cfg.run.stop_after_epochs else None
+        while self.step < self.total_steps and (stop_at is None or self.epoch < stop_at):
+            stats = self.train_epoch()
+            self.epoch += 1
+            res = evaluate(self.forward if self.dist is None else self.model, self.test_loader,
+                           self.cfg.model.num_classes, self.device, self.speed.precision,
+                           all_reduce=self.dist.all_reduce if self.dist is not None else None)
+            row = {"epoch": self.epoch, "step": self.step, **stats, "test_loss": res.loss, "test_top1": res.top1,
+                   "test_top5": res.top5}
+            self.rows.append(row)
+            improved = res.top1 > self.best_top1
+            self.best_top1 = max(self.best_top1, res.top1)
+            if self.is_main:
+                self.save(improved)
+                extra = sorted({k for r in self.rows for k in r if k.startswith("grad_norm_")})
+                write_metrics(self.run_dir / "metrics.csv", self.rows, extra)
+                self.progress.line(
+                    f"epoch {self.epoch}/{self.epochs}  train loss {row['train_loss']:.4f} "
+                    f"acc {row['train_top1']:.2%}  test loss {res.loss:.4f} top1 {res.top1:.2%} "
+                    f"top5 {res.top5:.2%}  lr {row['lr']:.4g}  {row['seconds']:.1f}s "
+                    f"{row['img_per_s']:,.0f} img/s")
+        return self.run_dir if self.is_main else None
+
+    # ------------------------------------------------------------ a bare step, for overhead benchmarks
+    def bare_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.speed.precision):
+            loss = F.cross_entropy(self.forward(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss

@@ -1,0 +1,63 @@
+"""Run folders: created atomically, auto-numbered, never overwritten; metrics written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from ..checkpoint import atomic_write_text, ensure_writable_dir
+from ..errors import BadInput
+
+METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
+                 "seconds", "img_per_s"]
+
+
+def create_run_dir(parent: str | os.PathLike, name: str) -> Path:
+    """Make `parent/name`, or `name-2`, `name-3`, ... if taken.
+
+    `mkdir` is atomic, so two runs started at once with the same name get different folders.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise BadInput(f"run name {name!r} must be a plain folder name")
+    parent = ensure_writable_dir(parent)
+    for i in range(1, 10_000):
+        candidate = parent / (name if i == 1 else f"{name}-{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise BadInput(f"cannot create run folder {candidate}: {e.strerror}") from None
+    raise BadInput(f"too many runs named {name!r} in {parent}")
+
+
+def write_metrics(path: Path, rows: list[dict], extra_fields: list[str] | None = None) -> None:
+    fields = METRIC_FIELDS + [f for f in (extra_fields or []) if f not in METRIC_FIELDS]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a metrics.csv, numbers parsed."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise BadInput(f"no metrics.csv in {path.parent}") from None
+    out = []
+    for row in rows:
+        parsed = {}
+        for k, v in row.items():
+            try:
+                parsed[k] = int(v) if k in ("epoch", "step") else float(v)
+            except (TypeError, ValueError):
+                parsed[k] = v
+        out.append(parsed)
+    return out

@@ -1,0 +1,103 @@
+"""Config: precedence of the layers whatever the argument order, and errors with suggestions."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from resnet_cli import config as C
+from resnet_cli.errors import BadInput
+
+
+def printed(cli, *args):
+    result = cli("train", *args, "--print-config")
+    assert result.exit_code == 0, result.output
+    return yaml.safe_load(result.stdout)
+
+
+def test_defaults_are_typed_dataclasses():
+    cfg = C.Config()
+    assert cfg.train.lr == 0.1 and cfg.train.momentum == 0.9 and cfg.train.weight_decay == 1e-4
+    assert set(cfg.to_dict()) == {"model", "data", "train", "run"}
+
+
+def test_cifar_preset_is_the_paper_recipe(cli):
+    cfg = printed(cli, "--preset", "cifar")
+    t = cfg["train"]
+    assert (t["batch_size"], t["lr"], t["momentum"], t["weight_decay"]) == (128, 0.1, 0.9, 1e-4)
+    assert (t["milestones"], t["milestone_unit"], t["steps"], t["gamma"]) == ([32000, 48000], "steps", 64000, 0.1)
+    assert cfg["data"]["crop_padding"] == 4 and cfg["data"]["flip"] and cfg["model"]["name"] == "resnet20"
+    assert printed(cli, "--preset", "cifar", "--depth", "110")["model"]["name"] == "resnet110"
+
+
+def test_precedence_holds_in_any_argument_order(cli, tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: 0.3\n  epochs: 7\n  batch_size: 64\ndata:\n  flip: false\n")
+    orders = [
+        ["--preset", "smoke", "--config", f, "--lr", "0.2", "--set", "train.epochs=9"],
+        ["--set", "train.epochs=9", "--lr", "0.2", "--config", f, "--preset", "smoke"],
+    ]
+    for args in orders:
+        cfg = printed(cli, *args)
+        assert cfg["train"]["epochs"] == 9  # --set beats the config file
+        assert cfg["train"]["lr"] == 0.2  # a flag beats the config file
+        assert cfg["train"]["batch_size"] == 64  # the config file beats the preset (32)
+        assert cfg["data"]["dataset"] == "synthetic"  # the preset beats the defaults
+        assert cfg["data"]["flip"] is False
+    # --set beats a flag for the same key
+    assert printed(cli, "--lr", "0.2", "--set", "train.lr=0.01")["train"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "train.lrr=0.1"], "unknown key 'train.lrr'; did you mean 'train.lr'?"),
+    (["--set", "trian.lr=0.1"], "did you mean"),
+    (["--set", "train.lr=fast"], "train.lr: expected a number, got 'fast'"),
+    (["--set", "train.epochs=1.5"], "train.epochs: expected an integer"),
+    (["--set", "train.nesterov=maybe"], "expected true or false"),
+    (["--set", "train.schedule=cosin"], "did you mean 'cosine'"),
+    (["--set", "train.lr"], "expected KEY=VALUE"),
+    (["--preset", "cifr"], "unknown preset 'cifr'; did you mean 'cifar'?"),
+    (["--lr", "0"], "train.lr must be positive"),
+    (["--lr", "-0.1"], "train.lr must be positive"),
+    (["--epochs", "0"], "train.epochs must be positive"),
+    (["--batch-size", "0"], "train.batch_size must be positive"),
+    (["--batch-size", "-8"], "train.batch_size must be positive"),
+    (["--set", "train.momentum=1.5"], "train.momentum must be in [0, 1)"),
+    (["--set", "model.num_classes=-1"], "model.num_classes must not be negative"),
+    (["--set", "train.milestones=[30,10]"], "increasing"),
+    (["--model", "resnet19"], "unknown model 'resnet19'"),
+    (["--depth", "19"], "no ResNet of depth 19"),
+])
+def test_bad_config_is_one_line_exit_2(cli, args, message):
+    result = cli("train", *args, "--print-config")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_config_files(cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [1,\n")
+    result = cli("train", "--config", bad, "--print-config")
+    assert result.exit_code == 2 and "not valid YAML at line" in result.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("trainer:\n  lr: 0.1\n")
+    result = cli("train", "--config", unknown, "--print-config")
+    assert result.exit_code == 2 and "unknown section 'trainer'; did you mean 'train'?" in result.stderr
+    result = cli("train", "--config", tmp_path / "missing.yaml", "--print-config")
+    assert result.exit_code == 2 and "config file not found" in result.stderr
+
+
+def test_yaml_is_safe_loaded(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("train: !!python/object/apply:os.system ['touch " + str(tmp_path / "pwned") + "']\n")
+    with pytest.raises(BadInput, match="not valid YAML"):
+        C.resolve(config_file=evil)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_every_preset_resolves():
+    for name in C.list_presets():
+        cfg = C.resolve(preset=name)
+        assert cfg.model.name
+    assert {"cifar", "cifar100", "fashion-mnist", "imagenet", "smoke"} <= set(C.list_presets())

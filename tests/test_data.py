@@ -1,0 +1,209 @@
+"""Data: the CIFAR download path against a loopback server, IDX files, safe extraction, synthetic data."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from fakedata import cifar10_archive, idx_bytes, write_idx_set, write_tar
+from resnet_cli.data import cifar, idx, load_data
+from resnet_cli.data.download import check_url, download, md5_file, safe_extract
+from resnet_cli.errors import BadInput
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A loopback HTTP server over a folder; counts requests. Stops by itself at teardown."""
+    root = tmp_path / "www"
+    root.mkdir()
+    hits = []
+
+    class Handler(_Handler):
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def fake_cifar(server, monkeypatch):
+    """Serve a generated cifar-10-python.tar.gz and point the cifar10 spec at it."""
+    root, base, hits = server
+    archive = root / "cifar-10-python.tar.gz"
+    member_md5 = cifar10_archive(archive)
+    spec = cifar.SPECS["cifar10"]
+    patched = dataclasses.replace(
+        spec, url=f"{base}/cifar-10-python.tar.gz", md5=md5_file(archive),
+        train=tuple((n, member_md5[n]) for n, _ in spec.train), test=(("test_batch", member_md5["test_batch"]),))
+    monkeypatch.setitem(cifar.SPECS, "cifar10", patched)
+    return archive, hits
+
+
+def test_cifar_download_verify_and_load(fake_cifar, tmp_path):
+    _, hits = fake_cifar
+    root = tmp_path / "cache"
+    train_x, train_y, test_x, test_y, names = cifar.load("cifar10", root)
+    assert train_x.shape == (100, 3, 32, 32) and train_x.dtype == torch.uint8
+    assert train_y.shape == (100,) and test_x.shape == (20, 3, 32, 32)
+    assert names == [f"name{i}" for i in range(10)]
+    assert hits == ["/cifar-10-python.tar.gz"]
+    assert not list(root.glob("*.part"))
+    # Valid files present: no network at all.
+    cifar.load("cifar10", root)
+    assert len(hits) == 1
+
+
+def test_cifar_md5_mismatch_is_refused_and_not_kept(fake_cifar, tmp_path, monkeypatch):
+    spec = cifar.SPECS["cifar10"]
+    monkeypatch.setitem(cifar.SPECS, "cifar10", dataclasses.replace(spec, md5="0" * 32))
+    root = tmp_path / "cache"
+    with pytest.raises(BadInput, match="checksum mismatch"):
+        cifar.load("cifar10", root)
+    assert not (root / "cifar-10-python.tar.gz").exists()
+    assert not list(root.glob(".*part"))
+
+
+def test_cifar_offline_says_which_files_to_put_where(cli, tmp_path, monkeypatch):
+    spec = cifar.SPECS["cifar10"]
+    monkeypatch.setitem(cifar.SPECS, "cifar10", dataclasses.replace(spec, url="http://127.0.0.1:9/none.tar.gz"))
+    result = cli("train", "--preset", "cifar", "--data-dir", tmp_path, "--epochs", "1")
+    assert result.exit_code == 2
+    assert "put cifar-10-python.tar.gz (md5 c58f30108f718f92721af3b95e74349a)" in result.stderr
+    assert str(tmp_path) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cifar_training_run_on_served_archive(fake_cifar, cli, tmp_path):
+    result = cli("train", "--preset", "cifar", "--data-dir", tmp_path / "c", "--set", "train.steps=3",
+                 "--batch-size", "16", "--run-dir", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "resnet20-cifar10" / "last.pt").exists()
+
+
+def test_http_is_refused_off_loopback():
+    with pytest.raises(BadInput, match="only https"):
+        check_url("http://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
+    with pytest.raises(BadInput, match="only https"):
+        check_url("ftp://example.org/x")
+    check_url("https://example.org/x")
+    check_url("http://127.0.0.1:8000/x")
+
+
+def test_download_failure_is_one_clear_error(tmp_path):
+    with pytest.raises(BadInput, match="cannot download"):
+        download("http://127.0.0.1:9/missing", tmp_path / "x", None, timeout=2)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("member,kind", [
+    ("../evil.txt", "outside the folder"),
+    ("/abs/evil.txt", "absolute path"),
+    ("a/../../evil.txt", "outside the folder"),
+])
+def test_extraction_refuses_escaping_members(tmp_path, member, kind):
+    archive = tmp_path / "bad.tar.gz"
+    write_tar(archive, {"ok.txt": b"fine", member: b"evil"})
+    with pytest.raises(BadInput, match=kind):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()
+    assert not (tmp_path / "out" / "ok.txt").exists()  # nothing is extracted from a bad archive
+
+
+def test_extraction_refuses_links_out_and_devices(tmp_path):
+    archive = tmp_path / "link.tar.gz"
+    write_tar(archive, {}, links={"data/passwd": "/etc/passwd"})
+    with pytest.raises(BadInput, match="link that points outside"):
+        safe_extract(archive, tmp_path / "out")
+    import tarfile
+
+    dev = tmp_path / "dev.tar"
+    with tarfile.open(dev, "w") as tar:
+        info = tarfile.TarInfo("null")
+        info.type = tarfile.CHRTYPE
+        tar.addfile(info)
+    with pytest.raises(BadInput, match="device"):
+        safe_extract(dev, tmp_path / "out2")
+
+
+def test_cifar_pickle_with_code_is_refused(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    (tmp_path / "batch").write_bytes(pickle.dumps({"data": Evil()}))
+    with pytest.raises(BadInput, match="not a valid CIFAR batch"):
+        cifar._load_batch(tmp_path / "batch")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_reader_on_generated_files(tmp_path, gz):
+    write_idx_set(tmp_path / "mnist", n_train=50, n_test=20, gz=gz)
+    train_x, train_y, test_x, test_y, names = idx.load("mnist", tmp_path, download_ok=False)
+    assert train_x.shape == (50, 1, 28, 28) and train_x.dtype == torch.uint8
+    assert train_y.shape == (50,) and train_y.dtype == torch.int64 and int(train_y.max()) < 10
+    assert test_x.shape == (20, 1, 28, 28)
+    assert names == [str(i) for i in range(10)]
+
+
+def test_idx_truncated_and_bad_magic(tmp_path):
+    import numpy as np
+
+    raw = idx_bytes(np.zeros((4, 28, 28)))
+    (tmp_path / "cut").write_bytes(raw[:-10])
+    with pytest.raises(BadInput, match="truncated"):
+        idx.read_idx(tmp_path / "cut")
+    (tmp_path / "magic").write_bytes(b"\x01\x02" + raw[2:])
+    with pytest.raises(BadInput, match="bad magic"):
+        idx.read_idx(tmp_path / "magic")
+
+
+def test_idx_missing_files_offline(tmp_path):
+    with pytest.raises(BadInput, match="mnist is not available"):
+        idx.load("mnist", tmp_path, download_ok=False)
+
+
+def test_fashion_checksum_mismatch_names_the_file(tmp_path):
+    write_idx_set(tmp_path / "fashion-mnist", gz=True)
+    with pytest.raises(BadInput, match="checksum mismatch for .*train-images-idx3-ubyte.gz"):
+        idx.load("fashion-mnist", tmp_path, download_ok=False)
+
+
+def test_real_fashion_mnist(fashion_dir):
+    train_x, train_y, test_x, test_y, names = idx.load("fashion-mnist", fashion_dir, download_ok=False)
+    assert train_x.shape == (60000, 1, 28, 28) and test_x.shape == (10000, 1, 28, 28)
+    assert torch.bincount(train_y).tolist() == [6000] * 10
+    assert torch.bincount(test_y).tolist() == [1000] * 10
+    assert names[0] == "T-shirt/top" and names[9] == "Ankle boot"
+
+
+def test_synthetic_is_seeded_and_sized():
+    from resnet_cli.config import DataConfig
+
+    cfg = DataConfig(dataset="synthetic", image_size=20, channels=2, classes=4, synthetic_train=40,
+                     synthetic_test=12, train_limit=30)
+    a, b = load_data(cfg), load_data(cfg)
+    assert a.train_x.shape == (30, 2, 20, 20) and a.test_x.shape == (12, 2, 20, 20)
+    assert torch.equal(a.train_x, b.train_x) and a.num_classes == 4
+    assert a.mean.shape == (2,) and (a.std > 0).all()
