@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -90,11 +91,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise BadInput(f"checkpoint not found: {path}")
     if path.is_dir():
         raise BadInput(f"{path} is a folder, not a checkpoint file")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
+        raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint (not a PyTorch file)")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BadInput(f"refusing to load {path}: it is not a plain-tensor checkpoint ({first[:160]})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it would call {found.group(1)}" if found else "it holds objects other than tensors"
+        raise BadInput(f"refusing to load {path}: {what}; only plain-tensor checkpoints are loaded "
+                       "(weights_only=True)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint ({first[:160]})") from None

@@ -35,19 +35,19 @@ def _debugging() -> bool:
     return _debug["on"] or os.environ.get("RESNET_CLI_DEBUG", "") not in ("", "0")
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, prefix: str = "error") -> None:
     if message:
-        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.write(f"{prefix}: {message}\n")
         sys.stderr.flush()
     sys.exit(code)
 
 
-def _known(exc: BaseException) -> tuple[str, int] | None:
+def _known(exc: BaseException) -> tuple | None:
     """Message and exit code for errors that are the user's or the machine's, not ours."""
     import errno
 
     if isinstance(exc, CliError):
-        return str(exc), exc.exit_code
+        return str(exc), exc.exit_code, exc.prefix
     if type(exc).__name__ == "NoArgsIsHelpError":  # bare `resnet`: the help was the answer
         return "", 0
     if isinstance(exc, click.UsageError):

@@ -73,6 +73,7 @@ class TrainConfig:
     compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune
     log_interval: int = 50  # steps between progress updates (the only host syncs in an epoch)
     log_grad_norms: bool = False  # add per-stage gradient norms to metrics.csv
+    skip_nonfinite: int = 0  # > 0: skip up to this many steps whose loss is NaN/Inf (checks every step: one sync each)
 
 
 @dataclass
@@ -297,7 +298,7 @@ def validate(cfg: Config) -> None:
     nonneg = {"train.epochs": t.epochs, "train.steps": t.steps, "train.weight_decay": t.weight_decay,
               "train.grad_clip": t.grad_clip, "train.warmup_steps": t.warmup_steps, "data.train_limit": d.train_limit,
               "data.test_limit": d.test_limit, "data.crop_padding": d.crop_padding,
-              "run.stop_after_epochs": cfg.run.stop_after_epochs,
+              "run.stop_after_epochs": cfg.run.stop_after_epochs, "train.skip_nonfinite": t.skip_nonfinite,
               "model.num_classes": cfg.model.num_classes, "model.in_channels": cfg.model.in_channels}
     for key, value in nonneg.items():
         if value < 0:

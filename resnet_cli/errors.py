@@ -17,6 +17,7 @@ class CliError(Exception):
     """An error with a message a person can act on, and an exit code."""
 
     exit_code = EXIT_BAD_INPUT
+    prefix = "error"
 
 
 class BadInput(CliError):
@@ -33,3 +34,10 @@ class RunFailed(CliError):
     """A run could not go on (NaN loss, disk full): exit 1, state kept on disk."""
 
     exit_code = EXIT_CHECK_FAILED
+
+
+class Interrupted(CliError):
+    """Ctrl-C: a checkpoint was saved at a step boundary; exit 130."""
+
+    exit_code = EXIT_INTERRUPTED
+    prefix = "interrupted"

@@ -81,6 +81,9 @@ def prepare(dataset: str, root: Path, download_ok: bool = True, url: str = "") -
         return folder  # valid files present: no network
     archive = root / spec.archive
     if not (archive.is_file() and md5_file(archive) == spec.md5):
+        if archive.is_file() and not download_ok:
+            raise BadInput(f"{archive} fails its checksum (expected md5 {spec.md5}): a partial or corrupt copy; "
+                           "delete it or replace it")
         if not download_ok:
             raise BadInput(_missing(dataset, root, "downloads are off (data.download: false)"))
         try:

@@ -16,8 +16,13 @@ from .augment import augment, to_float
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """One generator seed per (run seed, epoch): resuming at an epoch boundary replays the same batches."""
+    """One generator seed per (run seed, epoch): a resumed run replays the same permutation."""
     return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)
+
+
+def batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
+    """Augmentation seed per batch, so a run resumed mid-epoch skips batches without replaying them."""
+    return (epoch_seed(seed, epoch) * 31 + batch * 1_009 + rank * 65_537 + 1) % (2**63 - 1)
 
 
 class DeviceLoader:
@@ -47,15 +52,15 @@ class DeviceLoader:
         used = len(self) * self.batch_size * self.world
         return perm[:used][self.rank::self.world]
 
-    def batches(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of `epoch`, from batch number `start` on (a run resumed mid-epoch)."""
         idx = self.indices(epoch)
-        g = None
-        if self.train:
-            g = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch) + 1 + self.rank)
-        for start in range(0, len(idx), self.batch_size):
-            sel = idx[start:start + self.batch_size]
+        g = torch.Generator(device=self.device) if self.train else None
+        for b, first in enumerate(range(start * self.batch_size, len(idx), self.batch_size), start=start):
+            sel = idx[first:first + self.batch_size]
             xb, yb = self.x[sel], self.y[sel]
             if self.train:
+                g.manual_seed(batch_seed(self.seed, epoch, b, self.rank))
                 xb = augment(xb, self.padding, self.flip, g)
             xb = to_float(xb, self.mean, self.std)
             if self.channels_last:

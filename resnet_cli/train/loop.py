@@ -26,7 +26,7 @@ from ..config import Config, to_yaml
 from ..data import DataBundle, load_data
 from ..data.loader import DeviceLoader
 from ..device import resolve_device
-from ..errors import BadInput
+from ..errors import BadInput, Interrupted, RunFailed
 from ..registry import build_model, model_info
 from .evaluate import autocast, evaluate
 from .progress import Progress
@@ -126,6 +126,9 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.best_top1 = -1.0
         self.rows: list[dict] = []
+        self.partial: dict[str, Any] = {}  # progress inside an epoch, for a checkpoint taken on Ctrl-C
+        self.skipped = 0  # non-finite steps skipped (train.skip_nonfinite)
+        self._interrupted = False
         self.run_dir: Path | None = None
         self.forward = self.model
         if self.speed.compile:
@@ -151,10 +154,10 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {"model": self.model.state_dict(), "config": self.cfg.to_dict(),
-                "resnet_cli": __version__, "optimizer": self.optimizer.state_dict(),
-                "scheduler": {"step": self.step}, "scaler": self.scaler.state_dict(), "epoch": self.epoch,
-                "step": self.step, "best_top1": self.best_top1, "metrics": self.rows, "rng": rng,
+        return {"model": self.model.state_dict(), "config": self.cfg.to_dict(), "resnet_cli": __version__,
+                "optimizer": self.optimizer.state_dict(), "scheduler": {"step": self.step},
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
+                "best_top1": self.best_top1, "metrics": self.rows, "rng": rng, "partial": dict(self.partial),
                 "finished": self.step >= self.total_steps}
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
@@ -165,6 +168,7 @@ class Trainer:
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
         self.best_top1 = float(ckpt.get("best_top1", -1.0))
         self.rows = list(ckpt.get("metrics", []))
+        self.partial = dict(ckpt.get("partial") or {})
         rng = ckpt.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -176,32 +180,61 @@ class Trainer:
         if run_dir is None:
             name = self.cfg.run.name or f"{self.cfg.model.name}-{self.cfg.data.dataset}"
             run_dir = create_run_dir(self.cfg.run.run_dir, name)
+        else:  # resuming: a process killed mid-write leaves its temporary file behind
+            for stale in run_dir.glob(".*.tmp.*"):
+                stale.unlink(missing_ok=True)
         self.run_dir = run_dir
         atomic_write_text(run_dir / "config.yaml", to_yaml(self.cfg))
         return run_dir
 
-    def save(self, improved: bool) -> None:
+    def save(self, improved: bool = False) -> None:
+        """last.pt (and best.pt when `improved`), atomically: a failed write leaves the previous file intact."""
+        if not self.is_main:
+            return
         assert self.run_dir is not None
         state = self.state()
-        save_checkpoint(self.run_dir / "last.pt", state)
-        if improved and self.cfg.run.save_best:
-            save_checkpoint(self.run_dir / "best.pt", state)
+        try:
+            save_checkpoint(self.run_dir / "last.pt", state)
+            if improved and self.cfg.run.save_best:
+                save_checkpoint(self.run_dir / "best.pt", state)
+        except OSError as e:
+            import errno
+
+            why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            raise RunFailed(f"could not save a checkpoint in {self.run_dir} ({why}); the previous last.pt "
+                            "is intact") from None
+
+    def resume_command(self) -> str:
+        return f"resnet train --resume {self.run_dir}"
 
     # ------------------------------------------------------------ the loop
+    def _sigint(self, signum, frame) -> None:
+        if self._interrupted:  # a second Ctrl-C: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self._interrupted = True
+
+    def _nonfinite(self, epoch: int, step: int, value: float) -> RunFailed:
+        last = f"{self.run_dir}/last.pt (epoch {self.epoch})" if self.rows else "none yet"
+        return RunFailed(f"loss became {value} at epoch {epoch}, step {step}; stopped. Last good checkpoint: "
+                         f"{last}. Lower the lr, or set train.skip_nonfinite=N to skip up to N bad steps")
+
     def train_epoch(self) -> dict[str, float]:
         t = self.cfg.train
         model, opt = self.model, self.optimizer
         model.train()
         epoch = self.epoch + 1
-        steps = min(self.steps_per_epoch, self.total_steps - self.step)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        seen = 0
+        p = self.partial  # a run saved mid-epoch (Ctrl-C) continues where it stopped
+        start = int(p.get("batch", 0))
+        steps = min(self.steps_per_epoch, self.total_steps - (self.step - start))
+        loss_sum = torch.tensor(float(p.get("loss_sum", 0.0)), device=self.device)
+        correct = torch.tensor(int(p.get("correct", 0)), dtype=torch.int64, device=self.device)
+        seen, prior_seconds = int(p.get("seen", 0)), float(p.get("seconds", 0.0))
         grad_norms: dict[str, float] = {}
+        finite: list[torch.Tensor] = []  # per-step flags of the current log interval, read at the interval's end
         self.progress.start_epoch(epoch, self.epochs, steps)
         t0 = time.perf_counter()
         lr = self.lr_at(self.step)
-        for i, (x, y) in enumerate(self.train_loader.batches(epoch)):
+        for i, (x, y) in enumerate(self.train_loader.batches(epoch, start), start=start):
             if i >= steps:
                 break
             lr = self.lr_at(self.step)
@@ -210,6 +243,15 @@ class Trainer:
             with autocast(self.device, self.speed.precision):
                 logits = self.forward(x)
                 loss = self.criterion(logits, y)
+            if t.skip_nonfinite and not torch.isfinite(loss).item():  # opt-in: a host sync per step
+                self.skipped += 1
+                if self.skipped > t.skip_nonfinite:
+                    self.progress.end_epoch()
+                    raise self._nonfinite(epoch, self.step + 1, loss.item())
+                self.progress.line(f"skipping step {self.step + 1} of epoch {epoch}: loss {loss.item()} "
+                                   f"({self.skipped}/{t.skip_nonfinite} skips used)")
+                self.step += 1  # the step happened, without an update: epochs and the schedule keep their length
+                continue
             opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if t.log_grad_norms and i == steps - 1:
@@ -221,32 +263,61 @@ class Trainer:
             self.scaler.update()
             self.step += 1
             seen += len(y)
-            loss_sum += loss.detach().float() * len(y)
+            loss = loss.detach().float()
+            finite.append(torch.isfinite(loss))
+            loss_sum += loss * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             if (i + 1) % t.log_interval == 0 or i + 1 == steps:
                 avg = loss_sum.item() / seen  # the one host sync per interval
                 if not math.isfinite(avg):
+                    flags = torch.stack(finite)
+                    bad = int((~flags).nonzero()[0].item()) if not flags.all() else len(finite) - 1
                     self.progress.end_epoch()
-                    from ..errors import RunFailed
-
-                    raise RunFailed(f"loss became {avg} at epoch {epoch}, step {self.step}; "
-                                    f"the last good checkpoint is kept in {self.run_dir}")
+                    raise self._nonfinite(epoch, self.step - len(finite) + bad + 1, avg)
+                finite.clear()
                 elapsed = time.perf_counter() - t0
-                self.progress.update(i + 1, steps, avg, correct.item() / seen, lr, seen * self.world / elapsed)
+                self.progress.update(i + 1, steps, avg, correct.item() / seen, lr,
+                                     (seen - int(p.get("seen", 0))) * self.world / elapsed)
+            if self._interrupted and i + 1 < steps:
+                self.progress.end_epoch()
+                self.partial = {"batch": i + 1, "loss_sum": loss_sum.item(), "correct": int(correct.item()),
+                                "seen": seen, "seconds": prior_seconds + time.perf_counter() - t0}
+                self.save()
+                raise Interrupted(f"checkpoint saved at epoch {epoch}, step {self.step}; resume with: "
+                                  f"{self.resume_command()}")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
+        run_seconds = prior_seconds + seconds
         self.progress.end_epoch()
+        self.partial = {}
         totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=self.device,
                                                                                dtype=torch.float64)])
         if self.dist is not None:
             (totals,) = self.dist.all_reduce([totals])
         loss_total, correct_total, seen_total = totals.tolist()
         return {"lr": lr, "train_loss": loss_total / seen_total, "train_top1": correct_total / seen_total,
-                "seconds": seconds, "img_per_s": seen_total / seconds, **grad_norms}
+                "seconds": run_seconds, "img_per_s": (seen_total - int(p.get("seen", 0)) * self.world) / seconds,
+                **grad_norms}
 
     def run(self) -> Path | None:
-        """Train to the end (or from a resumed state); returns the run folder (None off rank 0)."""
+        """Train to the end (or from a resumed state); returns the run folder (None off rank 0).
+
+        Ctrl-C saves a checkpoint at the next step boundary and raises Interrupted (exit 130).
+        """
+        import signal
+        import threading
+
+        self._interrupted = False
+        handler_installed = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._sigint) if handler_installed else None
+        try:
+            return self._run()
+        finally:
+            if handler_installed:
+                signal.signal(signal.SIGINT, previous)
+
+    def _run(self) -> Path | None:
         stop_at = self.epoch + self.cfg.run.stop_after_epochs if self.cfg.run.stop_after_epochs else None
         while self.step < self.total_steps and (stop_at is None or self.epoch < stop_at):
             stats = self.train_epoch()
@@ -268,6 +339,9 @@ class Trainer:
                     f"acc {row['train_top1']:.2%}  test loss {res.loss:.4f} top1 {res.top1:.2%} "
                     f"top5 {res.top5:.2%}  lr {row['lr']:.4g}  {row['seconds']:.1f}s "
                     f"{row['img_per_s']:,.0f} img/s")
+            if self._interrupted and self.step < self.total_steps:
+                raise Interrupted(f"checkpoint saved at the end of epoch {self.epoch}; resume with: "
+                                  f"{self.resume_command()}")
         return self.run_dir if self.is_main else None
 
     # ------------------------------------------------------------ a bare step, for overhead benchmarks

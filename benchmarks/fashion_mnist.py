@@ -1,0 +1,104 @@
+"""Fashion-MNIST benchmarks for the `fashion-mnist` preset (resnet20), on whatever machine runs them.
+
+    python benchmarks/fashion_mnist.py train    [--data-dir DIR] [--run-dir DIR]
+        The full preset (15 epochs, 60k images) through `resnet train`; prints test top-1 per epoch,
+        seconds per epoch and images/s from the run's metrics.csv.
+
+    python benchmarks/fashion_mnist.py overhead [--data-dir DIR] [--steps 40] [--repeats 5]
+        The training loop's images/s against a bare forward/backward/step on the same batches
+        (already augmented and on the device), alternated and repeated; prints the ratio.
+
+Results go in BENCHMARKS.md with the machine and versions this prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fashion-mnist"
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
+
+
+def run_train(args) -> None:
+    cmd = [sys.executable, "-m", "resnet_cli", "train", "--preset", "fashion-mnist", "--data-dir", str(args.data_dir),
+           "--run-dir", str(args.run_dir), "--name", "fashion-resnet20"]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    wall = time.perf_counter() - t0
+    run = next(line.split("run folder: ", 1)[1].strip() for line in out.splitlines() if "run folder: " in line)
+    from resnet_cli.train.rundir import read_metrics
+
+    rows = read_metrics(Path(run) / "metrics.csv")
+    print(f"machine: {machine()}\nrun: {run}\n")
+    print("| epoch | test top-1 | train loss | seconds | img/s |\n| ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['epoch']} | {r['test_top1']:.2%} | {r['train_loss']:.4f} | {r['seconds']:.1f} | "
+              f"{r['img_per_s']:.0f} |")
+    print(f"\nfinal test top-1 {rows[-1]['test_top1']:.2%}, best {max(r['test_top1'] for r in rows):.2%}; "
+          f"median {statistics.median(r['seconds'] for r in rows):.1f} s/epoch; wall {wall:.0f} s")
+
+
+def run_overhead(args) -> None:
+    import torch
+
+    from resnet_cli import config as C
+    from resnet_cli.train.loop import Trainer
+    from resnet_cli.train.progress import Progress
+
+    bs = 128
+    cfg = C.resolve("fashion-mnist", flags={"data.data_dir": str(args.data_dir),
+                                            "data.train_limit": bs * args.steps, "data.test_limit": 1000,
+                                            "train.log_interval": 50})
+    trainer = Trainer(cfg, Progress(enabled=False))
+    batches = list(trainer.train_loader.batches(1))  # augmented, normalised, on the device
+    loop_s, bare_s = [], []
+    trainer.train_epoch()  # warm-up both paths
+    for x, y in batches[:5]:
+        trainer.bare_step(x, y)
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        trainer.train_epoch()
+        loop_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for x, y in batches:
+            loss = trainer.bare_step(x, y)
+        loss.item()
+        bare_s.append(time.perf_counter() - t0)
+    n = bs * len(batches)
+    loop, bare = n / statistics.median(loop_s), n / statistics.median(bare_s)
+    print(f"machine: {machine()}")
+    print(f"resnet20, fashion-mnist preset, batch {bs}, {len(batches)} steps x {args.repeats} repeats (medians)")
+    print(f"training loop: {loop:,.0f} img/s (runs {', '.join(f'{n / s:,.0f}' for s in loop_s)})")
+    print(f"bare step:     {bare:,.0f} img/s (runs {', '.join(f'{n / s:,.0f}' for s in bare_s)})")
+    print(f"loop / bare:   {loop / bare:.3f}")
+    del torch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["train", "overhead"])
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--run-dir", type=Path, default=ROOT / "bench_runs")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    (run_train if args.what == "train" else run_overhead)(args)
+
+
+if __name__ == "__main__":
+    main()
