@@ -23,7 +23,9 @@ from . import __version__
 from .commands import build as build_cmd
 from .commands import eval as eval_cmd
 from .commands import flops as flops_cmd
+from .commands import gradflow as gradflow_cmd
 from .commands import list as list_cmd
+from .commands import plot as plot_cmd
 from .commands import summary as summary_cmd
 from .commands import train as train_cmd
 from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, CliError
@@ -126,6 +128,8 @@ app.command("summary")(summary_cmd.summary)
 app.command("flops")(flops_cmd.flops)
 app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_cmd)
+app.command("plot")(plot_cmd.plot)
+app.command("gradflow")(gradflow_cmd.gradflow)
 
 
 def main() -> None:
