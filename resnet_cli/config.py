@@ -40,18 +40,19 @@ class DataConfig:
     crop_padding: int = 4  # zero padding before the random crop (paper: 4 on CIFAR); 0 = no crop
     flip: bool = True  # random horizontal flip (paper, CIFAR)
     normalize: bool = True  # subtract the per-channel mean, divide by the std
-    image_size: int = 32  # synthetic only: height and width
+    image_size: int = 32  # synthetic: height and width; imagefolder: the crop (224 in the paper)
     channels: int = 3  # synthetic only
     classes: int = 10  # synthetic only
     synthetic_train: int = 512  # synthetic only: training images
     synthetic_test: int = 256  # synthetic only: test images
+    workers: int = 4  # imagefolder only: decoding processes per training process
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10  # passes over the training set (ignored when `steps` > 0)
     steps: int = 0  # > 0: stop after this many optimizer steps instead (paper CIFAR: 64k)
-    batch_size: int = 128  # per optimizer step (paper: 128 on CIFAR, 256 on ImageNet)
+    batch_size: int = 128  # GLOBAL batch per optimizer step, split over torchrun processes (paper: 128 CIFAR, 256 ImageNet)
     eval_batch_size: int = 1024  # evaluation needs no gradients, so a large batch is cheap
     lr: float = 0.1  # peak learning rate (paper: 0.1)
     momentum: float = 0.9  # SGD momentum (paper: 0.9)
@@ -73,6 +74,7 @@ class TrainConfig:
     compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune
     log_interval: int = 50  # steps between progress updates (the only host syncs in an epoch)
     log_grad_norms: bool = False  # add per-stage gradient norms to metrics.csv
+    sync_bn: bool = False  # torchrun: SyncBatchNorm, so BatchNorm sees the global batch (slower; exact)
     skip_nonfinite: int = 0  # > 0: skip up to this many steps whose loss is NaN/Inf (checks every step: one sync each)
 
 

@@ -73,8 +73,7 @@ def eval_cmd(
 
     import torch
 
-    from ..data import load_data
-    from ..data.loader import DeviceLoader
+    from ..data import load_data, make_loader
     from ..device import resolve_device
     from ..registry import build_model
     from ..train.evaluate import evaluate
@@ -94,8 +93,7 @@ def eval_cmd(
         first = str(e).splitlines()[0]
         raise BadInput(f"{path} does not fit {cfg.model.name}: {first}") from None
     net.to(dev)
-    x, y = (data.train_x, data.train_y) if split is Split.train else (data.test_x, data.test_y)
-    loader = DeviceLoader(x, y, batch_size, data.mean, data.std, dev, train=False)
+    loader = make_loader(data, cfg.data, split.value, batch_size, dev, training=False)
     precision = "bf16" if dev.type == "cuda" else "fp32"
     with torch.no_grad():
         res = evaluate(net, loader, cfg.model.num_classes, dev, precision)

@@ -53,6 +53,8 @@ def gradflow(
     from ..registry import build_model
 
     bundle = load_data(cfg.data)
+    if bundle.train_x is None:
+        raise BadInput("gradflow reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
     if batch_size > len(bundle.train_x):
         raise BadInput(f"--batch-size {batch_size} is larger than the training set ({len(bundle.train_x)})")
     g = torch.Generator().manual_seed(seed)

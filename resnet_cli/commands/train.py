@@ -67,17 +67,36 @@ def train(
     if print_config:
         typer.echo(C.to_yaml(cfg), nl=False)
         return
-    from ..train.loop import Trainer
+    with _distributed(cfg) as dist:
+        from ..train.loop import Trainer
 
-    trainer = Trainer(cfg, _progress(json_out))
-    run_path = trainer.open_run_dir()
-    _report(trainer, run_path, json_out)
+        trainer = Trainer(cfg, _progress(json_out, dist), dist)
+        run_path = trainer.open_run_dir() if trainer.is_main else None
+        _report(trainer, run_path, json_out)
 
 
-def _progress(json_out: bool):
+def _progress(json_out: bool, dist=None):
     from ..train.progress import Progress
 
-    return Progress(enabled=not json_out)
+    return Progress(enabled=not json_out and (dist is None or dist.is_main))
+
+
+class _distributed:
+    """The torchrun process group for the duration of a command (None when not under torchrun)."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.ctx = None
+
+    def __enter__(self):
+        from ..train.distributed import from_env
+
+        self.ctx = from_env(self.cfg.run.device)
+        return self.ctx
+
+    def __exit__(self, *exc) -> None:
+        if self.ctx is not None:
+            self.ctx.close()
 
 
 def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print_config: bool,
@@ -106,32 +125,40 @@ def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print
     if print_config:
         typer.echo(C.to_yaml(cfg), nl=False)
         return
-    from ..train.loop import Trainer
+    with _distributed(cfg) as dist:
+        from ..train.loop import Trainer
 
-    trainer = Trainer(cfg, _progress(json_out))
-    trainer.load_state(ckpt)
-    run_path = ckpt_path.parent
-    if trainer.step >= trainer.total_steps:
-        msg = (f"{run_path} is finished ({trainer.epoch} epochs, {trainer.step} steps); "
-               "pass a larger --epochs to train further")
-        if json_out:
-            print_json({"run_dir": str(run_path), "finished": True, "message": msg})
+        trainer = Trainer(cfg, _progress(json_out, dist), dist)
+        trainer.load_state(ckpt)
+        run_path = ckpt_path.parent
+        if trainer.step >= trainer.total_steps:
+            msg = (f"{run_path} is finished ({trainer.epoch} epochs, {trainer.step} steps); "
+                   "pass a larger --epochs to train further")
+            if not trainer.is_main:
+                return
+            if json_out:
+                print_json({"run_dir": str(run_path), "finished": True, "message": msg})
+            else:
+                typer.echo(msg)
+            return
+        if trainer.is_main:
+            trainer.open_run_dir(run_path)
         else:
-            typer.echo(msg)
-        return
-    trainer.open_run_dir(run_path)
-    trainer.progress.line(f"resuming {run_path} at epoch {trainer.epoch + 1} (step {trainer.step})")
-    _report(trainer, run_path, json_out)
+            trainer.run_dir = run_path
+        trainer.progress.line(f"resuming {run_path} at epoch {trainer.epoch + 1} (step {trainer.step})")
+        _report(trainer, run_path if trainer.is_main else None, json_out)
 
 
-def _report(trainer, run_path: Path, json_out: bool) -> None:
+def _report(trainer, run_path: Path | None, json_out: bool) -> None:
     trainer.progress.line(f"run folder: {run_path}")
     trainer.run()
+    if not trainer.is_main:
+        return
     last = trainer.rows[-1]
     best = max(trainer.rows, key=lambda r: r["test_top1"])
     result = {"run_dir": str(run_path), "model": trainer.cfg.model.name, "dataset": trainer.cfg.data.dataset,
               "epochs": trainer.epoch, "steps": trainer.step, "final": last, "best": best,
-              "device": str(trainer.device), "precision": trainer.speed.precision,
+              "device": str(trainer.device), "processes": trainer.world, "precision": trainer.speed.precision,
               "channels_last": trainer.speed.channels_last, "compile": trainer.speed.compile}
     if json_out:
         print_json(result)

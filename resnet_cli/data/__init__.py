@@ -22,6 +22,8 @@ class DataBundle:
     classes: list[str]
     mean: "torch.Tensor"  # per channel, in [0, 1] units, from the training images  # noqa: F821
     std: "torch.Tensor"  # noqa: F821
+    train_set: object = None  # image folders: datasets decoded by workers instead of resident tensors
+    test_set: object = None
 
     @property
     def num_classes(self) -> int:
@@ -29,11 +31,31 @@ class DataBundle:
 
     @property
     def in_channels(self) -> int:
-        return int(self.train_x.shape[1])
+        return 3 if self.train_x is None else int(self.train_x.shape[1])
 
     @property
-    def image_size(self) -> int:
-        return int(self.train_x.shape[-1])
+    def train_count(self) -> int:
+        return len(self.train_set) if self.train_x is None else len(self.train_x)
+
+
+def make_loader(data: DataBundle, cfg, split: str, batch_size: int, device, *, training: bool, seed: int = 0,
+                channels_last: bool = False, rank: int = 0, world: int = 1):
+    """The batch source for one split. training: shuffled, augmented, full batches; else every image once."""
+    if data.train_x is None:
+        from .imagefolder import FolderLoader, ImageFolderDataset
+
+        dataset = data.train_set if split == "train" else data.test_set
+        if dataset.train != training:
+            dataset = ImageFolderDataset(dataset.samples, training, crop=dataset.crop, resize=dataset.resize,
+                                         flip=dataset.flip)
+        return FolderLoader(dataset, batch_size, data.mean, data.std, device, train=training, seed=seed,
+                            channels_last=channels_last, rank=rank, world=world, workers=cfg.workers)
+    from .loader import DeviceLoader
+
+    x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+    return DeviceLoader(x, y, batch_size, data.mean, data.std, device, train=training,
+                        padding=cfg.crop_padding if training else 0, flip=cfg.flip and training, seed=seed,
+                        channels_last=channels_last, rank=rank, world=world)
 
 
 def data_root(data_dir: str = "") -> Path:
@@ -96,9 +118,10 @@ def load_data(cfg) -> DataBundle:
         from . import idx
 
         parts = idx.load(cfg.dataset, root, cfg.download)
+    elif cfg.dataset == "imagefolder":
+        return _image_folders(cfg, root)
     else:
-        raise BadInput(f"data.dataset {cfg.dataset!r} has no loader yet: image folders (and the imagenet "
-                       "preset) arrive with distributed training")
+        raise BadInput(f"unknown dataset {cfg.dataset!r}")
     train_x, train_y, test_x, test_y, classes = parts
     if cfg.train_limit:
         train_x, train_y = train_x[: cfg.train_limit], train_y[: cfg.train_limit]
@@ -109,3 +132,23 @@ def load_data(cfg) -> DataBundle:
     else:
         mean, std = torch.zeros(train_x.shape[1]), torch.ones(train_x.shape[1])
     return DataBundle(train_x, train_y, test_x, test_y, list(classes), mean, std)
+
+
+def _image_folders(cfg, root: Path) -> DataBundle:
+    from .imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataset, scan
+
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise BadInput('image folders need Pillow: pip install "resnet-cli[images]"') from None
+    train, classes = scan(root / "train")
+    test, _ = scan(root / "val", classes)
+    if cfg.train_limit:
+        train = train[: cfg.train_limit]
+    if cfg.test_limit:
+        test = test[: cfg.test_limit]
+    size = cfg.image_size
+    return DataBundle(None, None, None, None, classes, IMAGENET_MEAN, IMAGENET_STD,
+                      train_set=ImageFolderDataset(train, True, crop=size, resize=round(size * 256 / 224),
+                                                   flip=cfg.flip),
+                      test_set=ImageFolderDataset(test, False, crop=size, resize=round(size * 256 / 224)))

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..checkpoint import atomic_write_text, save_checkpoint
 from ..config import Config, to_yaml
-from ..data import DataBundle, load_data
-from ..data.loader import DeviceLoader
+from ..data import DataBundle, load_data, make_loader
 from ..device import resolve_device
 from ..errors import BadInput, Interrupted, RunFailed
 from ..registry import build_model, model_info
@@ -92,15 +91,23 @@ class Trainer:
         self.cfg = cfg
         self.progress = progress or Progress()
         self.dist = dist  # distributed context (rank, world, all_reduce) or None
-        self.device = resolve_device(cfg.run.device)
+        self.device = dist.device if dist is not None else resolve_device(cfg.run.device)
         self.speed = Speed.resolve(cfg, self.device)
         torch.manual_seed(cfg.run.seed)
         self.data = load_data(cfg.data)
-        if len(self.data.train_x) < cfg.train.batch_size * self.world:
+        if cfg.train.batch_size % self.world:
+            raise BadInput(f"train.batch_size {cfg.train.batch_size} is the global batch and must divide evenly "
+                           f"over {self.world} processes")
+        if self.data.train_count < cfg.train.batch_size:
             raise BadInput(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
-                           f"({len(self.data.train_x)} images)")
+                           f"({self.data.train_count} images)")
         self.cfg = cfg = resolve_for_data(cfg, self.data)
-        self.model = build_model(**dataclasses.asdict(cfg.model)).to(self.device)
+        self.model = build_model(**dataclasses.asdict(cfg.model))
+        if cfg.train.sync_bn and self.device.type != "cuda":
+            raise BadInput("train.sync_bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on CPU")
+        if dist is not None and cfg.train.sync_bn:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model.to(self.device)
         if self.speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
         t = cfg.train
@@ -108,14 +115,11 @@ class Trainer:
                                          momentum=t.momentum, nesterov=t.nesterov,
                                          **({"fused": True} if self.device.type == "cuda" else {"foreach": True}))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.speed.precision == "fp16")
-        d = cfg.data
-        self.train_loader = DeviceLoader(self.data.train_x, self.data.train_y, t.batch_size, self.data.mean,
-                                         self.data.std, self.device, train=True, padding=d.crop_padding, flip=d.flip,
-                                         seed=cfg.run.seed, channels_last=self.speed.channels_last,
-                                         rank=self.rank, world=self.world)
-        self.test_loader = DeviceLoader(self.data.test_x, self.data.test_y, t.eval_batch_size, self.data.mean,
-                                        self.data.std, self.device, train=False,
-                                        channels_last=self.speed.channels_last, rank=self.rank, world=self.world)
+        self.train_loader = make_loader(self.data, cfg.data, "train", t.batch_size // self.world, self.device,
+                                        training=True, seed=cfg.run.seed, channels_last=self.speed.channels_last,
+                                        rank=self.rank, world=self.world)
+        self.test_loader = make_loader(self.data, cfg.data, "test", t.eval_batch_size, self.device,
+                                       training=False, channels_last=self.speed.channels_last, rank=self.rank, world=self.world)
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = t.steps or t.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -130,11 +134,9 @@ class Trainer:
         self.skipped = 0  # non-finite steps skipped (train.skip_nonfinite)
         self._interrupted = False
         self.run_dir: Path | None = None
-        self.forward = self.model
+        self.forward = self.model if dist is None else dist.wrap(self.model, self.model)
         if self.speed.compile:
-            self.forward = torch.compile(self.model, mode=None if t.compile_mode == "default" else t.compile_mode)
-        if dist is not None:
-            self.forward = dist.wrap(self.forward, self.model)
+            self.forward = torch.compile(self.forward, mode=None if t.compile_mode == "default" else t.compile_mode)
 
     # ------------------------------------------------------------ distributed helpers
     @property
@@ -268,7 +270,10 @@ class Trainer:
             loss_sum += loss * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             if (i + 1) % t.log_interval == 0 or i + 1 == steps:
-                avg = loss_sum.item() / seen  # the one host sync per interval
+                interval_sum = loss_sum if self.dist is None else self.dist.all_reduce([loss_sum])[0] / self.world
+                avg = interval_sum.item() / seen  # the one host sync per interval
+                if self.dist is not None:  # every rank stops at the same step boundary
+                    self._interrupted = self.dist.any(self._interrupted)
                 if not math.isfinite(avg):
                     flags = torch.stack(finite)
                     bad = int((~flags).nonzero()[0].item()) if not flags.all() else len(finite) - 1
@@ -278,11 +283,13 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 self.progress.update(i + 1, steps, avg, correct.item() / seen, lr,
                                      (seen - int(p.get("seen", 0))) * self.world / elapsed)
-            if self._interrupted and i + 1 < steps:
+            if self._interrupted and i + 1 < steps and (self.dist is None or (i + 1) % t.log_interval == 0):
                 self.progress.end_epoch()
                 self.partial = {"batch": i + 1, "loss_sum": loss_sum.item(), "correct": int(correct.item()),
                                 "seen": seen, "seconds": prior_seconds + time.perf_counter() - t0}
                 self.save()
+                if self.dist is not None:
+                    self.dist.barrier()
                 raise Interrupted(f"checkpoint saved at epoch {epoch}, step {self.step}; resume with: "
                                   f"{self.resume_command()}")
         if self.device.type == "cuda":

@@ -1,0 +1,145 @@
+"""ImageNet-style image folders: `train/<class>/*.jpg|png` and `val/<class>/*`, decoded with Pillow.
+
+Too large to live on the device, so images are decoded and augmented per sample
+in DataLoader worker processes, then normalised on the device in batches.
+- Training: the paper's scale augmentation (shorter side resized to a random
+  length in [256, 480], then a random 224 crop) plus a horizontal flip.
+- Evaluation: shorter side resized to 256, then the center 224 crop.
+- An unreadable image stops the run with one line naming the file: a silently
+  skipped file would make evaluation counts inexact. A split folder without
+  images is refused up front.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..errors import BadInput
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+MARKER = "resnet-cli: cannot decode image "
+
+
+def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(path, label) pairs, classes in sorted folder-name order (as torchvision's ImageFolder)."""
+    if not split_dir.is_dir():
+        raise BadInput(f"image folder {split_dir} does not exist (expected train/<class>/* and val/<class>/*)")
+    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    classes = classes or found
+    if not classes:
+        raise BadInput(f"{split_dir} has no class folders")
+    index = {c: i for i, c in enumerate(classes)}
+    samples = []
+    for c in found:
+        if c not in index:
+            raise BadInput(f"{split_dir / c} is a class the training split does not have")
+        for p in sorted((split_dir / c).rglob("*")):
+            if p.suffix.lower() in EXTENSIONS and p.is_file():
+                samples.append((p, index[c]))
+    if not samples:
+        raise BadInput(f"{split_dir} holds no images ({', '.join(sorted(EXTENSIONS))})")
+    return samples, classes
+
+
+def _resize_shorter(img, size: int):
+    from PIL import Image
+
+    w, h = img.size
+    if w <= h:
+        return img.resize((size, max(1, round(h * size / w))), Image.BILINEAR)
+    return img.resize((max(1, round(w * size / h)), size), Image.BILINEAR)
+
+
+def _crop_to_tensor(img, left: int, top: int, size: int, flip: bool) -> torch.Tensor:
+    img = img.crop((left, top, left + size, top + size))
+    if flip:
+        from PIL import Image
+
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.view(size, size, 3).permute(2, 0, 1).contiguous()
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    def __init__(self, samples: list[tuple[Path, int]], train: bool, crop: int = 224, resize: int = 256,
+                 scale: tuple[int, int] = (256, 480), flip: bool = True) -> None:
+        self.samples, self.train, self.crop, self.resize = samples, train, crop, resize
+        self.scale, self.flip = scale, flip
+        self.epoch_seed = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise RuntimeError(f"{MARKER}{path} ({e})") from None
+        if self.train:
+            rng = random.Random(self.epoch_seed * 1_000_003 + i)
+            img = _resize_shorter(img, rng.randint(*self.scale))
+            w, h = img.size
+            return _crop_to_tensor(img, rng.randint(0, w - self.crop), rng.randint(0, h - self.crop), self.crop,
+                                   self.flip and rng.random() < 0.5), label
+        img = _resize_shorter(img, self.resize)
+        w, h = img.size
+        return _crop_to_tensor(img, (w - self.crop) // 2, (h - self.crop) // 2, self.crop, False), label
+
+
+class FolderLoader:
+    """Same interface as DeviceLoader: `len()` and `batches(epoch, start)`, sharded by rank."""
+
+    def __init__(self, dataset: ImageFolderDataset, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+                 device: torch.device, train: bool, seed: int = 0, channels_last: bool = False, rank: int = 0,
+                 world: int = 1, workers: int = 4) -> None:
+        self.dataset, self.batch_size, self.device, self.train = dataset, batch_size, device, train
+        self.mean, self.std = mean.to(device), std.to(device)
+        self.seed, self.channels_last, self.rank, self.world, self.workers = seed, channels_last, rank, world, workers
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        if self.train:
+            return n // (self.batch_size * self.world)
+        return -(-len(range(self.rank, n, self.world)) // self.batch_size)
+
+    def indices(self, epoch: int) -> list[int]:
+        n = len(self.dataset)
+        if not self.train:
+            return list(range(self.rank, n, self.world))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=g)[: len(self) * self.batch_size * self.world]
+        return perm[self.rank::self.world].tolist()
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from .augment import to_float
+
+        self.dataset.epoch_seed = self.seed * 7_919 + epoch
+        idx = self.indices(epoch)[start * self.batch_size:]
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.dataset, idx), batch_size=self.batch_size,
+                                             shuffle=False, num_workers=self.workers,
+                                             pin_memory=self.device.type == "cuda",
+                                             persistent_workers=False)
+        try:
+            for xb, yb in loader:
+                xb = to_float(xb.to(self.device, non_blocking=True), self.mean, self.std)
+                if self.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                yield xb, yb.to(self.device, non_blocking=True)
+        except RuntimeError as e:
+            line = next((ln for ln in str(e).splitlines() if MARKER in ln), None)
+            if line is None:
+                raise
+            raise BadInput(line[line.index(MARKER) + len("resnet-cli: "):]) from None
+
+
+# ImageNet statistics (what every torchvision-compatible checkpoint expects).
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])
