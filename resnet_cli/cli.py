@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click  # type: ignore[no-redef]
 
 from . import __version__
+from .commands import bench as bench_cmd
 from .commands import build as build_cmd
 from .commands import eval as eval_cmd
 from .commands import flops as flops_cmd
@@ -130,6 +131,7 @@ app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_cmd)
 app.command("plot")(plot_cmd.plot)
 app.command("gradflow")(gradflow_cmd.gradflow)
+app.command("bench")(bench_cmd.bench)
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ def _time_forward(net, size: int, batch_size: int, dev, macs: int) -> dict:
         with torch.inference_mode():
             net(x)
 
-    t = time_fn(step, dev, warmup=2, iters=1 if dev.type == "cpu" else 10, repeats=5)
+    t = time_fn(step, dev, warmup=2, iters=1 if dev.type == "cpu" else 10, repeats=5)  # bench's timing code
     secs = t.median_ms / 1000
     return {"device": device_name(dev), "batch_size": batch_size, "precision": "fp32", **t.as_dict(),
             "images_per_s": batch_size / secs, "tflops": 2 * macs * batch_size / secs / 1e12}

@@ -1,0 +1,136 @@
+"""`resnet bench`: how fast a model trains and infers on this device, and how far from the hardware peak."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import DepthOpt, InputSizeOpt, JsonOpt, ModelArg, PlainOpt, check_positive, console, print_json
+
+
+class Mode(str, Enum):
+    train = "train"
+    infer = "infer"
+    both = "both"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    tf32 = "tf32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def bench(
+    model: ModelArg = None,
+    depth: DepthOpt = None,
+    plain: PlainOpt = False,
+    mode: Annotated[Mode, typer.Option("--mode", help="Time training steps, inference, or both.")] = Mode.both,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size (halved on out-of-memory).")]
+    = 64,
+    input_size: InputSizeOpt = None,
+    precision: Annotated[Optional[Precision], typer.Option(
+        "--precision", help="fp32, tf32, bf16 or fp16 autocast [default: bf16 on CUDA, fp32 on CPU].",
+        show_default=False)] = None,
+    channels_last: Annotated[Optional[bool], typer.Option(
+        "--channels-last/--no-channels-last", help="NHWC memory format [default: on for CUDA, off for CPU].",
+        show_default=False)] = None,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model first.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps first.")] = 5,
+    iters: Annotated[int, typer.Option("--iters", help="Steps per timed repeat.")] = 10,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats (median and spread).")] = 5,
+    detail: Annotated[bool, typer.Option("--detail", help="Break a training step into stages and phases.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure images/s, ms per step, peak memory and achieved TFLOP/s (vs a matmul peak measured now).
+
+    TFLOP/s = 2 x fvcore multiply-adds x images / time; a training step counts 3 x the forward.
+
+    Example: [bold]resnet bench resnet50-v1.5 --batch-size 256 --precision bf16 --compile[/bold]
+    """
+    from ..errors import BadInput
+    from ..registry import model_info, resolve_name
+
+    name = resolve_name(model, depth, plain)
+    for value, what in ((batch_size, "--batch-size"), (input_size, "--input-size"), (iters, "--iters"),
+                        (repeats, "--repeats")):
+        check_positive(value, what)
+    if warmup < 0:
+        raise BadInput(f"--warmup must not be negative, got {warmup}")
+    from ..device import device_name, resolve_device
+
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    prec = precision.value if precision else ("bf16" if cuda else "fp32")
+    if prec in ("fp16", "tf32") and not cuda:
+        raise BadInput(f"--precision {prec} needs a CUDA device; use fp32 or bf16 on CPU")
+    size = input_size or model_info(name).input_size
+    cl = cuda if channels_last is None else channels_last
+
+    import torch
+
+    from ..analysis import count_macs
+    from ..bench import BenchConfig, matmul_peak, measure, run_with_backoff, stage_times
+    from ..registry import build_model
+
+    macs = count_macs(build_model(name), size).macs
+    notes: list[str] = []
+    results = []
+    modes = ["train", "infer"] if mode is Mode.both else [mode.value]
+    for m in modes:
+        def run(bs: int, m=m):
+            return measure(name, BenchConfig(m, bs, size, prec, cl, compile_, warmup, iters, repeats), dev, macs)
+
+        res, used = run_with_backoff(run, batch_size, lambda old, new, m=m: notes.append(
+            f"{m}: out of memory at batch {old}; retried at {new}"))
+        results.append(res)
+    peak = matmul_peak(dev)
+    for r in results:
+        r["pct_of_matmul_peak"] = 100 * r["tflops"] / peak["tflops"]
+    out = {"model": name, "device": device_name(dev), "torch": torch.__version__,
+           "cuda": torch.version.cuda if cuda else None, "fwd_gmacs": macs / 1e9, "matmul_peak": peak,
+           "results": results, "notes": notes,
+           "flops_rule": "TFLOP/s = 2 x forward MACs x images / s; training counts 3 x forward"}
+    if detail:
+        out["detail"] = stage_times(name, BenchConfig("train", results[0]["batch_size"], size, prec, cl, False,
+                                                      min(warmup, 2), min(iters, 5), 1), dev)
+    if json_out:
+        print_json(out)
+        return
+    _print(out)
+
+
+def _print(out: dict) -> None:
+    from rich.table import Table
+
+    c = console()
+    table = Table(title=f"{out['model']} on {out['device']} (torch {out['torch']}"
+                        + (f", CUDA {out['cuda']})" if out["cuda"] else ")"))
+    for col in ("mode", "batch", "input", "precision", "NHWC", "compile", "img/s", "ms/step", "spread",
+                "peak mem", "TFLOP/s", "% of peak"):
+        table.add_column(col, justify="left" if col in ("mode", "precision") else "right")
+    for r in out["results"]:
+        mem = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"
+        table.add_row(r["mode"], str(r["batch_size"]), str(r["input_size"]), r["precision"],
+                      "yes" if r["channels_last"] else "no", "yes" if r["compile"] else "no",
+                      f"{r['images_per_s']:,.0f}", f"{r['ms_per_step']:.2f}", f"±{r['spread_pct'] / 2:.1f}%", mem,
+                      f"{r['tflops']:.3f}", f"{r['pct_of_matmul_peak']:.1f}%")
+    c.print(table)
+    p = out["matmul_peak"]
+    c.print(f"Peak reference: {p['n']}x{p['n']} {p['dtype']} matmul at {p['tflops']:.2f} TFLOP/s, measured now. "
+            f"{out['flops_rule']}. Median of repeats; spread is half the min-max range.")
+    for note in out["notes"]:
+        c.print(note)
+    if "detail" in out:
+        d = out["detail"]
+        t = Table(title="one training step, by stage (forward) and phase")
+        t.add_column("part")
+        t.add_column("ms", justify="right")
+        for k, v in d["stages_ms"].items():
+            t.add_row(f"forward {k}", f"{v:.2f}")
+        for k, v in d["phases_ms"].items():
+            t.add_row(k, f"{v:.2f}")
+        c.print(t)

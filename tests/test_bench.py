@@ -1,0 +1,98 @@
+"""`bench` on CPU, out-of-memory back-off, and the fast-path switches leaving results unchanged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet_cli import config as C
+from resnet_cli.bench import BenchConfig, make_step, run_with_backoff
+from resnet_cli.models.resnet import ArchSpec, ResNet
+from resnet_cli.train.loop import Trainer
+from resnet_cli.train.progress import Progress
+
+FIELDS = {"model", "family", "mode", "batch_size", "input_size", "precision", "channels_last", "compile",
+          "ms_per_step", "ms_min", "ms_max", "spread_pct", "images_per_s", "tflops", "peak_memory_bytes",
+          "repeats", "iters", "pct_of_matmul_peak"}
+
+
+def test_bench_cpu_figures_and_json_fields(cli):
+    out = cli.json("bench", "resnet20", "-b", "8", "--warmup", "1", "--iters", "1", "--repeats", "2", "--detail")
+    assert set(out) == {"model", "device", "torch", "cuda", "fwd_gmacs", "matmul_peak", "results", "notes",
+                        "flops_rule", "detail"}
+    assert [r["mode"] for r in out["results"]] == ["train", "infer"]
+    for r in out["results"]:
+        assert set(r) == FIELDS
+        assert r["images_per_s"] > 0 and r["ms_per_step"] > 0 and r["tflops"] > 0
+        assert r["ms_min"] <= r["ms_per_step"] <= r["ms_max"]
+        assert r["images_per_s"] == pytest.approx(r["batch_size"] / (r["ms_per_step"] / 1000))
+    train, infer = out["results"]
+    # training counts 3 x the forward FLOPs
+    assert train["tflops"] == pytest.approx(6 * out["fwd_gmacs"] * 1e9 * train["images_per_s"] / 1e12)
+    assert out["matmul_peak"]["tflops"] > 0
+    assert set(out["detail"]["stages_ms"]) == {"stem", "conv2_x", "conv3_x", "conv4_x", "head"}
+    assert set(out["detail"]["phases_ms"]) == {"forward", "backward", "optimizer"}
+
+
+def test_bench_table_and_bad_precision(cli):
+    result = cli("bench", "--depth", "20", "--mode", "infer", "-b", "4", "--warmup", "0", "--iters", "1",
+                 "--repeats", "1")
+    assert result.exit_code == 0 and "Peak reference" in result.stdout and "img/s" in result.stdout
+    if not torch.cuda.is_available():
+        bad = cli("bench", "resnet20", "--precision", "fp16")
+        assert bad.exit_code == 2 and "needs a CUDA device" in bad.stderr
+
+
+def test_out_of_memory_halves_the_batch_and_says_so():
+    tried, notes = [], []
+
+    def run(bs):
+        tried.append(bs)
+        if bs > 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"batch": bs}
+
+    result, used = run_with_backoff(run, 256, lambda old, new: notes.append((old, new)))
+    assert result == {"batch": 64} and used == 64 and tried == [256, 128, 64]
+    assert notes == [(256, 128), (128, 64)]
+    with pytest.raises(RuntimeError, match="not memory"):
+        run_with_backoff(lambda bs: (_ for _ in ()).throw(RuntimeError("not memory")), 8, lambda *a: None)
+
+
+def _one_epoch(tmp_path, **sets) -> dict[str, torch.Tensor]:
+    flags = {"data.synthetic_train": 64, "data.synthetic_test": 16, "train.batch_size": 16, "train.epochs": 1,
+             "run.run_dir": str(tmp_path), **sets}
+    trainer = Trainer(C.resolve("smoke", flags=flags), Progress(enabled=False))
+    trainer.train_epoch()
+    return {k: v.float() for k, v in trainer.model.state_dict().items()}
+
+
+def _close(a, b, rtol, atol):
+    return all(torch.allclose(a[k], b[k], rtol=rtol, atol=atol) for k in a)
+
+
+def test_channels_last_and_precision_switches_keep_results(tmp_path):
+    base = _one_epoch(tmp_path, **{"train.channels_last": "off"})
+    nhwc = _one_epoch(tmp_path, **{"train.channels_last": "on"})
+    assert _close(base, nhwc, rtol=1e-2, atol=1e-3)  # float sums reordered, over 4 SGD steps
+    bf16 = _one_epoch(tmp_path, **{"train.precision": "bf16"})
+    assert _close(base, bf16, rtol=0.1, atol=0.02)  # bf16 keeps 8 bits of mantissa
+    assert not _close(base, bf16, rtol=1e-6, atol=0)  # ...so it really ran in bf16
+
+
+def test_compile_matches_eager_on_a_tiny_net():
+    spec = ArchSpec("basic", (1,), (8,), "cifar", "A")
+    torch.manual_seed(0)
+    eager = ResNet(spec, num_classes=4)
+    compiled = ResNet(spec, num_classes=4)
+    compiled.load_state_dict(eager.state_dict())
+    cfg = dict(mode="train", batch_size=8, input_size=8, precision="fp32", channels_last=False)
+    torch.manual_seed(1)
+    step_e = make_step(eager, BenchConfig(compile=False, **cfg), torch.device("cpu"))
+    torch.manual_seed(1)
+    step_c = make_step(compiled, BenchConfig(compile=True, **cfg), torch.device("cpu"))
+    for _ in range(2):
+        step_e()
+        step_c()
+    for (k, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), k
