@@ -67,17 +67,19 @@ def _one_epoch(tmp_path, **sets) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in trainer.model.state_dict().items()}
 
 
-def _close(a, b, rtol, atol):
-    return all(torch.allclose(a[k], b[k], rtol=rtol, atol=atol) for k in a)
+def _rel_diff(a, b) -> float:
+    """Relative L2 distance between two whole parameter sets (BatchNorm statistics included)."""
+    va = torch.cat([a[k].flatten() for k in a])
+    vb = torch.cat([b[k].flatten() for k in a])
+    return ((va - vb).norm() / vb.norm()).item()
 
 
 def test_channels_last_and_precision_switches_keep_results(tmp_path):
     base = _one_epoch(tmp_path, **{"train.channels_last": "off"})
     nhwc = _one_epoch(tmp_path, **{"train.channels_last": "on"})
-    assert _close(base, nhwc, rtol=1e-2, atol=1e-3)  # float sums reordered, over 4 SGD steps
+    assert _rel_diff(nhwc, base) < 1e-3  # the same arithmetic, float sums reordered
     bf16 = _one_epoch(tmp_path, **{"train.precision": "bf16"})
-    assert _close(base, bf16, rtol=0.1, atol=0.02)  # bf16 keeps 8 bits of mantissa
-    assert not _close(base, bf16, rtol=1e-6, atol=0)  # ...so it really ran in bf16
+    assert 1e-6 < _rel_diff(bf16, base) < 5e-2  # bf16 keeps 8 mantissa bits; it really ran in bf16
 
 
 def test_compile_matches_eager_on_a_tiny_net():
