@@ -208,3 +208,16 @@ def test_imagefolder_training_run(cli, tmp_path):
                  "--set", "data.workers=0", "--batch-size", "4", "--epochs", "1", "--run-dir", tmp_path / "runs",
                  "--json")
     assert result.exit_code == 0, result.output
+
+
+def test_torchrun_runs_the_console_script(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "resnet")
+    if not os.path.isfile(script) or not open(script, "rb").read(2) == b"#!" or \
+            b"python" not in open(script, "rb").readline():
+        pytest.skip("no Python console script next to the interpreter")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script,
+           "train", "--preset", "smoke", "--epochs", "1", "--set", "data.synthetic_train=128",
+           "--run-dir", str(tmp_path)]
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["resnet20-synthetic"]
