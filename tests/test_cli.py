@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -49,6 +50,9 @@ def test_build_checkpoint_rebuilds_the_model(cli, tmp_path):
     assert ckpt["config"]["model"] == {"name": "plain32", "num_classes": 100, "in_channels": 1,
                                        "zero_init_residual": False}
     assert not list(tmp_path.glob(".*tmp*")), "temp files left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "export"])
