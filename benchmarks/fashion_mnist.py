@@ -54,8 +54,6 @@ def run_train(args) -> None:
 
 
 def run_overhead(args) -> None:
-    import torch
-
     from resnet_cli import config as C
     from resnet_cli.train.loop import Trainer
     from resnet_cli.train.progress import Progress
@@ -86,7 +84,6 @@ def run_overhead(args) -> None:
     print(f"training loop: {loop:,.0f} img/s (runs {', '.join(f'{n / s:,.0f}' for s in loop_s)})")
     print(f"bare step:     {bare:,.0f} img/s (runs {', '.join(f'{n / s:,.0f}' for s in bare_s)})")
     print(f"loop / bare:   {loop / bare:.3f}")
-    del torch
 
 
 def main() -> None:

@@ -195,7 +195,6 @@ def test_imagefolder_bad_data_is_named(cli, tmp_path):
     assert result.exit_code == 2 and "holds no images" in result.stderr
     make_tree(tmp_path / "bad")
     (tmp_path / "bad" / "val" / "dog" / "1.png").write_bytes(b"not a png")
-    result = cli("eval", "--help")
     cfg = C.resolve(flags={"data.dataset": "imagefolder", "data.data_dir": str(tmp_path / "bad"),
                            "data.image_size": 24, "data.workers": 0})
     data = load_data(cfg.data)
