@@ -149,10 +149,11 @@ def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return (shape[0], shape[1], shape[2]) if len(shape) == 3 else (shape[0], 1, 1)
 
 
-def stage_rows(model: nn.Module, input_size: int, macs: MacCount | None = None) -> list[StageRow]:
+def stage_rows(model: nn.Module, input_size: int, macs: MacCount | None = None,
+               shapes: dict[str, tuple[int, ...]] | None = None) -> list[StageRow]:
     """The paper's Table 1 for `model`: stem, pool, one row per stage, then avgpool + fc."""
     macs = macs or count_macs(model, input_size)
-    shapes = output_shapes(model, input_size)
+    shapes = shapes or output_shapes(model, input_size)
     m = macs.by_module
     rows = [StageRow("conv1", ["conv1", "bn1"], _shape3(shapes["bn1"]), _conv_text(model.conv1, True),
                      param_count(model.conv1) + param_count(model.bn1), m.get("conv1", 0))]
@@ -184,10 +185,11 @@ class ModuleRow:
                 "params": self.params, "macs": self.macs}
 
 
-def module_rows(model: nn.Module, input_size: int, macs: MacCount | None = None) -> list[ModuleRow]:
+def module_rows(model: nn.Module, input_size: int, macs: MacCount | None = None,
+                shapes: dict[str, tuple[int, ...]] | None = None) -> list[ModuleRow]:
     """A row per module (parameters and multiply-adds include the module's children)."""
     macs = macs or count_macs(model, input_size)
-    shapes = output_shapes(model, input_size)
+    shapes = shapes or output_shapes(model, input_size)
     return [ModuleRow(name, type(mod).__name__, name.count(".") + 1, shapes.get(name), param_count(mod),
                       macs.by_module.get(name, 0))
             for name, mod in model.named_modules() if name]

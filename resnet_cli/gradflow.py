@@ -24,8 +24,9 @@ class LayerGrad:
 
 
 def stage_of(name: str) -> str:
+    """The paper's name for the stage a module or parameter belongs to: stem, conv2_x, ..., fc."""
     top = name.split(".", 1)[0]
-    return "stem" if top == "conv1" else f"conv{int(top[len('layer'):]) + 1}_x"
+    return {"conv1": "stem", "fc": "fc"}.get(top) or f"conv{int(top[len('layer'):]) + 1}_x"
 
 
 def main_path_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
@@ -38,8 +39,7 @@ def conv_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
     The model's mode and BatchNorm statistics are restored afterwards; gradients are cleared.
     """
     was_training = model.training
-    buffers = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("weight")
-               and not k.endswith("bias")}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}  # BatchNorm statistics the probe updates
     model.train()
     model.zero_grad(set_to_none=True)
     try:

@@ -88,19 +88,12 @@ def flops(
 
 
 def _time_forward(net, size: int, batch_size: int, dev, macs: int) -> dict:
-    import torch
-
+    from ..bench import BenchConfig, make_step
     from ..device import device_name
     from ..timing import time_fn
 
-    net = net.to(dev).eval()
-    x = torch.randn(batch_size, net.conv1.in_channels, size, size, device=dev)
-
-    def step():
-        with torch.inference_mode():
-            net(x)
-
-    t = time_fn(step, dev, warmup=2, iters=1 if dev.type == "cpu" else 10, repeats=5)  # bench's timing code
+    step = make_step(net.to(dev), BenchConfig("infer", batch_size, size, "fp32", False, False), dev)
+    t = time_fn(step, dev, warmup=2, iters=1 if dev.type == "cpu" else 10, repeats=5)
     secs = t.median_ms / 1000
     return {"device": device_name(dev), "batch_size": batch_size, "precision": "fp32", **t.as_dict(),
             "images_per_s": batch_size / secs, "tflops": 2 * macs * batch_size / secs / 1e12}

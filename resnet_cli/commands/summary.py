@@ -32,13 +32,14 @@ def summary(
     info = model_info(name)
     size = input_size or info.input_size
 
-    from ..analysis import count_macs, module_rows, param_count, stage_rows
+    from ..analysis import count_macs, module_rows, output_shapes, param_count, stage_rows
     from ..registry import build_model
 
     net = build_model(name)
     macs = count_macs(net, size)
-    rows = stage_rows(net, size, macs)
-    details = module_rows(net, size, macs) if detail else []
+    shapes = output_shapes(net, size)
+    rows = stage_rows(net, size, macs, shapes)
+    details = module_rows(net, size, macs, shapes) if detail else []
     total = {"params": param_count(net), "macs": macs.macs, "bn_macs": macs.bn_macs}
     if json_out:
         out = {"model": name, "input_size": size, "family": info.family, "depth": info.depth,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -81,22 +82,17 @@ def _progress(json_out: bool, dist=None):
     return Progress(enabled=not json_out and (dist is None or dist.is_main))
 
 
-class _distributed:
+@contextmanager
+def _distributed(cfg):
     """The torchrun process group for the duration of a command (None when not under torchrun)."""
+    from ..train.distributed import from_env
 
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
-        self.ctx = None
-
-    def __enter__(self):
-        from ..train.distributed import from_env
-
-        self.ctx = from_env(self.cfg.run.device)
-        return self.ctx
-
-    def __exit__(self, *exc) -> None:
-        if self.ctx is not None:
-            self.ctx.close()
+    ctx = from_env(cfg.run.device)
+    try:
+        yield ctx
+    finally:
+        if ctx is not None:
+            ctx.close()
 
 
 def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print_config: bool,

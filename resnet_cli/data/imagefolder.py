@@ -19,6 +19,7 @@ from typing import Iterator
 import torch
 
 from ..errors import BadInput
+from .loader import shard_indices, shard_len
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 MARKER = "resnet-cli: cannot decode image "
@@ -105,18 +106,11 @@ class FolderLoader:
         self.seed, self.channels_last, self.rank, self.world, self.workers = seed, channels_last, rank, world, workers
 
     def __len__(self) -> int:
-        n = len(self.dataset)
-        if self.train:
-            return n // (self.batch_size * self.world)
-        return -(-len(range(self.rank, n, self.world)) // self.batch_size)
+        return shard_len(len(self.dataset), self.batch_size, self.train, self.rank, self.world)
 
     def indices(self, epoch: int) -> list[int]:
-        n = len(self.dataset)
-        if not self.train:
-            return list(range(self.rank, n, self.world))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=g)[: len(self) * self.batch_size * self.world]
-        return perm[self.rank::self.world].tolist()
+        return shard_indices(len(self.dataset), self.batch_size, self.train, self.rank, self.world, self.seed,
+                             epoch).tolist()
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from .augment import to_float

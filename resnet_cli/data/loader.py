@@ -25,6 +25,27 @@ def batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
     return (epoch_seed(seed, epoch) * 31 + batch * 1_009 + rank * 65_537 + 1) % (2**63 - 1)
 
 
+def shard_len(n: int, batch_size: int, train: bool, rank: int = 0, world: int = 1) -> int:
+    """Batches per epoch on one rank."""
+    if train:  # full batches only: equal steps on every rank, no BatchNorm on a 1-image batch
+        return n // (batch_size * world)
+    return -(-len(range(rank, n, world)) // batch_size)
+
+
+def shard_indices(n: int, batch_size: int, train: bool, rank: int, world: int, seed: int, epoch: int,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """This rank's sample indices for an epoch.
+
+    Training: a disjoint, equal share of one seeded permutation (the same on every rank).
+    Evaluation: every sample exactly once across ranks, in order.
+    """
+    if not train:
+        return torch.arange(rank, n, world, device=device)
+    g = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
+    perm = torch.randperm(n, generator=g, device=device)
+    return perm[: shard_len(n, batch_size, True, rank, world) * batch_size * world][rank::world]
+
+
 class DeviceLoader:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
                  device: torch.device, train: bool, padding: int = 0, flip: bool = False, seed: int = 0,
@@ -37,20 +58,11 @@ class DeviceLoader:
         self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        n = len(self.x)
-        if self.train:  # full batches only: equal steps on every rank, no BatchNorm on a 1-image batch
-            return n // (self.batch_size * self.world)
-        per_rank = len(range(self.rank, n, self.world))
-        return -(-per_rank // self.batch_size)
+        return shard_len(len(self.x), self.batch_size, self.train, self.rank, self.world)
 
     def indices(self, epoch: int) -> torch.Tensor:
-        n = len(self.x)
-        if not self.train:  # evaluation: every sample exactly once across ranks
-            return torch.arange(self.rank, n, self.world, device=self.device)
-        g = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch))
-        perm = torch.randperm(n, generator=g, device=self.device)
-        used = len(self) * self.batch_size * self.world
-        return perm[:used][self.rank::self.world]
+        return shard_indices(len(self.x), self.batch_size, self.train, self.rank, self.world, self.seed, epoch,
+                             self.device)
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of `epoch`, from batch number `start` on (a run resumed mid-epoch)."""

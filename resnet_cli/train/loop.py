@@ -26,6 +26,7 @@ from ..config import Config, to_yaml
 from ..data import DataBundle, load_data, make_loader
 from ..device import resolve_device
 from ..errors import BadInput, Interrupted, RunFailed
+from ..gradflow import stage_of
 from ..registry import build_model, model_info
 from .evaluate import autocast, evaluate
 from .progress import Progress
@@ -80,9 +81,7 @@ def stage_grad_norms(model: torch.nn.Module) -> dict[str, float]:
     for name, p in model.named_parameters():
         if p.grad is None or p.ndim < 2:
             continue
-        top = name.split(".", 1)[0]
-        key = {"conv1": "stem", "fc": "fc"}.get(top) or f"conv{int(top[len('layer'):]) + 1}_x"
-        groups.setdefault(key, []).append(p.grad.detach().float().pow(2).sum())
+        groups.setdefault(stage_of(name), []).append(p.grad.detach().float().pow(2).sum())
     return {f"grad_norm_{k}": torch.stack(v).sum().sqrt().item() for k, v in groups.items()}
 
 
