@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from resnet_cli import build_model
+from resnet_cli.cli import app
 
 
 def test_cli_import_does_not_import_torch():
@@ -78,3 +79,24 @@ def test_cuda_without_gpu_says_so(cli):
 def test_debug_shows_the_traceback(cli):
     result = cli("--debug", "summary", "resnt50")
     assert isinstance(result.exception, Exception) and "resnt50" in str(result.exception)
+
+
+def test_help_texts_are_shown_whole(cli):
+    """Rich must not swallow '[default: ...]' as markup: every option's help text reaches the screen."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    checked = 0
+    for name, command in group.commands.items():
+        shown = " ".join(cli(name, "--help", env={"COLUMNS": "400"}).stdout.split())
+        for param in command.params:
+            text = " ".join((getattr(param, "help", None) or "").replace("\\[", "[").split())
+            if "[" in text:
+                assert text in shown, (name, param.name)
+                checked += 1
+    assert checked >= 8
+
+
+def test_printed_data_is_not_read_as_markup(cli):
+    result = cli("list", "nomatch[ab]")
+    assert "nomatch[ab]" in result.stdout

@@ -18,17 +18,20 @@ DepthOpt = Annotated[Optional[int], typer.Option(
 PlainOpt = Annotated[bool, typer.Option("--plain", help="The plain twin: same net with no shortcuts.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 InputSizeOpt = Annotated[Optional[int], typer.Option(
-    "--input-size", "-s", help="Input height and width [default: the model's native size, 224 or 32].",
+    "--input-size", "-s", help="Input height and width \\[default: the model's native size, 224 or 32].",
     show_default=False)]
 
 
 def console():
-    """A rich console; wide and colourless when stdout is not a terminal, so tables don't wrap in logs."""
+    """A rich console; wide and colourless when stdout is not a terminal, so tables don't wrap in logs.
+
+    Markup is off: what we print (paths, model names, error text) is data, and "runs/a[1]" must stay whole.
+    """
     from rich.console import Console
 
     if sys.stdout.isatty():
-        return Console()
-    return Console(width=int(os.environ.get("COLUMNS", 0)) or 160, no_color=True, highlight=False,
+        return Console(markup=False)
+    return Console(width=int(os.environ.get("COLUMNS", 0)) or 160, no_color=True, highlight=False, markup=False,
                    force_terminal=False)
 
 

@@ -32,10 +32,10 @@ def bench(
     = 64,
     input_size: InputSizeOpt = None,
     precision: Annotated[Optional[Precision], typer.Option(
-        "--precision", help="fp32, tf32, bf16 or fp16 autocast [default: bf16 on CUDA, fp32 on CPU].",
+        "--precision", help="fp32, tf32, bf16 or fp16 autocast \\[default: bf16 on CUDA, fp32 on CPU].",
         show_default=False)] = None,
     channels_last: Annotated[Optional[bool], typer.Option(
-        "--channels-last/--no-channels-last", help="NHWC memory format [default: on for CUDA, off for CPU].",
+        "--channels-last/--no-channels-last", help="NHWC memory format \\[default: on for CUDA, off for CPU].",
         show_default=False)] = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model first.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",

@@ -23,7 +23,7 @@ def build(
     plain: PlainOpt = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.", show_default=False)] = ...,
     num_classes: Annotated[Optional[int], typer.Option(
-        "--num-classes", help="Classes [default: 1000 for ImageNet nets, 10 for CIFAR nets].",
+        "--num-classes", help="Classes \\[default: 1000 for ImageNet nets, 10 for CIFAR nets].",
         show_default=False)] = None,
     in_channels: Annotated[int, typer.Option("--in-channels", help="Input channels (1 for grayscale).")] = 3,
     zero_init_residual: Annotated[bool, typer.Option(

@@ -15,7 +15,7 @@ V15_NOTE = ("v1.5 (torchvision) strides the 3x3 conv instead of the first 1x1 co
 
 def flops(
     models: Annotated[Optional[list[str]], typer.Argument(
-        help="Models to count [default: resnet18, 34, 50, 101, 152].", show_default=False)] = None,
+        help="Models to count \\[default: resnet18, 34, 50, 101, 152].", show_default=False)] = None,
     depth: Annotated[Optional[list[int]], typer.Option(
         "--depth", "-d", help="Depths instead of names (repeatable).", show_default=False)] = None,
     plain: PlainOpt = False,

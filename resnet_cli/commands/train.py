@@ -31,14 +31,14 @@ def train(
                                                       help="train.batch_size")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", show_default=False, help="train.lr")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", show_default=False,
-                                                    help="data.data_dir [default: $RESNET_CLI_DATA or "
+                                                    help="data.data_dir \\[default: $RESNET_CLI_DATA or "
                                                          "~/.cache/resnet-cli]")] = None,
     device: Annotated[Optional[str], typer.Option("--device", show_default=False,
                                                   help="run.device: auto, cpu, cuda, cuda:N")] = None,
     run_dir: Annotated[Optional[str], typer.Option("--run-dir", show_default=False,
-                                                   help="run.run_dir [default: runs]")] = None,
+                                                   help="run.run_dir \\[default: runs]")] = None,
     name: Annotated[Optional[str], typer.Option("--name", show_default=False,
-                                                help="run.name [default: <model>-<dataset>]")] = None,
+                                                help="run.name \\[default: <model>-<dataset>]")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", show_default=False, help="run.seed")] = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a run from RUN_DIR/last.pt (or a "
                                                    "checkpoint file).", show_default=False)] = None,
