@@ -2,11 +2,16 @@
 
     python benchmarks/fashion_mnist.py train    [--data-dir DIR] [--run-dir DIR]
         The full preset (15 epochs, 60k images) through `resnet train`; prints test top-1 per epoch,
-        seconds per epoch and images/s from the run's metrics.csv.
+        seconds per epoch and images/s from the run's metrics.csv, and keeps the run's output in
+        stdout.txt in the run folder.
 
     python benchmarks/fashion_mnist.py overhead [--data-dir DIR] [--steps 40] [--repeats 5]
         The training loop's images/s against a bare forward/backward/step on the same batches
         (already augmented and on the device), alternated and repeated; prints the ratio.
+
+    python benchmarks/fashion_mnist.py switch [--base KEY=VALUE ...] --set KEY=VALUE [--set ...] [--steps 40]
+        Two training loops in one process, alternating epochs of `--steps` steps: the preset (plus the
+        --base overrides) against the same with the --set overrides; prints each one's images/s and the ratio.
 
 Results go in BENCHMARKS.md with the machine and versions this prints.
 """
@@ -41,6 +46,7 @@ def run_train(args) -> None:
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     wall = time.perf_counter() - t0
     run = next(line.split("run folder: ", 1)[1].strip() for line in out.splitlines() if "run folder: " in line)
+    (Path(run) / "stdout.txt").write_text(out)  # the plain progress lines, for quoting
     from resnet_cli.train.rundir import read_metrics
 
     rows = read_metrics(Path(run) / "metrics.csv")
@@ -83,18 +89,56 @@ def run_overhead(args) -> None:
     print(f"resnet20, fashion-mnist preset, batch {bs}, {len(batches)} steps x {args.repeats} repeats (medians)")
     print(f"training loop: {loop:,.0f} img/s (runs {', '.join(f'{n / s:,.0f}' for s in loop_s)})")
     print(f"bare step:     {bare:,.0f} img/s (runs {', '.join(f'{n / s:,.0f}' for s in bare_s)})")
-    print(f"loop / bare:   {loop / bare:.3f}")
+    print(f"loop / bare:   {loop / bare:.3f} (medians); {statistics.median(b / a for a, b in zip(loop_s, bare_s)):.3f} "
+          f"(median of back-to-back pairs); {min(bare_s) / min(loop_s):.3f} (best of each)")
+
+
+def run_switch(args) -> None:
+    from resnet_cli import config as C
+    from resnet_cli.train.loop import Trainer
+    from resnet_cli.train.progress import Progress
+
+    if not args.set:
+        raise SystemExit("switch needs at least one --set KEY=VALUE")
+    bs = 128
+    base = {"data.data_dir": str(args.data_dir), "data.train_limit": bs * args.steps, "data.test_limit": 1000,
+            "train.log_interval": 50}
+    over = dict(kv.split("=", 1) for kv in args.set)
+    label = "preset" + "".join(f" {kv}" for kv in args.base)
+    trainers = {label: Trainer(C.resolve("fashion-mnist", flags=base, sets=args.base), Progress(enabled=False)),
+                "with " + " ".join(args.set): Trainer(C.resolve("fashion-mnist", flags=base, sets=args.base + args.set),
+                                                       Progress(enabled=False))}
+    secs: dict[str, list[float]] = {name: [] for name in trainers}
+    for t in trainers.values():
+        t.train_epoch()  # warm-up
+    for r in range(args.repeats):
+        for name in (list(trainers) if r % 2 == 0 else list(trainers)[::-1]):
+            t0 = time.perf_counter()
+            trainers[name].train_epoch()
+            secs[name].append(time.perf_counter() - t0)
+    n = bs * args.steps
+    print(f"machine: {machine()}")
+    print(f"resnet20, fashion-mnist preset, batch {bs}, {args.steps} steps per epoch, {args.repeats} alternating "
+          f"epochs each (medians); overrides {over}")
+    speed = {}
+    for name, s in secs.items():
+        speed[name] = n / statistics.median(s)
+        print(f"{name:40s} {speed[name]:,.0f} img/s (epochs {', '.join(f'{n / x:,.0f}' for x in s)})")
+    a, b = speed.values()
+    print(f"ratio with / without: {b / a:.3f}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["train", "overhead"])
+    p.add_argument("what", choices=["train", "overhead", "switch"])
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--run-dir", type=Path, default=ROOT / "bench_runs")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--base", action="append", default=[], help="KEY=VALUE override for both sides (switch only)")
+    p.add_argument("--set", action="append", default=[], help="KEY=VALUE override for the second side (switch only)")
     args = p.parse_args()
-    (run_train if args.what == "train" else run_overhead)(args)
+    {"train": run_train, "overhead": run_overhead, "switch": run_switch}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -98,3 +98,39 @@ def test_compile_matches_eager_on_a_tiny_net():
         step_c()
     for (k, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), k
+
+
+def test_training_loop_compile_switch_keeps_results(tmp_path, monkeypatch):
+    """The trainer's compiled path gives eager's weights. Inductor's C++ build would take ~40 s here, so
+    torch.compile runs with the aot_eager backend: the same graph capture and autograd, eager kernels."""
+    calls = []
+    real_compile = torch.compile
+
+    def compile_aot_eager(fn, **kwargs):
+        calls.append(kwargs)
+        return real_compile(fn, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", compile_aot_eager)
+    base = _one_epoch(tmp_path, **{"train.compile": "off"})
+    assert calls == []
+    compiled = _one_epoch(tmp_path, **{"train.compile": "on", "train.compile_mode": "max-autotune"})
+    assert calls == [{"mode": "max-autotune"}]
+    assert _rel_diff(compiled, base) < 1e-4
+
+
+def test_cpu_auto_switches_follow_the_measurements(monkeypatch):
+    import resnet_cli.train.loop as loop
+    from resnet_cli.errors import BadInput
+
+    cpu = torch.device("cpu")
+    speed = loop.Speed.resolve(C.resolve("smoke"), cpu, planned_steps=loop.CPU_COMPILE_MIN_STEPS - 1)
+    assert (speed.precision, speed.compile) == ("fp32", False)
+    assert speed.channels_last == torch.backends.mkldnn.is_available()
+    monkeypatch.setattr(loop, "cpp_compiler", lambda: "g++")
+    assert loop.Speed.resolve(C.resolve("smoke"), cpu, planned_steps=loop.CPU_COMPILE_MIN_STEPS).compile
+    monkeypatch.setattr(loop, "cpp_compiler", lambda: None)
+    assert not loop.Speed.resolve(C.resolve("smoke"), cpu, planned_steps=10 ** 6).compile
+    with pytest.raises(BadInput, match="needs a C\\+\\+ compiler"):
+        loop.Speed.resolve(C.resolve("smoke", sets=["train.compile=on"]), cpu, planned_steps=10)
+    off = loop.Speed.resolve(C.resolve("smoke", sets=["train.channels_last=off"]), cpu, planned_steps=10)
+    assert off.channels_last is False

@@ -74,3 +74,15 @@ def test_every_preset_resolves():
         cfg = C.resolve(preset=name)
         assert cfg.model.name
     assert {"cifar", "cifar100", "fashion-mnist", "imagenet", "smoke"} <= set(C.list_presets())
+
+
+def test_on_off_switches_survive_yaml(cli, tmp_path):
+    """YAML 1.1 reads on/off as booleans; the auto/on/off switches must still take them, from --set and files."""
+    cfg = printed(cli, "--set", "train.channels_last=on", "--set", "train.compile=off")
+    assert (cfg["train"]["channels_last"], cfg["train"]["compile"]) == ("on", "off")
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  channels_last: off\n  compile: true\n")
+    cfg = printed(cli, "--config", f)
+    assert (cfg["train"]["channels_last"], cfg["train"]["compile"]) == ("off", "on")
+    result = cli("train", "--set", "train.precision=true", "--print-config")
+    assert result.exit_code == 2 and "train.precision: True is not one of" in result.stderr

@@ -11,6 +11,7 @@ import torch
 
 from resnet_cli import config as C
 from resnet_cli.data import load_data, make_loader
+from resnet_cli.device import default_channels_last
 from resnet_cli.registry import build_model
 from resnet_cli.train.schedule import LRSchedule
 
@@ -37,11 +38,13 @@ def emulate_two_ranks(cfg: C.Config) -> dict[str, torch.Tensor]:
     cfg = C.build_config({**C.flatten(cfg.to_dict(), "cfg"), "model.num_classes": 10, "model.in_channels": 3})
     torch.manual_seed(cfg.run.seed)
     model = build_model(**cfg.model.__dict__)
+    nhwc = default_channels_last(torch.device("cpu"))  # as the trainer's CPU default
+    model.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     t = cfg.train
     opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
                           foreach=True)
     shards = [make_loader(data, cfg.data, "train", t.batch_size // 2, torch.device("cpu"), training=True,
-                          seed=cfg.run.seed, rank=r, world=2) for r in range(2)]
+                          seed=cfg.run.seed, channels_last=nhwc, rank=r, world=2) for r in range(2)]
     steps_per_epoch = len(shards[0])
     schedule = LRSchedule(t, t.epochs * steps_per_epoch, steps_per_epoch, 20, "cifar")
     step = 0

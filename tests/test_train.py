@@ -67,6 +67,16 @@ def test_resume_of_a_finished_run_says_so(cli, tmp_path):
     assert result.exit_code == 2 and "cannot change train.lr when resuming" in result.stderr
 
 
+def test_resume_may_change_the_speed_switches(cli, tmp_path):
+    part = train(cli, tmp_path, "--epochs", "2", "--set", "train.channels_last=off",
+                 "--set", "run.stop_after_epochs=1")
+    resumed = cli("train", "--resume", part["run_dir"], "--set", "train.channels_last=on",
+                  "--set", "run.stop_after_epochs=0", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    out = json.loads(resumed.stdout)
+    assert out["epochs"] == 2 and out["channels_last"] is True
+
+
 def test_eval_on_the_checkpoint_training_wrote(cli, tmp_path):
     out = train(cli, tmp_path, "--epochs", "2")
     result = cli("eval", out["run_dir"], "--json")

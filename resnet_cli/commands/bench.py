@@ -35,7 +35,7 @@ def bench(
         "--precision", help="fp32, tf32, bf16 or fp16 autocast \\[default: bf16 on CUDA, fp32 on CPU].",
         show_default=False)] = None,
     channels_last: Annotated[Optional[bool], typer.Option(
-        "--channels-last/--no-channels-last", help="NHWC memory format \\[default: on for CUDA, off for CPU].",
+        "--channels-last/--no-channels-last", help="NHWC memory format \\[default: on for CUDA and oneDNN CPUs].",
         show_default=False)] = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model first.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -60,7 +60,7 @@ def bench(
         check_positive(value, what)
     if warmup < 0:
         raise BadInput(f"--warmup must not be negative, got {warmup}")
-    from ..device import device_name, resolve_device
+    from ..device import default_channels_last, device_name, resolve_device
 
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
@@ -68,7 +68,7 @@ def bench(
     if prec in ("fp16", "tf32") and not cuda:
         raise BadInput(f"--precision {prec} needs a CUDA device; use fp32 or bf16 on CPU")
     size = input_size or model_info(name).input_size
-    cl = cuda if channels_last is None else channels_last
+    cl = default_channels_last(dev) if channels_last is None else channels_last
 
     import torch
 

@@ -10,7 +10,10 @@ import typer
 
 from ._common import JsonOpt, console, print_json
 
-RESUMABLE = {"train.epochs", "train.steps", "run.device", "data.data_dir", "run.stop_after_epochs"}
+# What a resume may change: the length of the run, where it runs and reads from, and the speed switches
+# (the same arithmetic in another memory layout or compiled; a resume on another device re-resolves them anyway).
+RESUMABLE = {"train.epochs", "train.steps", "run.device", "data.data_dir", "run.stop_after_epochs",
+             "train.channels_last", "train.compile", "train.compile_mode"}
 
 
 def train(
@@ -147,6 +150,9 @@ def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print
 
 def _report(trainer, run_path: Path | None, json_out: bool) -> None:
     trainer.progress.line(f"run folder: {run_path}")
+    s = trainer.speed
+    trainer.progress.line(f"{trainer.device}: {s.precision}, channels_last {'on' if s.channels_last else 'off'}, "
+                          f"compile {'on (the first steps and the first evaluation compile)' if s.compile else 'off'}")
     trainer.run()
     if not trainer.is_main:
         return

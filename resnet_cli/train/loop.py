@@ -24,7 +24,7 @@ from .. import __version__
 from ..checkpoint import atomic_write_text, save_checkpoint
 from ..config import Config, to_yaml
 from ..data import DataBundle, load_data, make_loader
-from ..device import resolve_device
+from ..device import cpp_compiler, default_channels_last, resolve_device
 from ..errors import BadInput, Interrupted, RunFailed
 from ..gradflow import stage_of
 from ..registry import build_model, model_info
@@ -34,23 +34,35 @@ from .rundir import create_run_dir, write_metrics
 from .schedule import LRSchedule
 
 
+# A compiled CPU run pays ~20-50 s of compilation (train and eval graphs) and then trains resnet20 1.3-1.5x
+# faster (~0.07 s saved per batch-128 step on 2 cores: BENCHMARKS.md), so `auto` compiles CPU runs that are
+# long enough to earn it back several times over.
+CPU_COMPILE_MIN_STEPS = 2000
+
+
 @dataclass
 class Speed:
-    """The fast-path switches as resolved for one device."""
+    """The fast-path switches as resolved for one device and one run length."""
 
     precision: str
     channels_last: bool
     compile: bool
 
     @classmethod
-    def resolve(cls, cfg: Config, device: torch.device) -> "Speed":
+    def resolve(cls, cfg: Config, device: torch.device, planned_steps: int) -> "Speed":
         t = cfg.train
         cuda = device.type == "cuda"
         precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
         if precision == "fp16" and not cuda:
             raise BadInput("train.precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-        channels_last = {"on": True, "off": False}.get(t.channels_last, cuda)
-        compile_ = {"on": True, "off": False}.get(t.compile, cuda)
+        channels_last = {"on": True, "off": False}.get(t.channels_last, default_channels_last(device))
+        if t.compile == "auto":
+            compile_ = cuda or (planned_steps >= CPU_COMPILE_MIN_STEPS and cpp_compiler() is not None)
+        else:
+            compile_ = t.compile == "on"
+        if compile_ and device.type == "cpu" and cpp_compiler() is None:
+            raise BadInput("train.compile on CPU needs a C++ compiler (g++ or clang++, or $CXX); "
+                           "install one or set train.compile=off")
         return cls(precision, channels_last, compile_)
 
 
@@ -91,9 +103,10 @@ class Trainer:
         self.progress = progress or Progress()
         self.dist = dist  # distributed context (rank, world, all_reduce) or None
         self.device = dist.device if dist is not None else resolve_device(cfg.run.device)
-        self.speed = Speed.resolve(cfg, self.device)
         torch.manual_seed(cfg.run.seed)
         self.data = load_data(cfg.data)
+        self.speed = Speed.resolve(cfg, self.device, cfg.train.steps
+                                   or cfg.train.epochs * (self.data.train_count // cfg.train.batch_size))
         if cfg.train.batch_size % self.world:
             raise BadInput(f"train.batch_size {cfg.train.batch_size} is the global batch and must divide evenly "
                            f"over {self.world} processes")
