@@ -6,7 +6,9 @@
 Reference: eager mode, NCHW, fp32 (fp16 autocast + GradScaler on CUDA), a DataLoader over a
 Dataset whose __getitem__ pads, crops, flips and normalises one image at a time, and a
 `loss.item()` per step for the running loss. Ours: `resnet_cli.train.loop.Trainer` with the
-device's defaults (data on the device, batched augmentation, channels_last/bf16/compile on CUDA).
+device's defaults for a 100-epoch run (data on the device, batched augmentation; channels_last, bf16
+and compile on CUDA; channels_last and compile on CPU). The first epoch of each is an untimed warm-up
+(compilation, DataLoader workers).
 Both train the same model on the same synthetic CIFAR-size data; epochs alternate, and the
 medians are compared. Prints img/s for each and the ratio ours / reference.
 """
