@@ -74,7 +74,7 @@ def eval_cmd(
     import torch
 
     from ..data import load_data, make_loader
-    from ..device import resolve_device
+    from ..device import default_channels_last, resolve_device
     from ..registry import build_model
     from ..train.evaluate import evaluate
 
@@ -92,8 +92,9 @@ def eval_cmd(
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise BadInput(f"{path} does not fit {cfg.model.name}: {first}") from None
-    net.to(dev)
-    loader = make_loader(data, cfg.data, split.value, batch_size, dev, training=False)
+    nhwc = default_channels_last(dev)  # as in training: measured faster here (BENCHMARKS.md)
+    net.to(dev, memory_format=torch.channels_last if nhwc else torch.preserve_format)
+    loader = make_loader(data, cfg.data, split.value, batch_size, dev, training=False, channels_last=nhwc)
     precision = "bf16" if dev.type == "cuda" else "fp32"
     with torch.no_grad():
         res = evaluate(net, loader, cfg.model.num_classes, dev, precision)
