@@ -134,3 +134,31 @@ def test_cpu_auto_switches_follow_the_measurements(monkeypatch):
         loop.Speed.resolve(C.resolve("smoke", sets=["train.compile=on"]), cpu, planned_steps=10)
     off = loop.Speed.resolve(C.resolve("smoke", sets=["train.channels_last=off"]), cpu, planned_steps=10)
     assert off.channels_last is False
+
+
+def test_auto_compile_falls_back_to_eager_when_compiling_fails(tmp_path, monkeypatch, capsys):
+    """`train.compile: auto` must not kill a run when Inductor cannot build (no headers, broken toolchain)."""
+    import resnet_cli.train.loop as loop
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(loop, "CPU_COMPILE_MIN_STEPS", 0)
+    monkeypatch.setattr(loop, "cpp_compiler", lambda: "g++")
+    real_compile = torch.compile
+
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("simulated: C++ compile failed")
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend=broken_backend))
+    eager = _one_epoch(tmp_path, **{"train.compile": "off"})
+    flags = {"data.synthetic_train": 64, "data.synthetic_test": 16, "train.batch_size": 16, "train.epochs": 1,
+             "run.run_dir": str(tmp_path)}
+    trainer = Trainer(C.resolve("smoke", flags=flags), Progress(enabled=True, force_plain=True))
+    assert trainer.speed.compile
+    trainer.train_epoch()
+    assert not trainer.speed.compile
+    assert "torch.compile failed (RuntimeError: simulated: C++ compile failed)" in capsys.readouterr().out
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v.float(), eager[k]), k  # the failed attempt changed nothing
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed):  # asked for explicitly: an error
+        _one_epoch(tmp_path, **{"train.compile": "on"})
+    torch._dynamo.reset()

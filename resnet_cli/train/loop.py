@@ -97,6 +97,28 @@ def stage_grad_norms(model: torch.nn.Module) -> dict[str, float]:
     return {f"grad_norm_{k}": torch.stack(v).sum().sqrt().item() for k, v in groups.items()}
 
 
+class EagerFallback:
+    """A compiled forward that becomes the eager one if compiling fails; for `train.compile: auto` only.
+
+    Inductor on CPU needs a working C++ toolchain and headers; a run should not die over a speed switch
+    it did not ask for. Compilation fails before the graph runs, so no state has changed when it falls back.
+    """
+
+    def __init__(self, compiled, eager, on_failure) -> None:
+        self.compiled, self.eager, self.on_failure = compiled, eager, on_failure
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is not None:
+            from torch._dynamo.exc import BackendCompilerFailed
+
+            try:
+                return self.compiled(*args, **kwargs)
+            except BackendCompilerFailed as exc:
+                self.compiled = None
+                self.on_failure(exc)
+        return self.eager(*args, **kwargs)
+
+
 class Trainer:
     def __init__(self, cfg: Config, progress: Progress | None = None, dist=None) -> None:
         self.cfg = cfg
@@ -148,7 +170,15 @@ class Trainer:
         self.run_dir: Path | None = None
         self.forward = self.model if dist is None else dist.wrap(self.model, self.model)
         if self.speed.compile:
-            self.forward = torch.compile(self.forward, mode=None if t.compile_mode == "default" else t.compile_mode)
+            compiled = torch.compile(self.forward, mode=None if t.compile_mode == "default" else t.compile_mode)
+            self.forward = compiled if t.compile == "on" else EagerFallback(compiled, self.forward, self._compile_failed)
+
+    def _compile_failed(self, exc: BaseException) -> None:
+        self.speed.compile = False
+        cause = getattr(exc, "inner_exception", None) or exc
+        first = (str(cause).strip().splitlines() or [""])[0][:200]
+        self.progress.line(f"torch.compile failed ({type(cause).__name__}: {first}); continuing without it. "
+                           "Set train.compile=off to skip the attempt, or train.compile=on to make it an error.")
 
     # ------------------------------------------------------------ distributed helpers
     @property
