@@ -105,14 +105,14 @@ def main() -> None:
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     times[name].append((time.perf_counter() - t0) / args.iters)
-            base = times[names[0]]
+            base = times[BASELINE]
             print(f"\n{mode}, {channels}x{size}x{size}:")
             for name in names:
                 med = statistics.median(times[name])
                 ratio = statistics.median(b / t for b, t in zip(base, times[name]))
                 wins = sum(t < b for b, t in zip(base, times[name]))
                 line = f"  {name:24s} {args.batch_size / med:6.0f} img/s   warm-up {warm_s[name]:5.1f} s"
-                if name != names[0]:
+                if name != BASELINE:
                     line += f"   x{ratio:.2f} vs baseline (per-round median), faster in {wins}/{args.rounds} rounds"
                 print(line, flush=True)
 

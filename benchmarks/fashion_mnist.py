@@ -59,16 +59,23 @@ def run_train(args) -> None:
           f"median {statistics.median(r['seconds'] for r in rows):.1f} s/epoch; wall {wall:.0f} s")
 
 
-def run_overhead(args) -> None:
+BATCH = 128  # the preset's
+
+
+def short_trainer(args, sets: list[str] = ()):
+    """A silent Trainer for the preset whose epochs are `args.steps` steps, with `sets` overrides."""
     from resnet_cli import config as C
     from resnet_cli.train.loop import Trainer
     from resnet_cli.train.progress import Progress
 
-    bs = 128
-    cfg = C.resolve("fashion-mnist", flags={"data.data_dir": str(args.data_dir),
-                                            "data.train_limit": bs * args.steps, "data.test_limit": 1000,
-                                            "train.log_interval": 50})
-    trainer = Trainer(cfg, Progress(enabled=False))
+    flags = {"data.data_dir": str(args.data_dir), "data.train_limit": BATCH * args.steps, "data.test_limit": 1000,
+             "train.log_interval": 50}
+    return Trainer(C.resolve("fashion-mnist", flags=flags, sets=list(sets)), Progress(enabled=False))
+
+
+def run_overhead(args) -> None:
+    bs = BATCH
+    trainer = short_trainer(args)
     batches = list(trainer.train_loader.batches(1))  # augmented, normalised, on the device
     loop_s, bare_s = [], []
     trainer.train_epoch()  # warm-up both paths
@@ -94,20 +101,13 @@ def run_overhead(args) -> None:
 
 
 def run_switch(args) -> None:
-    from resnet_cli import config as C
-    from resnet_cli.train.loop import Trainer
-    from resnet_cli.train.progress import Progress
-
     if not args.set:
         raise SystemExit("switch needs at least one --set KEY=VALUE")
-    bs = 128
-    base = {"data.data_dir": str(args.data_dir), "data.train_limit": bs * args.steps, "data.test_limit": 1000,
-            "train.log_interval": 50}
+    bs = BATCH
     over = dict(kv.split("=", 1) for kv in args.set)
     label = "preset" + "".join(f" {kv}" for kv in args.base)
-    trainers = {label: Trainer(C.resolve("fashion-mnist", flags=base, sets=args.base), Progress(enabled=False)),
-                "with " + " ".join(args.set): Trainer(C.resolve("fashion-mnist", flags=base, sets=args.base + args.set),
-                                                       Progress(enabled=False))}
+    trainers = {label: short_trainer(args, args.base),
+                "with " + " ".join(args.set): short_trainer(args, args.base + args.set)}
     secs: dict[str, list[float]] = {name: [] for name in trainers}
     for t in trainers.values():
         t.train_epoch()  # warm-up

@@ -59,10 +59,14 @@ def test_out_of_memory_halves_the_batch_and_says_so():
         run_with_backoff(lambda bs: (_ for _ in ()).throw(RuntimeError("not memory")), 8, lambda *a: None)
 
 
-def _one_epoch(tmp_path, **sets) -> dict[str, torch.Tensor]:
+def _tiny_trainer(tmp_path, progress: Progress | None = None, **sets) -> Trainer:
     flags = {"data.synthetic_train": 64, "data.synthetic_test": 16, "train.batch_size": 16, "train.epochs": 1,
              "run.run_dir": str(tmp_path), **sets}
-    trainer = Trainer(C.resolve("smoke", flags=flags), Progress(enabled=False))
+    return Trainer(C.resolve("smoke", flags=flags), progress or Progress(enabled=False))
+
+
+def _one_epoch(tmp_path, **sets) -> dict[str, torch.Tensor]:
+    trainer = _tiny_trainer(tmp_path, **sets)
     trainer.train_epoch()
     return {k: v.float() for k, v in trainer.model.state_dict().items()}
 
@@ -150,9 +154,7 @@ def test_auto_compile_falls_back_to_eager_when_compiling_fails(tmp_path, monkeyp
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend=broken_backend))
     eager = _one_epoch(tmp_path, **{"train.compile": "off"})
-    flags = {"data.synthetic_train": 64, "data.synthetic_test": 16, "train.batch_size": 16, "train.epochs": 1,
-             "run.run_dir": str(tmp_path)}
-    trainer = Trainer(C.resolve("smoke", flags=flags), Progress(enabled=True, force_plain=True))
+    trainer = _tiny_trainer(tmp_path, Progress(enabled=True, force_plain=True))
     assert trainer.speed.compile
     trainer.train_epoch()
     assert not trainer.speed.compile

@@ -60,9 +60,9 @@ class Speed:
             compile_ = cuda or (planned_steps >= CPU_COMPILE_MIN_STEPS and cpp_compiler() is not None)
         else:
             compile_ = t.compile == "on"
-        if compile_ and device.type == "cpu" and cpp_compiler() is None:
-            raise BadInput("train.compile on CPU needs a C++ compiler (g++ or clang++, or $CXX); "
-                           "install one or set train.compile=off")
+            if compile_ and device.type == "cpu" and cpp_compiler() is None:
+                raise BadInput("train.compile on CPU needs a C++ compiler (g++ or clang++, or $CXX); "
+                               "install one or set train.compile=off")
         return cls(precision, channels_last, compile_)
 
 
@@ -105,15 +105,16 @@ class EagerFallback:
     """
 
     def __init__(self, compiled, eager, on_failure) -> None:
+        from torch._dynamo.exc import BackendCompilerFailed
+
         self.compiled, self.eager, self.on_failure = compiled, eager, on_failure
+        self.failure = BackendCompilerFailed
 
     def __call__(self, *args, **kwargs):
         if self.compiled is not None:
-            from torch._dynamo.exc import BackendCompilerFailed
-
             try:
                 return self.compiled(*args, **kwargs)
-            except BackendCompilerFailed as exc:
+            except self.failure as exc:
                 self.compiled = None
                 self.on_failure(exc)
         return self.eager(*args, **kwargs)
