@@ -68,6 +68,7 @@ def main() -> None:
 
     from resnet_cli import build_model
     from resnet_cli.bench import BenchConfig, make_step
+    from resnet_cli.speed import Speed
 
     device = torch.device(args.device)
     names = [BASELINE] + [s.strip() for s in args.switches.split(",") if s.strip()]
@@ -86,8 +87,8 @@ def main() -> None:
                 precision, channels_last, compile_ = variants[name]
                 torch.manual_seed(0)
                 model = build_model(args.model, in_channels=channels).to(device)
-                cfg = BenchConfig(mode=mode, batch_size=args.batch_size, input_size=size, precision=precision,
-                                  channels_last=channels_last, compile=compile_)
+                cfg = BenchConfig(mode=mode, batch_size=args.batch_size, input_size=size,
+                                  speed=Speed(precision, channels_last, compile_))
                 steps[name] = make_step(model, cfg, device)
                 t0 = time.perf_counter()
                 for _ in range(args.warmup):

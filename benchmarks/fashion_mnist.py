@@ -80,14 +80,14 @@ def run_overhead(args) -> None:
     loop_s, bare_s = [], []
     trainer.train_epoch()  # warm-up both paths
     for x, y in batches[:5]:
-        trainer.bare_step(x, y)
+        trainer.train_step(x, y)
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         trainer.train_epoch()
         loop_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for x, y in batches:
-            loss = trainer.bare_step(x, y)
+            loss = trainer.train_step(x, y).loss
         loss.item()
         bare_s.append(time.perf_counter() - t0)
     n = bs * len(batches)

@@ -14,7 +14,7 @@ __all__ = ["build_model", "list_models", "model_info", "register_model", "__vers
 
 def __getattr__(name: str) -> Any:
     if name in ("build_model", "list_models", "model_info", "register_model"):
-        from . import registry
+        from . import models
 
-        return getattr(registry, name)
+        return getattr(models, name)
     raise AttributeError(f"module 'resnet_cli' has no attribute {name!r}")

@@ -159,9 +159,9 @@ def stage_rows(model: nn.Module, input_size: int, macs: MacCount | None = None,
                      param_count(model.conv1) + param_count(model.bn1), m.get("conv1", 0))]
     if isinstance(model.maxpool, nn.MaxPool2d):
         rows.append(StageRow("pool", ["maxpool"], _shape3(shapes["maxpool"]), "3x3 max pool, stride 2", 0, 0))
-    for i, stage in enumerate(model.stages):
+    for i, (paper_name, stage) in enumerate(model.named_stages()):
         name = f"layer{i + 1}"
-        rows.append(StageRow(f"conv{i + 2}_x", [name], _shape3(shapes[name]), _block_text(stage),
+        rows.append(StageRow(paper_name, [name], _shape3(shapes[name]), _block_text(stage),
                              param_count(stage), m.get(name, 0)))
     rows.append(StageRow("fc", ["avgpool", "fc"], _shape3(shapes["fc"]),
                          f"global average pool, {model.fc.out_features}-d fc", param_count(model.fc), m.get("fc", 0)))

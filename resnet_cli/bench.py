@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
+from .speed import Speed
 from .timing import Timing, time_fn
-
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
 @dataclass
@@ -27,49 +25,39 @@ class BenchConfig:
     mode: str  # train or infer
     batch_size: int
     input_size: int
-    precision: str
-    channels_last: bool
-    compile: bool
+    speed: Speed
     warmup: int = 5
     iters: int = 10
     repeats: int = 5
 
 
-def _autocast(device: torch.device, precision: str):
-    from .train.evaluate import autocast
-
-    return autocast(device, precision if precision in ("bf16", "fp16") else "fp32")
+def synthetic_batch(model: torch.nn.Module, batch_size: int, input_size: int, speed: Speed,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random batch in the model's input shape and the speed's memory format."""
+    x = torch.randn(batch_size, model.conv1.in_channels, input_size, input_size, device=device)
+    y = torch.randint(0, model.fc.out_features, (batch_size,), device=device)
+    return x.contiguous(memory_format=speed.memory_format()), y
 
 
 def make_step(model: torch.nn.Module, cfg: BenchConfig, device: torch.device) -> Callable[[], Any]:
-    """One training step (forward, backward, fused/foreach SGD) or one inference forward, on fixed data."""
-    in_ch = model.conv1.in_channels
-    x = torch.randn(cfg.batch_size, in_ch, cfg.input_size, cfg.input_size, device=device)
-    y = torch.randint(0, model.fc.out_features, (cfg.batch_size,), device=device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    forward = torch.compile(model) if cfg.compile else model
+    """One training step (train's own `TrainStep`, with train's default SGD) or one inference forward."""
+    from .config import TrainConfig
+    from .train.step import TrainStep, make_optimizer
+
+    speed = cfg.speed
+    model.to(device, memory_format=speed.memory_format())
+    x, y = synthetic_batch(model, cfg.batch_size, cfg.input_size, speed, device)
     if cfg.mode == "infer":
         model.eval()
+        forward = speed.forward(model)
 
         def infer():
-            with torch.inference_mode(), _autocast(device, cfg.precision):
+            with torch.inference_mode(), speed.autocast(device):
                 return forward(x)
         return infer
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                          **({"fused": True} if device.type == "cuda" else {"foreach": True}))
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
-
-    def train_step():
-        with _autocast(device, cfg.precision):
-            loss = F.cross_entropy(forward(x), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-    return train_step
+    step = TrainStep(model, make_optimizer(model, TrainConfig(), device), speed, device)
+    return lambda: step(x, y)
 
 
 def matmul_peak(device: torch.device, n: int | None = None) -> dict[str, Any]:
@@ -103,14 +91,12 @@ def run_with_backoff(run: Callable[[int], Any], batch_size: int, on_retry: Calla
 
 def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: int) -> dict[str, Any]:
     """Build, warm up and time one mode; returns the reported figures."""
-    from .registry import build_model, model_info
+    from .models import build_model, model_info
 
     info = model_info(model_name)
     model = build_model(model_name).to(device)
+    cfg.speed.configure_backends(device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = cfg.precision == "tf32"
-        torch.backends.cudnn.allow_tf32 = cfg.precision == "tf32"
-        torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
     step = make_step(model, cfg, device)
     t: Timing = time_fn(step, device, warmup=cfg.warmup, iters=cfg.iters, repeats=cfg.repeats)
@@ -118,45 +104,47 @@ def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: i
     flops_per_image = 2 * fwd_macs * (3 if cfg.mode == "train" else 1)
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return {"model": model_name, "family": info.family, "mode": cfg.mode, "batch_size": cfg.batch_size,
-            "input_size": cfg.input_size, "precision": cfg.precision, "channels_last": cfg.channels_last,
-            "compile": cfg.compile, "ms_per_step": t.median_ms, "ms_min": t.min_ms, "ms_max": t.max_ms,
+            "input_size": cfg.input_size, "precision": cfg.speed.precision,
+            "channels_last": cfg.speed.channels_last, "compile": cfg.speed.compile,
+            "compile_mode": cfg.speed.compile_mode if cfg.speed.compile else None,
+            "warmup_s": t.warmup_s, "ms_per_step": t.median_ms, "ms_min": t.min_ms, "ms_max": t.max_ms,
             "spread_pct": t.spread_pct(), "images_per_s": cfg.batch_size / secs,
             "tflops": flops_per_image * cfg.batch_size / secs / 1e12, "peak_memory_bytes": peak_mem,
             "repeats": t.repeats, "iters": t.iters}
 
 
 def stage_times(model_name: str, cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
-    """One training step broken down: forward time per stage (stem, conv2_x.., head), backward, optimizer.
+    """One training step broken down: forward time per stage (stem, conv2_x.., head) and the step's three
+    phases (forward with the loss, backward, optimizer), timed on train's own `TrainStep`, eager.
 
     Stage times come from forward hooks that synchronise around each stage, so they add a little
     overhead of their own; the step totals are timed separately without hooks.
     """
+    import dataclasses
     import time
 
-    from .registry import build_model
+    from .config import TrainConfig
+    from .models import build_model
+    from .train.step import TrainStep, make_optimizer
 
-    model = build_model(model_name).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    speed = dataclasses.replace(cfg.speed, compile=False)
+    model = build_model(model_name).to(device, memory_format=speed.memory_format())
     model.train()
-    x = torch.randn(cfg.batch_size, model.conv1.in_channels, cfg.input_size, cfg.input_size, device=device)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, model.fc.out_features, (cfg.batch_size,), device=device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = synthetic_batch(model, cfg.batch_size, cfg.input_size, speed, device)
+    step = TrainStep(model, make_optimizer(model, TrainConfig(), device), speed, device)
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    parts = {"stem": ["conv1", "bn1", "relu", "maxpool"]}
-    parts.update({f"conv{i + 2}_x": [f"layer{i + 1}"] for i in range(len(model.stages))})
-    parts["head"] = ["avgpool", "fc"]
+    parts = {"stem": [model.conv1, model.maxpool]}
+    parts.update({name: [stage] for name, stage in model.named_stages()})
+    parts["head"] = [model.avgpool, model.fc]
     starts: dict[str, float] = {}
     totals = {k: 0.0 for k in parts}
     handles = []
-    for stage, names in parts.items():
-        first, last = getattr(model, names[0]), getattr(model, names[-1])
+    for stage, (first, *rest) in parts.items():
+        last = rest[-1] if rest else first
 
         def pre(_m, _i, stage=stage):
             sync()
@@ -173,17 +161,15 @@ def stage_times(model_name: str, cfg: BenchConfig, device: torch.device) -> dict
             if i == cfg.warmup:
                 totals = {k: 0.0 for k in parts}
                 phases = {k: 0.0 for k in phases}
-            with _autocast(device, cfg.precision):
-                sync()
-                t0 = time.perf_counter()
-                loss = F.cross_entropy(model(x), y)
-                sync()
-                t1 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            sync()
+            t0 = time.perf_counter()
+            loss, _ = step.forward_loss(x, y)
+            sync()
+            t1 = time.perf_counter()
+            step.backward(loss)
             sync()
             t2 = time.perf_counter()
-            opt.step()
+            step.update()
             sync()
             t3 = time.perf_counter()
             phases["forward"] += t1 - t0

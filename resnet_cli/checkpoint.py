@@ -4,6 +4,7 @@ A checkpoint is a plain dict: `{"model": state_dict, "config": {...}, "version":
 where `config["model"]` rebuilds the network with `build_model(**config["model"])`.
 Training adds optimizer, scheduler, scaler and RNG state under more keys. Only
 tensors and plain containers go in, so nothing in a checkpoint can run code.
+`model_from_checkpoint` is the one way back from a file (or run folder) to a model.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pickle
 import re
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,3 +120,71 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
 def is_full_checkpoint(obj: dict[str, Any]) -> bool:
     return isinstance(obj.get("model"), dict) and isinstance(obj.get("config"), dict) \
         and isinstance(obj["config"].get("model"), dict)
+
+
+def checkpoint_file(source: str | os.PathLike, prefer: str = "best") -> Path:
+    """A checkpoint file as given, or a run folder's `best.pt` (else `last.pt`); `prefer="last"` for resuming."""
+    source = Path(source)
+    if not source.is_dir():
+        return source
+    order = ("best.pt", "last.pt") if prefer == "best" else ("last.pt",)
+    for name in order:
+        if (source / name).exists():
+            return source / name
+    raise BadInput(f"{source} holds no {' or '.join(order)}")
+
+
+def config_from_checkpoint(ckpt: dict[str, Any], path: Path, model: str | None = None, dataset: str | None = None):
+    """The run config a checkpoint was made with; for a bare state_dict (torchvision's, say), one built from
+    `model` and the weights' shapes. `model`, when given with a full checkpoint, must name what it holds."""
+    from . import config as C
+    from .models import resolve_name
+
+    if is_full_checkpoint(ckpt):
+        cfg = C.from_dict(ckpt["config"], f"config in {path}")
+        if model is not None and resolve_name(model) != cfg.model.name:
+            raise BadInput(f"{path} holds a {cfg.model.name}, not a {model}")
+        return cfg
+    if model is None:
+        raise BadInput(f"{path} is a bare state_dict; say which model it is with --model")
+    state = state_dict_of(ckpt)
+    try:
+        num_classes, in_channels = int(state["fc.weight"].shape[0]), int(state["conv1.weight"].shape[1])
+    except (KeyError, AttributeError, IndexError):
+        raise BadInput(f"{path} does not look like a ResNet state_dict (no fc.weight / conv1.weight)") from None
+    return C.resolve(flags={"model.name": resolve_name(model), "model.num_classes": num_classes,
+                            "model.in_channels": in_channels, "data.dataset": dataset or "cifar10"})
+
+
+def state_dict_of(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The weights in a checkpoint: ours ("model"), a {"state_dict": ...} wrapper, or a bare state_dict."""
+    if is_full_checkpoint(ckpt):
+        return ckpt["model"]
+    return ckpt.get("state_dict", ckpt)
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # the nn.Module, weights loaded, on the CPU, in eval mode
+    config: Any  # the Config that rebuilds it (config.model) and says what it was trained on
+    path: Path  # the checkpoint file
+    checkpoint: dict[str, Any]
+
+
+def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
+                          dataset: str | None = None) -> LoadedModel:
+    """The one way from a file to a model: a run folder, one of our checkpoints, or a bare state_dict with
+    `model` naming the architecture. Every mismatch is one BadInput line."""
+    from .models import build_model
+
+    path = checkpoint_file(source)
+    ckpt = load_checkpoint(path)
+    cfg = config_from_checkpoint(ckpt, path, model, dataset)
+    net = build_model(cfg.model.name, num_classes=cfg.model.num_classes, in_channels=cfg.model.in_channels,
+                      zero_init_residual=cfg.model.zero_init_residual)
+    try:
+        net.load_state_dict(state_dict_of(ckpt), strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise BadInput(f"{path} does not fit {cfg.model.name}: {first}") from None
+    return LoadedModel(net.eval(), cfg, path, ckpt)

@@ -1,8 +1,8 @@
 """The `resnet` command line: a Typer app whose commands live one per module in `commands/`.
 
 Nothing here imports torch, so `resnet --help` stays fast. Errors from every
-command pass through `ResnetGroup.main`, the one place that maps them to a
-one-line message and an exit code (see errors.py).
+command pass through `ResnetGroup.main`, which prints the one line and exits
+with the code that `errors.describe` gives them.
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-try:  # typer >= 0.20 vendors click; older releases use the click package
-    from typer._click import exceptions as click
-except ImportError:  # pragma: no cover
-    from click import exceptions as click  # type: ignore[no-redef]
-
 from . import __version__
 from .commands import bench as bench_cmd
 from .commands import build as build_cmd
@@ -29,7 +24,7 @@ from .commands import list as list_cmd
 from .commands import plot as plot_cmd
 from .commands import summary as summary_cmd
 from .commands import train as train_cmd
-from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, CliError
+from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, describe, is_usage_error
 
 _debug = {"on": False}
 
@@ -43,30 +38,6 @@ def _fail(message: str, code: int, prefix: str = "error") -> None:
         sys.stderr.write(f"{prefix}: {message}\n")
         sys.stderr.flush()
     sys.exit(code)
-
-
-def _known(exc: BaseException) -> tuple | None:
-    """Message and exit code for errors that are the user's or the machine's, not ours."""
-    import errno
-
-    if isinstance(exc, CliError):
-        return str(exc), exc.exit_code, exc.prefix
-    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `resnet`: the help was the answer
-        return "", 0
-    if isinstance(exc, click.UsageError):
-        msg = exc.format_message()
-        if exc.ctx is not None:
-            msg += f" (see `{exc.ctx.command_path} --help`)"
-        return " ".join(msg.split()), EXIT_BAD_INPUT
-    if isinstance(exc, click.ClickException):
-        return " ".join(exc.format_message().split()), exc.exit_code
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"no space left on device{f' writing {exc.filename}' if exc.filename else ''}", EXIT_CHECK_FAILED
-    if isinstance(exc, (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError)):
-        return f"{exc.strerror or exc}: {exc.filename}", EXIT_BAD_INPUT
-    if type(exc).__name__ == "OutOfMemoryError":
-        return "out of device memory; try a smaller --batch-size", EXIT_CHECK_FAILED
-    return None
 
 
 class ResnetGroup(TyperGroup):
@@ -83,9 +54,9 @@ class ResnetGroup(TyperGroup):
         except BrokenPipeError:
             sys.exit(1)
         except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
-            if _debugging() and not isinstance(exc, click.UsageError):
+            if _debugging() and not is_usage_error(exc):
                 raise
-            known = _known(exc)
+            known = describe(exc)
             if known is None:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 _fail(f"internal error: {type(exc).__name__}: {first[:300]} "

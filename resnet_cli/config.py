@@ -70,12 +70,19 @@ class TrainConfig:
     warmup_factor: float = 0.1  # warm-up starts at (linear) or stays at (constant) lr x this
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA; fp32 on CPU (bf16: 0.4-0.5x)
     channels_last: Auto = "auto"  # auto: on for CUDA and oneDNN CPUs (measured +17-19% CPU training)
-    compile: Auto = "auto"  # torch.compile; auto: on for CUDA, and on CPU for runs of >= 2000 steps
-    #                         (compiling costs ~20-50 s there, then trains 1.3-1.5x faster; needs a C++ compiler)
-    compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune
+    compile: Auto = "auto"  # torch.compile; auto: on for CUDA, and on CPU for runs of >= compile_min_steps
+    #                         (compiling costs ~20-60 s there, then trains 1.3-1.5x faster; needs a C++ compiler)
+    compile_min_steps: int = 2000  # compile auto on CPU: only runs at least this long earn the compile time back
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    #              reduce-overhead adds CUDA graphs (CUDA only)
     log_interval: int = 50  # steps between progress updates (the only host syncs in an epoch)
+    checkpoint_every: str = "5m"  # also write last.pt inside epochs: every N steps ("500") or N seconds, minutes
+    #                               or hours of training ("90s", "30m", "2h"); "0": at epoch ends only. A kill loses
+    #                               at most this much; short epochs never reach 5 minutes, so they save at ends only
     log_grad_norms: bool = False  # add per-stage gradient norms to metrics.csv
     sync_bn: bool = False  # torchrun: SyncBatchNorm, so BatchNorm sees the global batch (slower; exact)
+    target_top1: float = 0.0  # > 0: report the wall time to the first epoch whose test top-1 reaches this (0.94)
+    stop_at_target: bool = False  # with target_top1: end the run there (a time-to-accuracy benchmark)
     skip_nonfinite: int = 0  # > 0: skip up to this many steps whose loss is NaN/Inf (checks every step: one sync each)
 
 
@@ -149,13 +156,6 @@ def load_preset(name: str) -> dict[str, Any]:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise BadInput(f"unknown preset {name!r}{hint} (presets: {', '.join(names)})")
     return read_yaml(path, "preset")
-
-
-def preset_description(name: str) -> str:
-    import yaml
-
-    data = yaml.safe_load((presets_dir() / f"{name}.yaml").read_text()) or {}
-    return str(data.get("description", ""))
 
 
 # ---------------------------------------------------------------- merging and typing
@@ -249,6 +249,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, int) and not isinstance(value, bool):  # `checkpoint_every: 500` in YAML
+            return str(value)
         raise BadInput(f"{key}: expected a string, got {value!r}")
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module
 
@@ -304,12 +306,17 @@ def validate(cfg: Config) -> None:
               "train.grad_clip": t.grad_clip, "train.warmup_steps": t.warmup_steps, "data.train_limit": d.train_limit,
               "data.test_limit": d.test_limit, "data.crop_padding": d.crop_padding,
               "run.stop_after_epochs": cfg.run.stop_after_epochs, "train.skip_nonfinite": t.skip_nonfinite,
-              "model.num_classes": cfg.model.num_classes, "model.in_channels": cfg.model.in_channels}
+              "model.num_classes": cfg.model.num_classes, "model.in_channels": cfg.model.in_channels,
+              "train.compile_min_steps": t.compile_min_steps}
     for key, value in nonneg.items():
         if value < 0:
             raise BadInput(f"{key} must not be negative, got {value}")
     if t.epochs == 0 and t.steps == 0:
         raise BadInput("train.epochs must be positive (or set train.steps)")
+    if not 0 <= t.target_top1 <= 1:
+        raise BadInput(f"train.target_top1 is a fraction in [0, 1] (0.94 for 94%), got {t.target_top1}")
+    if t.stop_at_target and not t.target_top1:
+        raise BadInput("train.stop_at_target needs train.target_top1")
     for key, value in {"train.momentum": t.momentum, "train.label_smoothing": t.label_smoothing}.items():
         if not 0 <= value < 1:
             raise BadInput(f"{key} must be in [0, 1), got {value}")
@@ -320,11 +327,25 @@ def validate(cfg: Config) -> None:
         raise BadInput("train.nesterov needs train.momentum > 0")
     if sorted(t.milestones) != t.milestones or any(m <= 0 for m in t.milestones):
         raise BadInput(f"train.milestones must be positive and increasing, got {t.milestones}")
+    parse_interval(t.checkpoint_every, "train.checkpoint_every")
     if t.warmup in ("linear", "constant") and t.warmup_steps == 0:
         raise BadInput(f"train.warmup {t.warmup!r} needs train.warmup_steps > 0")
-    from .registry import model_info
+    from .models import model_info
 
     model_info(cfg.model.name)  # unknown model: did-you-mean
+
+
+def parse_interval(text: str, key: str = "interval") -> tuple[int, float]:
+    """"500" -> (500 steps, 0 s); "30m" -> (0, 1800.0); "90s", "2h" likewise; "0" -> (0, 0): never."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not m or (not m.group(2) and "." in m.group(1)):
+        raise BadInput(f"{key}: expected a number of steps (500), a time (90s, 30m, 2h) or 0, got {text!r}")
+    value, unit = float(m.group(1)), m.group(2)
+    if not unit:
+        return int(value), 0.0
+    return 0, value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
 def to_yaml(cfg: Config) -> str:

@@ -1,4 +1,6 @@
-"""Turn `--device auto|cpu|cuda[:N]` into a torch.device, with a clear error when it cannot be had."""
+"""Turn `--device auto|cpu|cuda[:N]` into a torch.device, with a clear error when it cannot be had.
+
+What runs fast on a device (precision, memory format, compilation) is speed.py's to decide."""
 
 from __future__ import annotations
 
@@ -24,28 +26,6 @@ def resolve_device(name: str = "auto"):
             raise BadInput(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
         return dev
     raise BadInput(f"unknown device {name!r}; use {DEVICE_CHOICES}")
-
-
-def default_channels_last(device) -> bool:
-    """channels_last where it was measured to help: CUDA, and CPUs whose convolutions run on oneDNN.
-
-    On the 2-core Xeon CI machines resnet20 trains 1.17-1.19x faster in NHWC and infers 1.0-1.17x faster,
-    interleaved in one process (benchmarks/cpu_switches.py, BENCHMARKS.md).
-    """
-    import torch
-
-    return device.type == "cuda" or (device.type == "cpu" and torch.backends.mkldnn.is_available())
-
-
-def cpp_compiler() -> str | None:
-    """The C++ compiler torch.compile's CPU backend (Inductor) would use, or None if there is none."""
-    import os
-    import shutil
-
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return name
-    return None
 
 
 def device_name(device) -> str:

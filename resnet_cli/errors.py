@@ -1,13 +1,12 @@
-"""Known errors, and the one place that turns them into a message and an exit code.
+"""Known errors, and the one place that turns them into a message and an exit code (`describe`).
 
-Commands raise these; `cli.main` prints `error: <message>` on one line of
-stderr and exits with the code. Anything else is a bug, shown with its
-traceback only under `--debug` (or RESNET_CLI_DEBUG=1).
+Commands raise these; the CLI (cli.py) prints `error: <message>` on one line of
+stderr and exits with the code `describe` gives. Anything else is a bug, shown
+with its traceback only under `--debug` (or RESNET_CLI_DEBUG=1).
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -37,7 +36,50 @@ class RunFailed(CliError):
 
 
 class Interrupted(CliError):
-    """Ctrl-C: a checkpoint was saved at a step boundary; exit 130."""
+    """A stop signal (Ctrl-C, SIGTERM, SIGUSR1): a checkpoint was saved at a step boundary; exit 128 + signal."""
 
     exit_code = EXIT_INTERRUPTED
     prefix = "interrupted"
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def _click():
+    try:  # typer >= 0.20 vendors click; older releases use the click package
+        from typer._click import exceptions as click
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click  # type: ignore[no-redef]
+    return click
+
+
+def is_usage_error(exc: BaseException) -> bool:
+    """A command-line usage error (unknown option, bad value): never worth a traceback."""
+    return isinstance(exc, _click().UsageError)
+
+
+def describe(exc: BaseException) -> tuple | None:
+    """(message, exit code[, prefix]) for errors that are the user's or the machine's, not ours; None for a bug."""
+    import errno
+
+    click = _click()
+
+    if isinstance(exc, CliError):
+        return str(exc), exc.exit_code, exc.prefix
+    if type(exc).__name__ == "NoArgsIsHelpError":  # bare `resnet`: the help was the answer
+        return "", 0
+    if isinstance(exc, click.UsageError):
+        msg = exc.format_message()
+        if exc.ctx is not None:
+            msg += f" (see `{exc.ctx.command_path} --help`)"
+        return " ".join(msg.split()), EXIT_BAD_INPUT
+    if isinstance(exc, click.ClickException):
+        return " ".join(exc.format_message().split()), exc.exit_code
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"no space left on device{f' writing {exc.filename}' if exc.filename else ''}", EXIT_CHECK_FAILED
+    if isinstance(exc, (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError)):
+        return f"{exc.strerror or exc}: {exc.filename}", EXIT_BAD_INPUT
+    if type(exc).__name__ == "OutOfMemoryError":
+        return "out of device memory; try a smaller --batch-size", EXIT_CHECK_FAILED
+    return None

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models.resnet import stage_of
+
 
 @dataclass
 class LayerGrad:
@@ -21,12 +23,6 @@ class LayerGrad:
     name: str
     stage: str  # stem, conv2_x, ...
     norm: float
-
-
-def stage_of(name: str) -> str:
-    """The paper's name for the stage a module or parameter belongs to: stem, conv2_x, ..., fc."""
-    top = name.split(".", 1)[0]
-    return {"conv1": "stem", "fc": "fc"}.get(top) or f"conv{int(top[len('layer'):]) + 1}_x"
 
 
 def main_path_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:

@@ -22,13 +22,14 @@ class Timing:
     max_ms: float
     repeats: int
     iters: int  # calls per repeat
+    warmup_s: float = 0.0  # wall time of the untimed warm-up calls (compilation, autotuning, allocator growth)
 
     def spread_pct(self) -> float:
         return 100.0 * (self.max_ms - self.min_ms) / self.median_ms if self.median_ms else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"median_ms": self.median_ms, "min_ms": self.min_ms, "max_ms": self.max_ms,
-                "repeats": self.repeats, "iters": self.iters}
+                "repeats": self.repeats, "iters": self.iters, "warmup_s": self.warmup_s}
 
 
 def time_fn(fn: Callable[[], Any], device, warmup: int = 3, iters: int = 5, repeats: int = 5) -> Timing:
@@ -38,10 +39,12 @@ def time_fn(fn: Callable[[], Any], device, warmup: int = 3, iters: int = 5, repe
     if warmup < 0 or iters < 1 or repeats < 1:
         raise ValueError("warmup >= 0, iters >= 1 and repeats >= 1 are required")
     cuda = getattr(device, "type", str(device)) == "cuda"
+    t0 = time.perf_counter()
     for _ in range(warmup):
         fn()
     if cuda:
         torch.cuda.synchronize(device)
+    warmup_s = time.perf_counter() - t0
     samples = []
     for _ in range(repeats):
         if cuda:
@@ -57,4 +60,4 @@ def time_fn(fn: Callable[[], Any], device, warmup: int = 3, iters: int = 5, repe
             for _ in range(iters):
                 fn()
             samples.append((time.perf_counter() - t0) * 1000.0 / iters)
-    return Timing(statistics.median(samples), min(samples), max(samples), repeats, iters)
+    return Timing(statistics.median(samples), min(samples), max(samples), repeats, iters, warmup_s)

@@ -135,7 +135,7 @@ def files(tmp_path_factory):
     from resnet_cli.train.loop import Trainer
     from resnet_cli.train.progress import Progress
 
-    trainer = Trainer(C.resolve("smoke", flags={"train.epochs": 1, "data.synthetic_train": 64,
+    trainer = Trainer(C.resolve("smoke", flags={"train.epochs": 1, "data.synthetic_train": 64, "run.device": "cpu",
                                                 "data.synthetic_test": 32, "run.run_dir": str(d / "runs")}),
                       Progress(enabled=False))
     f["run"] = trainer.open_run_dir()

@@ -7,13 +7,16 @@ import torch
 
 from resnet_cli import config as C
 from resnet_cli.bench import BenchConfig, make_step, run_with_backoff
-from resnet_cli.models.resnet import ArchSpec, ResNet
+from resnet_cli.models import ArchSpec
+from resnet_cli.models.resnet import ResNet
+from resnet_cli.errors import RunFailed
+from resnet_cli.speed import Speed
 from resnet_cli.train.loop import Trainer
 from resnet_cli.train.progress import Progress
 
 FIELDS = {"model", "family", "mode", "batch_size", "input_size", "precision", "channels_last", "compile",
           "ms_per_step", "ms_min", "ms_max", "spread_pct", "images_per_s", "tflops", "peak_memory_bytes",
-          "repeats", "iters", "pct_of_matmul_peak"}
+          "repeats", "iters", "pct_of_matmul_peak", "compile_mode", "warmup_s"}
 
 
 def test_bench_cpu_figures_and_json_fields(cli):
@@ -61,7 +64,7 @@ def test_out_of_memory_halves_the_batch_and_says_so():
 
 def _tiny_trainer(tmp_path, progress: Progress | None = None, **sets) -> Trainer:
     flags = {"data.synthetic_train": 64, "data.synthetic_test": 16, "train.batch_size": 16, "train.epochs": 1,
-             "run.run_dir": str(tmp_path), **sets}
+             "run.run_dir": str(tmp_path), "run.device": "cpu", **sets}
     return Trainer(C.resolve("smoke", flags=flags), progress or Progress(enabled=False))
 
 
@@ -86,67 +89,93 @@ def test_channels_last_and_precision_switches_keep_results(tmp_path):
     assert 1e-6 < _rel_diff(bf16, base) < 5e-2  # bf16 keeps 8 mantissa bits; it really ran in bf16
 
 
-def test_compile_matches_eager_on_a_tiny_net():
-    spec = ArchSpec("basic", (1,), (8,), "cifar", "A")
+def _tiny_pair():
+    spec = ArchSpec("basic", (1, 1), (8, 16), "cifar", "A")
     torch.manual_seed(0)
-    eager = ResNet(spec, num_classes=4)
-    compiled = ResNet(spec, num_classes=4)
-    compiled.load_state_dict(eager.state_dict())
-    cfg = dict(mode="train", batch_size=8, input_size=8, precision="fp32", channels_last=False)
-    torch.manual_seed(1)
-    step_e = make_step(eager, BenchConfig(compile=False, **cfg), torch.device("cpu"))
-    torch.manual_seed(1)
-    step_c = make_step(compiled, BenchConfig(compile=True, **cfg), torch.device("cpu"))
-    for _ in range(2):
-        step_e()
-        step_c()
-    for (k, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), k
+    a = ResNet(spec, num_classes=4)
+    b = ResNet(spec, num_classes=4)
+    b.load_state_dict(a.state_dict())
+    return a, b
 
 
-def test_training_loop_compile_switch_keeps_results(tmp_path, monkeypatch):
-    """The trainer's compiled path gives eager's weights. Inductor's C++ build would take ~40 s here, so
-    torch.compile runs with the aot_eager backend: the same graph capture and autograd, eager kernels."""
-    calls = []
-    real_compile = torch.compile
+def test_the_one_training_step_is_bit_identical_to_the_plain_pytorch_step():
+    """TrainStep (used by train, bench and the benchmarks) computes exactly the step the loop wrote by hand:
+    forward, loss, zero_grad, backward, clip, foreach SGD with the lr set per step."""
+    from resnet_cli.config import TrainConfig
+    from resnet_cli.train.step import TrainStep, make_optimizer
 
-    def compile_aot_eager(fn, **kwargs):
-        calls.append(kwargs)
-        return real_compile(fn, backend="aot_eager")
+    cpu = torch.device("cpu")
+    ours_model, ref_model = _tiny_pair()
+    t = TrainConfig(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, no_wd_bn_bias=True, grad_clip=1.0)
+    step = TrainStep(ours_model, make_optimizer(ours_model, t, cpu), Speed("fp32", False, False), cpu,
+                     torch.nn.CrossEntropyLoss(label_smoothing=0.1), t.grad_clip)
+    decay = [p for p in ref_model.parameters() if p.ndim > 1]
+    no_decay = [p for p in ref_model.parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
+                          lr=0.1, momentum=0.9, nesterov=True, foreach=True)
+    g = torch.Generator().manual_seed(1)
+    for i in range(4):
+        x, y = torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 4, (8,), generator=g)
+        lr = 0.1 / (i + 1)
+        loss, logits, updated = step(x, y, lr)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        ref_loss = torch.nn.functional.cross_entropy(ref_model(x), y, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        ref_loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref_model.parameters(), 1.0)
+        opt.step()
+        assert updated and torch.equal(loss, ref_loss.detach()) and logits.shape == (8, 4)
+    for (k, a), b in zip(ours_model.state_dict().items(), ref_model.state_dict().values()):
+        assert torch.equal(a, b), k
+    # check_finite: a NaN loss is reported and changes nothing
+    before = {k: v.detach().clone() for k, v in ours_model.named_parameters()}
+    step.criterion = lambda logits, y: logits.sum() * float("nan")
+    loss, _, updated = step(x, y, 0.1, check_finite=True)
+    assert not updated and torch.isnan(loss)
+    assert all(torch.equal(before[k], v) for k, v in ours_model.named_parameters())
 
-    monkeypatch.setattr(torch, "compile", compile_aot_eager)
-    base = _one_epoch(tmp_path, **{"train.compile": "off"})
-    assert calls == []
-    compiled = _one_epoch(tmp_path, **{"train.compile": "on", "train.compile_mode": "max-autotune"})
-    assert calls == [{"mode": "max-autotune"}]
-    assert _rel_diff(compiled, base) < 1e-4
+
+def test_bench_times_trains_own_step():
+    """`bench`'s training step is TrainStep: it updates the weights as training does."""
+    model, _ = _tiny_pair()
+    before = model.fc.weight.detach().clone()
+    run_step = make_step(model, BenchConfig("train", 4, 8, Speed("fp32", False, False)), torch.device("cpu"))
+    run_step()
+    assert not torch.equal(before, model.fc.weight) and model.training
+    infer = make_step(model, BenchConfig("infer", 4, 8, Speed("fp32", True, False)), torch.device("cpu"))
+    out = infer()
+    assert out.shape == (4, 4) and not model.training and model.conv1.weight.is_contiguous(
+        memory_format=torch.channels_last)
 
 
 def test_cpu_auto_switches_follow_the_measurements(monkeypatch):
-    import resnet_cli.train.loop as loop
+    import resnet_cli.speed as speed_module
     from resnet_cli.errors import BadInput
 
     cpu = torch.device("cpu")
-    speed = loop.Speed.resolve(C.resolve("smoke"), cpu, planned_steps=loop.CPU_COMPILE_MIN_STEPS - 1)
+    threshold = C.TrainConfig().compile_min_steps
+    speed = Speed.for_train(C.resolve("smoke").train, cpu, planned_steps=threshold - 1)
     assert (speed.precision, speed.compile) == ("fp32", False)
     assert speed.channels_last == torch.backends.mkldnn.is_available()
-    monkeypatch.setattr(loop, "cpp_compiler", lambda: "g++")
-    assert loop.Speed.resolve(C.resolve("smoke"), cpu, planned_steps=loop.CPU_COMPILE_MIN_STEPS).compile
-    monkeypatch.setattr(loop, "cpp_compiler", lambda: None)
-    assert not loop.Speed.resolve(C.resolve("smoke"), cpu, planned_steps=10 ** 6).compile
+    monkeypatch.setattr(speed_module, "cpp_compiler", lambda: "g++")
+    assert Speed.for_train(C.resolve("smoke").train, cpu, planned_steps=threshold).compile
+    lowered = C.resolve("smoke", sets=["train.compile_min_steps=10"]).train
+    assert Speed.for_train(lowered, cpu, planned_steps=10).compile
+    monkeypatch.setattr(speed_module, "cpp_compiler", lambda: None)
+    assert not Speed.for_train(C.resolve("smoke").train, cpu, planned_steps=10 ** 6).compile
     with pytest.raises(BadInput, match="needs a C\\+\\+ compiler"):
-        loop.Speed.resolve(C.resolve("smoke", sets=["train.compile=on"]), cpu, planned_steps=10)
-    off = loop.Speed.resolve(C.resolve("smoke", sets=["train.channels_last=off"]), cpu, planned_steps=10)
+        Speed.for_train(C.resolve("smoke", sets=["train.compile=on"]).train, cpu, planned_steps=10)
+    off = Speed.for_train(C.resolve("smoke", sets=["train.channels_last=off"]).train, cpu, planned_steps=10)
     assert off.channels_last is False
 
 
 def test_auto_compile_falls_back_to_eager_when_compiling_fails(tmp_path, monkeypatch, capsys):
     """`train.compile: auto` must not kill a run when Inductor cannot build (no headers, broken toolchain)."""
-    import resnet_cli.train.loop as loop
+    import resnet_cli.speed as speed_module
 
     torch._dynamo.reset()
-    monkeypatch.setattr(loop, "CPU_COMPILE_MIN_STEPS", 0)
-    monkeypatch.setattr(loop, "cpp_compiler", lambda: "g++")
+    monkeypatch.setattr(speed_module, "cpp_compiler", lambda: "g++")
     real_compile = torch.compile
 
     def broken_backend(gm, example_inputs):
@@ -154,13 +183,13 @@ def test_auto_compile_falls_back_to_eager_when_compiling_fails(tmp_path, monkeyp
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend=broken_backend))
     eager = _one_epoch(tmp_path, **{"train.compile": "off"})
-    trainer = _tiny_trainer(tmp_path, Progress(enabled=True, force_plain=True))
+    trainer = _tiny_trainer(tmp_path, Progress(enabled=True, force_plain=True), **{"train.compile_min_steps": 1})
     assert trainer.speed.compile
     trainer.train_epoch()
     assert not trainer.speed.compile
     assert "torch.compile failed (RuntimeError: simulated: C++ compile failed)" in capsys.readouterr().out
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(v.float(), eager[k]), k  # the failed attempt changed nothing
-    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed):  # asked for explicitly: an error
+    with pytest.raises(RunFailed, match="torch.compile failed .RuntimeError: simulated"):  # asked for: an error
         _one_epoch(tmp_path, **{"train.compile": "on"})
     torch._dynamo.reset()

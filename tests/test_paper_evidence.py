@@ -75,7 +75,7 @@ def test_gradflow_leaves_the_model_untouched():
 
 
 def test_train_logs_per_stage_gradient_norms(cli, tmp_path):
-    result = cli("train", "--preset", "smoke", "--epochs", "1", "--set", "train.log_grad_norms=true",
+    result = cli("train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--set", "train.log_grad_norms=true",
                  "--run-dir", tmp_path, "--json")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(open(json.loads(result.stdout)["run_dir"] + "/metrics.csv")))

@@ -6,7 +6,7 @@ import pytest
 
 from resnet_cli import build_model, list_models
 from resnet_cli.errors import BadInput
-from resnet_cli.registry import ModelInfo, name_for_depth, register_model, resolve_name
+from resnet_cli.models import ModelInfo, name_for_depth, register_model, resolve_name
 
 
 def test_wildcards():
@@ -48,7 +48,7 @@ def test_zero_init_refused_for_plain_nets():
 def test_register_model_is_open_for_extension(monkeypatch):
     import torch
 
-    from resnet_cli import registry
+    from resnet_cli.models import registry
 
     list_models()  # register the built-ins before taking copies
     monkeypatch.setattr(registry, "_ENTRYPOINTS", dict(registry._ENTRYPOINTS))
@@ -64,3 +64,17 @@ def test_register_model_is_open_for_extension(monkeypatch):
     assert build_model("tiny-test-net", num_classes=4)(torch.randn(2, 3, 4, 4)).shape == (2, 4)
     with pytest.raises(ValueError, match="already registered"):
         register_model(info)(tiny)
+
+
+def test_names_and_the_model_table_need_no_torch():
+    """Listing, describing and resolving models must not import torch (the CLI checks names before paying
+    for it); building one does."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from resnet_cli.models import list_models, model_info, resolve_name; "
+            "names = list_models('*'); info = model_info('resnet20'); resolve_name(None, 50); "
+            "print(len(names), info.depth, 'torch' in sys.modules); "
+            "from resnet_cli.models import build_model; build_model('resnet20'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["28", "20", "False", "True"]

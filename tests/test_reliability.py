@@ -1,15 +1,12 @@
-"""Reliability: hostile files, kill -9 at random moments, Ctrl-C, NaN loss, disk full, concurrent runs."""
+"""Reliability: hostile files, NaN loss, disk full, concurrent runs (signals and kills: test_preemption.py)."""
 
 from __future__ import annotations
 
 import csv
 import errno
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +17,11 @@ from resnet_cli.checkpoint import load_checkpoint
 from resnet_cli.errors import RunFailed
 from resnet_cli.train.loop import Trainer
 from resnet_cli.train.progress import Progress
-from resnet_cli.train.rundir import create_run_dir, read_metrics
+from resnet_cli.train.rundir import create_run_dir
 
 # 8 steps per epoch on 256 synthetic images: long enough to interrupt, short enough for CI.
-SMOKE = ["--preset", "smoke", "--set", "data.synthetic_train=256", "--set", "data.synthetic_test=64",
+# CPU: the bit-exact comparisons below hold for CPU kernels with a fixed thread count
+SMOKE = ["--preset", "smoke", "--device", "cpu", "--set", "data.synthetic_train=256", "--set", "data.synthetic_test=64",
          "--set", "train.log_interval=1"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -69,80 +67,9 @@ def test_crafted_pickle_is_refused_and_never_runs(cli, tmp_path):
         assert not marker.exists()
 
 
-def test_kill_9_at_random_moments_loses_at_most_an_epoch(tmp_path):
-    """Kill a real training process 5 times (once while a checkpoint is being written); resume each time."""
-    runs = tmp_path / "runs"
-    epochs = 10
-    ref = run("train", *SMOKE, "--epochs", epochs, "--run-dir", runs, "--name", "ref")
-    assert ref.returncode == 0, ref.stderr
-    run_dir = runs / "victim"
-    rng = random.Random(1234)
-    cmd = resnet("train", *SMOKE, "--epochs", epochs, "--run-dir", runs, "--name", "victim")
-    kills = 0
-    caught_in_write = False
-    while kills < 5:
-        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        target_write = kills == 2  # one kill aims at the window where last.pt is being written
-        if kills == 0:  # the first strike waits for a first checkpoint, then lands anywhere in the next epoch
-            start = time.monotonic()
-            while not (run_dir / "last.pt").exists() and time.monotonic() - start < 120 and proc.poll() is None:
-                time.sleep(0.02)
-        deadline = time.monotonic() + (60 if target_write else rng.uniform(0.2, 3.0))
-        while time.monotonic() < deadline and proc.poll() is None:
-            if target_write and any(run_dir.glob(".last.tmp.*")):
-                caught_in_write = True
-                break
-            time.sleep(0.0005 if target_write else 0.05)
-        if proc.poll() is not None:  # finished before we struck: the run is complete
-            assert proc.returncode == 0, proc.stderr.read()
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        if (run_dir / "last.pt").exists():
-            ckpt = load_checkpoint(run_dir / "last.pt")  # must load: never torn
-            assert ckpt["epoch"] >= 1
-            rows = read_metrics(run_dir / "metrics.csv")  # must parse
-            assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
-            assert len(rows) >= ckpt["epoch"] - 1
-        cmd = resnet("train", "--resume", run_dir) if (run_dir / "last.pt").exists() else cmd
-        for name in ("last.pt", "best.pt", "metrics.csv"):
-            assert not (run_dir / name).exists() or (run_dir / name).stat().st_size > 0
-    if cmd[-2:] != ["--resume", str(run_dir)]:
-        cmd = resnet("train", "--resume", run_dir)
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert kills == 5
-    assert caught_in_write, "never struck during a checkpoint write"
-    assert not list(run_dir.glob(".*tmp*"))
-    assert_same_weights(runs / "ref" / "last.pt", run_dir / "last.pt")
-    assert [r["epoch"] for r in read_metrics(run_dir / "metrics.csv")] == list(range(1, epochs + 1))
-
-
-def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(tmp_path):
-    runs = tmp_path / "runs"
-    ref = run("train", *SMOKE, "--epochs", 3, "--run-dir", runs, "--name", "ref")
-    assert ref.returncode == 0, ref.stderr
-    proc = subprocess.Popen(resnet("train", *SMOKE, "--epochs", 3, "--run-dir", runs, "--name", "int"),
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if "epoch 2/3 step 3/8" in line:
-            proc.send_signal(signal.SIGINT)
-            break
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    run_dir = runs / "int"
-    assert f"resume with: resnet train --resume {run_dir}" in err
-    ckpt = torch.load(run_dir / "last.pt", weights_only=True)
-    assert ckpt["epoch"] == 1 and 8 < ckpt["step"] < 16 and ckpt["partial"]["batch"] == ckpt["step"] - 8
-    resumed = run("train", "--resume", run_dir)
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_weights(runs / "ref" / "last.pt", run_dir / "last.pt")
-
-
 def _trainer(tmp_path, **sets) -> Trainer:
     flags = {"data.synthetic_train": 128, "data.synthetic_test": 32, "train.batch_size": 32, "train.epochs": 2,
-             "run.run_dir": str(tmp_path / "runs"), "train.log_interval": 4, **sets}
+             "run.run_dir": str(tmp_path / "runs"), "train.log_interval": 4, "run.device": "cpu", **sets}
     trainer = Trainer(C.resolve("smoke", flags=flags), Progress(enabled=False))
     trainer.open_run_dir()
     return trainer
@@ -163,7 +90,7 @@ class NanOnSteps(torch.nn.Module):
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path):
     trainer = _trainer(tmp_path)
-    trainer.criterion = NanOnSteps({7})  # epoch 2, step 7 overall (4 steps per epoch)
+    trainer.train_step.criterion = NanOnSteps({7})  # epoch 2, step 7 overall (4 steps per epoch)
     with pytest.raises(RunFailed, match=r"loss became nan at epoch 2, step 7"):
         trainer.run()
     ckpt = torch.load(trainer.run_dir / "last.pt", weights_only=True)
@@ -172,11 +99,11 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_checkpoint(tmp
 
 def test_bounded_skipping_of_bad_steps(tmp_path):
     trainer = _trainer(tmp_path, **{"train.skip_nonfinite": 2})
-    trainer.criterion = NanOnSteps({2, 5})
+    trainer.train_step.criterion = NanOnSteps({2, 5})
     trainer.run()
     assert trainer.skipped == 2 and trainer.epoch == 2
     trainer = _trainer(tmp_path, **{"train.skip_nonfinite": 1})
-    trainer.criterion = NanOnSteps({2, 5})
+    trainer.train_step.criterion = NanOnSteps({2, 5})
     with pytest.raises(RunFailed, match="epoch 2"):
         trainer.run()
 

@@ -12,7 +12,8 @@ from resnet_cli.train.rundir import METRIC_FIELDS
 from resnet_cli.train.schedule import LRSchedule
 from resnet_cli.config import TrainConfig
 
-SMALL = ["--preset", "smoke", "--set", "data.synthetic_train=256", "--set", "data.synthetic_test=64"]
+# CPU: resume is bit-exact for CPU kernels (GPU runs are checked in test_gpu.py)
+SMALL = ["--preset", "smoke", "--device", "cpu", "--set", "data.synthetic_train=256", "--set", "data.synthetic_test=64"]
 
 
 def train(cli, tmp_path, *args):
@@ -79,7 +80,7 @@ def test_resume_may_change_the_speed_switches(cli, tmp_path):
 
 def test_eval_on_the_checkpoint_training_wrote(cli, tmp_path):
     out = train(cli, tmp_path, "--epochs", "2")
-    result = cli("eval", out["run_dir"], "--json")
+    result = cli("eval", out["run_dir"], "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     ev = json.loads(result.stdout)
     assert ev["count"] == 64 and ev["top1"] == pytest.approx(out["best"]["test_top1"])
@@ -91,13 +92,13 @@ def test_eval_on_the_checkpoint_training_wrote(cli, tmp_path):
 
 
 def test_eval_accepts_a_bare_state_dict_with_model(cli, tmp_path):
-    result = cli("train", "--preset", "smoke", "--epochs", "1", "--run-dir", tmp_path / "runs", "--json")
+    result = cli("train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--run-dir", tmp_path / "runs", "--json")
     out = json.loads(result.stdout)
     sd = torch.load(f"{out['run_dir']}/last.pt", weights_only=True)["model"]
     torch.save(sd, tmp_path / "bare.pt")
     result = cli("eval", tmp_path / "bare.pt", "--dataset", "synthetic", "--json")
     assert result.exit_code == 2 and "--model" in result.stderr
-    ev = json.loads(cli("eval", tmp_path / "bare.pt", "--model", "resnet20", "--dataset", "synthetic",
+    ev = json.loads(cli("eval", tmp_path / "bare.pt", "--model", "resnet20", "--dataset", "synthetic", "--device", "cpu",
                         "--json").stdout)
     assert ev["top1"] == pytest.approx(out["final"]["test_top1"])
     wrong = cli("eval", tmp_path / "bare.pt", "--model", "resnet32", "--dataset", "synthetic")
@@ -128,3 +129,16 @@ def test_fashion_mnist_preset_runs_on_real_data(cli, tmp_path, fashion_dir):
                 "--set", "data.train_limit=4096", "--set", "data.test_limit=500", "--set", "train.warmup_steps=4")
     assert out["dataset"] == "fashion-mnist" and out["steps"] == 32
     assert out["final"]["test_top1"] > 0.25  # well above chance (0.10) after 32 steps
+
+
+def test_time_to_target_accuracy_and_stopping_there(cli, tmp_path):
+    out = train(cli, tmp_path, "--epochs", "3", "--name", "t", "--set", "train.target_top1=0.01",
+                "--set", "train.stop_at_target=true")
+    assert out["epochs"] == 1 and out["target"]["epoch"] == 1  # reached at the first evaluation, and stopped
+    assert 0 < out["target"]["seconds"] <= out["wall_seconds"]
+    again = cli("train", "--resume", out["run_dir"])
+    assert again.exit_code == 0 and "is finished" in again.stdout  # a run stopped at its target is done
+    table = cli("train", *SMALL, "--run-dir", tmp_path / "runs", "--epochs", "1", "--set", "train.target_top1=1.0")
+    assert table.exit_code == 0 and "time to 100.00% test top-1: not reached (best" in table.stdout
+    bad = cli("train", *SMALL, "--set", "train.target_top1=94")
+    assert bad.exit_code == 2 and "train.target_top1 is a fraction" in bad.stderr

@@ -23,6 +23,13 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class CompileMode(str, Enum):
+    default = "default"
+    reduce_overhead = "reduce-overhead"
+    max_autotune = "max-autotune"
+    max_autotune_no_cudagraphs = "max-autotune-no-cudagraphs"
+
+
 def bench(
     model: ModelArg = None,
     depth: DepthOpt = None,
@@ -37,7 +44,12 @@ def bench(
     channels_last: Annotated[Optional[bool], typer.Option(
         "--channels-last/--no-channels-last", help="NHWC memory format \\[default: on for CUDA and oneDNN CPUs].",
         show_default=False)] = None,
-    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model first.")] = False,
+    compile_: Annotated[Optional[bool], typer.Option(
+        "--compile/--no-compile", help="torch.compile the model \\[default: as `train`: on for CUDA; on CPU "
+        "only for runs of >= train.compile_min_steps steps, so off for a bench].", show_default=False)] = None,
+    compile_mode: Annotated[CompileMode, typer.Option(
+        "--compile-mode", help="torch.compile mode; reduce-overhead adds CUDA graphs (CUDA only).")]
+    = CompileMode.default,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps first.")] = 5,
     iters: Annotated[int, typer.Option("--iters", help="Steps per timed repeat.")] = 10,
@@ -52,7 +64,7 @@ def bench(
     Example: [bold]resnet bench resnet50-v1.5 --batch-size 256 --precision bf16 --compile[/bold]
     """
     from ..errors import BadInput
-    from ..registry import model_info, resolve_name
+    from ..models import model_info, resolve_name
 
     name = resolve_name(model, depth, plain)
     for value, what in ((batch_size, "--batch-size"), (input_size, "--input-size"), (iters, "--iters"),
@@ -60,21 +72,24 @@ def bench(
         check_positive(value, what)
     if warmup < 0:
         raise BadInput(f"--warmup must not be negative, got {warmup}")
-    from ..device import default_channels_last, device_name, resolve_device
+    from ..config import TrainConfig
+    from ..device import device_name, resolve_device
+    from ..speed import Speed
 
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
-    prec = precision.value if precision else ("bf16" if cuda else "fp32")
-    if prec in ("fp16", "tf32") and not cuda:
-        raise BadInput(f"--precision {prec} needs a CUDA device; use fp32 or bf16 on CPU")
+    on_off = {None: "auto", True: "on", False: "off"}
+    # train's rule, with this benchmark's own length as the run length
+    speed = Speed.resolve(dev, precision.value if precision else "auto", on_off[channels_last], on_off[compile_],
+                          compile_mode.value, planned_steps=warmup + iters * repeats,
+                          compile_min_steps=TrainConfig().compile_min_steps)
     size = input_size or model_info(name).input_size
-    cl = default_channels_last(dev) if channels_last is None else channels_last
 
     import torch
 
     from ..analysis import count_macs
     from ..bench import BenchConfig, matmul_peak, measure, run_with_backoff, stage_times
-    from ..registry import build_model
+    from ..models import build_model
 
     macs = count_macs(build_model(name), size).macs
     notes: list[str] = []
@@ -82,7 +97,7 @@ def bench(
     modes = ["train", "infer"] if mode is Mode.both else [mode.value]
     for m in modes:
         def run(bs: int, m=m):
-            return measure(name, BenchConfig(m, bs, size, prec, cl, compile_, warmup, iters, repeats), dev, macs)
+            return measure(name, BenchConfig(m, bs, size, speed, warmup, iters, repeats), dev, macs)
 
         res, used = run_with_backoff(run, batch_size, lambda old, new, m=m: notes.append(
             f"{m}: out of memory at batch {old}; retried at {new}"))
@@ -95,7 +110,7 @@ def bench(
            "results": results, "notes": notes,
            "flops_rule": "TFLOP/s = 2 x forward MACs x images / s; training counts 3 x forward"}
     if detail:
-        out["detail"] = stage_times(name, BenchConfig("train", results[0]["batch_size"], size, prec, cl, False,
+        out["detail"] = stage_times(name, BenchConfig("train", results[0]["batch_size"], size, speed,
                                                       min(warmup, 2), min(iters, 5), 1), dev)
     if json_out:
         print_json(out)
@@ -109,19 +124,21 @@ def _print(out: dict) -> None:
     c = console()
     table = Table(title=f"{out['model']} on {out['device']} (torch {out['torch']}"
                         + (f", CUDA {out['cuda']})" if out["cuda"] else ")"))
-    for col in ("mode", "batch", "input", "precision", "NHWC", "compile", "img/s", "ms/step", "spread",
-                "peak mem", "TFLOP/s", "% of peak"):
+    for col in ("mode", "batch", "input", "precision", "NHWC", "compile", "warm-up s", "img/s", "ms/step",
+                "spread", "peak mem", "TFLOP/s", "% of peak"):
         table.add_column(col, justify="left" if col in ("mode", "precision") else "right")
     for r in out["results"]:
         mem = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"
         table.add_row(r["mode"], str(r["batch_size"]), str(r["input_size"]), r["precision"],
-                      "yes" if r["channels_last"] else "no", "yes" if r["compile"] else "no",
+                      "yes" if r["channels_last"] else "no",
+                      (r["compile_mode"] if r["compile"] else "no"), f"{r['warmup_s']:.1f}",
                       f"{r['images_per_s']:,.0f}", f"{r['ms_per_step']:.2f}", f"±{r['spread_pct'] / 2:.1f}%", mem,
                       f"{r['tflops']:.3f}", f"{r['pct_of_matmul_peak']:.1f}%")
     c.print(table)
     p = out["matmul_peak"]
     c.print(f"Peak reference: {p['n']}x{p['n']} {p['dtype']} matmul at {p['tflops']:.2f} TFLOP/s, measured now. "
-            f"{out['flops_rule']}. Median of repeats; spread is half the min-max range.")
+            f"{out['flops_rule']}. Median of repeats; spread is half the min-max range. Warm-up s: the untimed "
+            "first steps, compilation included.")
     for note in out["notes"]:
         c.print(note)
     if "detail" in out:

@@ -39,7 +39,7 @@ def build(
     """
     from ..checkpoint import atomic_write, ensure_writable_dir, save_checkpoint
     from ..errors import BadInput
-    from ..registry import model_config, model_info, resolve_name
+    from ..models import model_config, model_info, resolve_name
 
     name = resolve_name(model, depth, plain)
     check_positive(num_classes, "--num-classes")
@@ -50,7 +50,7 @@ def build(
 
     import torch
 
-    from ..registry import build_model
+    from ..models import build_model
 
     torch.manual_seed(seed)
     num_classes = num_classes or model_info(name).default_classes

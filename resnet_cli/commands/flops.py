@@ -38,7 +38,7 @@ def flops(
     Example: [bold]resnet flops --v1.5 --json[/bold]
     """
     from ..errors import BadInput, CheckFailed
-    from ..registry import model_info, name_for_depth, resolve_name
+    from ..models import model_info, name_for_depth, resolve_name
 
     check_positive(input_size, "--input-size")
     check_positive(batch_size, "--batch-size")
@@ -59,7 +59,7 @@ def flops(
         dev = resolve_device(device)
 
     from ..analysis import count_macs, param_count
-    from ..registry import build_model
+    from ..models import build_model
 
     rows = []
     for name in names:
@@ -90,9 +90,11 @@ def flops(
 def _time_forward(net, size: int, batch_size: int, dev, macs: int) -> dict:
     from ..bench import BenchConfig, make_step
     from ..device import device_name
+    from ..speed import Speed
     from ..timing import time_fn
 
-    step = make_step(net.to(dev), BenchConfig("infer", batch_size, size, "fp32", False, False), dev)
+    speed = Speed.resolve(dev, precision="fp32", channels_last="off", compile="off")  # the plain fp32 forward
+    step = make_step(net, BenchConfig("infer", batch_size, size, speed), dev)
     t = time_fn(step, dev, warmup=2, iters=1 if dev.type == "cpu" else 10, repeats=5)
     secs = t.median_ms / 1000
     return {"device": device_name(dev), "batch_size": batch_size, "precision": "fp32", **t.as_dict(),

@@ -34,7 +34,7 @@ def gradflow(
     """
     from .. import config as C
     from ..errors import BadInput
-    from ..registry import name_for_depth, resolve_name
+    from ..models import name_for_depth, resolve_name
 
     check_positive(batch_size, "--batch-size")
     names = [resolve_name(m, None, plain) for m in models or []] + [name_for_depth(d, plain) for d in depth or []]
@@ -50,7 +50,7 @@ def gradflow(
     from ..data import load_data
     from ..data.augment import to_float
     from ..gradflow import conv_grad_norms, sparkline
-    from ..registry import build_model
+    from ..models import build_model
 
     bundle = load_data(cfg.data)
     if bundle.train_x is None:

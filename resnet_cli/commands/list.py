@@ -19,7 +19,7 @@ def list_models_cmd(
     """
     import torch
 
-    from ..registry import build_model, list_models, model_info
+    from ..models import build_model, list_models, model_info
 
     rows = []
     for name in list_models(pattern):

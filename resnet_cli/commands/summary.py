@@ -25,7 +25,7 @@ def summary(
 
     Example: [bold]resnet summary --depth 50[/bold]
     """
-    from ..registry import model_info, resolve_name
+    from ..models import model_info, resolve_name
 
     name = resolve_name(model, depth, plain)
     check_positive(input_size, "--input-size")
@@ -33,7 +33,7 @@ def summary(
     size = input_size or info.input_size
 
     from ..analysis import count_macs, module_rows, output_shapes, param_count, stage_rows
-    from ..registry import build_model
+    from ..models import build_model
 
     net = build_model(name)
     macs = count_macs(net, size)

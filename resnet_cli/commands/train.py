@@ -10,12 +10,6 @@ import typer
 
 from ._common import JsonOpt, console, print_json
 
-# What a resume may change: the length of the run, where it runs and reads from, and the speed switches
-# (the same arithmetic in another memory layout or compiled; a resume on another device re-resolves them anyway).
-RESUMABLE = {"train.epochs", "train.steps", "run.device", "data.data_dir", "run.stop_after_epochs",
-             "train.channels_last", "train.compile", "train.compile_mode"}
-
-
 def train(
     preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="A preset from presets/: cifar, cifar100, "
                                                    "fashion-mnist, imagenet, smoke.", show_default=False)] = None,
@@ -56,7 +50,7 @@ def train(
     """
     from .. import config as C
     from ..errors import BadInput
-    from ..registry import resolve_name
+    from ..models import resolve_name
 
     if plain and model is None and depth is None:
         raise BadInput("--plain needs --model or --depth")
@@ -75,8 +69,7 @@ def train(
         from ..train.loop import Trainer
 
         trainer = Trainer(cfg, _progress(json_out, dist), dist)
-        run_path = trainer.open_run_dir() if trainer.is_main else None
-        _report(trainer, run_path, json_out)
+        _report(trainer, trainer.open_run_dir(), json_out)
 
 
 def _progress(json_out: bool, dist=None):
@@ -101,36 +94,22 @@ def _distributed(cfg):
 def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print_config: bool,
             json_out: bool) -> None:
     from .. import config as C
-    from ..checkpoint import load_checkpoint
     from ..errors import BadInput
+    from ..train.resume import resume_point
 
-    ckpt_path = path / "last.pt" if path.is_dir() else path
-    if path.is_dir() and not ckpt_path.exists():
-        raise BadInput(f"--resume {path}: no last.pt in that folder")
-    ckpt = load_checkpoint(ckpt_path)
-    if "optimizer" not in ckpt or "step" not in ckpt or not isinstance(ckpt.get("config"), dict):
-        raise BadInput(f"--resume {ckpt_path}: not a training checkpoint (no optimizer state)")
     if preset or config_file:
         raise BadInput("--resume takes its config from the checkpoint; drop --preset/--config")
-    changes = {k: v for k, v in flags.items() if v is not None}
-    changes.update(dict(C.parse_set(s) for s in sets))
-    refused = sorted(set(changes) - RESUMABLE)
-    if refused:
-        raise BadInput(f"cannot change {', '.join(refused)} when resuming (only {', '.join(sorted(RESUMABLE))}); "
-                       "start a new run instead")
-    base = C.flatten(ckpt["config"], f"config in {ckpt_path}")
-    base.update(changes)
-    cfg = C.build_config(base)
+    point = resume_point(path, {**flags, **dict(C.parse_set(s) for s in sets)})
     if print_config:
-        typer.echo(C.to_yaml(cfg), nl=False)
+        typer.echo(C.to_yaml(point.cfg), nl=False)
         return
-    with _distributed(cfg) as dist:
+    with _distributed(point.cfg) as dist:
         from ..train.loop import Trainer
 
-        trainer = Trainer(cfg, _progress(json_out, dist), dist)
-        trainer.load_state(ckpt)
-        run_path = ckpt_path.parent
-        if trainer.step >= trainer.total_steps:
+        trainer = Trainer(point.cfg, _progress(json_out, dist), dist)
+        trainer.load_state(point.checkpoint)
+        run_path = point.run_dir
+        if trainer.step >= trainer.total_steps or trainer.target_stop():
             msg = (f"{run_path} is finished ({trainer.epoch} epochs, {trainer.step} steps); "
                    "pass a larger --epochs to train further")
             if not trainer.is_main:
@@ -140,19 +119,18 @@ def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print
             else:
                 typer.echo(msg)
             return
-        if trainer.is_main:
-            trainer.open_run_dir(run_path)
-        else:
-            trainer.run_dir = run_path
+        trainer.open_run_dir(run_path)
         trainer.progress.line(f"resuming {run_path} at epoch {trainer.epoch + 1} (step {trainer.step})")
         _report(trainer, run_path if trainer.is_main else None, json_out)
 
 
 def _report(trainer, run_path: Path | None, json_out: bool) -> None:
     trainer.progress.line(f"run folder: {run_path}")
-    s = trainer.speed
-    trainer.progress.line(f"{trainer.device}: {s.precision}, channels_last {'on' if s.channels_last else 'off'}, "
-                          f"compile {'on (the first steps and the first evaluation compile)' if s.compile else 'off'}")
+    if trainer.dist is not None:
+        trainer.progress.line(f"torchrun: {trainer.world} process(es), {trainer.dist.backend}, global batch "
+                              f"{trainer.cfg.train.batch_size} ({trainer.cfg.train.batch_size // trainer.world} "
+                              "per process)")
+    trainer.progress.line(f"{trainer.device}: {trainer.speed.describe()}")
     trainer.run()
     if not trainer.is_main:
         return
@@ -161,7 +139,8 @@ def _report(trainer, run_path: Path | None, json_out: bool) -> None:
     result = {"run_dir": str(run_path), "model": trainer.cfg.model.name, "dataset": trainer.cfg.data.dataset,
               "epochs": trainer.epoch, "steps": trainer.step, "final": last, "best": best,
               "device": str(trainer.device), "processes": trainer.world, "precision": trainer.speed.precision,
-              "channels_last": trainer.speed.channels_last, "compile": trainer.speed.compile}
+              "channels_last": trainer.speed.channels_last, "compile": trainer.speed.compile,
+              "wall_seconds": trainer.wall_seconds(), "target": trainer.target}
     if json_out:
         print_json(result)
         return
@@ -177,4 +156,9 @@ def _report(trainer, run_path: Path | None, json_out: bool) -> None:
                       f"{r['img_per_s']:,.0f}")
     out = console()
     out.print(table)
+    goal = trainer.cfg.train.target_top1
+    if goal:
+        t = trainer.target
+        out.print(f"time to {goal:.2%} test top-1: {t['seconds']:.1f} s (epoch {t['epoch']}, step {t['step']})"
+                  if t else f"time to {goal:.2%} test top-1: not reached (best {best['test_top1']:.2%})")
     out.print(f"run folder: {run_path}")

@@ -38,6 +38,18 @@ class DataBundle:
         return len(self.train_set) if self.train_x is None else len(self.train_x)
 
 
+def fit_model(data: DataBundle, dataset: str, num_classes: int, in_channels: int, source: str) -> tuple[int, int]:
+    """The class and channel counts a model needs for `data` (0 takes the data's). A model that cannot take
+    the data (fewer outputs than classes, other channels) is one BadInput line naming both numbers."""
+    num_classes = num_classes or data.num_classes
+    in_channels = in_channels or data.in_channels
+    if num_classes < data.num_classes:
+        raise BadInput(f"{source} has {num_classes} outputs but {dataset} has {data.num_classes} classes")
+    if in_channels != data.in_channels:
+        raise BadInput(f"{source} expects {in_channels}-channel images; {dataset} has {data.in_channels}")
+    return num_classes, in_channels
+
+
 def make_loader(data: DataBundle, cfg, split: str, batch_size: int, device, *, training: bool, seed: int = 0,
                 channels_last: bool = False, rank: int = 0, world: int = 1):
     """The batch source for one split. training: shuffled, augmented, full batches; else every image once."""

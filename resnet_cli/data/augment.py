@@ -15,10 +15,6 @@ def to_float(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Te
     return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 
 
-def hflip(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(-1)
-
-
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image left-right with probability 1/2."""
     mask = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5

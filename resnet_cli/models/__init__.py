@@ -1,62 +1,25 @@
-"""Built-in models: the paper's ImageNet and CIFAR families and their plain twins.
+"""The models: a torch-free registry and table of architectures, and the one torch `ResNet` class.
 
-The table below is the whole definition: each row becomes a registered
-entrypoint over the one `ResNet` class. The paper's "FLOPs" column is in
-multiply-adds (paper Table 1).
+`from resnet_cli.models import build_model, list_models, model_info` needs no torch until a model is
+built; importing this package registers the built-in models (specs.py). `ResNet` (resnet.py) is loaded
+on first use.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from typing import Any
 
-from ..registry import ModelInfo, register_model
-from .resnet import ArchSpec, ResNet
+from .registry import (CIFAR_DEPTHS, IMAGENET_DEPTHS, ModelInfo, build_model, list_models, model_config, model_info,
+                       name_for_depth, register_model, resolve_name)
+from .specs import ArchSpec
 
-__all__ = ["ArchSpec", "ResNet"]
-
-_IMAGENET_WIDTHS = (64, 128, 256, 512)
-_CIFAR_WIDTHS = (16, 32, 64)
-
-# name: (spec, paper Table 1 GMACs or None)
-_IMAGENET = {
-    "resnet18": (ArchSpec("basic", (2, 2, 2, 2), _IMAGENET_WIDTHS, "imagenet", "B"), 1.8),
-    "resnet34": (ArchSpec("basic", (3, 4, 6, 3), _IMAGENET_WIDTHS, "imagenet", "B"), 3.6),
-    "resnet50": (ArchSpec("bottleneck", (3, 4, 6, 3), _IMAGENET_WIDTHS, "imagenet", "B"), 3.8),
-    "resnet101": (ArchSpec("bottleneck", (3, 4, 23, 3), _IMAGENET_WIDTHS, "imagenet", "B"), 7.6),
-    "resnet152": (ArchSpec("bottleneck", (3, 8, 36, 3), _IMAGENET_WIDTHS, "imagenet", "B"), 11.3),
-}
-# torchvision's stride placement (stride on the 3x3 conv); the paper gives no figure.
-for _d in (50, 101, 152):
-    _IMAGENET[f"resnet{_d}-v1.5"] = (replace(_IMAGENET[f"resnet{_d}"][0], stride_in_1x1=False), None)
-
-# Paper section 4.2: 6n+2 layers, n basic blocks per stage, option-A shortcuts.
-_CIFAR = {f"resnet{6 * n + 2}": (ArchSpec("basic", (n, n, n), _CIFAR_WIDTHS, "cifar", "A"), None)
-          for n in (3, 5, 7, 9, 18, 200)}
-
-# The paper quotes its plain-18/34 baselines at the same FLOPs as the ResNets.
-_PLAIN_GMACS = {"plain18": 1.8, "plain34": 3.6}
+__all__ = ["ArchSpec", "CIFAR_DEPTHS", "IMAGENET_DEPTHS", "ModelInfo", "ResNet", "build_model", "list_models",
+           "model_config", "model_info", "name_for_depth", "register_model", "resolve_name"]
 
 
-def _entrypoint(spec: ArchSpec):
-    def build(*, num_classes: int, in_channels: int = 3, zero_init_residual: bool = False) -> ResNet:
-        return ResNet(spec, num_classes=num_classes, in_channels=in_channels,
-                      zero_init_residual=zero_init_residual)
-    return build
+def __getattr__(name: str) -> Any:
+    if name == "ResNet":
+        from .resnet import ResNet
 
-
-def _register(name: str, spec: ArchSpec, family: str, paper_gmacs: float | None) -> None:
-    info = ModelInfo(
-        name=name, family=family, block=spec.block, depth=spec.depth, plain=spec.shortcut == "none",
-        input_size=224 if family == "imagenet" else 32, default_classes=1000 if family == "imagenet" else 10,
-        paper_gmacs=paper_gmacs, variant="" if spec.stride_in_1x1 or spec.block == "basic" else "v1.5",
-    )
-    register_model(info)(_entrypoint(spec))
-
-
-for _family, _table in (("imagenet", _IMAGENET), ("cifar", _CIFAR)):
-    for _name, (_spec, _gmacs) in _table.items():
-        _register(_name, _spec, _family, _gmacs)
-for _family, _table in (("imagenet", _IMAGENET), ("cifar", _CIFAR)):
-    for _name, (_spec, _gmacs) in _table.items():
-        _plain = "plain" + _name[len("resnet"):]
-        _register(_plain, replace(_spec, shortcut="none"), _family, _PLAIN_GMACS.get(_plain))
+        return ResNet
+    raise AttributeError(f"module 'resnet_cli.models' has no attribute {name!r}")

@@ -13,32 +13,14 @@ shortcut removed, downsampling done by the stride-2 convolution alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Shortcut = Literal["A", "B", "none"]
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """Everything that distinguishes one registered architecture from another."""
-
-    block: Literal["basic", "bottleneck"]
-    layers: tuple[int, ...]  # blocks per stage (conv2_x, conv3_x, ...)
-    widths: tuple[int, ...]  # 3x3 width of each stage; bottlenecks expand it 4x
-    stem: Literal["imagenet", "cifar"]  # 7x7/2 conv + 3x3/2 max pool, or a 3x3 conv
-    shortcut: Shortcut  # "B": projection where shapes change; "A": zero-pad; "none": plain
-    stride_in_1x1: bool = True  # bottleneck only: stride on the first 1x1 (paper) or the 3x3 (v1.5)
-
-    @property
-    def depth(self) -> int:
-        convs_per_block = 2 if self.block == "basic" else 3
-        return convs_per_block * sum(self.layers) + 2  # + stem conv + fc
-
+if TYPE_CHECKING:  # specs.py builds ResNets from its entrypoints; this module only reads a spec's fields
+    from .specs import ArchSpec
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
@@ -132,6 +114,19 @@ class Bottleneck(nn.Module):
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
+def stage_name(index: int) -> str:
+    """The paper's name for stage `index` (0-based, `layer{index+1}` here): conv2_x, conv3_x, ... (Table 1)."""
+    return f"conv{index + 2}_x"
+
+
+def stage_of(name: str) -> str:
+    """The stage a module or parameter name belongs to: stem (conv1, bn1), conv2_x, ..., fc."""
+    top = name.split(".", 1)[0]
+    if top.startswith("layer") and top[len("layer"):].isdigit():
+        return stage_name(int(top[len("layer"):]) - 1)
+    return "fc" if top == "fc" else "stem"
+
+
 class ResNet(nn.Module):
     """A residual (or plain) network built from an `ArchSpec`."""
 
@@ -164,6 +159,10 @@ class ResNet(nn.Module):
     @property
     def stages(self) -> list[nn.Sequential]:
         return [getattr(self, f"layer{i + 1}") for i in range(len(self.spec.layers))]
+
+    def named_stages(self) -> list[tuple[str, nn.Sequential]]:
+        """(paper name, stage) pairs: ("conv2_x", layer1), ("conv3_x", layer2), ..."""
+        return [(stage_name(i), stage) for i, stage in enumerate(self.stages)]
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         spec = self.spec

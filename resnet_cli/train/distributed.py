@@ -27,7 +27,10 @@ from ..errors import BadInput
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+    """torchrun (even with one process: TORCHELASTIC_RUN_ID), or another launcher of several ranks."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return False
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ["WORLD_SIZE"]) > 1
 
 
 @dataclass
@@ -36,18 +39,18 @@ class DistContext:
     world: int
     local_rank: int
     device: torch.device
-    sync_bn: bool = False
+    backend: str = "gloo"
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def wrap(self, forward: torch.nn.Module, model: torch.nn.Module) -> torch.nn.Module:
-        """DistributedDataParallel over the model (the compiled module when compiling)."""
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DistributedDataParallel over the model; compilation (when on) wraps the result."""
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DDP(forward, device_ids=ids)
+        return DDP(model, device_ids=ids)
 
     def all_reduce(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """Sums across ranks (copies; the inputs are left alone)."""
@@ -56,10 +59,11 @@ class DistContext:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return out
 
-    def any(self, flag: bool) -> bool:
-        t = torch.tensor(1 if flag else 0, device=self.device)
+    def max(self, value: int) -> int:
+        """The largest of every rank's `value` (e.g. a stop signal one rank received): all ranks agree."""
+        t = torch.tensor(int(value), device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return int(t.item())
 
     def barrier(self) -> None:
         dist.barrier()
@@ -89,4 +93,4 @@ def from_env(device_pref: str = "auto") -> DistContext | None:
         backend = "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
-    return DistContext(rank, world, local_rank, device)
+    return DistContext(rank, world, local_rank, device, backend)

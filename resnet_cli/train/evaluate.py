@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from ..speed import autocast
 
 
 @dataclass
@@ -25,16 +27,13 @@ class EvalResult:
         return self.count / self.seconds if self.seconds > 0 else 0.0
 
 
-def autocast(device: torch.device, precision: str):
-    if precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device_type=device.type, dtype=dtype)
-    return contextlib.nullcontext()
-
-
 def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.device, precision: str = "fp32",
-             all_reduce=None) -> EvalResult:
-    """Evaluate in inference mode; `all_reduce` (distributed runs) sums the counters across ranks."""
+             all_reduce=None, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> EvalResult:
+    """Evaluate `model` in inference mode; `all_reduce` (distributed runs) sums the counters across ranks.
+
+    `forward` is what to call on a batch (the training run's compiled forward); by default the model.
+    """
+    forward = forward or model
     was_training = model.training
     model.eval()
     t0 = time.perf_counter()
@@ -47,7 +46,7 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
     try:
         with torch.inference_mode(), autocast(device, precision):
             for x, y in loader.batches():
-                logits = model(x).float()
+                logits = forward(x).float()
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
                 pred = logits.topk(k, dim=1).indices
                 hit1 = pred[:, 0] == y
@@ -67,3 +66,37 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
         torch.cuda.synchronize(device)
     return EvalResult(loss=loss_sum.item() / max(n, 1), top1=top1.item() / max(n, 1), top5=topk.item() / max(n, 1),
                       count=n, seconds=time.perf_counter() - t0, per_class=per_class, class_counts=counts)
+
+
+def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = None, dataset: str | None = None,
+                        model: str | None = None, limit: int = 0, batch_size: int = 1024,
+                        device: str = "auto") -> dict:
+    """`resnet eval`: a checkpoint (or run folder, or bare state_dict with `model`) on a dataset split.
+
+    The data is the run's own unless `dataset`/`data_dir` say otherwise; precision and memory layout are
+    train's for the device (speed.py), without compiling a one-off pass.
+    """
+    from .. import config as C
+    from ..checkpoint import model_from_checkpoint
+    from ..data import fit_model, load_data, make_loader
+    from ..device import resolve_device
+    from ..speed import Speed
+
+    loaded = model_from_checkpoint(source, model, dataset)
+    flat = C.flatten(loaded.config.to_dict(), "config")
+    flat.update({k: v for k, v in {"data.data_dir": data_dir, "data.dataset": dataset}.items() if v is not None})
+    flat["data.test_limit"] = limit
+    flat["data.train_limit"] = limit if split == "train" else 0
+    cfg = C.build_config(flat)
+    dev = resolve_device(device)
+    data = load_data(cfg.data)
+    fit_model(data, cfg.data.dataset, cfg.model.num_classes, cfg.model.in_channels, str(loaded.path))
+    speed = Speed.resolve(dev, compile="off")
+    net = loaded.model.to(dev, memory_format=speed.memory_format())
+    loader = make_loader(data, cfg.data, split, batch_size, dev, training=False, channels_last=speed.channels_last)
+    res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision)
+    per_class = [{"class": name, "accuracy": acc, "count": n}
+                 for name, acc, n in zip(data.classes, res.per_class, res.class_counts)]
+    return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
+            "count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5, "img_per_s": res.img_per_s,
+            "device": str(dev), "precision": speed.precision, "per_class": per_class}

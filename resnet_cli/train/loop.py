@@ -2,89 +2,50 @@
 
 Per step there is no host synchronisation: loss and accuracy are summed on the
 device and read once per log interval. Each epoch ends with an evaluation on
-the test split, a metrics.csv row and an atomic last.pt (and best.pt).
+the test split, a metrics.csv row and an atomic last.pt (and best.pt); with
+`train.checkpoint_every`, last.pt is also written inside epochs.
 On CPU with the same seed, a run resumed from last.pt ends with exactly the
-weights of a run that never stopped: the data order and augmentation are a
-function of (seed, epoch), and the lr a function of the step.
+weights of a run that never stopped, wherever it stopped: the data order is a
+function of (seed, epoch), the augmentation of (seed, epoch, batch), and the lr
+of the step, so a resumed epoch skips the batches it has done without loading them.
+
+Stop signals (SIGINT, SIGTERM, SIGUSR1) finish the current step, write last.pt
+at it and raise Interrupted (exit 128 + signal); a second signal stops at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .. import __version__
 from ..checkpoint import atomic_write_text, save_checkpoint
-from ..config import Config, to_yaml
-from ..data import DataBundle, load_data, make_loader
-from ..device import cpp_compiler, default_channels_last, resolve_device
+from ..config import Config, parse_interval, to_yaml
+from ..data import DataBundle, fit_model, load_data, make_loader
+from ..device import resolve_device
 from ..errors import BadInput, Interrupted, RunFailed
-from ..gradflow import stage_of
-from ..registry import build_model, model_info
-from .evaluate import autocast, evaluate
+from ..models.resnet import stage_of
+from ..models import build_model, model_info
+from ..speed import Speed, fallback_message
+from .evaluate import evaluate
 from .progress import Progress
 from .rundir import create_run_dir, write_metrics
 from .schedule import LRSchedule
-
-
-# A compiled CPU run pays ~20-50 s of compilation (train and eval graphs) and then trains resnet20 1.3-1.5x
-# faster (~0.07 s saved per batch-128 step on 2 cores: BENCHMARKS.md), so `auto` compiles CPU runs that are
-# long enough to earn it back several times over.
-CPU_COMPILE_MIN_STEPS = 2000
-
-
-@dataclass
-class Speed:
-    """The fast-path switches as resolved for one device and one run length."""
-
-    precision: str
-    channels_last: bool
-    compile: bool
-
-    @classmethod
-    def resolve(cls, cfg: Config, device: torch.device, planned_steps: int) -> "Speed":
-        t = cfg.train
-        cuda = device.type == "cuda"
-        precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
-        if precision == "fp16" and not cuda:
-            raise BadInput("train.precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-        channels_last = {"on": True, "off": False}.get(t.channels_last, default_channels_last(device))
-        if t.compile == "auto":
-            compile_ = cuda or (planned_steps >= CPU_COMPILE_MIN_STEPS and cpp_compiler() is not None)
-        else:
-            compile_ = t.compile == "on"
-            if compile_ and device.type == "cpu" and cpp_compiler() is None:
-                raise BadInput("train.compile on CPU needs a C++ compiler (g++ or clang++, or $CXX); "
-                               "install one or set train.compile=off")
-        return cls(precision, channels_last, compile_)
+from .step import TrainStep, make_optimizer
 
 
 def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
     """The config with the dataset's class and channel counts filled in (config["model"] rebuilds the model)."""
-    num_classes = cfg.model.num_classes or data.num_classes
-    in_channels = cfg.model.in_channels or data.in_channels
-    if num_classes < data.num_classes:
-        raise BadInput(f"model.num_classes is {num_classes} but {cfg.data.dataset} has {data.num_classes} classes")
-    if in_channels != data.in_channels:
-        raise BadInput(f"model.in_channels is {in_channels} but {cfg.data.dataset} images have "
-                       f"{data.in_channels} channel(s)")
+    num_classes, in_channels = fit_model(data, cfg.data.dataset, cfg.model.num_classes, cfg.model.in_channels,
+                                         f"{cfg.model.name} (model.num_classes/in_channels)")
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes,
                                                               in_channels=in_channels))
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float, no_wd_bn_bias: bool) -> list[dict]:
-    if not no_wd_bn_bias:
-        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def stage_grad_norms(model: torch.nn.Module) -> dict[str, float]:
@@ -97,39 +58,18 @@ def stage_grad_norms(model: torch.nn.Module) -> dict[str, float]:
     return {f"grad_norm_{k}": torch.stack(v).sum().sqrt().item() for k, v in groups.items()}
 
 
-class EagerFallback:
-    """A compiled forward that becomes the eager one if compiling fails; for `train.compile: auto` only.
-
-    Inductor on CPU needs a working C++ toolchain and headers; a run should not die over a speed switch
-    it did not ask for. Compilation fails before the graph runs, so no state has changed when it falls back.
-    """
-
-    def __init__(self, compiled, eager, on_failure) -> None:
-        from torch._dynamo.exc import BackendCompilerFailed
-
-        self.compiled, self.eager, self.on_failure = compiled, eager, on_failure
-        self.failure = BackendCompilerFailed
-
-    def __call__(self, *args, **kwargs):
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args, **kwargs)
-            except self.failure as exc:
-                self.compiled = None
-                self.on_failure(exc)
-        return self.eager(*args, **kwargs)
-
-
 class Trainer:
     def __init__(self, cfg: Config, progress: Progress | None = None, dist=None) -> None:
+        self.started = time.perf_counter()  # wall time to a target counts from here: data, model, compile
         self.cfg = cfg
         self.progress = progress or Progress()
         self.dist = dist  # distributed context (rank, world, all_reduce) or None
         self.device = dist.device if dist is not None else resolve_device(cfg.run.device)
         torch.manual_seed(cfg.run.seed)
         self.data = load_data(cfg.data)
-        self.speed = Speed.resolve(cfg, self.device, cfg.train.steps
-                                   or cfg.train.epochs * (self.data.train_count // cfg.train.batch_size))
+        self.speed = Speed.for_train(cfg.train, self.device, cfg.train.steps
+                                     or cfg.train.epochs * (self.data.train_count // cfg.train.batch_size))
+        self.speed.configure_backends(self.device)
         if cfg.train.batch_size % self.world:
             raise BadInput(f"train.batch_size {cfg.train.batch_size} is the global batch and must divide evenly "
                            f"over {self.world} processes")
@@ -142,44 +82,46 @@ class Trainer:
             raise BadInput("train.sync_bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on CPU")
         if dist is not None and cfg.train.sync_bn:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.model.to(self.device)
-        if self.speed.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(self.device, memory_format=self.speed.memory_format())
         t = cfg.train
-        self.optimizer = torch.optim.SGD(param_groups(self.model, t.weight_decay, t.no_wd_bn_bias), lr=t.lr,
-                                         momentum=t.momentum, nesterov=t.nesterov,
-                                         **({"fused": True} if self.device.type == "cuda" else {"foreach": True}))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.speed.precision == "fp16")
+        self.train_step = TrainStep(
+            self.model, make_optimizer(self.model, t, self.device), self.speed, self.device,
+            torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), t.grad_clip,
+            call_module=dist.wrap(self.model) if dist is not None else None,
+            on_fallback=lambda exc: self.progress.line(fallback_message(exc)))
+        # Evaluation calls the same (compiled) forward; under DDP the bare module, eager, outside DDP's hooks.
+        self.eval_forward = self.train_step.forward if dist is None else self.model
         self.train_loader = make_loader(self.data, cfg.data, "train", t.batch_size // self.world, self.device,
                                         training=True, seed=cfg.run.seed, channels_last=self.speed.channels_last,
                                         rank=self.rank, world=self.world)
         self.test_loader = make_loader(self.data, cfg.data, "test", t.eval_batch_size, self.device,
-                                       training=False, channels_last=self.speed.channels_last, rank=self.rank, world=self.world)
+                                       training=False, channels_last=self.speed.channels_last, rank=self.rank,
+                                       world=self.world)
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = t.steps or t.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         info = model_info(cfg.model.name)
         self.lr_at = LRSchedule(t, self.total_steps, self.steps_per_epoch, info.depth, info.family)
-        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.step = 0
         self.epoch = 0  # epochs completed
         self.best_top1 = -1.0
         self.rows: list[dict] = []
         self.partial: dict[str, Any] = {}  # progress inside an epoch, for a checkpoint taken on Ctrl-C
         self.skipped = 0  # non-finite steps skipped (train.skip_nonfinite)
-        self._interrupted = False
+        self.prior_wall = 0.0  # wall seconds spent by earlier processes of this run (resumed runs)
+        self.target: dict[str, Any] | None = None  # where train.target_top1 was first reached: epoch, step, seconds
+        self.stop_signal = 0  # the stop signal received (SIGINT, SIGTERM, SIGUSR1), 0 while none
+        self.every_steps, self.every_seconds = parse_interval(t.checkpoint_every)
+        self._saved_at = (0, time.monotonic())  # (step, clock) of the last checkpoint, for checkpoint_every
         self.run_dir: Path | None = None
-        self.forward = self.model if dist is None else dist.wrap(self.model, self.model)
-        if self.speed.compile:
-            compiled = torch.compile(self.forward, mode=None if t.compile_mode == "default" else t.compile_mode)
-            self.forward = compiled if t.compile == "on" else EagerFallback(compiled, self.forward, self._compile_failed)
 
-    def _compile_failed(self, exc: BaseException) -> None:
-        self.speed.compile = False
-        cause = getattr(exc, "inner_exception", None) or exc
-        first = (str(cause).strip().splitlines() or [""])[0][:200]
-        self.progress.line(f"torch.compile failed ({type(cause).__name__}: {first}); continuing without it. "
-                           "Set train.compile=off to skip the attempt, or train.compile=on to make it an error.")
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.train_step.optimizer
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler:
+        return self.train_step.scaler
 
     # ------------------------------------------------------------ distributed helpers
     @property
@@ -203,7 +145,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": {"step": self.step},
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "best_top1": self.best_top1, "metrics": self.rows, "rng": rng, "partial": dict(self.partial),
-                "finished": self.step >= self.total_steps}
+                "skipped": self.skipped, "wall_seconds": self.wall_seconds(), "target": self.target,
+                "finished": self.step >= self.total_steps or self.target_stop()}
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -214,6 +157,9 @@ class Trainer:
         self.best_top1 = float(ckpt.get("best_top1", -1.0))
         self.rows = list(ckpt.get("metrics", []))
         self.partial = dict(ckpt.get("partial") or {})
+        self.skipped = int(ckpt.get("skipped", 0))
+        self.prior_wall = float(ckpt.get("wall_seconds", 0.0))
+        self.target = ckpt.get("target")
         rng = ckpt.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -221,7 +167,11 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
     # ------------------------------------------------------------ run folder
-    def open_run_dir(self, run_dir: Path | None = None) -> Path:
+    def open_run_dir(self, run_dir: Path | None = None) -> Path | None:
+        """Create the run folder (or take over `run_dir` when resuming) and write config.yaml; rank 0 only."""
+        if not self.is_main:  # other ranks write nothing; a new run's folder name is rank 0's to choose
+            self.run_dir = run_dir
+            return run_dir
         if run_dir is None:
             name = self.cfg.run.name or f"{self.cfg.model.name}-{self.cfg.data.dataset}"
             run_dir = create_run_dir(self.cfg.run.run_dir, name)
@@ -237,6 +187,7 @@ class Trainer:
         if not self.is_main:
             return
         assert self.run_dir is not None
+        self._saved_at = (self.step, time.monotonic())
         state = self.state()
         try:
             save_checkpoint(self.run_dir / "last.pt", state)
@@ -249,14 +200,36 @@ class Trainer:
             raise RunFailed(f"could not save a checkpoint in {self.run_dir} ({why}); the previous last.pt "
                             "is intact") from None
 
+    def wall_seconds(self) -> float:
+        """Wall time of the run so far, across resumes: process start-up, data, compilation, evaluation."""
+        return self.prior_wall + time.perf_counter() - self.started
+
+    def target_stop(self) -> bool:
+        return bool(self.cfg.train.stop_at_target and self.target)
+
     def resume_command(self) -> str:
         return f"resnet train --resume {self.run_dir}"
 
     # ------------------------------------------------------------ the loop
-    def _sigint(self, signum, frame) -> None:
-        if self._interrupted:  # a second Ctrl-C: stop now, without a checkpoint
-            raise KeyboardInterrupt
-        self._interrupted = True
+    STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C; SLURM, Kubernetes, timeout, torchrun; SLURM --signal
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop_signal:  # a second signal: stop now, without a checkpoint
+            raise Interrupted(f"stopped at once by a second {signal.Signals(signum).name}; no checkpoint was "
+                              f"written since the last one. Resume with: {self.resume_command()}", signum)
+        self.stop_signal = signum
+
+    def _interrupted(self, where: str) -> Interrupted:
+        name = signal.Signals(self.stop_signal).name
+        note = "" if name == "SIGINT" else f" ({name})"
+        return Interrupted(f"checkpoint saved {where}{note}; resume with: {self.resume_command()}", self.stop_signal)
+
+    def _checkpoint_due(self) -> bool:
+        """train.checkpoint_every: N steps, or N seconds of this process's training, since the last checkpoint."""
+        step, clock = self._saved_at
+        if self.every_steps:
+            return self.step - step >= self.every_steps
+        return bool(self.every_seconds) and time.monotonic() - clock >= self.every_seconds
 
     def _nonfinite(self, epoch: int, step: int, value: float) -> RunFailed:
         last = f"{self.run_dir}/last.pt (epoch {self.epoch})" if self.rows else "none yet"
@@ -265,7 +238,7 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, float]:
         t = self.cfg.train
-        model, opt = self.model, self.optimizer
+        model = self.model
         model.train()
         epoch = self.epoch + 1
         p = self.partial  # a run saved mid-epoch (Ctrl-C) continues where it stopped
@@ -283,12 +256,11 @@ class Trainer:
             if i >= steps:
                 break
             lr = self.lr_at(self.step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with autocast(self.device, self.speed.precision):
-                logits = self.forward(x)
-                loss = self.criterion(logits, y)
-            if t.skip_nonfinite and not torch.isfinite(loss).item():  # opt-in: a host sync per step
+            capture = (lambda: grad_norms.update(stage_grad_norms(model))) \
+                if t.log_grad_norms and i == steps - 1 else None
+            loss, logits, updated = self.train_step(x, y, lr, check_finite=t.skip_nonfinite > 0,
+                                                    after_backward=capture)
+            if not updated:  # train.skip_nonfinite: the loss was NaN/Inf, no update was made
                 self.skipped += 1
                 if self.skipped > t.skip_nonfinite:
                     self.progress.end_epoch()
@@ -297,26 +269,17 @@ class Trainer:
                                    f"({self.skipped}/{t.skip_nonfinite} skips used)")
                 self.step += 1  # the step happened, without an update: epochs and the schedule keep their length
                 continue
-            opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if t.log_grad_norms and i == steps - 1:
-                grad_norms = stage_grad_norms(model)
-            if t.grad_clip > 0:
-                self.scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            self.scaler.step(opt)
-            self.scaler.update()
             self.step += 1
             seen += len(y)
-            loss = loss.detach().float()
+            loss = loss.float()
             finite.append(torch.isfinite(loss))
             loss_sum += loss * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += (logits.argmax(1) == y).sum()
             if (i + 1) % t.log_interval == 0 or i + 1 == steps:
                 interval_sum = loss_sum if self.dist is None else self.dist.all_reduce([loss_sum])[0] / self.world
                 avg = interval_sum.item() / seen  # the one host sync per interval
                 if self.dist is not None:  # every rank stops at the same step boundary
-                    self._interrupted = self.dist.any(self._interrupted)
+                    self.stop_signal = self.dist.max(self.stop_signal)
                 if not math.isfinite(avg):
                     flags = torch.stack(finite)
                     bad = int((~flags).nonzero()[0].item()) if not flags.all() else len(finite) - 1
@@ -326,15 +289,18 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 self.progress.update(i + 1, steps, avg, correct.item() / seen, lr,
                                      (seen - int(p.get("seen", 0))) * self.world / elapsed)
-            if self._interrupted and i + 1 < steps and (self.dist is None or (i + 1) % t.log_interval == 0):
-                self.progress.end_epoch()
+            # Under torchrun a stop waits for the next log interval, where the ranks agree on it.
+            stop = self.stop_signal and (self.dist is None or (i + 1) % t.log_interval == 0)
+            if (stop or self._checkpoint_due()) and i + 1 < steps:
                 self.partial = {"batch": i + 1, "loss_sum": loss_sum.item(), "correct": int(correct.item()),
                                 "seen": seen, "seconds": prior_seconds + time.perf_counter() - t0}
-                self.save()
-                if self.dist is not None:
-                    self.dist.barrier()
-                raise Interrupted(f"checkpoint saved at epoch {epoch}, step {self.step}; resume with: "
-                                  f"{self.resume_command()}")
+                self.save()  # rank 0 writes; a checkpoint_every save needs no other rank
+                self.partial = {}
+                if stop:
+                    self.progress.end_epoch()
+                    if self.dist is not None:
+                        self.dist.barrier()  # the others wait for rank 0's file before they exit
+                    raise self._interrupted(f"at epoch {epoch}, step {self.step}")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
@@ -353,33 +319,39 @@ class Trainer:
     def run(self) -> Path | None:
         """Train to the end (or from a resumed state); returns the run folder (None off rank 0).
 
-        Ctrl-C saves a checkpoint at the next step boundary and raises Interrupted (exit 130).
+        A stop signal saves a checkpoint at the next step boundary and raises Interrupted (exit 128 + signal).
         """
-        import signal
         import threading
 
-        self._interrupted = False
-        handler_installed = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._sigint) if handler_installed else None
+        self.stop_signal = 0
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for name in self.STOP_SIGNALS:
+                if hasattr(signal, name):
+                    previous[name] = signal.signal(getattr(signal, name), self._on_signal)
         try:
             return self._run()
         finally:
-            if handler_installed:
-                signal.signal(signal.SIGINT, previous)
+            for name, handler in previous.items():
+                signal.signal(getattr(signal, name), handler)
 
     def _run(self) -> Path | None:
         stop_at = self.epoch + self.cfg.run.stop_after_epochs if self.cfg.run.stop_after_epochs else None
-        while self.step < self.total_steps and (stop_at is None or self.epoch < stop_at):
+        while self.step < self.total_steps and (stop_at is None or self.epoch < stop_at) and not self.target_stop():
             stats = self.train_epoch()
             self.epoch += 1
-            res = evaluate(self.forward if self.dist is None else self.model, self.test_loader,
-                           self.cfg.model.num_classes, self.device, self.speed.precision,
-                           all_reduce=self.dist.all_reduce if self.dist is not None else None)
+            res = evaluate(self.model, self.test_loader, self.cfg.model.num_classes, self.device,
+                           self.speed.precision, all_reduce=self.dist.all_reduce if self.dist is not None else None,
+                           forward=self.eval_forward)
             row = {"epoch": self.epoch, "step": self.step, **stats, "test_loss": res.loss, "test_top1": res.top1,
                    "test_top5": res.top5}
             self.rows.append(row)
             improved = res.top1 > self.best_top1
             self.best_top1 = max(self.best_top1, res.top1)
+            goal = self.cfg.train.target_top1
+            if goal and self.target is None and res.top1 >= goal:
+                self.target = {"top1": goal, "epoch": self.epoch, "step": self.step,
+                               "seconds": round(self.wall_seconds(), 2)}
             if self.is_main:
                 self.save(improved)
                 extra = sorted({k for r in self.rows for k in r if k.startswith("grad_norm_")})
@@ -389,16 +361,13 @@ class Trainer:
                     f"acc {row['train_top1']:.2%}  test loss {res.loss:.4f} top1 {res.top1:.2%} "
                     f"top5 {res.top5:.2%}  lr {row['lr']:.4g}  {row['seconds']:.1f}s "
                     f"{row['img_per_s']:,.0f} img/s")
-            if self._interrupted and self.step < self.total_steps:
-                raise Interrupted(f"checkpoint saved at the end of epoch {self.epoch}; resume with: "
-                                  f"{self.resume_command()}")
+                if self.target is not None and self.target["epoch"] == self.epoch:
+                    self.progress.line(f"reached test top-1 >= {goal:.2%} at epoch {self.epoch} (step {self.step}), "
+                                       f"{self.target['seconds']:.1f} s after the start")
+            if self.dist is not None:  # a signal that came during evaluation: all ranks stop, or none
+                self.stop_signal = self.dist.max(self.stop_signal)
+            if self.stop_signal and self.step < self.total_steps:
+                raise self._interrupted(f"at the end of epoch {self.epoch}")
+            if self.target_stop():
+                break
         return self.run_dir if self.is_main else None
-
-    # ------------------------------------------------------------ a bare step, for overhead benchmarks
-    def bare_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device, self.speed.precision):
-            loss = F.cross_entropy(self.forward(x), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss

@@ -5,9 +5,11 @@ so what `summary` shows is what `train` trains. Entrypoints register with
 `@register_model` (as in timm) and all have the same shape:
 `fn(*, num_classes, in_channels, zero_init_residual) -> nn.Module`.
 
-This module does not import torch: the CLI resolves names and reports bad
-input before paying for that import. The built-in models register when
-`resnet_cli.models` is first imported, which `list_models`/`build_model` do.
+Neither this module nor the table of built-in models (specs.py) imports torch:
+the CLI lists, describes and checks names before paying for that import, and
+the entrypoints import the torch code when a model is built. Importing this
+module runs `resnet_cli/models/__init__.py`, which registers the built-ins;
+the registry itself never imports the models.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import fnmatch
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from .errors import BadInput
+from ..errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -59,18 +61,12 @@ def register_model(info: ModelInfo) -> Callable[[Callable[..., Any]], Callable[.
     return wrap
 
 
-def _ensure_builtin() -> None:
-    from . import models  # noqa: F401  (registers the built-in models)
-
-
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style wildcard, in registry order."""
-    _ensure_builtin()
     return [name for name in _ENTRYPOINTS if fnmatch.fnmatchcase(name, pattern)]
 
 
 def model_info(name: str) -> ModelInfo:
-    _ensure_builtin()
     if name not in _INFO:
         raise unknown_model(name)
     return _INFO[name]

@@ -1,0 +1,84 @@
+"""The architectures, as data: one `ArchSpec` per registered name (no torch here).
+
+The table below is the whole definition of the built-in models: the paper's
+ImageNet family (Table 1), torchvision's v1.5 variants, the CIFAR family
+(section 4.2) and the plain twins of all of them. Each row becomes a registered
+entrypoint over the one `ResNet` class (resnet.py), imported when a model is
+built. The paper's "FLOPs" column is in multiply-adds (paper Table 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from .registry import ModelInfo, register_model
+
+Shortcut = Literal["A", "B", "none"]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Everything that distinguishes one registered architecture from another."""
+
+    block: Literal["basic", "bottleneck"]
+    layers: tuple[int, ...]  # blocks per stage (conv2_x, conv3_x, ...)
+    widths: tuple[int, ...]  # 3x3 width of each stage; bottlenecks expand it 4x
+    stem: Literal["imagenet", "cifar"]  # 7x7/2 conv + 3x3/2 max pool, or a 3x3 conv
+    shortcut: Shortcut  # "B": projection where shapes change; "A": zero-pad; "none": plain
+    stride_in_1x1: bool = True  # bottleneck only: stride on the first 1x1 (paper) or the 3x3 (v1.5)
+
+    @property
+    def depth(self) -> int:
+        convs_per_block = 2 if self.block == "basic" else 3
+        return convs_per_block * sum(self.layers) + 2  # + stem conv + fc
+
+
+_IMAGENET_WIDTHS = (64, 128, 256, 512)
+_CIFAR_WIDTHS = (16, 32, 64)
+
+# name: (spec, paper Table 1 GMACs or None)
+_IMAGENET = {
+    "resnet18": (ArchSpec("basic", (2, 2, 2, 2), _IMAGENET_WIDTHS, "imagenet", "B"), 1.8),
+    "resnet34": (ArchSpec("basic", (3, 4, 6, 3), _IMAGENET_WIDTHS, "imagenet", "B"), 3.6),
+    "resnet50": (ArchSpec("bottleneck", (3, 4, 6, 3), _IMAGENET_WIDTHS, "imagenet", "B"), 3.8),
+    "resnet101": (ArchSpec("bottleneck", (3, 4, 23, 3), _IMAGENET_WIDTHS, "imagenet", "B"), 7.6),
+    "resnet152": (ArchSpec("bottleneck", (3, 8, 36, 3), _IMAGENET_WIDTHS, "imagenet", "B"), 11.3),
+}
+# torchvision's stride placement (stride on the 3x3 conv); the paper gives no figure.
+for _d in (50, 101, 152):
+    _IMAGENET[f"resnet{_d}-v1.5"] = (replace(_IMAGENET[f"resnet{_d}"][0], stride_in_1x1=False), None)
+
+# Paper section 4.2: 6n+2 layers, n basic blocks per stage, option-A shortcuts.
+_CIFAR = {f"resnet{6 * n + 2}": (ArchSpec("basic", (n, n, n), _CIFAR_WIDTHS, "cifar", "A"), None)
+          for n in (3, 5, 7, 9, 18, 200)}
+
+# The paper quotes its plain-18/34 baselines at the same FLOPs as the ResNets.
+_PLAIN_GMACS = {"plain18": 1.8, "plain34": 3.6}
+
+
+def _entrypoint(spec: ArchSpec):
+    def build(*, num_classes: int, in_channels: int = 3, zero_init_residual: bool = False):
+        from .resnet import ResNet  # torch, only when a model is built
+
+        return ResNet(spec, num_classes=num_classes, in_channels=in_channels,
+                      zero_init_residual=zero_init_residual)
+    return build
+
+
+def _register(name: str, spec: ArchSpec, family: str, paper_gmacs: float | None) -> None:
+    info = ModelInfo(
+        name=name, family=family, block=spec.block, depth=spec.depth, plain=spec.shortcut == "none",
+        input_size=224 if family == "imagenet" else 32, default_classes=1000 if family == "imagenet" else 10,
+        paper_gmacs=paper_gmacs, variant="" if spec.stride_in_1x1 or spec.block == "basic" else "v1.5",
+    )
+    register_model(info)(_entrypoint(spec))
+
+
+for _family, _table in (("imagenet", _IMAGENET), ("cifar", _CIFAR)):
+    for _name, (_spec, _gmacs) in _table.items():
+        _register(_name, _spec, _family, _gmacs)
+for _family, _table in (("imagenet", _IMAGENET), ("cifar", _CIFAR)):
+    for _name, (_spec, _gmacs) in _table.items():
+        _plain = "plain" + _name[len("resnet"):]
+        _register(_plain, replace(_spec, shortcut="none"), _family, _PLAIN_GMACS.get(_plain))

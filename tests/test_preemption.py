@@ -1,0 +1,167 @@
+"""Preemption: SIGTERM and SIGUSR1 save at the step they land on and exit 128+signal; step checkpoints bound what
+a SIGKILL loses; every resume ends with exactly the weights of a run that was never stopped (CPU, fixed threads)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnet_cli import config as C
+from resnet_cli.errors import BadInput
+
+from test_reliability import ENV, assert_same_weights, resnet, run
+
+# 8 steps per epoch of 8x8 images (fast), a progress line per step, a step checkpoint every 3 steps, and a
+# test set large enough that evaluation takes a moment (a signal sent when an epoch's last step is printed
+# lands in it).
+ARGS = ["--preset", "smoke", "--device", "cpu", "--set", "data.synthetic_train=256", "--set",
+        "data.synthetic_test=1024", "--set", "data.image_size=8", "--set", "train.log_interval=1",
+        "--set", "train.checkpoint_every=3", "--epochs", 3]
+
+
+def start(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def strike_at_line(cmd: list[str], marker: str, sig: int) -> tuple[int, str, int]:
+    """Run `cmd`, send `sig` when a progress line contains `marker`; (exit code, stderr, global step struck)."""
+    proc = start(cmd)
+    for line in proc.stdout:
+        if marker in line:
+            proc.send_signal(sig)
+            break
+    else:
+        raise AssertionError(f"never saw {marker!r}: {proc.communicate()[1]}")
+    _, err = proc.communicate(timeout=120)
+    epoch, step = marker.split(" step ")
+    struck = (int(epoch.split()[1].split("/")[0]) - 1) * 8 + int(step.split("/")[0])
+    return proc.returncode, err, struck
+
+
+def strike_in_write(cmd: list[str], run_dir: Path, sig: int) -> tuple[int, str]:
+    """Run `cmd`, send `sig` while last.pt is being written (its temporary file exists)."""
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(run_dir.glob(".last.tmp.*")):
+            proc.send_signal(sig)
+            break
+        time.sleep(0.0005)
+    else:
+        raise AssertionError("never caught a checkpoint write")
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / "last.pt", weights_only=True)
+
+
+def test_signals_and_kills_anywhere_then_resume_exactly(tmp_path):
+    """One run struck five times (SIGTERM and SIGKILL; mid-epoch, in evaluation, in a checkpoint write),
+    resumed after each, against an uninterrupted run with the same seed."""
+    runs = tmp_path / "runs"
+    ref = start(resnet("train", *ARGS, "--run-dir", runs, "--name", "ref"))
+    seen = []  # the step last.pt holds at each progress line: step checkpoints roll inside the epoch
+    for line in ref.stdout:
+        if " step " in line and (runs / "ref" / "last.pt").exists():
+            seen.append(checkpoint(runs / "ref")["step"])
+    assert ref.wait(timeout=120) == 0, ref.stderr.read()
+    assert {3, 6} <= set(seen)
+    # bounded: one rolling last.pt and best.pt
+    assert {p.name for p in (runs / "ref").iterdir()} == {"config.yaml", "metrics.csv", "last.pt", "best.pt"}
+    victim = runs / "victim"
+    resume = resnet("train", "--resume", victim)
+
+    # SIGTERM mid-epoch: the current step finishes, last.pt is written at it, exit 143 with the resume line.
+    code, err, struck = strike_at_line(resnet("train", *ARGS, "--run-dir", runs, "--name", "victim"),
+                                       "epoch 1/3 step 2/8", signal.SIGTERM)
+    assert code == 143, err
+    assert f"(SIGTERM); resume with: resnet train --resume {victim}" in err
+    ckpt = checkpoint(victim)
+    assert ckpt["epoch"] == 0 and ckpt["step"] in (struck, struck + 1) and ckpt["partial"]["batch"] == ckpt["step"]
+
+    # SIGKILL after a step checkpoint: at most checkpoint_every (3) steps are lost.
+    code, _, struck = strike_at_line(resume, "epoch 1/3 step 7/8", signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert struck - 3 <= checkpoint(victim)["step"] <= struck
+
+    # SIGTERM during evaluation: the epoch's checkpoint is written after it, then the run stops.
+    code, err, _ = strike_at_line(resume, "epoch 1/3 step 8/8", signal.SIGTERM)
+    assert code == 143 and "at the end of epoch 1 (SIGTERM)" in err, err
+    assert checkpoint(victim)["epoch"] == 1 and not checkpoint(victim)["partial"]
+
+
+    # SIGTERM while last.pt is being written: the write completes, then the run stops.
+    code, err = strike_in_write(resume, victim, signal.SIGTERM)
+    assert code == 143, err
+    step = checkpoint(victim)["step"]
+
+    # SIGKILL while last.pt is being written: the previous file stays whole.
+    code, _ = strike_in_write(resume, victim, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert checkpoint(victim)["step"] >= step  # loads whole (a stale temporary file may be left beside it)
+    done = run("train", "--resume", victim)
+    assert done.returncode == 0, done.stderr
+    assert not list(victim.glob(".*tmp*"))  # the resume cleared what the kill left
+    assert_same_weights(runs / "ref" / "last.pt", victim / "last.pt")
+    ref_ckpt, got = checkpoint(runs / "ref"), checkpoint(victim)
+    assert got["step"] == ref_ckpt["step"] == 24 and got["epoch"] == 3
+    assert [r["epoch"] for r in got["metrics"]] == [1, 2, 3]
+    for a, b in zip(ref_ckpt["metrics"], got["metrics"]):
+        assert a["test_top1"] == b["test_top1"] and a["test_loss"] == b["test_loss"]
+
+
+def test_checkpoint_every_accepts_steps_and_times():
+    assert C.parse_interval("500") == (500, 0.0)
+    assert C.parse_interval("30m") == (0, 1800.0)
+    assert C.parse_interval("90s") == (0, 90.0)
+    assert C.parse_interval("2h") == (0, 7200.0)
+    assert C.parse_interval("0") == (0, 0.0)
+    assert C.resolve(sets=["train.checkpoint_every=500"]).train.checkpoint_every == "500"  # YAML int -> str
+    for bad in ("soon", "5d", "-3", "1.5"):
+        with pytest.raises(BadInput, match="train.checkpoint_every: expected"):
+            C.resolve(sets=[f"train.checkpoint_every={bad}"])
+
+
+class SignalOnStep(torch.nn.Module):
+    """A loss that sends this process `sig` on its `at`-th call, as a scheduler would mid-step."""
+
+    def __init__(self, sig: int, at: int) -> None:
+        super().__init__()
+        self.sig, self.at, self.calls = sig, at, 0
+
+    def forward(self, logits, y):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.sig)
+        return torch.nn.functional.cross_entropy(logits, y)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGUSR1, 138), (signal.SIGTERM, 143)])
+def test_each_stop_signal_saves_at_its_step_and_exits_128_plus_it(tmp_path, sig, code):
+    from resnet_cli.errors import Interrupted
+    from resnet_cli.train.loop import Trainer
+    from resnet_cli.train.progress import Progress
+
+    flags = {"data.synthetic_train": 128, "data.synthetic_test": 32, "data.image_size": 8, "train.batch_size": 16,
+             "train.epochs": 2, "run.run_dir": str(tmp_path), "run.device": "cpu", "train.log_interval": 1}
+    trainer = Trainer(C.resolve("smoke", flags=flags), Progress(enabled=False))
+    trainer.open_run_dir()
+    trainer.train_step.criterion = SignalOnStep(sig, at=11)  # epoch 2, its 3rd step (8 per epoch)
+    previous = signal.getsignal(sig)
+    with pytest.raises(Interrupted) as stop:
+        trainer.run()
+    assert stop.value.exit_code == code
+    name = signal.Signals(sig).name
+    assert str(stop.value).endswith(f"at epoch 2, step 11{'' if name == 'SIGINT' else f' ({name})'}; resume with: "
+                                    f"resnet train --resume {trainer.run_dir}")
+    ckpt = checkpoint(trainer.run_dir)
+    assert ckpt["step"] == 11 and ckpt["epoch"] == 1 and ckpt["partial"]["batch"] == 3
+    assert signal.getsignal(sig) is previous  # the run's handlers are gone when it ends
