@@ -1,8 +1,8 @@
 """The models: a torch-free registry and table of architectures, and the one torch `ResNet` class.
 
 `from resnet_cli.models import build_model, list_models, model_info` needs no torch until a model is
-built; importing this package registers the built-in models (specs.py). `ResNet` (resnet.py) is loaded
-on first use.
+built. Importing this package registers the built-in models: one entrypoint per row of specs.py, each
+importing `ResNet` (resnet.py) when it builds. Neither the registry nor the table imports a model file.
 """
 
 from __future__ import annotations
@@ -11,10 +11,22 @@ from typing import Any
 
 from .registry import (CIFAR_DEPTHS, IMAGENET_DEPTHS, ModelInfo, build_model, list_models, model_config, model_info,
                        name_for_depth, register_model, resolve_name)
-from .specs import ArchSpec
+from .specs import ArchSpec, builtin_models
 
 __all__ = ["ArchSpec", "CIFAR_DEPTHS", "IMAGENET_DEPTHS", "ModelInfo", "ResNet", "build_model", "list_models",
            "model_config", "model_info", "name_for_depth", "register_model", "resolve_name"]
+
+
+def _entrypoint(spec: ArchSpec):
+    def build(*, num_classes: int, in_channels: int = 3, zero_init_residual: bool = False):
+        from .resnet import ResNet  # torch, only when a model is built
+
+        return ResNet(spec, num_classes=num_classes, in_channels=in_channels, zero_init_residual=zero_init_residual)
+    return build
+
+
+for _info, _spec in builtin_models():
+    register_model(_info)(_entrypoint(_spec))
 
 
 def __getattr__(name: str) -> Any:

@@ -2,17 +2,16 @@
 
 The table below is the whole definition of the built-in models: the paper's
 ImageNet family (Table 1), torchvision's v1.5 variants, the CIFAR family
-(section 4.2) and the plain twins of all of them. Each row becomes a registered
-entrypoint over the one `ResNet` class (resnet.py), imported when a model is
-built. The paper's "FLOPs" column is in multiply-adds (paper Table 1).
+(section 4.2) and the plain twins of all of them. `models/__init__.py` registers
+each row as an entrypoint over the one `ResNet` class (resnet.py), which is
+imported when a model is built. The paper's "FLOPs" column is in multiply-adds
+(paper Table 1).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Literal
-
-from .registry import ModelInfo, register_model
 
 Shortcut = Literal["A", "B", "none"]
 
@@ -57,28 +56,22 @@ _CIFAR = {f"resnet{6 * n + 2}": (ArchSpec("basic", (n, n, n), _CIFAR_WIDTHS, "ci
 _PLAIN_GMACS = {"plain18": 1.8, "plain34": 3.6}
 
 
-def _entrypoint(spec: ArchSpec):
-    def build(*, num_classes: int, in_channels: int = 3, zero_init_residual: bool = False):
-        from .resnet import ResNet  # torch, only when a model is built
+def builtin_models():
+    """(ModelInfo, ArchSpec) for every built-in model, in registry order: the ResNets, then their plain twins."""
+    from .registry import ModelInfo
 
-        return ResNet(spec, num_classes=num_classes, in_channels=in_channels,
-                      zero_init_residual=zero_init_residual)
-    return build
+    def info(name: str, spec: ArchSpec, family: str, paper_gmacs: float | None) -> ModelInfo:
+        return ModelInfo(
+            name=name, family=family, block=spec.block, depth=spec.depth, plain=spec.shortcut == "none",
+            input_size=224 if family == "imagenet" else 32, default_classes=1000 if family == "imagenet" else 10,
+            paper_gmacs=paper_gmacs, variant="" if spec.stride_in_1x1 or spec.block == "basic" else "v1.5")
 
-
-def _register(name: str, spec: ArchSpec, family: str, paper_gmacs: float | None) -> None:
-    info = ModelInfo(
-        name=name, family=family, block=spec.block, depth=spec.depth, plain=spec.shortcut == "none",
-        input_size=224 if family == "imagenet" else 32, default_classes=1000 if family == "imagenet" else 10,
-        paper_gmacs=paper_gmacs, variant="" if spec.stride_in_1x1 or spec.block == "basic" else "v1.5",
-    )
-    register_model(info)(_entrypoint(spec))
-
-
-for _family, _table in (("imagenet", _IMAGENET), ("cifar", _CIFAR)):
-    for _name, (_spec, _gmacs) in _table.items():
-        _register(_name, _spec, _family, _gmacs)
-for _family, _table in (("imagenet", _IMAGENET), ("cifar", _CIFAR)):
-    for _name, (_spec, _gmacs) in _table.items():
-        _plain = "plain" + _name[len("resnet"):]
-        _register(_plain, replace(_spec, shortcut="none"), _family, _PLAIN_GMACS.get(_plain))
+    tables = (("imagenet", _IMAGENET), ("cifar", _CIFAR))
+    for family, table in tables:
+        for name, (spec, gmacs) in table.items():
+            yield info(name, spec, family, gmacs), spec
+    for family, table in tables:
+        for name, (spec, _) in table.items():
+            plain = "plain" + name[len("resnet"):]
+            yield info(plain, replace(spec, shortcut="none"), family, _PLAIN_GMACS.get(plain)), \
+                replace(spec, shortcut="none")
