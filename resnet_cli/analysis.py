@@ -193,3 +193,47 @@ def module_rows(model: nn.Module, input_size: int, macs: MacCount | None = None,
     return [ModuleRow(name, type(mod).__name__, name.count(".") + 1, shapes.get(name), param_count(mod),
                       macs.by_module.get(name, 0))
             for name, mod in model.named_modules() if name]
+
+
+def flops_rows(names: list[str], input_size: int | None, tolerance: float, device=None,
+               batch_size: int = 64) -> list[dict[str, Any]]:
+    """`resnet flops`: per model, parameters and multiply-adds against the paper's Table 1 figure (at 224,
+    where it gives one), `ok` within `tolerance`; with a device, the timed forward pass too."""
+    from .models import build_model, model_info
+
+    rows = []
+    for name in names:
+        info = model_info(name)
+        size = input_size or info.input_size
+        net = build_model(name)
+        c = count_macs(net, size)
+        paper = info.paper_gmacs if size == 224 else None
+        dev_pct = (c.macs / 1e9 - paper) / paper if paper else None
+        row = {"model": name, "input_size": size, "params": param_count(net), "gmacs": c.macs / 1e9,
+               "gflops": 2 * c.macs / 1e9, "bn_gmacs": c.bn_macs / 1e9, "paper_gmacs": paper,
+               "deviation": dev_pct, "ok": None if dev_pct is None else abs(dev_pct) <= tolerance,
+               "uncounted_ops": c.uncounted}
+        if device is not None:
+            from .bench import time_forward
+
+            row["timing"] = time_forward(net, size, batch_size, device, c.macs)
+        rows.append(row)
+    return rows
+
+
+def summarize(name: str, input_size: int | None = None, detail: bool = False) -> dict[str, Any]:
+    """`resnet summary`: the paper's Table 1 rows for a model, read off the real module (and every module)."""
+    from .models import build_model, model_info
+
+    info = model_info(name)
+    size = input_size or info.input_size
+    net = build_model(name)
+    macs = count_macs(net, size)
+    shapes = output_shapes(net, size)
+    out = {"model": name, "input_size": size, "family": info.family, "depth": info.depth, "plain": info.plain,
+           "stages": [r.as_dict() for r in stage_rows(net, size, macs, shapes)],
+           "total": {"params": param_count(net), "macs": macs.macs, "bn_macs": macs.bn_macs},
+           "counted_ops": "conv + fc multiply-adds (BatchNorm in bn_macs)"}
+    if detail:
+        out["modules"] = [r.as_dict() for r in module_rows(net, size, macs, shapes)]
+    return out

@@ -180,3 +180,48 @@ def stage_times(model_name: str, cfg: BenchConfig, device: torch.device) -> dict
             h.remove()
     return {"stages_ms": {k: 1000 * v / n for k, v in totals.items()},
             "phases_ms": {k: 1000 * v / n for k, v in phases.items()}}
+
+
+def time_forward(net: torch.nn.Module, size: int, batch_size: int, device: torch.device, macs: int) -> dict[str, Any]:
+    """`flops --device`: the plain fp32 forward (NCHW, eager) timed at `batch_size`."""
+    from .device import device_name
+
+    speed = Speed.resolve(device, precision="fp32", channels_last="off", compile="off")
+    step = make_step(net, BenchConfig("infer", batch_size, size, speed), device)
+    t = time_fn(step, device, warmup=2, iters=1 if device.type == "cpu" else 10, repeats=5)
+    secs = t.median_ms / 1000
+    return {"device": device_name(device), "batch_size": batch_size, "precision": "fp32", **t.as_dict(),
+            "images_per_s": batch_size / secs, "tflops": 2 * macs * batch_size / secs / 1e12}
+
+
+def run_bench(name: str, modes: list[str], batch_size: int, input_size: int | None, speed: Speed,
+              device: torch.device, warmup: int = 5, iters: int = 10, repeats: int = 5,
+              detail: bool = False) -> dict[str, Any]:
+    """`resnet bench`: each mode timed (halving the batch on out-of-memory), against a matmul peak measured
+    in the same run; with `detail`, one training step split by stage and phase."""
+    from .analysis import count_macs
+    from .device import device_name
+    from .models import build_model, model_info
+
+    size = input_size or model_info(name).input_size
+    macs = count_macs(build_model(name), size).macs
+    notes: list[str] = []
+    results = []
+    for m in modes:
+        def run(bs: int, m=m):
+            return measure(name, BenchConfig(m, bs, size, speed, warmup, iters, repeats), device, macs)
+
+        res, _ = run_with_backoff(run, batch_size, lambda old, new, m=m: notes.append(
+            f"{m}: out of memory at batch {old}; retried at {new}"))
+        results.append(res)
+    peak = matmul_peak(device)
+    for r in results:
+        r["pct_of_matmul_peak"] = 100 * r["tflops"] / peak["tflops"]
+    out = {"model": name, "device": device_name(device), "torch": torch.__version__,
+           "cuda": torch.version.cuda if device.type == "cuda" else None, "fwd_gmacs": macs / 1e9,
+           "matmul_peak": peak, "results": results, "notes": notes,
+           "flops_rule": "TFLOP/s = 2 x forward MACs x images / s; training counts 3 x forward"}
+    if detail:
+        out["detail"] = stage_times(name, BenchConfig("train", results[0]["batch_size"], size, speed,
+                                                      min(warmup, 2), min(iters, 5), 1), device)
+    return out

@@ -65,3 +65,36 @@ def sparkline(values: list[float], lo: float, hi: float) -> str:
         t = (math.log10(max(v, lo)) - math.log10(lo)) / span if span else 0.5
         out.append(SPARKS[min(len(SPARKS) - 1, max(0, int(round(t * (len(SPARKS) - 1)))))])
     return "".join(out)
+
+
+def gradflow_report(names: list[str], dataset: str = "synthetic", data_dir: str | None = None,
+                    batch_size: int = 128, seed: int = 0) -> list[dict]:
+    """`resnet gradflow`: for each model, freshly initialised with `seed`, the per-layer gradient norms on one
+    seeded batch of `dataset`'s training images (the same batch for every model)."""
+    from . import config as C
+    from .data import load_data
+    from .data.augment import to_float
+    from .errors import BadInput
+    from .models import build_model
+
+    cfg = C.resolve(flags={"data.dataset": dataset, "data.data_dir": data_dir,
+                           "data.synthetic_train": max(batch_size, 512)})
+    bundle = load_data(cfg.data)
+    if bundle.train_x is None:
+        raise BadInput("gradflow reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
+    if batch_size > len(bundle.train_x):
+        raise BadInput(f"--batch-size {batch_size} is larger than the training set ({len(bundle.train_x)})")
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(bundle.train_x), generator=g)[:batch_size]
+    x = to_float(bundle.train_x[pick], bundle.mean, bundle.std)
+    y = bundle.train_y[pick]
+    results = []
+    for name in names:
+        torch.manual_seed(seed)
+        model = build_model(name, num_classes=bundle.num_classes, in_channels=bundle.in_channels)
+        layers, loss = conv_grad_norms(model, x, y)
+        first, last = layers[0].norm, layers[-1].norm
+        results.append({"model": name, "loss": loss, "first_norm": first, "last_norm": last,
+                        "first_over_last": first / last if last else float("inf"),
+                        "layers": [vars(layer) for layer in layers]})
+    return results

@@ -64,7 +64,7 @@ def bench(
     Example: [bold]resnet bench resnet50-v1.5 --batch-size 256 --precision bf16 --compile[/bold]
     """
     from ..errors import BadInput
-    from ..models import model_info, resolve_name
+    from ..models import resolve_name
 
     name = resolve_name(model, depth, plain)
     for value, what in ((batch_size, "--batch-size"), (input_size, "--input-size"), (iters, "--iters"),
@@ -72,46 +72,19 @@ def bench(
         check_positive(value, what)
     if warmup < 0:
         raise BadInput(f"--warmup must not be negative, got {warmup}")
+    from ..bench import run_bench
     from ..config import TrainConfig
-    from ..device import device_name, resolve_device
+    from ..device import resolve_device
     from ..speed import Speed
 
     dev = resolve_device(device)
-    cuda = dev.type == "cuda"
     on_off = {None: "auto", True: "on", False: "off"}
     # train's rule, with this benchmark's own length as the run length
     speed = Speed.resolve(dev, precision.value if precision else "auto", on_off[channels_last], on_off[compile_],
                           compile_mode.value, planned_steps=warmup + iters * repeats,
                           compile_min_steps=TrainConfig().compile_min_steps)
-    size = input_size or model_info(name).input_size
-
-    import torch
-
-    from ..analysis import count_macs
-    from ..bench import BenchConfig, matmul_peak, measure, run_with_backoff, stage_times
-    from ..models import build_model
-
-    macs = count_macs(build_model(name), size).macs
-    notes: list[str] = []
-    results = []
     modes = ["train", "infer"] if mode is Mode.both else [mode.value]
-    for m in modes:
-        def run(bs: int, m=m):
-            return measure(name, BenchConfig(m, bs, size, speed, warmup, iters, repeats), dev, macs)
-
-        res, used = run_with_backoff(run, batch_size, lambda old, new, m=m: notes.append(
-            f"{m}: out of memory at batch {old}; retried at {new}"))
-        results.append(res)
-    peak = matmul_peak(dev)
-    for r in results:
-        r["pct_of_matmul_peak"] = 100 * r["tflops"] / peak["tflops"]
-    out = {"model": name, "device": device_name(dev), "torch": torch.__version__,
-           "cuda": torch.version.cuda if cuda else None, "fwd_gmacs": macs / 1e9, "matmul_peak": peak,
-           "results": results, "notes": notes,
-           "flops_rule": "TFLOP/s = 2 x forward MACs x images / s; training counts 3 x forward"}
-    if detail:
-        out["detail"] = stage_times(name, BenchConfig("train", results[0]["batch_size"], size, speed,
-                                                      min(warmup, 2), min(iters, 5), 1), dev)
+    out = run_bench(name, modes, batch_size, input_size, speed, dev, warmup, iters, repeats, detail)
     if json_out:
         print_json(out)
         return

@@ -37,7 +37,7 @@ def build(
 
     Example: [bold]resnet build --depth 56 --num-classes 100 -o resnet56.pt[/bold]
     """
-    from ..checkpoint import atomic_write, ensure_writable_dir, save_checkpoint
+    from ..checkpoint import ensure_writable_dir, save_checkpoint
     from ..errors import BadInput
     from ..models import model_config, model_info, resolve_name
 
@@ -63,15 +63,10 @@ def build(
 
         save_checkpoint(output, {"model": net.state_dict(), "config": config, "resnet_cli": __version__})
     else:
+        from ..export import write_model
+
         size = model_info(name).input_size
-        example = torch.randn(2, in_channels, size, size)
-        if fmt is Format.torchscript:  # PyTorch deprecates TorchScript; kept for older runtimes
-            scripted = torch.jit.trace(net, example)
-            atomic_write(output, lambda tmp: torch.jit.save(scripted, str(tmp)))
-        else:  # any batch size; spatial size fixed at the native one
-            batch = torch.export.Dim("batch", min=1)
-            exported = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
-            atomic_write(output, lambda tmp: torch.export.save(exported, str(tmp)))
+        write_model(net, fmt.value, output, (size, size))  # any batch size; spatial size fixed at the native one
     result = {"model": name, "params": params, "format": fmt.value, "path": str(output),
               "bytes": output.stat().st_size, "config": config["model"]}
     if json_out:

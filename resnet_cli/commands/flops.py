@@ -58,24 +58,9 @@ def flops(
 
         dev = resolve_device(device)
 
-    from ..analysis import count_macs, param_count
-    from ..models import build_model
+    from ..analysis import flops_rows
 
-    rows = []
-    for name in names:
-        info = model_info(name)
-        size = input_size or info.input_size
-        net = build_model(name)
-        c = count_macs(net, size)
-        paper = info.paper_gmacs if size == 224 else None
-        dev_pct = (c.macs / 1e9 - paper) / paper if paper else None
-        row = {"model": name, "input_size": size, "params": param_count(net), "gmacs": c.macs / 1e9,
-               "gflops": 2 * c.macs / 1e9, "bn_gmacs": c.bn_macs / 1e9, "paper_gmacs": paper,
-               "deviation": dev_pct, "ok": None if dev_pct is None else abs(dev_pct) <= tolerance,
-               "uncounted_ops": c.uncounted}
-        if dev is not None:
-            row["timing"] = _time_forward(net, size, batch_size, dev, c.macs)
-        rows.append(row)
+    rows = flops_rows(names, input_size, tolerance, dev, batch_size)
 
     failed = [r["model"] for r in rows if check and r["ok"] is False]
     if json_out:
@@ -85,20 +70,6 @@ def flops(
         _print_table(rows, tolerance, check, dev)
     if failed:
         raise CheckFailed(f"{', '.join(failed)} off the paper's figure by more than {tolerance:.0%}")
-
-
-def _time_forward(net, size: int, batch_size: int, dev, macs: int) -> dict:
-    from ..bench import BenchConfig, make_step
-    from ..device import device_name
-    from ..speed import Speed
-    from ..timing import time_fn
-
-    speed = Speed.resolve(dev, precision="fp32", channels_last="off", compile="off")  # the plain fp32 forward
-    step = make_step(net, BenchConfig("infer", batch_size, size, speed), dev)
-    t = time_fn(step, dev, warmup=2, iters=1 if dev.type == "cpu" else 10, repeats=5)
-    secs = t.median_ms / 1000
-    return {"device": device_name(dev), "batch_size": batch_size, "precision": "fp32", **t.as_dict(),
-            "images_per_s": batch_size / secs, "tflops": 2 * macs * batch_size / secs / 1e12}
 
 
 def _print_table(rows: list[dict], tolerance: float, check: bool, dev) -> None:

@@ -32,7 +32,6 @@ def gradflow(
 
     Example: [bold]resnet gradflow plain56 resnet56 --data fashion-mnist[/bold]
     """
-    from .. import config as C
     from ..errors import BadInput
     from ..models import name_for_depth, resolve_name
 
@@ -42,34 +41,9 @@ def gradflow(
         raise BadInput("name at least one model (e.g. plain56 resnet56) or give --depth")
     if png is not None:
         _need_matplotlib()
-    cfg = C.resolve(flags={"data.dataset": data, "data.data_dir": data_dir,
-                           "data.synthetic_train": max(batch_size, 512)})
+    from ..gradflow import gradflow_report, sparkline
 
-    import torch
-
-    from ..data import load_data
-    from ..data.augment import to_float
-    from ..gradflow import conv_grad_norms, sparkline
-    from ..models import build_model
-
-    bundle = load_data(cfg.data)
-    if bundle.train_x is None:
-        raise BadInput("gradflow reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
-    if batch_size > len(bundle.train_x):
-        raise BadInput(f"--batch-size {batch_size} is larger than the training set ({len(bundle.train_x)})")
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(bundle.train_x), generator=g)[:batch_size]
-    x = to_float(bundle.train_x[pick], bundle.mean, bundle.std)
-    y = bundle.train_y[pick]
-    results = []
-    for name in names:
-        torch.manual_seed(seed)
-        model = build_model(name, num_classes=bundle.num_classes, in_channels=bundle.in_channels)
-        layers, loss = conv_grad_norms(model, x, y)
-        first, last = layers[0].norm, layers[-1].norm
-        results.append({"model": name, "loss": loss, "first_norm": first, "last_norm": last,
-                        "first_over_last": first / last if last else float("inf"),
-                        "layers": [vars(layer) for layer in layers]})
+    results = gradflow_report(names, data, data_dir, batch_size, seed)
     if png is not None:
         _plot(results, png, data)
     if json_out:

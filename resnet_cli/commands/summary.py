@@ -25,35 +25,20 @@ def summary(
 
     Example: [bold]resnet summary --depth 50[/bold]
     """
-    from ..models import model_info, resolve_name
+    from ..analysis import summarize
+    from ..models import resolve_name
 
-    name = resolve_name(model, depth, plain)
     check_positive(input_size, "--input-size")
-    info = model_info(name)
-    size = input_size or info.input_size
-
-    from ..analysis import count_macs, module_rows, output_shapes, param_count, stage_rows
-    from ..models import build_model
-
-    net = build_model(name)
-    macs = count_macs(net, size)
-    shapes = output_shapes(net, size)
-    rows = stage_rows(net, size, macs, shapes)
-    details = module_rows(net, size, macs, shapes) if detail else []
-    total = {"params": param_count(net), "macs": macs.macs, "bn_macs": macs.bn_macs}
+    out = summarize(resolve_name(model, depth, plain), input_size, detail)
     if json_out:
-        out = {"model": name, "input_size": size, "family": info.family, "depth": info.depth,
-               "stages": [r.as_dict() for r in rows], "total": total,
-               "counted_ops": "conv + fc multiply-adds (BatchNorm in bn_macs)"}
-        if detail:
-            out["modules"] = [r.as_dict() for r in details]
-        print_json(out)
+        print_json({k: v for k, v in out.items() if k != "plain"})
         return
 
     from rich.table import Table
 
-    title = f"{name} at {size}x{size} ({info.family} family, {info.depth} layers" + \
-        (", no shortcuts)" if info.plain else ")")
+    name, size, total = out["model"], out["input_size"], out["total"]
+    title = f"{name} at {size}x{size} ({out['family']} family, {out['depth']} layers" + \
+        (", no shortcuts)" if out["plain"] else ")")
     table = Table(title=title, show_footer=True)
     table.add_column("layer", footer="total")
     table.add_column("output size", justify="right")
@@ -61,19 +46,20 @@ def summary(
     table.add_column("block")
     table.add_column("params", justify="right", footer=fmt_int(total["params"]))
     table.add_column("GMACs", justify="right", footer=f"{total['macs'] / 1e9:.3f}")
-    for r in rows:
-        c, h, w = r.output
-        table.add_row(r.layer, f"{h}x{w}", str(c), r.block, fmt_int(r.params), f"{r.macs / 1e9:.3f}")
-    out = console()
-    out.print(table)
-    out.print(f"Multiply-adds count conv + fc, as the paper's \"FLOPs\" do; "
-              f"BatchNorm would add {fmt_g(total['bn_macs'])} G.")
+    for r in out["stages"]:
+        h, w = r["output_size"]
+        table.add_row(r["layer"], f"{h}x{w}", str(r["channels"]), r["block"], fmt_int(r["params"]),
+                      f"{r['macs'] / 1e9:.3f}")
+    c = console()
+    c.print(table)
+    c.print(f"Multiply-adds count conv + fc, as the paper's \"FLOPs\" do; "
+            f"BatchNorm would add {fmt_g(total['bn_macs'])} G.")
     if detail:
         t = Table(title=f"{name}: every module")
         for col, j in [("module", "left"), ("type", "left"), ("output shape", "right"), ("params", "right"),
                        ("MACs", "right")]:
             t.add_column(col, justify=j)
-        for r in details:
-            shape = "x".join(map(str, r.output)) if r.output else "-"
-            t.add_row("  " * (r.depth - 1) + r.name, r.type, shape, fmt_m(r.params), fmt_m(r.macs))
-        out.print(t)
+        for r in out["modules"]:
+            shape = "x".join(map(str, r["output_shape"])) if r["output_shape"] else "-"
+            t.add_row("  " * (r["depth"] - 1) + r["name"], r["type"], shape, fmt_m(r["params"]), fmt_m(r["macs"]))
+        c.print(t)

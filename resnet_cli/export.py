@@ -1,0 +1,95 @@
+"""Writing a model to a file other programs run: TorchScript, torch.export (.pt2) or ONNX, then checking it.
+
+`resnet build` writes fresh models and `resnet export` trained ones, both through `write_model`; after
+writing, `check_file` loads the file back with its own runtime and compares its output with the
+PyTorch model's on a random batch. What the model expects (class names, input size and normalisation)
+goes into the file where the format has room for it (ONNX metadata) and into a sidecar JSON otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import atomic_write, atomic_write_text
+from .errors import BadInput
+
+FORMATS = ("torchscript", "export", "onnx")
+SUFFIXES = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx"}
+
+
+def example_batch(net: torch.nn.Module, batch_size: int, input_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch_size, net.conv1.in_channels, *input_size, generator=g)
+
+
+def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[int, int],
+                batch_size: int | None = None, metadata: dict[str, Any] | None = None) -> Path:
+    """Write `net` (eval mode, CPU) as `fmt`. `batch_size` None: any batch size (dynamic); spatial size fixed.
+    `metadata` (strings) goes into ONNX files, and beside the others as OUTPUT.json."""
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    net = net.eval().cpu()
+    example = example_batch(net, batch_size or 2, input_size)
+    if fmt == "torchscript":  # PyTorch deprecates TorchScript; kept for older runtimes
+        scripted = torch.jit.trace(net, example)
+        atomic_write(output, lambda tmp: torch.jit.save(scripted, str(tmp)))
+    elif fmt == "export":
+        dynamic = None if batch_size else ({0: torch.export.Dim("batch", min=1)},)
+        exported = torch.export.export(net, (example,), dynamic_shapes=dynamic)
+        atomic_write(output, lambda tmp: torch.export.save(exported, str(tmp)))
+    else:
+        _write_onnx(net, example, output, batch_size is None, metadata or {})
+    if metadata and fmt != "onnx":
+        atomic_write_text(sidecar(output), json.dumps(metadata, indent=2) + "\n")
+    return output
+
+
+def sidecar(output: Path) -> Path:
+    return output.with_name(output.name + ".json")
+
+
+def _write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, Any]) -> None:
+    try:
+        import onnx
+    except ImportError:
+        raise BadInput('ONNX export needs the onnx extra: pip install "resnet-cli[onnx]"') from None
+
+    def write(tmp: Path) -> None:
+        torch.onnx.export(net, (example,), str(tmp), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
+                          dynamo=False)
+        model = onnx.load(str(tmp))
+        for key, value in metadata.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+        onnx.save(model, str(tmp))
+    atomic_write(output, write)
+
+
+def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
+    """Run a written file with the runtime its format is for: TorchScript, torch.export, onnxruntime."""
+    if fmt == "torchscript":
+        return torch.jit.load(str(path))(x)
+    if fmt == "export":
+        return torch.export.load(str(path)).module()(x)
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BadInput('checking an ONNX file needs onnxruntime: pip install "resnet-cli[onnx]"') from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+
+
+def check_file(path: Path, fmt: str, net: torch.nn.Module, input_size: tuple[int, int], batch_size: int) -> float:
+    """Largest absolute difference between the file's output and the PyTorch model's on a random batch."""
+    x = example_batch(net, batch_size, input_size, seed=1)
+    with torch.inference_mode():
+        want = net.eval().cpu()(x)
+        got = run_file(path, fmt, x)
+    if got.shape != want.shape:
+        raise BadInput(f"{path} returned shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    return float((got.float() - want.float()).abs().max())
