@@ -152,8 +152,9 @@ def config_from_checkpoint(ckpt: dict[str, Any], path: Path, model: str | None =
         num_classes, in_channels = int(state["fc.weight"].shape[0]), int(state["conv1.weight"].shape[1])
     except (KeyError, AttributeError, IndexError):
         raise BadInput(f"{path} does not look like a ResNet state_dict (no fc.weight / conv1.weight)") from None
+    # the dataset is never guessed: commands that need one (eval) ask for --dataset
     return C.resolve(flags={"model.name": resolve_name(model), "model.num_classes": num_classes,
-                            "model.in_channels": in_channels, "data.dataset": dataset or "cifar10"})
+                            "model.in_channels": in_channels, "data.dataset": dataset})
 
 
 def state_dict_of(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -188,3 +189,34 @@ def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
         first = str(e).splitlines()[0]
         raise BadInput(f"{path} does not fit {cfg.model.name}: {first}") from None
     return LoadedModel(net.eval(), cfg, path, ckpt)
+
+
+# What torchvision's ImageNet weights expect (and our imagenet preset trains with).
+IMAGENET_INPUT = {"channels": 3, "image_size": [224, 224], "resize": 256,
+                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def input_info(loaded: LoadedModel, dataset_given: bool = False) -> dict[str, Any]:
+    """Class names, input size and normalisation for a loaded model (see DataBundle.input_info).
+
+    Training checkpoints carry them. Otherwise they come from the run's dataset (older checkpoints, or a
+    bare state_dict with --dataset), or, for a bare ImageNet-family state_dict (torchvision's), from the
+    ImageNet conventions with the classes numbered."""
+    saved = loaded.checkpoint.get("input") if is_full_checkpoint(loaded.checkpoint) else None
+    if isinstance(saved, dict):
+        return saved
+    cfg = loaded.config
+    if is_full_checkpoint(loaded.checkpoint) or dataset_given:
+        from .data import load_data
+
+        info = load_data(cfg.data, need_train=cfg.data.dataset != "imagefolder").input_info()
+    else:
+        from .models import model_info
+
+        if model_info(cfg.model.name).family != "imagenet" or cfg.model.in_channels != 3:
+            raise BadInput(f"{loaded.path} is a bare state_dict: say which dataset it was trained on with --dataset, "
+                           "so that its images are normalised as in training")
+        info = {**IMAGENET_INPUT, "classes": [str(i) for i in range(cfg.model.num_classes)]}
+    if len(info["classes"]) != cfg.model.num_classes:
+        info["classes"] = info["classes"] + [str(i) for i in range(len(info["classes"]), cfg.model.num_classes)]
+    return info

@@ -18,10 +18,12 @@ from . import __version__
 from .commands import bench as bench_cmd
 from .commands import build as build_cmd
 from .commands import eval as eval_cmd
+from .commands import export as export_cmd
 from .commands import flops as flops_cmd
 from .commands import gradflow as gradflow_cmd
 from .commands import list as list_cmd
 from .commands import plot as plot_cmd
+from .commands import predict as predict_cmd
 from .commands import summary as summary_cmd
 from .commands import train as train_cmd
 from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, describe, is_usage_error
@@ -100,6 +102,8 @@ app.command("summary")(summary_cmd.summary)
 app.command("flops")(flops_cmd.flops)
 app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_cmd)
+app.command("export")(export_cmd.export_cmd)
+app.command("predict")(predict_cmd.predict_cmd)
 app.command("plot")(plot_cmd.plot)
 app.command("gradflow")(gradflow_cmd.gradflow)
 app.command("bench")(bench_cmd.bench)

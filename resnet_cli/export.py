@@ -53,21 +53,28 @@ def sidecar(output: Path) -> Path:
 
 
 def _write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, Any]) -> None:
+    """torch.onnx's exporter (the torch.export-based one; needs onnxscript), metadata in `metadata_props`."""
+    import logging
+
     try:
         import onnx
+        import onnxscript  # noqa: F401  (the exporter's dependency)
     except ImportError:
         raise BadInput('ONNX export needs the onnx extra: pip install "resnet-cli[onnx]"') from None
-
-    def write(tmp: Path) -> None:
-        torch.onnx.export(net, (example,), str(tmp), input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
-                          dynamo=False)
-        model = onnx.load(str(tmp))
-        for key, value in metadata.items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-        onnx.save(model, str(tmp))
-    atomic_write(output, write)
+    quiet = logging.getLogger("torch.onnx")  # e.g. "torchvision is not installed", which does not concern us
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        program = torch.onnx.export(net, (example,), None, input_names=["images"], output_names=["logits"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},) if dynamic else None,
+                                    dynamo=True, verbose=False)
+    finally:
+        quiet.setLevel(level)
+    proto = program.model_proto
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    atomic_write(output, lambda tmp: onnx.save(proto, str(tmp)))
 
 
 def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
@@ -93,3 +100,51 @@ def check_file(path: Path, fmt: str, net: torch.nn.Module, input_size: tuple[int
     if got.shape != want.shape:
         raise BadInput(f"{path} returned shape {tuple(got.shape)}, expected {tuple(want.shape)}")
     return float((got.float() - want.float()).abs().max())
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """"224" -> (224, 224); "160x224" -> (160, 224) (height x width)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in str(text).lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) <= 0:
+        raise BadInput(f"--input-size: expected S or HxW with positive integers, got {text!r}")
+    return (parts[0], parts[-1])
+
+
+def format_for(output: Path, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    for name, suffix in SUFFIXES.items():
+        if output.suffix == suffix:
+            return name
+    raise BadInput(f"cannot tell the format from {output.name!r}; add --format onnx, export or torchscript")
+
+
+def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: int | None = None,
+                      input_size: tuple[int, int] | None = None, tolerance: float = 1e-3, model: str | None = None,
+                      dataset: str | None = None) -> dict[str, Any]:
+    """`resnet export`: a trained model written as `fmt`, loaded back, and compared with PyTorch's output."""
+    from .checkpoint import ensure_writable_dir, input_info, model_from_checkpoint
+
+    fmt = format_for(output, fmt)
+    if output.is_dir():
+        raise BadInput(f"-o {output} is a folder; give a file name")
+    ensure_writable_dir(output.parent if str(output.parent) else Path("."))
+    loaded = model_from_checkpoint(source, model, dataset)
+    info = input_info(loaded, dataset_given=dataset is not None)
+    size = input_size or tuple(info["image_size"])
+    metadata = {"model": loaded.config.model.name, "classes": info["classes"], "channels": info["channels"],
+                "image_size": list(size), "resize": info["resize"], "mean": info["mean"], "std": info["std"],
+                "input": "images: float32, N x C x H x W, (pixel / 255 - mean) / std per channel",
+                "output": "logits: N x classes", "source": str(loaded.path)}
+    write_model(loaded.model, fmt, output, size, batch_size, metadata)
+    check_batch = batch_size or 3  # a dynamic-batch file is checked at a batch it was not traced with
+    diff = check_file(output, fmt, loaded.model, size, check_batch)
+    return {"path": str(output), "format": fmt, "model": loaded.config.model.name, "source": str(loaded.path),
+            "bytes": output.stat().st_size, "batch_size": batch_size or "dynamic", "input_size": list(size),
+            "metadata": str(sidecar(output)) if fmt != "onnx" else "in the ONNX file (metadata_props)",
+            "check_batch": check_batch, "max_abs_diff": diff, "tolerance": tolerance, "ok": diff <= tolerance}

@@ -27,8 +27,13 @@ def eval_cmd(
     model: Annotated[Optional[str], typer.Option("--model", "-m", show_default=False,
                                                  help="Model name, for a bare state_dict (e.g. torchvision's).")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", show_default=False,
-                                                   help="Dataset, for a bare state_dict \\[default: as trained].")] = None,
+                                                   help="Dataset: needed for a bare state_dict \\[default: as trained].")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Evaluate the first N images only (0 = all).")] = 0,
+    confusion: Annotated[bool, typer.Option("--confusion", help="Print the confusion matrix (a table up to 20 "
+                                            "classes, the most frequent confusions beyond).")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", show_default=False,
+                                                   help="With --confusion: also draw it to this PNG (matplotlib).")]
+    = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a checkpoint: loss, top-1, top-5, per-class accuracy and images/s.
@@ -36,10 +41,22 @@ def eval_cmd(
     Example: [bold]resnet eval runs/resnet20-fashion-mnist --json[/bold]
     """
     check_positive(batch_size, "--batch-size")
+    from ..errors import BadInput
     from ..train.evaluate import evaluate_checkpoint
+
+    if output is not None:
+        if not confusion:
+            raise BadInput("-o draws the confusion matrix: add --confusion")
+        from .gradflow import _need_matplotlib
+
+        _need_matplotlib()
 
     out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model, limit=limit,
                               batch_size=batch_size, device=device)
+    if not confusion:
+        out.pop("confusion")
+    elif output is not None:
+        _draw_confusion(out, output)
     if json_out:
         print_json(out)
         return
@@ -55,3 +72,58 @@ def eval_cmd(
     for row in out["per_class"]:
         table.add_row(row["class"], str(row["count"]), "-" if row["count"] == 0 else f"{row['accuracy']:.2%}")
     c.print(table)
+    if confusion:
+        _print_confusion(c, out)
+    if output is not None:
+        c.print(f"wrote {output}")
+
+
+def confusions(out: dict, top: int = 20) -> list[tuple[str, str, int]]:
+    """The most frequent (true class, predicted class, count) pairs off the diagonal."""
+    names, m = out["classes"], out["confusion"]
+    pairs = [(names[i], names[j], m[i][j]) for i in range(len(m)) for j in range(len(m)) if i != j and m[i][j]]
+    return sorted(pairs, key=lambda p: -p[2])[:top]
+
+
+def _print_confusion(c, out: dict) -> None:
+    from rich.table import Table
+
+    names, m = out["classes"], out["confusion"]
+    if len(names) <= 20:
+        t = Table(title="confusion matrix (rows: true class, columns: predicted)")
+        t.add_column("true \\ predicted")
+        for j in range(len(names)):
+            t.add_column(str(j), justify="right")
+        for i, row in enumerate(m):
+            t.add_row(f"{i} {names[i]}", *[str(v) for v in row])
+    else:
+        t = Table(title="most frequent confusions")
+        for col in ("true class", "predicted", "images"):
+            t.add_column(col, justify="right" if col == "images" else "left")
+        for true, pred, n in confusions(out):
+            t.add_row(true, pred, str(n))
+    c.print(t)
+
+
+def _draw_confusion(out: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..checkpoint import atomic_write
+
+    names, m = out["classes"], out["confusion"]
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
+    im = ax.imshow(m, cmap="Blues")
+    if n <= 30:
+        ax.set_xticks(range(n), names, rotation=90)
+        ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{out['model']} on {out['dataset']} {out['split']} ({out['count']:,} images)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)

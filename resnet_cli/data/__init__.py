@@ -37,6 +37,18 @@ class DataBundle:
     def train_count(self) -> int:
         return len(self.train_set) if self.train_x is None else len(self.train_x)
 
+    def input_info(self) -> dict:
+        """What a model trained on this data expects of an image, saved in checkpoints for export and predict:
+        class names, channels, size, per-channel mean/std in [0, 1] units, and the evaluation resize (image
+        folders: shorter side to `resize`, then a centre crop to `image_size`; 0: resize straight to it)."""
+        if self.train_x is None:
+            crop = self.test_set.crop
+            size, resize = [crop, crop], self.test_set.resize
+        else:
+            size, resize = [int(self.train_x.shape[-2]), int(self.train_x.shape[-1])], 0
+        return {"classes": list(self.classes), "channels": self.in_channels, "image_size": size, "resize": resize,
+                "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
 
 def fit_model(data: DataBundle, dataset: str, num_classes: int, in_channels: int, source: str) -> tuple[int, int]:
     """The class and channel counts a model needs for `data` (0 takes the data's). A model that cannot take
@@ -115,8 +127,11 @@ def synthetic(cfg) -> tuple:
     return train_x, train_y, test_x, test_y, [f"class{i}" for i in range(k)]
 
 
-def load_data(cfg) -> DataBundle:
-    """Load the dataset named by a DataConfig, apply the train/test limits, compute normalisation stats."""
+def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) -> DataBundle:
+    """Load the dataset named by a DataConfig, apply the train/test limits, compute normalisation stats.
+
+    Image folders only: `classes` fixes the label order (a checkpoint's), and with `need_train` False a
+    folder without train/ evaluates val/ (or, without that either, its own class folders)."""
     import torch
 
     root = data_root(cfg.data_dir)
@@ -131,7 +146,7 @@ def load_data(cfg) -> DataBundle:
 
         parts = idx.load(cfg.dataset, root, cfg.download)
     elif cfg.dataset == "imagefolder":
-        return _image_folders(cfg, root)
+        return _image_folders(cfg, root, classes, need_train)
     else:
         raise BadInput(f"unknown dataset {cfg.dataset!r}")
     train_x, train_y, test_x, test_y, classes = parts
@@ -146,15 +161,19 @@ def load_data(cfg) -> DataBundle:
     return DataBundle(train_x, train_y, test_x, test_y, list(classes), mean, std)
 
 
-def _image_folders(cfg, root: Path) -> DataBundle:
+def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train: bool = True) -> DataBundle:
     from .imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataset, scan
 
     try:
         import PIL  # noqa: F401
     except ImportError:
         raise BadInput('image folders need Pillow: pip install "resnet-cli[images]"') from None
-    train, classes = scan(root / "train")
-    test, _ = scan(root / "val", classes)
+    if need_train or (root / "train").is_dir():
+        train, classes = scan(root / "train", classes)
+        test, _ = scan(root / "val", classes)
+    else:  # evaluation only: val/, or a plain folder of class folders
+        test, classes = scan(root / "val" if (root / "val").is_dir() else root, classes)
+        train = test
     if cfg.train_limit:
         train = train[: cfg.train_limit]
     if cfg.test_limit:

@@ -21,6 +21,7 @@ class EvalResult:
     seconds: float
     per_class: list[float] = field(default_factory=list)  # accuracy per class (nan where a class has no samples)
     class_counts: list[int] = field(default_factory=list)
+    confusion: torch.Tensor | None = None  # [true class, predicted class] counts, int64 on the CPU
 
     @property
     def img_per_s(self) -> float:
@@ -41,31 +42,29 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     top1 = torch.zeros((), dtype=torch.int64, device=device)
     topk = torch.zeros((), dtype=torch.int64, device=device)
-    correct_per_class = torch.zeros(num_classes, dtype=torch.int64, device=device)
-    count_per_class = torch.zeros(num_classes, dtype=torch.int64, device=device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     try:
         with torch.inference_mode(), autocast(device, precision):
             for x, y in loader.batches():
                 logits = forward(x).float()
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
                 pred = logits.topk(k, dim=1).indices
-                hit1 = pred[:, 0] == y
-                top1 += hit1.sum()
+                top1 += (pred[:, 0] == y).sum()
                 topk += (pred == y.view(-1, 1)).any(dim=1).sum()
-                correct_per_class += torch.bincount(y[hit1], minlength=num_classes)
-                count_per_class += torch.bincount(y, minlength=num_classes)
+                confusion += torch.bincount(y * num_classes + pred[:, 0], minlength=num_classes * num_classes)
     finally:
         model.train(was_training)
     if all_reduce is not None:
-        loss_sum, top1, topk, correct_per_class, count_per_class = all_reduce(
-            [loss_sum, top1, topk, correct_per_class, count_per_class])
-    n = int(count_per_class.sum().item())
-    counts = count_per_class.tolist()
-    per_class = [c / m if m else float("nan") for c, m in zip(correct_per_class.tolist(), counts)]
+        loss_sum, top1, topk, confusion = all_reduce([loss_sum, top1, topk, confusion])
+    matrix = confusion.view(num_classes, num_classes)
+    counts = matrix.sum(dim=1).tolist()
+    n = int(sum(counts))
+    per_class = [c / m if m else float("nan") for c, m in zip(matrix.diagonal().tolist(), counts)]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return EvalResult(loss=loss_sum.item() / max(n, 1), top1=top1.item() / max(n, 1), top5=topk.item() / max(n, 1),
-                      count=n, seconds=time.perf_counter() - t0, per_class=per_class, class_counts=counts)
+                      count=n, seconds=time.perf_counter() - t0, per_class=per_class, class_counts=counts,
+                      confusion=matrix.cpu())
 
 
 def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = None, dataset: str | None = None,
@@ -77,20 +76,31 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     train's for the device (speed.py), without compiling a one-off pass.
     """
     from .. import config as C
-    from ..checkpoint import model_from_checkpoint
+    from ..checkpoint import is_full_checkpoint, model_from_checkpoint
     from ..data import fit_model, load_data, make_loader
     from ..device import resolve_device
+    from ..errors import BadInput
     from ..speed import Speed
 
     loaded = model_from_checkpoint(source, model, dataset)
+    own = is_full_checkpoint(loaded.checkpoint)
+    if not own and dataset is None:
+        raise BadInput(f"{loaded.path} is a bare state_dict: say which dataset to evaluate it on with --dataset "
+                       "(it is never guessed)")
     flat = C.flatten(loaded.config.to_dict(), "config")
     flat.update({k: v for k, v in {"data.data_dir": data_dir, "data.dataset": dataset}.items() if v is not None})
     flat["data.test_limit"] = limit
     flat["data.train_limit"] = limit if split == "train" else 0
     cfg = C.build_config(flat)
     dev = resolve_device(device)
-    data = load_data(cfg.data)
+    saved = loaded.checkpoint.get("input") if own else None
+    data = load_data(cfg.data, classes=saved["classes"] if saved and cfg.data.dataset == "imagefolder" else None,
+                     need_train=split == "train")
     fit_model(data, cfg.data.dataset, cfg.model.num_classes, cfg.model.in_channels, str(loaded.path))
+    trained_on_it = own and (dataset is None or dataset == loaded.config.data.dataset)
+    if not trained_on_it and cfg.model.num_classes != data.num_classes:  # extra outputs only where trained so
+        raise BadInput(f"{loaded.path} has {cfg.model.num_classes} outputs but {cfg.data.dataset} has "
+                       f"{data.num_classes} classes")
     speed = Speed.resolve(dev, compile="off")
     net = loaded.model.to(dev, memory_format=speed.memory_format())
     loader = make_loader(data, cfg.data, split, batch_size, dev, training=False, channels_last=speed.channels_last)
@@ -99,4 +109,6 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
                  for name, acc, n in zip(data.classes, res.per_class, res.class_counts)]
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
             "count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5, "img_per_s": res.img_per_s,
-            "device": str(dev), "precision": speed.precision, "per_class": per_class}
+            "device": str(dev), "precision": speed.precision, "per_class": per_class,
+            "classes": list(data.classes),
+            "confusion": res.confusion[:data.num_classes, :data.num_classes].tolist()}

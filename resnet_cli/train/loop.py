@@ -142,6 +142,7 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"model": self.model.state_dict(), "config": self.cfg.to_dict(), "resnet_cli": __version__,
+                "input": self.data.input_info(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": {"step": self.step},
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "best_top1": self.best_top1, "metrics": self.rows, "rng": rng, "partial": dict(self.partial),

@@ -1,0 +1,73 @@
+"""`resnet export`: write a trained model as ONNX, torch.export (.pt2) or TorchScript, and check the file."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import JsonOpt, print_json
+
+
+class Format(str, Enum):
+    onnx = "onnx"
+    export = "export"
+    torchscript = "torchscript"
+
+
+def export_cmd(
+    source: Annotated[Path, typer.Argument(help="A checkpoint, a run folder (its best.pt), or a bare state_dict "
+                                           "with --model.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.", show_default=False)] = ...,
+    fmt: Annotated[Optional[Format], typer.Option("--format", "-f", show_default=False,
+                                                  help="onnx, export (torch.export .pt2) or torchscript "
+                                                       "\\[default: from the suffix: .onnx, .pt2, .pt]")] = None,
+    batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="A fixed batch size, or dynamic.")]
+    = "dynamic",
+    input_size: Annotated[Optional[str], typer.Option("--input-size", "-s", show_default=False,
+                                                      help="S or HxW \\[default: the training image size]")] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed |file - PyTorch| on the "
+                                             "check batch; exit 1 above it.")] = 1e-3,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", show_default=False,
+                                                 help="Model name, for a bare state_dict.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", show_default=False,
+                                                   help="For a bare state_dict: the dataset it was trained on.")]
+    = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export trained weights for other runtimes, then run the file once and compare it with PyTorch.
+
+    The file carries the class names and the input normalisation (ONNX metadata; FILE.json beside the others).
+    ONNX needs the onnx extra: pip install "resnet-cli[onnx]".
+
+    Example: [bold]resnet export runs/resnet20-fashion-mnist -o fashion.onnx[/bold]
+    """
+    from ..errors import BadInput, CheckFailed
+    from ..export import export_checkpoint, parse_size
+
+    if batch_size == "dynamic":
+        batch = None
+    else:
+        try:
+            batch = int(batch_size)
+        except ValueError:
+            batch = 0
+        if batch <= 0:
+            raise BadInput(f"--batch-size must be a positive integer or dynamic, got {batch_size!r}")
+    if tolerance <= 0:
+        raise BadInput(f"--tolerance must be positive, got {tolerance}")
+    out = export_checkpoint(source, output, fmt.value if fmt else None, batch, parse_size(input_size), tolerance,
+                            model, dataset)
+    if json_out:
+        print_json(out)
+    else:
+        typer.echo(f"wrote {out['path']} ({out['format']}, batch {out['batch_size']}, input "
+                   f"{'x'.join(map(str, out['input_size']))}): {out['model']}, {out['bytes'] / 2**20:.1f} MiB; "
+                   f"metadata {out['metadata']}")
+        typer.echo(f"check: max |file - PyTorch| = {out['max_abs_diff']:.2e} on a batch of {out['check_batch']} "
+                   f"(tolerance {out['tolerance']:.0e}): {'ok' if out['ok'] else 'FAILED'}")
+    if not out["ok"]:
+        raise CheckFailed(f"{out['path']} differs from the PyTorch model by {out['max_abs_diff']:.2e} "
+                          f"(> {out['tolerance']:.0e})")

@@ -1,0 +1,96 @@
+"""`resnet predict`: classify image files with a trained checkpoint."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import JsonOpt, check_positive, console, print_json
+
+
+def predict_cmd(
+    source: Annotated[Path, typer.Argument(help="A checkpoint, a run folder (its best.pt), or a bare state_dict "
+                                           "with --model.", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).",
+                                                show_default=False)],
+    topk: Annotated[int, typer.Option("--topk", "-k", help="Classes to show per image.")] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 64,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    model: Annotated[Optional[str], typer.Option("--model", "-m", show_default=False,
+                                                 help="Model name, for a bare state_dict.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", show_default=False,
+                                                   help="For a bare state_dict: the dataset whose normalisation "
+                                                        "and classes it was trained with.")] = None,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV: path, rank, class, index, probability.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Classify images with a trained model: top-k classes and probabilities per image.
+
+    Each image gets the run's own evaluation transform (size, crop, grayscale or RGB, normalisation).
+    Unreadable files are named on stderr and skipped.
+
+    Example: [bold]resnet predict runs/resnet20-fashion-mnist shirt.png photos/ --topk 3[/bold]
+    """
+    check_positive(topk, "--topk")
+    check_positive(batch_size, "--batch-size")
+    from ..errors import BadInput
+    from ..predict import predict
+
+    if csv_out and json_out:
+        raise BadInput("choose one of --csv and --json")
+    with _progress(quiet=json_out or csv_out) as on_batch:
+        out = predict(source, [str(p) for p in paths], topk, batch_size, device, model, dataset, on_batch)
+    for s in out["skipped"]:
+        sys.stderr.write(f"skipped {s['path']}: {s['error']}\n")
+    if json_out:
+        print_json(out)
+    elif csv_out:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["path", "rank", "class", "index", "probability"])
+        for row in out["predictions"]:
+            for rank, t in enumerate(row["top"], start=1):
+                writer.writerow([row["path"], rank, t["class"], t["index"], f"{t['prob']:.6f}"])
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{out['model']}: top-{out['topk']} of {out['count']} image(s)")
+        for col in ("image", "class", "probability", f"top-{out['topk']}"):
+            table.add_column(col, justify="right" if col == "probability" else "left")
+        for row in out["predictions"]:
+            best = row["top"][0]
+            rest = ", ".join(f"{t['class']} {t['prob']:.1%}" for t in row["top"][1:])
+            table.add_row(row["path"], best["class"], f"{best['prob']:.2%}", rest)
+        console().print(table)
+    if out["skipped"]:
+        sys.stderr.write(f"{len(out['skipped'])} unreadable image(s) skipped, {out['count']} classified\n")
+    if not out["predictions"]:
+        raise BadInput("no image could be read")
+
+
+class _progress:
+    """A progress bar on stderr for a terminal and more than one batch; nothing otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.task = quiet or not sys.stderr.isatty(), None, None
+
+    def __enter__(self):
+        return None if self.quiet else self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("classifying", total=total)
+        self.bar.update(self.task, completed=done)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,98 @@
+"""`resnet predict`: class probabilities for image files, with the run's own evaluation transform.
+
+The transform is the one evaluation used in training, from what the checkpoint carries (checkpoint.
+input_info): grayscale or RGB as the model expects; for image-folder runs the shorter side resized to
+`resize` and a centre crop (exactly `resnet eval`'s), otherwise a resize to the training image size;
+then the training data's per-channel normalisation. An unreadable file is named and skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from .errors import BadInput
+
+
+def list_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders searched recursively for images, in sorted order."""
+    from .data.imagefolder import EXTENSIONS
+
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise BadInput(f"no such file or folder: {p}")
+    if not found:
+        raise BadInput(f"no images found in {', '.join(map(str, paths))}")
+    return found
+
+
+def read_image(path: Path, info: dict[str, Any]) -> torch.Tensor:
+    """One image as a uint8 C x H x W tensor, transformed as the run's evaluation did."""
+    from PIL import Image
+
+    from .data.imagefolder import _crop_to_tensor, _resize_shorter
+
+    h, w = info["image_size"]
+    with Image.open(path) as im:
+        img = im.convert("L" if info["channels"] == 1 else "RGB")
+    if info["resize"]:
+        img = _resize_shorter(img, info["resize"])
+        iw, ih = img.size
+        return _crop_to_tensor(img, (iw - w) // 2, (ih - h) // 2, w, False)
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.BILINEAR)
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.view(h, w, info["channels"]).permute(2, 0, 1).contiguous()
+
+
+def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64, device: str = "auto",
+            model: str | None = None, dataset: str | None = None,
+            on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Top-k classes and probabilities for every readable image under `paths`."""
+    try:
+        from PIL import UnidentifiedImageError
+    except ImportError:
+        raise BadInput('predict reads images with Pillow: pip install "resnet-cli[images]"') from None
+    from .checkpoint import input_info, model_from_checkpoint
+    from .data.augment import to_float
+    from .device import resolve_device
+    from .speed import Speed
+
+    images = list_images(paths)
+    loaded = model_from_checkpoint(source, model, dataset)
+    info = input_info(loaded, dataset_given=dataset is not None)
+    dev = resolve_device(device)
+    speed = Speed.resolve(dev, compile="off")
+    net = loaded.model.to(dev, memory_format=speed.memory_format())
+    mean, std = torch.tensor(info["mean"], device=dev), torch.tensor(info["std"], device=dev)
+    classes = info["classes"]
+    k = min(topk, len(classes))
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for first in range(0, len(images), batch_size):
+        chunk, tensors = [], []
+        for path in images[first:first + batch_size]:
+            try:
+                tensors.append(read_image(path, info))
+                chunk.append(path)
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+                skipped.append({"path": str(path), "error": (str(e).splitlines() or [type(e).__name__])[0][:200]})
+        if tensors:
+            x = to_float(torch.stack(tensors).to(dev), mean, std).contiguous(memory_format=speed.memory_format())
+            with torch.inference_mode(), speed.autocast(dev):
+                probs = torch.softmax(net(x).float(), dim=1)
+            p, idx = probs.topk(k, dim=1)
+            for path, ps, ids in zip(chunk, p.tolist(), idx.tolist()):
+                rows.append({"path": str(path), "top": [{"class": classes[i], "index": i, "prob": q}
+                                                        for q, i in zip(ps, ids)]})
+        if on_batch is not None:
+            on_batch(min(first + batch_size, len(images)), len(images))
+    return {"checkpoint": str(loaded.path), "model": loaded.config.model.name, "device": str(dev), "topk": k,
+            "predictions": rows, "skipped": skipped, "count": len(rows)}

@@ -1,0 +1,159 @@
+"""Using what was trained: export (ONNX, torch.export, TorchScript) checked against PyTorch, predict with the run's
+own evaluation transform, eval's confusion matrix, evaluation of a folder without train/, bare state_dicts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("PIL")
+
+from PIL import Image  # noqa: E402
+
+CLASSES = ("cat", "dog", "emu")
+
+
+def make_folder(root, per_class: int = 6, size=(40, 30)) -> None:
+    """train/ and val/ image folders whose classes differ in colour (learnable), with some noise."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.tensor([[200, 40, 40], [40, 200, 40], [40, 40, 200]], dtype=torch.float32)
+    for split in ("train", "val"):
+        for ci, c in enumerate(CLASSES):
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                px = (base[ci].view(1, 1, 3) + 40 * torch.randn(size[1], size[0], 3, generator=g)).clamp(0, 255)
+                Image.fromarray(px.to(torch.uint8).numpy(), "RGB").save(root / split / c / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A resnet20 trained for 3 epochs on a 3-class image folder, through the CLI."""
+    from typer.testing import CliRunner
+
+    from resnet_cli.cli import app
+
+    root = tmp_path_factory.mktemp("after")
+    make_folder(root / "images")
+    result = CliRunner().invoke(app, ["train", "--set", "data.dataset=imagefolder", "--data-dir",
+                                      str(root / "images"), "--set", "data.image_size=24", "--set", "data.workers=0",
+                                      "--batch-size", "6", "--epochs", "3", "--device", "cpu", "--lr", "0.05",
+                                      "--run-dir", str(root / "runs"), "--name", "f", "--json"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_export_each_format_loads_back_and_matches(cli, folder_run, tmp_path):
+    run = folder_run / "runs" / "f"
+    formats = ["export", "torchscript"]
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+        formats.append("onnx")
+    except ImportError:
+        pass
+    for fmt, suffix in (("export", ".pt2"), ("torchscript", ".pt"), ("onnx", ".onnx")):
+        if fmt not in formats:
+            continue
+        out = cli.json("export", run, "-o", tmp_path / f"m{suffix}")
+        assert out["format"] == fmt and out["ok"] and out["max_abs_diff"] < 1e-3, out
+        assert out["input_size"] == [24, 24] and out["batch_size"] == "dynamic"
+        from resnet_cli.export import run_file
+
+        logits = run_file(tmp_path / f"m{suffix}", fmt, torch.randn(5, 3, 24, 24))
+        assert logits.shape == (5, 3)  # another batch size than the check's: the batch is dynamic
+        if fmt == "onnx":
+            import onnx
+
+            meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+        else:
+            meta = json.loads((tmp_path / f"m{suffix}.json").read_text())
+            meta = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()}
+        assert json.loads(meta["classes"]) == list(CLASSES)
+        assert json.loads(meta["mean"]) == pytest.approx([0.485, 0.456, 0.406])  # image folders: ImageNet stats
+    fixed = cli.json("export", run, "-o", tmp_path / "fixed.pt", "--batch-size", "4", "--input-size", "32x24")
+    assert fixed["batch_size"] == 4 and fixed["input_size"] == [32, 24] and fixed["check_batch"] == 4
+    bad = cli("export", run, "-o", tmp_path / "x.bin")
+    assert bad.exit_code == 2 and "cannot tell the format" in bad.stderr
+
+
+def test_export_fails_with_exit_1_when_the_file_computes_something_else(cli, folder_run, tmp_path, monkeypatch):
+    import resnet_cli.export as export
+
+    real = export.run_file
+    monkeypatch.setattr(export, "run_file", lambda path, fmt, x: real(path, fmt, x) + 0.01)  # a file that is off
+    result = cli("export", folder_run / "runs" / "f", "-o", tmp_path / "m.pt")
+    assert result.exit_code == 1, result.output
+    assert "check: max |file - PyTorch| = 1.00e-02" in result.stdout and "FAILED" in result.stdout
+    assert "differs from the PyTorch model by 1.00e-02 (> 1e-03)" in result.stderr
+
+
+def test_predict_gives_evals_top1_for_every_image_and_skips_a_corrupt_one(cli, folder_run, tmp_path):
+    from resnet_cli import config as C
+    from resnet_cli.checkpoint import model_from_checkpoint
+    from resnet_cli.data import load_data, make_loader
+
+    run = folder_run / "runs" / "f"
+    val = tmp_path / "val"
+    shutil.copytree(folder_run / "images" / "val", val)
+    (val / "dog" / "broken.png").write_bytes(b"not an image at all")
+    result = cli("predict", run, val, "--topk", "2", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["count"] == 18 and [s["path"] for s in out["skipped"]] == [str(val / "dog" / "broken.png")]
+    assert "skipped" in result.stderr and "1 unreadable image(s) skipped, 18 classified" in result.stderr
+    got = {row["path"].replace(str(val), ""): row["top"][0]["index"] for row in out["predictions"]}
+    for row in out["predictions"]:  # top-2 of 3 classes: descending probabilities summing to less than 1
+        p = [t["prob"] for t in row["top"]]
+        assert len(p) == 2 and 1 >= p[0] >= p[1] >= 0 and sum(p) <= 1 + 1e-6
+    # what evaluation computes for each image, in the same order as the folder scan
+    loaded = model_from_checkpoint(run)
+    cfg = C.build_config({**C.flatten(loaded.config.to_dict(), "c"), "data.data_dir": str(folder_run / "images")})
+    data = load_data(cfg.data)
+    loader = make_loader(data, cfg.data, "test", 64, torch.device("cpu"), training=False)
+    with torch.inference_mode():
+        preds = torch.cat([loaded.model(x).argmax(1) for x, _ in loader.batches()]).tolist()
+    paths = [str(p).replace(str(folder_run / "images" / "val"), "") for p, _ in data.test_set.samples]
+    assert got == dict(zip(paths, preds))
+    csv = cli("predict", run, val / "cat" / "0.png", "--csv", "--topk", "3", "--device", "cpu")
+    assert csv.exit_code == 0 and csv.stdout.splitlines()[0] == "path,rank,class,index,probability"
+    assert len(csv.stdout.splitlines()) == 4
+    none = cli("predict", run, val / "dog" / "broken.png", "--device", "cpu")
+    assert none.exit_code == 2 and "no image could be read" in none.stderr
+
+
+def test_eval_confusion_matrix_and_a_folder_without_train(cli, folder_run, tmp_path):
+    run = folder_run / "runs" / "f"
+    out = cli.json("eval", run, "--confusion", "--device", "cpu")
+    m = out["confusion"]
+    assert len(m) == 3 and sum(map(sum, m)) == out["count"] == 18
+    for i, row in enumerate(out["per_class"]):
+        assert m[i][i] == round(row["accuracy"] * row["count"]) and sum(m[i]) == row["count"]
+    table = cli("eval", run, "--confusion", "--device", "cpu", "-o", tmp_path / "cm.png")
+    assert table.exit_code == 0 and "confusion matrix" in table.stdout and (tmp_path / "cm.png").stat().st_size > 0
+    only_val = tmp_path / "only"
+    shutil.copytree(folder_run / "images" / "val", only_val / "val")
+    a = cli.json("eval", run, "--data-dir", only_val, "--device", "cpu")
+    plain = tmp_path / "plain"
+    shutil.copytree(folder_run / "images" / "val", plain)  # a plain folder of class folders
+    b = cli.json("eval", run, "--data-dir", plain, "--device", "cpu")
+    assert a["count"] == b["count"] == 18 and a["top1"] == b["top1"] == out["top1"]
+
+
+def test_a_bare_state_dicts_dataset_is_never_guessed(cli, tmp_path):
+    from resnet_cli import build_model
+
+    torch.save(build_model("resnet18").state_dict(), tmp_path / "tv.pth")  # 1000 classes, torchvision names
+    guess = cli("eval", tmp_path / "tv.pth", "--model", "resnet18")
+    assert guess.exit_code == 2 and "say which dataset" in guess.stderr
+    wrong = cli("eval", tmp_path / "tv.pth", "--model", "resnet18", "--dataset", "synthetic")
+    assert wrong.exit_code == 2 and "has 1000 outputs but synthetic has 10 classes" in wrong.stderr
+    # export needs no dataset: an ImageNet-family state_dict takes the ImageNet conventions
+    out = cli.json("export", tmp_path / "tv.pth", "--model", "resnet18", "-o", tmp_path / "tv.pt",
+                   "--batch-size", "1")
+    assert out["ok"] and out["input_size"] == [224, 224]
+    meta = json.loads((tmp_path / "tv.pt.json").read_text())
+    assert len(meta["classes"]) == 1000 and meta["resize"] == 256
