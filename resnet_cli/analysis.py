@@ -48,11 +48,25 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def example_input(model: nn.Module, input_size: int, batch_size: int = 1) -> torch.Tensor:
-    if input_size <= 0:
-        raise ValueError(f"input size must be positive, got {input_size}")
+Size = "int | tuple[int, int]"  # S (square) or (H, W)
+
+
+def hw(size) -> tuple[int, int]:
+    """(H, W) of an input size given as S or (H, W)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if h <= 0 or w <= 0:
+        raise ValueError(f"input size must be positive, got {size}")
+    return int(h), int(w)
+
+
+def size_text(size) -> str:
+    h, w = hw(size)
+    return f"{h}x{w}"
+
+
+def example_input(model: nn.Module, input_size, batch_size: int = 1) -> torch.Tensor:
     in_channels = model.conv1.in_channels  # type: ignore[union-attr]
-    return torch.randn(batch_size, in_channels, input_size, input_size, device=model_device(model))
+    return torch.randn(batch_size, in_channels, *hw(input_size), device=model_device(model))
 
 
 @dataclass
@@ -66,8 +80,8 @@ class MacCount:
     uncounted: dict[str, int] = field(default_factory=dict)  # op -> occurrences fvcore has no formula for
 
 
-def count_macs(model: nn.Module, input_size: int) -> MacCount:
-    """Count multiply-adds with fvcore at batch 1 and `input_size` x `input_size`."""
+def count_macs(model: nn.Module, input_size) -> MacCount:
+    """Count multiply-adds with fvcore at batch 1 and `input_size` (S or (H, W))."""
     from fvcore.nn import FlopCountAnalysis
 
     # fvcore logs a warning per op it cannot count; we report them as data instead.
@@ -93,7 +107,7 @@ def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def output_shapes(model: nn.Module, input_size: int) -> dict[str, tuple[int, ...]]:
+def output_shapes(model: nn.Module, input_size) -> dict[str, tuple[int, ...]]:
     """Output shape (without the batch dimension) of every named module, from one forward pass.
 
     A module called more than once (the shared ReLU of a block) keeps its last output.
@@ -149,7 +163,7 @@ def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return (shape[0], shape[1], shape[2]) if len(shape) == 3 else (shape[0], 1, 1)
 
 
-def stage_rows(model: nn.Module, input_size: int, macs: MacCount | None = None,
+def stage_rows(model: nn.Module, input_size, macs: MacCount | None = None,
                shapes: dict[str, tuple[int, ...]] | None = None) -> list[StageRow]:
     """The paper's Table 1 for `model`: stem, pool, one row per stage, then avgpool + fc."""
     macs = macs or count_macs(model, input_size)
@@ -185,7 +199,7 @@ class ModuleRow:
                 "params": self.params, "macs": self.macs}
 
 
-def module_rows(model: nn.Module, input_size: int, macs: MacCount | None = None,
+def module_rows(model: nn.Module, input_size, macs: MacCount | None = None,
                 shapes: dict[str, tuple[int, ...]] | None = None) -> list[ModuleRow]:
     """A row per module (parameters and multiply-adds include the module's children)."""
     macs = macs or count_macs(model, input_size)
@@ -195,24 +209,72 @@ def module_rows(model: nn.Module, input_size: int, macs: MacCount | None = None,
             for name, mod in model.named_modules() if name]
 
 
-def flops_rows(names: list[str], input_size: int | None, tolerance: float, device=None,
-               batch_size: int = 64) -> list[dict[str, Any]]:
-    """`resnet flops`: per model, parameters and multiply-adds against the paper's Table 1 figure (at 224,
-    where it gives one), `ok` within `tolerance`; with a device, the timed forward pass too."""
-    from .models import build_model, model_info
+def inspected_model(source: str, plain: bool = False, num_classes: int | None = None,
+                    in_channels: int | None = None) -> tuple[nn.Module, str, str | None]:
+    """What `summary` and `flops` look at: (model, registry name, checkpoint path or None). `source` is a
+    registry name (built with `num_classes`/`in_channels`), or a checkpoint or run folder (its trained model)."""
+    from pathlib import Path
+
+    from .errors import BadInput
+    from .models import build_model, model_info, resolve_name
+
+    if Path(source).exists():
+        from .checkpoint import model_from_checkpoint
+
+        loaded = model_from_checkpoint(source)
+        cfg = loaded.config.model
+        for flag, given, have in (("--num-classes", num_classes, cfg.num_classes),
+                                  ("--in-channels", in_channels, cfg.in_channels)):
+            if given is not None and given != have:
+                raise BadInput(f"{loaded.path} holds a model with {flag} {have}; {flag} {given} does not apply")
+        return loaded.model, cfg.name, str(loaded.path)
+    name = resolve_name(source, None, plain)
+    net = build_model(name, num_classes=num_classes or model_info(name).default_classes,
+                      in_channels=in_channels or 3)
+    return net, name, None
+
+
+def memory(model: nn.Module, input_size, batch_size: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Bytes, fp32: parameters and buffers; the forward activations of a batch (every leaf module's output,
+    in-place ReLUs excepted: they write over their input); and a training estimate: weights, gradients and
+    SGD momentum (3 x parameters), buffers, and the forward activations kept for the backward pass."""
+    params = sum(p.numel() for p in model.parameters()) * 4
+    buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point()) * 4
+    acts = 0
+    for name, module in model.named_modules():
+        if list(module.children()) or name not in shapes or getattr(module, "inplace", False):
+            continue
+        n = 1
+        for d in shapes[name]:
+            n *= d
+        acts += n * batch_size * 4
+    return {"parameters": params, "buffers": buffers, "forward_activations": acts,
+            "training_estimate": 3 * params + buffers + acts}
+
+
+def flops_rows(names: list[str], input_size, tolerance: float, device=None, batch_size: int = 64,
+               num_classes: int | None = None, in_channels: int | None = None) -> list[dict[str, Any]]:
+    """`resnet flops`: per model (a registry name, or a checkpoint), parameters and multiply-adds against the
+    paper's Table 1 figure (at 224x224 with 1000 classes and RGB, where it gives one), `ok` within `tolerance`;
+    with a device, the timed forward pass too."""
+    from .models import model_info
 
     rows = []
-    for name in names:
+    for source in names:
+        net, name, path = inspected_model(source, num_classes=num_classes, in_channels=in_channels)
         info = model_info(name)
         size = input_size or info.input_size
-        net = build_model(name)
         c = count_macs(net, size)
-        paper = info.paper_gmacs if size == 224 else None
+        as_paper = hw(size) == (224, 224) and net.fc.out_features == 1000 and net.conv1.in_channels == 3
+        paper = info.paper_gmacs if as_paper else None
         dev_pct = (c.macs / 1e9 - paper) / paper if paper else None
-        row = {"model": name, "input_size": size, "params": param_count(net), "gmacs": c.macs / 1e9,
+        row = {"model": name, "input_size": size if isinstance(size, int) else list(size),
+               "params": param_count(net), "gmacs": c.macs / 1e9,
                "gflops": 2 * c.macs / 1e9, "bn_gmacs": c.bn_macs / 1e9, "paper_gmacs": paper,
                "deviation": dev_pct, "ok": None if dev_pct is None else abs(dev_pct) <= tolerance,
                "uncounted_ops": c.uncounted}
+        if path is not None:
+            row["checkpoint"] = path
         if device is not None:
             from .bench import time_forward
 
@@ -221,19 +283,29 @@ def flops_rows(names: list[str], input_size: int | None, tolerance: float, devic
     return rows
 
 
-def summarize(name: str, input_size: int | None = None, detail: bool = False) -> dict[str, Any]:
-    """`resnet summary`: the paper's Table 1 rows for a model, read off the real module (and every module)."""
-    from .models import build_model, model_info
+def summarize(source: str, input_size=None, detail: bool = False, plain: bool = False,
+              num_classes: int | None = None, in_channels: int | None = None, batch_size: int = 1,
+              max_depth: int | None = None) -> dict[str, Any]:
+    """`resnet summary`: the paper's Table 1 rows for a model (a registry name, or a trained checkpoint), read
+    off the real module; parameters (trainable and frozen), memory for `batch_size`; every module with `detail`
+    (down to `max_depth` levels)."""
+    from .models import model_info
 
+    net, name, path = inspected_model(source, plain, num_classes, in_channels)
     info = model_info(name)
     size = input_size or info.input_size
-    net = build_model(name)
     macs = count_macs(net, size)
     shapes = output_shapes(net, size)
-    out = {"model": name, "input_size": size, "family": info.family, "depth": info.depth, "plain": info.plain,
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    out = {"model": name, "checkpoint": path, "input_size": size if isinstance(size, int) else list(size),
+           "batch_size": batch_size, "family": info.family, "depth": info.depth, "plain": info.plain,
+           "num_classes": net.fc.out_features, "in_channels": net.conv1.in_channels,
            "stages": [r.as_dict() for r in stage_rows(net, size, macs, shapes)],
            "total": {"params": param_count(net), "macs": macs.macs, "bn_macs": macs.bn_macs},
+           "params": {"total": param_count(net), "trainable": trainable, "frozen": param_count(net) - trainable},
+           "memory_bytes": memory(net, size, batch_size, shapes),
            "counted_ops": "conv + fc multiply-adds (BatchNorm in bn_macs)"}
     if detail:
-        out["modules"] = [r.as_dict() for r in module_rows(net, size, macs, shapes)]
+        out["modules"] = [r.as_dict() for r in module_rows(net, size, macs, shapes)
+                          if max_depth is None or r.depth <= max_depth]
     return out

@@ -24,17 +24,19 @@ from .timing import Timing, time_fn
 class BenchConfig:
     mode: str  # train or infer
     batch_size: int
-    input_size: int
+    input_size: int | tuple[int, int]
     speed: Speed
     warmup: int = 5
     iters: int = 10
     repeats: int = 5
 
 
-def synthetic_batch(model: torch.nn.Module, batch_size: int, input_size: int, speed: Speed,
+def synthetic_batch(model: torch.nn.Module, batch_size: int, input_size, speed: Speed,
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed random batch in the model's input shape and the speed's memory format."""
-    x = torch.randn(batch_size, model.conv1.in_channels, input_size, input_size, device=device)
+    """A fixed random batch in the model's input shape (S or (H, W)) and the speed's memory format."""
+    from .analysis import hw
+
+    x = torch.randn(batch_size, model.conv1.in_channels, *hw(input_size), device=device)
     y = torch.randint(0, model.fc.out_features, (batch_size,), device=device)
     return x.contiguous(memory_format=speed.memory_format()), y
 

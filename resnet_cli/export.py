@@ -102,19 +102,6 @@ def check_file(path: Path, fmt: str, net: torch.nn.Module, input_size: tuple[int
     return float((got.float() - want.float()).abs().max())
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """"224" -> (224, 224); "160x224" -> (160, 224) (height x width)."""
-    if text is None:
-        return None
-    try:
-        parts = [int(v) for v in str(text).lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or min(parts) <= 0:
-        raise BadInput(f"--input-size: expected S or HxW with positive integers, got {text!r}")
-    return (parts[0], parts[-1])
-
-
 def format_for(output: Path, fmt: str | None) -> str:
     if fmt:
         return fmt

@@ -157,3 +157,42 @@ def test_a_bare_state_dicts_dataset_is_never_guessed(cli, tmp_path):
     assert out["ok"] and out["input_size"] == [224, 224]
     meta = json.loads((tmp_path / "tv.pt.json").read_text())
     assert len(meta["classes"]) == 1000 and meta["resize"] == 256
+
+
+def test_summary_and_flops_read_a_trained_checkpoint(cli, folder_run):
+    run = folder_run / "runs" / "f"
+    out = cli.json("summary", run, "--batch-size", "8")
+    sd = torch.load(run / "best.pt", weights_only=True)["model"]
+    n_params = sum(v.numel() for k, v in sd.items() if not k.endswith(("running_mean", "running_var",
+                                                                        "num_batches_tracked")))
+    assert out["num_classes"] == 3 and out["checkpoint"] == str(run / "best.pt")
+    assert out["total"]["params"] == out["params"]["total"] == out["params"]["trainable"] == n_params
+    assert out["params"]["frozen"] == 0
+    mem = out["memory_bytes"]
+    assert mem["parameters"] == 4 * n_params and mem["training_estimate"] > mem["forward_activations"] > 0
+    eight = mem["forward_activations"]
+    assert cli.json("summary", run)["memory_bytes"]["forward_activations"] * 8 == eight  # linear in the batch
+    table = cli("summary", run)
+    assert table.exit_code == 0 and "3 classes" in table.stdout and "trainable" in table.stdout
+    refused = cli("summary", run, "--num-classes", "10")
+    assert refused.exit_code == 2 and "--num-classes 3" in refused.stderr
+    flops = cli.json("flops", run, "resnet20", "--no-check")["models"]
+    assert flops[0]["checkpoint"] == str(run / "best.pt") and flops[0]["params"] == n_params
+    assert flops[0]["params"] != flops[1]["params"]  # 3 classes vs 10
+
+
+def test_summary_any_class_count_channels_and_shape():
+    from typer.testing import CliRunner
+
+    from resnet_cli.cli import app
+
+    result = CliRunner().invoke(app, ["summary", "resnet50", "--input-size", "160x224", "--num-classes", "37",
+                                      "--in-channels", "1", "--detail", "--max-depth", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    stages = {s["layer"]: s for s in out["stages"]}
+    assert stages["conv1"]["output_size"] == [80, 112] and stages["conv5_x"]["output_size"] == [5, 7]
+    assert stages["fc"]["params"] == 2048 * 37 + 37 and stages["conv1"]["params"] == 7 * 7 * 64 + 128
+    assert out["input_size"] == [160, 224] and {m["depth"] for m in out["modules"]} == {1}
+    bad = CliRunner().invoke(app, ["summary", "resnet50", "--input-size", "0x3"])
+    assert bad.exit_code == 2 and "--input-size must be positive" in bad.stderr

@@ -33,7 +33,7 @@ CASES = [
     # wrong types, zero or negative sizes
     (["summary", "resnet50", "--input-size", "0"], "--input-size must be positive"),
     (["flops", "--input-size", "-4"], "--input-size must be positive"),
-    (["summary", "resnet50", "--input-size", "abc"], "Invalid value for '--input-size'"),
+    (["summary", "resnet50", "--input-size", "abc"], "--input-size: expected S or HxW, e.g. 224 or 160x224"),
     (["build", "resnet20", "--num-classes", "0", "-o", "{tmp}/x.pt"], "--num-classes must be positive"),
     (["build", "resnet20", "--num-classes", "-3", "-o", "{tmp}/x.pt"], "--num-classes must be positive"),
     (["build", "resnet20", "--in-channels", "0", "-o", "{tmp}/x.pt"], "--in-channels must be positive"),

@@ -17,9 +17,26 @@ DepthOpt = Annotated[Optional[int], typer.Option(
     show_default=False)]
 PlainOpt = Annotated[bool, typer.Option("--plain", help="The plain twin: same net with no shortcuts.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
-InputSizeOpt = Annotated[Optional[int], typer.Option(
-    "--input-size", "-s", help="Input height and width \\[default: the model's native size, 224 or 32].",
+InputSizeOpt = Annotated[Optional[str], typer.Option(
+    "--input-size", "-s", help="S, or HxW for other shapes \\[default: the model's native size, 224 or 32].",
     show_default=False)]
+
+
+def parse_input_size(text: str | None) -> int | tuple[int, int] | None:
+    """`--input-size`: "224" -> 224, "160x224" -> (160, 224) (height x width); "224x224" -> 224."""
+    from ..errors import BadInput
+
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in str(text).lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise BadInput(f"--input-size: expected S or HxW, e.g. 224 or 160x224, got {text!r}")
+    if min(parts) <= 0:
+        raise BadInput(f"--input-size must be positive: S or HxW, got {text!r}")
+    return parts[0] if parts[0] == parts[-1] else (parts[0], parts[1])
 
 
 def console():

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import DepthOpt, InputSizeOpt, JsonOpt, ModelArg, PlainOpt, check_positive, console, print_json
+from ._common import (DepthOpt, InputSizeOpt, JsonOpt, ModelArg, PlainOpt, check_positive, console,
+                      parse_input_size, print_json)
 
 
 class Mode(str, Enum):
@@ -67,8 +68,8 @@ def bench(
     from ..models import resolve_name
 
     name = resolve_name(model, depth, plain)
-    for value, what in ((batch_size, "--batch-size"), (input_size, "--input-size"), (iters, "--iters"),
-                        (repeats, "--repeats")):
+    size = parse_input_size(input_size)
+    for value, what in ((batch_size, "--batch-size"), (iters, "--iters"), (repeats, "--repeats")):
         check_positive(value, what)
     if warmup < 0:
         raise BadInput(f"--warmup must not be negative, got {warmup}")
@@ -84,7 +85,7 @@ def bench(
                           compile_mode.value, planned_steps=warmup + iters * repeats,
                           compile_min_steps=TrainConfig().compile_min_steps)
     modes = ["train", "infer"] if mode is Mode.both else [mode.value]
-    out = run_bench(name, modes, batch_size, input_size, speed, dev, warmup, iters, repeats, detail)
+    out = run_bench(name, modes, batch_size, size, speed, dev, warmup, iters, repeats, detail)
     if json_out:
         print_json(out)
         return
@@ -102,7 +103,9 @@ def _print(out: dict) -> None:
         table.add_column(col, justify="left" if col in ("mode", "precision") else "right")
     for r in out["results"]:
         mem = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"
-        table.add_row(r["mode"], str(r["batch_size"]), str(r["input_size"]), r["precision"],
+        size = r["input_size"]
+        table.add_row(r["mode"], str(r["batch_size"]), str(size) if isinstance(size, int) else "x".join(map(str, size)),
+                      r["precision"],
                       "yes" if r["channels_last"] else "no",
                       (r["compile_mode"] if r["compile"] else "no"), f"{r['warmup_s']:.1f}",
                       f"{r['images_per_s']:,.0f}", f"{r['ms_per_step']:.2f}", f"±{r['spread_pct'] / 2:.1f}%", mem,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import JsonOpt, print_json
+from ._common import JsonOpt, parse_input_size, print_json
 
 
 class Format(str, Enum):
@@ -45,7 +45,7 @@ def export_cmd(
     Example: [bold]resnet export runs/resnet20-fashion-mnist -o fashion.onnx[/bold]
     """
     from ..errors import BadInput, CheckFailed
-    from ..export import export_checkpoint, parse_size
+    from ..export import export_checkpoint
 
     if batch_size == "dynamic":
         batch = None
@@ -58,7 +58,9 @@ def export_cmd(
             raise BadInput(f"--batch-size must be a positive integer or dynamic, got {batch_size!r}")
     if tolerance <= 0:
         raise BadInput(f"--tolerance must be positive, got {tolerance}")
-    out = export_checkpoint(source, output, fmt.value if fmt else None, batch, parse_size(input_size), tolerance,
+    size = parse_input_size(input_size)
+    out = export_checkpoint(source, output, fmt.value if fmt else None, batch,
+                            (size, size) if isinstance(size, int) else size, tolerance,
                             model, dataset)
     if json_out:
         print_json(out)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import InputSizeOpt, JsonOpt, PlainOpt, check_positive, console, fmt_int, print_json
+from ._common import InputSizeOpt, JsonOpt, PlainOpt, check_positive, console, fmt_int, parse_input_size, print_json
 
 DEFAULT_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 V15_NOTE = ("v1.5 (torchvision) strides the 3x3 conv instead of the first 1x1 conv in downsampling "
@@ -15,7 +15,8 @@ V15_NOTE = ("v1.5 (torchvision) strides the 3x3 conv instead of the first 1x1 co
 
 def flops(
     models: Annotated[Optional[list[str]], typer.Argument(
-        help="Models to count \\[default: resnet18, 34, 50, 101, 152].", show_default=False)] = None,
+        help="Models to count: registry names, checkpoints or run folders \\[default: resnet18, 34, 50, 101, 152].",
+        show_default=False)] = None,
     depth: Annotated[Optional[list[int]], typer.Option(
         "--depth", "-d", help="Depths instead of names (repeatable).", show_default=False)] = None,
     plain: PlainOpt = False,
@@ -27,6 +28,12 @@ def flops(
     device: Annotated[Optional[str], typer.Option(
         "--device", help="Also time the forward pass here: cpu, cuda or cuda:N.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size for --device timing.")] = 64,
+    num_classes: Annotated[Optional[int], typer.Option("--num-classes", show_default=False,
+                                                       help="Classes of a registry model \\[default: 1000 or 10].")]
+    = None,
+    in_channels: Annotated[Optional[int], typer.Option("--in-channels", show_default=False,
+                                                       help="Input channels of a registry model \\[default: 3].")]
+    = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Count multiply-adds (the paper's "FLOPs") with fvcore and check them against the paper.
@@ -40,16 +47,20 @@ def flops(
     from ..errors import BadInput, CheckFailed
     from ..models import model_info, name_for_depth, resolve_name
 
-    check_positive(input_size, "--input-size")
+    size = parse_input_size(input_size)
     check_positive(batch_size, "--batch-size")
+    check_positive(num_classes, "--num-classes")
+    check_positive(in_channels, "--in-channels")
     if not 0 <= tolerance < 1:
         raise BadInput(f"--tolerance must be in [0, 1), got {tolerance}")
-    names = [resolve_name(m, None, plain) for m in models or []]
+    from pathlib import Path
+
+    names = [m if Path(m).exists() else resolve_name(m, None, plain) for m in models or []]
     names += [name_for_depth(d, plain) for d in depth or []]
     if not names:
         names = [resolve_name(m, None, plain) for m in DEFAULT_MODELS]
     if v15:
-        names += [f"{n}-v1.5" for n in list(names) if model_info(n).block == "bottleneck"
+        names += [f"{n}-v1.5" for n in list(names) if not Path(n).exists() and model_info(n).block == "bottleneck"
                   and model_info(n).family == "imagenet" and not n.endswith("-v1.5")]
     names = list(dict.fromkeys(names))
     dev = None
@@ -60,7 +71,7 @@ def flops(
 
     from ..analysis import flops_rows
 
-    rows = flops_rows(names, input_size, tolerance, dev, batch_size)
+    rows = flops_rows(names, size, tolerance, dev, batch_size, num_classes, in_channels)
 
     failed = [r["model"] for r in rows if check and r["ok"] is False]
     if json_out:
@@ -83,7 +94,8 @@ def _print_table(rows: list[dict], tolerance: float, check: bool, dev) -> None:
             table.add_column(col, justify="right")
     for r in rows:
         mark = "-" if r["ok"] is None else ("ok" if r["ok"] else ("FAIL" if check else "off"))
-        cells = [r["model"], str(r["input_size"]), fmt_int(r["params"]), f"{r['gmacs']:.3f}", f"{r['gflops']:.3f}",
+        size = r["input_size"]
+        cells = [r["model"], str(size) if isinstance(size, int) else "x".join(map(str, size)), fmt_int(r["params"]), f"{r['gmacs']:.3f}", f"{r['gflops']:.3f}",
                  f"{r['bn_gmacs']:.3f}", "-" if r["paper_gmacs"] is None else f"{r['paper_gmacs']:.1f}",
                  "-" if r["deviation"] is None else f"{r['deviation']:+.1%}", mark]
         if dev is not None:

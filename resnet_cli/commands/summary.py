@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from ._common import (DepthOpt, InputSizeOpt, JsonOpt, ModelArg, PlainOpt, check_positive, console, fmt_g,
-                      fmt_int, fmt_m, print_json)
+                      fmt_int, fmt_m, parse_input_size, print_json)
 
 
 def summary(
@@ -15,30 +16,54 @@ def summary(
     depth: DepthOpt = None,
     plain: PlainOpt = False,
     input_size: InputSizeOpt = None,
+    num_classes: Annotated[Optional[int], typer.Option("--num-classes", show_default=False,
+                                                       help="Classes of a registry model \\[default: 1000 or 10].")]
+    = None,
+    in_channels: Annotated[Optional[int], typer.Option("--in-channels", show_default=False,
+                                                       help="Input channels of a registry model \\[default: 3].")]
+    = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size for the memory estimate.")] = 1,
     detail: Annotated[bool, typer.Option("--detail", help="Add a row per module.")] = False,
+    max_depth: Annotated[Optional[int], typer.Option("--max-depth", show_default=False,
+                                                     help="With --detail: modules down to this nesting level "
+                                                          "(1: stages and stem) \\[default: all].")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show a model laid out as the paper's Table 1: output size, block, parameters and multiply-adds per stage.
 
-    Output sizes come from running the model, so they follow --input-size.
+    MODEL is a registry name, or a checkpoint or run folder (the trained model, its class count included).
+    Output sizes come from running the model, so they follow --input-size (S or HxW).
     Multiply-adds count conv and fc layers, as the paper does (BatchNorm is left out).
+    Memory: parameters, forward activations for --batch-size, and a training estimate.
 
     Example: [bold]resnet summary --depth 50[/bold]
     """
     from ..analysis import summarize
+    from ..errors import BadInput
     from ..models import resolve_name
 
-    check_positive(input_size, "--input-size")
-    out = summarize(resolve_name(model, depth, plain), input_size, detail)
+    size = parse_input_size(input_size)
+    for value, what in ((num_classes, "--num-classes"), (in_channels, "--in-channels"), (batch_size, "--batch-size"),
+                        (max_depth, "--max-depth")):
+        check_positive(value, what)
+    if model is not None and depth is None and Path(model).exists():
+        source = model
+    else:
+        source = resolve_name(model, depth, plain)
+    if max_depth is not None and not detail:
+        raise BadInput("--max-depth limits the --detail view: add --detail")
+    out = summarize(source, size, detail, plain, num_classes, in_channels, batch_size, max_depth)
     if json_out:
         print_json({k: v for k, v in out.items() if k != "plain"})
         return
 
     from rich.table import Table
 
-    name, size, total = out["model"], out["input_size"], out["total"]
-    title = f"{name} at {size}x{size} ({out['family']} family, {out['depth']} layers" + \
-        (", no shortcuts)" if out["plain"] else ")")
+    name, total = out["model"], out["total"]
+    size = out["input_size"]
+    size = f"{size}x{size}" if isinstance(size, int) else "x".join(map(str, size))
+    title = f"{name} at {size} ({out['family']} family, {out['depth']} layers" + \
+        (", no shortcuts" if out["plain"] else "") + f", {out['num_classes']} classes)"
     table = Table(title=title, show_footer=True)
     table.add_column("layer", footer="total")
     table.add_column("output size", justify="right")
@@ -54,6 +79,13 @@ def summary(
     c.print(table)
     c.print(f"Multiply-adds count conv + fc, as the paper's \"FLOPs\" do; "
             f"BatchNorm would add {fmt_g(total['bn_macs'])} G.")
+    p, mem = out["params"], out["memory_bytes"]
+    if out["checkpoint"]:
+        c.print(f"from {out['checkpoint']}")
+    c.print(f"Parameters: {fmt_int(p['total'])} ({fmt_int(p['trainable'])} trainable, {fmt_int(p['frozen'])} frozen). "
+            f"Memory (fp32, batch {out['batch_size']}): parameters {mem['parameters'] / 2**20:.1f} MiB, forward "
+            f"activations {mem['forward_activations'] / 2**20:.1f} MiB, training estimate "
+            f"{mem['training_estimate'] / 2**20:.1f} MiB (weights, gradients, momentum, buffers, activations).")
     if detail:
         t = Table(title=f"{name}: every module")
         for col, j in [("module", "left"), ("type", "left"), ("output shape", "right"), ("params", "right"),
