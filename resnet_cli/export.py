@@ -61,13 +61,17 @@ def _write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, A
         import onnxscript  # noqa: F401  (the exporter's dependency)
     except ImportError:
         raise BadInput('ONNX export needs the onnx extra: pip install "resnet-cli[onnx]"') from None
+    import warnings
+
     quiet = logging.getLogger("torch.onnx")  # e.g. "torchvision is not installed", which does not concern us
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        program = torch.onnx.export(net, (example,), None, input_names=["images"], output_names=["logits"],
-                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},) if dynamic else None,
-                                    dynamo=True, verbose=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations inside the exporter
+            program = torch.onnx.export(net, (example,), None, input_names=["images"], output_names=["logits"],
+                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},) if dynamic else None,
+                                        dynamo=True, verbose=False)
     finally:
         quiet.setLevel(level)
     proto = program.model_proto
