@@ -252,11 +252,11 @@ def memory(model: nn.Module, input_size, batch_size: int, shapes: dict[str, tupl
             "training_estimate": 3 * params + buffers + acts}
 
 
-def flops_rows(names: list[str], input_size, tolerance: float, device=None, batch_size: int = 64,
-               num_classes: int | None = None, in_channels: int | None = None) -> list[dict[str, Any]]:
+def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int | None = None,
+               in_channels: int | None = None, timer=None) -> list[dict[str, Any]]:
     """`resnet flops`: per model (a registry name, or a checkpoint), parameters and multiply-adds against the
     paper's Table 1 figure (at 224x224 with 1000 classes and RGB, where it gives one), `ok` within `tolerance`;
-    with a device, the timed forward pass too."""
+    `timer(net, input_size, macs=...)`, when given, adds the timed forward pass (bench.time_forward)."""
     from .models import model_info
 
     rows = []
@@ -275,10 +275,8 @@ def flops_rows(names: list[str], input_size, tolerance: float, device=None, batc
                "uncounted_ops": c.uncounted}
         if path is not None:
             row["checkpoint"] = path
-        if device is not None:
-            from .bench import time_forward
-
-            row["timing"] = time_forward(net, size, batch_size, device, c.macs)
+        if timer is not None:
+            row["timing"] = timer(net, size, macs=c.macs)
         rows.append(row)
     return rows
 

@@ -71,7 +71,14 @@ def flops(
 
     from ..analysis import flops_rows
 
-    rows = flops_rows(names, size, tolerance, dev, batch_size, num_classes, in_channels)
+    timer = None
+    if dev is not None:
+        from functools import partial
+
+        from ..bench import time_forward
+
+        timer = partial(time_forward, batch_size=batch_size, device=dev)
+    rows = flops_rows(names, size, tolerance, num_classes, in_channels, timer)
 
     failed = [r["model"] for r in rows if check and r["ok"] is False]
     if json_out:
