@@ -23,6 +23,14 @@ mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
 py=python3
 
+$py - <<'PY' | tee "$logs/machine.txt"
+import platform, torch
+print(f"device: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA DEVICE'}; "
+      f"torch {torch.__version__}, CUDA {torch.version.cuda}; Python {platform.python_version()}")
+PY
+$py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
+    echo "gpu_check: FAIL (no CUDA device visible)"; exit 1; }
+
 wheels=${WHEELS:-.whl}
 if ! $py -c "import fvcore" 2>/dev/null && [ -d "$wheels" ]; then
     $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu_check_site "$wheels"/*.whl \
@@ -41,14 +49,6 @@ step() {  # step NAME COMMAND...: run it, keep its output, record the outcome
     echo "   $status in $((SECONDS - t0)) s (log: $logs/$name.txt)"
     tail -n 3 "$logs/$name.txt" | sed 's/^/   | /'
 }
-
-$py - <<'PY' | tee "$logs/machine.txt"
-import platform, torch
-print(f"device: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA DEVICE'}; "
-      f"torch {torch.__version__}, CUDA {torch.version.cuda}; Python {platform.python_version()}")
-PY
-$py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
-    echo "gpu_check: FAIL (no CUDA device visible)"; exit 1; }
 
 step pytest $py -m pytest -q -ra
 step smoke $py -m resnet_cli train --preset smoke --device cuda --run-dir /tmp/gpu_check_runs --name smoke

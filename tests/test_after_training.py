@@ -80,6 +80,19 @@ def test_export_each_format_loads_back_and_matches(cli, folder_run, tmp_path):
     assert bad.exit_code == 2 and "cannot tell the format" in bad.stderr
 
 
+def test_export_from_a_smoke_preset_run(cli, tmp_path):
+    """The smoke preset's run folder (synthetic data: its own normalisation and class names) exports and checks."""
+    run = cli("train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--set", "data.synthetic_train=64",
+              "--set", "data.image_size=16", "--run-dir", tmp_path, "--name", "smoke")
+    assert run.exit_code == 0, run.output
+    out = cli.json("export", tmp_path / "smoke", "-o", tmp_path / "smoke.pt", "--batch-size", "2")
+    assert out["ok"] and out["input_size"] == [16, 16] and out["batch_size"] == 2
+    meta = json.loads((tmp_path / "smoke.pt.json").read_text())
+    assert meta["classes"] == [f"class{i}" for i in range(10)] and len(meta["mean"]) == 3
+    sd = torch.load(tmp_path / "smoke" / "best.pt", weights_only=True)
+    assert sd["input"]["mean"] == meta["mean"] and sd["input"]["image_size"] == [16, 16]
+
+
 def test_export_fails_with_exit_1_when_the_file_computes_something_else(cli, folder_run, tmp_path, monkeypatch):
     import resnet_cli.export as export
 
