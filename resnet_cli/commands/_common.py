@@ -21,6 +21,11 @@ InputSizeOpt = Annotated[Optional[str], typer.Option(
     "--input-size", "-s", help="S, or HxW for other shapes \\[default: the model's native size, 224 or 32].",
     show_default=False)]
 
+NumClassesOpt = Annotated[Optional[int], typer.Option(
+    "--num-classes", help="Classes of a registry model \\[default: 1000 or 10].", show_default=False)]
+InChannelsOpt = Annotated[Optional[int], typer.Option(
+    "--in-channels", help="Input channels of a registry model \\[default: 3].", show_default=False)]
+
 
 def parse_input_size(text: str | None) -> int | tuple[int, int] | None:
     """`--input-size`: "224" -> 224, "160x224" -> (160, 224) (height x width); "224x224" -> 224."""

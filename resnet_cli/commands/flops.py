@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import InputSizeOpt, JsonOpt, PlainOpt, check_positive, console, fmt_int, parse_input_size, print_json
+from ._common import InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, PlainOpt, check_positive, console, fmt_int, parse_input_size, print_json
 
 DEFAULT_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 V15_NOTE = ("v1.5 (torchvision) strides the 3x3 conv instead of the first 1x1 conv in downsampling "
@@ -28,12 +28,8 @@ def flops(
     device: Annotated[Optional[str], typer.Option(
         "--device", help="Also time the forward pass here: cpu, cuda or cuda:N.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size for --device timing.")] = 64,
-    num_classes: Annotated[Optional[int], typer.Option("--num-classes", show_default=False,
-                                                       help="Classes of a registry model \\[default: 1000 or 10].")]
-    = None,
-    in_channels: Annotated[Optional[int], typer.Option("--in-channels", show_default=False,
-                                                       help="Input channels of a registry model \\[default: 3].")]
-    = None,
+    num_classes: NumClassesOpt = None,
+    in_channels: InChannelsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Count multiply-adds (the paper's "FLOPs") with fvcore and check them against the paper.

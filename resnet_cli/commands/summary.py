@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (DepthOpt, InputSizeOpt, JsonOpt, ModelArg, PlainOpt, check_positive, console, fmt_g,
+from ._common import (DepthOpt, InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, ModelArg, PlainOpt, check_positive, console, fmt_g,
                       fmt_int, fmt_m, parse_input_size, print_json)
 
 
@@ -16,12 +16,8 @@ def summary(
     depth: DepthOpt = None,
     plain: PlainOpt = False,
     input_size: InputSizeOpt = None,
-    num_classes: Annotated[Optional[int], typer.Option("--num-classes", show_default=False,
-                                                       help="Classes of a registry model \\[default: 1000 or 10].")]
-    = None,
-    in_channels: Annotated[Optional[int], typer.Option("--in-channels", show_default=False,
-                                                       help="Input channels of a registry model \\[default: 3].")]
-    = None,
+    num_classes: NumClassesOpt = None,
+    in_channels: InChannelsOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size for the memory estimate.")] = 1,
     detail: Annotated[bool, typer.Option("--detail", help="Add a row per module.")] = False,
     max_depth: Annotated[Optional[int], typer.Option("--max-depth", show_default=False,
