@@ -95,11 +95,10 @@ class Speed:
 
     def describe(self) -> str:
         """One line for the start of a run: `fp32, channels_last on, compile on (...)`."""
+        comp = "compile off"
         if self.compile:
-            mode = "" if self.compile_mode == "default" else f" mode {self.compile_mode},"
-            comp = f"compile on ({mode.strip(' ,') + ', ' if mode else ''}the first steps and the first evaluation compile)"
-        else:
-            comp = "compile off"
+            mode = "" if self.compile_mode == "default" else f"mode {self.compile_mode}, "
+            comp = f"compile on ({mode}the first steps and the first evaluation compile)"
         return f"{self.precision}, channels_last {'on' if self.channels_last else 'off'}, {comp}"
 
     def autocast(self, device):

@@ -109,7 +109,7 @@ def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print
         trainer = Trainer(point.cfg, _progress(json_out, dist), dist)
         trainer.load_state(point.checkpoint)
         run_path = point.run_dir
-        if trainer.step >= trainer.total_steps or trainer.target_stop():
+        if trainer.finished:
             msg = (f"{run_path} is finished ({trainer.epoch} epochs, {trainer.step} steps); "
                    "pass a larger --epochs to train further")
             if not trainer.is_main:

@@ -147,7 +147,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "best_top1": self.best_top1, "metrics": self.rows, "rng": rng, "partial": dict(self.partial),
                 "skipped": self.skipped, "wall_seconds": self.wall_seconds(), "target": self.target,
-                "finished": self.step >= self.total_steps or self.target_stop()}
+                "finished": self.finished}
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -207,6 +207,11 @@ class Trainer:
 
     def target_stop(self) -> bool:
         return bool(self.cfg.train.stop_at_target and self.target)
+
+    @property
+    def finished(self) -> bool:
+        """Every step done, or stopped at train.target_top1 as asked: a resume has nothing left to do."""
+        return self.step >= self.total_steps or self.target_stop()
 
     def resume_command(self) -> str:
         return f"resnet train --resume {self.run_dir}"
