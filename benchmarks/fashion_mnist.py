@@ -13,6 +13,11 @@
         Two training loops in one process, alternating epochs of `--steps` steps: the preset (plus the
         --base overrides) against the same with the --set overrides; prints each one's images/s and the ratio.
 
+    python benchmarks/fashion_mnist.py recipe [--epochs 3] [--base KEY=VALUE ...] [--set KEY=VALUE ...]
+        The preset against the preset with a held-out validation split, EMA and mixup (data.val_split=5000,
+        train.ema=0.999, data.mixup=0.2, or --set overrides), same epochs, one after the other; prints both
+        runs' test top-1 per epoch, and the test top-1 of the epoch each run selects (best.pt).
+
 Results go in BENCHMARKS.md with the machine and versions this prints.
 """
 
@@ -57,6 +62,41 @@ def run_train(args) -> None:
               f"{r['img_per_s']:.0f} |")
     print(f"\nfinal test top-1 {rows[-1]['test_top1']:.2%}, best {max(r['test_top1'] for r in rows):.2%}; "
           f"median {statistics.median(r['seconds'] for r in rows):.1f} s/epoch; wall {wall:.0f} s")
+
+
+RECIPE = ["data.val_split=5000", "train.ema=0.999", "data.mixup=0.2"]
+
+
+def run_recipe(args) -> None:
+    from resnet_cli.train.rundir import read_metrics
+
+    sets = args.set or RECIPE
+    runs = {}
+    for label, extra in (("preset", []), ("recipe", sets)):
+        cmd = [sys.executable, "-m", "resnet_cli", "train", "--preset", "fashion-mnist", "--data-dir",
+               str(args.data_dir), "--run-dir", str(args.run_dir), "--name", f"fashion-{label}", "--epochs",
+               str(args.epochs), *(a for s in [*args.base, *extra] for a in ("--set", s))]
+        print("$", " ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        run = next(line.split("run folder: ", 1)[1].strip() for line in out.splitlines() if "run folder: " in line)
+        (Path(run) / "stdout.txt").write_text(out)
+        runs[label] = (read_metrics(Path(run) / "metrics.csv"), time.perf_counter() - t0, run)
+        print(f"  {label}: {runs[label][1]:.0f} s, {run}", flush=True)
+    print(f"\nmachine: {machine()}\nrecipe: {' '.join(sets)}\n")
+    rows_p, rows_r = runs["preset"][0], runs["recipe"][0]
+    ema = "ema_test_top1" in rows_r[0]
+    sel = ("ema_" if ema else "") + ("val_top1" if "val_top1" in rows_r[0] else "test_top1")
+    print("| epoch | preset test top-1 | recipe test top-1 | recipe EMA test top-1 | recipe val top-1 | "
+          "recipe EMA val top-1 |\n| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for p, r in zip(rows_p, rows_r):
+        cells = [f"{r.get(k, float('nan')):.2%}" for k in ("test_top1", "ema_test_top1", "val_top1", "ema_val_top1")]
+        print(f"| {p['epoch']} | {p['test_top1']:.2%} | {' | '.join(cells)} |")
+    best_p = max(rows_p, key=lambda r: r["test_top1"])
+    best_r = max(rows_r, key=lambda r: r[sel])
+    print(f"\nselected (best.pt): preset epoch {best_p['epoch']} by test top-1 -> test {best_p['test_top1']:.2%}; "
+          f"recipe epoch {best_r['epoch']} by {sel} -> test {best_r['ema_test_top1' if ema else 'test_top1']:.2%}")
+    print(f"wall: preset {runs['preset'][1]:.0f} s, recipe {runs['recipe'][1]:.0f} s")
 
 
 BATCH = 128  # the preset's
@@ -130,15 +170,16 @@ def run_switch(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["train", "overhead", "switch"])
+    p.add_argument("what", choices=["train", "overhead", "switch", "recipe"])
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--run-dir", type=Path, default=ROOT / "bench_runs")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--base", action="append", default=[], help="KEY=VALUE override for both sides (switch only)")
-    p.add_argument("--set", action="append", default=[], help="KEY=VALUE override for the second side (switch only)")
+    p.add_argument("--epochs", type=int, default=3, help="recipe: epochs of each run")
+    p.add_argument("--base", action="append", default=[], help="KEY=VALUE override for both sides (switch, recipe)")
+    p.add_argument("--set", action="append", default=[], help="KEY=VALUE override for the second side (switch, recipe)")
     args = p.parse_args()
-    {"train": run_train, "overhead": run_overhead, "switch": run_switch}[args.what](args)
+    {"train": run_train, "overhead": run_overhead, "switch": run_switch, "recipe": run_recipe}[args.what](args)
 
 
 if __name__ == "__main__":

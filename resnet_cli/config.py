@@ -27,6 +27,14 @@ class ModelConfig:
     num_classes: int = 0  # 0: take the dataset's class count
     in_channels: int = 0  # 0: take the dataset's channel count (1 for MNIST-like data)
     zero_init_residual: bool = False  # Goyal et al.; not in the paper, so off
+    init: str = ""  # start from these weights: a run folder, one of our checkpoints, or a torchvision-format
+    #                 state_dict (resnet50-0676ba61.pth). Tensors load by name and shape; a different num_classes
+    #                 (in_channels) gets a newly initialised head (stem); any other mismatch is an error
+
+    def architecture(self) -> dict[str, Any]:
+        """The `build_model` arguments: everything but `init` (where the weights came from)."""
+        return {"name": self.name, "num_classes": self.num_classes, "in_channels": self.in_channels,
+                "zero_init_residual": self.zero_init_residual}
 
 
 @dataclass
@@ -46,6 +54,14 @@ class DataConfig:
     synthetic_train: int = 512  # synthetic only: training images
     synthetic_test: int = 256  # synthetic only: test images
     workers: int = 4  # imagefolder only: decoding processes per training process
+    val_split: int = 0  # hold out N training images (stratified; the same N images for every seed) to select
+    #                     best.pt, stop early and time train.target_top1; the test set is then reported only.
+    #                     The paper tuned on CIFAR's 45k/5k split (the cifar presets hold out 5000)
+    randaugment: str = ""  # "N,M": RandAugment, N random ops of magnitude M in 0-30 ("2,9" is the usual);
+    #                        "trivial": TrivialAugment (one op, random magnitude); "": off. Batched on the device
+    random_erasing: float = 0.0  # probability of erasing one random rectangle per image (Zhong et al.; timm: 0.25)
+    mixup: float = 0.0  # > 0: mixup with lambda ~ Beta(a, a) per batch (timm, torchvision recipes: 0.2 or 0.8)
+    cutmix: float = 0.0  # > 0: cutmix with lambda ~ Beta(a, a) (recipes: 1.0); with mixup, each batch picks one
 
 
 @dataclass
@@ -54,6 +70,8 @@ class TrainConfig:
     steps: int = 0  # > 0: stop after this many optimizer steps instead (paper CIFAR: 64k)
     batch_size: int = 128  # GLOBAL batch per optimizer step, split over torchrun processes (paper: 128 CIFAR, 256 ImageNet)
     eval_batch_size: int = 1024  # evaluation needs no gradients, so a large batch is cheap
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw: Loshchilov & Hutter; betas (0.9, 0.999). Unless set,
+    #                                               adamw changes lr to 1e-3, weight_decay to 0.05, no_wd_bn_bias on
     lr: float = 0.1  # peak learning rate (paper: 0.1)
     momentum: float = 0.9  # SGD momentum (paper: 0.9)
     nesterov: bool = False  # the paper used plain momentum
@@ -66,7 +84,8 @@ class TrainConfig:
     milestone_unit: Literal["epochs", "steps"] = "epochs"  # what `milestones` count
     gamma: float = 0.1  # multistep: lr factor at each milestone (paper: divide by 10)
     warmup: Literal["none", "linear", "constant", "paper"] = "none"  # paper: constant for deep CIFAR nets
-    warmup_steps: int = 0  # steps of warm-up ("paper": 400 for depth >= 110)
+    warmup_length: str = "0"  # warm-up length: steps ("400"), epochs ("2ep", "0.5ep") or a fraction of the run
+    #                           ("5%"), so a shortened run keeps its warm-up ("paper": 400 steps for depth >= 110)
     warmup_factor: float = 0.1  # warm-up starts at (linear) or stays at (constant) lr x this
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA; fp32 on CPU (bf16: 0.4-0.5x)
     channels_last: Auto = "auto"  # auto: on for CUDA and oneDNN CPUs (measured +17-19% CPU training)
@@ -81,7 +100,16 @@ class TrainConfig:
     #                               at most this much; short epochs never reach 5 minutes, so they save at ends only
     log_grad_norms: bool = False  # add per-stage gradient norms to metrics.csv
     sync_bn: bool = False  # torchrun: SyncBatchNorm, so BatchNorm sees the global batch (slower; exact)
-    target_top1: float = 0.0  # > 0: report the wall time to the first epoch whose test top-1 reaches this (0.94)
+    ema: float = 0.0  # > 0: keep an exponential moving average of the weights with this decay (0.999, 0.9998);
+    #                   evaluated beside the raw weights, it selects best.pt and is what eval/export/predict use.
+    #                   The decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates
+    freeze: list[str] = field(default_factory=list)  # stages to keep fixed, named as `resnet summary` prints them
+    #                   (conv1, conv2_x, ..., fc): no gradient, no weight decay, BatchNorm statistics frozen
+    patience: int = 0  # > 0: stop after this many epochs without a better selection figure (val, else test top-1)
+    accum_steps: int = 1  # split each batch into this many micro-batches and accumulate their gradients: the
+    #                       same batch_size and lr in less memory. BatchNorm normalises each micro-batch on its
+    #                       own (batch_size / accum_steps images), so results differ a little from one big batch
+    target_top1: float = 0.0  # > 0: report the wall time to the first epoch whose selection top-1 reaches this (0.94)
     stop_at_target: bool = False  # with target_top1: end the run there (a time-to-accuracy benchmark)
     skip_nonfinite: int = 0  # > 0: skip up to this many steps whose loss is NaN/Inf (checks every step: one sync each)
 
@@ -92,8 +120,11 @@ class RunConfig:
     run_dir: str = "runs"  # parent folder of run folders
     seed: int = 0  # seeds the weights, the data order and the augmentation
     device: str = "auto"  # auto: cuda if available, else cpu
-    save_best: bool = True  # keep best.pt by test top-1 besides last.pt
+    save_best: bool = True  # keep best.pt by the selection figure (val top-1 with data.val_split, else test top-1;
+    #                         of the EMA weights with train.ema) besides last.pt
     stop_after_epochs: int = 0  # > 0: stop (resumably) after this many epochs of this invocation; for time-limited jobs
+    tensorboard: Auto = "auto"  # TensorBoard event files in the run folder, the scalars of metrics.csv;
+    #                             auto: when the `tensorboard` extra is installed
 
 
 @dataclass
@@ -108,6 +139,12 @@ class Config:
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "run": RunConfig}
+
+# Keys that were renamed: old config files, presets and checkpoints still read.
+RENAMED = {"train.warmup_steps": "train.warmup_length"}
+
+# Defaults that depend on another key, applied only where the key was not set (optimizer -> its own lr etc.).
+ADAMW_DEFAULTS = {"train.lr": 1e-3, "train.weight_decay": 0.05, "train.no_wd_bn_bias": True}
 
 
 # ---------------------------------------------------------------- presets and files
@@ -174,7 +211,8 @@ def flatten(data: dict[str, Any], source: str) -> dict[str, Any]:
         if not isinstance(values, dict):
             raise BadInput(f"{source}: section {section!r} must be a mapping")
         for key, value in values.items():
-            flat[f"{section}.{key}"] = value
+            dotted = f"{section}.{key}"
+            flat[RENAMED.get(dotted, dotted)] = value
     for key in flat:
         check_key(key, source)
     return flat
@@ -201,7 +239,7 @@ def parse_set(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise BadInput(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=0.05")
     key, raw = item.split("=", 1)
-    key = key.strip()
+    key = RENAMED.get(key.strip(), key.strip())
     check_key(key, "--set")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
@@ -249,13 +287,15 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
-        if isinstance(value, int) and not isinstance(value, bool):  # `checkpoint_every: 500` in YAML
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # `checkpoint_every: 500` in YAML
             return str(value)
         raise BadInput(f"{key}: expected a string, got {value!r}")
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module
 
 
 def build_config(flat: dict[str, Any]) -> Config:
+    if flat.get("train.optimizer") == "adamw":
+        flat = {**ADAMW_DEFAULTS, **flat}
     sections = {}
     for name, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
@@ -272,19 +312,32 @@ def build_config(flat: dict[str, Any]) -> Config:
 
 def resolve(preset: str | None = None, config_file: str | os.PathLike | None = None,
             flags: dict[str, Any] | None = None, sets: list[str] | None = None) -> Config:
-    """Layer the sources in their fixed precedence and return a checked Config."""
-    flat: dict[str, Any] = {}
+    """Layer the sources in their fixed precedence and return a checked Config.
+
+    Choosing adamw in one layer also replaces the SGD-minded lr, weight decay and no_wd_bn_bias of the layers
+    below it (a preset's lr 0.1, say) with ADAMW_DEFAULTS, unless that layer or a higher one sets them too
+    (flags and --set count as one layer: the command line)."""
+    layers: list[dict[str, Any]] = []
     if preset:
-        flat.update(flatten(load_preset(preset), f"preset {preset}"))
+        layers.append(flatten(load_preset(preset), f"preset {preset}"))
     if config_file:
-        flat.update(flatten(read_yaml(Path(config_file), "config file"), f"config file {config_file}"))
+        layers.append(flatten(read_yaml(Path(config_file), "config file"), f"config file {config_file}"))
+    given = {}
     for key, value in (flags or {}).items():
         if value is not None:
             check_key(key, "flag")
-            flat[key] = value
-    for item in sets or []:
-        key, value = parse_set(item)
-        flat[key] = value
+            given[key] = value
+    layers.append(given)
+    layers.append(dict(parse_set(item) for item in sets or []))
+    flat: dict[str, Any] = {}
+    level: dict[str, int] = {}
+    for i, layer in enumerate(layers):
+        flat.update(layer)
+        level.update(dict.fromkeys(layer, min(i, len(layers) - 2)))  # flags and --set: both the command line
+    if flat.get("train.optimizer") == "adamw":
+        for key, value in ADAMW_DEFAULTS.items():
+            if level.get(key, -1) < level["train.optimizer"]:
+                flat[key] = value
     return build_config(flat)
 
 
@@ -303,7 +356,8 @@ def validate(cfg: Config) -> None:
         if value <= 0:
             raise BadInput(f"{key} must be positive, got {value}")
     nonneg = {"train.epochs": t.epochs, "train.steps": t.steps, "train.weight_decay": t.weight_decay,
-              "train.grad_clip": t.grad_clip, "train.warmup_steps": t.warmup_steps, "data.train_limit": d.train_limit,
+              "train.grad_clip": t.grad_clip, "data.train_limit": d.train_limit, "train.patience": t.patience,
+              "data.val_split": d.val_split, "data.mixup": d.mixup, "data.cutmix": d.cutmix,
               "data.test_limit": d.test_limit, "data.crop_padding": d.crop_padding,
               "run.stop_after_epochs": cfg.run.stop_after_epochs, "train.skip_nonfinite": t.skip_nonfinite,
               "model.num_classes": cfg.model.num_classes, "model.in_channels": cfg.model.in_channels,
@@ -328,8 +382,18 @@ def validate(cfg: Config) -> None:
     if sorted(t.milestones) != t.milestones or any(m <= 0 for m in t.milestones):
         raise BadInput(f"train.milestones must be positive and increasing, got {t.milestones}")
     parse_interval(t.checkpoint_every, "train.checkpoint_every")
-    if t.warmup in ("linear", "constant") and t.warmup_steps == 0:
-        raise BadInput(f"train.warmup {t.warmup!r} needs train.warmup_steps > 0")
+    length = parse_length(t.warmup_length, "train.warmup_length")
+    if t.warmup in ("linear", "constant") and not length[0] and not length[1] and not length[2]:
+        raise BadInput(f"train.warmup {t.warmup!r} needs a train.warmup_length (400, 2ep or 5%)")
+    if t.accum_steps < 1:
+        raise BadInput(f"train.accum_steps must be at least 1, got {t.accum_steps}")
+    if not 0 <= t.ema < 1:
+        raise BadInput(f"train.ema is a decay in [0, 1) (0.999; 0 = off), got {t.ema}")
+    if not 0 <= d.random_erasing <= 1:
+        raise BadInput(f"data.random_erasing is a probability in [0, 1], got {d.random_erasing}")
+    parse_randaugment(d.randaugment)
+    if len(set(t.freeze)) != len(t.freeze):
+        raise BadInput(f"train.freeze names a stage twice: {t.freeze}")
     from .models import model_info
 
     model_info(cfg.model.name)  # unknown model: did-you-mean
@@ -346,6 +410,40 @@ def parse_interval(text: str, key: str = "interval") -> tuple[int, float]:
     if not unit:
         return int(value), 0.0
     return 0, value * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def parse_length(text: str, key: str = "length") -> tuple[int, float, float]:
+    """"400" -> (400 steps, 0, 0); "2ep" -> (0, 2.0 epochs, 0); "5%" -> (0, 0, 0.05 of the run)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ep|epochs?|%)?\s*", str(text))
+    if not m or (not m.group(2) and "." in m.group(1)):
+        raise BadInput(f"{key}: expected steps (400), epochs (2ep, 0.5ep) or a fraction of the run (5%), "
+                       f"got {text!r}")
+    value, unit = float(m.group(1)), m.group(2)
+    if not unit:
+        return int(value), 0.0, 0.0
+    if unit == "%":
+        if value > 100:
+            raise BadInput(f"{key}: {text!r} is more than the whole run")
+        return 0, 0.0, value / 100
+    return 0, value, 0.0
+
+
+def parse_randaugment(text: str) -> tuple[str, int, int] | None:
+    """"2,9" -> ("rand", 2 ops, magnitude 9); "trivial" -> ("trivial", 1, 0); "" or "0" -> None (off)."""
+    import re
+
+    text = str(text).strip().lower()
+    if text in ("", "0", "off", "none"):
+        return None
+    if text in ("trivial", "trivialaugment", "ta"):
+        return "trivial", 1, 0
+    m = re.fullmatch(r"(\d+)\s*[,/ ]\s*(\d+)", text)
+    if not m or not 1 <= int(m.group(1)) <= 10 or not 0 <= int(m.group(2)) <= 30:
+        raise BadInput(f"data.randaugment: expected N,M (1-10 ops, magnitude 0-30; e.g. 2,9), \"trivial\" or "
+                       f"\"\" (off), got {text!r}")
+    return "rand", int(m.group(1)), int(m.group(2))
 
 
 def to_yaml(cfg: Config) -> str:

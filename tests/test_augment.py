@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from resnet_cli.data.augment import augment, random_crop, random_flip, to_float
+from resnet_cli.data.augment import TrainAugment, augment, random_crop, random_flip, to_float
 from resnet_cli.data.loader import DeviceLoader
 
 
@@ -50,7 +50,8 @@ def test_to_float_normalises():
 def test_device_loader_epochs_are_seeded_permutations():
     x, y = batch(n=100), torch.arange(100)
     mean, std = torch.zeros(3), torch.ones(3)
-    loader = DeviceLoader(x, y, 32, mean, std, torch.device("cpu"), train=True, padding=2, flip=True, seed=3)
+    loader = DeviceLoader(x, y, 32, mean, std, torch.device("cpu"), train=True,
+                          augment=TrainAugment(padding=2, flip=True), seed=3)
     assert len(loader) == 3  # full batches only
     e1 = torch.cat([yb for _, yb in loader.batches(1)])
     assert len(e1) == 96 and len(set(e1.tolist())) == 96

@@ -28,6 +28,36 @@ def test_cifar_preset_is_the_paper_recipe(cli):
     assert (t["milestones"], t["milestone_unit"], t["steps"], t["gamma"]) == ([32000, 48000], "steps", 64000, 0.1)
     assert cfg["data"]["crop_padding"] == 4 and cfg["data"]["flip"] and cfg["model"]["name"] == "resnet20"
     assert printed(cli, "--preset", "cifar", "--depth", "110")["model"]["name"] == "resnet110"
+    assert cfg["data"]["val_split"] == 5000  # the paper's 45k/5k split selects; the test set is only reported
+
+
+def test_adamw_brings_its_own_defaults_unless_the_same_layer_or_above_sets_them(cli):
+    t = printed(cli, "--preset", "fashion-mnist", "--set", "train.optimizer=adamw")["train"]
+    assert (t["lr"], t["weight_decay"], t["no_wd_bn_bias"]) == (1e-3, 0.05, True)  # not the preset's SGD 0.1
+    t = printed(cli, "--preset", "fashion-mnist", "--lr", "3e-4", "--set", "train.optimizer=adamw")["train"]
+    assert (t["lr"], t["weight_decay"]) == (3e-4, 0.05)
+    assert printed(cli, "--preset", "fashion-mnist")["train"]["optimizer"] == "sgd"
+
+
+def test_recipe_keys_parse_and_refuse_bad_values(cli):
+    t = printed(cli, "--preset", "smoke", "--set", "train.warmup_steps=40")["train"]  # the old name still reads
+    assert t["warmup_length"] == "40"
+    assert printed(cli, "--preset", "fashion-mnist")["train"]["warmup_length"] == "0.5ep"
+    bad = {"train.warmup_length=3weeks": "train.warmup_length: expected steps (400), epochs (2ep, 0.5ep) or a "
+                                         "fraction of the run (5%)",
+           "data.randaugment=2": "data.randaugment: expected N,M",
+           "data.randaugment=2,40": "magnitude 0-30",
+           "train.ema=1.5": "train.ema is a decay in [0, 1)",
+           "train.accum_steps=0": "train.accum_steps must be at least 1",
+           "data.random_erasing=2": "data.random_erasing is a probability",
+           "data.mixup=-1": "data.mixup must not be negative",
+           "train.freeze=[conv1,conv1]": "train.freeze names a stage twice",
+           "train.optimizer=adam": "did you mean 'adamw'?"}
+    for item, message in bad.items():
+        result = cli("train", "--preset", "smoke", "--set", item, "--print-config")
+        assert result.exit_code == 2 and message in result.stderr, (item, result.stderr)
+    result = cli("train", "--preset", "smoke", "--batch-size", "32", "--set", "train.accum_steps=3", "--device", "cpu")
+    assert result.exit_code == 2 and "must divide into train.accum_steps 3 equal micro-batches" in result.stderr
 
 
 def test_precedence_holds_in_any_argument_order(cli, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import http.server
+import json
 import threading
 from pathlib import Path
 
@@ -95,7 +96,13 @@ def test_cifar_offline_says_which_files_to_put_where(cli, tmp_path, monkeypatch)
 def test_cifar_training_run_on_served_archive(fake_cifar, cli, tmp_path):
     result = cli("train", "--preset", "cifar", "--data-dir", tmp_path / "c", "--set", "train.steps=3",
                  "--batch-size", "16", "--run-dir", tmp_path / "runs", "--json")
+    assert result.exit_code == 2  # the preset holds out the paper's 5000 validation images
+    assert "data.val_split 5000 must be less than the 100 training images" in result.stderr
+    result = cli("train", "--preset", "cifar", "--data-dir", tmp_path / "c", "--set", "train.steps=3",
+                 "--batch-size", "16", "--run-dir", tmp_path / "runs", "--set", "data.val_split=20", "--json")
     assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["selected_by"] == "val_top1" and 0 <= out["final"]["val_top1"] <= 1
     assert (tmp_path / "runs" / "resnet20-cifar10" / "last.pt").exists()
 
 

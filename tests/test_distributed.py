@@ -38,7 +38,7 @@ def emulate_two_ranks(cfg: C.Config) -> dict[str, torch.Tensor]:
     data = load_data(cfg.data)
     cfg = C.build_config({**C.flatten(cfg.to_dict(), "cfg"), "model.num_classes": 10, "model.in_channels": 3})
     torch.manual_seed(cfg.run.seed)
-    model = build_model(**cfg.model.__dict__)
+    model = build_model(**cfg.model.architecture())
     nhwc = default_channels_last(torch.device("cpu"))  # as the trainer's CPU default
     model.to(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
     t = cfg.train

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from resnet_cli.train import tensorboard
 from resnet_cli.train.rundir import METRIC_FIELDS
 from resnet_cli.train.schedule import LRSchedule
 from resnet_cli.config import TrainConfig
@@ -22,21 +23,33 @@ def train(cli, tmp_path, *args):
     return json.loads(result.stdout)
 
 
-def test_smoke_run_learns_and_writes_a_run_folder(cli, tmp_path):
-    out = train(cli, tmp_path, "--epochs", "4")
+def test_smoke_preset_learns_and_writes_a_run_folder(cli, tmp_path):
+    result = cli("train", "--preset", "smoke", "--device", "cpu", "--run-dir", tmp_path / "runs", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
     run = tmp_path / "runs" / "resnet20-synthetic"
     assert out["run_dir"] == str(run)
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.csv", "last.pt", "best.pt"}
+    assert out["final"]["test_top1"] >= 0.5, out["final"]  # chance: 10% (the run takes ~15 s on 2 idle cores)
+    events = [p.name for p in run.iterdir() if p.name.startswith("events.out.tfevents.")]
+    assert {p.name for p in run.iterdir()} - set(events) == {"config.yaml", "metrics.csv", "last.pt", "best.pt"}
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert list(rows[0]) == METRIC_FIELDS
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < losses[0] * 0.9, losses
     ckpt = torch.load(run / "last.pt", weights_only=True)
     assert ckpt["config"]["model"] == {"name": "resnet20", "num_classes": 10, "in_channels": 3,
-                                       "zero_init_residual": False}
-    assert ckpt["epoch"] == 4 and ckpt["step"] == 32 and ckpt["finished"]
+                                       "zero_init_residual": False, "init": ""}
+    assert ckpt["epoch"] == 3 and ckpt["step"] == 48 and ckpt["finished"]
     assert {"optimizer", "scheduler", "scaler", "rng", "metrics"} <= set(ckpt)
+    if tensorboard.available():  # the same scalars as metrics.csv, at the same steps
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        assert set(acc.Tags()["scalars"]) == set(METRIC_FIELDS) - {"epoch", "step"}
+        got = [(e.step, round(e.value, 4)) for e in acc.Scalars("test_top1")]
+        assert got == [(int(r["step"]), round(float(r["test_top1"]), 4)) for r in rows]
 
 
 def test_run_folders_are_never_overwritten(cli, tmp_path):
@@ -118,7 +131,7 @@ def test_lr_schedules():
     assert [paper(s) for s in (0, 399, 400, 31999, 32000, 48000)] == pytest.approx(
         [0.01, 0.01, 0.1, 0.1, 0.01, 0.001])
     assert LRSchedule(t, 64000, 390, depth=20, family="cifar")(0) == pytest.approx(0.1)
-    cos = LRSchedule(TrainConfig(lr=0.2, schedule="cosine", warmup="linear", warmup_steps=10), 110, 10, 20, "cifar")
+    cos = LRSchedule(TrainConfig(lr=0.2, schedule="cosine", warmup="linear", warmup_length="10"), 110, 10, 20, "cifar")
     assert cos(0) == pytest.approx(0.02) and cos(10) == pytest.approx(0.2) and cos(110) == pytest.approx(0.0)
     epochs = LRSchedule(TrainConfig(milestones=[2], milestone_unit="epochs"), 100, 10, 20, "cifar")
     assert epochs(19) == pytest.approx(0.1) and epochs(20) == pytest.approx(0.01)
@@ -139,6 +152,6 @@ def test_time_to_target_accuracy_and_stopping_there(cli, tmp_path):
     again = cli("train", "--resume", out["run_dir"])
     assert again.exit_code == 0 and "is finished" in again.stdout  # a run stopped at its target is done
     table = cli("train", *SMALL, "--run-dir", tmp_path / "runs", "--epochs", "1", "--set", "train.target_top1=1.0")
-    assert table.exit_code == 0 and "time to 100.00% test top-1: not reached (best" in table.stdout
+    assert table.exit_code == 0 and "time to 100.00% test_top1: not reached (best" in table.stdout
     bad = cli("train", *SMALL, "--set", "train.target_top1=94")
     assert bad.exit_code == 2 and "train.target_top1 is a fraction" in bad.stderr

@@ -13,7 +13,14 @@ from ._common import JsonOpt, check_positive, console, print_json
 
 class Split(str, Enum):
     test = "test"
+    val = "val"
     train = "train"
+
+
+class Weights(str, Enum):
+    auto = "auto"
+    ema = "ema"
+    raw = "raw"
 
 
 def eval_cmd(
@@ -21,7 +28,10 @@ def eval_cmd(
                                            show_default=False)],
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", show_default=False,
                                                     help="Where the dataset is \\[default: as trained]")] = None,
-    split: Annotated[Split, typer.Option("--split", help="Which split to evaluate.")] = Split.test,
+    split: Annotated[Split, typer.Option("--split", help="Which split to evaluate (val: the images the run held "
+                                         "out with data.val_split).")] = Split.test,
+    weights: Annotated[Weights, typer.Option("--weights", help="auto: the EMA weights when the run kept them "
+                                             "(train.ema), else the raw ones.")] = Weights.auto,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Evaluation batch size.")] = 1024,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     model: Annotated[Optional[str], typer.Option("--model", "-m", show_default=False,
@@ -52,7 +62,7 @@ def eval_cmd(
         _need_matplotlib()
 
     out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model, limit=limit,
-                              batch_size=batch_size, device=device)
+                              batch_size=batch_size, device=device, weights=weights.value)
     if not confusion:
         out.pop("confusion")
     elif output is not None:

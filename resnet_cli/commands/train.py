@@ -12,7 +12,8 @@ from ._common import JsonOpt, console, print_json
 
 def train(
     preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="A preset from presets/: cifar, cifar100, "
-                                                   "fashion-mnist, imagenet, smoke.", show_default=False)] = None,
+                                                   "degradation, fashion-mnist, finetune, imagenet, smoke.",
+                                                   show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A YAML config file (sections model, data, "
                                                    "train, run).", show_default=False)] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any key: --set train.lr=0.05 "
@@ -27,6 +28,13 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", show_default=False,
                                                       help="train.batch_size")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", show_default=False, help="train.lr")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", show_default=False,
+                                                help="model.init: start from these weights (a run folder, a "
+                                                     "checkpoint, or a torchvision .pth); a new head when the "
+                                                     "class count differs")] = None,
+    freeze: Annotated[Optional[str], typer.Option("--freeze", show_default=False,
+                                                  help="train.freeze: stages to keep fixed, comma-separated as "
+                                                       "`resnet summary` names them (conv1,conv2_x,conv3_x)")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", show_default=False,
                                                     help="data.data_dir \\[default: $RESNET_CLI_DATA or "
                                                          "~/.cache/resnet-cli]")] = None,
@@ -57,7 +65,9 @@ def train(
     model_name = resolve_name(model, depth, plain) if (model is not None or depth is not None) else None
     flags: dict[str, Any] = {"model.name": model_name, "train.epochs": epochs, "train.batch_size": batch_size,
                              "train.lr": lr, "data.data_dir": data_dir, "run.device": device,
-                             "run.run_dir": run_dir, "run.name": name, "run.seed": seed}
+                             "run.run_dir": run_dir, "run.name": name, "run.seed": seed, "model.init": init,
+                             "train.freeze": [f.strip() for f in freeze.split(",") if f.strip()]
+                             if freeze is not None else None}
     if resume is not None:
         _resume(resume, preset, config, flags, set_ or [], print_config, json_out)
         return
@@ -106,12 +116,14 @@ def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print
     with _distributed(point.cfg) as dist:
         from ..train.loop import Trainer
 
-        trainer = Trainer(point.cfg, _progress(json_out, dist), dist)
+        trainer = Trainer(point.cfg, _progress(json_out, dist), dist, resuming=True)
         trainer.load_state(point.checkpoint)
         run_path = point.run_dir
         if trainer.finished:
-            msg = (f"{run_path} is finished ({trainer.epoch} epochs, {trainer.step} steps); "
-                   "pass a larger --epochs to train further")
+            why = (f"stopped early: no better {trainer.selection} for {trainer.cfg.train.patience} epochs"
+                   if trainer.patience_stop() and trainer.step < trainer.total_steps
+                   else "pass a larger --epochs to train further")
+            msg = f"{run_path} is finished ({trainer.epoch} epochs, {trainer.step} steps); {why}"
             if not trainer.is_main:
                 return
             if json_out:
@@ -120,7 +132,11 @@ def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print
                 typer.echo(msg)
             return
         trainer.open_run_dir(run_path)
-        trainer.progress.line(f"resuming {run_path} at epoch {trainer.epoch + 1} (step {trainer.step})")
+        trainer.progress.line(f"resuming {run_path} at epoch {trainer.epoch + 1} (step {trainer.step}), "
+                              f"lr {trainer.planned_lr:.4g}")
+        if trainer.schedule_rule:
+            trainer.progress.line(f"run length {trainer.planned_total} -> {trainer.total_steps} steps: "
+                                  f"{trainer.schedule_rule}; lr now {trainer.lr_at(trainer.step):.4g}")
         _report(trainer, run_path if trainer.is_main else None, json_out)
 
 
@@ -135,9 +151,10 @@ def _report(trainer, run_path: Path | None, json_out: bool) -> None:
     if not trainer.is_main:
         return
     last = trainer.rows[-1]
-    best = max(trainer.rows, key=lambda r: r["test_top1"])
+    best = trainer.best_row()
     result = {"run_dir": str(run_path), "model": trainer.cfg.model.name, "dataset": trainer.cfg.data.dataset,
               "epochs": trainer.epoch, "steps": trainer.step, "final": last, "best": best,
+              "selected_by": trainer.selection, "stopped_early": trainer.patience_stop(),
               "device": str(trainer.device), "processes": trainer.world, "precision": trainer.speed.precision,
               "channels_last": trainer.speed.channels_last, "compile": trainer.speed.compile,
               "wall_seconds": trainer.wall_seconds(), "target": trainer.target}
@@ -146,19 +163,27 @@ def _report(trainer, run_path: Path | None, json_out: bool) -> None:
         return
     from rich.table import Table
 
+    from ..train.rundir import metric_fields
+
     table = Table(title=f"{trainer.cfg.model.name} on {trainer.cfg.data.dataset}: {trainer.epoch} epochs, "
                         f"{trainer.step} steps")
-    for col in ("", "epoch", "train loss", "train top-1", "test loss", "test top-1", "test top-5", "img/s"):
+    shown = [f for f in metric_fields(trainer.cfg) if f.endswith("_top1") and not f.startswith("train")]
+    table.caption = f"best: the epoch with the highest {trainer.selection} (best.pt)"
+    for col in ("", "epoch", "train loss", "train top-1", *(f.replace("_top1", " top-1").replace("_", " ")
+                                                              for f in shown), "img/s"):
         table.add_column(col, justify="left" if not col else "right")
     for label, r in (("final", last), ("best", best)):
         table.add_row(label, str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['train_top1']:.2%}",
-                      f"{r['test_loss']:.4f}", f"{r['test_top1']:.2%}", f"{r['test_top5']:.2%}",
+                      *(f"{r[f]:.2%}" for f in shown),
                       f"{r['img_per_s']:,.0f}")
     out = console()
     out.print(table)
+    if result["stopped_early"]:
+        out.print(f"stopped early at epoch {trainer.epoch}: no better {trainer.selection} for "
+                  f"{trainer.cfg.train.patience} epochs")
     goal = trainer.cfg.train.target_top1
     if goal:
         t = trainer.target
-        out.print(f"time to {goal:.2%} test top-1: {t['seconds']:.1f} s (epoch {t['epoch']}, step {t['step']})"
-                  if t else f"time to {goal:.2%} test top-1: not reached (best {best['test_top1']:.2%})")
+        out.print(f"time to {goal:.2%} {trainer.selection}: {t['seconds']:.1f} s (epoch {t['epoch']}, step {t['step']})"
+                  if t else f"time to {goal:.2%} {trainer.selection}: not reached (best {best[trainer.selection]:.2%})")
     out.print(f"run folder: {run_path}")

@@ -6,6 +6,10 @@ works on a whole N x C x H x W batch at once (after airbench).
 
 from __future__ import annotations
 
+import math
+import random
+from dataclasses import dataclass
+
 import torch
 
 
@@ -40,3 +44,260 @@ def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generato
     """The paper's CIFAR augmentation on a uint8 batch: pad-and-crop, then flip."""
     x = random_crop(x, padding, generator)
     return random_flip(x, generator) if flip else x
+
+
+@dataclass(frozen=True)
+class TrainAugment:
+    """A run's training augmentation, applied by the loaders to each batch (uint8 on the device):
+    pad-and-crop and flip (the paper's), RandAugment/TrivialAugment, then normalisation, random erasing,
+    and mixup/cutmix, which turn the labels into soft targets. Everything random comes from the batch's
+    seed, so a resumed run replays it exactly. Image folders crop and flip while decoding, so they pass
+    padding 0 and flip False here."""
+
+    padding: int = 0
+    flip: bool = False
+    policy: tuple[str, int, int] | None = None  # config.parse_randaugment: ("rand", N, M) or ("trivial", 1, 0)
+    erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    num_classes: int = 0  # the model's outputs: the width of soft targets
+
+    @classmethod
+    def from_config(cls, cfg, num_classes: int, decoded_with_crop: bool = False) -> "TrainAugment":
+        from ..config import parse_randaugment
+
+        return cls(padding=0 if decoded_with_crop else cfg.crop_padding, flip=cfg.flip and not decoded_with_crop,
+                   policy=parse_randaugment(cfg.randaugment), erasing=cfg.random_erasing, mixup=cfg.mixup,
+                   cutmix=cfg.cutmix, num_classes=num_classes)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator(device=x.device).manual_seed(seed)
+        x = augment(x, self.padding, self.flip, g)
+        if self.policy is not None:
+            x = auto_augment(x, *self.policy, generator=g)
+        x = random_erasing(to_float(x, mean, std), self.erasing, g)
+        mix = draw_mix(random.Random(seed), self.mixup, self.cutmix, x.shape[-2], x.shape[-1])
+        if mix is not None:
+            x, y = mix_batch(x, y, self.num_classes, mix)
+        return x, y
+
+
+# ---------------------------------------------------------------- random erasing
+
+def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator | None = None,
+                   scale: tuple[float, float] = (0.02, 1 / 3), ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """Zhong et al. (2017) on a normalised float batch: with probability `p` per image, one rectangle of a
+    random area (`scale` of the image) and aspect ratio (`ratio`, log-uniform) is replaced by N(0, 1) noise
+    (timm's "pixel" mode; 0 is the dataset mean after normalisation). torchvision retries a rectangle that
+    does not fit; here its sides are clipped to the image instead, so it always fits."""
+    if p <= 0:
+        return x
+    n, c, h, w = x.shape
+    dev = x.device
+    area = torch.empty(n, device=dev).uniform_(scale[0], scale[1], generator=generator) * (h * w)
+    aspect = torch.empty(n, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator).exp()
+    eh = (area * aspect).sqrt().round().clamp(1, h)
+    ew = (area / aspect).sqrt().round().clamp(1, w)
+    top = (torch.rand(n, device=dev, generator=generator) * (h - eh + 1)).floor()
+    left = (torch.rand(n, device=dev, generator=generator) * (w - ew + 1)).floor()
+    apply = torch.rand(n, device=dev, generator=generator) < p
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    mask = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1)) & (cols >= left.view(n, 1, 1))
+            & (cols < (left + ew).view(n, 1, 1)) & apply.view(n, 1, 1))
+    noise = torch.randn(x.shape, device=dev, dtype=x.dtype, generator=generator)
+    return torch.where(mask.unsqueeze(1), noise, x)
+
+
+# ---------------------------------------------------------------- mixup and cutmix
+
+@dataclass(frozen=True)
+class Mix:
+    """One batch's mixing, drawn on the host (a few numbers: no device sync): images are blended with the
+    batch in reverse order, `lam` of their own. `box` (top, bottom, left, right): cutmix pastes that
+    rectangle from the partner instead, and `lam` is the area kept."""
+
+    lam: float
+    box: tuple[int, int, int, int] | None = None
+
+
+def draw_mix(rng: random.Random, mixup: float, cutmix: float, h: int, w: int) -> Mix | None:
+    """timm's per-batch rule: mixup (lambda ~ Beta(a, a)) or cutmix (box area 1 - lambda); with both on,
+    each batch picks one at random. None when both are off."""
+    if mixup <= 0 and cutmix <= 0:
+        return None
+    use_cutmix = cutmix > 0 and (mixup <= 0 or rng.random() < 0.5)
+    lam = rng.betavariate(cutmix, cutmix) if use_cutmix else rng.betavariate(mixup, mixup)
+    if not use_cutmix:
+        return Mix(lam)
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = rng.randrange(h), rng.randrange(w)
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    return Mix(1 - (bottom - top) * (right - left) / (h * w), (top, bottom, left, right))
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mix: Mix) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix a float batch with itself reversed; labels become soft targets (N x num_classes) in the same
+    proportion, for a cross-entropy that takes probabilities."""
+    partner = x.flip(0)
+    if mix.box is None:
+        x = x * mix.lam + partner * (1 - mix.lam)
+    else:
+        top, bottom, left, right = mix.box
+        x = x.clone()
+        x[:, :, top:bottom, left:right] = partner[:, :, top:bottom, left:right]
+    onehot = torch.nn.functional.one_hot(y, num_classes).float()
+    return x, onehot * mix.lam + onehot.flip(0) * (1 - mix.lam)
+
+
+def hard_labels(target: torch.Tensor) -> torch.Tensor:
+    """Class indices of a batch's targets: as they are, or the largest share of mixed (soft) targets."""
+    return target.argmax(1) if target.ndim == 2 else target
+
+
+# ---------------------------------------------------------------- RandAugment and TrivialAugment
+
+# torchvision's operation set for RandAugment and TrivialAugmentWide (same order of ops).
+OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color", "contrast",
+       "sharpness", "posterize", "solarize", "autocontrast", "equalize")
+GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
+BINS = 31  # magnitudes 0..30, as torchvision's num_magnitude_bins
+
+
+def magnitudes(policy: str, h: int, w: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Each op's magnitude for bins 0..30 (torchvision's tables): "rand" (RandAugment) or "trivial"
+    (TrivialAugmentWide, wider ranges)."""
+    wide = policy == "trivial"
+
+    def lin(top: float) -> torch.Tensor:
+        return torch.linspace(0.0, top, BINS, device=device)
+
+    bins = torch.arange(BINS, device=device, dtype=torch.float32)
+    return {
+        "shear_x": lin(0.99 if wide else 0.3), "shear_y": lin(0.99 if wide else 0.3),
+        "translate_x": lin(32.0 if wide else 150.0 / 331.0 * w), "translate_y": lin(32.0 if wide else 150.0 / 331.0 * h),
+        "rotate": lin(135.0 if wide else 30.0),
+        "brightness": lin(0.99 if wide else 0.9), "color": lin(0.99 if wide else 0.9),
+        "contrast": lin(0.99 if wide else 0.9), "sharpness": lin(0.99 if wide else 0.9),
+        "posterize": 8 - (bins / ((BINS - 1) / (6 if wide else 4))).round(),
+        "solarize": torch.linspace(255.0, 0.0, BINS, device=device),
+    }
+
+
+def _grayscale(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    r, g, b = x.unbind(1)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (factor * x + (1 - factor) * other).clamp(0, 255)
+
+
+def _sharpness_base(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's "degenerate" image for sharpness: a 3x3 smoothing inside, the original on the border."""
+    c = x.shape[1]
+    kernel = torch.ones(3, 3, device=x.device, dtype=x.dtype)
+    kernel[1, 1] = 5.0
+    kernel = (kernel / kernel.sum()).expand(c, 1, 3, 3)
+    smooth = torch.nn.functional.conv2d(x, kernel, groups=c).round()
+    out = x.clone()
+    out[:, :, 1:-1, 1:-1] = smooth
+    return out
+
+
+def _autocontrast(x: torch.Tensor) -> torch.Tensor:
+    low = x.amin(dim=(2, 3), keepdim=True)
+    high = x.amax(dim=(2, 3), keepdim=True)
+    flat = high <= low
+    scale = torch.where(flat, torch.ones_like(high), 255.0 / (high - low).clamp_min(1e-6))
+    low = torch.where(flat, torch.zeros_like(low), low)
+    return ((x - low) * scale).clamp(0, 255)
+
+
+def _equalize(x: torch.Tensor) -> torch.Tensor:
+    """Histogram equalisation per image and channel, batched (torchvision's per-image rule)."""
+    n, c, h, w = x.shape
+    idx = x.round().clamp(0, 255).long().view(n * c, h * w)
+    hist = torch.zeros(n * c, 256, device=x.device, dtype=torch.long).scatter_add_(1, idx, torch.ones_like(idx))
+    last = (torch.arange(256, device=x.device) * (hist > 0)).amax(dim=1, keepdim=True)
+    step = (hist.sum(dim=1, keepdim=True) - hist.gather(1, last)) // 255
+    lut = (hist.cumsum(dim=1) + step // 2) // step.clamp_min(1)
+    lut = torch.nn.functional.pad(lut, (1, 0))[:, :-1].clamp(0, 255)
+    out = lut.gather(1, idx).to(x.dtype)
+    return torch.where(step > 0, out, idx.to(x.dtype)).view(n, c, h, w)
+
+
+def _affine(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The geometric ops as one affine map per image about its centre (nearest pixel, zero fill), in a single
+    grid_sample; images whose op is not geometric get the identity. torchvision shears about the corner."""
+    n, _, h, w = x.shape
+    zero = torch.zeros(n, device=x.device)
+
+    def amount(name: str) -> torch.Tensor:
+        return torch.where(op == OPS.index(name), mag[name], zero)
+
+    angle = amount("rotate") * (math.pi / 180)
+    cos, sin = angle.cos(), angle.sin()
+    sx, sy = amount("shear_x"), amount("shear_y")
+    # linear part: rotation, then shear (only one of them is non-trivial per image); pixel -> normalised units
+    a, b = cos + sx * sin, -sin + sx * cos
+    c, d = sin + sy * cos, cos - sy * sin
+    # theta maps output to input coordinates: a positive translation moves the content right (down)
+    theta = torch.stack([torch.stack([a, b * h / w, -amount("translate_x") * 2 / w], 1),
+                         torch.stack([c * w / h, d, -amount("translate_y") * 2 / h], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Apply op `op[i]` with magnitude `mag[name][i]` to image i of a float batch in [0, 255].
+
+    Every op is computed for the whole batch and selected per image (no host sync, no per-image Python):
+    cheap next to a training step."""
+    def pick(name: str, result: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        return torch.where((op == OPS.index(name)).view(-1, 1, 1, 1), result, current)
+
+    def factor(name: str) -> torch.Tensor:
+        return (1 + mag[name]).view(-1, 1, 1, 1)
+
+    geometric = torch.zeros_like(op, dtype=torch.bool)
+    for name in GEOMETRIC:
+        geometric |= op == OPS.index(name)
+    out = torch.where(geometric.view(-1, 1, 1, 1), _affine(x, op, mag), x)
+    out = pick("brightness", _blend(x, torch.zeros_like(x), factor("brightness")), out)
+    out = pick("color", _blend(x, _grayscale(x), factor("color")), out)
+    out = pick("contrast", _blend(x, _grayscale(x).mean(dim=(1, 2, 3), keepdim=True), factor("contrast")), out)
+    out = pick("sharpness", _blend(x, _sharpness_base(x), factor("sharpness")), out)
+    step = (2.0 ** (8 - mag["posterize"])).view(-1, 1, 1, 1)
+    out = pick("posterize", (x / step).floor() * step, out)
+    out = pick("solarize", torch.where(x >= mag["solarize"].view(-1, 1, 1, 1), 255 - x, x), out)
+    out = pick("autocontrast", _autocontrast(x), out)
+    out = pick("equalize", _equalize(x), out)
+    return out.round()
+
+
+def auto_augment(x: torch.Tensor, policy: str, layers: int, magnitude: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """RandAugment (Cubuk et al. 2019: `layers` ops drawn per image, all at bin `magnitude` of 30, signed ops
+    with a random sign) or TrivialAugment (Mueller & Hutter 2021: policy "trivial", one op per image at a
+    random bin) on a uint8 batch, batched. torchvision applies one op to a whole batch; here every image
+    draws its own."""
+    n, _, h, w = x.shape
+    dev = x.device
+    table = magnitudes(policy, h, w, dev)
+    out = x.float()
+    for _ in range(layers):
+        op = torch.randint(0, len(OPS), (n,), device=dev, generator=generator)
+        if policy == "trivial":
+            level = torch.randint(0, BINS, (n,), device=dev, generator=generator)
+        else:
+            level = torch.full((n,), magnitude, device=dev, dtype=torch.long)
+        sign = torch.where(torch.rand(n, device=dev, generator=generator) < 0.5, -1.0, 1.0)
+        mag = {name: values[level] * (sign if name not in ("posterize", "solarize") else 1.0)
+               for name, values in table.items()}
+        out = apply_ops(out, op, mag)
+    return out.clamp(0, 255).to(torch.uint8)

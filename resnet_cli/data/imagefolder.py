@@ -100,10 +100,11 @@ class FolderLoader:
 
     def __init__(self, dataset: ImageFolderDataset, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
                  device: torch.device, train: bool, seed: int = 0, channels_last: bool = False, rank: int = 0,
-                 world: int = 1, workers: int = 4) -> None:
+                 world: int = 1, workers: int = 4, augment=None) -> None:
         self.dataset, self.batch_size, self.device, self.train = dataset, batch_size, device, train
         self.mean, self.std = mean.to(device), std.to(device)
         self.seed, self.channels_last, self.rank, self.world, self.workers = seed, channels_last, rank, world, workers
+        self.augment = augment  # TrainAugment's batch ops (crop and flip happened while decoding)
 
     def __len__(self) -> int:
         return shard_len(len(self.dataset), self.batch_size, self.train, self.rank, self.world)
@@ -114,6 +115,7 @@ class FolderLoader:
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from .augment import to_float
+        from .loader import batch_seed
 
         self.dataset.epoch_seed = self.seed * 7_919 + epoch
         idx = self.indices(epoch)[start * self.batch_size:]
@@ -122,11 +124,15 @@ class FolderLoader:
                                              pin_memory=self.device.type == "cuda",
                                              persistent_workers=False)
         try:
-            for xb, yb in loader:
-                xb = to_float(xb.to(self.device, non_blocking=True), self.mean, self.std)
+            for b, (xb, yb) in enumerate(loader, start=start):
+                xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+                if self.train and self.augment is not None:
+                    xb, yb = self.augment(xb, yb, self.mean, self.std, batch_seed(self.seed, epoch, b, self.rank))
+                else:
+                    xb = to_float(xb, self.mean, self.std)
                 if self.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                yield xb, yb.to(self.device, non_blocking=True)
+                yield xb, yb
         except RuntimeError as e:
             line = next((ln for ln in str(e).splitlines() if MARKER in ln), None)
             if line is None:

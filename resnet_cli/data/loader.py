@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from .augment import augment, to_float
+from .augment import TrainAugment, to_float
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -48,12 +48,13 @@ def shard_indices(n: int, batch_size: int, train: bool, rank: int, world: int, s
 
 class DeviceLoader:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
-                 device: torch.device, train: bool, padding: int = 0, flip: bool = False, seed: int = 0,
+                 device: torch.device, train: bool, augment: TrainAugment | None = None, seed: int = 0,
                  channels_last: bool = False, rank: int = 0, world: int = 1) -> None:
         self.x = x.to(device, non_blocking=True)
         self.y = y.to(device, non_blocking=True)
         self.mean, self.std = mean.to(device), std.to(device)
-        self.batch_size, self.train, self.padding, self.flip = batch_size, train, padding, flip
+        self.batch_size, self.train = batch_size, train
+        self.augment = augment or TrainAugment()
         self.seed, self.device, self.channels_last = seed, device, channels_last
         self.rank, self.world = rank, world
 
@@ -67,14 +68,13 @@ class DeviceLoader:
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of `epoch`, from batch number `start` on (a run resumed mid-epoch)."""
         idx = self.indices(epoch)
-        g = torch.Generator(device=self.device) if self.train else None
         for b, first in enumerate(range(start * self.batch_size, len(idx), self.batch_size), start=start):
             sel = idx[first:first + self.batch_size]
             xb, yb = self.x[sel], self.y[sel]
             if self.train:
-                g.manual_seed(batch_seed(self.seed, epoch, b, self.rank))
-                xb = augment(xb, self.padding, self.flip, g)
-            xb = to_float(xb, self.mean, self.std)
+                xb, yb = self.augment(xb, yb, self.mean, self.std, batch_seed(self.seed, epoch, b, self.rank))
+            else:
+                xb = to_float(xb, self.mean, self.std)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb

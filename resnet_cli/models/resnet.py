@@ -140,6 +140,7 @@ class ResNet(nn.Module):
         if zero_init_residual and spec.shortcut == "none":
             raise ValueError("zero_init_residual needs shortcuts; a plain net would output a constant")
         self.spec = spec
+        self.frozen: tuple[str, ...] = ()  # stages fixed by freeze()
         block = BLOCKS[spec.block]
         self.inplanes = spec.widths[0]
         if spec.stem == "imagenet":
@@ -163,6 +164,39 @@ class ResNet(nn.Module):
     def named_stages(self) -> list[tuple[str, nn.Sequential]]:
         """(paper name, stage) pairs: ("conv2_x", layer1), ("conv3_x", layer2), ..."""
         return [(stage_name(i), stage) for i, stage in enumerate(self.stages)]
+
+    def stage_names(self) -> list[str]:
+        """The parts `freeze` takes, named as `resnet summary` prints them: conv1 (the stem), conv2_x, ..., fc."""
+        return ["conv1", *(name for name, _ in self.named_stages()), "fc"]
+
+    def _stage_modules(self, name: str) -> list[nn.Module]:
+        if name == "conv1":
+            return [self.conv1, self.bn1]
+        if name == "fc":
+            return [self.fc]
+        return [dict(self.named_stages())[name]]
+
+    def freeze(self, names: list[str] | tuple[str, ...]) -> None:
+        """Fix the named parts (`stage_names`) for fine-tuning: their parameters get no gradient, and their
+        BatchNorm layers keep their running statistics (eval mode even while the rest of the net trains).
+        The state_dict does not change, so a checkpoint loads into an unfrozen net as usual."""
+        unknown = [n for n in names if n not in self.stage_names()]
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}; this net has {', '.join(self.stage_names())}")
+        self.frozen = tuple(names)
+        for name in names:
+            for module in self._stage_modules(name):
+                module.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ResNet":
+        super().train(mode)
+        for name in self.frozen:
+            for module in self._stage_modules(name):
+                for m in module.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+        return self
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         spec = self.spec

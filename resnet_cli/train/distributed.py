@@ -10,7 +10,7 @@ Conventions (also in the README):
   A run on 1 GPU and a run on 8 with the same config take the same optimizer steps.
 - The learning rate is not rescaled for you: when you raise the global batch, scale
   lr linearly (lr = 0.1 x batch / 256) and add a few epochs of linear warm-up
-  (Goyal et al., 2017), e.g. --set train.warmup=linear --set train.warmup_steps=...
+  (Goyal et al., 2017), e.g. --set train.warmup=linear --set train.warmup_length=...
 - Rank 0 alone prints progress and writes the run folder, metrics and checkpoints.
 """
 

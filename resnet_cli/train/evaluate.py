@@ -69,10 +69,11 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
 
 def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = None, dataset: str | None = None,
                         model: str | None = None, limit: int = 0, batch_size: int = 1024,
-                        device: str = "auto") -> dict:
+                        device: str = "auto", weights: str = "auto") -> dict:
     """`resnet eval`: a checkpoint (or run folder, or bare state_dict with `model`) on a dataset split.
 
-    The data is the run's own unless `dataset`/`data_dir` say otherwise; precision and memory layout are
+    The data is the run's own unless `dataset`/`data_dir` say otherwise ("val" is the run's held-out split);
+    `weights` picks the EMA or raw weights (checkpoint.state_dict_of). Precision and memory layout are
     train's for the device (speed.py), without compiling a one-off pass.
     """
     from .. import config as C
@@ -82,7 +83,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     from ..errors import BadInput
     from ..speed import Speed
 
-    loaded = model_from_checkpoint(source, model, dataset)
+    loaded = model_from_checkpoint(source, model, dataset, weights)
     own = is_full_checkpoint(loaded.checkpoint)
     if not own and dataset is None:
         raise BadInput(f"{loaded.path} is a bare state_dict: say which dataset to evaluate it on with --dataset "
@@ -91,11 +92,13 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     flat.update({k: v for k, v in {"data.data_dir": data_dir, "data.dataset": dataset}.items() if v is not None})
     flat["data.test_limit"] = limit
     flat["data.train_limit"] = limit if split == "train" else 0
+    if split == "val" and not loaded.config.data.val_split:
+        raise BadInput(f"{loaded.path} was trained without a validation split (data.val_split); evaluate test or train")
     cfg = C.build_config(flat)
     dev = resolve_device(device)
     saved = loaded.checkpoint.get("input") if own else None
     data = load_data(cfg.data, classes=saved["classes"] if saved and cfg.data.dataset == "imagefolder" else None,
-                     need_train=split == "train")
+                     need_train=split in ("train", "val"))
     fit_model(data, cfg.data.dataset, cfg.model.num_classes, cfg.model.in_channels, str(loaded.path))
     trained_on_it = own and (dataset is None or dataset == loaded.config.data.dataset)
     if not trained_on_it and cfg.model.num_classes != data.num_classes:  # extra outputs only where trained so
@@ -108,6 +111,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     per_class = [{"class": name, "accuracy": acc, "count": n}
                  for name, acc, n in zip(data.classes, res.per_class, res.class_counts)]
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
+            "weights": "ema" if weights != "raw" and isinstance(loaded.checkpoint.get("ema"), dict) else "raw",
             "count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5, "img_per_s": res.img_per_s,
             "device": str(dev), "precision": speed.precision, "per_class": per_class,
             "classes": list(data.classes),

@@ -1,8 +1,10 @@
 """The training loop: config -> build_model -> data -> steps -> checkpoints and metrics.
 
 Per step there is no host synchronisation: loss and accuracy are summed on the
-device and read once per log interval. Each epoch ends with an evaluation on
-the test split, a metrics.csv row and an atomic last.pt (and best.pt); with
+device and read once per log interval. Each epoch ends with evaluations (the
+validation split when data.val_split holds one out, the test set; the EMA
+weights too with train.ema), a metrics.csv row (and TensorBoard scalars) and an
+atomic last.pt (and best.pt, by `rundir.selection_metric`); with
 `train.checkpoint_every`, last.pt is also written inside epochs.
 On CPU with the same seed, a run resumed from last.pt ends with exactly the
 weights of a run that never stopped, wherever it stopped: the data order is a
@@ -25,17 +27,21 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..checkpoint import atomic_write_text, save_checkpoint
+from ..checkpoint import atomic_write_text, init_from, save_checkpoint
+from .. import config as C
 from ..config import Config, parse_interval, to_yaml
 from ..data import DataBundle, fit_model, load_data, make_loader
+from ..data.augment import hard_labels
 from ..device import resolve_device
 from ..errors import BadInput, Interrupted, RunFailed
 from ..models.resnet import stage_of
 from ..models import build_model, model_info
 from ..speed import Speed, fallback_message
+from . import tensorboard
+from .ema import EMA
 from .evaluate import evaluate
 from .progress import Progress
-from .rundir import create_run_dir, write_metrics
+from .rundir import create_run_dir, metric_fields, selection_metric, write_metrics
 from .schedule import LRSchedule
 from .step import TrainStep, make_optimizer
 
@@ -58,8 +64,13 @@ def stage_grad_norms(model: torch.nn.Module) -> dict[str, float]:
     return {f"grad_norm_{k}": torch.stack(v).sum().sqrt().item() for k, v in groups.items()}
 
 
+def planned_steps(cfg: Config, steps_per_epoch: int) -> int:
+    return cfg.train.steps or cfg.train.epochs * steps_per_epoch
+
+
 class Trainer:
-    def __init__(self, cfg: Config, progress: Progress | None = None, dist=None) -> None:
+    def __init__(self, cfg: Config, progress: Progress | None = None, dist=None, resuming: bool = False) -> None:
+        """`resuming`: the weights will come from a checkpoint (load_state), so model.init is not read."""
         self.started = time.perf_counter()  # wall time to a target counts from here: data, model, compile
         self.cfg = cfg
         self.progress = progress or Progress()
@@ -73,11 +84,27 @@ class Trainer:
         if cfg.train.batch_size % self.world:
             raise BadInput(f"train.batch_size {cfg.train.batch_size} is the global batch and must divide evenly "
                            f"over {self.world} processes")
+        if cfg.train.batch_size % (self.world * cfg.train.accum_steps):
+            raise BadInput(f"train.batch_size {cfg.train.batch_size} must divide into train.accum_steps "
+                           f"{cfg.train.accum_steps} equal micro-batches" + (f" on each of {self.world} processes"
+                                                                           if self.world > 1 else ""))
+        self.tensorboard = tensorboard.check(cfg.run.tensorboard)
         if self.data.train_count < cfg.train.batch_size:
             raise BadInput(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
                            f"({self.data.train_count} images)")
         self.cfg = cfg = resolve_for_data(cfg, self.data)
-        self.model = build_model(**dataclasses.asdict(cfg.model))
+        self.model = build_model(**cfg.model.architecture())
+        if cfg.model.init and not resuming:
+            self.progress.line(init_from(self.model, cfg.model.init, cfg.model.name))
+        if cfg.train.freeze:
+            try:
+                self.model.freeze(cfg.train.freeze)
+            except ValueError as e:
+                raise BadInput(f"train.freeze: {e}") from None
+            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            frozen = sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
+            self.progress.line(f"frozen: {', '.join(cfg.train.freeze)} ({frozen:,} parameters; {trainable:,} "
+                               "trainable)")
         if cfg.train.sync_bn and self.device.type != "cuda":
             raise BadInput("train.sync_bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on CPU")
         if dist is not None and cfg.train.sync_bn:
@@ -88,20 +115,25 @@ class Trainer:
             self.model, make_optimizer(self.model, t, self.device), self.speed, self.device,
             torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), t.grad_clip,
             call_module=dist.wrap(self.model) if dist is not None else None,
-            on_fallback=lambda exc: self.progress.line(fallback_message(exc)))
+            on_fallback=lambda exc: self.progress.line(fallback_message(exc)), accum_steps=t.accum_steps)
+        self.ema = EMA(self.model, t.ema) if t.ema else None
         # Evaluation calls the same (compiled) forward; under DDP the bare module, eager, outside DDP's hooks.
         self.eval_forward = self.train_step.forward if dist is None else self.model
         self.train_loader = make_loader(self.data, cfg.data, "train", t.batch_size // self.world, self.device,
                                         training=True, seed=cfg.run.seed, channels_last=self.speed.channels_last,
-                                        rank=self.rank, world=self.world)
-        self.test_loader = make_loader(self.data, cfg.data, "test", t.eval_batch_size, self.device,
-                                       training=False, channels_last=self.speed.channels_last, rank=self.rank,
-                                       world=self.world)
+                                        rank=self.rank, world=self.world, num_classes=cfg.model.num_classes)
+        self.eval_loaders = {split: make_loader(self.data, cfg.data, split, t.eval_batch_size, self.device,
+                                                training=False, channels_last=self.speed.channels_last,
+                                                rank=self.rank, world=self.world)
+                             for split in (("val", "test") if self.data.has_val else ("test",))}
+        self.selection = selection_metric(cfg)
         self.steps_per_epoch = len(self.train_loader)
-        self.total_steps = t.steps or t.epochs * self.steps_per_epoch
+        self.total_steps = planned_steps(cfg, self.steps_per_epoch)
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         info = model_info(cfg.model.name)
         self.lr_at = LRSchedule(t, self.total_steps, self.steps_per_epoch, info.depth, info.family)
+        self.schedule_rule = ""  # what a resume with another run length did to the schedule (LRSchedule.resized)
+        self.scalars: tensorboard.Scalars | None = None
         self.step = 0
         self.epoch = 0  # epochs completed
         self.best_top1 = -1.0
@@ -143,7 +175,8 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"model": self.model.state_dict(), "config": self.cfg.to_dict(), "resnet_cli": __version__,
                 "input": self.data.input_info(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": {"step": self.step},
+                "optimizer": self.optimizer.state_dict(), "scheduler": {"step": self.step, "plan": self.lr_at.plan()},
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "best_top1": self.best_top1, "metrics": self.rows, "rng": rng, "partial": dict(self.partial),
                 "skipped": self.skipped, "wall_seconds": self.wall_seconds(), "target": self.target,
@@ -154,7 +187,18 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        plan = (ckpt.get("scheduler") or {}).get("plan")
+        if plan is None:  # written before plans were saved: the schedule was laid out for the saved run length
+            plan = {"total": planned_steps(C.from_dict(ckpt["config"]), self.steps_per_epoch)}
+        info = model_info(self.cfg.model.name)
+        self.lr_at = LRSchedule(self.cfg.train, self.total_steps, self.steps_per_epoch, info.depth, info.family,
+                                plan=plan)
+        self.planned_lr = self.lr_at(self.step)  # the lr the saved plan has at the resume point
+        self.planned_total = self.lr_at.end()
+        self.schedule_rule = self.lr_at.resized(self.step, self.total_steps)
         self.best_top1 = float(ckpt.get("best_top1", -1.0))
         self.rows = list(ckpt.get("metrics", []))
         self.partial = dict(ckpt.get("partial") or {})
@@ -181,6 +225,8 @@ class Trainer:
                 stale.unlink(missing_ok=True)
         self.run_dir = run_dir
         atomic_write_text(run_dir / "config.yaml", to_yaml(self.cfg))
+        if self.tensorboard:
+            self.scalars = tensorboard.Scalars(run_dir, purge_step=self.step + 1 if self.step else None)
         return run_dir
 
     def save(self, improved: bool = False) -> None:
@@ -208,10 +254,21 @@ class Trainer:
     def target_stop(self) -> bool:
         return bool(self.cfg.train.stop_at_target and self.target)
 
+    def best_row(self) -> dict | None:
+        """The epoch best.pt holds: the best selection figure (the first of equals)."""
+        return max(self.rows, key=lambda r: r[self.selection]) if self.rows else None
+
+    def patience_stop(self) -> bool:
+        """train.patience: that many epochs since the best selection figure (derived from the rows, so a
+        resumed run stops where an uninterrupted one would)."""
+        best = self.best_row()
+        return bool(self.cfg.train.patience and best and self.epoch - best["epoch"] >= self.cfg.train.patience)
+
     @property
     def finished(self) -> bool:
-        """Every step done, or stopped at train.target_top1 as asked: a resume has nothing left to do."""
-        return self.step >= self.total_steps or self.target_stop()
+        """Every step done, stopped at train.target_top1 as asked, or stopped early (train.patience): a resume
+        has nothing left to do."""
+        return self.step >= self.total_steps or self.target_stop() or self.patience_stop()
 
     def resume_command(self) -> str:
         return f"resnet train --resume {self.run_dir}"
@@ -276,11 +333,13 @@ class Trainer:
                 self.step += 1  # the step happened, without an update: epochs and the schedule keep their length
                 continue
             self.step += 1
+            if self.ema is not None:
+                self.ema.update()
             seen += len(y)
             loss = loss.float()
             finite.append(torch.isfinite(loss))
             loss_sum += loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
+            correct += (logits.argmax(1) == hard_labels(y)).sum()
             if (i + 1) % t.log_interval == 0 or i + 1 == steps:
                 interval_sum = loss_sum if self.dist is None else self.dist.all_reduce([loss_sum])[0] / self.world
                 avg = interval_sum.item() / seen  # the one host sync per interval
@@ -340,40 +399,58 @@ class Trainer:
         finally:
             for name, handler in previous.items():
                 signal.signal(getattr(signal, name), handler)
+            if self.scalars is not None:
+                self.scalars.close()
+
+    def evaluate_all(self) -> dict[str, float]:
+        """This epoch's evaluations as metrics.csv columns: {val,test}_{loss,top1,top5}, and ema_* likewise."""
+        models = [("", self.model, self.eval_forward)]
+        if self.ema is not None:  # the average is evaluated eagerly: it is not what the compiled step calls
+            models.append(("ema_", self.ema.module, self.ema.module))
+        out: dict[str, float] = {}
+        for prefix, model, forward in models:
+            for split, loader in self.eval_loaders.items():
+                res = evaluate(model, loader, self.cfg.model.num_classes, self.device, self.speed.precision,
+                               all_reduce=self.dist.all_reduce if self.dist is not None else None, forward=forward)
+                out.update({f"{prefix}{split}_loss": res.loss, f"{prefix}{split}_top1": res.top1,
+                            f"{prefix}{split}_top5": res.top5})
+        return out
+
+    def _epoch_line(self, row: dict) -> str:
+        evals = "  ".join(f"{split} loss {row[f'{split}_loss']:.4f} top1 {row[f'{split}_top1']:.2%}"
+                          + (f" (ema {row[f'ema_{split}_top1']:.2%})" if self.ema is not None else "")
+                          for split in self.eval_loaders)
+        return (f"epoch {self.epoch}/{self.epochs}  train loss {row['train_loss']:.4f} acc {row['train_top1']:.2%}  "
+                f"{evals}  lr {row['lr']:.4g}  {row['seconds']:.1f}s {row['img_per_s']:,.0f} img/s")
 
     def _run(self) -> Path | None:
         stop_at = self.epoch + self.cfg.run.stop_after_epochs if self.cfg.run.stop_after_epochs else None
-        while self.step < self.total_steps and (stop_at is None or self.epoch < stop_at) and not self.target_stop():
+        while not self.finished and (stop_at is None or self.epoch < stop_at):
             stats = self.train_epoch()
             self.epoch += 1
-            res = evaluate(self.model, self.test_loader, self.cfg.model.num_classes, self.device,
-                           self.speed.precision, all_reduce=self.dist.all_reduce if self.dist is not None else None,
-                           forward=self.eval_forward)
-            row = {"epoch": self.epoch, "step": self.step, **stats, "test_loss": res.loss, "test_top1": res.top1,
-                   "test_top5": res.top5}
+            row = {"epoch": self.epoch, "step": self.step, **stats, **self.evaluate_all()}
             self.rows.append(row)
-            improved = res.top1 > self.best_top1
-            self.best_top1 = max(self.best_top1, res.top1)
+            score = row[self.selection]
+            improved = score > self.best_top1
+            self.best_top1 = max(self.best_top1, score)
             goal = self.cfg.train.target_top1
-            if goal and self.target is None and res.top1 >= goal:
+            if goal and self.target is None and score >= goal:
                 self.target = {"top1": goal, "epoch": self.epoch, "step": self.step,
-                               "seconds": round(self.wall_seconds(), 2)}
+                               "seconds": round(self.wall_seconds(), 2), "metric": self.selection}
             if self.is_main:
                 self.save(improved)
-                extra = sorted({k for r in self.rows for k in r if k.startswith("grad_norm_")})
-                write_metrics(self.run_dir / "metrics.csv", self.rows, extra)
-                self.progress.line(
-                    f"epoch {self.epoch}/{self.epochs}  train loss {row['train_loss']:.4f} "
-                    f"acc {row['train_top1']:.2%}  test loss {res.loss:.4f} top1 {res.top1:.2%} "
-                    f"top5 {res.top5:.2%}  lr {row['lr']:.4g}  {row['seconds']:.1f}s "
-                    f"{row['img_per_s']:,.0f} img/s")
+                write_metrics(self.run_dir / "metrics.csv", self.rows, metric_fields(self.cfg))
+                if self.scalars is not None:
+                    self.scalars.add(row)
+                self.progress.line(self._epoch_line(row))
                 if self.target is not None and self.target["epoch"] == self.epoch:
-                    self.progress.line(f"reached test top-1 >= {goal:.2%} at epoch {self.epoch} (step {self.step}), "
-                                       f"{self.target['seconds']:.1f} s after the start")
+                    self.progress.line(f"reached {self.selection} >= {goal:.2%} at epoch {self.epoch} (step "
+                                       f"{self.step}), {self.target['seconds']:.1f} s after the start")
+                if self.patience_stop() and self.step < self.total_steps:
+                    self.progress.line(f"stopping early: no better {self.selection} for {self.cfg.train.patience} "
+                                       f"epochs (best {self.best_top1:.2%} at epoch {self.best_row()['epoch']})")
             if self.dist is not None:  # a signal that came during evaluation: all ranks stop, or none
                 self.stop_signal = self.dist.max(self.stop_signal)
-            if self.stop_signal and self.step < self.total_steps:
+            if self.stop_signal and not self.finished:
                 raise self._interrupted(f"at the end of epoch {self.epoch}")
-            if self.target_stop():
-                break
         return self.run_dir if self.is_main else None

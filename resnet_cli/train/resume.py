@@ -1,6 +1,7 @@
 """What a resumed run is: the checkpoint's own config, with only the changes that keep it the same run.
 
-A resume may change the run's length, where it runs and reads from, and the speed switches (the same
+A resume may change the run's length (the lr schedule then follows LRSchedule.resized's rule, printed),
+when it stops early, where it runs, reads from and logs to, and the speed switches (the same
 arithmetic in another memory layout or compiled; a resume on another device re-resolves them anyway).
 Anything else (the lr, the model, the data...) would make a different run, so it is refused.
 """
@@ -17,7 +18,8 @@ from ..errors import BadInput
 
 RESUMABLE = {"train.epochs", "train.steps", "run.device", "data.data_dir", "run.stop_after_epochs",
              "train.channels_last", "train.compile", "train.compile_mode", "train.compile_min_steps",
-             "train.checkpoint_every", "train.log_interval", "train.target_top1", "train.stop_at_target"}
+             "train.checkpoint_every", "train.log_interval", "train.target_top1", "train.stop_at_target",
+             "train.patience", "run.tensorboard", "data.workers"}
 
 
 @dataclass

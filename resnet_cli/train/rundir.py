@@ -14,6 +14,20 @@ METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "test_loss",
                  "seconds", "img_per_s"]
 
 
+def selection_metric(cfg) -> str:
+    """The metrics.csv column that selects best.pt, stops early (train.patience) and times train.target_top1:
+    top-1 on the validation split when there is one (data.val_split), else on the test set; of the EMA
+    weights when train.ema is on."""
+    return ("ema_" if cfg.train.ema else "") + ("val" if cfg.data.val_split else "test") + "_top1"
+
+
+def metric_fields(cfg) -> list[str]:
+    """metrics.csv's columns for a run: METRIC_FIELDS, with validation and EMA evaluations where kept."""
+    evals = (["val"] if cfg.data.val_split else []) + ["test"]
+    evals += [f"ema_{e}" for e in evals] if cfg.train.ema else []
+    return [*METRIC_FIELDS[:5], *(f"{e}_{m}" for e in evals for m in ("loss", "top1", "top5")), *METRIC_FIELDS[-2:]]
+
+
 def create_run_dir(parent: str | os.PathLike, name: str) -> Path:
     """Make `parent/name`, or `name-2`, `name-3`, ... if taken.
 
@@ -34,8 +48,10 @@ def create_run_dir(parent: str | os.PathLike, name: str) -> Path:
     raise BadInput(f"too many runs named {name!r} in {parent}")
 
 
-def write_metrics(path: Path, rows: list[dict], extra_fields: list[str] | None = None) -> None:
-    fields = METRIC_FIELDS + [f for f in (extra_fields or []) if f not in METRIC_FIELDS]
+def write_metrics(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:
+    """metrics.csv with `fields` (default METRIC_FIELDS), then any other column a row has (grad_norm_*)."""
+    fields = list(fields or METRIC_FIELDS)
+    fields += sorted({k for r in rows for k in r if k not in fields})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
