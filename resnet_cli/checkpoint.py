@@ -247,6 +247,8 @@ def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise BadInput(f"{path} does not fit {cfg.model.name}: {first}") from None
+    if cfg.train.freeze:  # as the run trained it: `summary` counts these parameters as frozen
+        net.freeze(cfg.train.freeze)
     return LoadedModel(net.eval(), cfg, path, ckpt)
 
 

@@ -45,6 +45,7 @@ def test_finetune_a_torchvision_state_dict_with_frozen_stages(cli, tmp_path):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert float(rows[-1]["test_top1"]) >= 0.8  # chance: 1/3
     assert after["config"]["model"]["init"] == str(tmp_path / "resnet18-tv.pth")
+    assert cli.json("summary", run)["params"]["frozen"] == frozen  # summary shows the run as it trained
 
 
 def test_model_init_refuses_what_does_not_fit(cli, tmp_path):

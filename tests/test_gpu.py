@@ -42,6 +42,21 @@ def test_cuda_defaults_train_evaluate_and_resume(cli, tmp_path):
     assert got["top1"] == pytest.approx(out["best"]["test_top1"], abs=0.02)  # bf16: eager vs compiled kernels
 
 
+def test_cuda_recipe_keys_train_under_the_defaults(cli, tmp_path):
+    """The recipe pieces on the GPU path (bf16, channels_last, compile): batched augmentations with device
+    generators, soft targets, EMA updates and evaluation, accumulation, AdamW (fused), the validation split."""
+    keys = ["train.ema=0.99", "data.val_split=128", "data.mixup=0.2", "data.cutmix=1.0", "data.random_erasing=0.25",
+            "data.randaugment=2,9", "train.accum_steps=2", "train.optimizer=adamw", "train.freeze=[conv1]"]
+    run = cli("train", *SMOKE, "--epochs", "3", "--run-dir", tmp_path, "--name", "r", "--json",
+              *(a for k in keys for a in ("--set", k)))
+    assert run.exit_code == 0, run.output
+    out = json.loads(run.stdout)
+    assert out["selected_by"] == "ema_val_top1" and out["compile"] is True
+    assert out["best"]["ema_val_top1"] > 0.3  # far above chance (0.1)
+    ev = json.loads(cli("eval", tmp_path / "r", "--device", "cuda", "--split", "val", "--json").stdout)
+    assert ev["weights"] == "ema" and ev["top1"] == pytest.approx(out["best"]["ema_val_top1"], abs=0.02)
+
+
 def test_cuda_resume_is_exact_in_fp32_eager(cli, tmp_path):
     """With bf16 and compile off, a resumed CUDA run matches an uninterrupted one to float tolerance."""
     fp32 = ["--set", "train.precision=fp32", "--set", "train.compile=off"]

@@ -52,9 +52,17 @@ def train(
 ) -> None:
     """Train a ResNet. Precedence: defaults < --preset < --config < flags < --set.
 
-    Writes runs/<name>/ with config.yaml, metrics.csv, last.pt and best.pt.
+    Writes runs/<name>/ with config.yaml, metrics.csv, last.pt and best.pt (and TensorBoard events when the
+    tensorboard extra is installed).
+
+    Recipe keys (--set KEY=VALUE; each explained in resnet_cli/config.py and the README's "Training recipes"):
+    train.optimizer=adamw, train.ema=0.999, data.mixup=0.2, data.cutmix=1.0, data.random_erasing=0.25,
+    data.randaugment=2,9 (or trivial), data.val_split=5000, train.patience=N, train.accum_steps=K,
+    train.warmup_length=400|2ep|5%.
 
     Example: [bold]resnet train --preset fashion-mnist --data-dir ../shared/data/fashion-mnist[/bold]
+
+    Fine-tune: [bold]resnet train --preset finetune --init resnet18-f37072fd.pth --data-dir DIR --freeze conv1,conv2_x[/bold]
     """
     from .. import config as C
     from ..errors import BadInput

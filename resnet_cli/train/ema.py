@@ -39,8 +39,8 @@ class EMA:
         """Move toward the model this EMA was made from (call after each optimizer step)."""
         self.updates += 1
         torch._foreach_lerp_(self._floats[0], self._floats[1], 1.0 - self.current_decay())
-        for ours, theirs in zip(*self._copies):
-            ours.copy_(theirs)
+        if self._copies[0]:
+            torch._foreach_copy_(self._copies[0], self._copies[1])
 
     def state_dict(self) -> dict:
         return {"weights": self.module.state_dict(), "updates": self.updates}
