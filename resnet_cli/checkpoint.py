@@ -164,13 +164,16 @@ def state_dict_of(ckpt: dict[str, Any], weights: str = "auto") -> dict[str, Any]
     Ours may hold two sets: "model" (raw) and, with train.ema, "ema" (the moving average), which training
     selects with and which `weights="auto"` returns; "raw" and "ema" ask for one."""
     if is_full_checkpoint(ckpt):
-        ema = ckpt.get("ema")
-        if weights == "ema" and not isinstance(ema, dict):
-            raise BadInput("this checkpoint has no EMA weights (the run did not set train.ema)")
-        if weights in ("auto", "ema") and isinstance(ema, dict):
-            return ema["weights"]
-        return ckpt["model"]
+        return ckpt["ema"]["weights"] if uses_ema(ckpt, weights) else ckpt["model"]
     return ckpt.get("state_dict", ckpt)
+
+
+def uses_ema(ckpt: dict[str, Any], weights: str = "auto") -> bool:
+    """Whether `state_dict_of(ckpt, weights)` gives the EMA weights; "ema" without them is bad input."""
+    has = is_full_checkpoint(ckpt) and isinstance(ckpt.get("ema"), dict)
+    if weights == "ema" and not has:
+        raise BadInput("this checkpoint has no EMA weights (the run did not set train.ema)")
+    return has and weights != "raw"
 
 
 def init_from(model: Any, source: str | os.PathLike, name: str) -> str:
@@ -228,6 +231,7 @@ class LoadedModel:
     config: Any  # the Config that rebuilds it (config.model) and says what it was trained on
     path: Path  # the checkpoint file
     checkpoint: dict[str, Any]
+    weights: str = "raw"  # "ema" when the moving average was loaded (state_dict_of)
 
 
 def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
@@ -249,7 +253,7 @@ def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
         raise BadInput(f"{path} does not fit {cfg.model.name}: {first}") from None
     if cfg.train.freeze:  # as the run trained it: `summary` counts these parameters as frozen
         net.freeze(cfg.train.freeze)
-    return LoadedModel(net.eval(), cfg, path, ckpt)
+    return LoadedModel(net.eval(), cfg, path, ckpt, "ema" if uses_ema(ckpt, weights) else "raw")
 
 
 # What torchvision's ImageNet weights expect (and our imagenet preset trains with).

@@ -129,7 +129,7 @@ def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print
         run_path = point.run_dir
         if trainer.finished:
             why = (f"stopped early: no better {trainer.selection} for {trainer.cfg.train.patience} epochs"
-                   if trainer.patience_stop() and trainer.step < trainer.total_steps
+                   if trainer.stopped_early
                    else "pass a larger --epochs to train further")
             msg = f"{run_path} is finished ({trainer.epoch} epochs, {trainer.step} steps); {why}"
             if not trainer.is_main:
@@ -162,7 +162,7 @@ def _report(trainer, run_path: Path | None, json_out: bool) -> None:
     best = trainer.best_row()
     result = {"run_dir": str(run_path), "model": trainer.cfg.model.name, "dataset": trainer.cfg.data.dataset,
               "epochs": trainer.epoch, "steps": trainer.step, "final": last, "best": best,
-              "selected_by": trainer.selection, "stopped_early": trainer.patience_stop(),
+              "selected_by": trainer.selection, "stopped_early": trainer.stopped_early,
               "device": str(trainer.device), "processes": trainer.world, "precision": trainer.speed.precision,
               "channels_last": trainer.speed.channels_last, "compile": trainer.speed.compile,
               "wall_seconds": trainer.wall_seconds(), "target": trainer.target}

@@ -6,6 +6,7 @@ works on a whole N x C x H x W batch at once (after airbench).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -166,9 +167,10 @@ GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
 BINS = 31  # magnitudes 0..30, as torchvision's num_magnitude_bins
 
 
+@functools.lru_cache(maxsize=16)
 def magnitudes(policy: str, h: int, w: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Each op's magnitude for bins 0..30 (torchvision's tables): "rand" (RandAugment) or "trivial"
-    (TrivialAugmentWide, wider ranges)."""
+    (TrivialAugmentWide, wider ranges). Cached: built once per run, not per batch (read-only)."""
     wide = policy == "trivial"
 
     def lin(top: float) -> torch.Tensor:
@@ -268,9 +270,10 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor]) -
     for name in GEOMETRIC:
         geometric |= op == OPS.index(name)
     out = torch.where(geometric.view(-1, 1, 1, 1), _affine(x, op, mag), x)
+    gray = _grayscale(x)
     out = pick("brightness", _blend(x, torch.zeros_like(x), factor("brightness")), out)
-    out = pick("color", _blend(x, _grayscale(x), factor("color")), out)
-    out = pick("contrast", _blend(x, _grayscale(x).mean(dim=(1, 2, 3), keepdim=True), factor("contrast")), out)
+    out = pick("color", _blend(x, gray, factor("color")), out)
+    out = pick("contrast", _blend(x, gray.mean(dim=(1, 2, 3), keepdim=True), factor("contrast")), out)
     out = pick("sharpness", _blend(x, _sharpness_base(x), factor("sharpness")), out)
     step = (2.0 ** (8 - mag["posterize"])).view(-1, 1, 1, 1)
     out = pick("posterize", (x / step).floor() * step, out)

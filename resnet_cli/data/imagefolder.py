@@ -114,8 +114,7 @@ class FolderLoader:
                              epoch).tolist()
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from .augment import to_float
-        from .loader import batch_seed
+        from .loader import batch_seed, model_batch
 
         self.dataset.epoch_seed = self.seed * 7_919 + epoch
         idx = self.indices(epoch)[start * self.batch_size:]
@@ -125,14 +124,9 @@ class FolderLoader:
                                              persistent_workers=False)
         try:
             for b, (xb, yb) in enumerate(loader, start=start):
-                xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-                if self.train and self.augment is not None:
-                    xb, yb = self.augment(xb, yb, self.mean, self.std, batch_seed(self.seed, epoch, b, self.rank))
-                else:
-                    xb = to_float(xb, self.mean, self.std)
-                if self.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                yield xb, yb
+                yield model_batch(xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True),
+                                  self.mean, self.std, self.augment if self.train else None,
+                                  batch_seed(self.seed, epoch, b, self.rank), self.channels_last)
         except RuntimeError as e:
             line = next((ln for ln in str(e).splitlines() if MARKER in ln), None)
             if line is None:

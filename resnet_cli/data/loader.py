@@ -46,6 +46,19 @@ def shard_indices(n: int, batch_size: int, train: bool, rank: int, world: int, s
     return perm[: shard_len(n, batch_size, True, rank, world) * batch_size * world][rank::world]
 
 
+def model_batch(x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                augment: TrainAugment | None, seed: int, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uint8 batch on the device -> what the model takes: augmented (training, `augment` given) or only
+    normalised, in the run's memory format. Both loaders end with it."""
+    if augment is not None:
+        x, y = augment(x, y, mean, std, seed)
+    else:
+        x = to_float(x, mean, std)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
 class DeviceLoader:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
                  device: torch.device, train: bool, augment: TrainAugment | None = None, seed: int = 0,
@@ -70,11 +83,5 @@ class DeviceLoader:
         idx = self.indices(epoch)
         for b, first in enumerate(range(start * self.batch_size, len(idx), self.batch_size), start=start):
             sel = idx[first:first + self.batch_size]
-            xb, yb = self.x[sel], self.y[sel]
-            if self.train:
-                xb, yb = self.augment(xb, yb, self.mean, self.std, batch_seed(self.seed, epoch, b, self.rank))
-            else:
-                xb = to_float(xb, self.mean, self.std)
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, yb
+            yield model_batch(self.x[sel], self.y[sel], self.mean, self.std, self.augment if self.train else None,
+                              batch_seed(self.seed, epoch, b, self.rank), self.channels_last)

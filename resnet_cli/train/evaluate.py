@@ -111,7 +111,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     per_class = [{"class": name, "accuracy": acc, "count": n}
                  for name, acc, n in zip(data.classes, res.per_class, res.class_counts)]
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
-            "weights": "ema" if weights != "raw" and isinstance(loaded.checkpoint.get("ema"), dict) else "raw",
+            "weights": loaded.weights,
             "count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5, "img_per_s": res.img_per_s,
             "device": str(dev), "precision": speed.precision, "per_class": per_class,
             "classes": list(data.classes),

@@ -78,8 +78,8 @@ class Trainer:
         self.device = dist.device if dist is not None else resolve_device(cfg.run.device)
         torch.manual_seed(cfg.run.seed)
         self.data = load_data(cfg.data)
-        self.speed = Speed.for_train(cfg.train, self.device, cfg.train.steps
-                                     or cfg.train.epochs * (self.data.train_count // cfg.train.batch_size))
+        self.speed = Speed.for_train(cfg.train, self.device,
+                                     planned_steps(cfg, self.data.train_count // cfg.train.batch_size))
         self.speed.configure_backends(self.device)
         if cfg.train.batch_size % self.world:
             raise BadInput(f"train.batch_size {cfg.train.batch_size} is the global batch and must divide evenly "
@@ -130,13 +130,11 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = planned_steps(cfg, self.steps_per_epoch)
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        info = model_info(cfg.model.name)
-        self.lr_at = LRSchedule(t, self.total_steps, self.steps_per_epoch, info.depth, info.family)
+        self.lr_at = self._schedule()
         self.schedule_rule = ""  # what a resume with another run length did to the schedule (LRSchedule.resized)
         self.scalars: tensorboard.Scalars | None = None
         self.step = 0
         self.epoch = 0  # epochs completed
-        self.best_top1 = -1.0
         self.rows: list[dict] = []
         self.partial: dict[str, Any] = {}  # progress inside an epoch, for a checkpoint taken on Ctrl-C
         self.skipped = 0  # non-finite steps skipped (train.skip_nonfinite)
@@ -193,13 +191,10 @@ class Trainer:
         plan = (ckpt.get("scheduler") or {}).get("plan")
         if plan is None:  # written before plans were saved: the schedule was laid out for the saved run length
             plan = {"total": planned_steps(C.from_dict(ckpt["config"]), self.steps_per_epoch)}
-        info = model_info(self.cfg.model.name)
-        self.lr_at = LRSchedule(self.cfg.train, self.total_steps, self.steps_per_epoch, info.depth, info.family,
-                                plan=plan)
+        self.lr_at = self._schedule(plan)
         self.planned_lr = self.lr_at(self.step)  # the lr the saved plan has at the resume point
         self.planned_total = self.lr_at.end()
         self.schedule_rule = self.lr_at.resized(self.step, self.total_steps)
-        self.best_top1 = float(ckpt.get("best_top1", -1.0))
         self.rows = list(ckpt.get("metrics", []))
         self.partial = dict(ckpt.get("partial") or {})
         self.skipped = int(ckpt.get("skipped", 0))
@@ -254,6 +249,10 @@ class Trainer:
     def target_stop(self) -> bool:
         return bool(self.cfg.train.stop_at_target and self.target)
 
+    def _schedule(self, plan: dict[str, Any] | None = None) -> LRSchedule:
+        info = model_info(self.cfg.model.name)
+        return LRSchedule(self.cfg.train, self.total_steps, self.steps_per_epoch, info.depth, info.family, plan=plan)
+
     def best_row(self) -> dict | None:
         """The epoch best.pt holds: the best selection figure (the first of equals)."""
         return max(self.rows, key=lambda r: r[self.selection]) if self.rows else None
@@ -263,6 +262,17 @@ class Trainer:
         resumed run stops where an uninterrupted one would)."""
         best = self.best_row()
         return bool(self.cfg.train.patience and best and self.epoch - best["epoch"] >= self.cfg.train.patience)
+
+    @property
+    def stopped_early(self) -> bool:
+        """Ended by train.patience before its last step."""
+        return self.patience_stop() and self.step < self.total_steps
+
+    @property
+    def best_top1(self) -> float:
+        """The best selection figure so far (-1 before the first evaluation)."""
+        best = self.best_row()
+        return best[self.selection] if best else -1.0
 
     @property
     def finished(self) -> bool:
@@ -431,8 +441,7 @@ class Trainer:
             row = {"epoch": self.epoch, "step": self.step, **stats, **self.evaluate_all()}
             self.rows.append(row)
             score = row[self.selection]
-            improved = score > self.best_top1
-            self.best_top1 = max(self.best_top1, score)
+            improved = self.best_row() is row  # the first of equals stays best
             goal = self.cfg.train.target_top1
             if goal and self.target is None and score >= goal:
                 self.target = {"top1": goal, "epoch": self.epoch, "step": self.step,
@@ -446,7 +455,7 @@ class Trainer:
                 if self.target is not None and self.target["epoch"] == self.epoch:
                     self.progress.line(f"reached {self.selection} >= {goal:.2%} at epoch {self.epoch} (step "
                                        f"{self.step}), {self.target['seconds']:.1f} s after the start")
-                if self.patience_stop() and self.step < self.total_steps:
+                if self.stopped_early:
                     self.progress.line(f"stopping early: no better {self.selection} for {self.cfg.train.patience} "
                                        f"epochs (best {self.best_top1:.2%} at epoch {self.best_row()['epoch']})")
             if self.dist is not None:  # a signal that came during evaluation: all ranks stop, or none
