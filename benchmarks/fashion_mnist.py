@@ -106,28 +106,27 @@ def short_trainer(args, sets: list[str] = ()):
     """A silent Trainer for the preset whose epochs are `args.steps` steps, with `sets` overrides."""
     from resnet_cli import config as C
     from resnet_cli.train.loop import Trainer
-    from resnet_cli.train.progress import Progress
 
     flags = {"data.data_dir": str(args.data_dir), "data.train_limit": BATCH * args.steps, "data.test_limit": 1000,
              "train.log_interval": 50}
-    return Trainer(C.resolve("fashion-mnist", flags=flags, sets=list(sets)), Progress(enabled=False))
+    return Trainer.for_config(C.resolve("fashion-mnist", flags=flags, sets=list(sets)))
 
 
 def run_overhead(args) -> None:
     bs = BATCH
     trainer = short_trainer(args)
-    batches = list(trainer.train_loader.batches(1))  # augmented, normalised, on the device
+    batches = list(trainer.run.train_loader.batches(1))  # augmented, normalised, on the device
     loop_s, bare_s = [], []
     trainer.train_epoch()  # warm-up both paths
     for x, y in batches[:5]:
-        trainer.train_step(x, y)
+        trainer.run.step(x, y)
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         trainer.train_epoch()
         loop_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         for x, y in batches:
-            loss = trainer.train_step(x, y).loss
+            loss = trainer.run.step(x, y).loss
         loss.item()
         bare_s.append(time.perf_counter() - t0)
     n = bs * len(batches)

@@ -105,21 +105,21 @@ def main() -> None:
     from resnet_cli import config as C
     from resnet_cli.device import device_name, resolve_device
     from resnet_cli.train.loop import Trainer
-    from resnet_cli.train.progress import Progress
 
     device = resolve_device(args.device)
     cfg = C.resolve(flags={"model.name": args.model, "data.dataset": "synthetic", "data.synthetic_train": args.images,
                            "data.synthetic_test": 256, "data.image_size": args.input_size,
                            "train.batch_size": args.batch_size, "train.epochs": 100, "train.log_interval": 50,
                            "run.device": args.device})
-    ours = Trainer(cfg, Progress(enabled=False))
-    data = ours.data
+    ours = Trainer.for_config(cfg)
+    data = ours.run.data
+    mean, std = data.input.normalizer("cpu")
     torch.manual_seed(0)
     model = build_model(args.model, num_classes=data.num_classes).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    loader = torch.utils.data.DataLoader(PerSampleCifar(data.train_x, data.train_y, data.mean, data.std),
+    loader = torch.utils.data.DataLoader(PerSampleCifar(data.train_x, data.train_y, mean, std),
                                          batch_size=args.batch_size, shuffle=True, drop_last=True,
                                          num_workers=args.workers, pin_memory=amp,
                                          persistent_workers=args.workers > 0)
@@ -130,8 +130,8 @@ def main() -> None:
                                 **({"fused": True} if device.type == "cuda" else {"foreach": True}))
     compile_tuned = args.tuned_compile == "on" or (args.tuned_compile == "auto" and device.type == "cuda")
     tuned_forward = torch.compile(tuned_model) if compile_tuned else tuned_model
-    tx = ((data.train_x.to(device).float() / 255 - data.mean.to(device).view(1, -1, 1, 1))
-          / data.std.to(device).view(1, -1, 1, 1))
+    tx = ((data.train_x.to(device).float() / 255 - mean.to(device).view(1, -1, 1, 1))
+          / std.to(device).view(1, -1, 1, 1))
     ty = data.train_y.to(device)
     tg = torch.Generator(device=device).manual_seed(0)
     reference_epoch(model, loader, opt, scaler, device, amp)  # warm-up (and worker start-up)
@@ -152,8 +152,8 @@ def main() -> None:
           f"{args.repeats} alternating epochs each (medians)")
     print(f"reference (eager NCHW {'fp16 AMP' if amp else 'fp32'}, DataLoader x{args.workers} workers): "
           f"{ref:,.0f} img/s  (epochs: {', '.join(f'{n / s:,.0f}' for s in ref_s)})")
-    print(f"resnet-cli ({ours.speed.precision}, channels_last={ours.speed.channels_last}, "
-          f"compile={ours.speed.compile}, data on device): {our:,.0f} img/s  "
+    print(f"resnet-cli ({ours.run.speed.precision}, channels_last={ours.run.speed.channels_last}, "
+          f"compile={ours.run.speed.compile}, data on device): {our:,.0f} img/s  "
           f"(epochs: {', '.join(f'{n / s:,.0f}' for s in our_s)})")
     print(f"tuned by hand ({'bf16' if device.type == 'cuda' else 'fp32'}, channels_last, compile={compile_tuned}, "
           f"data on device, no input pipeline work but a flip): {tuned:,.0f} img/s  "

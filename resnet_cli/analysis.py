@@ -216,7 +216,7 @@ def inspected_model(source: str, plain: bool = False, num_classes: int | None = 
     from pathlib import Path
 
     from .errors import BadInput
-    from .models import build_model, model_info, resolve_name
+    from .models import build_model, resolve_name
 
     if Path(source).exists():
         from .checkpoint import model_from_checkpoint
@@ -229,8 +229,7 @@ def inspected_model(source: str, plain: bool = False, num_classes: int | None = 
                 raise BadInput(f"{loaded.path} holds a model with {flag} {have}; {flag} {given} does not apply")
         return loaded.model, cfg.name, str(loaded.path)
     name = resolve_name(source, None, plain)
-    net = build_model(name, num_classes=num_classes or model_info(name).default_classes,
-                      in_channels=in_channels or 3)
+    net = build_model(name, num_classes=num_classes, in_channels=in_channels or 3)
     return net, name, None
 
 

@@ -13,76 +13,15 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import BadInput
+from .files import atomic_write
 
 FORMAT_VERSION = 1
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it into place.
-
-    A crash at any moment leaves either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    ensure_writable_dir(path.parent)
-    # The temp name keeps the suffix: some writers (torch.export) check it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.tmp.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def ensure_writable_dir(folder: str | os.PathLike) -> Path:
-    """Create `folder` if needed; raise BadInput naming it when it cannot be written."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise BadInput(f"cannot write to {folder}: a file is in the way") from None
-    except OSError as e:
-        raise BadInput(f"cannot write to {folder}: {e.strerror}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise BadInput(f"cannot write to {folder}: permission denied")
-    return folder
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -233,6 +172,17 @@ class LoadedModel:
     checkpoint: dict[str, Any]
     weights: str = "raw"  # "ema" when the moving average was loaded (state_dict_of)
 
+    @property
+    def from_run(self) -> bool:
+        """One of our checkpoints (config included), not a bare state_dict."""
+        return is_full_checkpoint(self.checkpoint)
+
+    @property
+    def saved_input(self) -> dict[str, Any] | None:
+        """What the run recorded of its input (data.InputSpec.as_dict), when the checkpoint has it."""
+        saved = self.checkpoint.get("input") if self.from_run else None
+        return saved if isinstance(saved, dict) else None
+
 
 def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
                           dataset: str | None = None, weights: str = "auto") -> LoadedModel:
@@ -244,8 +194,7 @@ def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
     path = checkpoint_file(source)
     ckpt = load_checkpoint(path)
     cfg = config_from_checkpoint(ckpt, path, model, dataset)
-    net = build_model(cfg.model.name, num_classes=cfg.model.num_classes, in_channels=cfg.model.in_channels,
-                      zero_init_residual=cfg.model.zero_init_residual)
+    net = build_model(**cfg.model.architecture())
     try:
         net.load_state_dict(state_dict_of(ckpt, weights), strict=True)
     except RuntimeError as e:
@@ -254,34 +203,3 @@ def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
     if cfg.train.freeze:  # as the run trained it: `summary` counts these parameters as frozen
         net.freeze(cfg.train.freeze)
     return LoadedModel(net.eval(), cfg, path, ckpt, "ema" if uses_ema(ckpt, weights) else "raw")
-
-
-# What torchvision's ImageNet weights expect (and our imagenet preset trains with).
-IMAGENET_INPUT = {"channels": 3, "image_size": [224, 224], "resize": 256,
-                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-
-
-def input_info(loaded: LoadedModel, dataset_given: bool = False) -> dict[str, Any]:
-    """Class names, input size and normalisation for a loaded model (see DataBundle.input_info).
-
-    Training checkpoints carry them. Otherwise they come from the run's dataset (older checkpoints, or a
-    bare state_dict with --dataset), or, for a bare ImageNet-family state_dict (torchvision's), from the
-    ImageNet conventions with the classes numbered."""
-    saved = loaded.checkpoint.get("input") if is_full_checkpoint(loaded.checkpoint) else None
-    if isinstance(saved, dict):
-        return saved
-    cfg = loaded.config
-    if is_full_checkpoint(loaded.checkpoint) or dataset_given:
-        from .data import load_data
-
-        info = load_data(cfg.data, need_train=cfg.data.dataset != "imagefolder").input_info()
-    else:
-        from .models import model_info
-
-        if model_info(cfg.model.name).family != "imagenet" or cfg.model.in_channels != 3:
-            raise BadInput(f"{loaded.path} is a bare state_dict: say which dataset it was trained on with --dataset, "
-                           "so that its images are normalised as in training")
-        info = {**IMAGENET_INPUT, "classes": [str(i) for i in range(cfg.model.num_classes)]}
-    if len(info["classes"]) != cfg.model.num_classes:
-        info["classes"] = info["classes"] + [str(i) for i in range(len(info["classes"]), cfg.model.num_classes)]
-    return info

@@ -19,6 +19,9 @@ from typing import Any, Literal, get_args, get_origin
 from .errors import BadInput
 
 Auto = Literal["auto", "on", "off"]
+# Choice lists written once: the commands' options derive from these (commands/_common.choices).
+Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 @dataclass
@@ -32,9 +35,21 @@ class ModelConfig:
     #                 (in_channels) gets a newly initialised head (stem); any other mismatch is an error
 
     def architecture(self) -> dict[str, Any]:
-        """The `build_model` arguments: everything but `init` (where the weights came from)."""
+        """The `build_model` arguments: everything but `init` (where the weights came from). The one builder of
+        this dict: checkpoints, `resnet build` and training all rebuild a model from it."""
         return {"name": self.name, "num_classes": self.num_classes, "in_channels": self.in_channels,
                 "zero_init_residual": self.zero_init_residual}
+
+    def fitted(self, classes: int, channels: int, dataset: str, source: str) -> "ModelConfig":
+        """This model section fitted to data of `classes` classes and `channels` channels: 0 (not given) takes
+        the data's. A model that cannot take the data (fewer outputs than classes, other channels) is one
+        BadInput line naming both numbers and `source`."""
+        num_classes, in_channels = self.num_classes or classes, self.in_channels or channels
+        if num_classes < classes:
+            raise BadInput(f"{source} has {num_classes} outputs but {dataset} has {classes} classes")
+        if in_channels != channels:
+            raise BadInput(f"{source} expects {in_channels}-channel images; {dataset} has {channels}")
+        return dataclasses.replace(self, num_classes=num_classes, in_channels=in_channels)
 
 
 @dataclass
@@ -87,12 +102,13 @@ class TrainConfig:
     warmup_length: str = "0"  # warm-up length: steps ("400"), epochs ("2ep", "0.5ep") or a fraction of the run
     #                           ("5%"), so a shortened run keeps its warm-up ("paper": 400 steps for depth >= 110)
     warmup_factor: float = 0.1  # warm-up starts at (linear) or stays at (constant) lr x this
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA; fp32 on CPU (bf16: 0.4-0.5x)
+    precision: Precision = "auto"  # auto: bf16 autocast on CUDA; fp32 on CPU (bf16: 0.4-0.5x); tf32: fp32 with
+    #                                TF32 matmuls and convolutions (CUDA only)
     channels_last: Auto = "auto"  # auto: on for CUDA and oneDNN CPUs (measured +17-19% CPU training)
     compile: Auto = "auto"  # torch.compile; auto: on for CUDA, and on CPU for runs of >= compile_min_steps
     #                         (compiling costs ~20-60 s there, then trains 1.3-1.5x faster; needs a C++ compiler)
     compile_min_steps: int = 2000  # compile auto on CPU: only runs at least this long earn the compile time back
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    compile_mode: CompileMode = "default"
     #              reduce-overhead adds CUDA graphs (CUDA only)
     log_interval: int = 50  # steps between progress updates (the only host syncs in an epoch)
     checkpoint_every: str = "5m"  # also write last.pt inside epochs: every N steps ("500") or N seconds, minutes
@@ -136,6 +152,11 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def fitted(self, classes: int, channels: int, source: str = "") -> "Config":
+        """The config with model.num_classes and model.in_channels fitted to the data (ModelConfig.fitted)."""
+        where = source or f"{self.model.name} (model.num_classes/in_channels)"
+        return dataclasses.replace(self, model=self.model.fitted(classes, channels, self.data.dataset, where))
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "run": RunConfig}

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write, atomic_write_text
+from .files import atomic_write, atomic_write_text
 from .errors import BadInput
 
 FORMATS = ("torchscript", "export", "onnx")
@@ -119,17 +119,18 @@ def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: 
                       input_size: tuple[int, int] | None = None, tolerance: float = 1e-3, model: str | None = None,
                       dataset: str | None = None) -> dict[str, Any]:
     """`resnet export`: a trained model written as `fmt`, loaded back, and compared with PyTorch's output."""
-    from .checkpoint import ensure_writable_dir, input_info, model_from_checkpoint
+    from .checkpoint import model_from_checkpoint
+    from .data import input_of_run
+    from .files import ensure_writable_dir
 
     fmt = format_for(output, fmt)
     if output.is_dir():
         raise BadInput(f"-o {output} is a folder; give a file name")
     ensure_writable_dir(output.parent if str(output.parent) else Path("."))
     loaded = model_from_checkpoint(source, model, dataset)
-    info = input_info(loaded, dataset_given=dataset is not None)
-    size = input_size or tuple(info["image_size"])
-    metadata = {"model": loaded.config.model.name, "classes": info["classes"], "channels": info["channels"],
-                "image_size": list(size), "resize": info["resize"], "mean": info["mean"], "std": info["std"],
+    spec = input_of_run(loaded.config, loaded.saved_input, loaded.from_run or dataset is not None, str(loaded.path))
+    size = input_size or spec.image_size
+    metadata = {"model": loaded.config.model.name, **spec.as_dict(), "image_size": list(size),
                 "input": "images: float32, N x C x H x W, (pixel / 255 - mean) / std per channel",
                 "output": "logits: N x classes", "source": str(loaded.path)}
     write_model(loaded.model, fmt, output, size, batch_size, metadata)

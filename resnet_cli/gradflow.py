@@ -79,19 +79,18 @@ def gradflow_report(names: list[str], dataset: str = "synthetic", data_dir: str 
 
     cfg = C.resolve(flags={"data.dataset": dataset, "data.data_dir": data_dir,
                            "data.synthetic_train": max(batch_size, 512)})
-    bundle = load_data(cfg.data)
-    if bundle.train_x is None:
-        raise BadInput("gradflow reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
-    if batch_size > len(bundle.train_x):
-        raise BadInput(f"--batch-size {batch_size} is larger than the training set ({len(bundle.train_x)})")
+    data = load_data(cfg.data)
+    images, labels = data.train_tensors("gradflow")
+    if batch_size > len(images):
+        raise BadInput(f"--batch-size {batch_size} is larger than the training set ({len(images)})")
     g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(bundle.train_x), generator=g)[:batch_size]
-    x = to_float(bundle.train_x[pick], bundle.mean, bundle.std)
-    y = bundle.train_y[pick]
+    pick = torch.randperm(len(images), generator=g)[:batch_size]
+    x = to_float(images[pick], *data.input.normalizer("cpu"))
+    y = labels[pick]
     results = []
     for name in names:
         torch.manual_seed(seed)
-        model = build_model(name, num_classes=bundle.num_classes, in_channels=bundle.in_channels)
+        model = build_model(name, num_classes=data.num_classes, in_channels=data.channels)
         layers, loss = conv_grad_norms(model, x, y)
         first, last = layers[0].norm, layers[-1].norm
         results.append({"model": name, "loss": loss, "first_norm": first, "last_norm": last,

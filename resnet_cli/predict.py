@@ -1,7 +1,7 @@
 """`resnet predict`: class probabilities for image files, with the run's own evaluation transform.
 
-The transform is the one evaluation used in training, from what the checkpoint carries (checkpoint.
-input_info): grayscale or RGB as the model expects; for image-folder runs the shorter side resized to
+The transform is the one evaluation used in training, from what the checkpoint carries (data.InputSpec,
+`transform`): grayscale or RGB as the model expects; for image-folder runs the shorter side resized to
 `resize` and a centre crop (exactly `resnet eval`'s), otherwise a resize to the training image size;
 then the training data's per-channel normalisation. An unreadable file is named and skipped.
 """
@@ -33,23 +33,12 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def read_image(path: Path, info: dict[str, Any]) -> torch.Tensor:
-    """One image as a uint8 C x H x W tensor, transformed as the run's evaluation did."""
+def read_image(path: Path, spec) -> torch.Tensor:
+    """One image as a uint8 C x H x W tensor, transformed as the run's evaluation did (InputSpec.transform)."""
     from PIL import Image
 
-    from .data.imagefolder import _crop_to_tensor, _resize_shorter
-
-    h, w = info["image_size"]
     with Image.open(path) as im:
-        img = im.convert("L" if info["channels"] == 1 else "RGB")
-    if info["resize"]:
-        img = _resize_shorter(img, info["resize"])
-        iw, ih = img.size
-        return _crop_to_tensor(img, (iw - w) // 2, (ih - h) // 2, w, False)
-    if img.size != (w, h):
-        img = img.resize((w, h), Image.BILINEAR)
-    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    return data.view(h, w, info["channels"]).permute(2, 0, 1).contiguous()
+        return spec.transform(im)
 
 
 def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64, device: str = "auto",
@@ -60,19 +49,20 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         from PIL import UnidentifiedImageError
     except ImportError:
         raise BadInput('predict reads images with Pillow: pip install "resnet-cli[images]"') from None
-    from .checkpoint import input_info, model_from_checkpoint
+    from .checkpoint import model_from_checkpoint
+    from .data import input_of_run
     from .data.augment import to_float
     from .device import resolve_device
     from .speed import Speed
 
     images = list_images(paths)
     loaded = model_from_checkpoint(source, model, dataset)
-    info = input_info(loaded, dataset_given=dataset is not None)
+    spec = input_of_run(loaded.config, loaded.saved_input, loaded.from_run or dataset is not None, str(loaded.path))
     dev = resolve_device(device)
     speed = Speed.resolve(dev, compile="off")
     net = loaded.model.to(dev, memory_format=speed.memory_format())
-    mean, std = torch.tensor(info["mean"], device=dev), torch.tensor(info["std"], device=dev)
-    classes = info["classes"]
+    mean, std = spec.normalizer(dev)
+    classes = spec.classes
     k = min(topk, len(classes))
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
@@ -80,7 +70,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         chunk, tensors = [], []
         for path in images[first:first + batch_size]:
             try:
-                tensors.append(read_image(path, info))
+                tensors.append(read_image(path, spec))
                 chunk.append(path)
             except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
                 skipped.append({"path": str(path), "error": (str(e).splitlines() or [type(e).__name__])[0][:200]})

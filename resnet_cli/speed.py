@@ -21,12 +21,12 @@ import contextlib
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
+from .config import CompileMode
 from .errors import BadInput
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-CPU_COMPILE_MIN_STEPS = 2000  # the default of train.compile_min_steps; see config.py
+COMPILE_MODES = get_args(CompileMode)
 
 
 def default_channels_last(device) -> bool:
@@ -67,8 +67,9 @@ class Speed:
     @classmethod
     def resolve(cls, device, precision: str = "auto", channels_last: str = "auto", compile: str = "auto",
                 compile_mode: str = "default", planned_steps: int | None = None,
-                compile_min_steps: int = CPU_COMPILE_MIN_STEPS) -> "Speed":
-        """Decide every `auto` for `device`; `planned_steps` (None: unknown, e.g. inference) gates CPU compile."""
+                compile_min_steps: int | None = None) -> "Speed":
+        """Decide every `auto` for `device`; `planned_steps` (None: unknown, e.g. inference) gates CPU compile
+        against `compile_min_steps` (None: train.compile_min_steps's default)."""
         cuda = device.type == "cuda"
         if precision == "auto":
             precision = "bf16" if cuda else "fp32"
@@ -78,6 +79,10 @@ class Speed:
             raise BadInput(f"compile mode {compile_mode!r} is not one of {', '.join(COMPILE_MODES)}")
         nhwc = default_channels_last(device) if channels_last == "auto" else channels_last == "on"
         if compile == "auto":
+            if compile_min_steps is None:
+                from .config import TrainConfig
+
+                compile_min_steps = TrainConfig().compile_min_steps
             long_enough = planned_steps is None or planned_steps >= compile_min_steps
             compile_ = cuda or (long_enough and cpp_compiler() is not None)
         else:

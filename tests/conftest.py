@@ -1,9 +1,16 @@
-"""Shared fixtures: a CliRunner wrapper and the real Fashion-MNIST location."""
+"""Shared fixtures: the CLI in-process and as a subprocess, tiny training runs, checkpoint readers, real data.
+
+Markers: `slow` (subprocesses, torchrun, real compilation, long runs; `pytest -m "not slow"` is the quick
+loop) and `cuda` (needs a CUDA device; skipped elsewhere).
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +20,9 @@ from resnet_cli.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION_DIRS = [ROOT.parent / "shared" / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist")]
+# Subprocesses run with one CPU thread: every side of a bit-exact comparison must use the same number of
+# threads, since the kernels' summation order depends on it.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _find_fashion() -> Path | None:
@@ -37,9 +47,96 @@ class Cli:
         return json.loads(result.stdout)
 
 
+class Proc:
+    """`resnet ARGS...` as a separate process (signals, kills, torchrun), with ENV."""
+
+    env = ENV
+
+    @staticmethod
+    def cmd(*args) -> list[str]:
+        return [sys.executable, "-m", "resnet_cli", *map(str, args)]
+
+    def run(self, *args, timeout: int = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(self.cmd(*args), env=ENV, capture_output=True, text=True, timeout=timeout)
+
+    def start(self, *args, stdout=subprocess.PIPE) -> subprocess.Popen:
+        return subprocess.Popen(self.cmd(*args), env=ENV, stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+
+class Checkpoints:
+    """Read what runs wrote: whole checkpoints, their weights, metrics rows."""
+
+    @staticmethod
+    def load(path) -> dict:
+        import torch
+
+        return torch.load(path, weights_only=True)
+
+    def weights(self, path) -> dict:
+        return self.load(path)["model"]
+
+    def assert_same_weights(self, a, b) -> None:
+        import torch
+
+        wa, wb = self.weights(a), self.weights(b)
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), k
+
+    @staticmethod
+    def rows(run_dir) -> list[dict]:
+        """metrics.csv as read by csv (values are strings)."""
+        with open(Path(run_dir) / "metrics.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+
+def smoke(device: str = "cpu", train: int = 256, test: int = 64, *sets: str) -> list[str]:
+    """The smoke preset on `train`/`test` synthetic images (8 steps per epoch at 256), plus `--set` items."""
+    args = ["--preset", "smoke", "--device", device, "--set", f"data.synthetic_train={train}",
+            "--set", f"data.synthetic_test={test}"]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
 @pytest.fixture
 def cli() -> Cli:
     return Cli()
+
+
+@pytest.fixture(scope="session")
+def proc() -> Proc:
+    return Proc()
+
+
+@pytest.fixture(scope="session")
+def ckpts() -> Checkpoints:
+    return Checkpoints()
+
+
+@pytest.fixture(scope="session")
+def smoke_args():
+    """smoke_args(device="cpu", train=256, test=64, *sets): a tiny smoke-preset run's arguments."""
+    return smoke
+
+
+@pytest.fixture
+def make_trainer(tmp_path):
+    """make_trainer(progress=None, open_dir=True, **flags): a Trainer on tiny synthetic data (smoke preset, CPU,
+    64 training images in batches of 16, one epoch, runs under tmp_path), `flags` overriding."""
+
+    def make(progress=None, open_dir: bool = True, **flags):
+        from resnet_cli import config as C
+        from resnet_cli.train.loop import Trainer
+
+        flags = {"data.synthetic_train": 64, "data.synthetic_test": 16, "train.batch_size": 16, "train.epochs": 1,
+                 "run.run_dir": str(tmp_path / "runs"), "run.device": "cpu", **flags}
+        trainer = Trainer.for_config(C.resolve("smoke", flags=flags), progress)
+        if open_dir:
+            trainer.open_run_dir()
+        return trainer
+
+    return make
 
 
 @pytest.fixture
@@ -56,3 +153,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RESNET_CLI_DATA", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("RESNET_CLI_DEBUG", raising=False)
     os.environ.setdefault("COLUMNS", "200")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` are skipped without a CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

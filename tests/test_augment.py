@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 
 from resnet_cli.data.augment import TrainAugment, augment, random_crop, random_flip, to_float
+from resnet_cli.data.inputs import InputSpec
 from resnet_cli.data.loader import DeviceLoader
+
+# 8x8 RGB images of 101 numbered classes, not normalised (mean 0, std 1)
+PLAIN = InputSpec.of(range(101), 3, 8, 0, (0, 0, 0), (1, 1, 1))
 
 
 def batch(n=16, c=3, s=8, seed=0):
@@ -49,8 +53,7 @@ def test_to_float_normalises():
 
 def test_device_loader_epochs_are_seeded_permutations():
     x, y = batch(n=100), torch.arange(100)
-    mean, std = torch.zeros(3), torch.ones(3)
-    loader = DeviceLoader(x, y, 32, mean, std, torch.device("cpu"), train=True,
+    loader = DeviceLoader(x, y, 32, PLAIN, torch.device("cpu"), train=True,
                           augment=TrainAugment(padding=2, flip=True), seed=3)
     assert len(loader) == 3  # full batches only
     e1 = torch.cat([yb for _, yb in loader.batches(1)])
@@ -65,7 +68,7 @@ def test_device_loader_eval_covers_everything_once_across_ranks():
     x, y = batch(n=101), torch.arange(101)
     seen = []
     for rank in range(2):
-        loader = DeviceLoader(x, y, 16, torch.zeros(3), torch.ones(3), torch.device("cpu"), train=False,
+        loader = DeviceLoader(x, y, 16, PLAIN, torch.device("cpu"), train=False,
                               rank=rank, world=2)
         seen += torch.cat([yb for _, yb in loader.batches()]).tolist()
     assert sorted(seen) == list(range(101))
@@ -73,8 +76,7 @@ def test_device_loader_eval_covers_everything_once_across_ranks():
 
 def test_train_shards_are_disjoint_across_ranks():
     x, y = batch(n=100), torch.arange(100)
-    shards = [torch.cat([yb for _, yb in DeviceLoader(x, y, 10, torch.zeros(3), torch.ones(3),
-                                                        torch.device("cpu"), train=True, seed=1, rank=r,
+    shards = [torch.cat([yb for _, yb in DeviceLoader(x, y, 10, PLAIN, torch.device("cpu"), train=True, seed=1, rank=r,
                                                         world=2).batches(4)]).tolist() for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 50
     assert not set(shards[0]) & set(shards[1])

@@ -7,6 +7,7 @@ files that the `files` fixture makes: broken checkpoints, YAML, data folders.
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,14 +133,11 @@ def files(tmp_path_factory):
                                  "config": {"model": {"name": "resnet20", "num_classes": nc, "in_channels": ic,
                                                       "zero_init_residual": False}}})
     from resnet_cli import config as C
-    from resnet_cli.train.loop import Trainer
-    from resnet_cli.train.progress import Progress
+    from resnet_cli.train.session import train_run
 
-    trainer = Trainer(C.resolve("smoke", flags={"train.epochs": 1, "data.synthetic_train": 64, "run.device": "cpu",
-                                                "data.synthetic_test": 32, "run.run_dir": str(d / "runs")}),
-                      Progress(enabled=False))
-    f["run"] = trainer.open_run_dir()
-    trainer.run()
+    cfg = C.resolve("smoke", flags={"train.epochs": 1, "data.synthetic_train": 64, "run.device": "cpu",
+                                    "data.synthetic_test": 32, "run.run_dir": str(d / "runs")})
+    f["run"] = Path(train_run(cfg, quiet=True).run_dir)
     f["ckpt"] = f["run"] / "last.pt"
     f["truncated_ckpt"] = d / "truncated.pt"
     f["truncated_ckpt"].write_bytes(f["ckpt"].read_bytes()[:5000])

@@ -11,7 +11,6 @@ from resnet_cli.models import ArchSpec
 from resnet_cli.models.resnet import ResNet
 from resnet_cli.errors import RunFailed
 from resnet_cli.speed import Speed
-from resnet_cli.train.loop import Trainer
 from resnet_cli.train.progress import Progress
 
 FIELDS = {"model", "family", "mode", "batch_size", "input_size", "precision", "channels_last", "compile",
@@ -62,16 +61,10 @@ def test_out_of_memory_halves_the_batch_and_says_so():
         run_with_backoff(lambda bs: (_ for _ in ()).throw(RuntimeError("not memory")), 8, lambda *a: None)
 
 
-def _tiny_trainer(tmp_path, progress: Progress | None = None, **sets) -> Trainer:
-    flags = {"data.synthetic_train": 64, "data.synthetic_test": 16, "train.batch_size": 16, "train.epochs": 1,
-             "run.run_dir": str(tmp_path), "run.device": "cpu", **sets}
-    return Trainer(C.resolve("smoke", flags=flags), progress or Progress(enabled=False))
-
-
-def _one_epoch(tmp_path, **sets) -> dict[str, torch.Tensor]:
-    trainer = _tiny_trainer(tmp_path, **sets)
+def _one_epoch(make_trainer, **sets) -> dict[str, torch.Tensor]:
+    trainer = make_trainer(open_dir=False, **sets)
     trainer.train_epoch()
-    return {k: v.float() for k, v in trainer.model.state_dict().items()}
+    return {k: v.float() for k, v in trainer.run.model.state_dict().items()}
 
 
 def _rel_diff(a, b) -> float:
@@ -81,11 +74,11 @@ def _rel_diff(a, b) -> float:
     return ((va - vb).norm() / vb.norm()).item()
 
 
-def test_channels_last_and_precision_switches_keep_results(tmp_path):
-    base = _one_epoch(tmp_path, **{"train.channels_last": "off"})
-    nhwc = _one_epoch(tmp_path, **{"train.channels_last": "on"})
+def test_channels_last_and_precision_switches_keep_results(make_trainer):
+    base = _one_epoch(make_trainer, **{"train.channels_last": "off"})
+    nhwc = _one_epoch(make_trainer, **{"train.channels_last": "on"})
     assert _rel_diff(nhwc, base) < 1e-3  # the same arithmetic, float sums reordered
-    bf16 = _one_epoch(tmp_path, **{"train.precision": "bf16"})
+    bf16 = _one_epoch(make_trainer, **{"train.precision": "bf16"})
     assert 1e-6 < _rel_diff(bf16, base) < 5e-2  # bf16 keeps 8 mantissa bits; it really ran in bf16
 
 
@@ -170,7 +163,7 @@ def test_cpu_auto_switches_follow_the_measurements(monkeypatch):
     assert off.channels_last is False
 
 
-def test_auto_compile_falls_back_to_eager_when_compiling_fails(tmp_path, monkeypatch, capsys):
+def test_auto_compile_falls_back_to_eager_when_compiling_fails(make_trainer, monkeypatch, capsys):
     """`train.compile: auto` must not kill a run when Inductor cannot build (no headers, broken toolchain)."""
     import resnet_cli.speed as speed_module
 
@@ -182,14 +175,14 @@ def test_auto_compile_falls_back_to_eager_when_compiling_fails(tmp_path, monkeyp
         raise RuntimeError("simulated: C++ compile failed")
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend=broken_backend))
-    eager = _one_epoch(tmp_path, **{"train.compile": "off"})
-    trainer = _tiny_trainer(tmp_path, Progress(enabled=True, force_plain=True), **{"train.compile_min_steps": 1})
-    assert trainer.speed.compile
+    eager = _one_epoch(make_trainer, **{"train.compile": "off"})
+    trainer = make_trainer(Progress(enabled=True, force_plain=True), open_dir=False, **{"train.compile_min_steps": 1})
+    assert trainer.run.speed.compile
     trainer.train_epoch()
-    assert not trainer.speed.compile
+    assert not trainer.run.speed.compile
     assert "torch.compile failed (RuntimeError: simulated: C++ compile failed)" in capsys.readouterr().out
-    for k, v in trainer.model.state_dict().items():
+    for k, v in trainer.run.model.state_dict().items():
         assert torch.equal(v.float(), eager[k]), k  # the failed attempt changed nothing
     with pytest.raises(RunFailed, match="torch.compile failed .RuntimeError: simulated"):  # asked for: an error
-        _one_epoch(tmp_path, **{"train.compile": "on"})
+        _one_epoch(make_trainer, **{"train.compile": "on"})
     torch._dynamo.reset()

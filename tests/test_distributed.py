@@ -17,20 +17,22 @@ from resnet_cli.train import tensorboard
 from resnet_cli.train.schedule import LRSchedule
 
 # gloo on CPU: two processes, whatever GPUs the machine has (NCCL with two ranks would need two GPUs)
-SMOKE = ["--preset", "smoke", "--device", "cpu", "--set", "data.synthetic_train=256", "--set", "data.synthetic_test=65",
-         "--epochs", "2"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
-def torchrun(*args) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "resnet_cli", "train", *map(str, args)]
-    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope="module")
+def smoke2(smoke_args) -> list[str]:
+    """Two epochs of 8 steps, 65 test images (not a multiple of 2: evaluation shards unevenly)."""
+    return [*smoke_args("cpu", 256, 65), "--epochs", "2"]
 
 
-def params(path):
-    sd = torch.load(path, weights_only=True)["model"]
-    return {k: v for k, v in sd.items() if "running" not in k and "num_batches" not in k}
+def torchrun(proc, *args) -> subprocess.CompletedProcess:
+    cmd = [*TORCHRUN, "-m", "resnet_cli", "train", *map(str, args)]
+    return subprocess.run(cmd, env=proc.env, capture_output=True, text=True, timeout=300)
+
+
+def params(ckpts, path):
+    return {k: v for k, v in ckpts.weights(path).items() if "running" not in k and "num_batches" not in k}
 
 
 def emulate_two_ranks(cfg: C.Config) -> dict[str, torch.Tensor]:
@@ -63,15 +65,13 @@ def emulate_two_ranks(cfg: C.Config) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
 
 
-def torchrun_until_sigterm(run_dir, name: str, marker: str) -> subprocess.CompletedProcess:
+def torchrun_until_sigterm(env, args, run_dir, name: str, marker: str) -> subprocess.CompletedProcess:
     """A two-process run that gets SIGTERM (sent to torchrun, as SLURM or Kubernetes would) at a progress line."""
     import signal
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "resnet_cli", "train", *SMOKE, "--run-dir", str(run_dir), "--name", name,
+    cmd = [*TORCHRUN, "-m", "resnet_cli", "train", *args, "--run-dir", str(run_dir), "--name", name,
            "--set", "train.log_interval=2"]
-    proc = subprocess.Popen(cmd, env={**ENV, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if marker in line:
             proc.send_signal(signal.SIGTERM)
@@ -81,17 +81,17 @@ def torchrun_until_sigterm(run_dir, name: str, marker: str) -> subprocess.Comple
 
 
 @pytest.fixture(scope="module")
-def ddp_runs(tmp_path_factory):
+def ddp_runs(tmp_path_factory, proc, ckpts, smoke2):
     """An uninterrupted two-process run, and one stopped by SIGTERM mid-epoch 2 and resumed."""
     runs = tmp_path_factory.mktemp("ddp")
-    full = torchrun(*SMOKE, "--run-dir", runs, "--name", "full")
-    part = torchrun_until_sigterm(runs, "part", "epoch 2/2 step 2/8")
-    stopped = torch.load(runs / "part" / "last.pt", weights_only=True) if (runs / "part" / "last.pt").exists() \
-        else None
-    resumed = torchrun("--resume", runs / "part")
+    full = torchrun(proc, *smoke2, "--run-dir", runs, "--name", "full")
+    part = torchrun_until_sigterm(proc.env, smoke2, runs, "part", "epoch 2/2 step 2/8")
+    stopped = ckpts.load(runs / "part" / "last.pt") if (runs / "part" / "last.pt").exists() else None
+    resumed = torchrun(proc, "--resume", runs / "part")
     return runs, full, (part, stopped), resumed
 
 
+@pytest.mark.slow
 def test_sigterm_to_torchrun_stops_every_rank_at_one_step(ddp_runs):
     """torchrun forwards SIGTERM to its workers; they agree on a stop step (the next log interval), rank 0
     writes last.pt there, nobody hangs in a collective, and all exit (the resume is test_ddp_resume_is_exact)."""
@@ -102,6 +102,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step(ddp_runs):
     assert stopped["epoch"] == 1 and stopped["step"] in (10, 12) and stopped["partial"]["batch"] == stopped["step"] - 8
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_writes_one_run_folder(ddp_runs):
     runs, full, _, _ = ddp_runs
     assert full.returncode == 0, full.stderr[-3000:]
@@ -115,7 +116,8 @@ def test_two_process_gloo_run_writes_one_run_folder(ddp_runs):
     assert ckpt["step"] == 16  # 256 images / global batch 32 = 8 steps per epoch, as on one process
 
 
-def test_ddp_weights_match_the_exact_two_shard_computation(ddp_runs):
+@pytest.mark.slow
+def test_ddp_weights_match_the_exact_two_shard_computation(ddp_runs, ckpts):
     runs, full, _, _ = ddp_runs
     assert full.returncode == 0
     cfg = C.resolve("smoke", flags={"data.synthetic_train": 256, "data.synthetic_test": 65, "train.epochs": 2,
@@ -126,27 +128,29 @@ def test_ddp_weights_match_the_exact_two_shard_computation(ddp_runs):
         expected = emulate_two_ranks(cfg)
     finally:
         torch.set_num_threads(threads)
-    got = params(runs / "full" / "last.pt")
+    got = params(ckpts, runs / "full" / "last.pt")
     for k in expected:  # float summation order differs (all-reduce vs accumulation): rounding only
         assert torch.allclose(got[k], expected[k], rtol=1e-4, atol=1e-5), k
 
 
-def test_ddp_vs_single_process_differs_only_by_batchnorm_statistics(ddp_runs, cli, tmp_path):
+@pytest.mark.slow
+def test_ddp_vs_single_process_differs_only_by_batchnorm_statistics(ddp_runs, cli, tmp_path, ckpts, smoke2):
     """Same global batch on one process: BatchNorm normalises 32 images instead of 2 x 16, so the
     weights drift apart a little; we allow 10% relative L2 (measured: about 2.6%)."""
     runs, full, _, _ = ddp_runs
-    single = cli("train", *SMOKE, "--run-dir", tmp_path, "--name", "single", "--json")
+    single = cli("train", *smoke2, "--run-dir", tmp_path, "--name", "single", "--json")
     assert single.exit_code == 0
-    a, b = params(runs / "full" / "last.pt"), params(tmp_path / "single" / "last.pt")
+    a, b = params(ckpts, runs / "full" / "last.pt"), params(ckpts, tmp_path / "single" / "last.pt")
     va, vb = torch.cat([a[k].flatten() for k in a]), torch.cat([b[k].flatten() for k in a])
     assert (va - vb).norm() / vb.norm() < 0.10
 
 
-def test_ddp_resume_is_exact(ddp_runs):
+@pytest.mark.slow
+def test_ddp_resume_is_exact(ddp_runs, ckpts):
     """Resumed from the mid-epoch checkpoint SIGTERM left, the run ends with the uninterrupted run's weights."""
     runs, full, _, resumed = ddp_runs
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a, b = params(runs / "full" / "last.pt"), params(runs / "part" / "last.pt")
+    a, b = params(ckpts, runs / "full" / "last.pt"), params(ckpts, runs / "part" / "last.pt")
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
@@ -154,11 +158,11 @@ def test_ddp_resume_is_exact(ddp_runs):
 def _eval_worker(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
-    from resnet_cli.train.distributed import DistContext
+    from resnet_cli.train.distributed import TorchrunProcess
     from resnet_cli.train.evaluate import evaluate
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    ctx = DistContext(rank, world, rank, torch.device("cpu"))
+    ctx = TorchrunProcess(rank, world, rank, torch.device("cpu"))
     cfg = C.resolve("smoke", flags={"data.synthetic_test": 65})
     data = load_data(cfg.data)
     torch.manual_seed(0)
@@ -170,6 +174,7 @@ def _eval_worker(rank: int, world: int, init: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_eval_across_two_ranks_counts_every_sample_once(tmp_path):
     import torch.multiprocessing as mp
 
@@ -188,8 +193,9 @@ def test_eval_across_two_ranks_counts_every_sample_once(tmp_path):
     assert got["loss"] == pytest.approx(single.loss, rel=1e-6)
 
 
-def test_global_batch_must_divide_over_processes(tmp_path):
-    result = torchrun("--preset", "smoke", "--device", "cpu", "--batch-size", "33", "--run-dir", tmp_path)
+@pytest.mark.slow
+def test_global_batch_must_divide_over_processes(tmp_path, proc):
+    result = torchrun(proc, "--preset", "smoke", "--device", "cpu", "--batch-size", "33", "--run-dir", tmp_path)
     assert result.returncode != 0
     assert "must divide evenly over 2 processes" in result.stderr
 
@@ -213,7 +219,7 @@ def test_imagefolder_shapes_labels_and_class_order(tmp_path):
     cfg = C.resolve(flags={"data.dataset": "imagefolder", "data.data_dir": str(tmp_path), "data.image_size": 24,
                            "data.workers": 0})
     data = load_data(cfg.data)
-    assert data.classes == ["cat", "dog", "emu"] and data.num_classes == 3 and data.in_channels == 3
+    assert data.classes == ["cat", "dog", "emu"] and data.num_classes == 3 and data.channels == 3
     train = make_loader(data, cfg.data, "train", 4, torch.device("cpu"), training=True, seed=1)
     batches = list(train.batches(1))
     assert len(train) == 2 and all(x.shape == (4, 3, 24, 24) and x.dtype == torch.float32 for x, _ in batches)
@@ -222,7 +228,7 @@ def test_imagefolder_shapes_labels_and_class_order(tmp_path):
     assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     x, _ = next(val.batches())
     # a flat-colour image stays flat through resize + center crop: red channel = class colour
-    red = x[:, 0] * data.std[0] + data.mean[0]
+    red = x[:, 0] * data.input.std[0] + data.input.mean[0]
     assert torch.allclose(red[0], torch.zeros(24, 24), atol=1e-6)
 
 
@@ -253,14 +259,15 @@ def test_imagefolder_training_run(cli, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_torchrun_runs_the_console_script(tmp_path):
+@pytest.mark.slow
+def test_torchrun_runs_the_console_script(tmp_path, proc):
     script = os.path.join(os.path.dirname(sys.executable), "resnet")
     if not os.path.isfile(script) or not open(script, "rb").read(2) == b"#!" or \
             b"python" not in open(script, "rb").readline():
         pytest.skip("no Python console script next to the interpreter")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script,
+    cmd = [*TORCHRUN, script,
            "train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--set", "data.synthetic_train=128",
            "--run-dir", str(tmp_path)]
-    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, env=proc.env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["resnet20-synthetic"]

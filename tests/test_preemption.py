@@ -15,23 +15,15 @@ import torch
 from resnet_cli import config as C
 from resnet_cli.errors import BadInput
 
-from test_reliability import ENV, assert_same_weights, resnet, run
-
 # 8 steps per epoch of 8x8 images (fast), a progress line per step, a step checkpoint every 3 steps, and a
 # test set large enough that evaluation takes a moment (a signal sent when an epoch's last step is printed
 # lands in it).
-ARGS = ["--preset", "smoke", "--device", "cpu", "--set", "data.synthetic_train=256", "--set",
-        "data.synthetic_test=1024", "--set", "data.image_size=8", "--set", "train.log_interval=1",
-        "--set", "train.checkpoint_every=3", "--epochs", 3]
+SETS = ("data.image_size=8", "train.log_interval=1", "train.checkpoint_every=3")
 
 
-def start(cmd: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def strike_at_line(cmd: list[str], marker: str, sig: int) -> tuple[int, str, int]:
-    """Run `cmd`, send `sig` when a progress line contains `marker`; (exit code, stderr, global step struck)."""
-    proc = start(cmd)
+def strike_at_line(started: subprocess.Popen, marker: str, sig: int) -> tuple[int, str, int]:
+    """Send `sig` to a started run when a progress line contains `marker`; (exit code, stderr, global step struck)."""
+    proc = started
     for line in proc.stdout:
         if marker in line:
             proc.send_signal(sig)
@@ -44,9 +36,8 @@ def strike_at_line(cmd: list[str], marker: str, sig: int) -> tuple[int, str, int
     return proc.returncode, err, struck
 
 
-def strike_in_write(cmd: list[str], run_dir: Path, sig: int) -> tuple[int, str]:
-    """Run `cmd`, send `sig` while last.pt is being written (its temporary file exists)."""
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def strike_in_write(proc: subprocess.Popen, run_dir: Path, sig: int) -> tuple[int, str]:
+    """Send `sig` to a started run while last.pt is being written (its temporary file exists)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if any(run_dir.glob(".last.tmp.*")):
@@ -59,60 +50,61 @@ def strike_in_write(cmd: list[str], run_dir: Path, sig: int) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def checkpoint(run_dir: Path) -> dict:
-    return torch.load(run_dir / "last.pt", weights_only=True)
-
-
-def test_signals_and_kills_anywhere_then_resume_exactly(tmp_path):
+@pytest.mark.slow
+def test_signals_and_kills_anywhere_then_resume_exactly(tmp_path, proc, ckpts, smoke_args):
     """One run struck five times (SIGTERM and SIGKILL; mid-epoch, in evaluation, in a checkpoint write),
     resumed after each, against an uninterrupted run with the same seed."""
+    # 8 steps per epoch of 8x8 images (fast), a progress line per step, a step checkpoint every 3 steps, and a
+    # test set large enough that evaluation takes a moment (a signal sent when an epoch's last step is printed
+    # lands in it).
+    args = [*smoke_args("cpu", 256, 1024, *SETS), "--epochs", 3]
     runs = tmp_path / "runs"
-    ref = start(resnet("train", *ARGS, "--run-dir", runs, "--name", "ref"))
+    ref = proc.start("train", *args, "--run-dir", runs, "--name", "ref")
     seen = []  # the step last.pt holds at each progress line: step checkpoints roll inside the epoch
     for line in ref.stdout:
         if " step " in line and (runs / "ref" / "last.pt").exists():
-            seen.append(checkpoint(runs / "ref")["step"])
+            seen.append(ckpts.load(runs / "ref" / "last.pt")["step"])
     assert ref.wait(timeout=120) == 0, ref.stderr.read()
     assert {3, 6} <= set(seen)
     # bounded: one rolling last.pt and best.pt
     assert {p.name for p in (runs / "ref").iterdir() if not p.name.startswith("events.out.tfevents.")} == {
         "config.yaml", "metrics.csv", "last.pt", "best.pt"}
     victim = runs / "victim"
-    resume = resnet("train", "--resume", victim)
+    resume = ("train", "--resume", victim)
 
     # SIGTERM mid-epoch: the current step finishes, last.pt is written at it, exit 143 with the resume line.
-    code, err, struck = strike_at_line(resnet("train", *ARGS, "--run-dir", runs, "--name", "victim"),
+    code, err, struck = strike_at_line(proc.start("train", *args, "--run-dir", runs, "--name", "victim"),
                                        "epoch 1/3 step 2/8", signal.SIGTERM)
     assert code == 143, err
     assert f"(SIGTERM); resume with: resnet train --resume {victim}" in err
-    ckpt = checkpoint(victim)
+    ckpt = ckpts.load(victim / "last.pt")
     assert ckpt["epoch"] == 0 and ckpt["step"] in (struck, struck + 1) and ckpt["partial"]["batch"] == ckpt["step"]
 
     # SIGKILL after a step checkpoint: at most checkpoint_every (3) steps are lost.
-    code, _, struck = strike_at_line(resume, "epoch 1/3 step 7/8", signal.SIGKILL)
+    code, _, struck = strike_at_line(proc.start(*resume), "epoch 1/3 step 7/8", signal.SIGKILL)
     assert code == -signal.SIGKILL
-    assert struck - 3 <= checkpoint(victim)["step"] <= struck
+    assert struck - 3 <= ckpts.load(victim / "last.pt")["step"] <= struck
 
     # SIGTERM during evaluation: the epoch's checkpoint is written after it, then the run stops.
-    code, err, _ = strike_at_line(resume, "epoch 1/3 step 8/8", signal.SIGTERM)
+    code, err, _ = strike_at_line(proc.start(*resume), "epoch 1/3 step 8/8", signal.SIGTERM)
     assert code == 143 and "at the end of epoch 1 (SIGTERM)" in err, err
-    assert checkpoint(victim)["epoch"] == 1 and not checkpoint(victim)["partial"]
+    assert ckpts.load(victim / "last.pt")["epoch"] == 1 and not ckpts.load(victim / "last.pt")["partial"]
 
 
     # SIGTERM while last.pt is being written: the write completes, then the run stops.
-    code, err = strike_in_write(resume, victim, signal.SIGTERM)
+    code, err = strike_in_write(proc.start(*resume, stdout=subprocess.DEVNULL), victim, signal.SIGTERM)
     assert code == 143, err
-    step = checkpoint(victim)["step"]
+    step = ckpts.load(victim / "last.pt")["step"]
 
     # SIGKILL while last.pt is being written: the previous file stays whole.
-    code, _ = strike_in_write(resume, victim, signal.SIGKILL)
+    code, _ = strike_in_write(proc.start(*resume, stdout=subprocess.DEVNULL), victim, signal.SIGKILL)
     assert code == -signal.SIGKILL
-    assert checkpoint(victim)["step"] >= step  # loads whole (a stale temporary file may be left beside it)
-    done = run("train", "--resume", victim)
+    assert ckpts.load(victim / "last.pt")["step"] >= step  # loads whole (a stale temporary file may be left beside it)
+    done = proc.run("train", "--resume", victim)
     assert done.returncode == 0, done.stderr
     assert not list(victim.glob(".*tmp*"))  # the resume cleared what the kill left
-    assert_same_weights(runs / "ref" / "last.pt", victim / "last.pt")
-    ref_ckpt, got = checkpoint(runs / "ref"), checkpoint(victim)
+    ckpts.assert_same_weights(runs / "ref" / "last.pt", victim / "last.pt")
+    ref_ckpt, got = ckpts.load(runs / "ref" / "last.pt"), ckpts.load(victim / "last.pt")
     assert got["step"] == ref_ckpt["step"] == 24 and got["epoch"] == 3
     assert [r["epoch"] for r in got["metrics"]] == [1, 2, 3]
     for a, b in zip(ref_ckpt["metrics"], got["metrics"]):
@@ -146,23 +138,19 @@ class SignalOnStep(torch.nn.Module):
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGUSR1, 138), (signal.SIGTERM, 143)])
-def test_each_stop_signal_saves_at_its_step_and_exits_128_plus_it(tmp_path, sig, code):
+def test_each_stop_signal_saves_at_its_step_and_exits_128_plus_it(make_trainer, ckpts, sig, code):
     from resnet_cli.errors import Interrupted
-    from resnet_cli.train.loop import Trainer
-    from resnet_cli.train.progress import Progress
 
-    flags = {"data.synthetic_train": 128, "data.synthetic_test": 32, "data.image_size": 8, "train.batch_size": 16,
-             "train.epochs": 2, "run.run_dir": str(tmp_path), "run.device": "cpu", "train.log_interval": 1}
-    trainer = Trainer(C.resolve("smoke", flags=flags), Progress(enabled=False))
-    trainer.open_run_dir()
-    trainer.train_step.criterion = SignalOnStep(sig, at=11)  # epoch 2, its 3rd step (8 per epoch)
+    trainer = make_trainer(**{"data.synthetic_train": 128, "data.synthetic_test": 32, "data.image_size": 8,
+                              "train.epochs": 2, "train.log_interval": 1})
+    trainer.run.step.criterion = SignalOnStep(sig, at=11)  # epoch 2, its 3rd step (8 per epoch)
     previous = signal.getsignal(sig)
     with pytest.raises(Interrupted) as stop:
-        trainer.run()
+        trainer.fit()
     assert stop.value.exit_code == code
     name = signal.Signals(sig).name
     assert str(stop.value).endswith(f"at epoch 2, step 11{'' if name == 'SIGINT' else f' ({name})'}; resume with: "
                                     f"resnet train --resume {trainer.run_dir}")
-    ckpt = checkpoint(trainer.run_dir)
+    ckpt = ckpts.load(trainer.run_dir / "last.pt")
     assert ckpt["step"] == 11 and ckpt["epoch"] == 1 and ckpt["partial"]["batch"] == 3
     assert signal.getsignal(sig) is previous  # the run's handlers are gone when it ends

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from resnet_cli.train import tensorboard
-from resnet_cli.train.rundir import METRIC_FIELDS
+from resnet_cli.train.evaluations import METRIC_FIELDS
 from resnet_cli.train.schedule import LRSchedule
 from resnet_cli.config import TrainConfig
 

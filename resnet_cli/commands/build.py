@@ -37,9 +37,11 @@ def build(
 
     Example: [bold]resnet build --depth 56 --num-classes 100 -o resnet56.pt[/bold]
     """
-    from ..checkpoint import ensure_writable_dir, save_checkpoint
+    from ..checkpoint import save_checkpoint
+    from ..files import ensure_writable_dir
     from ..errors import BadInput
-    from ..models import model_config, model_info, resolve_name
+    from ..config import ModelConfig
+    from ..models import model_info, resolve_name
 
     name = resolve_name(model, depth, plain)
     check_positive(num_classes, "--num-classes")
@@ -53,11 +55,11 @@ def build(
     from ..models import build_model
 
     torch.manual_seed(seed)
-    num_classes = num_classes or model_info(name).default_classes
-    net = build_model(name, num_classes=num_classes, in_channels=in_channels,
-                      zero_init_residual=zero_init_residual).eval()
+    arch = ModelConfig(name, num_classes or model_info(name).default_classes, in_channels,
+                       zero_init_residual).architecture()
+    net = build_model(**arch).eval()
     params = sum(p.numel() for p in net.parameters())
-    config = {"model": model_config(name, num_classes, in_channels, zero_init_residual)}
+    config = {"model": arch}
     if fmt is Format.checkpoint:
         from .. import __version__
 

@@ -57,9 +57,9 @@ def eval_cmd(
     if output is not None:
         if not confusion:
             raise BadInput("-o draws the confusion matrix: add --confusion")
-        from .gradflow import _need_matplotlib
+        from ..figures import need_matplotlib
 
-        _need_matplotlib()
+        need_matplotlib()
 
     out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model, limit=limit,
                               batch_size=batch_size, device=device, weights=weights.value)
@@ -116,16 +116,11 @@ def _print_confusion(c, out: dict) -> None:
 
 
 def _draw_confusion(out: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..checkpoint import atomic_write
+    from ..figures import pyplot, save_png
 
     names, m = out["classes"], out["confusion"]
     n = len(names)
-    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
+    fig, ax = pyplot().subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
     im = ax.imshow(m, cmap="Blues")
     if n <= 30:
         ax.set_xticks(range(n), names, rotation=90)
@@ -135,5 +130,4 @@ def _draw_confusion(out: dict, path: Path) -> None:
     ax.set_title(f"{out['model']} on {out['dataset']} {out['split']} ({out['count']:,} images)")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path, dpi=110)

@@ -40,7 +40,9 @@ def gradflow(
     if not names:
         raise BadInput("name at least one model (e.g. plain56 resnet56) or give --depth")
     if png is not None:
-        _need_matplotlib()
+        from ..figures import need_matplotlib
+
+        need_matplotlib()
     from ..gradflow import gradflow_report, sparkline
 
     results = gradflow_report(names, data, data_dir, batch_size, seed)
@@ -82,24 +84,10 @@ def _print(results: list[dict], sparkline) -> None:
                       f"{r['first_norm'] / base['first_norm']:.3g}x")
 
 
-def _need_matplotlib() -> None:
-    from ..errors import BadInput
-
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise BadInput('plots need matplotlib: pip install "resnet-cli[plot]"') from None
-
-
 def _plot(results: list[dict], png: Path, data: str) -> None:
-    import matplotlib
+    from ..figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..checkpoint import atomic_write
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = pyplot().subplots(figsize=(8, 4.5))
     for r in results:
         ax.semilogy([layer["index"] for layer in r["layers"]], [layer["norm"] for layer in r["layers"]],
                     marker=".", label=r["model"])
@@ -109,5 +97,4 @@ def _plot(results: list[dict], png: Path, data: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_png(fig, png)

@@ -36,9 +36,9 @@ def plot(
     Example: [bold]resnet plot runs/deg-plain20 runs/deg-plain56 -o docs/degradation.png[/bold]
     """
     from ..errors import BadInput
-    from .gradflow import _need_matplotlib
+    from ..figures import need_matplotlib
 
-    _need_matplotlib()
+    need_matplotlib()
     import yaml
 
     from ..train.rundir import read_metrics
@@ -90,13 +90,9 @@ def plot(
 
 
 def _draw(series, values, output: Path, metric: Metric, x: XAxis) -> None:
-    import matplotlib
+    from ..figures import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..checkpoint import atomic_write
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, s in enumerate(series):
@@ -110,5 +106,4 @@ def _draw(series, values, output: Path, metric: Metric, x: XAxis) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    atomic_write(output, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
+    save_png(fig, output)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -77,121 +76,48 @@ def train(
                              "train.freeze": [f.strip() for f in freeze.split(",") if f.strip()]
                              if freeze is not None else None}
     if resume is not None:
-        _resume(resume, preset, config, flags, set_ or [], print_config, json_out)
-        return
-    cfg = C.resolve(preset, config, flags, set_)
+        from ..train.resume import resume_point
+
+        if preset or config:
+            raise BadInput("--resume takes its config from the checkpoint; drop --preset/--config")
+        point = resume_point(resume, {**flags, **dict(C.parse_set(s) for s in set_ or [])})
+        cfg = point.cfg
+    else:
+        point, cfg = None, C.resolve(preset, config, flags, set_)
     if print_config:
         typer.echo(C.to_yaml(cfg), nl=False)
         return
-    with _distributed(cfg) as dist:
-        from ..train.loop import Trainer
+    from ..train.session import resume_run, train_run
 
-        trainer = Trainer(cfg, _progress(json_out, dist), dist)
-        _report(trainer, trainer.open_run_dir(), json_out)
-
-
-def _progress(json_out: bool, dist=None):
-    from ..train.progress import Progress
-
-    return Progress(enabled=not json_out and (dist is None or dist.is_main))
-
-
-@contextmanager
-def _distributed(cfg):
-    """The torchrun process group for the duration of a command (None when not under torchrun)."""
-    from ..train.distributed import from_env
-
-    ctx = from_env(cfg.run.device)
-    try:
-        yield ctx
-    finally:
-        if ctx is not None:
-            ctx.close()
-
-
-def _resume(path: Path, preset, config_file, flags: dict, sets: list[str], print_config: bool,
-            json_out: bool) -> None:
-    from .. import config as C
-    from ..errors import BadInput
-    from ..train.resume import resume_point
-
-    if preset or config_file:
-        raise BadInput("--resume takes its config from the checkpoint; drop --preset/--config")
-    point = resume_point(path, {**flags, **dict(C.parse_set(s) for s in sets)})
-    if print_config:
-        typer.echo(C.to_yaml(point.cfg), nl=False)
+    result = resume_run(point, quiet=json_out) if point is not None else train_run(cfg, quiet=json_out)
+    if result is None:  # not rank 0: rank 0 reports
         return
-    with _distributed(point.cfg) as dist:
-        from ..train.loop import Trainer
-
-        trainer = Trainer(point.cfg, _progress(json_out, dist), dist, resuming=True)
-        trainer.load_state(point.checkpoint)
-        run_path = point.run_dir
-        if trainer.finished:
-            why = (f"stopped early: no better {trainer.selection} for {trainer.cfg.train.patience} epochs"
-                   if trainer.stopped_early
-                   else "pass a larger --epochs to train further")
-            msg = f"{run_path} is finished ({trainer.epoch} epochs, {trainer.step} steps); {why}"
-            if not trainer.is_main:
-                return
-            if json_out:
-                print_json({"run_dir": str(run_path), "finished": True, "message": msg})
-            else:
-                typer.echo(msg)
-            return
-        trainer.open_run_dir(run_path)
-        trainer.progress.line(f"resuming {run_path} at epoch {trainer.epoch + 1} (step {trainer.step}), "
-                              f"lr {trainer.planned_lr:.4g}")
-        if trainer.schedule_rule:
-            trainer.progress.line(f"run length {trainer.planned_total} -> {trainer.total_steps} steps: "
-                                  f"{trainer.schedule_rule}; lr now {trainer.lr_at(trainer.step):.4g}")
-        _report(trainer, run_path if trainer.is_main else None, json_out)
-
-
-def _report(trainer, run_path: Path | None, json_out: bool) -> None:
-    trainer.progress.line(f"run folder: {run_path}")
-    if trainer.dist is not None:
-        trainer.progress.line(f"torchrun: {trainer.world} process(es), {trainer.dist.backend}, global batch "
-                              f"{trainer.cfg.train.batch_size} ({trainer.cfg.train.batch_size // trainer.world} "
-                              "per process)")
-    trainer.progress.line(f"{trainer.device}: {trainer.speed.describe()}")
-    trainer.run()
-    if not trainer.is_main:
-        return
-    last = trainer.rows[-1]
-    best = trainer.best_row()
-    result = {"run_dir": str(run_path), "model": trainer.cfg.model.name, "dataset": trainer.cfg.data.dataset,
-              "epochs": trainer.epoch, "steps": trainer.step, "final": last, "best": best,
-              "selected_by": trainer.selection, "stopped_early": trainer.stopped_early,
-              "device": str(trainer.device), "processes": trainer.world, "precision": trainer.speed.precision,
-              "channels_last": trainer.speed.channels_last, "compile": trainer.speed.compile,
-              "wall_seconds": trainer.wall_seconds(), "target": trainer.target}
     if json_out:
-        print_json(result)
-        return
+        print_json(result.as_json())
+    elif result.message:
+        typer.echo(result.message)
+    else:
+        _render(result)
+
+
+def _render(r) -> None:
+    """The final table: the last epoch and the selected one, each evaluation's top-1."""
     from rich.table import Table
 
-    from ..train.rundir import metric_fields
-
-    table = Table(title=f"{trainer.cfg.model.name} on {trainer.cfg.data.dataset}: {trainer.epoch} epochs, "
-                        f"{trainer.step} steps")
-    shown = [f for f in metric_fields(trainer.cfg) if f.endswith("_top1") and not f.startswith("train")]
-    table.caption = f"best: the epoch with the highest {trainer.selection} (best.pt)"
-    for col in ("", "epoch", "train loss", "train top-1", *(f.replace("_top1", " top-1").replace("_", " ")
-                                                              for f in shown), "img/s"):
+    table = Table(title=f"{r.model} on {r.dataset}: {r.epochs} epochs, {r.steps} steps")
+    table.caption = f"best: the epoch with the highest {r.selected_by} (best.pt)"
+    for col in ("", "epoch", "train loss", "train top-1", *(c.replace("_top1", " top-1").replace("_", " ")
+                                                              for c in r.columns), "img/s"):
         table.add_column(col, justify="left" if not col else "right")
-    for label, r in (("final", last), ("best", best)):
-        table.add_row(label, str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['train_top1']:.2%}",
-                      *(f"{r[f]:.2%}" for f in shown),
-                      f"{r['img_per_s']:,.0f}")
+    for label, row in (("final", r.final), ("best", r.best)):
+        table.add_row(label, str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['train_top1']:.2%}",
+                      *(f"{row[c]:.2%}" for c in r.columns), f"{row['img_per_s']:,.0f}")
     out = console()
     out.print(table)
-    if result["stopped_early"]:
-        out.print(f"stopped early at epoch {trainer.epoch}: no better {trainer.selection} for "
-                  f"{trainer.cfg.train.patience} epochs")
-    goal = trainer.cfg.train.target_top1
-    if goal:
-        t = trainer.target
-        out.print(f"time to {goal:.2%} {trainer.selection}: {t['seconds']:.1f} s (epoch {t['epoch']}, step {t['step']})"
-                  if t else f"time to {goal:.2%} {trainer.selection}: not reached (best {best[trainer.selection]:.2%})")
-    out.print(f"run folder: {run_path}")
+    if r.stopped_early:
+        out.print(f"stopped early at epoch {r.epochs}: no better {r.selected_by} for {r.patience} epochs")
+    if r.goal:
+        t = r.target
+        out.print(f"time to {r.goal:.2%} {r.selected_by}: {t['seconds']:.1f} s (epoch {t['epoch']}, step {t['step']})"
+                  if t else f"time to {r.goal:.2%} {r.selected_by}: not reached (best {r.best[r.selected_by]:.2%})")
+    out.print(f"run folder: {r.run_dir}")

@@ -1,7 +1,9 @@
-"""Datasets for training and evaluation, as uint8 tensors that can live on the device.
+"""Datasets for training and evaluation, and the one way to get batches of them.
 
-`load_data(cfg)` returns a `DataBundle` for cifar10, cifar100, mnist,
-fashion-mnist or synthetic data; `DeviceLoader` (loader.py) serves batches.
+`load_data(cfg)` returns `TensorData` (cifar10, cifar100, mnist, fashion-mnist, synthetic: uint8 tensors
+that live on the device) or `FolderData` (image folders, decoded by workers). Both say what their images
+are (`input`, an `InputSpec`) and make a `Loader` per split (`make_loader`): `DeviceLoader` or
+`FolderLoader`, one interface (loader.py).
 """
 
 from __future__ import annotations
@@ -9,98 +11,147 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import BadInput
+from .inputs import InputSpec
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
-class DataBundle:
-    train_x: "torch.Tensor"  # uint8, N x C x H x W  # noqa: F821
-    train_y: "torch.Tensor"  # int64, N  # noqa: F821
-    test_x: "torch.Tensor"  # noqa: F821
-    test_y: "torch.Tensor"  # noqa: F821
-    classes: list[str]
-    mean: "torch.Tensor"  # per channel, in [0, 1] units, from the training images  # noqa: F821
-    std: "torch.Tensor"  # noqa: F821
-    train_set: object = None  # image folders: datasets decoded by workers instead of resident tensors
-    test_set: object = None
-    val_x: "torch.Tensor | None" = None  # data.val_split: images held out of the training set  # noqa: F821
-    val_y: "torch.Tensor | None" = None  # noqa: F821
-    val_set: object = None  # image folders
+class TensorData:
+    """A dataset small enough to live on the device: uint8 N x C x H x W images and int64 labels per split."""
+
+    train_x: "torch.Tensor"
+    train_y: "torch.Tensor"
+    test_x: "torch.Tensor"
+    test_y: "torch.Tensor"
+    input: InputSpec  # classes, channels, size; mean/std from the training images
+    val_x: "torch.Tensor | None" = None  # data.val_split: images held out of the training set
+    val_y: "torch.Tensor | None" = None
+    crops_while_decoding: ClassVar[bool] = False  # crop and flip happen in the batch augmentation
 
     @property
-    def has_val(self) -> bool:
-        return self.val_x is not None or self.val_set is not None
+    def classes(self) -> list[str]:
+        return list(self.input.classes)
 
     @property
     def num_classes(self) -> int:
-        return len(self.classes)
+        return self.input.num_classes
 
     @property
-    def in_channels(self) -> int:
-        return 3 if self.train_x is None else int(self.train_x.shape[1])
+    def channels(self) -> int:
+        return self.input.channels
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_x is not None
 
     @property
     def train_count(self) -> int:
-        return len(self.train_set) if self.train_x is None else len(self.train_x)
+        return len(self.train_x)
 
-    def input_info(self) -> dict:
-        """What a model trained on this data expects of an image, saved in checkpoints for export and predict:
-        class names, channels, size, per-channel mean/std in [0, 1] units, and the evaluation resize (image
-        folders: shorter side to `resize`, then a centre crop to `image_size`; 0: resize straight to it)."""
-        if self.train_x is None:
-            crop = self.test_set.crop
-            size, resize = [crop, crop], self.test_set.resize
-        else:
-            size, resize = [int(self.train_x.shape[-2]), int(self.train_x.shape[-1])], 0
-        return {"classes": list(self.classes), "channels": self.in_channels, "image_size": size, "resize": resize,
-                "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+    def train_tensors(self, what: str) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """The training images and labels, for work that reads them whole (`gradflow`)."""
+        return self.train_x, self.train_y
 
+    def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
+               channels_last: bool = False, rank: int = 0, world: int = 1):
+        from .loader import DeviceLoader
 
-def fit_model(data: DataBundle, dataset: str, num_classes: int, in_channels: int, source: str) -> tuple[int, int]:
-    """The class and channel counts a model needs for `data` (0 takes the data's). A model that cannot take
-    the data (fewer outputs than classes, other channels) is one BadInput line naming both numbers."""
-    num_classes = num_classes or data.num_classes
-    in_channels = in_channels or data.in_channels
-    if num_classes < data.num_classes:
-        raise BadInput(f"{source} has {num_classes} outputs but {dataset} has {data.num_classes} classes")
-    if in_channels != data.in_channels:
-        raise BadInput(f"{source} expects {in_channels}-channel images; {dataset} has {data.in_channels}")
-    return num_classes, in_channels
+        x, y = {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y),
+                "test": (self.test_x, self.test_y)}[split]
+        return DeviceLoader(x, y, batch_size, self.input, device, train=training, augment=augment, seed=seed,
+                            channels_last=channels_last, rank=rank, world=world)
 
 
-def make_loader(data: DataBundle, cfg, split: str, batch_size: int, device, *, training: bool, seed: int = 0,
+@dataclass
+class FolderData:
+    """Image folders: too large for the device, decoded (and cropped) by worker processes."""
+
+    train_set: object  # ImageFolderDataset
+    test_set: object
+    input: InputSpec  # classes in folder order, the crop, the evaluation resize, ImageNet mean/std
+    val_set: object = None
+    workers: int = 4  # decoding processes per training process
+    crops_while_decoding: ClassVar[bool] = True  # the scale augmentation and flip happen while decoding
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.input.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.input.num_classes
+
+    @property
+    def channels(self) -> int:
+        return self.input.channels
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_set is not None
+
+    @property
+    def train_count(self) -> int:
+        return len(self.train_set)
+
+    def train_tensors(self, what: str):
+        raise BadInput(f"{what} reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
+
+    def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
+               channels_last: bool = False, rank: int = 0, world: int = 1):
+        from .imagefolder import FolderLoader
+
+        dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
+        return FolderLoader(dataset, batch_size, self.input, device, train=training, seed=seed,
+                            channels_last=channels_last, rank=rank, world=world, workers=self.workers,
+                            augment=augment)
+
+
+Data = TensorData | FolderData
+
+
+def make_loader(data: Data, cfg, split: str, batch_size: int, device, *, training: bool, seed: int = 0,
                 channels_last: bool = False, rank: int = 0, world: int = 1, num_classes: int = 0):
-    """The batch source for one split ("train", "val", "test"). training: shuffled, augmented (TrainAugment;
-    soft targets as wide as `num_classes` under mixup/cutmix), full batches; else every image once."""
+    """The `Loader` for one split ("train", "val", "test") of `data`. training: shuffled, augmented as the
+    data section `cfg` says (TrainAugment; soft targets as wide as `num_classes` under mixup/cutmix, 0: the
+    data's classes), full batches; else every image once."""
     from .augment import TrainAugment
 
     if split == "val" and not data.has_val:
         raise BadInput("there is no validation split: set data.val_split to hold one out of the training set")
-    augment = TrainAugment.from_config(cfg, num_classes or data.num_classes, decoded_with_crop=data.train_x is None) \
-        if training else None
-    if data.train_x is None:
-        from .imagefolder import FolderLoader, ImageFolderDataset
+    augment = TrainAugment.from_config(cfg, num_classes or data.num_classes,
+                                       decoded_with_crop=data.crops_while_decoding) if training else None
+    return data.loader(split, batch_size, device, training=training, augment=augment, seed=seed,
+                       channels_last=channels_last, rank=rank, world=world)
 
-        dataset = {"train": data.train_set, "val": data.val_set, "test": data.test_set}[split]
-        if dataset.train != training:
-            dataset = ImageFolderDataset(dataset.samples, training, crop=dataset.crop, resize=dataset.resize,
-                                         flip=dataset.flip, scale=dataset.scale)
-        return FolderLoader(dataset, batch_size, data.mean, data.std, device, train=training, seed=seed,
-                            channels_last=channels_last, rank=rank, world=world, workers=cfg.workers,
-                            augment=augment)
-    from .loader import DeviceLoader
 
-    x, y = {"train": (data.train_x, data.train_y), "val": (data.val_x, data.val_y),
-            "test": (data.test_x, data.test_y)}[split]
-    return DeviceLoader(x, y, batch_size, data.mean, data.std, device, train=training, augment=augment, seed=seed,
-                        channels_last=channels_last, rank=rank, world=world)
+def input_of_run(cfg, saved: dict | None, from_run: bool, where: str) -> InputSpec:
+    """What a model expects of an image, for `export` and `predict`: the checkpoint's own record (`saved`);
+    else, for a run's checkpoint from before it was recorded or a bare state_dict with its dataset named
+    (`from_run`), the run's data; else torchvision's ImageNet conventions for a bare ImageNet-family
+    state_dict. Outputs past the named classes are numbered."""
+    from ..models import model_info
+
+    if isinstance(saved, dict):
+        spec = InputSpec.from_dict(saved)
+    elif from_run:
+        spec = load_data(cfg.data, need_train=cfg.data.dataset != "imagefolder").input
+    elif model_info(cfg.model.name).family == "imagenet" and cfg.model.in_channels == 3:
+        spec = InputSpec.imagenet(cfg.model.num_classes)
+    else:
+        raise BadInput(f"{where} is a bare state_dict: say which dataset it was trained on with --dataset, "
+                       "so that its images are normalised as in training")
+    return spec.for_outputs(cfg.model.num_classes)
 
 
 VAL_SPLIT_SEED = 45_000_5000  # fixed: the held-out images depend only on the dataset and N, not on run.seed
 
 
-def stratified_split(labels: "torch.Tensor", n_val: int) -> tuple["torch.Tensor", "torch.Tensor"]:  # noqa: F821
+def stratified_split(labels: "torch.Tensor", n_val: int) -> tuple["torch.Tensor", "torch.Tensor"]:
     """(train indices, val indices), both in the original order: `n_val` images held out, each class in its
     share of the whole (largest remainders get the rounding), chosen by a fixed seed."""
     import torch
@@ -179,7 +230,7 @@ def synthetic(cfg) -> tuple:
     return train_x, train_y, test_x, test_y, [f"class{i}" for i in range(k)]
 
 
-def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) -> DataBundle:
+def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) -> Data:
     """Load the dataset named by a DataConfig, apply the train/test limits, compute normalisation stats.
 
     Image folders only: `classes` fixes the label order (a checkpoint's), and with `need_train` False a
@@ -214,13 +265,15 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
         mean, std = channel_stats(train_x)
     else:
         mean, std = torch.zeros(train_x.shape[1]), torch.ones(train_x.shape[1])
-    return DataBundle(train_x, train_y, test_x, test_y, list(classes), mean, std, val_x=val_x, val_y=val_y)
+    spec = InputSpec.of(classes, train_x.shape[1], tuple(train_x.shape[-2:]), 0, mean.tolist(), std.tolist())
+    return TensorData(train_x, train_y, test_x, test_y, spec, val_x=val_x, val_y=val_y)
 
 
-def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train: bool = True) -> DataBundle:
+def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train: bool = True) -> FolderData:
     import torch
 
-    from .imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataset, scan
+    from .imagefolder import ImageFolderDataset, scan
+    from .inputs import IMAGENET_MEAN, IMAGENET_STD
 
     try:
         import PIL  # noqa: F401
@@ -244,7 +297,8 @@ def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train
     # The paper's 256/224 evaluation resize and [256, 480] scale augmentation, kept in proportion to the crop.
     size, resize = cfg.image_size, round(cfg.image_size * 256 / 224)
     scale = (resize, round(cfg.image_size * 480 / 224))
-    return DataBundle(None, None, None, None, classes, IMAGENET_MEAN, IMAGENET_STD,
-                      train_set=ImageFolderDataset(train, True, crop=size, resize=resize, flip=cfg.flip, scale=scale),
-                      test_set=ImageFolderDataset(test, False, crop=size, resize=resize),
-                      val_set=ImageFolderDataset(val, False, crop=size, resize=resize) if val else None)
+    return FolderData(ImageFolderDataset(train, True, crop=size, resize=resize, flip=cfg.flip, scale=scale),
+                      ImageFolderDataset(test, False, crop=size, resize=resize),
+                      InputSpec.of(classes, 3, size, resize, IMAGENET_MEAN, IMAGENET_STD),
+                      val_set=ImageFolderDataset(val, False, crop=size, resize=resize) if val else None,
+                      workers=cfg.workers)

@@ -19,7 +19,9 @@ from typing import Iterator
 import torch
 
 from ..errors import BadInput
-from .loader import shard_indices, shard_len
+from .inputs import InputSpec
+from .loader import batch_seed, model_batch, shard_indices, shard_len
+from .transforms import center_crop, crop_to_tensor, resize_shorter
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 MARKER = "resnet-cli: cannot decode image "
@@ -46,25 +48,6 @@ def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[tuple[
     return samples, classes
 
 
-def _resize_shorter(img, size: int):
-    from PIL import Image
-
-    w, h = img.size
-    if w <= h:
-        return img.resize((size, max(1, round(h * size / w))), Image.BILINEAR)
-    return img.resize((max(1, round(w * size / h)), size), Image.BILINEAR)
-
-
-def _crop_to_tensor(img, left: int, top: int, size: int, flip: bool) -> torch.Tensor:
-    img = img.crop((left, top, left + size, top + size))
-    if flip:
-        from PIL import Image
-
-        img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    return data.view(size, size, 3).permute(2, 0, 1).contiguous()
-
-
 class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, samples: list[tuple[Path, int]], train: bool, crop: int = 224, resize: int = 256,
                  scale: tuple[int, int] = (256, 480), flip: bool = True) -> None:
@@ -86,25 +69,44 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             raise RuntimeError(f"{MARKER}{path} ({e})") from None
         if self.train:
             rng = random.Random(self.epoch_seed * 1_000_003 + i)
-            img = _resize_shorter(img, rng.randint(*self.scale))
+            img = resize_shorter(img, rng.randint(*self.scale))
             w, h = img.size
-            return _crop_to_tensor(img, rng.randint(0, w - self.crop), rng.randint(0, h - self.crop), self.crop,
-                                   self.flip and rng.random() < 0.5), label
-        img = _resize_shorter(img, self.resize)
-        w, h = img.size
-        return _crop_to_tensor(img, (w - self.crop) // 2, (h - self.crop) // 2, self.crop, False), label
+            return crop_to_tensor(img, rng.randint(0, w - self.crop), rng.randint(0, h - self.crop), self.crop,
+                                  self.flip and rng.random() < 0.5), label
+        return center_crop(resize_shorter(img, self.resize), self.crop, self.crop), label
+
+    def for_training(self, train: bool) -> "ImageFolderDataset":
+        """The same images with the training (random) or evaluation (centre crop) transform."""
+        if train == self.train:
+            return self
+        return ImageFolderDataset(self.samples, train, crop=self.crop, resize=self.resize, flip=self.flip,
+                                  scale=self.scale)
 
 
 class FolderLoader:
-    """Same interface as DeviceLoader: `len()` and `batches(epoch, start)`, sharded by rank."""
+    """The `Loader` of image folders: decoded and cropped in DataLoader workers, normalised (and given the
+    batch augmentations) on the device; sharded by rank."""
 
-    def __init__(self, dataset: ImageFolderDataset, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
-                 device: torch.device, train: bool, seed: int = 0, channels_last: bool = False, rank: int = 0,
-                 world: int = 1, workers: int = 4, augment=None) -> None:
-        self.dataset, self.batch_size, self.device, self.train = dataset, batch_size, device, train
-        self.mean, self.std = mean.to(device), std.to(device)
+    def __init__(self, dataset: ImageFolderDataset, batch_size: int, input: InputSpec, device: torch.device,
+                 train: bool, seed: int = 0, channels_last: bool = False, rank: int = 0, world: int = 1,
+                 workers: int = 4, augment=None) -> None:
+        self.dataset, self.batch_size, self.device, self.train = dataset.for_training(train), batch_size, device, train
+        self.input = input
+        self.mean, self.std = input.normalizer(device)
         self.seed, self.channels_last, self.rank, self.world, self.workers = seed, channels_last, rank, world, workers
         self.augment = augment  # TrainAugment's batch ops (crop and flip happened while decoding)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.input.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.input.num_classes
+
+    @property
+    def channels(self) -> int:
+        return self.input.channels
 
     def __len__(self) -> int:
         return shard_len(len(self.dataset), self.batch_size, self.train, self.rank, self.world)
@@ -114,8 +116,6 @@ class FolderLoader:
                              epoch).tolist()
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from .loader import batch_seed, model_batch
-
         self.dataset.epoch_seed = self.seed * 7_919 + epoch
         idx = self.indices(epoch)[start * self.batch_size:]
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.dataset, idx), batch_size=self.batch_size,
@@ -132,8 +132,3 @@ class FolderLoader:
             if line is None:
                 raise
             raise BadInput(line[line.index(MARKER) + len("resnet-cli: "):]) from None
-
-
-# ImageNet statistics (what every torchvision-compatible checkpoint expects).
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])

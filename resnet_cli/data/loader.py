@@ -1,4 +1,5 @@
-"""Batches straight from tensors that live on the training device.
+"""The `Loader` interface every batch source has, and `DeviceLoader`: batches straight from tensors that
+live on the training device.
 
 The whole (small) dataset is one uint8 tensor on the device; each epoch is a
 seeded permutation, and augmentation runs on the whole batch there. There is
@@ -8,11 +9,38 @@ disjoint, equal share of every epoch's permutation.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 
 from .augment import TrainAugment, to_float
+from .inputs import InputSpec
+
+
+class Loader(Protocol):
+    """One split's batches, as training, evaluation and the benchmarks read them: `DeviceLoader` (tensors on
+    the device) and `FolderLoader` (image folders) implement it.
+
+    `batches(epoch, start)` yields (images, labels) on the device, ready for the model: training batches
+    shuffled by (seed, epoch) and augmented by (seed, epoch, batch), so a run resumed at batch `start`
+    skips the batches it did without loading them; evaluation batches cover every image once across ranks.
+    `input` says what the images are (classes, channels, size, normalisation) and holds the evaluation
+    transform (`InputSpec.transform`)."""
+
+    input: InputSpec
+
+    @property
+    def classes(self) -> list[str]: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -60,16 +88,31 @@ def model_batch(x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch
 
 
 class DeviceLoader:
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+    """The `Loader` of a dataset held as uint8 tensors: moved to the device once, batched and augmented there."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, input: InputSpec,
                  device: torch.device, train: bool, augment: TrainAugment | None = None, seed: int = 0,
                  channels_last: bool = False, rank: int = 0, world: int = 1) -> None:
         self.x = x.to(device, non_blocking=True)
         self.y = y.to(device, non_blocking=True)
-        self.mean, self.std = mean.to(device), std.to(device)
+        self.input = input
+        self.mean, self.std = input.normalizer(device)
         self.batch_size, self.train = batch_size, train
         self.augment = augment or TrainAugment()
         self.seed, self.device, self.channels_last = seed, device, channels_last
         self.rank, self.world = rank, world
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.input.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.input.num_classes
+
+    @property
+    def channels(self) -> int:
+        return self.input.channels
 
     def __len__(self) -> int:
         return shard_len(len(self.x), self.batch_size, self.train, self.rank, self.world)

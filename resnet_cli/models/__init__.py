@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .registry import (CIFAR_DEPTHS, IMAGENET_DEPTHS, ModelInfo, build_model, list_models, model_config, model_info,
+from .registry import (CIFAR_DEPTHS, IMAGENET_DEPTHS, ModelInfo, build_model, list_models, model_info,
                        name_for_depth, register_model, resolve_name)
 from .specs import ArchSpec, builtin_models
 
 __all__ = ["ArchSpec", "CIFAR_DEPTHS", "IMAGENET_DEPTHS", "ModelInfo", "ResNet", "build_model", "list_models",
-           "model_config", "model_info", "name_for_depth", "register_model", "resolve_name"]
+           "model_info", "name_for_depth", "register_model", "resolve_name"]
 
 
 def _entrypoint(spec: ArchSpec):

@@ -104,7 +104,8 @@ def resolve_name(name: str | None, depth: int | None = None, plain: bool = False
 
 
 def build_model(name: str, num_classes: int | None = None, in_channels: int = 3, **options: Any):
-    """Build a registered model. `num_classes` defaults to the family's dataset (1000 or 10)."""
+    """Build a registered model. `num_classes` None: the family's dataset's (1000 or 10). Only positive counts
+    are built: a config's 0 ("the data's") is fitted to the data first (config.ModelConfig.fitted)."""
     info = model_info(name)
     if num_classes is None:
         num_classes = info.default_classes
@@ -118,9 +119,3 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int = 3,
     if options.get("zero_init_residual") and info.plain:
         raise BadInput(f"{name} has no shortcuts, so zero_init_residual would zero its output")
     return _ENTRYPOINTS[name](num_classes=num_classes, in_channels=in_channels, **options)
-
-
-def model_config(name: str, num_classes: int, in_channels: int, zero_init_residual: bool = False) -> dict[str, Any]:
-    """The plain dict a checkpoint carries to rebuild the model with `build_model(**cfg)`."""
-    return {"name": name, "num_classes": num_classes, "in_channels": in_channels,
-            "zero_init_residual": zero_init_residual}

@@ -3,7 +3,8 @@
 `torchrun --nproc-per-node N -m resnet_cli train ...` sets RANK, WORLD_SIZE,
 LOCAL_RANK and the rendezvous variables; `from_env()` reads them and joins the
 process group: NCCL when training on GPUs, gloo on CPU. Without those
-variables (a plain `resnet train`) it returns None and nothing changes.
+variables (a plain `resnet train`) it returns a `SingleProcess`: the same
+interface with one rank, so the training code has one path for both.
 
 Conventions (also in the README):
 - `train.batch_size` is the GLOBAL batch: each of the N ranks takes batch_size / N.
@@ -34,7 +35,56 @@ def launched_by_torchrun() -> bool:
 
 
 @dataclass
-class DistContext:
+class SingleProcess:
+    """A plain `resnet train`: the same interface as a torchrun process, with one rank and nothing to agree on.
+
+    Its collective operations return their inputs, `wrap` returns the model, `barrier` does nothing."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    backend: str = ""
+
+    @property
+    def is_main(self) -> bool:
+        return True
+
+    def describe(self, batch_size: int) -> str:
+        """The line that says how the run is spread over processes ("" for one process)."""
+        return ""
+
+    def sync_batchnorm(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model  # one process: BatchNorm already sees the whole batch
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def eval_forward(self, model: torch.nn.Module, step_forward):
+        """What evaluation calls: the training step's (compiled) forward."""
+        return step_forward
+
+    def all_reduce(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(tensors)
+
+    def max(self, value: int) -> int:
+        return int(value)
+
+    def stop_agreed(self, signal: int, at_interval: bool) -> int:
+        """The stop signal every rank acts on now: one process stops at the step it received it."""
+        return signal
+
+    def barrier(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class TorchrunProcess:
+    """One rank of a torchrun group: collectives over the process group, DDP around the model."""
+
     rank: int
     world: int
     local_rank: int
@@ -45,12 +95,24 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def describe(self, batch_size: int) -> str:
+        return (f"torchrun: {self.world} process(es), {self.backend}, global batch {batch_size} "
+                f"({batch_size // self.world} per process)")
+
+    def sync_batchnorm(self, model: torch.nn.Module) -> torch.nn.Module:
+        """train.sync_bn: BatchNorm over the global batch."""
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """DistributedDataParallel over the model; compilation (when on) wraps the result."""
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DDP(model, device_ids=ids)
+
+    def eval_forward(self, model: torch.nn.Module, step_forward):
+        """What evaluation calls: the bare module, eagerly, outside DDP's hooks."""
+        return model
 
     def all_reduce(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """Sums across ranks (copies; the inputs are left alone)."""
@@ -65,6 +127,10 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 
+    def stop_agreed(self, signal: int, at_interval: bool) -> int:
+        """Ranks agree on a stop at log intervals only (one collective there), so all stop at the same step."""
+        return self.max(signal) if at_interval else 0
+
     def barrier(self) -> None:
         dist.barrier()
 
@@ -73,10 +139,15 @@ class DistContext:
             dist.destroy_process_group()
 
 
-def from_env(device_pref: str = "auto") -> DistContext | None:
-    """Join the process group torchrun describes, or return None for a single-process run."""
+Process = SingleProcess | TorchrunProcess
+
+
+def from_env(device_pref: str = "auto") -> Process:
+    """Join the process group torchrun describes, or a single process on the `run.device` device."""
     if not launched_by_torchrun():
-        return None
+        from ..device import resolve_device
+
+        return SingleProcess(resolve_device(device_pref))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     want_cuda = device_pref.startswith("cuda") or (device_pref == "auto" and torch.cuda.is_available())
@@ -93,4 +164,4 @@ def from_env(device_pref: str = "auto") -> DistContext | None:
         backend = "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
-    return DistContext(rank, world, local_rank, device, backend)
+    return TorchrunProcess(rank, world, local_rank, device, backend)

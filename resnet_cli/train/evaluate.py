@@ -78,7 +78,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     """
     from .. import config as C
     from ..checkpoint import is_full_checkpoint, model_from_checkpoint
-    from ..data import fit_model, load_data, make_loader
+    from ..data import load_data, make_loader
     from ..device import resolve_device
     from ..errors import BadInput
     from ..speed import Speed
@@ -99,7 +99,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     saved = loaded.checkpoint.get("input") if own else None
     data = load_data(cfg.data, classes=saved["classes"] if saved and cfg.data.dataset == "imagefolder" else None,
                      need_train=split in ("train", "val"))
-    fit_model(data, cfg.data.dataset, cfg.model.num_classes, cfg.model.in_channels, str(loaded.path))
+    cfg.model.fitted(data.num_classes, data.channels, cfg.data.dataset, str(loaded.path))  # it can take the data
     trained_on_it = own and (dataset is None or dataset == loaded.config.data.dataset)
     if not trained_on_it and cfg.model.num_classes != data.num_classes:  # extra outputs only where trained so
         raise BadInput(f"{loaded.path} has {cfg.model.num_classes} outputs but {cfg.data.dataset} has "

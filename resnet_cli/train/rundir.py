@@ -7,25 +7,9 @@ import io
 import os
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text, ensure_writable_dir
 from ..errors import BadInput
-
-METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
-                 "seconds", "img_per_s"]
-
-
-def selection_metric(cfg) -> str:
-    """The metrics.csv column that selects best.pt, stops early (train.patience) and times train.target_top1:
-    top-1 on the validation split when there is one (data.val_split), else on the test set; of the EMA
-    weights when train.ema is on."""
-    return ("ema_" if cfg.train.ema else "") + ("val" if cfg.data.val_split else "test") + "_top1"
-
-
-def metric_fields(cfg) -> list[str]:
-    """metrics.csv's columns for a run: METRIC_FIELDS, with validation and EMA evaluations where kept."""
-    evals = (["val"] if cfg.data.val_split else []) + ["test"]
-    evals += [f"ema_{e}" for e in evals] if cfg.train.ema else []
-    return [*METRIC_FIELDS[:5], *(f"{e}_{m}" for e in evals for m in ("loss", "top1", "top5")), *METRIC_FIELDS[-2:]]
+from ..files import atomic_write_text, ensure_writable_dir
+from .evaluations import METRIC_FIELDS
 
 
 def create_run_dir(parent: str | os.PathLike, name: str) -> Path:

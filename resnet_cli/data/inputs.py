@@ -1,0 +1,75 @@
+"""What a model trained on some data expects of an image: the input description, and the evaluation transform.
+
+The data knows it (each dataset class builds its `InputSpec`); training saves it in checkpoints as the
+"input" dict, and `export` and `predict` read it back, so an image is prepared as evaluation prepared it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# ImageNet statistics: what every torchvision-compatible checkpoint expects, and what image folders use.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_SIZE, IMAGENET_RESIZE = 224, 256  # the paper's evaluation: shorter side 256, centre crop 224
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    classes: tuple[str, ...]
+    channels: int
+    image_size: tuple[int, int]  # height, width
+    resize: int  # > 0: shorter side resized to this, then a centre crop to image_size; 0: resized straight to it
+    mean: tuple[float, ...]  # per channel, in [0, 1] units
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @classmethod
+    def of(cls, classes, channels: int, image_size, resize: int, mean, std) -> "InputSpec":
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        return cls(tuple(str(c) for c in classes), int(channels), (int(h), int(w)), int(resize),
+                   tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+    @classmethod
+    def imagenet(cls, num_classes: int) -> "InputSpec":
+        """torchvision's conventions, the classes numbered (a bare ImageNet state_dict carries no names)."""
+        return cls.of(range(num_classes), 3, IMAGENET_SIZE, IMAGENET_RESIZE, IMAGENET_MEAN, IMAGENET_STD)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The checkpoint's "input" entry (plain lists: checkpoints hold no objects)."""
+        return {"classes": list(self.classes), "channels": self.channels, "image_size": list(self.image_size),
+                "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
+        return cls.of(d["classes"], d["channels"], tuple(d["image_size"]), d["resize"], d["mean"], d["std"])
+
+    def for_outputs(self, num_classes: int) -> "InputSpec":
+        """This spec for a model with `num_classes` outputs: outputs past the named classes are numbered."""
+        extra = tuple(str(i) for i in range(len(self.classes), num_classes))
+        return InputSpec(self.classes + extra, self.channels, self.image_size, self.resize, self.mean, self.std)
+
+    def normalizer(self, device):
+        """(mean, std) as float32 tensors on `device`."""
+        import torch
+
+        return torch.tensor(self.mean, device=device), torch.tensor(self.std, device=device)
+
+    def transform(self, img):
+        """The evaluation transform of a PIL image: grayscale or RGB as the model expects, then the shorter side
+        to `resize` and a centre crop (image folders), or a resize to `image_size`; a uint8 C x H x W tensor."""
+        from .transforms import center_crop, resize_shorter, to_tensor
+
+        img = img.convert("L" if self.channels == 1 else "RGB")
+        h, w = self.image_size
+        if self.resize:
+            return center_crop(resize_shorter(img, self.resize), h, w)
+        if img.size != (w, h):
+            from PIL import Image
+
+            img = img.resize((w, h), Image.BILINEAR)
+        return to_tensor(img)

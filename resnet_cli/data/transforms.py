@@ -1,0 +1,43 @@
+"""Per-image transforms on PIL images (decoded in worker processes): resize, crop, to a uint8 tensor.
+
+Image-folder training and evaluation, and `predict`'s evaluation transform (`InputSpec.transform`), all
+prepare an image with these, so what predict sees is what evaluation saw.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def resize_shorter(img, size: int):
+    """A PIL image with its shorter side resized to `size` (bilinear), the aspect ratio kept."""
+    from PIL import Image
+
+    w, h = img.size
+    if w <= h:
+        return img.resize((size, max(1, round(h * size / w))), Image.BILINEAR)
+    return img.resize((max(1, round(w * size / h)), size), Image.BILINEAR)
+
+
+def to_tensor(img) -> torch.Tensor:
+    """A PIL image (L or RGB) as a uint8 C x H x W tensor."""
+    w, h = img.size
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.view(h, w, len(img.getbands())).permute(2, 0, 1).contiguous()
+
+
+def crop_to_tensor(img, left: int, top: int, size: int, flip: bool = False) -> torch.Tensor:
+    """A `size` x `size` crop at (left, top), mirrored when `flip`, as a uint8 tensor."""
+    img = img.crop((left, top, left + size, top + size))
+    if flip:
+        from PIL import Image
+
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return to_tensor(img)
+
+
+def center_crop(img, h: int, w: int) -> torch.Tensor:
+    """The centre `h` x `w` of a PIL image as a uint8 tensor (the evaluation crop)."""
+    iw, ih = img.size
+    left, top = (iw - w) // 2, (ih - h) // 2
+    return to_tensor(img.crop((left, top, left + w, top + h)))

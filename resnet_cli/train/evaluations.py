@@ -1,0 +1,71 @@
+"""The evaluations of a run, named once: which weights on which split, their metrics.csv columns, the
+selection figure and the epoch line.
+
+Every epoch ends with an evaluation of the raw weights on each split the run has (the validation split
+when data.val_split holds one out, then the test set), and of the EMA weights likewise with train.ema.
+One of those columns, the selection figure, picks best.pt, stops early (train.patience) and times
+train.target_top1: top-1 on the validation split when there is one, else on the test set; of the EMA
+weights when they are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# metrics.csv's columns of a run with neither a validation split nor EMA; evaluation columns go between
+# the training ones and the speed ones (`metric_fields`).
+METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
+                 "seconds", "img_per_s"]
+METRICS = ("loss", "top1", "top5")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One set of weights ("raw" or "ema") on one split ("val" or "test")."""
+
+    weights: str
+    split: str
+
+    @property
+    def prefix(self) -> str:
+        """The columns' common start: "test", "ema_val", ..."""
+        return ("ema_" if self.weights == "ema" else "") + self.split
+
+    def column(self, metric: str) -> str:
+        return f"{self.prefix}_{metric}"
+
+
+def splits(cfg) -> tuple[str, ...]:
+    """The splits evaluated each epoch, in order."""
+    return ("val", "test") if cfg.data.val_split else ("test",)
+
+
+def evaluations(cfg) -> list[Evaluation]:
+    """Every evaluation of an epoch, in metrics.csv order: raw weights first, then the EMA weights."""
+    weights = ("raw", "ema") if cfg.train.ema else ("raw",)
+    return [Evaluation(w, s) for w in weights for s in splits(cfg)]
+
+
+def selection_metric(cfg) -> str:
+    """The column that selects best.pt, stops early and times train.target_top1."""
+    return Evaluation("ema" if cfg.train.ema else "raw", splits(cfg)[0]).column("top1")
+
+
+def metric_fields(cfg) -> list[str]:
+    """metrics.csv's columns for a run: the training ones, every evaluation's, the speed ones."""
+    evals = [e.column(m) for e in evaluations(cfg) for m in METRICS]
+    return [*METRIC_FIELDS[:5], *evals, *METRIC_FIELDS[-2:]]
+
+
+def top1_columns(cfg) -> list[str]:
+    """The evaluations' top-1 columns (the final table of `resnet train`)."""
+    return [e.column("top1") for e in evaluations(cfg)]
+
+
+def epoch_line(row: dict, cfg, epochs: int) -> str:
+    """The one line an epoch ends with: training figures, each split (with its EMA figure), lr and speed."""
+    evals = "  ".join(f"{split} loss {row[f'{split}_loss']:.4f} top1 {row[f'{split}_top1']:.2%}"
+                      + (f" (ema {row[Evaluation('ema', split).column('top1')]:.2%})" if cfg.train.ema else "")
+                      for split in splits(cfg))
+    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_top1']:.2%}  "
+            f"{evals}  lr {row['lr']:.4g}  {row['seconds']:.1f}s {row['img_per_s']:,.0f} img/s")

@@ -1,0 +1,120 @@
+"""`resnet train` as one domain call: `train_run(cfg)` or `resume_run(point)` -> `RunResult`.
+
+A session joins the process group (torchrun) or stands as one process, builds the run, restores a
+checkpoint when resuming, opens the run folder, says how the run is set up, trains, and returns what the
+command renders. Off rank 0 it returns None: rank 0 alone reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from .build import build_run
+from .distributed import from_env
+from .evaluations import top1_columns
+from .loop import Resumed, Trainer
+from .progress import Progress
+from .resume import ResumePoint
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) invocation of `resnet train` reports."""
+
+    run_dir: str
+    model: str
+    dataset: str
+    epochs: int
+    steps: int
+    final: dict | None  # the last metrics row
+    best: dict | None  # the row best.pt holds
+    selected_by: str  # its column
+    stopped_early: bool
+    device: str
+    processes: int
+    precision: str
+    channels_last: bool
+    compile: bool
+    wall_seconds: float
+    target: dict | None  # where train.target_top1 was reached
+    goal: float = 0.0  # train.target_top1
+    patience: int = 0  # train.patience
+    columns: tuple[str, ...] = ()  # the evaluations' top-1 columns, for the table
+    message: str = ""  # set when there was nothing to train: why (a finished run resumed)
+
+    def as_json(self) -> dict[str, Any]:
+        if self.message:
+            return {"run_dir": self.run_dir, "finished": True, "message": self.message}
+        keys = ("run_dir", "model", "dataset", "epochs", "steps", "final", "best", "selected_by", "stopped_early",
+                "device", "processes", "precision", "channels_last", "compile", "wall_seconds", "target")
+        return {k: getattr(self, k) for k in keys}
+
+
+def train_run(cfg: Config, quiet: bool = False) -> RunResult | None:
+    """A new run of `cfg`, in a new run folder."""
+    return _session(cfg, quiet, None)
+
+
+def resume_run(point: ResumePoint, quiet: bool = False) -> RunResult | None:
+    """The run a checkpoint continues, in its own folder; a finished run is reported, not trained."""
+    return _session(point.cfg, quiet, point)
+
+
+def _session(cfg: Config, quiet: bool, point: ResumePoint | None) -> RunResult | None:
+    process = from_env(cfg.run.device)
+    try:
+        progress = Progress(enabled=not quiet and process.is_main)
+        trainer = Trainer(build_run(cfg, process, progress, resuming=point is not None), progress)
+        if point is not None:
+            resumed = trainer.restore(point.checkpoint)
+            if trainer.finished:
+                return _already_finished(trainer, point.run_dir) if process.is_main else None
+        run_dir = trainer.open_run_dir(point.run_dir if point is not None else None)
+        if point is not None:
+            _say_resumed(trainer, progress, point.run_dir, resumed)
+        _say_setup(trainer, progress, run_dir)
+        trainer.fit()
+        return _result(trainer) if process.is_main else None
+    finally:
+        process.close()
+
+
+def _say_resumed(trainer: Trainer, progress: Progress, run_dir: Path, resumed: Resumed) -> None:
+    step = trainer.state.step
+    progress.line(f"resuming {run_dir} at epoch {trainer.state.epoch + 1} (step {step}), lr {resumed.lr:.4g}")
+    if resumed.rule:
+        progress.line(f"run length {resumed.planned_total} -> {trainer.run.plan.total_steps} steps: "
+                      f"{resumed.rule}; lr now {trainer.lr_at(step):.4g}")
+
+
+def _say_setup(trainer: Trainer, progress: Progress, run_dir: Path | None) -> None:
+    run = trainer.run
+    progress.line(f"run folder: {run_dir}")
+    spread = run.process.describe(run.cfg.train.batch_size)
+    if spread:
+        progress.line(spread)
+    progress.line(f"{run.device}: {run.speed.describe()}")
+
+
+def _already_finished(trainer: Trainer, run_dir: Path) -> RunResult:
+    why = (f"stopped early: no better {trainer.selection} for {trainer.cfg.train.patience} epochs"
+           if trainer.rules.stopped_early(trainer.state) else "pass a larger --epochs to train further")
+    message = f"{run_dir} is finished ({trainer.state.epoch} epochs, {trainer.state.step} steps); {why}"
+    result = _result(trainer, run_dir)
+    result.message = message
+    return result
+
+
+def _result(trainer: Trainer, run_dir: Path | None = None) -> RunResult:
+    run, state, cfg = trainer.run, trainer.state, trainer.cfg
+    return RunResult(
+        run_dir=str(run_dir or trainer.run_dir), model=cfg.model.name, dataset=cfg.data.dataset,
+        epochs=state.epoch, steps=state.step, final=state.rows[-1] if state.rows else None,
+        best=trainer.rules.best_row(state.rows), selected_by=trainer.selection,
+        stopped_early=trainer.rules.stopped_early(state), device=str(run.device), processes=run.process.world,
+        precision=run.speed.precision, channels_last=run.speed.channels_last, compile=run.speed.compile,
+        wall_seconds=trainer.wall_seconds(), target=state.target, goal=cfg.train.target_top1,
+        patience=cfg.train.patience, columns=tuple(top1_columns(cfg)))
