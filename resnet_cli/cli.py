@@ -2,7 +2,8 @@
 
 Nothing here imports torch, so `resnet --help` stays fast. Errors from every
 command pass through `ResnetGroup.main`, which prints the one line and exits
-with the code that `errors.describe` gives them.
+with the code that `errors.describe` gives them; under `--json` the error is
+also printed as JSON on stdout: {"error": "...", "exit_code": N}.
 """
 
 from __future__ import annotations
@@ -35,10 +36,16 @@ def _debugging() -> bool:
     return _debug["on"] or os.environ.get("RESNET_CLI_DEBUG", "") not in ("", "0")
 
 
-def _fail(message: str, code: int, prefix: str = "error") -> None:
+def _fail(message: str, code: int, prefix: str = "error", as_json: bool = False) -> None:
+    """The one line on stderr and the exit code; under --json also `{"error", "exit_code"}` on stdout."""
     if message:
         sys.stderr.write(f"{prefix}: {message}\n")
         sys.stderr.flush()
+        if as_json:
+            import json
+
+            sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+            sys.stdout.flush()
     sys.exit(code)
 
 
@@ -46,13 +53,14 @@ class ResnetGroup(TyperGroup):
     """TyperGroup whose `main` turns known errors into one line on stderr and an exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):
+        as_json = "--json" in (sys.argv[1:] if args is None else args)
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
         except typer.Abort:
-            _fail("aborted", EXIT_INTERRUPTED)
+            _fail("aborted", EXIT_INTERRUPTED, as_json=as_json)
         except KeyboardInterrupt:
-            _fail("interrupted", EXIT_INTERRUPTED)
+            _fail("interrupted", EXIT_INTERRUPTED, as_json=as_json)
         except BrokenPipeError:
             sys.exit(1)
         except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
@@ -62,9 +70,9 @@ class ResnetGroup(TyperGroup):
             if known is None:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 _fail(f"internal error: {type(exc).__name__}: {first[:300]} "
-                      "(rerun with --debug for the traceback and report it)", EXIT_CHECK_FAILED)
+                      "(rerun with --debug for the traceback and report it)", EXIT_CHECK_FAILED, as_json=as_json)
             else:
-                _fail(*known)
+                _fail(*known, as_json=as_json)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

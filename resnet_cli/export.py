@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from .files import atomic_write, atomic_write_text
 from .errors import BadInput
 
-FORMATS = ("torchscript", "export", "onnx")
+# The formats, each with the file suffix that names it; `resnet export` offers all, `resnet build` the first two.
 SUFFIXES = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx"}
+FORMATS = tuple(SUFFIXES)
 
 
 def example_batch(net: torch.nn.Module, batch_size: int, input_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch_size, net.conv1.in_channels, *input_size, generator=g)
 
@@ -30,6 +34,8 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
                 batch_size: int | None = None, metadata: dict[str, Any] | None = None) -> Path:
     """Write `net` (eval mode, CPU) as `fmt`. `batch_size` None: any batch size (dynamic); spatial size fixed.
     `metadata` (strings) goes into ONNX files, and beside the others as OUTPUT.json."""
+    import torch
+
     if fmt not in FORMATS:
         raise BadInput(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     net = net.eval().cpu()
@@ -54,6 +60,8 @@ def sidecar(output: Path) -> Path:
 
 def _write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, Any]) -> None:
     """torch.onnx's exporter (the torch.export-based one; needs onnxscript), metadata in `metadata_props`."""
+    import torch
+
     import logging
 
     try:
@@ -83,6 +91,8 @@ def _write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, A
 
 def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
     """Run a written file with the runtime its format is for: TorchScript, torch.export, onnxruntime."""
+    import torch
+
     if fmt == "torchscript":
         return torch.jit.load(str(path))(x)
     if fmt == "export":
@@ -97,6 +107,8 @@ def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
 
 def check_file(path: Path, fmt: str, net: torch.nn.Module, input_size: tuple[int, int], batch_size: int) -> float:
     """Largest absolute difference between the file's output and the PyTorch model's on a random batch."""
+    import torch
+
     x = example_batch(net, batch_size, input_size, seed=1)
     with torch.inference_mode():
         want = net.eval().cpu()(x)
@@ -112,7 +124,7 @@ def format_for(output: Path, fmt: str | None) -> str:
     for name, suffix in SUFFIXES.items():
         if output.suffix == suffix:
             return name
-    raise BadInput(f"cannot tell the format from {output.name!r}; add --format onnx, export or torchscript")
+    raise BadInput(f"cannot tell the format from {output.name!r}; add --format {', '.join(FORMATS)}")
 
 
 def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: int | None = None,

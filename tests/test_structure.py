@@ -87,3 +87,71 @@ def test_cli_top_level_imports_no_torch():
 def test_the_model_table_imports_no_model_code():
     graph = import_graph()
     assert not graph["resnet_cli.models.specs"] - {"resnet_cli.models.registry"}
+
+
+def _functions(folder: Path):
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path, node
+
+
+def test_the_training_core_reads_in_screens():
+    """No function of resnet_cli/train/ runs over 60 lines."""
+    long = [f"{p.name}:{n.name} ({n.end_lineno - n.lineno + 1} lines)" for p, n in _functions(PKG / "train")
+            if n.end_lineno - n.lineno + 1 > 60]
+    assert not long, long
+
+
+def test_one_process_model():
+    """Single-process and torchrun runs are the same kind of object: no `dist is None` branches."""
+    hits = [f"{p.relative_to(PKG)}:{i + 1}" for p in PKG.rglob("*.py")
+            for i, line in enumerate(p.read_text().splitlines()) if "dist is None" in line or "dist is not None" in line]
+    assert not hits, hits
+
+
+def test_the_checkpoint_format_does_not_import_the_data():
+    graph = import_graph()
+    assert not {m for m in graph["resnet_cli.checkpoint"] if m.startswith("resnet_cli.data")}
+    assert "resnet_cli.files" in graph["resnet_cli.checkpoint"]  # the graph is really read
+
+
+def test_no_module_imports_another_modules_private_names():
+    hits = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                hits += [f"{path.relative_to(PKG)}: {node.module}.{a.name}" for a in node.names
+                         if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not hits, hits
+
+
+def test_the_two_process_kinds_have_one_interface():
+    from resnet_cli.train.distributed import SingleProcess, TorchrunProcess
+
+    def public(cls):
+        return {n for n in dir(cls) if not n.startswith("_")} | set(cls.__dataclass_fields__)
+
+    assert public(SingleProcess) == public(TorchrunProcess)
+
+
+def test_the_two_loaders_have_the_loader_interface():
+    """Tensors on the device and image folders serve batches through one interface (data.loader.Loader)."""
+    import torch
+
+    from resnet_cli.data.imagefolder import FolderLoader, ImageFolderDataset
+    from resnet_cli.data.inputs import InputSpec
+    from resnet_cli.data.loader import DeviceLoader, Loader
+
+    spec = InputSpec.of(["a", "b", "c"], 3, 8, 0, (0.5,) * 3, (0.25,) * 3)
+    cpu = torch.device("cpu")
+    loaders = [DeviceLoader(torch.zeros(5, 3, 8, 8, dtype=torch.uint8), torch.zeros(5, dtype=torch.long), 2, spec,
+                            cpu, train=False),
+               FolderLoader(ImageFolderDataset([(Path(f"{i}.png"), 0) for i in range(5)], False, crop=8), 2, spec,
+                            cpu, train=False, workers=0)]
+    members = {n for n in vars(Loader) if not n.startswith("_")}
+    assert members == {"classes", "num_classes", "channels", "batches"}
+    for loader in loaders:
+        assert all(hasattr(loader, n) for n in members)
+        assert loader.input is spec and loader.classes == ["a", "b", "c"] and loader.num_classes == 3
+        assert loader.channels == 3 and len(loader) == 3  # every image once: 2 + 2 + 1

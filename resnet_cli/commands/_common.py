@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from typing import Annotated, Any, Optional
 
 import typer
@@ -25,6 +26,12 @@ NumClassesOpt = Annotated[Optional[int], typer.Option(
     "--num-classes", help="Classes of a registry model \\[default: 1000 or 10].", show_default=False)]
 InChannelsOpt = Annotated[Optional[int], typer.Option(
     "--in-channels", help="Input channels of a registry model \\[default: 3].", show_default=False)]
+
+
+def choices(name: str, values) -> type[Enum]:
+    """A Typer choice type from a choice list written elsewhere once (a config `Literal`'s values, a tuple):
+    members named and valued by the choices, in their order."""
+    return Enum(name, [(v, v) for v in values], type=str)
 
 
 def parse_input_size(text: str | None) -> int | tuple[int, int] | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import typer
 
-from ._common import (DepthOpt, InputSizeOpt, JsonOpt, ModelArg, PlainOpt, check_positive, console,
+from .. import config
+from ._common import (DepthOpt, InputSizeOpt, JsonOpt, ModelArg, PlainOpt, check_positive, choices, console,
                       parse_input_size, print_json)
 
 
@@ -17,18 +18,8 @@ class Mode(str, Enum):
     both = "both"
 
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    tf32 = "tf32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class CompileMode(str, Enum):
-    default = "default"
-    reduce_overhead = "reduce-overhead"
-    max_autotune = "max-autotune"
-    max_autotune_no_cudagraphs = "max-autotune-no-cudagraphs"
+Precision = choices("Precision", [p for p in get_args(config.Precision) if p != "auto"])
+CompileMode = choices("CompileMode", get_args(config.CompileMode))
 
 
 def bench(
@@ -50,7 +41,7 @@ def bench(
         "only for runs of >= train.compile_min_steps steps, so off for a bench].", show_default=False)] = None,
     compile_mode: Annotated[CompileMode, typer.Option(
         "--compile-mode", help="torch.compile mode; reduce-overhead adds CUDA graphs (CUDA only).")]
-    = CompileMode.default,
+    = CompileMode("default"),
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps first.")] = 5,
     iters: Annotated[int, typer.Option("--iters", help="Steps per timed repeat.")] = 10,
@@ -74,7 +65,6 @@ def bench(
     if warmup < 0:
         raise BadInput(f"--warmup must not be negative, got {warmup}")
     from ..bench import run_bench
-    from ..config import TrainConfig
     from ..device import resolve_device
     from ..speed import Speed
 
@@ -82,8 +72,7 @@ def bench(
     on_off = {None: "auto", True: "on", False: "off"}
     # train's rule, with this benchmark's own length as the run length
     speed = Speed.resolve(dev, precision.value if precision else "auto", on_off[channels_last], on_off[compile_],
-                          compile_mode.value, planned_steps=warmup + iters * repeats,
-                          compile_min_steps=TrainConfig().compile_min_steps)
+                          compile_mode.value, planned_steps=warmup + iters * repeats)
     modes = ["train", "infer"] if mode is Mode.both else [mode.value]
     out = run_bench(name, modes, batch_size, size, speed, dev, warmup, iters, repeats, detail)
     if json_out:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import DepthOpt, JsonOpt, ModelArg, PlainOpt, check_positive, fmt_int, print_json
+from ..export import FORMATS
+from ._common import DepthOpt, JsonOpt, ModelArg, PlainOpt, check_positive, choices, fmt_int, print_json
 
 
-class Format(str, Enum):
-    checkpoint = "checkpoint"
-    torchscript = "torchscript"
-    export = "export"
+Format = choices("Format", ("checkpoint", *FORMATS[:2]))  # onnx files come from trained runs: `resnet export`
 
 
 def build(
@@ -29,7 +26,7 @@ def build(
     zero_init_residual: Annotated[bool, typer.Option(
         "--zero-init-residual", help="Start each residual branch at zero (Goyal et al.).")] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="checkpoint (state_dict + config), "
-                                        "torchscript, or export (torch.export .pt2).")] = Format.checkpoint,
+                                        "torchscript, or export (torch.export .pt2).")] = Format("checkpoint"),
     seed: Annotated[int, typer.Option("--seed", help="Seed for the initial weights.")] = 0,
     json_out: JsonOpt = False,
 ) -> None:
@@ -60,7 +57,7 @@ def build(
     net = build_model(**arch).eval()
     params = sum(p.numel() for p in net.parameters())
     config = {"model": arch}
-    if fmt is Format.checkpoint:
+    if fmt.value == "checkpoint":
         from .. import __version__
 
         save_checkpoint(output, {"model": net.state_dict(), "config": config, "resnet_cli": __version__})

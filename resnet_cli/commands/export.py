@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import JsonOpt, parse_input_size, print_json
+from ..export import FORMATS
+from ._common import JsonOpt, choices, parse_input_size, print_json
 
 
-class Format(str, Enum):
-    onnx = "onnx"
-    export = "export"
-    torchscript = "torchscript"
+Format = choices("Format", FORMATS)
 
 
 def export_cmd(
@@ -40,7 +37,7 @@ def export_cmd(
     """Export trained weights for other runtimes, then run the file once and compare it with PyTorch.
 
     The file carries the class names and the input normalisation (ONNX metadata; FILE.json beside the others).
-    ONNX needs the onnx extra: pip install "resnet-cli[onnx]".
+    ONNX needs the onnx extra: pip install "resnet-cli\\[onnx]".
 
     Example: [bold]resnet export runs/resnet20-fashion-mnist -o fashion.onnx[/bold]
     """
