@@ -45,6 +45,7 @@ def folder_run(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_export_each_format_loads_back_and_matches(cli, folder_run, tmp_path):
     run = folder_run / "runs" / "f"
     formats = ["export", "torchscript"]

@@ -13,11 +13,13 @@ from resnet_cli import build_model
 from resnet_cli.cli import app
 
 
+@pytest.mark.slow
 def test_cli_import_does_not_import_torch():
     code = "import sys, resnet_cli.cli; assert 'torch' not in sys.modules and 'fvcore' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_version():
     out = subprocess.run([sys.executable, "-m", "resnet_cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("resnet-cli ")
@@ -30,6 +32,7 @@ def test_help_has_examples(cli):
         assert "Example" in result.stdout
 
 
+@pytest.mark.slow
 def test_list_json_and_table(cli):
     rows = cli.json("list", "resnet*")
     assert {r["name"] for r in rows} >= {"resnet18", "resnet1202", "resnet152-v1.5"}

@@ -66,6 +66,7 @@ def test_register_model_is_open_for_extension(monkeypatch):
         register_model(info)(tiny)
 
 
+@pytest.mark.slow
 def test_names_and_the_model_table_need_no_torch():
     """Listing, describing and resolving models must not import torch (the CLI checks names before paying
     for it); building one does."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import subprocess
 import sys
@@ -78,6 +80,7 @@ def test_the_registry_never_imports_the_models():
     assert not graph["resnet_cli.models.registry"] - {"resnet_cli.errors"}
 
 
+@pytest.mark.slow
 def test_cli_top_level_imports_no_torch():
     code = "import sys, resnet_cli.cli; print('torch' in sys.modules, 'fvcore' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -137,6 +137,7 @@ def test_lr_schedules():
     assert epochs(19) == pytest.approx(0.1) and epochs(20) == pytest.approx(0.01)
 
 
+@pytest.mark.slow
 def test_fashion_mnist_preset_runs_on_real_data(cli, tmp_path, fashion_dir):
     out = train(cli, tmp_path, "--preset", "fashion-mnist", "--data-dir", fashion_dir, "--epochs", "1",
                 "--set", "data.train_limit=4096", "--set", "data.test_limit=500", "--set", "train.warmup_steps=4")

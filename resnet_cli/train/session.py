@@ -67,7 +67,8 @@ def _session(cfg: Config, quiet: bool, point: ResumePoint | None) -> RunResult |
     process = from_env(cfg.run.device)
     try:
         progress = Progress(enabled=not quiet and process.is_main)
-        trainer = Trainer(build_run(cfg, process, progress, resuming=point is not None), progress)
+        run = build_run(cfg, process, progress, resuming=point is not None)
+        trainer = Trainer(run, progress)
         if point is not None:
             resumed = trainer.restore(point.checkpoint)
             if trainer.finished:
