@@ -5,7 +5,9 @@ where `config["model"]` rebuilds the network with `build_model(**config["model"]
 key, where a training run's weights started from; `ModelConfig.architecture()`).
 Training adds optimizer, scheduler, scaler and RNG state under more keys. Only
 tensors and plain containers go in, so nothing in a checkpoint can run code.
-`model_from_checkpoint` is the one way back from a file (or run folder) to a model.
+`model_from_checkpoint` is the one way back from a file (or run folder) to a model. Writing goes
+through files.atomic_write; what a model expects of an image is data.InputSpec (the "input" entry);
+starting a run from a checkpoint's weights is train/init_weights.py.
 """
 
 from __future__ import annotations
@@ -113,55 +115,6 @@ def uses_ema(ckpt: dict[str, Any], weights: str = "auto") -> bool:
     if weights == "ema" and not has:
         raise BadInput("this checkpoint has no EMA weights (the run did not set train.ema)")
     return has and weights != "raw"
-
-
-def init_from(model: Any, source: str | os.PathLike, name: str) -> str:
-    """model.init: copy the weights of `source` (a run folder, one of our checkpoints or a bare torchvision-format
-    state_dict) into `model`, a freshly built `name`, and return the one line that says what happened.
-
-    Every tensor is matched by name and shape. A head (fc) or stem convolution of another shape (another
-    num_classes or in_channels) keeps the new net's own initialisation; anything else that does not fit is
-    one BadInput line. BatchNorm's batch counters may be absent (older torchvision files)."""
-    path = checkpoint_file(source)
-    if not path.exists():
-        known = re.fullmatch(r"(resnet\d+)-[0-9a-f]{8}\.pth", path.name)
-        hint = f"; torchvision's file is at https://download.pytorch.org/models/{path.name}" if known else ""
-        raise BadInput(f"model.init: {path} not found{hint}")
-    ckpt = load_checkpoint(path)
-    state = state_dict_of(ckpt)
-    target = model.state_dict()
-    where = f"model.init {path}"
-    if is_full_checkpoint(ckpt) and ckpt["config"]["model"].get("name") not in (None, name):
-        where += f" (a {ckpt['config']['model']['name']})"
-    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in target]
-    if missing or unexpected:
-        parts = [f"{len(missing)} of its tensors missing ({', '.join(missing[:3])}...)" if missing else "",
-                 f"{len(unexpected)} unknown to it ({', '.join(unexpected[:3])}...)" if unexpected else ""]
-        raise BadInput(f"{where} does not fit {name}: {'; '.join(p for p in parts if p)}; is it another "
-                       "architecture?")
-    renewed = {"fc.weight": 0, "fc.bias": 0, "conv1.weight": 1}  # the one dimension a new head (stem) changes
-
-    def only_dim(k: str, dim: int) -> bool:
-        a, b = list(state[k].shape), list(target[k].shape)
-        return len(a) == len(b) and all(x == y for i, (x, y) in enumerate(zip(a, b)) if i != dim)
-
-    differ = [k for k in target if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
-    inside = [k for k in differ if k not in renewed or not only_dim(k, renewed[k])]
-    if inside:
-        k = inside[0]
-        raise BadInput(f"{where} does not fit {name}: {k} is {list(state[k].shape)}, the model's is "
-                       f"{list(target[k].shape)}" + (f" ({len(inside) - 1} more)" if len(inside) > 1 else ""))
-    model.load_state_dict({k: v for k, v in state.items() if k not in differ}, strict=False)
-    loaded = sum(1 for k in state if k not in differ)
-    line = f"model.init: loaded {loaded} of {len(target)} tensors from {path}"
-    new = []
-    if "fc.weight" in differ:
-        new.append(f"new head fc ({state['fc.weight'].shape[0]} -> {target['fc.weight'].shape[0]} classes)")
-    if "conv1.weight" in differ:
-        new.append(f"new stem conv1 ({state['conv1.weight'].shape[1]} -> {target['conv1.weight'].shape[1]} "
-                   "input channels)")
-    return line + ("; " + ", ".join(new) if new else "; nothing re-initialised")
 
 
 @dataclass

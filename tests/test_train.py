@@ -14,7 +14,9 @@ from resnet_cli.train.schedule import LRSchedule
 from resnet_cli.config import TrainConfig
 
 # CPU: resume is bit-exact for CPU kernels (GPU runs are checked in test_gpu.py)
-SMALL = ["--preset", "smoke", "--device", "cpu", "--set", "data.synthetic_train=256", "--set", "data.synthetic_test=64"]
+from conftest import smoke
+
+SMALL = smoke()  # 256 training images, 64 test images, CPU
 
 
 def train(cli, tmp_path, *args):

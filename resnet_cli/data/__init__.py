@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import BadInput
-from .inputs import InputSpec
+from .inputs import DescribedByInput, InputSpec
 
 if TYPE_CHECKING:
     import torch
 
 
 @dataclass
-class TensorData:
+class TensorData(DescribedByInput):
     """A dataset small enough to live on the device: uint8 N x C x H x W images and int64 labels per split."""
 
     train_x: "torch.Tensor"
@@ -32,18 +32,6 @@ class TensorData:
     val_x: "torch.Tensor | None" = None  # data.val_split: images held out of the training set
     val_y: "torch.Tensor | None" = None
     crops_while_decoding: ClassVar[bool] = False  # crop and flip happen in the batch augmentation
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.input.classes)
-
-    @property
-    def num_classes(self) -> int:
-        return self.input.num_classes
-
-    @property
-    def channels(self) -> int:
-        return self.input.channels
 
     @property
     def has_val(self) -> bool:
@@ -68,7 +56,7 @@ class TensorData:
 
 
 @dataclass
-class FolderData:
+class FolderData(DescribedByInput):
     """Image folders: too large for the device, decoded (and cropped) by worker processes."""
 
     train_set: object  # ImageFolderDataset
@@ -77,18 +65,6 @@ class FolderData:
     val_set: object = None
     workers: int = 4  # decoding processes per training process
     crops_while_decoding: ClassVar[bool] = True  # the scale augmentation and flip happen while decoding
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.input.classes)
-
-    @property
-    def num_classes(self) -> int:
-        return self.input.num_classes
-
-    @property
-    def channels(self) -> int:
-        return self.input.channels
 
     @property
     def has_val(self) -> bool:

@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 
 from ..errors import BadInput
-from .inputs import InputSpec
+from .inputs import DescribedByInput, InputSpec
 from .loader import batch_seed, model_batch, shard_indices, shard_len
 from .transforms import center_crop, crop_to_tensor, resize_shorter
 
@@ -83,7 +83,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                                   scale=self.scale)
 
 
-class FolderLoader:
+class FolderLoader(DescribedByInput):
     """The `Loader` of image folders: decoded and cropped in DataLoader workers, normalised (and given the
     batch augmentations) on the device; sharded by rank."""
 
@@ -95,18 +95,6 @@ class FolderLoader:
         self.mean, self.std = input.normalizer(device)
         self.seed, self.channels_last, self.rank, self.world, self.workers = seed, channels_last, rank, world, workers
         self.augment = augment  # TrainAugment's batch ops (crop and flip happened while decoding)
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.input.classes)
-
-    @property
-    def num_classes(self) -> int:
-        return self.input.num_classes
-
-    @property
-    def channels(self) -> int:
-        return self.input.channels
 
     def __len__(self) -> int:
         return shard_len(len(self.dataset), self.batch_size, self.train, self.rank, self.world)

@@ -73,3 +73,22 @@ class InputSpec:
 
             img = img.resize((w, h), Image.BILINEAR)
         return to_tensor(img)
+
+
+class DescribedByInput:
+    """`classes`, `num_classes` and `channels` of anything that holds an `input` InputSpec: the datasets and
+    their loaders."""
+
+    input: InputSpec
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.input.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.input.num_classes
+
+    @property
+    def channels(self) -> int:
+        return self.input.channels

@@ -14,7 +14,7 @@ from typing import Iterator, Protocol
 import torch
 
 from .augment import TrainAugment, to_float
-from .inputs import InputSpec
+from .inputs import DescribedByInput, InputSpec
 
 
 class Loader(Protocol):
@@ -87,7 +87,7 @@ def model_batch(x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch
     return x, y
 
 
-class DeviceLoader:
+class DeviceLoader(DescribedByInput):
     """The `Loader` of a dataset held as uint8 tensors: moved to the device once, batched and augmented there."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, input: InputSpec,
@@ -101,18 +101,6 @@ class DeviceLoader:
         self.augment = augment or TrainAugment()
         self.seed, self.device, self.channels_last = seed, device, channels_last
         self.rank, self.world = rank, world
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.input.classes)
-
-    @property
-    def num_classes(self) -> int:
-        return self.input.num_classes
-
-    @property
-    def channels(self) -> int:
-        return self.input.channels
 
     def __len__(self) -> int:
         return shard_len(len(self.x), self.batch_size, self.train, self.rank, self.world)

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..checkpoint import init_from
 from ..config import Config, from_dict
 from ..data import Data, load_data, make_loader
 from ..data.loader import Loader
@@ -28,6 +27,7 @@ from . import tensorboard
 from .distributed import Process
 from .ema import EMA
 from .evaluations import splits
+from .init_weights import init_from
 from .progress import Progress
 from .schedule import LRSchedule
 from .step import TrainStep, make_optimizer
