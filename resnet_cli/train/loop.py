@@ -34,7 +34,8 @@ from ..errors import Interrupted, RunFailed
 from ..files import atomic_write_text
 from ..models.resnet import stage_of
 from . import tensorboard
-from .build import Run
+from .build import Run, build_run
+from .distributed import from_env
 from .evaluate import evaluate
 from .evaluations import METRICS, epoch_line, evaluations, metric_fields, selection_metric
 from .progress import Progress
@@ -132,9 +133,6 @@ class Trainer:
     @classmethod
     def for_config(cls, cfg, progress: Progress | None = None) -> "Trainer":
         """A trainer of `cfg` in this process (benchmarks, tests; `resnet train` goes through session.py)."""
-        from .build import build_run
-        from .distributed import from_env
-
         progress = progress or Progress(enabled=False)
         return cls(build_run(cfg, from_env(cfg.run.device), progress), progress)
 
