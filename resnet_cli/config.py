@@ -141,6 +141,10 @@ class RunConfig:
     stop_after_epochs: int = 0  # > 0: stop (resumably) after this many epochs of this invocation; for time-limited jobs
     tensorboard: Auto = "auto"  # TensorBoard event files in the run folder, the scalars of metrics.csv;
     #                             auto: when the `tensorboard` extra is installed
+    resume: Literal["off", "auto"] = "off"  # auto: one command line for the first start and every restart
+    #                                         (torchrun --max-restarts, SLURM --requeue, a Job's restart): the run
+    #                                         folder run_dir/name (name as given, never numbered) is resumed from
+    #                                         its last.pt when it has one, else the run starts there
 
 
 @dataclass

@@ -59,6 +59,15 @@ def is_usage_error(exc: BaseException) -> bool:
     return isinstance(exc, _click().UsageError)
 
 
+def lost_peer(exc: BaseException) -> bool:
+    """A collective failed because another rank died (killed, out of memory, its node lost)."""
+    if type(exc).__name__ in ("DistBackendError", "DistNetworkError"):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and "gloo" in text and ("Connection reset by peer" in text
+                                                                 or "Connection closed by peer" in text)
+
+
 def describe(exc: BaseException) -> tuple | None:
     """(message, exit code[, prefix]) for errors that are the user's or the machine's, not ours; None for a bug."""
     import errno
@@ -80,6 +89,10 @@ def describe(exc: BaseException) -> tuple | None:
         return f"no space left on device{f' writing {exc.filename}' if exc.filename else ''}", EXIT_CHECK_FAILED
     if isinstance(exc, (PermissionError, IsADirectoryError, NotADirectoryError, FileNotFoundError)):
         return f"{exc.strerror or exc}: {exc.filename}", EXIT_BAD_INPUT
+    if lost_peer(exc):
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return (f"another process of this torchrun group stopped ({first}); under torchrun --max-restarts the group "
+                "is started again, and --resume auto continues from last.pt", EXIT_CHECK_FAILED)
     if type(exc).__name__ == "OutOfMemoryError":
         return "out of device memory; try a smaller --batch-size", EXIT_CHECK_FAILED
     return None

@@ -44,8 +44,10 @@ def train(
     name: Annotated[Optional[str], typer.Option("--name", show_default=False,
                                                 help="run.name \\[default: <model>-<dataset>]")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", show_default=False, help="run.seed")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue a run from RUN_DIR/last.pt (or a "
-                                                   "checkpoint file).", show_default=False)] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue a run from RUN_DIR/last.pt (or a "
+                                                  "checkpoint file); auto: resume run_dir/name if it has a last.pt, "
+                                                  "else start it there (one command line for restarts; run.resume).",
+                                                  show_default=False)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -62,6 +64,8 @@ def train(
     Example: [bold]resnet train --preset fashion-mnist --data-dir ../shared/data/fashion-mnist[/bold]
 
     Fine-tune: [bold]resnet train --preset finetune --init resnet18-f37072fd.pth --data-dir DIR --freeze conv1,conv2_x[/bold]
+
+    Restartable (torchrun --max-restarts, SLURM --requeue): [bold]resnet train --preset imagenet --name r50 --resume auto[/bold]
     """
     from .. import config as C
     from ..errors import BadInput
@@ -75,19 +79,22 @@ def train(
                              "run.run_dir": run_dir, "run.name": name, "run.seed": seed, "model.init": init,
                              "train.freeze": [f.strip() for f in freeze.split(",") if f.strip()]
                              if freeze is not None else None}
+    if resume == "auto":  # a new run's config, which a last.pt in run_dir/name, if any, must agree with
+        flags["run.resume"], resume = "auto", None
     if resume is not None:
         from ..train.resume import resume_point
 
         if preset or config:
             raise BadInput("--resume takes its config from the checkpoint; drop --preset/--config")
-        point = resume_point(resume, {**flags, **dict(C.parse_set(s) for s in set_ or [])})
+        point = resume_point(Path(resume), {**flags, **dict(C.parse_set(s) for s in set_ or [])})
         cfg = point.cfg
     else:
         point, cfg = None, C.resolve(preset, config, flags, set_)
+    from ..train.session import config_to_run, resume_run, train_run
+
     if print_config:
-        typer.echo(C.to_yaml(cfg), nl=False)
+        typer.echo(C.to_yaml(config_to_run(cfg)), nl=False)
         return
-    from ..train.session import resume_run, train_run
 
     result = resume_run(point, quiet=json_out) if point is not None else train_run(cfg, quiet=json_out)
     if result is None:  # not rank 0: rank 0 reports

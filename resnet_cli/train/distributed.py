@@ -70,6 +70,10 @@ class SingleProcess:
     def max(self, value: int) -> int:
         return int(value)
 
+    def broadcast(self, obj):
+        """Rank 0's `obj` (picklable), on every rank."""
+        return obj
+
     def stop_agreed(self, signal: int, at_interval: bool) -> int:
         """The stop signal every rank acts on now: one process stops at the step it received it."""
         return signal
@@ -127,6 +131,12 @@ class TorchrunProcess:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 
+    def broadcast(self, obj):
+        """Rank 0's `obj` (picklable), on every rank: what rank 0 decided, the others follow."""
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def stop_agreed(self, signal: int, at_interval: bool) -> int:
         """Ranks agree on a stop at log intervals only (one collective there), so all stop at the same step."""
         return self.max(signal) if at_interval else 0
@@ -163,5 +173,23 @@ def from_env(device_pref: str = "auto") -> Process:
         device = torch.device("cpu")
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+        timeout = datetime.timedelta(minutes=30)
+        dist.init_process_group(backend, timeout=timeout, **attempt_store(rank, world, timeout))
     return TorchrunProcess(rank, world, local_rank, device, backend)
+
+
+def attempt_store(rank: int, world: int, timeout: datetime.timedelta) -> dict:
+    """Under torchrun, the rendezvous store of this restart attempt (init_process_group's store, rank and
+    world_size); {} under other launchers (env:// as usual).
+
+    torchrun --max-restarts starts the workers again against the same agent store, and with torch 2.13's
+    env:// rendezvous the new group reads the keys the dead workers wrote (their addresses): gloo's
+    connectFullMesh then fails with "Connection refused" and the restart is lost. Keys under a prefix of
+    TORCHELASTIC_RESTART_COUNT are the attempt's own."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or "MASTER_ADDR" not in os.environ:
+        return {}
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_hosts_it and rank == 0, timeout=timeout)
+    return {"store": dist.PrefixStore(f"resnet-cli/attempt-{attempt}", store), "rank": rank, "world_size": world}

@@ -30,7 +30,7 @@ import torch
 from ..checkpoint import save_checkpoint
 from ..config import parse_interval, to_yaml
 from ..data.augment import hard_labels
-from ..errors import Interrupted, RunFailed
+from ..errors import BadInput, Interrupted, RunFailed
 from ..files import atomic_write_text
 from ..models.resnet import stage_of
 from . import tensorboard
@@ -39,7 +39,7 @@ from .distributed import from_env
 from .evaluate import evaluate
 from .evaluations import METRICS, epoch_line, evaluations, metric_fields, selection_metric
 from .progress import Progress
-from .rundir import create_run_dir, write_metrics
+from .rundir import claim_run_dir, create_run_dir, run_name, write_metrics
 from .state import RunState, StopRules, invocation_done, reaches_target
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C; SLURM, Kubernetes, timeout, torchrun; SLURM --signal
@@ -151,23 +151,31 @@ class Trainer:
                 "scheduler": {"step": self.state.step, "plan": self.lr_at.plan()},
                 "best_top1": best[self.selection] if best else -1.0, "finished": self.finished}
 
-    def open_run_dir(self, run_dir: Path | None = None) -> Path | None:
-        """Create the run folder (or take over `run_dir` when resuming) and write config.yaml; rank 0 only."""
-        if not self.run.process.is_main:  # other ranks write nothing; a new run's folder name is rank 0's
-            self.run_dir = run_dir
-            return run_dir
-        if run_dir is None:
-            name = self.cfg.run.name or f"{self.cfg.model.name}-{self.cfg.data.dataset}"
-            run_dir = create_run_dir(self.cfg.run.run_dir, name)
-        else:  # resuming: a process killed mid-write leaves its temporary file behind
-            for stale in run_dir.glob(".*.tmp.*"):
-                stale.unlink(missing_ok=True)
-        self.run_dir = run_dir
-        atomic_write_text(run_dir / "config.yaml", to_yaml(self.cfg))
-        if self.run.tensorboard:
+    def open_run_dir(self, run_dir: Path | None = None) -> Path:
+        """Rank 0 creates the run folder (numbered when the name is taken; exactly run_dir/name under
+        run.resume auto) or takes over `run_dir` (resuming), and writes config.yaml; every rank then knows the
+        folder and must see it (checkpoints written by global rank 0 are read by every rank on a resume)."""
+        process = self.run.process
+        if process.is_main:
+            run_dir = self._make_run_dir(run_dir)
+            atomic_write_text(run_dir / "config.yaml", to_yaml(self.cfg))
+        self.run_dir = run_dir = Path(process.broadcast(str(run_dir) if process.is_main else None))
+        if process.max(int(not run_dir.is_dir())):
+            raise BadInput(f"run folder {run_dir} was made by global rank 0 but other ranks do not see it: put "
+                           "run.run_dir on a file system every node shares, so that a resume finds last.pt")
+        if process.is_main and self.run.tensorboard:
             step = self.state.step
             self.scalars = tensorboard.Scalars(run_dir, purge_step=step + 1 if step else None)
         return run_dir
+
+    def _make_run_dir(self, run_dir: Path | None) -> Path:
+        if run_dir is not None:  # resuming: a process killed mid-write leaves its temporary file behind
+            for stale in run_dir.glob(".*.tmp.*"):
+                stale.unlink(missing_ok=True)
+            return run_dir
+        if self.cfg.run.resume == "auto":  # exactly the name: a restart with the same command line finds it
+            return claim_run_dir(self.cfg.run.run_dir, run_name(self.cfg))
+        return create_run_dir(self.cfg.run.run_dir, run_name(self.cfg))
 
     def save(self, improved: bool = False) -> None:
         """last.pt (and best.pt when `improved`), atomically: a failed write leaves the previous file intact."""

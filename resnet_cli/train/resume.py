@@ -15,11 +15,14 @@ from typing import Any
 from .. import config as C
 from ..checkpoint import checkpoint_file, load_checkpoint
 from ..errors import BadInput
+from .rundir import run_name
 
 RESUMABLE = {"train.epochs", "train.steps", "run.device", "data.data_dir", "run.stop_after_epochs",
              "train.channels_last", "train.compile", "train.compile_mode", "train.compile_min_steps",
              "train.checkpoint_every", "train.log_interval", "train.target_top1", "train.stop_at_target",
-             "train.patience", "run.tensorboard", "data.workers"}
+             "train.patience", "run.tensorboard", "data.workers", "run.resume"}
+# Where the run lives: --resume auto found the folder by them, so they agree by construction.
+WHERE = {"run.run_dir", "run.name"}
 
 
 @dataclass
@@ -29,14 +32,14 @@ class ResumePoint:
     run_dir: Path  # the run folder it continues
 
 
-def resume_point(source: Path, changes: dict[str, Any]) -> ResumePoint:
-    """The run `source` (a run folder's last.pt, or a checkpoint file) continues, with `changes`
-    ({dotted key: value}, None values ignored) applied where RESUMABLE allows."""
+def resume_point(source: Path, changes: dict[str, Any], ckpt: dict[str, Any] | None = None) -> ResumePoint:
+    """The run `source` (a run folder's last.pt, or a checkpoint file; `ckpt` when already loaded) continues,
+    with `changes` ({dotted key: value}, None values ignored) applied where RESUMABLE allows."""
     try:
         path = checkpoint_file(source, prefer="last")
     except BadInput:
         raise BadInput(f"--resume {source}: no last.pt in that folder") from None
-    ckpt = load_checkpoint(path)
+    ckpt = ckpt if ckpt is not None else load_checkpoint(path)
     if "optimizer" not in ckpt or "step" not in ckpt or not isinstance(ckpt.get("config"), dict):
         raise BadInput(f"--resume {path}: not a training checkpoint (no optimizer state)")
     changes = {k: v for k, v in changes.items() if v is not None}
@@ -47,3 +50,31 @@ def resume_point(source: Path, changes: dict[str, Any]) -> ResumePoint:
     flat = C.flatten(ckpt["config"], f"config in {path}")
     flat.update(changes)
     return ResumePoint(C.build_config(flat), ckpt, path.parent)
+
+
+def auto_point(cfg: C.Config, process) -> ResumePoint | None:
+    """run.resume: auto. The run folder run_dir/name has a last.pt: the run it continues, with the command
+    line's resumable keys applied (any other key that differs is one BadInput line naming them); no last.pt:
+    None, a new run starts there. Rank 0 decides and the others follow; every rank must see the file (a run
+    folder on a file system all nodes share), or all of them stop with one line."""
+    folder = Path(cfg.run.run_dir) / run_name(cfg)
+    last = folder / "last.pt"
+    if not process.broadcast(last.is_file() if process.is_main else None):
+        return None
+    if process.max(int(not last.is_file())):
+        raise BadInput(f"--resume auto: rank 0 found {last} but rank(s) of another node do not: put run.run_dir "
+                       "on a file system every node shares (checkpoints are written by global rank 0)")
+    ckpt = load_checkpoint(last)
+    if not isinstance(ckpt.get("config"), dict):
+        raise BadInput(f"--resume auto: {last} is not a training checkpoint")
+    saved = C.flatten(C.from_dict(ckpt["config"], f"config in {last}").to_dict(), "checkpoint")
+    given = C.flatten(cfg.to_dict(), "command line")
+    fitted = {"model.num_classes", "model.in_channels"}  # 0 on the command line: the data's, as saved
+    differ = {k for k in given if given[k] != saved.get(k) and not (k in fitted and given[k] == 0)} - WHERE
+    conflicts = sorted(differ - RESUMABLE)
+    if conflicts:
+        shown = ", ".join(f"{k} {saved.get(k)!r} (now {given[k]!r})" for k in conflicts[:4])
+        raise BadInput(f"--resume auto: {folder} was started with other settings: {shown}"
+                       f"{f' and {len(conflicts) - 4} more' if len(conflicts) > 4 else ''}; run the command it was "
+                       "started with, or choose another --name")
+    return resume_point(last, {k: given[k] for k in differ}, ckpt)

@@ -12,13 +12,49 @@ from ..files import atomic_write_text, ensure_writable_dir
 from .evaluations import METRIC_FIELDS
 
 
+def run_name(cfg) -> str:
+    """The run folder's name: run.name, else <model>-<dataset> (deterministic, so a restart finds it)."""
+    return cfg.run.name or f"{cfg.model.name}-{cfg.data.dataset}"
+
+
+def check_name(name: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise BadInput(f"run name {name!r} must be a plain folder name")
+
+
+# What a run folder holds before its first checkpoint: a start that died that early left only these.
+BEFORE_FIRST_CHECKPOINT = ("config.yaml", "events.out.tfevents.*", ".*.tmp.*")
+
+
+def claim_run_dir(parent: str | os.PathLike, name: str) -> Path:
+    """Make `parent/name` exactly (run.resume: auto, which has no last.pt there). A folder that is already
+    there is taken over only when it holds nothing but what a start that died before its first checkpoint
+    wrote; anything else is somebody's work, and refused."""
+    check_name(name)
+    folder = ensure_writable_dir(parent) / name
+    try:
+        folder.mkdir()
+        return folder
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise BadInput(f"cannot create run folder {folder}: {e.strerror}") from None
+    if not folder.is_dir():
+        raise BadInput(f"run folder {folder} is a file; choose another --name")
+    other = sorted(p.name for p in folder.iterdir() if not any(p.match(g) for g in BEFORE_FIRST_CHECKPOINT))
+    if other:
+        raise BadInput(f"--resume auto: {folder} has no last.pt to resume but holds {', '.join(other[:3])}"
+                       f"{' ...' if len(other) > 3 else ''}; it is not a run this command started: choose another "
+                       "--name")
+    return folder
+
+
 def create_run_dir(parent: str | os.PathLike, name: str) -> Path:
     """Make `parent/name`, or `name-2`, `name-3`, ... if taken.
 
     `mkdir` is atomic, so two runs started at once with the same name get different folders.
     """
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise BadInput(f"run name {name!r} must be a plain folder name")
+    check_name(name)
     parent = ensure_writable_dir(parent)
     for i in range(1, 10_000):
         candidate = parent / (name if i == 1 else f"{name}-{i}")

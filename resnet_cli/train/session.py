@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config import Config
 from .build import build_run
-from .distributed import from_env
+from .distributed import SingleProcess, from_env
 from .evaluations import top1_columns
 from .loop import Resumed, Trainer
 from .progress import Progress
-from .resume import ResumePoint
+from .resume import ResumePoint, auto_point
 
 
 @dataclass
@@ -63,9 +65,21 @@ def resume_run(point: ResumePoint, quiet: bool = False) -> RunResult | None:
     return _session(point.cfg, quiet, point)
 
 
+def config_to_run(cfg: Config) -> Config:
+    """The config `train_run(cfg)` would train (--print-config): under run.resume auto with a last.pt in the
+    run folder, the resumed run's."""
+    if cfg.run.resume != "auto":
+        return cfg
+    point = auto_point(cfg, SingleProcess(torch.device("cpu")))
+    return point.cfg if point is not None else cfg
+
+
 def _session(cfg: Config, quiet: bool, point: ResumePoint | None) -> RunResult | None:
     process = from_env(cfg.run.device)
     try:
+        if point is None and cfg.run.resume == "auto":  # the same command line starts the run and resumes it
+            point = auto_point(cfg, process)
+            cfg = point.cfg if point is not None else cfg
         progress = Progress(enabled=not quiet and process.is_main)
         run = build_run(cfg, process, progress, resuming=point is not None)
         trainer = Trainer(run, progress)
