@@ -207,14 +207,20 @@ class Trainer:
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal:  # a second signal: stop now, without a checkpoint
-            raise Interrupted(f"stopped at once by a second {signal.Signals(signum).name}; no checkpoint was "
-                              f"written since the last one. Resume with: {self.resume_command()}", signum)
+            raise self._said(Interrupted(f"stopped at once by a second {signal.Signals(signum).name}; no checkpoint "
+                                         f"was written since the last one. Resume with: {self.resume_command()}",
+                                         signum))
         self.stop_signal = signum
 
     def _interrupted(self, where: str) -> Interrupted:
         name = signal.Signals(self.stop_signal).name
         note = "" if name == "SIGINT" else f" ({name})"
-        return Interrupted(f"checkpoint saved {where}{note}; resume with: {self.resume_command()}", self.stop_signal)
+        return self._said(Interrupted(f"checkpoint saved {where}{note}; resume with: {self.resume_command()}",
+                                      self.stop_signal))
+
+    def _said(self, stop: Interrupted) -> Interrupted:
+        """Every rank stops with the same exit code; rank 0 alone prints the line (the others' would repeat it)."""
+        return stop if self.run.process.is_main else Interrupted("", stop.exit_code - 128)
 
     def _nonfinite(self, epoch: int, step: int, value: float) -> RunFailed:
         last = f"{self.run_dir}/last.pt (epoch {self.state.epoch})" if self.state.rows else "none yet"

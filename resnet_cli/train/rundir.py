@@ -32,13 +32,8 @@ def claim_run_dir(parent: str | os.PathLike, name: str) -> Path:
     wrote; anything else is somebody's work, and refused."""
     check_name(name)
     folder = ensure_writable_dir(parent) / name
-    try:
-        folder.mkdir()
+    if made(folder):
         return folder
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise BadInput(f"cannot create run folder {folder}: {e.strerror}") from None
     if not folder.is_dir():
         raise BadInput(f"run folder {folder} is a file; choose another --name")
     other = sorted(p.name for p in folder.iterdir() if not any(p.match(g) for g in BEFORE_FIRST_CHECKPOINT))
@@ -58,14 +53,20 @@ def create_run_dir(parent: str | os.PathLike, name: str) -> Path:
     parent = ensure_writable_dir(parent)
     for i in range(1, 10_000):
         candidate = parent / (name if i == 1 else f"{name}-{i}")
-        try:
-            candidate.mkdir()
+        if made(candidate):
             return candidate
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise BadInput(f"cannot create run folder {candidate}: {e.strerror}") from None
     raise BadInput(f"too many runs named {name!r} in {parent}")
+
+
+def made(folder: Path) -> bool:
+    """Create `folder` (atomically: of two processes, one makes it); False when it was already there."""
+    try:
+        folder.mkdir()
+        return True
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise BadInput(f"cannot create run folder {folder}: {e.strerror}") from None
 
 
 def write_metrics(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:
