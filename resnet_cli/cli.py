@@ -25,6 +25,7 @@ from .commands import gradflow as gradflow_cmd
 from .commands import list as list_cmd
 from .commands import plot as plot_cmd
 from .commands import predict as predict_cmd
+from .commands import presets as presets_cmd
 from .commands import summary as summary_cmd
 from .commands import train as train_cmd
 from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, describe, is_usage_error
@@ -49,6 +50,14 @@ def _fail(message: str, code: int, prefix: str = "error", as_json: bool = False)
     sys.exit(code)
 
 
+def _set_hint(option: str) -> str:
+    """`resnet train --momentum 0.8`: every config key is reachable with --set; name the one meant."""
+    from .config import key_for_option
+
+    key = key_for_option(option)
+    return f"; to set {key}, use --set {key}=VALUE" if key else "; any config key: --set SECTION.KEY=VALUE"
+
+
 class ResnetGroup(TyperGroup):
     """TyperGroup whose `main` turns known errors into one line on stderr and an exit code."""
 
@@ -67,6 +76,9 @@ class ResnetGroup(TyperGroup):
             if _debugging() and not is_usage_error(exc):
                 raise
             known = describe(exc)
+            if known is not None and type(exc).__name__ == "NoSuchOption" and getattr(exc, "ctx", None) is not None \
+                    and exc.ctx.command.name == "train":
+                known = (known[0] + _set_hint(exc.option_name), *known[1:])
             if known is None:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 _fail(f"internal error: {type(exc).__name__}: {first[:300]} "
@@ -106,6 +118,7 @@ def root(
 
 app.command("list")(list_cmd.list_models_cmd)
 app.command("build")(build_cmd.build)
+app.command("presets")(presets_cmd.presets_cmd)
 app.command("summary")(summary_cmd.summary)
 app.command("flops")(flops_cmd.flops)
 app.command("train")(train_cmd.train)

@@ -14,7 +14,7 @@ import os
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Callable, Literal, get_args, get_origin
 
 from .errors import BadInput
 
@@ -186,7 +186,22 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.yaml"))
 
 
+def preset_descriptions() -> dict[str, str]:
+    """Each preset's one-line description (its `description:`), by name."""
+    out = {}
+    for name in list_presets():
+        path = presets_dir() / f"{name}.yaml"
+        out[name] = str(_load_yaml(path, "preset").get("description", "")) if path.is_file() else ""
+    return out
+
+
 def read_yaml(path: Path, what: str) -> dict[str, Any]:
+    data = _load_yaml(path, what)
+    data.pop("description", None)  # presets carry a one-line description
+    return data
+
+
+def _load_yaml(path: Path, what: str) -> dict[str, Any]:
     import yaml
 
     try:
@@ -206,7 +221,6 @@ def read_yaml(path: Path, what: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise BadInput(f"{what} {path} must be a mapping of sections (model, data, train, run)")
-    data.pop("description", None)  # presets carry a one-line description
     return data
 
 
@@ -255,6 +269,16 @@ def check_key(key: str, source: str) -> None:
         else:
             options = all_keys()
         raise BadInput(f"{source}: unknown key {key!r}{_suggest(key, options)}")
+
+
+def key_for_option(option: str) -> str | None:
+    """The config key an unknown command-line option most likely meant (--momentum -> train.momentum), for the
+    hint that points to --set; None when nothing is close."""
+    leaf = option.lstrip("-").replace("-", "_").lower()
+    keys = all_keys()
+    leaves = {k.split(".", 1)[1]: k for k in reversed(keys)}  # the first section wins a shared leaf name
+    close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.75)
+    return leaves[close[0]] if close else None
 
 
 def parse_set(item: str) -> tuple[str, Any]:
@@ -336,8 +360,12 @@ def build_config(flat: dict[str, Any]) -> Config:
 
 
 def resolve(preset: str | None = None, config_file: str | os.PathLike | None = None,
-            flags: dict[str, Any] | None = None, sets: list[str] | None = None) -> Config:
+            flags: dict[str, Any] | None = None, sets: list[str] | None = None,
+            identify: Callable[[str], str] | None = None) -> Config:
     """Layer the sources in their fixed precedence and return a checked Config.
+
+    `identify` (data.identify_dataset) names the dataset in data.data_dir when no layer names one, so that
+    `--data-dir DIR` alone never trains on the default synthetic data.
 
     Choosing adamw in one layer also replaces the SGD-minded lr, weight decay and no_wd_bn_bias of the layers
     below it (a preset's lr 0.1, say) with ADAMW_DEFAULTS, unless that layer or a higher one sets them too
@@ -363,6 +391,8 @@ def resolve(preset: str | None = None, config_file: str | os.PathLike | None = N
         for key, value in ADAMW_DEFAULTS.items():
             if level.get(key, -1) < level["train.optimizer"]:
                 flat[key] = value
+    if identify is not None and "data.dataset" not in flat and flat.get("data.data_dir"):
+        flat["data.dataset"] = identify(str(flat["data.data_dir"]))
     return build_config(flat)
 
 

@@ -32,7 +32,6 @@ def test_help_has_examples(cli):
         assert "Example" in result.stdout
 
 
-@pytest.mark.slow
 def test_list_json_and_table(cli):
     rows = cli.json("list", "resnet*")
     assert {r["name"] for r in rows} >= {"resnet18", "resnet1202", "resnet152-v1.5"}

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, console, fmt_int, print_json
+from ._common import JsonOpt, console, fmt_m, print_json
 
 
 def list_models_cmd(
@@ -17,16 +17,9 @@ def list_models_cmd(
 
     Example: [bold]resnet list 'resnet*'[/bold]
     """
-    import torch
+    from ..models import list_models, model_info
 
-    from ..models import build_model, list_models, model_info
-
-    rows = []
-    for name in list_models(pattern):
-        info = model_info(name)
-        with torch.device("meta"):  # shapes only: no memory, no init cost
-            params = sum(p.numel() for p in build_model(name).parameters())
-        rows.append({**info.as_dict(), "params": params})
+    rows = [model_info(name).as_dict() for name in list_models(pattern)]  # counted from the table: no torch
     if json_out:
         print_json(rows)
         return
@@ -35,12 +28,13 @@ def list_models_cmd(
         return
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} models")
+    table = Table(title=f"{len(rows)} models", caption="shortcut B: projection where shapes change; A: zero-pad; "
+                  "plain: none. Params with the default classes (--json: exact).")
     for col, justify in [("name", "left"), ("family", "left"), ("block", "left"), ("depth", "right"),
-                         ("shortcuts", "left"), ("params", "right"), ("input", "right")]:
-        table.add_column(col, justify=justify)
+                         ("shortcut", "left"), ("params", "right"), ("input", "right")]:
+        table.add_column(col, justify=justify, no_wrap=True)
     for r in rows:
-        shortcuts = "none (plain)" if r["plain"] else ("A: zero-pad" if r["family"] == "cifar" else "B: projection")
-        table.add_row(r["name"], r["family"], r["block"], str(r["depth"]), shortcuts, fmt_int(r["params"]),
-                      f"{r['input_size']}x{r['input_size']}")
+        shortcut = "plain" if r["plain"] else ("A" if r["family"] == "cifar" else "B")
+        table.add_row(r["name"], r["family"], r["block"], str(r["depth"]), shortcut, fmt_m(r["params"]),
+                      str(r["input_size"]))
     console().print(table)

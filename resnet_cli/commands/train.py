@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, get_args, get_type_hints
 
 import typer
 
-from ._common import JsonOpt, console, print_json
+from .. import config as C
+from ._common import JsonOpt, choices, console, print_json
+
+# Shorthands for common keys; each is one config key, named in its help (choices from the config's types).
+Dataset = choices("Dataset", get_args(get_type_hints(C.DataConfig)["dataset"]))
+Optimizer = choices("Optimizer", get_args(get_type_hints(C.TrainConfig)["optimizer"]))
+Schedule = choices("Schedule", get_args(get_type_hints(C.TrainConfig)["schedule"]))
+Precision = choices("Precision", get_args(C.Precision))
+
 
 def train(
-    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="A preset from presets/: cifar, cifar100, "
-                                                   "degradation, fashion-mnist, finetune, imagenet, smoke.",
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="A preset (`resnet presets` lists them, "
+                                                   "with what each is for).",
                                                    show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A YAML config file (sections model, data, "
                                                    "train, run).", show_default=False)] = None,
@@ -36,7 +44,25 @@ def train(
                                                        "`resnet summary` names them (conv1,conv2_x,conv3_x)")] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", show_default=False,
                                                     help="data.data_dir \\[default: $RESNET_CLI_DATA or "
-                                                         "~/.cache/resnet-cli]")] = None,
+                                                         "~/.cache/resnet-cli]; alone (no dataset named), its "
+                                                         "dataset is recognised from the files")] = None,
+    dataset: Annotated[Optional[Dataset], typer.Option("--dataset", show_default=False,
+                                                       help="data.dataset")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-j", show_default=False,
+                                                   help="data.workers (image folders)")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", show_default=False,
+                                                      help="data.image_size (image-folder crop; synthetic size)")]
+    = None,
+    opt: Annotated[Optional[Optimizer], typer.Option("--opt", show_default=False, help="train.optimizer")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--wd", "--weight-decay", show_default=False,
+                                                          help="train.weight_decay")] = None,
+    sched: Annotated[Optional[Schedule], typer.Option("--sched", show_default=False, help="train.schedule")] = None,
+    precision: Annotated[Optional[Precision], typer.Option("--precision", show_default=False,
+                                                           help="train.precision")] = None,
+    ema: Annotated[Optional[float], typer.Option("--ema", show_default=False,
+                                                 help="train.ema (a decay such as 0.999; 0 = off)")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option("--smoothing", "--label-smoothing", show_default=False,
+                                                             help="train.label_smoothing")] = None,
     device: Annotated[Optional[str], typer.Option("--device", show_default=False,
                                                   help="run.device: auto, cpu, cuda, cuda:N")] = None,
     run_dir: Annotated[Optional[str], typer.Option("--run-dir", show_default=False,
@@ -67,7 +93,6 @@ def train(
 
     Restartable (torchrun --max-restarts, SLURM --requeue): [bold]resnet train --preset imagenet --name r50 --resume auto[/bold]
     """
-    from .. import config as C
     from ..errors import BadInput
     from ..models import resolve_name
 
@@ -78,7 +103,11 @@ def train(
                              "train.lr": lr, "data.data_dir": data_dir, "run.device": device,
                              "run.run_dir": run_dir, "run.name": name, "run.seed": seed, "model.init": init,
                              "train.freeze": [f.strip() for f in freeze.split(",") if f.strip()]
-                             if freeze is not None else None}
+                             if freeze is not None else None,
+                             "data.dataset": dataset, "data.workers": workers, "data.image_size": image_size,
+                             "train.optimizer": opt, "train.weight_decay": weight_decay, "train.schedule": sched,
+                             "train.precision": precision, "train.ema": ema, "train.label_smoothing": label_smoothing}
+    flags = {k: v.value if hasattr(v, "value") else v for k, v in flags.items()}
     if resume == "auto":  # a new run's config, which a last.pt in run_dir/name, if any, must agree with
         flags["run.resume"], resume = "auto", None
     if resume is not None:
@@ -89,7 +118,9 @@ def train(
         point = resume_point(Path(resume), {**flags, **dict(C.parse_set(s) for s in set_ or [])})
         cfg = point.cfg
     else:
-        point, cfg = None, C.resolve(preset, config, flags, set_)
+        from ..data import identify_dataset
+
+        point, cfg = None, C.resolve(preset, config, flags, set_, identify=identify_dataset)
     from ..train.session import config_to_run, resume_run, train_run
 
     if print_config:

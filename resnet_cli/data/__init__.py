@@ -150,6 +150,25 @@ def stratified_split(labels: "torch.Tensor", n_val: int) -> tuple["torch.Tensor"
     return (~held).nonzero().flatten(), held.nonzero().flatten()
 
 
+def identify_dataset(data_dir: str) -> str:
+    """The dataset in `data_dir` when none was named (--data-dir alone): IDX files (Fashion-MNIST or MNIST, by
+    their published checksums), CIFAR-10/100 batches, or image folders (train/<class>/). Anything else is one
+    BadInput line: the dataset is never guessed, and never replaced by synthetic data."""
+    from . import cifar, idx
+
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise BadInput(f"--data-dir {data_dir}: no such folder")
+    found = [d for d in (idx.identify(root), cifar.identify(root)) if d]
+    if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
+        found.append("imagefolder")
+    if len(found) != 1:
+        what = f"both {' and '.join(found)}" if found else "no IDX files, CIFAR batches or train/<class>/ folders"
+        raise BadInput(f"cannot tell which dataset {root} holds ({what}); name it with --dataset "
+                       "(cifar10, cifar100, mnist, fashion-mnist, imagefolder)")
+    return found[0]
+
+
 def data_root(data_dir: str = "") -> Path:
     """--data-dir, else $RESNET_CLI_DATA, else ~/.cache/resnet-cli."""
     if data_dir:

@@ -72,6 +72,14 @@ def _files_ok(folder: Path, files) -> bool:
     return all((folder / name).is_file() and md5_file(folder / name) == md5 for name, md5 in files)
 
 
+def identify(root: Path) -> str | None:
+    """cifar10 or cifar100 when `root` holds its archive or extracted folder; None otherwise."""
+    found = [name for name, spec in SPECS.items() if (root / spec.folder).is_dir() or (root / spec.archive).is_file()]
+    if len(found) > 1:
+        raise BadInput(f"{root} holds both CIFAR-10 and CIFAR-100: say which with --dataset cifar10 or cifar100")
+    return found[0] if found else None
+
+
 def prepare(dataset: str, root: Path, download_ok: bool = True, url: str = "") -> Path:
     """Make sure the extracted, verified batches are under `root`; return their folder."""
     spec = SPECS[dataset]

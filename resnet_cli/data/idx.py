@@ -111,6 +111,24 @@ def _verify(dataset: str, name: str, path: Path) -> None:
         raise BadInput(f"checksum mismatch for {path}: md5 of the decompressed bytes is {got}, expected {raw_md5}")
 
 
+def identify(root: Path) -> str | None:
+    """Which IDX dataset the folder `root` (or its mnist/, fashion-mnist/ subfolder) holds, told by the
+    training labels' published checksums; None without IDX files. IDX files that match neither are refused:
+    the dataset is never guessed."""
+    for dataset in SPECS:
+        labels = _find("train-labels-idx1-ubyte", [root, root / dataset])
+        if labels is None:
+            continue
+        if hashlib.md5(_read_bytes(labels)).hexdigest() == SPECS["fashion-mnist"].raw_md5["train-labels-idx1-ubyte"]:
+            return "fashion-mnist"
+        if labels.suffix == ".gz" and hashlib.md5(labels.read_bytes()).hexdigest() == \
+                SPECS["mnist"].gz_md5["train-labels-idx1-ubyte"]:
+            return "mnist"
+        raise BadInput(f"{labels} is an IDX file but not Fashion-MNIST's or MNIST's published one: say which "
+                       "dataset it is with --dataset mnist or --dataset fashion-mnist")
+    return None
+
+
 def locate(dataset: str, root: Path, download_ok: bool = True) -> dict[str, Path]:
     """Find (or download into `root/<dataset>`) the four IDX files."""
     spec = SPECS[dataset]

@@ -35,6 +35,7 @@ class ModelInfo:
     default_classes: int  # 1000 for ImageNet, 10 for CIFAR-10
     paper_gmacs: float | None = None  # paper Table 1 "FLOPs" (multiply-adds), where it gives one
     variant: str = ""  # "" for the paper's design, "v1.5" for torchvision's stride placement
+    params: int = 0  # learnable parameters with the default classes and 3 input channels
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

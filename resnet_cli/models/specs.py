@@ -32,6 +32,24 @@ class ArchSpec:
         convs_per_block = 2 if self.block == "basic" else 3
         return convs_per_block * sum(self.layers) + 2  # + stem conv + fc
 
+    def parameters(self, num_classes: int, in_channels: int = 3) -> int:
+        """Learnable parameters of the built net (convolutions without bias, BatchNorm scale and shift, fc),
+        counted from this row without building it (`resnet list`); tests check it against every build."""
+        expansion = 1 if self.block == "basic" else 4
+        k = 7 if self.stem == "imagenet" else 3
+        inplanes = self.widths[0]
+        total = in_channels * inplanes * k * k + 2 * inplanes
+        for i, (n, w) in enumerate(zip(self.layers, self.widths)):
+            out = w * expansion
+            if self.shortcut == "B" and (i > 0 or inplanes != out):  # a projection where the shape changes
+                total += inplanes * out + 2 * out
+            for b in range(n):
+                cin = inplanes if b == 0 else out
+                convs = [(cin, w, 3), (w, w, 3)] if self.block == "basic" else [(cin, w, 1), (w, w, 3), (w, out, 1)]
+                total += sum(a * c * kk * kk + 2 * c for a, c, kk in convs)
+            inplanes = out
+        return total + inplanes * num_classes + num_classes
+
 
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
 _CIFAR_WIDTHS = (16, 32, 64)
@@ -64,7 +82,8 @@ def builtin_models():
         return ModelInfo(
             name=name, family=family, block=spec.block, depth=spec.depth, plain=spec.shortcut == "none",
             input_size=224 if family == "imagenet" else 32, default_classes=1000 if family == "imagenet" else 10,
-            paper_gmacs=paper_gmacs, variant="" if spec.stride_in_1x1 or spec.block == "basic" else "v1.5")
+            paper_gmacs=paper_gmacs, variant="" if spec.stride_in_1x1 or spec.block == "basic" else "v1.5",
+            params=spec.parameters(1000 if family == "imagenet" else 10))
 
     tables = (("imagenet", _IMAGENET), ("cifar", _CIFAR))
     for family, table in tables:

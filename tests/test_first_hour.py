@@ -1,0 +1,112 @@
+"""What a timm or torchvision user reaches for first: plain training flags, --data-dir alone, a hint to --set
+for an unknown option, a fast `resnet list`, `resnet presets` (issue: the first hour with resnet)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from fakedata import cifar10_archive, write_idx_set
+
+
+def printed(cli, *args) -> dict:
+    result = cli("train", *args, "--print-config")
+    assert result.exit_code == 0, result.output
+    return yaml.safe_load(result.stdout)
+
+
+def test_each_training_flag_is_its_config_key(cli):
+    cfg = printed(cli, "--dataset", "cifar100", "--workers", "2", "--image-size", "40", "--opt", "adamw",
+                  "--wd", "0.01", "--sched", "cosine", "--precision", "bf16", "--ema", "0.99", "--smoothing", "0.1")
+    assert cfg["data"]["dataset"] == "cifar100" and cfg["data"]["workers"] == 2 and cfg["data"]["image_size"] == 40
+    t = cfg["train"]
+    assert (t["optimizer"], t["weight_decay"], t["schedule"], t["precision"], t["ema"], t["label_smoothing"]) == \
+        ("adamw", 0.01, "cosine", "bf16", 0.99, 0.1)
+    assert t["lr"] == 0.001  # adamw's own default, as with --set train.optimizer=adamw
+    assert printed(cli, "--weight-decay", "0.002", "--label-smoothing", "0.2")["train"]["weight_decay"] == 0.002
+    help_text = cli("train", "--help", env={"COLUMNS": "200"}).stdout
+    for key in ("data.dataset", "data.workers", "data.image_size", "train.optimizer", "train.weight_decay",
+                "train.schedule", "train.precision", "train.ema", "train.label_smoothing"):
+        assert key in help_text, key
+    bad = cli("train", "--opt", "lamb")
+    assert bad.exit_code == 2 and "'lamb' is not one of 'sgd', 'adamw'" in bad.stderr
+
+
+@pytest.mark.parametrize("option, hint", [
+    ("--momentum", "; to set train.momentum, use --set train.momentum=VALUE"),
+    ("--warmup-length", "; to set train.warmup_length, use --set train.warmup_length=VALUE"),
+    ("--val-split", "; to set data.val_split, use --set data.val_split=VALUE"),
+    ("--frobnicate", "; any config key: --set SECTION.KEY=VALUE"),
+])
+def test_an_unknown_training_option_points_to_its_set_key(cli, option, hint):
+    result = cli("train", option, "1")
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(hint) and f"No such option: {option}" in result.stderr
+
+
+def test_data_dir_alone_finds_its_dataset_and_never_falls_back_to_synthetic(cli, tmp_path, fashion_dir):
+    assert printed(cli, "--data-dir", fashion_dir)["data"]["dataset"] == "fashion-mnist"
+    assert printed(cli, "--data-dir", fashion_dir, "--dataset", "mnist")["data"]["dataset"] == "mnist"  # named: kept
+    assert printed(cli, "--preset", "smoke", "--data-dir", tmp_path)["data"]["dataset"] == "synthetic"  # a preset's
+    write_idx_set(tmp_path / "idx")  # IDX files, but neither MNIST's nor Fashion-MNIST's published ones
+    (tmp_path / "cifar").mkdir()
+    cifar10_archive(tmp_path / "cifar" / "cifar-10-python.tar.gz")
+    (tmp_path / "folders" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    assert printed(cli, "--data-dir", tmp_path / "cifar")["data"]["dataset"] == "cifar10"
+    assert printed(cli, "--data-dir", tmp_path / "folders")["data"]["dataset"] == "imagefolder"
+    for folder, message in (("idx", "is an IDX file but not Fashion-MNIST's or MNIST's published one: say which "
+                                    "dataset it is with --dataset mnist or --dataset fashion-mnist"),
+                            ("empty", "(no IDX files, CIFAR batches or train/<class>/ folders); name it with "
+                                      "--dataset"),
+                            ("missing", "no such folder")):
+        result = cli("train", "--data-dir", tmp_path / folder, "--epochs", "1", "--run-dir", tmp_path / "runs")
+        assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_list_counts_parameters_from_the_table(cli):
+    import torch
+
+    from resnet_cli.models import build_model, list_models, model_info
+    from resnet_cli.models.specs import ArchSpec
+
+    for name in list_models():
+        with torch.device("meta"):
+            built = sum(p.numel() for p in build_model(name).parameters())
+        assert model_info(name).params == built, name
+    spec = ArchSpec("bottleneck", (3, 4, 6, 3), (64, 128, 256, 512), "imagenet", "B")
+    with torch.device("meta"):
+        assert spec.parameters(37, 1) == sum(p.numel() for p in build_model("resnet50", 37, 1).parameters())
+    rows = cli.json("list", "resnet50")
+    assert rows[0]["params"] == 25_557_032  # torchvision's resnet50
+
+
+@pytest.mark.slow
+def test_list_is_fast_and_needs_no_torch():
+    code = "import sys, time; t = time.perf_counter(); from resnet_cli.cli import main; sys.argv = ['resnet', 'list']\n" \
+           "try:\n    main()\nexcept SystemExit:\n    pass\n" \
+           "print('torch' in sys.modules, time.perf_counter() - t, file=sys.stderr)"
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    torch_loaded, seconds = out.stderr.split()[-2:]
+    assert torch_loaded == "False" and "resnet1202" in out.stdout
+    assert float(seconds) < 1.0 and wall < 3.0, (seconds, wall)
+
+
+def test_presets_lists_every_preset_with_its_description(cli):
+    from resnet_cli.config import list_presets
+
+    rows = cli.json("presets")
+    assert [r["name"] for r in rows] == list_presets() and len(rows) >= 7
+    smoke = next(r for r in rows if r["name"] == "smoke")
+    assert smoke["description"].startswith("Synthetic data, resnet20")
+    table = cli("presets", env={"COLUMNS": "80"})
+    assert table.exit_code == 0 and "fashion-mnist" in table.stdout and "imagenet" in table.stdout
+    assert json.loads(cli("presets", "--json").stdout) == rows
