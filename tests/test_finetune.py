@@ -76,6 +76,7 @@ def test_init_from_our_own_run_keeps_the_weights_and_may_change_channels(cli, tm
     assert torch.allclose(b["layer3.2.conv2.weight"], ema["layer3.2.conv2.weight"], atol=1e-6)  # EMA weights
 
 
+@pytest.mark.slow  # several short runs with every recipe key
 def test_resume_is_bit_identical_with_every_recipe_key_on(cli, tmp_path):
     keys = ["train.ema=0.9", "data.val_split=64", "data.mixup=0.4", "data.cutmix=1.0", "data.random_erasing=0.5",
             "data.randaugment=2,9", "train.accum_steps=2", "train.optimizer=adamw", "train.warmup=linear",

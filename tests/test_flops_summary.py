@@ -11,6 +11,7 @@ from resnet_cli.analysis import count_macs, output_shapes, stage_rows
 PAPER = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "resnet152": 11.3}
 
 
+@pytest.mark.slow  # traces the five ImageNet nets (fvcore)
 def test_bare_flops_checks_the_five_paper_figures(cli):
     result = cli("flops", "--json")
     assert result.exit_code == 0, result.output
@@ -37,6 +38,7 @@ def test_flops_check_fails_with_exit_1_when_off(cli):
     assert cli("flops", "resnet50", "--tolerance", "0.001", "--no-check").exit_code == 0
 
 
+@pytest.mark.slow  # traces the five ImageNet nets (fvcore)
 def test_flops_v15_figures(cli):
     out = cli.json("flops", "resnet50", "--v1.5", "--no-check")
     rows = {r["model"]: r for r in out["models"]}
