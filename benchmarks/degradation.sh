@@ -11,4 +11,4 @@ for m in plain20 plain56 resnet20 resnet56; do
 done
 resnet plot "$runs"/deg-plain20 "$runs"/deg-plain56 "$runs"/deg-resnet20 "$runs"/deg-resnet56 \
     -o docs/degradation.png --metric error
-resnet gradflow plain56 resnet56 --data fashion-mnist --data-dir "$data" --png docs/gradflow.png
+resnet gradflow plain56 resnet56 --dataset fashion-mnist --data-dir "$data" -o docs/gradflow.png

@@ -210,9 +210,10 @@ def module_rows(model: nn.Module, input_size, macs: MacCount | None = None,
 
 
 def inspected_model(source: str, plain: bool = False, num_classes: int | None = None,
-                    in_channels: int | None = None) -> tuple[nn.Module, str, str | None]:
-    """What `summary` and `flops` look at: (model, registry name, checkpoint path or None). `source` is a
-    registry name (built with `num_classes`/`in_channels`), or a checkpoint or run folder (its trained model)."""
+                    in_channels: int | None = None) -> tuple[nn.Module, str, str | None, Any]:
+    """What `summary` and `flops` look at: (model, registry name, checkpoint path or None, input size). `source`
+    is a registry name (built with `num_classes`/`in_channels`; its native size), or a checkpoint or run folder
+    (its trained model, at the size it was trained on when the checkpoint records it)."""
     from pathlib import Path
 
     from .errors import BadInput
@@ -227,10 +228,14 @@ def inspected_model(source: str, plain: bool = False, num_classes: int | None = 
                                   ("--in-channels", in_channels, cfg.in_channels)):
             if given is not None and given != have:
                 raise BadInput(f"{loaded.path} holds a model with {flag} {have}; {flag} {given} does not apply")
-        return loaded.model, cfg.name, str(loaded.path)
+        size = None
+        if loaded.saved_input is not None:
+            h, w = loaded.saved_input["image_size"]
+            size = h if h == w else (h, w)
+        return loaded.model, cfg.name, str(loaded.path), size
     name = resolve_name(source, None, plain)
     net = build_model(name, num_classes=num_classes, in_channels=in_channels or 3)
-    return net, name, None
+    return net, name, None, None
 
 
 def memory(model: nn.Module, input_size, batch_size: int, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
@@ -260,9 +265,9 @@ def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int 
 
     rows = []
     for source in names:
-        net, name, path = inspected_model(source, num_classes=num_classes, in_channels=in_channels)
+        net, name, path, trained_at = inspected_model(source, num_classes=num_classes, in_channels=in_channels)
         info = model_info(name)
-        size = input_size or info.input_size
+        size = input_size or trained_at or info.input_size
         c = count_macs(net, size)
         as_paper = hw(size) == (224, 224) and net.fc.out_features == 1000 and net.conv1.in_channels == 3
         paper = info.paper_gmacs if as_paper else None
@@ -288,9 +293,9 @@ def summarize(source: str, input_size=None, detail: bool = False, plain: bool = 
     (down to `max_depth` levels)."""
     from .models import model_info
 
-    net, name, path = inspected_model(source, plain, num_classes, in_channels)
+    net, name, path, trained_at = inspected_model(source, plain, num_classes, in_channels)
     info = model_info(name)
-    size = input_size or info.input_size
+    size = input_size or trained_at or info.input_size
     macs = count_macs(net, size)
     shapes = output_shapes(net, size)
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)

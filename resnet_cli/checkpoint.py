@@ -131,6 +131,12 @@ class LoadedModel:
         return is_full_checkpoint(self.checkpoint)
 
     @property
+    def trained(self) -> bool:
+        """Written by a training run (its config has a data section), not by `resnet build`: the weights were
+        trained on something we know. Bare state_dicts (torchvision's) are trained but say nothing of their data."""
+        return self.from_run and isinstance(self.checkpoint["config"].get("data"), dict)
+
+    @property
     def saved_input(self) -> dict[str, Any] | None:
         """What the run recorded of its input (data.InputSpec.as_dict), when the checkpoint has it."""
         saved = self.checkpoint.get("input") if self.from_run else None
@@ -150,9 +156,10 @@ def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
     net = build_model(**cfg.model.architecture())
     try:
         net.load_state_dict(state_dict_of(ckpt, weights), strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise BadInput(f"{path} does not fit {cfg.model.name}: {first}") from None
+    except RuntimeError as e:  # "Error(s) in loading state_dict for ResNet:", then the details, one per line
+        details = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e).strip()]
+        more = f" ({len(details) - 1} more)" if len(details) > 1 else ""
+        raise BadInput(f"{path} does not fit {cfg.model.name}: {details[0][:240]}{more}") from None
     if cfg.train.freeze:  # as the run trained it: `summary` counts these parameters as frozen
         net.freeze(cfg.train.freeze)
     return LoadedModel(net.eval(), cfg, path, ckpt, "ema" if uses_ema(ckpt, weights) else "raw")

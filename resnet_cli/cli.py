@@ -62,7 +62,10 @@ class ResnetGroup(TyperGroup):
     """TyperGroup whose `main` turns known errors into one line on stderr and an exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):
-        as_json = "--json" in (sys.argv[1:] if args is None else args)
+        args = list(sys.argv[1:] if args is None else args)
+        as_json = "--json" in args
+        _debug["on"] = "--debug" in args  # `resnet train ... --debug` as well as `resnet --debug train ...`
+        args = [a for a in args if a != "--debug"]
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -113,7 +116,7 @@ def root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Build, inspect, train, evaluate and profile ResNets (He et al., 2015)."""
-    _debug["on"] = debug
+    _debug["on"] = _debug["on"] or debug
 
 
 app.command("list")(list_cmd.list_models_cmd)

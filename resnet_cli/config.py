@@ -157,10 +157,25 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def fitted(self, classes: int, channels: int, source: str = "") -> "Config":
-        """The config with model.num_classes and model.in_channels fitted to the data (ModelConfig.fitted)."""
+    def fitted(self, classes: int, channels: int, size: int, source: str = "") -> "Config":
+        """The config resolved against the data: model.num_classes and model.in_channels fitted to it
+        (ModelConfig.fitted), and data.image_size and data.channels recording what its images are (28 and 1 for
+        Fashion-MNIST), so that config.yaml and checkpoints say what the model was trained on."""
         where = source or f"{self.model.name} (model.num_classes/in_channels)"
-        return dataclasses.replace(self, model=self.model.fitted(classes, channels, self.data.dataset, where))
+        return dataclasses.replace(self, model=self.model.fitted(classes, channels, self.data.dataset, where),
+                                   data=dataclasses.replace(self.data, image_size=size, channels=channels))
+
+
+def fitted_keys(cfg: Config) -> set[str]:
+    """The keys `Config.fitted` may change for this config's dataset: what a command line leaves to the data
+    (0 for the model's classes and channels; the image size and channels of a dataset that fixes them)."""
+    keys = {k for k, v in (("model.num_classes", cfg.model.num_classes), ("model.in_channels", cfg.model.in_channels))
+            if v == 0}
+    if cfg.data.dataset != "synthetic":  # synthetic images are made to data.image_size and data.channels
+        keys.add("data.channels")
+        if cfg.data.dataset != "imagefolder":  # an image folder's crop is data.image_size
+            keys.add("data.image_size")
+    return keys
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "run": RunConfig}

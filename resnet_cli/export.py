@@ -140,7 +140,7 @@ def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: 
         raise BadInput(f"-o {output} is a folder; give a file name")
     ensure_writable_dir(output.parent if str(output.parent) else Path("."))
     loaded = model_from_checkpoint(source, model, dataset)
-    spec = input_of_run(loaded.config, loaded.saved_input, loaded.from_run or dataset is not None, str(loaded.path))
+    spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None, str(loaded.path))
     size = input_size or spec.image_size
     metadata = {"model": loaded.config.model.name, **spec.as_dict(), "image_size": list(size),
                 "input": "images: float32, N x C x H x W, (pixel / 255 - mean) / std per channel",

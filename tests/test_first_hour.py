@@ -110,3 +110,74 @@ def test_presets_lists_every_preset_with_its_description(cli):
     table = cli("presets", env={"COLUMNS": "80"})
     assert table.exit_code == 0 and "fashion-mnist" in table.stdout and "imagenet" in table.stdout
     assert json.loads(cli("presets", "--json").stdout) == rows
+
+
+@pytest.fixture
+def mnist_run(cli, tmp_path):
+    """A one-epoch run on 28x28 grayscale IDX images (64 of them, random: labelled mnist)."""
+    write_idx_set(tmp_path / "idx", n_train=64, n_test=32)
+    out = cli.json("train", "--dataset", "mnist", "--data-dir", tmp_path / "idx", "--epochs", "1", "--batch-size",
+                   "32", "--device", "cpu", "--run-dir", tmp_path / "runs", "--name", "m")
+    return tmp_path / "runs" / "m", out
+
+
+def test_a_run_records_the_input_it_trained_on_and_summary_and_flops_use_it(cli, mnist_run):
+    run, _ = mnist_run
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["data"]["image_size"], saved["data"]["channels"]) == (28, 1)
+    assert (saved["model"]["num_classes"], saved["model"]["in_channels"]) == (10, 1)
+    summary = cli.json("summary", run)
+    assert summary["input_size"] == 28 and summary["in_channels"] == 1
+    assert summary["stages"][1]["output_size"] == [28, 28]  # conv2_x keeps the input size on a CIFAR-style net
+    assert cli.json("flops", run, "--no-check")["models"][0]["input_size"] == 28
+    again = cli("train", "--dataset", "mnist", "--data-dir", run.parent.parent / "idx", "--epochs", "1",
+                "--batch-size", "32", "--device", "cpu", "--run-dir", run.parent, "--name", "m", "--resume", "auto")
+    assert again.exit_code == 0 and "is finished" in again.stdout  # the recorded 28/1 is no conflict
+
+
+def test_eval_and_predict_never_guess_for_untrained_weights(cli, tmp_path):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    built = tmp_path / "b.pt"
+    assert cli("build", "resnet20", "--num-classes", "100", "-o", built).exit_code == 0
+    guess = cli("eval", built)
+    assert guess.exit_code == 2 and "holds untrained weights (resnet build): say which dataset to evaluate it on " \
+                                   "with --dataset" in guess.stderr
+    other = cli("eval", built, "--dataset", "synthetic")
+    assert other.exit_code == 2 and "has 100 outputs but synthetic has 10 classes" in other.stderr
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    noise = cli("predict", built, tmp_path / "a.png")
+    assert noise.exit_code == 2 and "holds untrained weights (written by resnet build)" in noise.stderr
+
+
+def test_messages_name_what_went_wrong(cli, tmp_path, mnist_run):
+    run, _ = mnist_run
+    import torch
+
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["model"]["fc.weight"] = torch.zeros(10, 32)
+    torch.save(ckpt, tmp_path / "bent.pt")
+    bent = cli("eval", tmp_path / "bent.pt")
+    assert bent.exit_code == 2
+    assert "does not fit resnet20: size mismatch for fc.weight: copying a param with shape torch.Size([10, 32])" \
+           in bent.stderr
+    blocked = cli("build", "resnet20", "-o", "/proc/x.pt")
+    assert blocked.exit_code == 2 and blocked.stderr.strip().endswith(": /proc/x.pt")
+    from resnet_cli.errors import BadInput
+
+    loud = cli("summary", "--depth", "7", "--debug")  # --debug after the command: the exception, not the line
+    assert isinstance(loud.exception, BadInput) and "error:" not in loud.stderr
+    quiet = cli("summary", "--depth", "7")
+    assert quiet.exit_code == 2 and quiet.stderr.startswith("error: no ResNet of depth 7")
+
+
+def test_figures_are_written_in_the_format_their_suffix_names(cli, tmp_path, mnist_run):
+    pytest.importorskip("matplotlib")
+    run, _ = mnist_run
+    assert cli("plot", run, "-o", tmp_path / "c.svg").exit_code == 0
+    assert b"<svg" in (tmp_path / "c.svg").read_bytes()[:400]
+    wrong = cli("plot", run, "-o", tmp_path / "c.txt")
+    assert wrong.exit_code == 2 and "a figure is written as .png, .svg, .pdf; got .txt" in wrong.stderr
+    flow = cli("gradflow", "resnet20", "--dataset", "synthetic", "--batch-size", "8", "-o", tmp_path / "g.pdf")
+    assert flow.exit_code == 0 and (tmp_path / "g.pdf").read_bytes()[:4] == b"%PDF"

@@ -42,7 +42,7 @@ def eval_cmd(
     confusion: Annotated[bool, typer.Option("--confusion", help="Print the confusion matrix (a table up to 20 "
                                             "classes, the most frequent confusions beyond).")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", show_default=False,
-                                                   help="With --confusion: also draw it to this PNG (matplotlib).")]
+                                                   help="With --confusion: also draw it to this file (.png, .svg or .pdf; matplotlib).")]
     = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -57,9 +57,10 @@ def eval_cmd(
     if output is not None:
         if not confusion:
             raise BadInput("-o draws the confusion matrix: add --confusion")
-        from ..figures import need_matplotlib
+        from ..figures import figure_format, need_matplotlib
 
         need_matplotlib()
+        figure_format(output)
 
     out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model, limit=limit,
                               batch_size=batch_size, device=device, weights=weights.value)
@@ -116,7 +117,7 @@ def _print_confusion(c, out: dict) -> None:
 
 
 def _draw_confusion(out: dict, path: Path) -> None:
-    from ..figures import pyplot, save_png
+    from ..figures import pyplot, save_figure
 
     names, m = out["classes"], out["confusion"]
     n = len(names)
@@ -130,4 +131,4 @@ def _draw_confusion(out: dict, path: Path) -> None:
     ax.set_title(f"{out['model']} on {out['dataset']} {out['split']} ({out['count']:,} images)")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    save_png(fig, path, dpi=110)
+    save_figure(fig, path, dpi=110)

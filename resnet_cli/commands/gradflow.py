@@ -17,12 +17,13 @@ def gradflow(
                                                        "(repeatable).", show_default=False)] = None,
     plain: PlainOpt = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images in the one batch.")] = 128,
-    data: Annotated[str, typer.Option("--data", help="synthetic, fashion-mnist, mnist, cifar10 or cifar100.")]
+    data: Annotated[str, typer.Option("--dataset", "--data", help="synthetic, fashion-mnist, mnist, cifar10 or cifar100.")]
     = "synthetic",
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", show_default=False,
                                                     help="Where the dataset is.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the weights and the batch.")] = 0,
-    png: Annotated[Optional[Path], typer.Option("--png", help="Also plot the norms to this PNG (needs "
+    png: Annotated[Optional[Path], typer.Option("--output", "-o", "--png", help="Also plot the norms to this file "
+                                                "(.png, .svg or .pdf; needs "
                                                 "matplotlib).", show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -40,9 +41,10 @@ def gradflow(
     if not names:
         raise BadInput("name at least one model (e.g. plain56 resnet56) or give --depth")
     if png is not None:
-        from ..figures import need_matplotlib
+        from ..figures import figure_format, need_matplotlib
 
         need_matplotlib()
+        figure_format(png)
     from ..gradflow import gradflow_report, sparkline
 
     results = gradflow_report(names, data, data_dir, batch_size, seed)
@@ -85,7 +87,7 @@ def _print(results: list[dict], sparkline) -> None:
 
 
 def _plot(results: list[dict], png: Path, data: str) -> None:
-    from ..figures import pyplot, save_png
+    from ..figures import pyplot, save_figure
 
     fig, ax = pyplot().subplots(figsize=(8, 4.5))
     for r in results:
@@ -97,4 +99,4 @@ def _plot(results: list[dict], png: Path, data: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    save_png(fig, png)
+    save_figure(fig, png)

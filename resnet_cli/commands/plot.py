@@ -1,4 +1,4 @@
-"""`resnet plot`: the paper's training curves (thin: train, bold: test) for one or more runs."""
+"""`resnet plot`: the paper's training curves (dashed: train, bold: test) for one or more runs."""
 
 from __future__ import annotations
 
@@ -25,20 +25,21 @@ class XAxis(str, Enum):
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (each with metrics.csv and config.yaml).",
                                                show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.")] = Path("curves.png"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Figure to write: .png, .svg or .pdf.")] = Path("curves.png"),
     metric: Annotated[Metric, typer.Option("--metric", help="error (1 - top-1, %), loss, or top1 (%).")]
     = Metric.error,
     x: Annotated[XAxis, typer.Option("--x", help="Plot against epochs or iterations.")] = XAxis.epoch,
     json_out: JsonOpt = False,
 ) -> None:
-    """Plot training curves as the paper's Fig. 6 does: thin lines for training, bold for test.
+    """Plot training curves as the paper's Fig. 6 does: dashed lines for training, bold for test.
 
     Example: [bold]resnet plot runs/deg-plain20 runs/deg-plain56 -o docs/degradation.png[/bold]
     """
     from ..errors import BadInput
-    from ..figures import need_matplotlib
+    from ..figures import figure_format, need_matplotlib
 
     need_matplotlib()
+    figure_format(output)
     import yaml
 
     from ..train.rundir import read_metrics
@@ -90,7 +91,7 @@ def plot(
 
 
 def _draw(series, values, output: Path, metric: Metric, x: XAxis) -> None:
-    from ..figures import pyplot, save_png
+    from ..figures import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -106,4 +107,4 @@ def _draw(series, values, output: Path, metric: Metric, x: XAxis) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    save_png(fig, output)
+    save_figure(fig, output)

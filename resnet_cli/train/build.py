@@ -124,7 +124,7 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
     speed.configure_backends(process.device)
     check_batch(cfg, data.train_count, process.world)
     uses_tensorboard = tensorboard.check(cfg.run.tensorboard)
-    cfg = cfg.fitted(data.num_classes, data.channels)
+    cfg = cfg.fitted(data.num_classes, data.channels, data.input.image_size[0])
     model = build_network(cfg, process, speed, progress, resuming)
     t = cfg.train
     step = TrainStep(model, make_optimizer(model, t, process.device), speed, process.device,

@@ -77,17 +77,18 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     train's for the device (speed.py), without compiling a one-off pass.
     """
     from .. import config as C
-    from ..checkpoint import is_full_checkpoint, model_from_checkpoint
+    from ..checkpoint import model_from_checkpoint
     from ..data import load_data, make_loader
     from ..device import resolve_device
     from ..errors import BadInput
     from ..speed import Speed
 
     loaded = model_from_checkpoint(source, model, dataset, weights)
-    own = is_full_checkpoint(loaded.checkpoint)
+    own = loaded.trained
     if not own and dataset is None:
-        raise BadInput(f"{loaded.path} is a bare state_dict: say which dataset to evaluate it on with --dataset "
-                       "(it is never guessed)")
+        what = "holds untrained weights (resnet build)" if loaded.from_run else "is a bare state_dict"
+        raise BadInput(f"{loaded.path} {what}: say which dataset to evaluate it on with --dataset (it is never "
+                       "guessed)")
     flat = C.flatten(loaded.config.to_dict(), "config")
     flat.update({k: v for k, v in {"data.data_dir": data_dir, "data.dataset": dataset}.items() if v is not None})
     flat["data.test_limit"] = limit

@@ -69,8 +69,7 @@ def auto_point(cfg: C.Config, process) -> ResumePoint | None:
         raise BadInput(f"--resume auto: {last} is not a training checkpoint")
     saved = C.flatten(C.from_dict(ckpt["config"], f"config in {last}").to_dict(), "checkpoint")
     given = C.flatten(cfg.to_dict(), "command line")
-    fitted = {"model.num_classes", "model.in_channels"}  # 0 on the command line: the data's, as saved
-    differ = {k for k in given if given[k] != saved.get(k) and not (k in fitted and given[k] == 0)} - WHERE
+    differ = {k for k in given if given[k] != saved.get(k)} - WHERE - C.fitted_keys(cfg)  # fitted: the data's
     conflicts = sorted(differ - RESUMABLE)
     if conflicts:
         shown = ", ".join(f"{k} {saved.get(k)!r} (now {given[k]!r})" for k in conflicts[:4])
