@@ -80,8 +80,9 @@ CASES = [
     (["eval", "{empty}"], "holds no best.pt or last.pt"),
     (["eval", "{bare_sd}"], "bare state_dict; say which model"),
     (["eval", "{bare_sd}", "--model", "resnet32", "--dataset", "synthetic"], "does not fit resnet32"),
-    (["eval", "{five_classes}"], "has 5 outputs but synthetic has 10 classes"),
-    (["eval", "{gray}"], "expects 1-channel images"),
+    (["eval", "{five_classes}"], "holds untrained weights (resnet build): say which dataset"),  # never guessed
+    (["eval", "{five_classes}", "--dataset", "synthetic"], "has 5 outputs but synthetic has 10 classes"),
+    (["eval", "{gray}", "--dataset", "synthetic"], "expects 1-channel images"),
     (["eval", "{ckpt}", "--model", "resnet56"], "holds a resnet20, not a resnet56"),
     (["train", "--resume", "{empty}"], "no last.pt in that folder"),
     (["train", "--resume", "{five_classes}"], "not a training checkpoint"),
