@@ -32,6 +32,14 @@ def _find_fashion() -> Path | None:
     return None
 
 
+def last_json(stdout: str):
+    """A command's JSON output: the document, or under `train --json` (JSON Lines) its last line, the result."""
+    try:
+        return json.loads(stdout)
+    except json.JSONDecodeError:
+        return json.loads(stdout.strip().splitlines()[-1])
+
+
 class Cli:
     """Run `resnet ARGS...` in-process through Typer's CliRunner."""
 
@@ -44,7 +52,7 @@ class Cli:
     def json(self, *args: str):
         result = self(*args, "--json")
         assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)
+        return last_json(result.stdout)
 
 
 class Proc:

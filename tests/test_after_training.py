@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("PIL")
 
 from PIL import Image  # noqa: E402
+from conftest import last_json
 
 CLASSES = ("cat", "dog", "emu")
 
@@ -116,7 +117,7 @@ def test_predict_gives_evals_top1_for_every_image_and_skips_a_corrupt_one(cli, f
     (val / "dog" / "broken.png").write_bytes(b"not an image at all")
     result = cli("predict", run, val, "--topk", "2", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)
+    out = last_json(result.stdout)
     assert out["count"] == 18 and [s["path"] for s in out["skipped"]] == [str(val / "dog" / "broken.png")]
     assert "skipped" in result.stderr and "1 unreadable image(s) skipped, 18 classified" in result.stderr
     got = {row["path"].replace(str(val), ""): row["top"][0]["index"] for row in out["predictions"]}
@@ -203,7 +204,7 @@ def test_summary_any_class_count_channels_and_shape():
     result = CliRunner().invoke(app, ["summary", "resnet50", "--input-size", "160x224", "--num-classes", "37",
                                       "--in-channels", "1", "--detail", "--max-depth", "1", "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)
+    out = last_json(result.stdout)
     stages = {s["layer"]: s for s in out["stages"]}
     assert stages["conv1"]["output_size"] == [80, 112] and stages["conv5_x"]["output_size"] == [5, 7]
     assert stages["fc"]["params"] == 2048 * 37 + 37 and stages["conv1"]["params"] == 7 * 7 * 64 + 128

@@ -4,12 +4,12 @@ at its first evaluation because evaluation was handed the compile wrapper instea
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
 import resnet_cli.speed as speed_module
+from conftest import last_json
 
 @pytest.fixture
 def tiny(smoke_args) -> list[str]:
@@ -40,12 +40,12 @@ def test_default_compile_trains_evaluates_checkpoints_and_resumes(cli, tmp_path,
     assert not any(k.startswith("_orig_mod") for k in ckpt["model"])  # the module's own names
     resumed = cli("train", "--resume", run, "--epochs", "3", "--json")
     assert resumed.exit_code == 0, resumed.output
-    out = json.loads(resumed.stdout)
+    out = last_json(resumed.stdout)
     assert out["compile"] is True and out["epochs"] == 3 and out["steps"] == 6
     assert [r["epoch"] for r in ckpts.rows(run)] == ["1", "2", "3"]
     ev = cli("eval", run, "--device", "cpu", "--json")
     assert ev.exit_code == 0, ev.output
-    assert json.loads(ev.stdout)["top1"] == pytest.approx(out["best"]["test_top1"])
+    assert last_json(ev.stdout)["top1"] == pytest.approx(out["best"]["test_top1"])
     # Inductor computes what eager computes: 6 SGD steps later the weights agree but for float rounding
     eager = cli("train", *tiny, "--epochs", "3", "--run-dir", tmp_path, "--name", "e", "--set", "train.compile=off")
     assert eager.exit_code == 0, eager.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import http.server
-import json
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from fakedata import cifar10_archive, idx_bytes, write_idx_set, write_tar
 from resnet_cli.data import cifar, idx, load_data
 from resnet_cli.data.download import check_url, download, md5_file, safe_extract
 from resnet_cli.errors import BadInput
+from conftest import last_json
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -101,7 +101,7 @@ def test_cifar_training_run_on_served_archive(fake_cifar, cli, tmp_path):
     result = cli("train", "--preset", "cifar", "--data-dir", tmp_path / "c", "--set", "train.steps=3",
                  "--batch-size", "16", "--run-dir", tmp_path / "runs", "--set", "data.val_split=20", "--json")
     assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)
+    out = last_json(result.stdout)
     assert out["selected_by"] == "val_top1" and 0 <= out["final"]["val_top1"] <= 1
     assert (tmp_path / "runs" / "resnet20-cifar10" / "last.pt").exists()
 

@@ -7,6 +7,7 @@ import torch
 
 from resnet_cli import build_model
 from resnet_cli.analysis import count_macs, output_shapes, stage_rows
+from conftest import last_json
 
 PAPER = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "resnet152": 11.3}
 
@@ -15,9 +16,7 @@ PAPER = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "r
 def test_bare_flops_checks_the_five_paper_figures(cli):
     result = cli("flops", "--json")
     assert result.exit_code == 0, result.output
-    import json
-
-    out = json.loads(result.stdout)
+    out = last_json(result.stdout)
     rows = {r["model"]: r for r in out["models"]}
     assert set(rows) == set(PAPER)
     for name, paper in PAPER.items():

@@ -4,12 +4,12 @@ resume, `bench`, `flops --device`, `eval` and a one-process NCCL run under torch
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import last_json
 
 pytestmark = pytest.mark.cuda  # skipped without a CUDA device (conftest)
 
@@ -28,13 +28,13 @@ def test_cuda_defaults_train_evaluate_and_resume(cli, tmp_path, gpu_smoke, ckpts
     assert [r["epoch"] for r in ckpts.rows(tmp_path / "g")] == ["1", "2"]
     resumed = cli("train", "--resume", tmp_path / "g", "--set", "run.stop_after_epochs=0", "--json")
     assert resumed.exit_code == 0, resumed.output
-    out = json.loads(resumed.stdout)
+    out = last_json(resumed.stdout)
     assert out["device"].startswith("cuda") and out["precision"] == "bf16" and out["compile"] is True
     assert out["epochs"] == 3 and [r["epoch"] for r in ckpts.rows(tmp_path / "g")] == ["1", "2", "3"]
     assert out["final"]["test_top1"] > 0.3  # learnable synthetic classes: far above chance (0.1)
     ev = cli("eval", tmp_path / "g", "--device", "cuda", "--json")
     assert ev.exit_code == 0, ev.output
-    got = json.loads(ev.stdout)
+    got = last_json(ev.stdout)
     assert got["device"].startswith("cuda") and got["count"] == 256
     assert got["top1"] == pytest.approx(out["best"]["test_top1"], abs=0.02)  # bf16: eager vs compiled kernels
 
@@ -47,10 +47,10 @@ def test_cuda_recipe_keys_train_under_the_defaults(cli, tmp_path, gpu_smoke):
     run = cli("train", *gpu_smoke, "--epochs", "3", "--run-dir", tmp_path, "--name", "r", "--json",
               *(a for k in keys for a in ("--set", k)))
     assert run.exit_code == 0, run.output
-    out = json.loads(run.stdout)
+    out = last_json(run.stdout)
     assert out["selected_by"] == "ema_val_top1" and out["compile"] is True
     assert out["best"]["ema_val_top1"] > 0.3  # far above chance (0.1)
-    ev = json.loads(cli("eval", tmp_path / "r", "--device", "cuda", "--split", "val", "--json").stdout)
+    ev = last_json(cli("eval", tmp_path / "r", "--device", "cuda", "--split", "val", "--json").stdout)
     assert ev["weights"] == "ema" and ev["top1"] == pytest.approx(out["best"]["ema_val_top1"], abs=0.02)
 
 

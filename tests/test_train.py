@@ -14,7 +14,7 @@ from resnet_cli.train.schedule import LRSchedule
 from resnet_cli.config import TrainConfig
 
 # CPU: resume is bit-exact for CPU kernels (GPU runs are checked in test_gpu.py)
-from conftest import smoke
+from conftest import last_json, smoke
 
 SMALL = smoke()  # 256 training images, 64 test images, CPU
 
@@ -22,13 +22,13 @@ SMALL = smoke()  # 256 training images, 64 test images, CPU
 def train(cli, tmp_path, *args):
     result = cli("train", *SMALL, "--run-dir", tmp_path / "runs", *args, "--json")
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return last_json(result.stdout)
 
 
 def test_smoke_preset_learns_and_writes_a_run_folder(cli, tmp_path):
     result = cli("train", "--preset", "smoke", "--device", "cpu", "--run-dir", tmp_path / "runs", "--json")
     assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)
+    out = last_json(result.stdout)
     run = tmp_path / "runs" / "resnet20-synthetic"
     assert out["run_dir"] == str(run)
     assert out["final"]["test_top1"] >= 0.5, out["final"]  # chance: 10% (the run takes ~15 s on 2 idle cores)
@@ -89,7 +89,7 @@ def test_resume_may_change_the_speed_switches(cli, tmp_path):
     resumed = cli("train", "--resume", part["run_dir"], "--set", "train.channels_last=on",
                   "--set", "run.stop_after_epochs=0", "--json")
     assert resumed.exit_code == 0, resumed.output
-    out = json.loads(resumed.stdout)
+    out = last_json(resumed.stdout)
     assert out["epochs"] == 2 and out["channels_last"] is True
 
 
@@ -97,7 +97,7 @@ def test_eval_on_the_checkpoint_training_wrote(cli, tmp_path):
     out = train(cli, tmp_path, "--epochs", "2")
     result = cli("eval", out["run_dir"], "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
-    ev = json.loads(result.stdout)
+    ev = last_json(result.stdout)
     assert ev["count"] == 64 and ev["top1"] == pytest.approx(out["best"]["test_top1"])
     assert ev["loss"] == pytest.approx(out["best"]["test_loss"], rel=1e-5)
     assert len(ev["per_class"]) == 10 and sum(c["count"] for c in ev["per_class"]) == 64
@@ -108,7 +108,7 @@ def test_eval_on_the_checkpoint_training_wrote(cli, tmp_path):
 
 def test_eval_accepts_a_bare_state_dict_with_model(cli, tmp_path):
     result = cli("train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--run-dir", tmp_path / "runs", "--json")
-    out = json.loads(result.stdout)
+    out = last_json(result.stdout)
     sd = torch.load(f"{out['run_dir']}/last.pt", weights_only=True)["model"]
     torch.save(sd, tmp_path / "bare.pt")
     result = cli("eval", tmp_path / "bare.pt", "--dataset", "synthetic", "--json")

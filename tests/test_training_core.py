@@ -87,7 +87,7 @@ def test_train_json_result_is_what_the_table_shows(cli, tmp_path, smoke_args):
     assert out["epochs"] == 1 and out["steps"] == 2 and out["selected_by"] == "test_top1"  # batches of 32
     assert out["final"] == out["best"] and out["processes"] == 1 and out["device"] == "cpu"
     again = cli.json("train", "--resume", out["run_dir"])
-    assert again == {"run_dir": out["run_dir"], "finished": True,
+    assert again == {"event": "result", "run_dir": out["run_dir"], "finished": True,
                      "message": f"{out['run_dir']} is finished (1 epochs, 2 steps); pass a larger --epochs to "
                                 "train further"}
 
@@ -125,3 +125,34 @@ def test_predict_prepares_an_image_as_evaluation_does(tmp_path):
     gray = InputSpec.of(["a"], 1, (10, 12), 0, (0.5,), (0.5,))
     with Image.open(tmp_path / "a.png") as im:
         assert gray.transform(im).shape == (1, 10, 12)
+
+
+def test_train_json_streams_json_lines(cli, tmp_path, smoke_args):
+    """`train --json`: one object per message, log interval and epoch as they happen, then the result."""
+    result = cli("train", *smoke_args("cpu", 64, 32, "train.log_interval=1"), "--epochs", "2", "--run-dir", tmp_path,
+                 "--json")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds == ["message", "message", "progress", "progress", "epoch", "progress", "progress", "epoch", "result"]
+    assert events[0]["text"].startswith("run folder: ")
+    assert [e["step_in_epoch"] for e in events if e["event"] == "progress"] == [1, 2, 1, 2]
+    assert events[3]["eta_seconds"] == 0.0 and events[2]["eta_seconds"] >= 0
+    rows = [e for e in events if e["event"] == "epoch"]
+    assert [r["epoch"] for r in rows] == [1, 2] and events[-1]["final"] == {k: v for k, v in rows[-1].items()
+                                                                          if k != "event"}
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_never_stops_a_run(tmp_path, proc, smoke_args, ckpts):
+    """`resnet train ... | head -3`: the reader goes away after three lines; the run trains on to the end."""
+    import subprocess
+
+    train = proc.start("train", *smoke_args("cpu", 256, 32, "train.log_interval=1"), "--epochs", "3",
+                       "--run-dir", tmp_path, "--name", "r")
+    head = subprocess.run(["head", "-3"], stdin=train.stdout, capture_output=True, text=True, timeout=120)
+    train.stdout.close()
+    assert train.wait(timeout=300) == 0, train.stderr.read()
+    assert len(head.stdout.splitlines()) == 3
+    done = ckpts.load(tmp_path / "r" / "last.pt")
+    assert done["epoch"] == 3 and done["step"] == 24

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Optional, get_args, get_type_hints
 
 import typer
 
 from .. import config as C
-from ._common import JsonOpt, choices, console, print_json
+from ._common import JsonOpt, choices, console
 
 # Shorthands for common keys; each is one config key, named in its help (choices from the config's types).
 Dataset = choices("Dataset", get_args(get_type_hints(C.DataConfig)["dataset"]))
@@ -75,7 +76,8 @@ def train(
                                                   "else start it there (one command line for restarts; run.resume).",
                                                   show_default=False)] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
-    json_out: JsonOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines: an object per message, log interval "
+                                           "and epoch, then the result.")] = False,
 ) -> None:
     """Train a ResNet. Precedence: defaults < --preset < --config < flags < --set.
 
@@ -127,11 +129,11 @@ def train(
         typer.echo(C.to_yaml(config_to_run(cfg)), nl=False)
         return
 
-    result = resume_run(point, quiet=json_out) if point is not None else train_run(cfg, quiet=json_out)
+    result = resume_run(point, json_lines=json_out) if point is not None else train_run(cfg, json_lines=json_out)
     if result is None:  # not rank 0: rank 0 reports
         return
-    if json_out:
-        print_json(result.as_json())
+    if json_out:  # JSON Lines: the progress events, then this
+        typer.echo(json.dumps(result.as_json()))
     elif result.message:
         typer.echo(result.message)
     else:

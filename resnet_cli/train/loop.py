@@ -276,6 +276,7 @@ class Trainer:
                     self._skip(epoch, out.loss)
                     continue
                 state.step += 1
+                self.progress.advance(i + 1)
                 if run.ema is not None:
                     run.ema.update()
                 meter.add(out.loss, out.logits, y)
@@ -309,7 +310,7 @@ class Trainer:
             raise self._nonfinite(epoch, self.state.step - len(meter.finite) + meter.first_nonfinite() + 1, avg)
         meter.finite.clear()
         self.progress.update(done, steps, avg, meter.correct.item() / meter.seen, lr,
-                             (meter.seen - meter.seen_before) * process.world / meter.seconds())
+                             (meter.seen - meter.seen_before) * process.world / meter.seconds(), meter.start)
 
     def _stop_or_save_inside(self, meter: EpochMeter, epoch: int, done: int, steps: int, at_interval: bool) -> None:
         """A stop signal (agreed by every rank) or train.checkpoint_every: last.pt at this step, mid-epoch."""
@@ -360,7 +361,7 @@ class Trainer:
             raise self._interrupted(f"at the end of epoch {state.epoch}")
 
     def _report_epoch(self, row: dict) -> None:
-        self.progress.line(epoch_line(row, self.cfg, self.run.plan.epochs))
+        self.progress.epoch(row, epoch_line(row, self.cfg, self.run.plan.epochs))
         target, goal = self.state.target, self.cfg.train.target_top1
         if target is not None and target["epoch"] == row["epoch"]:
             self.progress.line(f"reached {self.selection} >= {goal:.2%} at epoch {row['epoch']} (step "

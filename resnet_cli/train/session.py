@@ -48,21 +48,22 @@ class RunResult:
     message: str = ""  # set when there was nothing to train: why (a finished run resumed)
 
     def as_json(self) -> dict[str, Any]:
+        """The last line of `train --json` (after the progress events)."""
         if self.message:
-            return {"run_dir": self.run_dir, "finished": True, "message": self.message}
+            return {"event": "result", "run_dir": self.run_dir, "finished": True, "message": self.message}
         keys = ("run_dir", "model", "dataset", "epochs", "steps", "final", "best", "selected_by", "stopped_early",
                 "device", "processes", "precision", "channels_last", "compile", "wall_seconds", "target")
-        return {k: getattr(self, k) for k in keys}
+        return {"event": "result", **{k: getattr(self, k) for k in keys}}
 
 
-def train_run(cfg: Config, quiet: bool = False) -> RunResult | None:
-    """A new run of `cfg`, in a new run folder."""
-    return _session(cfg, quiet, None)
+def train_run(cfg: Config, quiet: bool = False, json_lines: bool = False) -> RunResult | None:
+    """A new run of `cfg`, in a new run folder. `quiet`: no output; `json_lines`: progress as JSON Lines."""
+    return _session(cfg, quiet, json_lines, None)
 
 
-def resume_run(point: ResumePoint, quiet: bool = False) -> RunResult | None:
+def resume_run(point: ResumePoint, quiet: bool = False, json_lines: bool = False) -> RunResult | None:
     """The run a checkpoint continues, in its own folder; a finished run is reported, not trained."""
-    return _session(point.cfg, quiet, point)
+    return _session(point.cfg, quiet, json_lines, point)
 
 
 def config_to_run(cfg: Config) -> Config:
@@ -74,13 +75,13 @@ def config_to_run(cfg: Config) -> Config:
     return point.cfg if point is not None else cfg
 
 
-def _session(cfg: Config, quiet: bool, point: ResumePoint | None) -> RunResult | None:
+def _session(cfg: Config, quiet: bool, json_lines: bool, point: ResumePoint | None) -> RunResult | None:
     process = from_env(cfg.run.device)
     try:
         if point is None and cfg.run.resume == "auto":  # the same command line starts the run and resumes it
             point = auto_point(cfg, process)
             cfg = point.cfg if point is not None else cfg
-        progress = Progress(enabled=not quiet and process.is_main)
+        progress = Progress(enabled=not quiet and process.is_main, json_lines=json_lines)
         run = build_run(cfg, process, progress, resuming=point is not None)
         trainer = Trainer(run, progress)
         if point is not None:
