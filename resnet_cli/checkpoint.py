@@ -44,6 +44,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise BadInput(f"{path} is a folder, not a checkpoint file")
     if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
         raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint (not a PyTorch file)")
+    with zipfile.ZipFile(path) as archive:
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist()):
+            raise BadInput(f"{path} is a TorchScript file (resnet build/export --format torchscript), not a "
+                           "checkpoint: give the checkpoint or run folder it was made from")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -8,6 +8,7 @@ goes into the file where the format has room for it (ONNX metadata) and into a s
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,9 +41,10 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
         raise BadInput(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     net = net.eval().cpu()
     example = example_batch(net, batch_size or 2, input_size)
-    if fmt == "torchscript":  # PyTorch deprecates TorchScript; kept for older runtimes
-        scripted = torch.jit.trace(net, example)
-        atomic_write(output, lambda tmp: torch.jit.save(scripted, str(tmp)))
+    if fmt == "torchscript":  # PyTorch deprecates TorchScript; kept for older runtimes (TORCHSCRIPT_NOTE)
+        with quiet_torchscript():
+            scripted = torch.jit.trace(net, example)
+            atomic_write(output, lambda tmp: torch.jit.save(scripted, str(tmp)))
     elif fmt == "export":
         dynamic = None if batch_size else ({0: torch.export.Dim("batch", min=1)},)
         exported = torch.export.export(net, (example,), dynamic_shapes=dynamic)
@@ -52,6 +54,20 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
     if metadata and fmt != "onnx":
         atomic_write_text(sidecar(output), json.dumps(metadata, indent=2) + "\n")
     return output
+
+
+TORCHSCRIPT_NOTE = ("note: PyTorch deprecates TorchScript (torch.jit); --format export (.pt2) or onnx are its "
+                    "successors")
+
+
+@contextlib.contextmanager
+def quiet_torchscript():
+    """torch.jit's deprecation warnings, silenced: commands that write TorchScript print TORCHSCRIPT_NOTE once."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*")
+        yield
 
 
 def sidecar(output: Path) -> Path:
@@ -94,7 +110,8 @@ def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
     import torch
 
     if fmt == "torchscript":
-        return torch.jit.load(str(path))(x)
+        with quiet_torchscript():
+            return torch.jit.load(str(path))(x)
     if fmt == "export":
         return torch.export.load(str(path)).module()(x)
     try:

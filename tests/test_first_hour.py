@@ -181,3 +181,19 @@ def test_figures_are_written_in_the_format_their_suffix_names(cli, tmp_path, mni
     assert wrong.exit_code == 2 and "a figure is written as .png, .svg, .pdf; got .txt" in wrong.stderr
     flow = cli("gradflow", "resnet20", "--dataset", "synthetic", "--batch-size", "8", "-o", tmp_path / "g.pdf")
     assert flow.exit_code == 0 and (tmp_path / "g.pdf").read_bytes()[:4] == b"%PDF"
+
+
+@pytest.mark.slow
+def test_torchscript_is_still_written_with_one_note_and_no_pytorch_warning(tmp_path):
+    """TorchScript stays available (PyTorch deprecates it): one line says so, torch.jit's warnings do not leak;
+    handing the file to eval is one line naming what it is."""
+    out = subprocess.run([sys.executable, "-W", "default", "-m", "resnet_cli", "build", "resnet20", "-o",
+                          tmp_path / "m.pt", "--format", "torchscript"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == "note: PyTorch deprecates TorchScript (torch.jit); --format export (.pt2) or onnx " \
+                                 "are its successors"
+    ev = subprocess.run([sys.executable, "-W", "default", "-m", "resnet_cli", "eval", tmp_path / "m.pt", "--dataset",
+                         "synthetic"], capture_output=True, text=True, timeout=120)
+    assert ev.returncode == 2
+    assert ev.stderr.strip() == f"error: {tmp_path / 'm.pt'} is a TorchScript file (resnet build/export --format " \
+                                "torchscript), not a checkpoint: give the checkpoint or run folder it was made from"

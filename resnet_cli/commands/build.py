@@ -68,6 +68,10 @@ def build(
         write_model(net, fmt.value, output, (size, size))  # any batch size; spatial size fixed at the native one
     result = {"model": name, "params": params, "format": fmt.value, "path": str(output),
               "bytes": output.stat().st_size, "config": config["model"]}
+    if fmt.value == "torchscript":
+        from ..export import TORCHSCRIPT_NOTE
+
+        typer.echo(TORCHSCRIPT_NOTE, err=True)
     if json_out:
         print_json(result)
     else:

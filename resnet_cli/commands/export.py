@@ -59,6 +59,10 @@ def export_cmd(
     out = export_checkpoint(source, output, fmt.value if fmt else None, batch,
                             (size, size) if isinstance(size, int) else size, tolerance,
                             model, dataset)
+    if out["format"] == "torchscript":
+        from ..export import TORCHSCRIPT_NOTE
+
+        typer.echo(TORCHSCRIPT_NOTE, err=True)
     if json_out:
         print_json(out)
     else:
