@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional, get_args, get_type_hints
 import typer
 
 from .. import config as C
-from ._common import JsonOpt, choices, console
+from ._common import choices, console
 
 # Shorthands for common keys; each is one config key, named in its help (choices from the config's types).
 Dataset = choices("Dataset", get_args(get_type_hints(C.DataConfig)["dataset"]))
