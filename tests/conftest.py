@@ -7,10 +7,13 @@ loop) and `cuda` (needs a CUDA device; skipped elsewhere).
 from __future__ import annotations
 
 import csv
+import functools
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -145,6 +148,33 @@ def make_trainer(tmp_path):
         return trainer
 
     return make
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A loopback HTTP server over a folder; counts requests. Stops by itself at teardown."""
+    root = tmp_path / "www"
+    root.mkdir()
+    hits = []
+
+    class Handler(QuietHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,33 +13,6 @@ from resnet_cli.data import cifar, idx, load_data
 from resnet_cli.data.download import check_url, download, md5_file, safe_extract
 from resnet_cli.errors import BadInput
 from conftest import last_json
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A loopback HTTP server over a folder; counts requests. Stops by itself at teardown."""
-    root = tmp_path / "www"
-    root.mkdir()
-    hits = []
-
-    class Handler(_Handler):
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @pytest.fixture

@@ -197,3 +197,48 @@ def test_torchscript_is_still_written_with_one_note_and_no_pytorch_warning(tmp_p
     assert ev.returncode == 2
     assert ev.stderr.strip() == f"error: {tmp_path / 'm.pt'} is a TorchScript file (resnet build/export --format " \
                                 "torchscript), not a checkpoint: give the checkpoint or run folder it was made from"
+
+
+def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_path, server, monkeypatch):
+    """`--init torchvision:resnet18`: torchvision's file from a (loopback) mirror, its sha256 checked against the
+    name, kept in torch hub's cache and reused offline; a wrong file is not kept; offline is one line."""
+    import hashlib
+
+    import torch
+
+    from resnet_cli.models import build_model
+    from resnet_cli.train import init_weights
+
+    www, url, hits = server
+    torch.manual_seed(1)
+    published = build_model("resnet18").state_dict()  # a torchvision-format state_dict, 1000 classes
+    torch.save(published, www / "blob")
+    digest = hashlib.sha256((www / "blob").read_bytes()).hexdigest()
+    name = f"resnet18-{digest[:8]}.pth"
+    (www / "blob").rename(www / name)
+    monkeypatch.setitem(init_weights.TORCHVISION, "resnet18", ("resnet18", name))
+    monkeypatch.setenv("RESNET_CLI_TORCHVISION_URL", url)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    train = ["train", "--preset", "smoke", "--model", "resnet18", "--device", "cpu", "--epochs", "1",
+             "--set", "data.synthetic_train=32", "--set", "data.synthetic_test=16", "--run-dir", tmp_path / "runs"]
+    first = cli(*train, "--init", "torchvision:resnet18")
+    assert first.exit_code == 0, first.output
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / name
+    assert cached.is_file() and hits == [f"/{name}"]
+    assert f"model.init: loaded 120 of 122 tensors from {cached}; new head fc (1000 -> 10 classes)" in first.stdout
+    again = cli(*train, "--init", "torchvision:resnet18")  # from the cache: no second request
+    assert again.exit_code == 0 and hits == [f"/{name}"]
+    wrong = f"resnet34-{'0' * 8}.pth"
+    (www / wrong).write_bytes((www / name).read_bytes())
+    monkeypatch.setitem(init_weights.TORCHVISION, "resnet34", ("resnet18", wrong))
+    bad = cli(*train, "--init", "torchvision:resnet34")
+    assert bad.exit_code == 2 and "its sha256 should start with 00000000" in bad.stderr
+    assert not (tmp_path / "torch" / "hub" / "checkpoints" / wrong).exists()
+    monkeypatch.setenv("RESNET_CLI_TORCHVISION_URL", "http://127.0.0.1:9/")  # nothing listens: offline
+    monkeypatch.setitem(init_weights.TORCHVISION, "resnet18:v1", ("resnet18", "resnet18-f37072fd.pth"))
+    offline = cli(*train, "--init", "torchvision:resnet18:v1")
+    assert offline.exit_code == 2
+    assert "offline, put http://127.0.0.1:9/resnet18-f37072fd.pth at " \
+           f"{tmp_path / 'torch' / 'hub' / 'checkpoints' / 'resnet18-f37072fd.pth'}" in offline.stderr
+    arch = cli("train", "--preset", "smoke", "--model", "resnet50", "--init", "torchvision:resnet50", "--device", "cpu")
+    assert arch.exit_code == 2 and "torchvision's weights are a resnet50-v1.5" in arch.stderr

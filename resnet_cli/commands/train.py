@@ -38,8 +38,8 @@ def train(
     lr: Annotated[Optional[float], typer.Option("--lr", show_default=False, help="train.lr")] = None,
     init: Annotated[Optional[str], typer.Option("--init", show_default=False,
                                                 help="model.init: start from these weights (a run folder, a "
-                                                     "checkpoint, or a torchvision .pth); a new head when the "
-                                                     "class count differs")] = None,
+                                                     "checkpoint, a torchvision .pth, or torchvision:resnet50 "
+                                                     "by name); a new head when the class count differs")] = None,
     freeze: Annotated[Optional[str], typer.Option("--freeze", show_default=False,
                                                   help="train.freeze: stages to keep fixed, comma-separated as "
                                                        "`resnet summary` names them (conv1,conv2_x,conv3_x)")] = None,
@@ -91,7 +91,7 @@ def train(
 
     Example: [bold]resnet train --preset fashion-mnist --data-dir ../shared/data/fashion-mnist[/bold]
 
-    Fine-tune: [bold]resnet train --preset finetune --init resnet18-f37072fd.pth --data-dir DIR --freeze conv1,conv2_x[/bold]
+    Fine-tune: [bold]resnet train --preset finetune --init torchvision:resnet18 --data-dir DIR --freeze conv1,conv2_x[/bold]
 
     Restartable (torchrun --max-restarts, SLURM --requeue): [bold]resnet train --preset imagenet --name r50 --resume auto[/bold]
     """

@@ -45,14 +45,15 @@ def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, md5: str | None, timeout: float = 30.0) -> Path:
-    """Fetch `url` to `dest` through a verified temporary file."""
+def download(url: str, dest: Path, md5: str | None, timeout: float = 30.0, sha256_prefix: str | None = None) -> Path:
+    """Fetch `url` to `dest` through a verified temporary file (its md5, or the start of its sha256 as
+    torchvision's file names carry it)."""
     check_url(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
-        h = hashlib.md5()
+        h, sha = hashlib.md5(), hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (scheme checked)
@@ -60,6 +61,7 @@ def download(url: str, dest: Path, md5: str | None, timeout: float = 30.0) -> Pa
                         raise BadInput(f"refusing redirect from {url} to {response.geturl()}")
                     while block := response.read(1 << 20):
                         h.update(block)
+                        sha.update(block)
                         out.write(block)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 reason = getattr(e, "reason", e)
@@ -67,6 +69,9 @@ def download(url: str, dest: Path, md5: str | None, timeout: float = 30.0) -> Pa
         if md5 is not None and h.hexdigest() != md5:
             raise BadInput(f"checksum mismatch for {url}: expected md5 {md5}, got {h.hexdigest()}; "
                            "the file was not kept")
+        if sha256_prefix is not None and not sha.hexdigest().startswith(sha256_prefix):
+            raise BadInput(f"checksum mismatch for {url}: its sha256 should start with {sha256_prefix}, got "
+                           f"{sha.hexdigest()[:16]}...; the file was not kept")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
