@@ -211,3 +211,26 @@ def test_summary_any_class_count_channels_and_shape():
     assert out["input_size"] == [160, 224] and {m["depth"] for m in out["modules"]} == {1}
     bad = CliRunner().invoke(app, ["summary", "resnet50", "--input-size", "0x3"])
     assert bad.exit_code == 2 and "--input-size must be positive" in bad.stderr
+
+
+def test_ten_crop_and_crop_pct_evaluate_image_folders_as_the_paper_did(cli, folder_run):
+    """`eval --ten-crop`: four corners and the centre, and their mirrors, probabilities averaged; --crop-pct:
+    another resize before the crop (timm's rule); both refused where images are evaluated whole."""
+    from resnet_cli.data.transforms import center_crop, resize_shorter, ten_crops
+
+    img = Image.open(folder_run / "images" / "val" / "cat" / "0.png").convert("RGB")
+    crops = ten_crops(resize_shorter(img, 27), 24)
+    assert crops.shape == (10, 3, 24, 24)
+    assert torch.equal(crops[4], center_crop(resize_shorter(img, 27), 24, 24))  # the centre crop is one of them
+    assert all(torch.equal(crops[5 + k], crops[k].flip(-1)) for k in range(5))  # each crop's mirror image
+    run = folder_run / "runs" / "f"
+    one = cli.json("eval", run, "--device", "cpu")
+    ten = cli.json("eval", run, "--device", "cpu", "--ten-crop")
+    assert (one["crops"], ten["crops"]) == (1, 10) and ten["count"] == one["count"] == 18
+    assert 0 <= ten["top1"] <= 1 and ten["resize"] == one["resize"] == 27  # round(24 * 256 / 224)
+    wide = cli.json("eval", run, "--device", "cpu", "--crop-pct", "0.75")
+    assert wide["resize"] == 32 and wide["count"] == 18
+    text = cli("eval", run, "--device", "cpu", "--ten-crop")
+    assert "on imagefolder test (10-crop) (18 images)" in text.stdout
+    bad = cli("eval", run, "--device", "cpu", "--crop-pct", "1.5")
+    assert bad.exit_code == 2 and "--crop-pct is a fraction in (0, 1]" in bad.stderr

@@ -39,6 +39,13 @@ def eval_cmd(
     dataset: Annotated[Optional[str], typer.Option("--dataset", show_default=False,
                                                    help="Dataset: needed for a bare state_dict \\[default: as trained].")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Evaluate the first N images only (0 = all).")] = 0,
+    ten_crop: Annotated[bool, typer.Option("--ten-crop", help="Image folders: the paper's 10-crop test (four "
+                                           "corners and the centre, and their mirrors; probabilities averaged).")]
+    = False,
+    crop_pct: Annotated[Optional[float], typer.Option("--crop-pct", show_default=False,
+                                                      help="Image folders: resize the shorter side to crop / "
+                                                           "crop-pct before cropping (0.875: 224 from 256) "
+                                                           "\\[default: as trained]")] = None,
     confusion: Annotated[bool, typer.Option("--confusion", help="Print the confusion matrix (a table up to 20 "
                                             "classes, the most frequent confusions beyond).")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", show_default=False,
@@ -62,7 +69,10 @@ def eval_cmd(
         need_matplotlib()
         figure_format(output)
 
+    if crop_pct is not None and not 0 < crop_pct <= 1:
+        raise BadInput(f"--crop-pct is a fraction in (0, 1] (0.875 for 224 from 256), got {crop_pct}")
     out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model, limit=limit,
+                              crop_pct=crop_pct or 0.0, ten_crop=ten_crop,
                               batch_size=batch_size, device=device, weights=weights.value)
     if not confusion:
         out.pop("confusion")
@@ -74,7 +84,8 @@ def eval_cmd(
     from rich.table import Table
 
     c = console()
-    c.print(f"{out['model']} on {out['dataset']} {out['split']} ({out['count']:,} images): loss {out['loss']:.4f}, "
+    crops = " (10-crop)" if out["crops"] == 10 else ""
+    c.print(f"{out['model']} on {out['dataset']} {out['split']}{crops} ({out['count']:,} images): loss {out['loss']:.4f}, "
             f"top-1 {out['top1']:.2%}, top-5 {out['top5']:.2%}, {out['img_per_s']:,.0f} img/s on {out['device']}")
     table = Table(title="per-class accuracy")
     table.add_column("class")

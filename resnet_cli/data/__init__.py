@@ -45,6 +45,12 @@ class TensorData(DescribedByInput):
         """The training images and labels, for work that reads them whole (`gradflow`)."""
         return self.train_x, self.train_y
 
+    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False) -> "TensorData":
+        if crop_pct or ten_crop:
+            raise BadInput("--crop-pct and --ten-crop are for image folders (the paper's ImageNet test protocol); "
+                           "these images are evaluated whole")
+        return self
+
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
                channels_last: bool = False, rank: int = 0, world: int = 1):
         from .loader import DeviceLoader
@@ -76,6 +82,18 @@ class FolderData(DescribedByInput):
 
     def train_tensors(self, what: str):
         raise BadInput(f"{what} reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
+
+    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False) -> "FolderData":
+        """These folders evaluated with the shorter side resized to crop / `crop_pct` (timm's rule; 0: as trained)
+        and/or with 10 crops per image (the paper's test protocol)."""
+        crop = self.input.image_size[0]
+        resize = round(crop / crop_pct) if crop_pct else self.input.resize
+        splits = {k: (getattr(self, k).for_testing(resize, ten_crop) if getattr(self, k) is not None else None)
+                  for k in ("train_set", "test_set", "val_set")}
+        spec = InputSpec(self.input.classes, self.input.channels, self.input.image_size, resize, self.input.mean,
+                         self.input.std)
+        return FolderData(splits["train_set"], splits["test_set"], spec, val_set=splits["val_set"],
+                          workers=self.workers)
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
                channels_last: bool = False, rank: int = 0, world: int = 1):

@@ -21,7 +21,7 @@ import torch
 from ..errors import BadInput
 from .inputs import DescribedByInput, InputSpec
 from .loader import batch_seed, model_batch, shard_indices, shard_len
-from .transforms import center_crop, crop_to_tensor, resize_shorter
+from .transforms import center_crop, crop_to_tensor, resize_shorter, ten_crops
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 MARKER = "resnet-cli: cannot decode image "
@@ -50,9 +50,10 @@ def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[tuple[
 
 class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, samples: list[tuple[Path, int]], train: bool, crop: int = 224, resize: int = 256,
-                 scale: tuple[int, int] = (256, 480), flip: bool = True) -> None:
+                 scale: tuple[int, int] = (256, 480), flip: bool = True, ten_crop: bool = False) -> None:
         self.samples, self.train, self.crop, self.resize = samples, train, crop, resize
         self.scale, self.flip = scale, flip
+        self.ten_crop = ten_crop  # evaluation: 10 crops per image (eval --ten-crop)
         self.epoch_seed = 0
 
     def __len__(self) -> int:
@@ -73,6 +74,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             w, h = img.size
             return crop_to_tensor(img, rng.randint(0, w - self.crop), rng.randint(0, h - self.crop), self.crop,
                                   self.flip and rng.random() < 0.5), label
+        if self.ten_crop:
+            return ten_crops(resize_shorter(img, self.resize), self.crop), label
         return center_crop(resize_shorter(img, self.resize), self.crop, self.crop), label
 
     def for_training(self, train: bool) -> "ImageFolderDataset":
@@ -81,6 +84,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             return self
         return ImageFolderDataset(self.samples, train, crop=self.crop, resize=self.resize, flip=self.flip,
                                   scale=self.scale)
+
+    def for_testing(self, resize: int, ten_crop: bool) -> "ImageFolderDataset":
+        """The same images evaluated after another resize, or with 10 crops each."""
+        return ImageFolderDataset(self.samples, False, crop=self.crop, resize=resize, flip=self.flip,
+                                  scale=self.scale, ten_crop=ten_crop)
 
 
 class FolderLoader(DescribedByInput):
@@ -112,6 +120,7 @@ class FolderLoader(DescribedByInput):
                                              persistent_workers=False)
         try:
             for b, (xb, yb) in enumerate(loader, start=start):
+                xb = xb.flatten(0, 1) if xb.ndim == 5 else xb  # 10-crop: B x 10 images -> 10B, labels stay B
                 yield model_batch(xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True),
                                   self.mean, self.std, self.augment if self.train else None,
                                   batch_seed(self.seed, epoch, b, self.rank), self.channels_last)

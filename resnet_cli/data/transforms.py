@@ -41,3 +41,16 @@ def center_crop(img, h: int, w: int) -> torch.Tensor:
     iw, ih = img.size
     left, top = (iw - w) // 2, (ih - h) // 2
     return to_tensor(img.crop((left, top, left + w, top + h)))
+
+
+def ten_crops(img, size: int) -> torch.Tensor:
+    """The paper's 10-crop test (after AlexNet): the four corners and the centre, each also mirrored, as a
+    uint8 10 x C x size x size tensor."""
+    from PIL import Image
+
+    w, h = img.size
+    corners = [(0, 0), (w - size, 0), (0, h - size), (w - size, h - size), ((w - size) // 2, (h - size) // 2)]
+    crops = [to_tensor(img.crop((x, y, x + size, y + size))) for x, y in corners]
+    mirrored = img.transpose(Image.FLIP_LEFT_RIGHT)
+    crops += [to_tensor(mirrored.crop((w - x - size, y, w - x, y + size))) for x, y in corners]
+    return torch.stack(crops)

@@ -47,6 +47,9 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
         with torch.inference_mode(), autocast(device, precision):
             for x, y in loader.batches():
                 logits = forward(x).float()
+                if len(logits) != len(y):  # several crops per image (10-crop): average their probabilities
+                    probs = logits.softmax(1).view(len(y), -1, logits.shape[1]).mean(1)
+                    logits = probs.clamp_min(1e-12).log()  # log-probabilities: cross_entropy on them is the NLL
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
                 pred = logits.topk(k, dim=1).indices
                 top1 += (pred[:, 0] == y).sum()
@@ -69,11 +72,14 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
 
 def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = None, dataset: str | None = None,
                         model: str | None = None, limit: int = 0, batch_size: int = 1024,
-                        device: str = "auto", weights: str = "auto") -> dict:
+                        device: str = "auto", weights: str = "auto", crop_pct: float = 0.0,
+                        ten_crop: bool = False) -> dict:
     """`resnet eval`: a checkpoint (or run folder, or bare state_dict with `model`) on a dataset split.
 
     The data is the run's own unless `dataset`/`data_dir` say otherwise ("val" is the run's held-out split);
-    `weights` picks the EMA or raw weights (checkpoint.state_dict_of). Precision and memory layout are
+    `weights` picks the EMA or raw weights (checkpoint.state_dict_of); image folders may be evaluated after
+    another resize (`crop_pct`: shorter side to crop / crop_pct) or with 10 crops per image (`ten_crop`, the
+    paper's protocol: corners, centre and their mirrors, probabilities averaged). Precision and memory layout are
     train's for the device (speed.py), without compiling a one-off pass.
     """
     from .. import config as C
@@ -99,7 +105,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     dev = resolve_device(device)
     saved = loaded.checkpoint.get("input") if own else None
     data = load_data(cfg.data, classes=saved["classes"] if saved and cfg.data.dataset == "imagefolder" else None,
-                     need_train=split in ("train", "val"))
+                     need_train=split in ("train", "val")).tested(crop_pct, ten_crop)
     cfg.model.fitted(data.num_classes, data.channels, cfg.data.dataset, str(loaded.path))  # it can take the data
     trained_on_it = own and (dataset is None or dataset == loaded.config.data.dataset)
     if not trained_on_it and cfg.model.num_classes != data.num_classes:  # extra outputs only where trained so
@@ -107,12 +113,13 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
                        f"{data.num_classes} classes")
     speed = Speed.resolve(dev, compile="off")
     net = loaded.model.to(dev, memory_format=speed.memory_format())
-    loader = make_loader(data, cfg.data, split, batch_size, dev, training=False, channels_last=speed.channels_last)
+    images = max(1, batch_size // 10) if ten_crop else batch_size  # a batch of images is 10x the crops
+    loader = make_loader(data, cfg.data, split, images, dev, training=False, channels_last=speed.channels_last)
     res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision)
     per_class = [{"class": name, "accuracy": acc, "count": n}
                  for name, acc, n in zip(data.classes, res.per_class, res.class_counts)]
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
-            "weights": loaded.weights,
+            "weights": loaded.weights, "crops": 10 if ten_crop else 1, "resize": data.input.resize,
             "count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5, "img_per_s": res.img_per_s,
             "device": str(dev), "precision": speed.precision, "per_class": per_class,
             "classes": list(data.classes),
