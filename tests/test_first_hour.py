@@ -68,6 +68,19 @@ def test_data_dir_alone_finds_its_dataset_and_never_falls_back_to_synthetic(cli,
         result = cli("train", "--data-dir", tmp_path / folder, "--epochs", "1", "--run-dir", tmp_path / "runs")
         assert result.exit_code == 2 and message in result.stderr, result.output
     assert not (tmp_path / "runs").exists()  # nothing trained
+    typo = cli("train", "--dataset", "mnist", "--data-dir", tmp_path / "typo", "--set", "data.download=false")
+    assert typo.exit_code == 2 and f"data.data_dir {tmp_path / 'typo'}: no such folder" in typo.stderr
+
+
+def test_a_missing_data_dir_is_said_before_a_download(cli, tmp_path, monkeypatch):
+    from resnet_cli.data import idx
+
+    monkeypatch.setitem(idx.SPECS, "mnist", idx.SPECS["mnist"].__class__(
+        "http://127.0.0.1:9/", {}, idx.SPECS["mnist"].gz_md5, (), idx.SPECS["mnist"].classes))  # nothing listens
+    result = cli("train", "--dataset", "mnist", "--data-dir", tmp_path / "new", "--epochs", "1")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"note: data folder {tmp_path / 'new'} does not exist: creating it to download "
+                                    "mnist there\nerror: mnist is not available (cannot download")
 
 
 def test_list_counts_parameters_from_the_table(cli):

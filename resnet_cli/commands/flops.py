@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, PlainOpt, check_positive, console, fmt_int, parse_input_size, print_json
+from ._common import (InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, PlainOpt, check_positive, console, fmt_m,
+                      parse_input_size, print_json)
 
 DEFAULT_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 V15_NOTE = ("v1.5 (torchvision) strides the 3x3 conv instead of the first 1x1 conv in downsampling "
@@ -90,15 +91,20 @@ def _print_table(rows: list[dict], tolerance: float, check: bool, dev) -> None:
     from rich.table import Table
 
     table = Table(title="Multiply-adds per image (fvcore), against the paper's Table 1")
-    for col in ["model", "input", "params", "GMACs", "GFLOPs", "BN GMACs", "paper", "deviation", "check"]:
-        table.add_column(col, justify="left" if col in ("model", "check") else "right")
+    # No cell is ever cut: names and numbers do not wrap; params abbreviated (exact under --json); GFLOPs (2 x
+    # GMACs) only where the terminal has room for it.
+    wide = console().width >= 100 or dev is not None
+    for col in ["model", "input", "params", "GMACs", *(["GFLOPs"] if wide else []), "BN GMACs", "paper", "dev.",
+                "check"]:
+        table.add_column(col, justify="left" if col in ("model", "check") else "right", no_wrap=True)
     if dev is not None:
         for col in ["ms/batch", "img/s", "TFLOP/s"]:
             table.add_column(col, justify="right")
     for r in rows:
         mark = "-" if r["ok"] is None else ("ok" if r["ok"] else ("FAIL" if check else "off"))
         size = r["input_size"]
-        cells = [r["model"], str(size) if isinstance(size, int) else "x".join(map(str, size)), fmt_int(r["params"]), f"{r['gmacs']:.3f}", f"{r['gflops']:.3f}",
+        cells = [r["model"], str(size) if isinstance(size, int) else "x".join(map(str, size)), fmt_m(r["params"]),
+                 f"{r['gmacs']:.3f}", *([f"{r['gflops']:.3f}"] if wide else []),
                  f"{r['bn_gmacs']:.3f}", "-" if r["paper_gmacs"] is None else f"{r['paper_gmacs']:.1f}",
                  "-" if r["deviation"] is None else f"{r['deviation']:+.1%}", mark]
         if dev is not None:
@@ -109,7 +115,7 @@ def _print_table(rows: list[dict], tolerance: float, check: bool, dev) -> None:
     out.print(table)
     uncounted = sorted({op for r in rows for op in r["uncounted_ops"]})
     out.print("Counted: conv + fc multiply-adds, one per multiply-add (the paper's \"FLOPs\"); GFLOPs = 2 x GMACs. "
-              "BatchNorm is shown apart and not in GMACs.")
+              "BatchNorm is shown apart and not in GMACs. dev.: deviation from the paper.")
     if uncounted:
         out.print(f"Not counted (no fvcore formula): {', '.join(uncounted)}; ReLU is ignored by fvcore. "
                   "Global average pooling is counted by fvcore but left out, as in the paper.")

@@ -251,6 +251,13 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
     import torch
 
     root = data_root(cfg.data_dir)
+    if cfg.data_dir and cfg.dataset in ("cifar10", "cifar100", "mnist", "fashion-mnist") and not root.exists():
+        if not cfg.download:
+            raise BadInput(f"data.data_dir {root}: no such folder (and data.download is off)")
+        import sys  # a mistyped --data-dir should not download silently into a new folder
+
+        print(f"note: data folder {root} does not exist: creating it to download {cfg.dataset} there",
+              file=sys.stderr, flush=True)
     if cfg.dataset == "synthetic":
         parts = synthetic(cfg)
     elif cfg.dataset in ("cifar10", "cifar100"):
