@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from dataclasses import dataclass, field, fields
@@ -340,14 +341,19 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return int(value)
         raise BadInput(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise BadInput(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise BadInput(f"{key}: expected a number, got {str(value)[:80]!r}")
+        if not math.isfinite(number):  # NaN passes every range check: refuse it here, for every float key
+            raise BadInput(f"{key}: expected a finite number, got {number}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

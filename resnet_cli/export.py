@@ -146,16 +146,16 @@ def format_for(output: Path, fmt: str | None) -> str:
 
 def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: int | None = None,
                       input_size: tuple[int, int] | None = None, tolerance: float = 1e-3, model: str | None = None,
-                      dataset: str | None = None) -> dict[str, Any]:
+                      dataset: str | None = None, force: bool = False) -> dict[str, Any]:
     """`resnet export`: a trained model written as `fmt`, loaded back, and compared with PyTorch's output."""
     from .checkpoint import model_from_checkpoint
     from .data import input_of_run
-    from .files import ensure_writable_dir
+    from .files import output_path
 
     fmt = format_for(output, fmt)
-    if output.is_dir():
-        raise BadInput(f"-o {output} is a folder; give a file name")
-    ensure_writable_dir(output.parent if str(output.parent) else Path("."))
+    output = output_path(output, force)
+    if fmt != "onnx":  # the metadata goes beside the file
+        output_path(sidecar(output), force)
     loaded = model_from_checkpoint(source, model, dataset)
     spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None, str(loaded.path))
     size = input_size or spec.image_size

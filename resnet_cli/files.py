@@ -14,6 +14,25 @@ from typing import Callable
 from .errors import BadInput
 
 
+RUN_CHECKPOINTS = ("last.pt", "best.pt")
+
+
+def output_path(path: str | os.PathLike, force: bool = False, flag: str = "-o") -> Path:
+    """The one rule for a file a command is asked to write: never a folder; an existing file only with
+    --force; a run's own checkpoint (last.pt, best.pt beside its config.yaml) never, since --resume and
+    eval need it. Checked before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{flag} {path} is a folder; give a file name")
+    if path.name in RUN_CHECKPOINTS and (path.parent / "config.yaml").is_file():
+        raise BadInput(f"{flag} {path} is a checkpoint of the run {path.parent}; it is never replaced: write "
+                       "somewhere else")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise BadInput(f"{flag} {path} exists; pass --force to replace it")
+    ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it into place.
 

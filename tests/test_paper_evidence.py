@@ -33,7 +33,7 @@ def test_plot_writes_a_png_and_a_text_view(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     assert "plain20" in result.stdout and "plain56" in result.stdout
-    data = cli.json("plot", a, b, "-o", out, "--metric", "error", "--x", "step")
+    data = cli.json("plot", a, b, "-o", out, "--force", "--metric", "error", "--x", "step")  # the same file again
     runs = {r["model"]: r for r in data["runs"]}
     assert runs["plain56"]["train_error"] == pytest.approx(100 - 100 * (0.5 + 0.4 - 0.1))
     assert runs["plain20"]["best_test_error"] == pytest.approx(100 - 100 * (0.9 - 0.03))

@@ -18,6 +18,8 @@ DepthOpt = Annotated[Optional[int], typer.Option(
     show_default=False)]
 PlainOpt = Annotated[bool, typer.Option("--plain", help="The plain twin: same net with no shortcuts.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output file if it exists (a run's "
+                                        "last.pt/best.pt never).")]
 InputSizeOpt = Annotated[Optional[str], typer.Option(
     "--input-size", "-s", help="S, or HxW for other shapes \\[default: the model's native size, 224 or 32].",
     show_default=False)]

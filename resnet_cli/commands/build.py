@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..export import FORMATS
-from ._common import DepthOpt, JsonOpt, ModelArg, PlainOpt, check_positive, choices, fmt_int, print_json
+from ._common import (DepthOpt, ForceOpt, JsonOpt, ModelArg, PlainOpt, check_positive, choices, fmt_int,
+                      print_json)
 
 
 Format = choices("Format", ("checkpoint", *FORMATS[:2]))  # onnx files come from trained runs: `resnet export`
@@ -28,6 +29,7 @@ def build(
     fmt: Annotated[Format, typer.Option("--format", "-f", help="checkpoint (state_dict + config), "
                                         "torchscript, or export (torch.export .pt2).")] = Format("checkpoint"),
     seed: Annotated[int, typer.Option("--seed", help="Seed for the initial weights.")] = 0,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Build a model and write it to a file; prints its parameters and the file size.
@@ -35,17 +37,14 @@ def build(
     Example: [bold]resnet build --depth 56 --num-classes 100 -o resnet56.pt[/bold]
     """
     from ..checkpoint import save_checkpoint
-    from ..files import ensure_writable_dir
-    from ..errors import BadInput
+    from ..files import output_path
     from ..config import ModelConfig
     from ..models import model_info, resolve_name
 
     name = resolve_name(model, depth, plain)
     check_positive(num_classes, "--num-classes")
     check_positive(in_channels, "--in-channels")
-    if output.exists() and output.is_dir():
-        raise BadInput(f"-o {output} is a folder; give a file name")
-    ensure_writable_dir(output.parent if str(output.parent) else Path("."))
+    output = output_path(output, force)
 
     import torch
 

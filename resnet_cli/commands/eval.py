@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import JsonOpt, check_positive, console, print_json
+from ._common import ForceOpt, JsonOpt, check_positive, console, print_json
 
 
 class Split(str, Enum):
@@ -51,6 +51,7 @@ def eval_cmd(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", show_default=False,
                                                    help="With --confusion: also draw it to this file (.png, .svg or .pdf; matplotlib).")]
     = None,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a checkpoint: loss, top-1, top-5, per-class accuracy and images/s.
@@ -68,6 +69,9 @@ def eval_cmd(
 
         need_matplotlib()
         figure_format(output)
+        from ..files import output_path
+
+        output = output_path(output, force)
 
     if crop_pct is not None and not 0 < crop_pct <= 1:
         raise BadInput(f"--crop-pct is a fraction in (0, 1] (0.875 for 224 from 256), got {crop_pct}")

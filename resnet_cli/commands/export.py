@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..export import FORMATS
-from ._common import JsonOpt, choices, parse_input_size, print_json
+from ._common import ForceOpt, JsonOpt, choices, parse_input_size, print_json
 
 
 Format = choices("Format", FORMATS)
@@ -32,6 +32,7 @@ def export_cmd(
     dataset: Annotated[Optional[str], typer.Option("--dataset", show_default=False,
                                                    help="For a bare state_dict: the dataset it was trained on.")]
     = None,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Export trained weights for other runtimes, then run the file once and compare it with PyTorch.
@@ -53,12 +54,12 @@ def export_cmd(
             batch = 0
         if batch <= 0:
             raise BadInput(f"--batch-size must be a positive integer or dynamic, got {batch_size!r}")
-    if tolerance <= 0:
-        raise BadInput(f"--tolerance must be positive, got {tolerance}")
+    if not tolerance > 0 or tolerance == float("inf"):  # NaN fails every comparison
+        raise BadInput(f"--tolerance must be a positive number, got {tolerance}")
     size = parse_input_size(input_size)
     out = export_checkpoint(source, output, fmt.value if fmt else None, batch,
                             (size, size) if isinstance(size, int) else size, tolerance,
-                            model, dataset)
+                            model, dataset, force)
     if out["format"] == "torchscript":
         from ..export import TORCHSCRIPT_NOTE
 

@@ -48,7 +48,7 @@ def flops(
     check_positive(batch_size, "--batch-size")
     check_positive(num_classes, "--num-classes")
     check_positive(in_channels, "--in-channels")
-    if not 0 <= tolerance < 1:
+    if not 0 <= tolerance < 1:  # NaN fails it too
         raise BadInput(f"--tolerance must be in [0, 1), got {tolerance}")
     from pathlib import Path
 

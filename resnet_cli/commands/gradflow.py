@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import JsonOpt, PlainOpt, check_positive, console, print_json
+from ._common import ForceOpt, JsonOpt, PlainOpt, check_positive, console, print_json
 
 
 def gradflow(
@@ -25,6 +25,7 @@ def gradflow(
     png: Annotated[Optional[Path], typer.Option("--output", "-o", "--png", help="Also plot the norms to this file "
                                                 "(.png, .svg or .pdf; needs "
                                                 "matplotlib).", show_default=False)] = None,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Gradient norm of every conv layer at initialisation, on one batch, from input to output.
@@ -45,6 +46,9 @@ def gradflow(
 
         need_matplotlib()
         figure_format(png)
+        from ..files import output_path
+
+        png = output_path(png, force)
     from ..gradflow import gradflow_report, sparkline
 
     results = gradflow_report(names, data, data_dir, batch_size, seed)

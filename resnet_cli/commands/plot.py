@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, console, print_json
+from ._common import ForceOpt, JsonOpt, console, print_json
 
 
 class Metric(str, Enum):
@@ -29,6 +29,7 @@ def plot(
     metric: Annotated[Metric, typer.Option("--metric", help="error (1 - top-1, %), loss, or top1 (%).")]
     = Metric.error,
     x: Annotated[XAxis, typer.Option("--x", help="Plot against epochs or iterations.")] = XAxis.epoch,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Plot training curves as the paper's Fig. 6 does: dashed lines for training, bold for test.
@@ -40,6 +41,9 @@ def plot(
 
     need_matplotlib()
     figure_format(output)
+    from ..files import output_path
+
+    output = output_path(output, force)
     import yaml
 
     from ..train.rundir import read_metrics

@@ -1,0 +1,77 @@
+"""Hostile inputs, by class (issue: hostile inputs, round two): one rule for output paths, one validation of
+numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from resnet_cli.cli import app
+
+    root = tmp_path_factory.mktemp("hostile")
+    result = CliRunner().invoke(app, ["train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--set",
+                                      "data.synthetic_train=64", "--set", "data.synthetic_test=32", "--run-dir",
+                                      str(root), "--name", "r"])
+    assert result.exit_code == 0, result.output
+    return root / "r"
+
+
+def test_an_existing_file_is_replaced_only_with_force(cli, tmp_path):
+    target = tmp_path / "m.pt"
+    target.write_bytes(b"mine")
+    refused = cli("build", "resnet20", "-o", target)
+    assert refused.exit_code == 2 and refused.stderr.strip() == f"error: -o {target} exists; pass --force to replace it"
+    assert target.read_bytes() == b"mine"
+    assert cli("build", "resnet20", "-o", target, "--force").exit_code == 0
+    assert torch.load(target, weights_only=True)["config"]["model"]["name"] == "resnet20"
+    folder = cli("build", "resnet20", "-o", tmp_path)
+    assert folder.exit_code == 2 and "is a folder; give a file name" in folder.stderr
+
+
+def test_a_runs_checkpoints_are_never_replaced(cli, run, ckpts):
+    before = (run / "best.pt").read_bytes()
+    for args in (["build", "resnet20", "-o", run / "best.pt", "--force"],
+                 ["export", run, "-o", run / "last.pt", "--force"]):
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        assert "is a checkpoint of the run" in result.stderr and "it is never replaced" in result.stderr
+    assert (run / "best.pt").read_bytes() == before
+    assert ckpts.load(run / "last.pt")["epoch"] == 1  # --resume still works from it
+
+
+def test_every_command_that_writes_a_file_asks_before_replacing(cli, run, tmp_path):
+    pytest.importorskip("matplotlib")
+    taken = {name: tmp_path / name for name in ("e.pt2", "e.pt2.json", "p.png", "c.png", "g.png")}
+    for path in taken.values():
+        path.write_text("mine")
+    (tmp_path / "f.pt2.json").write_text("mine")  # export's sidecar counts too: f.pt2 is free, its .json is not
+    for args in (["export", run, "-o", taken["e.pt2"]], ["export", run, "-o", tmp_path / "f.pt2"],
+                 ["plot", run, "-o", taken["p.png"]],
+                 ["eval", run, "--confusion", "-o", taken["c.png"], "--device", "cpu"],
+                 ["gradflow", "resnet20", "--batch-size", "8", "-o", taken["g.png"]]):
+        result = cli(*args)
+        assert result.exit_code == 2 and "exists; pass --force to replace it" in result.stderr, args
+    assert all(p.read_text() == "mine" for p in taken.values()) and (tmp_path / "f.pt2.json").read_text() == "mine"
+    assert cli("plot", run, "-o", taken["p.png"], "--force").exit_code == 0
+    assert taken["p.png"].read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--lr", "nan"], "train.lr: expected a finite number, got nan"),
+    (["train", "--set", "train.weight_decay=.inf"], "train.weight_decay: expected a finite number, got inf"),
+    (["train", "--set", "data.mixup=nan"], "data.mixup: expected a finite number, got nan"),
+    (["train", "--set", "data.cutmix=-.inf"], "data.cutmix: expected a finite number, got -inf"),
+    (["train", "--ema", "nan"], "train.ema: expected a finite number, got nan"),
+    (["flops", "--tolerance", "nan"], "--tolerance must be in [0, 1), got nan"),
+    (["export", "{run}", "-o", "{tmp}/x.onnx", "--tolerance", "nan"], "--tolerance must be a positive number"),
+    (["eval", "{run}", "--crop-pct", "nan"], "--crop-pct is a fraction in (0, 1]"),
+])
+def test_numbers_are_finite_and_in_range(cli, run, tmp_path, args, message):
+    result = cli(*[str(a).format(run=run, tmp=tmp_path) for a in args])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert "Traceback" not in result.output
