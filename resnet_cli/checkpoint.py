@@ -42,6 +42,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise BadInput(f"checkpoint not found: {path}")
     if path.is_dir():
         raise BadInput(f"{path} is a folder, not a checkpoint file")
+    if not path.is_file():  # a FIFO would block, a device (/dev/zero) never end
+        raise BadInput(f"{path} is not a regular file, so not a checkpoint")
     if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
         raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint (not a PyTorch file)")
     with zipfile.ZipFile(path) as archive:

@@ -217,17 +217,42 @@ def read_yaml(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+MAX_YAML_BYTES = 1 << 20  # a config is a few hundred bytes; anything past 1 MiB is not one
+
+
+def safe_yaml(text: str) -> Any:
+    """yaml.safe_load without aliases (*name): a few hundred bytes of nested aliases expand to gigabytes
+    ("billion laughs"), and a config never needs them. A refused or too-deep document is one BadInput line."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.events.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise BadInput(f"YAML aliases (*name) are not read (line {mark.line + 1}): write the value out")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliases)  # noqa: S506 (a SafeLoader)
+    except RecursionError:
+        raise BadInput("YAML nested too deeply to be a config") from None
+
+
 def _load_yaml(path: Path, what: str) -> dict[str, Any]:
     import yaml
 
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BadInput(f"{what} not found: {path}") from None
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise BadInput(f"{what} not found: {path}" if not path.exists() else f"{what} {path} is not a file")
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise BadInput(f"{what} {path} is {path.stat().st_size:,} bytes: too large for a config")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"{what} {path} is not UTF-8 text") from None
     except OSError as e:
         raise BadInput(f"cannot read {what} {path}: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -242,7 +267,7 @@ def _load_yaml(path: Path, what: str) -> dict[str, Any]:
 
 def load_preset(name: str) -> dict[str, Any]:
     path = presets_dir() / f"{name}.yaml"
-    if not path.is_file():
+    if not path.is_file() or name not in list_presets():  # a name, never a path (../../x)
         names = list_presets()
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -307,10 +332,16 @@ def parse_set(item: str) -> tuple[str, Any]:
     key = RENAMED.get(key.strip(), key.strip())
     check_key(key, "--set")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value
+
+
+def _shown(value: Any) -> str:
+    """A value in an error message, cut short: a crafted config must not make a message gigabytes long."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -321,25 +352,25 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, bool) and "on" in choices and "off" in choices:
             value = "on" if value else "off"  # YAML 1.1 (safe_load) reads on/off/yes/no/true/false as booleans
         if value not in choices:
-            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = difflib.get_close_matches(str(value)[:80], [str(c) for c in choices], n=1)
             more = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise BadInput(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}{more}")
+            raise BadInput(f"{key}: {_shown(value)} is not one of {', '.join(map(str, choices))}{more}")
         return value
     if origin is list:
         (item_tp,) = get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise BadInput(f"{key}: expected a list, got {value!r}")
+            raise BadInput(f"{key}: expected a list, got {_shown(value)}")
         return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise BadInput(f"{key}: expected true or false, got {value!r}")
+        raise BadInput(f"{key}: expected true or false, got {_shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise BadInput(f"{key}: expected an integer, got {value!r}")
+        raise BadInput(f"{key}: expected an integer, got {_shown(value)}")
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -359,7 +390,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):  # `checkpoint_every: 500` in YAML
             return str(value)
-        raise BadInput(f"{key}: expected a string, got {value!r}")
+        raise BadInput(f"{key}: expected a string, got {_shown(value)}")
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module
 
 

@@ -75,3 +75,29 @@ def test_numbers_are_finite_and_in_range(cli, run, tmp_path, args, message):
     result = cli(*[str(a).format(run=run, tmp=tmp_path) for a in args])
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert "Traceback" not in result.output
+
+
+def test_reads_are_bounded(cli, tmp_path):
+    """Only regular files are read as configs and checkpoints; YAML aliases, non-UTF-8 and runaway nesting are
+    one line each; a preset is a name, never a path; a huge value is cut short in the message."""
+    import os
+
+    bomb = tmp_path / "bomb.yaml"  # the "billion laughs" shape: each line doubles the one before
+    bomb.write_text("a: &a [x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")))
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    (tmp_path / "latin.yaml").write_bytes(b"train: {lr: 0.1}  # caf\xe9\n")
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    (tmp_path / "huge.yaml").write_text("train:\n  optimizer: " + "x" * 200_000 + "\n")
+    cases = [(["train", "--config", bomb], "YAML aliases (*name) are not read (line 2)"),
+             (["train", "--config", fifo], f"config file {fifo} is not a file"),
+             (["train", "--config", tmp_path / "latin.yaml"], "is not UTF-8 text"),
+             (["train", "--config", tmp_path / "deep.yaml"], "YAML nested too deeply to be a config"),
+             (["train", "--preset", "../presets/smoke"], "unknown preset '../presets/smoke'"),
+             (["eval", fifo, "--model", "resnet20", "--dataset", "synthetic"], "is not a regular file"),
+             (["eval", "/dev/zero", "--model", "resnet20", "--dataset", "synthetic"], "is not a regular file")]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.exit_code == 2 and message in result.stderr, (args, result.output[-500:])
+    huge = cli("train", "--config", tmp_path / "huge.yaml")
+    assert huge.exit_code == 2 and "train.optimizer: 'xxxxx" in huge.stderr and len(huge.stderr) < 400
