@@ -46,7 +46,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
             on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Top-k classes and probabilities for every readable image under `paths`."""
     try:
-        from PIL import UnidentifiedImageError
+        from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise BadInput('predict reads images with Pillow: pip install "resnet-cli[images]"') from None
     from .checkpoint import model_from_checkpoint
@@ -75,7 +75,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
             try:
                 tensors.append(read_image(path, spec))
                 chunk.append(path)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 skipped.append({"path": str(path), "error": (str(e).splitlines() or [type(e).__name__])[0][:200]})
         if tensors:
             x = to_float(torch.stack(tensors).to(dev), mean, std).contiguous(memory_format=speed.memory_format())

@@ -101,3 +101,39 @@ def test_reads_are_bounded(cli, tmp_path):
         assert result.exit_code == 2 and message in result.stderr, (args, result.output[-500:])
     huge = cli("train", "--config", tmp_path / "huge.yaml")
     assert huge.exit_code == 2 and "train.optimizer: 'xxxxx" in huge.stderr and len(huge.stderr) < 400
+
+
+def test_wrong_numbers_are_refused_not_printed(cli, tmp_path, run):
+    """A diverged checkpoint (NaN weights) is refused by eval, predict, export and summary; an empty class
+    folder is refused; a decompression bomb among good images is named and skipped by predict."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["model"]["layer1.0.bn1.running_var"][0] = float("nan")
+    torch.save(ckpt, tmp_path / "nan.pt")
+    Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
+    for args in (["eval", tmp_path / "nan.pt"], ["predict", tmp_path / "nan.pt", tmp_path / "ok.png"],
+                 ["export", tmp_path / "nan.pt", "-o", tmp_path / "nan.onnx"], ["summary", tmp_path / "nan.pt"]):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "holds non-finite values (NaN or Inf) in layer1.0.bn1.running_var" in result.stderr
+    folders = tmp_path / "folders"
+    for split in ("train", "val"):
+        (folders / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(folders / split / "cat" / "0.png")
+    (folders / "train" / "dog").mkdir()  # a class with no images
+    empty = cli("train", "--data-dir", folders, "--device", "cpu", "--epochs", "1")
+    assert empty.exit_code == 2 and f"{folders / 'train' / 'dog'} holds no images" in empty.stderr
+
+
+def test_a_decompression_bomb_is_one_named_image(cli, tmp_path, run, monkeypatch):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
+    Image.new("RGB", (200, 200)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 200x200 is then over twice the limit: a "bomb"
+    out = cli.json("predict", run, tmp_path / "ok.png", tmp_path / "bomb.png", "--device", "cpu")
+    assert out["count"] == 1 and out["predictions"][0]["path"].endswith("ok.png")
+    assert out["skipped"][0]["path"].endswith("bomb.png") and "decompression bomb" in out["skipped"][0]["error"]

@@ -45,6 +45,13 @@ def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[tuple[
                 samples.append((p, index[c]))
     if not samples:
         raise BadInput(f"{split_dir} holds no images ({', '.join(sorted(EXTENSIONS))})")
+    if classes is found:  # the split that names the classes: a class without images could never be learnt
+        present = {label for _, label in samples}
+        empty = [c for c in found if index[c] not in present]
+        if empty:
+            raise BadInput(f"{split_dir / empty[0]} holds no images ({', '.join(sorted(EXTENSIONS))}); a class "
+                           "needs some: add them or remove the folder" + (f" ({len(empty) - 1} more)" if len(empty) > 1
+                                                                          else ""))
     return samples, classes
 
 
@@ -66,8 +73,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         try:
             with Image.open(path) as im:
                 img = im.convert("RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise RuntimeError(f"{MARKER}{path} ({e})") from None
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+            raise RuntimeError(f"{MARKER}{path} ({str(e)[:200]})") from None
         if self.train:
             rng = random.Random(self.epoch_seed * 1_000_003 + i)
             img = resize_shorter(img, rng.randint(*self.scale))
