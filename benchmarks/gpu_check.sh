@@ -59,12 +59,12 @@ if [ -n "$data" ]; then
     wall=$((SECONDS - t0))
     $py - "$logs/fashion_mnist.txt" "$wall" <<'PY' | tee "$logs/fashion_mnist_summary.txt"
 import json, sys
-text = open(sys.argv[1]).read()
+lines = [ln for ln in open(sys.argv[1]).read().splitlines() if ln.startswith('{"event": "result"')]
 try:
-    out = json.loads(text[text.index("{"):])
+    out = json.loads(lines[-1])  # train --json is JSON Lines: the result comes last
     print(f"fashion-mnist preset: final test top-1 {out['final']['test_top1']:.2%}, best "
           f"{out['best']['test_top1']:.2%}, {out['epochs']} epochs, wall {sys.argv[2]} s (process start to end)")
-except ValueError:
+except (ValueError, IndexError, KeyError):
     print("fashion-mnist preset: no result (see its log)")
 PY
 else
