@@ -29,7 +29,7 @@ def output_path(path: str | os.PathLike, force: bool = False, flag: str = "-o") 
                        "somewhere else")
     if (path.exists() or path.is_symlink()) and not force:
         raise BadInput(f"{flag} {path} exists; pass --force to replace it")
-    ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    ensure_writable_dir(path.parent)
     return path
 
 

@@ -123,11 +123,14 @@ def train(
         from ..data import identify_dataset
 
         point, cfg = None, C.resolve(preset, config, flags, set_, identify=identify_dataset)
-    from ..train.session import config_to_run, resume_run, train_run
+    if print_config:  # torch is imported only where --resume auto must read a checkpoint's config
+        if cfg.run.resume == "auto":
+            from ..train.session import config_to_run
 
-    if print_config:
-        typer.echo(C.to_yaml(config_to_run(cfg)), nl=False)
+            cfg = config_to_run(cfg)
+        typer.echo(C.to_yaml(cfg), nl=False)
         return
+    from ..train.session import resume_run, train_run
 
     result = resume_run(point, json_lines=json_out) if point is not None else train_run(cfg, json_lines=json_out)
     if result is None:  # not rank 0: rank 0 reports

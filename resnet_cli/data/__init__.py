@@ -8,7 +8,9 @@ are (`input`, an `InputSpec`) and make a `Loader` per split (`make_loader`): `De
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -90,10 +92,8 @@ class FolderData(DescribedByInput):
         resize = round(crop / crop_pct) if crop_pct else self.input.resize
         splits = {k: (getattr(self, k).for_testing(resize, ten_crop) if getattr(self, k) is not None else None)
                   for k in ("train_set", "test_set", "val_set")}
-        spec = InputSpec(self.input.classes, self.input.channels, self.input.image_size, resize, self.input.mean,
-                         self.input.std)
-        return FolderData(splits["train_set"], splits["test_set"], spec, val_set=splits["val_set"],
-                          workers=self.workers)
+        return FolderData(splits["train_set"], splits["test_set"], dataclasses.replace(self.input, resize=resize),
+                          val_set=splits["val_set"], workers=self.workers)
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
                channels_last: bool = False, rank: int = 0, world: int = 1):
@@ -254,8 +254,7 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
     if cfg.data_dir and cfg.dataset in ("cifar10", "cifar100", "mnist", "fashion-mnist") and not root.exists():
         if not cfg.download:
             raise BadInput(f"data.data_dir {root}: no such folder (and data.download is off)")
-        import sys  # a mistyped --data-dir should not download silently into a new folder
-
+        # a mistyped --data-dir should not download silently into a new folder
         print(f"note: data folder {root} does not exist: creating it to download {cfg.dataset} there",
               file=sys.stderr, flush=True)
     if cfg.dataset == "synthetic":

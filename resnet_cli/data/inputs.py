@@ -6,7 +6,7 @@ The data knows it (each dataset class builds its `InputSpec`); training saves it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # ImageNet statistics: what every torchvision-compatible checkpoint expects, and what image folders use.
@@ -51,7 +51,7 @@ class InputSpec:
     def for_outputs(self, num_classes: int) -> "InputSpec":
         """This spec for a model with `num_classes` outputs: outputs past the named classes are numbered."""
         extra = tuple(str(i) for i in range(len(self.classes), num_classes))
-        return InputSpec(self.classes + extra, self.channels, self.image_size, self.resize, self.mean, self.std)
+        return replace(self, classes=self.classes + extra)
 
     def normalizer(self, device):
         """(mean, std) as float32 tensors on `device`."""

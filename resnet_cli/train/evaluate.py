@@ -103,7 +103,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
         raise BadInput(f"{loaded.path} was trained without a validation split (data.val_split); evaluate test or train")
     cfg = C.build_config(flat)
     dev = resolve_device(device)
-    saved = loaded.checkpoint.get("input") if own else None
+    saved = loaded.saved_input
     data = load_data(cfg.data, classes=saved["classes"] if saved and cfg.data.dataset == "imagefolder" else None,
                      need_train=split in ("train", "val")).tested(crop_pct, ten_crop)
     cfg.model.fitted(data.num_classes, data.channels, cfg.data.dataset, str(loaded.path))  # it can take the data
