@@ -111,6 +111,9 @@ class TrainConfig:
     compile_min_steps: int = 2000  # compile auto on CPU: only runs at least this long earn the compile time back
     compile_mode: CompileMode = "default"
     #              reduce-overhead adds CUDA graphs (CUDA only)
+    deterministic: bool = False  # CUDA: deterministic kernels (cuDNN autotuning off, deterministic algorithms,
+    #                              a fixed cuBLAS workspace), so that a run repeats bit for bit; slower. CPU runs
+    #                              repeat without it
     log_interval: int = 50  # steps between progress updates (the only host syncs in an epoch)
     checkpoint_every: str = "5m"  # also write last.pt inside epochs: every N steps ("500") or N seconds, minutes
     #                               or hours of training ("90s", "30m", "2h"); "0": at epoch ends only. A kill loses

@@ -63,6 +63,7 @@ class Speed:
     compile: bool
     compile_mode: str = "default"
     strict: bool = False  # compile asked for explicitly (on): a failed compilation is an error, not a fallback
+    deterministic: bool = False  # CUDA: deterministic kernels, so that a run repeats exactly (train.deterministic)
 
     @classmethod
     def resolve(cls, device, precision: str = "auto", channels_last: str = "auto", compile: str = "auto",
@@ -95,8 +96,10 @@ class Speed:
     @classmethod
     def for_train(cls, t, device, planned_steps: int) -> "Speed":
         """The speed of a training run from its `train` config section."""
-        return cls.resolve(device, t.precision, t.channels_last, t.compile, t.compile_mode, planned_steps,
-                           t.compile_min_steps)
+        speed = cls.resolve(device, t.precision, t.channels_last, t.compile, t.compile_mode, planned_steps,
+                            t.compile_min_steps)
+        speed.deterministic = t.deterministic
+        return speed
 
     def describe(self) -> str:
         """One line for the start of a run: `fp32, channels_last on, compile on (...)`."""
@@ -104,10 +107,15 @@ class Speed:
         if self.compile:
             mode = "" if self.compile_mode == "default" else f"mode {self.compile_mode}, "
             comp = f"compile on ({mode}the first steps and the first evaluation compile)"
-        return f"{self.precision}, channels_last {'on' if self.channels_last else 'off'}, {comp}"
+        det = ", deterministic" if self.deterministic else ""
+        return f"{self.precision}, channels_last {'on' if self.channels_last else 'off'}, {comp}{det}"
 
     def autocast(self, device):
         return autocast(device, self.precision)
+
+    def cuda_graphed(self, device) -> bool:
+        """Whether the compiled calls replay CUDA graphs (torch.compile's reduce-overhead and max-autotune modes)."""
+        return self.compile and device.type == "cuda" and self.compile_mode in ("reduce-overhead", "max-autotune")
 
     def memory_format(self):
         import torch
@@ -115,13 +123,22 @@ class Speed:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def configure_backends(self, device) -> None:
-        """Process-wide kernel choices: cuDNN autotuning on CUDA, TF32 only when asked for."""
+        """Process-wide kernel choices: cuDNN autotuning on CUDA (off when deterministic), TF32 only when asked for.
+
+        Deterministic: cuDNN's autotuner times candidate kernels and may pick another one on the next run, and
+        some kernels add with atomics in any order, so two CUDA runs of one config drift apart (training amplifies
+        the last bits). `deterministic` pins the algorithms and asks cuBLAS for a fixed workspace; operations
+        without a deterministic kernel warn instead of failing."""
         import torch
 
         if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = not self.deterministic
+            torch.backends.cudnn.deterministic = self.deterministic
             torch.backends.cuda.matmul.allow_tf32 = self.precision == "tf32"
             torch.backends.cudnn.allow_tf32 = self.precision == "tf32"
+        if self.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS first starts
+        torch.use_deterministic_algorithms(self.deterministic, warn_only=True)
 
     def forward(self, module, on_fallback: Callable[[BaseException], None] | None = None) -> "Callable[..., Any]":
         """The call to run `module` with: the module itself, or its compiled forward."""
@@ -139,13 +156,12 @@ class CompiledForward:
 
     def __init__(self, module, speed: Speed, on_fallback: Callable[[BaseException], None] | None) -> None:
         import torch
-        from torch._dynamo.exc import BackendCompilerFailed
 
         self.module = module
         self.compiled = torch.compile(module, mode=None if speed.compile_mode == "default" else speed.compile_mode)
         self.speed = speed
         self.on_fallback = on_fallback
-        self.failure = BackendCompilerFailed
+        self.failure = compile_failures()
 
     def __call__(self, *args, **kwargs):
         if self.compiled is None:
@@ -163,6 +179,18 @@ class CompiledForward:
             if self.on_fallback is not None:
                 self.on_fallback(exc)
         return self.module(*args, **kwargs)
+
+
+def compile_failures() -> tuple[type[BaseException], ...]:
+    """What torch.compile raises when it, not the model, fails: any Dynamo error (tracing, an internal error, the
+    backend), and Inductor's toolchain errors that reach the caller unwrapped (no Triton, an old GPU, a C++ or
+    CUDA compile error). A model's own error raises again from the eager call the fallback makes."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor import exc as inductor
+
+    names = ("CppCompileError", "CUDACompileError", "TritonMissing", "GPUTooOldForTriton", "InvalidCxxCompiler",
+             "LoweringException")
+    return (TorchDynamoException, *(getattr(inductor, n) for n in names if hasattr(inductor, n)))
 
 
 def _cause(exc: BaseException) -> str:

@@ -33,12 +33,21 @@ class Timing:
 
 
 def time_fn(fn: Callable[[], Any], device, warmup: int = 3, iters: int = 5, repeats: int = 5) -> Timing:
-    """Time `fn()`; each repeat runs it `iters` times and counts their mean."""
+    """Time `fn()`; each repeat runs it `iters` times and counts their mean. On CUDA, `device` is made the
+    current device first: events record on the current device's stream, and cuda:1's work is not on cuda:0's."""
     import torch
 
     if warmup < 0 or iters < 1 or repeats < 1:
         raise ValueError("warmup >= 0, iters >= 1 and repeats >= 1 are required")
-    cuda = getattr(device, "type", str(device)) == "cuda"
+    if getattr(device, "type", str(device)) == "cuda":
+        with torch.cuda.device(device):
+            return _time(fn, device, True, warmup, iters, repeats)
+    return _time(fn, device, False, warmup, iters, repeats)
+
+
+def _time(fn: Callable[[], Any], device, cuda: bool, warmup: int, iters: int, repeats: int) -> Timing:
+    import torch
+
     t0 = time.perf_counter()
     for _ in range(warmup):
         fn()

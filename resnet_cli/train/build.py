@@ -30,7 +30,7 @@ from .evaluations import splits
 from .init_weights import init_from
 from .progress import Progress
 from .schedule import LRSchedule
-from .step import TrainStep, make_optimizer
+from .step import TrainStep, load_optimizer_state, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class Run:
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
-        self.step.optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(self.step.optimizer, ckpt["optimizer"])
         if ckpt.get("scaler"):
             self.step.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None:
@@ -130,7 +130,7 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
     step = TrainStep(model, make_optimizer(model, t, process.device), speed, process.device,
                      torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), t.grad_clip,
                      call_module=process.wrap(model), on_fallback=lambda exc: progress.line(fallback_message(exc)),
-                     accum_steps=t.accum_steps)
+                     accum_steps=t.accum_steps, all_true=process.all_true)
     ema = EMA(model, t.ema) if t.ema else None
     loader = dict(device=process.device, channels_last=speed.channels_last, rank=process.rank, world=process.world)
     train_loader = make_loader(data, cfg.data, "train", t.batch_size // process.world, training=True,

@@ -70,6 +70,9 @@ class SingleProcess:
     def max(self, value: int) -> int:
         return int(value)
 
+    def all_true(self, flag: bool) -> bool:
+        return bool(flag)
+
     def broadcast(self, obj):
         """Rank 0's `obj` (picklable), on every rank."""
         return obj
@@ -130,6 +133,10 @@ class TorchrunProcess:
         t = torch.tensor(int(value), device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
+
+    def all_true(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on every rank (a step every rank may take, or none does)."""
+        return not self.max(int(not flag))
 
     def broadcast(self, obj):
         """Rank 0's `obj` (picklable), on every rank: what rank 0 decided, the others follow."""

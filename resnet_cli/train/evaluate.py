@@ -54,7 +54,8 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
                 pred = logits.topk(k, dim=1).indices
                 top1 += (pred[:, 0] == y).sum()
                 topk += (pred == y.view(-1, 1)).any(dim=1).sum()
-                confusion += torch.bincount(y * num_classes + pred[:, 0], minlength=num_classes * num_classes)
+                # index_add_, not bincount: bincount sizes its output from the data (a sync per call on CUDA)
+                confusion.index_add_(0, y * num_classes + pred[:, 0], torch.ones_like(y, dtype=torch.int64))
     finally:
         model.train(was_training)
     if all_reduce is not None:

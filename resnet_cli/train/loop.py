@@ -178,11 +178,13 @@ class Trainer:
         return create_run_dir(self.cfg.run.run_dir, run_name(self.cfg))
 
     def save(self, improved: bool = False) -> None:
-        """last.pt (and best.pt when `improved`), atomically: a failed write leaves the previous file intact."""
+        """last.pt (and best.pt when `improved`), atomically: a failed write leaves the previous file intact.
+        Rank 0 writes; every rank restarts the checkpoint_every clock (else the others would find a save due at
+        every step once it has passed)."""
+        self._saved_at = (self.state.step, time.monotonic())
         if not self.run.process.is_main:
             return
         assert self.run_dir is not None
-        self._saved_at = (self.state.step, time.monotonic())
         state = self.checkpoint()
         try:
             save_checkpoint(self.run_dir / "last.pt", state)
@@ -350,14 +352,17 @@ class Trainer:
         if state.target is None and reaches_target(row, self.selection, goal):
             state.target = {"top1": goal, "epoch": state.epoch, "step": state.step,
                             "seconds": round(self.wall_seconds(), 2), "metric": self.selection}
+        self.save(improved=self.rules.best_row(state.rows) is row)  # the first of equals stays best
         if process.is_main:
-            self.save(improved=self.rules.best_row(state.rows) is row)  # the first of equals stays best
             write_metrics(self.run_dir / "metrics.csv", state.rows, metric_fields(self.cfg))
             if self.scalars is not None:
                 self.scalars.add(row)
             self._report_epoch(row)
-        self.stop_signal = process.max(self.stop_signal)  # a signal during evaluation: all ranks stop, or none
-        if self.stop_signal and not self.finished:
+        # A signal during evaluation: all ranks stop, or none. The decision is the agreed value, never
+        # self.stop_signal read again: a signal landing after the all-reduce would stop this rank alone.
+        stop = process.max(self.stop_signal)
+        self.stop_signal = stop or self.stop_signal
+        if stop and not self.finished:
             raise self._interrupted(f"at the end of epoch {state.epoch}")
 
     def _report_epoch(self, row: dict) -> None:

@@ -2,8 +2,9 @@
 
 forward under autocast -> loss -> backward (scaled under fp16) -> optional gradient clipping ->
 optimizer step. With `accum_steps` K > 1 the batch is split into K micro-batches whose gradients
-add up (each loss divided by K) before the one update; under DDP only the last one all-reduces. Nothing in it reads a value back to the host unless asked to (`check_finite`), so a
-step is a stream of kernel launches the GPU can run ahead of Python.
+add up (each loss divided by K) before the one update; under DDP only the last one all-reduces. Nothing in it
+reads a value back to the host unless asked to (`check_finite`), so a step is a stream of kernel launches the
+GPU can run ahead of Python.
 
 The module that trains stays a plain `nn.Module` (`TrainStep.model`): evaluation, checkpoints and
 gradient logging use it. What is called in the step (`TrainStep.forward`) may be the module under
@@ -39,6 +40,23 @@ def make_optimizer(model: torch.nn.Module, t, device: torch.device) -> torch.opt
     return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, **kernels)
 
 
+KERNEL_FLAGS = ("fused", "foreach", "capturable")  # how an optimizer runs here, not what it has learnt
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """An optimizer's saved state, fitted to this process: its kernel flags stay the ones chosen here (a CPU
+    checkpoint saved foreach; resumed on CUDA it runs fused), and each state tensor of a parameter's shape
+    (momentum, Adam's moments) takes the parameter's memory layout (train.channels_last may have changed)."""
+    flags = [{k: g[k] for k in KERNEL_FLAGS if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, kept in zip(optimizer.param_groups, flags):
+        group.update(kept)
+    for p, saved in optimizer.state.items():
+        for k, v in saved.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                saved[k] = torch.empty_like(p).copy_(v)  # empty_like keeps p's strides
+
+
 class StepResult(NamedTuple):
     loss: torch.Tensor  # detached, on the device
     logits: torch.Tensor
@@ -51,11 +69,16 @@ class TrainStep:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, speed: Speed,
                  device: torch.device, criterion: Callable[..., torch.Tensor] | None = None, grad_clip: float = 0.0,
                  call_module: torch.nn.Module | None = None,
-                 on_fallback: Callable[[BaseException], None] | None = None, accum_steps: int = 1) -> None:
+                 on_fallback: Callable[[BaseException], None] | None = None, accum_steps: int = 1,
+                 all_true: Callable[[bool], bool] | None = None) -> None:
         self.model, self.optimizer, self.speed, self.device = model, optimizer, speed, device
         self.criterion = criterion or torch.nn.CrossEntropyLoss()  # takes class indices or soft targets
         self.grad_clip = grad_clip
         self.accum_steps = accum_steps
+        # check_finite's verdict, agreed by every process (Process.all_true): under DDP one rank must not skip a
+        # backward the others all-reduce
+        self.all_true = all_true or bool
+        self._unscaled = False  # fp16: gradients already divided by the loss scale in this step
         self.ddp = call_module if hasattr(call_module, "no_sync") else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=speed.precision == "fp16")
         # DDP (when given) wraps the module; compilation wraps whatever is called.
@@ -72,15 +95,40 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
 
+    def unscale(self) -> None:
+        """fp16: divide the gradients by the loss scale (once per step), so that they are the true gradients."""
+        if self.scaler.is_enabled() and not self._unscaled:
+            self.scaler.unscale_(self.optimizer)
+            self._unscaled = True
+
     def update(self, lr: float | None = None) -> None:
         if lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         if self.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
+            self.unscale()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self._unscaled = False
+
+    def _zeroed_grads(self) -> None:
+        """Every gradient a zeroed buffer of its own (allocated once), which backward adds into in place."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                else:
+                    p.grad.zero_()
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        return self.all_true(bool(torch.isfinite(loss).item()))
+
+    def _inspect(self, after_backward: Callable[[], Any] | None) -> None:
+        """Gradient logging sees the true gradients (unscaled under fp16), between backward and the update."""
+        if after_backward is not None:
+            self.unscale()
+            after_backward()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float | None = None, *, check_finite: bool = False,
                  after_backward: Callable[[], Any] | None = None) -> StepResult:
@@ -89,30 +137,37 @@ class TrainStep:
         if self.accum_steps > 1:
             return self._accumulated(x, y, lr, check_finite, after_backward)
         loss, logits = self.forward_loss(x, y)
-        if check_finite and not torch.isfinite(loss).item():
+        if check_finite and not self._finite(loss):
             return StepResult(loss.detach(), logits.detach(), False)
         self.backward(loss)
-        if after_backward is not None:
-            after_backward()
+        self._inspect(after_backward)
         self.update(lr)
         return StepResult(loss.detach(), logits.detach(), True)
 
     def _accumulated(self, x, y, lr, check_finite, after_backward) -> StepResult:
-        k = self.accum_steps
-        self.optimizer.zero_grad(set_to_none=True)
+        """K micro-batches, one update. Under CUDA graphs (compile_mode reduce-overhead or max-autotune) each
+        micro-batch replays the same graphs: a new step is marked before each, its outputs are copied out before
+        the next overwrites them, and the gradients are accumulated into buffers that live outside the graphs'
+        memory (zeroed, not freed), so that a replay's gradient outputs are added, never adopted."""
+        k, graphed = self.accum_steps, self.speed.cuda_graphed(self.device)
+        if graphed:
+            self._zeroed_grads()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         losses, outputs = [], []
         for i, (xs, ys) in enumerate(zip(x.chunk(k), y.chunk(k))):
             last = i == k - 1
+            if graphed:
+                torch.compiler.cudagraph_mark_step_begin()
             with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
                 loss, logits = self.forward_loss(xs, ys)
                 self.scaler.scale(loss / k).backward()
-            losses.append(loss.detach())
-            outputs.append(logits.detach())
+            losses.append(loss.detach().clone() if graphed else loss.detach())
+            outputs.append(logits.detach().clone() if graphed else logits.detach())
         loss, logits = torch.stack(losses).mean(), torch.cat(outputs)
-        if check_finite and not torch.isfinite(loss).item():
+        if check_finite and not self._finite(loss):
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(loss, logits, False)
-        if after_backward is not None:
-            after_backward()
+        self._inspect(after_backward)
         self.update(lr)
         return StepResult(loss, logits, True)

@@ -1,0 +1,222 @@
+"""Defects a reading of the CUDA and torchrun paths found, each reproduced where its cause does not need a GPU:
+on CPU, with gloo for the ones between ranks. What needs CUDA itself is in test_gpu.py."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from resnet_cli import config as C
+from resnet_cli import speed as speed_module
+from resnet_cli.errors import Interrupted
+from resnet_cli.speed import Speed
+from resnet_cli.train.distributed import SingleProcess
+from resnet_cli.train.step import TrainStep, make_optimizer
+
+SHORT = {"data.synthetic_train": 64, "data.synthetic_test": 16, "train.batch_size": 16, "train.epochs": 2,
+         "train.log_interval": 2}  # 4 steps per epoch
+
+
+class OtherRank(SingleProcess):
+    """One process that is not global rank 0: it never writes the run's files."""
+
+    @property
+    def is_main(self) -> bool:
+        return False
+
+
+def test_every_rank_restarts_the_checkpoint_every_clock(make_trainer):
+    """Ranks other than 0 write nothing, but their clock of the last save must move with rank 0's, or once
+    train.checkpoint_every has passed they find a save due (and sync) at every step."""
+    trainer = make_trainer(**SHORT, **{"train.checkpoint_every": "3"})
+    trainer.run.process = OtherRank(torch.device("cpu"), rank=1)
+    trainer.state.step = 5
+    assert trainer._checkpoint_due()
+    trainer.save()
+    assert not trainer._checkpoint_due() and not (trainer.run_dir / "last.pt").exists()
+    trainer.state.step = 8
+    assert trainer._checkpoint_due()
+
+
+def test_a_signal_after_the_stop_agreement_waits_for_the_next_one(make_trainer):
+    """A signal that lands right after the epoch-end all-reduce must not stop this rank alone (the others
+    agreed to go on and would hang at their next collective): it is carried to the next agreement."""
+    trainer = make_trainer(**SHORT)
+    stats = trainer.train_epoch()
+
+    class LateSignal(SingleProcess):
+        def max(self, value: int) -> int:
+            agreed = int(value)
+            trainer.stop_signal = signal.SIGTERM  # the handler runs between the all-reduce and the decision
+            return agreed
+
+    trainer.run.process = LateSignal(torch.device("cpu"))
+    trainer.end_epoch(stats)  # no Interrupted: every rank agreed on 0
+    assert trainer.state.epoch == 1 and trainer.stop_signal == signal.SIGTERM
+    trainer.run.process = SingleProcess(torch.device("cpu"))
+    with pytest.raises(Interrupted, match=r"at epoch 2, step 5 \(SIGTERM\)"):  # acted on at the next agreement
+        trainer.train_epoch()
+
+
+class NanOnCalls(torch.nn.Module):
+    def __init__(self, bad: set[int]) -> None:
+        super().__init__()
+        self.bad, self.calls = bad, 0
+
+    def forward(self, logits, y):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        return loss * float("nan") if self.calls in self.bad else loss
+
+
+def _skip_worker(rank: int, world: int, store: str, run_dir: str, out: str) -> None:
+    from resnet_cli.train.loop import Trainer
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), TORCHELASTIC_RUN_ID="test")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    cfg = C.resolve("smoke", flags={**SHORT, "train.epochs": 1, "train.skip_nonfinite": 2, "run.device": "cpu",
+                                    "run.run_dir": run_dir, "train.log_interval": 1})
+    trainer = Trainer.for_config(cfg)
+    if rank == 1:  # one rank alone sees a NaN loss at its second step
+        trainer.run.step.criterion = NanOnCalls({2})
+    trainer.open_run_dir()
+    trainer.fit()
+    torch.save({"skipped": trainer.state.skipped, "step": trainer.state.step,
+                "weights": trainer.run.model.state_dict()}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_skip_nonfinite_is_agreed_by_every_rank(tmp_path):
+    """train.skip_nonfinite under DDP: when one rank's loss is NaN, every rank skips that step (a rank that skipped
+    its backward alone would leave the others' gradient all-reduce unmatched: wrong weights or a hang)."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "rank")
+    mp.spawn(_skip_worker, args=(2, f"file://{tmp_path / 'store'}", str(tmp_path / "runs"), out), nprocs=2,
+             join=True)
+    r0, r1 = (torch.load(f"{out}.{r}", weights_only=True) for r in range(2))
+    assert r0["skipped"] == r1["skipped"] == 1 and r0["step"] == r1["step"] == 4
+    for k, v in r0["weights"].items():
+        if "running" not in k and "num_batches" not in k:  # BatchNorm statistics are each rank's own
+            assert torch.equal(v, r1["weights"][k]), k  # the ranks stayed one model
+
+
+def test_resumed_optimizer_keeps_this_process_kernels_and_the_weights_layout(make_trainer):
+    """A checkpoint's optimizer state brings its own kernel flags (a CPU run saved foreach; a CUDA resume must run
+    fused) and its momentum buffers in the saved memory layout (train.channels_last may change on a resume)."""
+    trainer = make_trainer(**{**SHORT, "train.epochs": 1, "train.channels_last": "on"})
+    trainer.fit()
+    ckpt = trainer.checkpoint()
+    for group in ckpt["optimizer"]["param_groups"]:
+        group["foreach"] = False  # as if saved where the kernels were chosen otherwise
+    fresh = make_trainer(**SHORT, **{"train.channels_last": "off"}, open_dir=False)
+    fresh.restore(ckpt)
+    opt = fresh.run.step.optimizer
+    assert all(g["foreach"] is True for g in opt.param_groups)
+    saved = trainer.run.step.optimizer.state
+    pairs = [(p, q) for p, q in zip(fresh.run.model.parameters(), trainer.run.model.parameters()) if p.ndim == 4]
+    assert pairs and all(p.is_contiguous() and not q.is_contiguous() for p, q in pairs)
+    for p, q in pairs:
+        buf = opt.state[p]["momentum_buffer"]
+        assert buf.stride() == p.stride()  # the weights' layout, not the saved channels_last one
+        assert torch.equal(buf, saved[q]["momentum_buffer"])  # the same values
+
+
+def test_fp16_gradient_logging_sees_unscaled_gradients():
+    """Gradient norms are read between backward and the update: under fp16 the gradients are still multiplied by
+    the loss scale there, so they must be unscaled first (and not twice with gradient clipping)."""
+    from resnet_cli.models import build_model
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    seen = {}
+    for scaled in (False, True):
+        torch.manual_seed(1)
+        model = build_model("resnet20")
+        t = C.TrainConfig(grad_clip=5.0)
+        step = TrainStep(model, make_optimizer(model, t, cpu), Speed("fp32", False, False), cpu, grad_clip=5.0)
+        if scaled:
+            step.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+        step(x, y, 0.1, after_backward=lambda s=scaled: seen.__setitem__(s, model.fc.weight.grad.norm().item()))
+        seen[f"w{scaled}"] = model.fc.weight.detach().clone()
+    assert seen[True] == pytest.approx(seen[False], rel=1e-4)  # not 4096x
+    assert torch.allclose(seen["wTrue"], seen["wFalse"], atol=1e-6)  # clipping unscaled once
+
+
+def test_timing_on_a_second_gpu_records_on_that_gpus_stream(monkeypatch):
+    """`bench` and `flops --device cuda:1` time with CUDA events; an event records on the current device's stream,
+    so the device being timed must be made current (else cuda:0's idle stream is timed)."""
+    from resnet_cli.timing import time_fn
+
+    current = {"index": 0}
+    recorded = []
+
+    class Device:
+        def __init__(self, dev):
+            self.index = torch.device(dev).index
+
+        def __enter__(self):
+            self.prev, current["index"] = current["index"], self.index
+
+        def __exit__(self, *exc):
+            current["index"] = self.prev
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            pass
+
+        def record(self):
+            recorded.append(current["index"])
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, other):
+            return 1.0
+
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    t = time_fn(lambda: None, torch.device("cuda", 1), warmup=1, iters=2, repeats=3)
+    assert t.repeats == 3 and recorded == [1] * 6
+
+
+def test_a_dynamo_error_other_than_the_backends_falls_back_under_auto(cli, tmp_path, monkeypatch, smoke_args):
+    """Under compile auto, torch.compile failing while tracing (not only in its backend) costs one line, and the
+    run goes on eagerly; under `on` it is an error."""
+    from torch._dynamo.exc import InternalTorchDynamoError
+
+    monkeypatch.setattr(speed_module, "cpp_compiler", lambda: "g++")
+
+    def failing(module, **kwargs):
+        def call(*args, **kw):
+            raise InternalTorchDynamoError("simulated: tracing failed")
+        return call
+
+    monkeypatch.setattr(torch, "compile", failing)
+    args = [*smoke_args("cpu", 64, 32, "train.compile_min_steps=1"), "--batch-size", "32", "--run-dir", tmp_path]
+    run = cli("train", *args, "--name", "auto")
+    assert run.exit_code == 0, run.output
+    assert run.stdout.count("torch.compile failed (InternalTorchDynamoError: simulated: tracing failed)") == 1
+    strict = cli("train", *args, "--name", "on", "--set", "train.compile=on")
+    assert strict.exit_code == 1
+    assert strict.stderr.startswith("error: torch.compile failed (InternalTorchDynamoError")
+
+
+def test_deterministic_switch_reaches_the_backends(make_trainer):
+    trainer = make_trainer(**SHORT, **{"train.deterministic": True})
+    try:
+        assert trainer.run.speed.deterministic and torch.are_deterministic_algorithms_enabled()
+        assert "deterministic" in trainer.run.speed.describe()
+    finally:
+        Speed("fp32", False, False).configure_backends(torch.device("cpu"))  # the process-wide default again
+    assert not torch.are_deterministic_algorithms_enabled()
