@@ -1,7 +1,8 @@
 """Shared fixtures: the CLI in-process and as a subprocess, tiny training runs, checkpoint readers, real data.
 
 Markers: `slow` (subprocesses, torchrun, real compilation, long runs; `pytest -m "not slow"` is the quick
-loop) and `cuda` (needs a CUDA device; skipped elsewhere).
+loop), `cuda` (needs a CUDA device; skipped elsewhere) and `default_device` (trains or evaluates on the default
+device: CUDA on a GPU machine, where `benchmarks/gpu_check.sh` runs them with the `cuda` ones).
 """
 
 from __future__ import annotations

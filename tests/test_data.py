@@ -63,6 +63,7 @@ def test_cifar_offline_says_which_files_to_put_where(cli, tmp_path, monkeypatch)
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.default_device
 def test_cifar_training_run_on_served_archive(fake_cifar, cli, tmp_path):
     result = cli("train", "--preset", "cifar", "--data-dir", tmp_path / "c", "--set", "train.steps=3",
                  "--batch-size", "16", "--run-dir", tmp_path / "runs", "--json")

@@ -250,6 +250,7 @@ def test_imagefolder_bad_data_is_named(cli, tmp_path):
         list(val.batches())
 
 
+@pytest.mark.default_device
 def test_imagefolder_training_run(cli, tmp_path):
     pytest.importorskip("PIL")
     make_tree(tmp_path, per_class=4)

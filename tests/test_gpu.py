@@ -1,9 +1,12 @@
-"""What only runs on a GPU: the CUDA defaults of `train` (bf16, channels_last, compile) through evaluation and
-resume, `bench`, `flops --device`, `eval` and a one-process NCCL run under torchrun. Skipped without CUDA;
-`benchmarks/gpu_check.sh` runs them on a GPU machine."""
+"""What only runs on a GPU: the CUDA defaults of `train` (bf16, channels_last, compile) through evaluations, a
+SIGTERM checkpoint and a resume; the recipe keys, --freeze and --init under them; eval, export and predict of a
+CUDA-trained run; `bench --detail`, `flops --device`; one-process NCCL runs under torchrun (eager and compiled);
+accumulation under CUDA graphs; evaluation without host syncs. Skipped without CUDA; `benchmarks/gpu_check.sh`
+runs them on a GPU machine."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -55,8 +58,9 @@ def test_cuda_recipe_keys_train_under_the_defaults(cli, tmp_path, gpu_smoke):
 
 
 def test_cuda_resume_is_exact_in_fp32_eager(cli, tmp_path, gpu_smoke):
-    """With bf16 and compile off, a resumed CUDA run matches an uninterrupted one to float tolerance."""
-    fp32 = ["--set", "train.precision=fp32", "--set", "train.compile=off"]
+    """With bf16 and compile off and deterministic kernels, a resumed CUDA run matches an uninterrupted one. (Without
+    train.deterministic two uninterrupted CUDA runs already differ: cuDNN's autotuner and atomics.)"""
+    fp32 = ["--set", "train.precision=fp32", "--set", "train.compile=off", "--set", "train.deterministic=true"]
     full = cli("train", *gpu_smoke, *fp32, "--epochs", "2", "--run-dir", tmp_path, "--name", "full")
     part = cli("train", *gpu_smoke, *fp32, "--epochs", "2", "--run-dir", tmp_path, "--name", "part",
                "--set", "run.stop_after_epochs=1")
@@ -86,11 +90,146 @@ def test_flops_device_cuda_times_the_forward(cli):
     assert t["images_per_s"] > 0 and t["batch_size"] == 32 and out["failed"] == []
 
 
-def test_one_process_nccl_run_under_torchrun(tmp_path, gpu_smoke, ckpts):
+@pytest.mark.parametrize("compiled", ["off", "on"])
+def test_one_process_nccl_run_under_torchrun(tmp_path, gpu_smoke, ckpts, compiled):
+    """NCCL with DDP, eagerly and compiled (DDP's module under torch.compile, its optimizer on the bucket hooks)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-           "-m", "resnet_cli", "train", *gpu_smoke, "--epochs", "1", "--run-dir", str(tmp_path), "--name", "nccl",
-           "--set", "train.compile=off"]
+           "-m", "resnet_cli", "train", *gpu_smoke, "--epochs", "2", "--run-dir", str(tmp_path), "--name", "nccl",
+           "--set", f"train.compile={compiled}"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "torchrun: 1 process(es), nccl" in result.stdout  # it really joined an NCCL group
-    assert [r["epoch"] for r in ckpts.rows(tmp_path / "nccl")] == ["1"]
+    assert f"compile {compiled}" in result.stdout and "torch.compile failed" not in result.stdout
+    rows = ckpts.rows(tmp_path / "nccl")
+    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["test_top1"]) > 0.2
+
+
+def test_sigterm_mid_epoch_on_cuda_saves_and_resumes(tmp_path, proc, gpu_smoke, ckpts):
+    """The CUDA defaults stopped by SIGTERM at a step: exit 143 and last.pt at that step, then the resume finishes
+    the run with the same number of steps as an uninterrupted one."""
+    args = ["train", *gpu_smoke, "--epochs", "2", "--set", "train.log_interval=1", "--run-dir", tmp_path,
+            "--name", "t"]
+    started = proc.start(*args)
+    for line in started.stdout:
+        if "epoch 1/2 step 3/" in line:
+            started.send_signal(signal.SIGTERM)
+            break
+    _, err = started.communicate(timeout=300)
+    assert started.returncode == 143, err
+    saved = ckpts.load(tmp_path / "t" / "last.pt")
+    assert saved["epoch"] == 0 and saved["partial"]["batch"] >= 3 and "resume with" in err
+    resumed = proc.run("train", "--resume", tmp_path / "t", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    out = last_json(resumed.stdout)
+    assert out["epochs"] == 2 and out["steps"] == 32 and out["final"]["test_top1"] > 0.2
+
+
+def test_cuda_init_from_a_run_and_freeze(cli, tmp_path, gpu_smoke, ckpts):
+    """--init from a CUDA-trained run's weights, with stages frozen, under the CUDA defaults: the frozen stem
+    stays exactly the initial weights."""
+    first = cli("train", *gpu_smoke, "--epochs", "1", "--run-dir", tmp_path, "--name", "a")
+    assert first.exit_code == 0, first.output
+    tuned = cli("train", *gpu_smoke, "--epochs", "1", "--run-dir", tmp_path, "--name", "b", "--init",
+                tmp_path / "a", "--freeze", "conv1,conv2_x", "--json")
+    assert tuned.exit_code == 0, tuned.output
+    a, b = ckpts.weights(tmp_path / "a" / "last.pt"), ckpts.weights(tmp_path / "b" / "last.pt")
+    assert torch.equal(a["conv1.weight"], b["conv1.weight"]) and torch.equal(a["bn1.running_mean"],
+                                                                              b["bn1.running_mean"])
+    assert not torch.equal(a["fc.weight"], b["fc.weight"])
+
+
+@pytest.fixture(scope="module")
+def cuda_run(tmp_path_factory):
+    """A run trained on CUDA with the defaults (bf16, channels_last, compile), 2 epochs."""
+    from conftest import smoke
+    from typer.testing import CliRunner
+
+    from resnet_cli.cli import app
+
+    root = tmp_path_factory.mktemp("cuda_run")
+    args = [*smoke("cuda", 512, 256), "--epochs", "2", "--run-dir", str(root), "--name", "r"]
+    result = CliRunner().invoke(app, ["train", *args])
+    assert result.exit_code == 0, result.output
+    return root / "r"
+
+
+@pytest.mark.parametrize("fmt, suffix", [("export", ".pt2"), ("onnx", ".onnx")])
+def test_export_of_a_cuda_trained_run_matches_pytorch(cli, cuda_run, tmp_path, fmt, suffix):
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+        pytest.importorskip("onnxruntime")
+    out = cli.json("export", cuda_run, "-o", tmp_path / f"m{suffix}", "--format", fmt)
+    assert out["ok"] and out["max_abs_diff"] < 1e-3 and out["input_size"] == [32, 32], out
+
+
+def test_predict_and_eval_of_a_cuda_trained_run(cli, cuda_run, tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(5):
+        pixels = torch.randint(0, 256, (32, 32, 3), generator=g, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(images / f"{i}.png")
+    pred = cli.json("predict", cuda_run, images, "--device", "cuda", "--topk", "3")
+    assert len(pred["predictions"]) == 5
+    for row in pred["predictions"]:
+        probs = [t["prob"] for t in row["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    ev = cli.json("eval", cuda_run, "--device", "cuda")
+    cpu = cli.json("eval", cuda_run, "--device", "cpu")
+    assert ev["count"] == cpu["count"] == 256 and ev["top1"] == pytest.approx(cpu["top1"], abs=0.02)
+
+
+def test_accumulation_under_cuda_graphs_matches_eager():
+    """train.accum_steps > 1 with compile_mode reduce-overhead: each micro-batch replays the same CUDA graphs, so
+    their outputs and gradients must not overwrite the previous micro-batch's. The weights after three steps
+    match the eager step's."""
+    from resnet_cli.config import TrainConfig
+    from resnet_cli.models import build_model
+    from resnet_cli.speed import Speed
+    from resnet_cli.train.step import TrainStep, make_optimizer
+
+    cuda = torch.device("cuda")
+    g = torch.Generator(device=cuda).manual_seed(0)
+    batches = [(torch.randn(64, 3, 32, 32, device=cuda, generator=g),
+                torch.randint(0, 10, (64,), device=cuda, generator=g)) for _ in range(3)]
+    weights = {}
+    for mode in ("eager", "reduce-overhead"):
+        torch.manual_seed(0)
+        model = build_model("resnet20").to(cuda)
+        speed = Speed("fp32", False, mode != "eager", "default" if mode == "eager" else mode)
+        step = TrainStep(model, make_optimizer(model, TrainConfig(), cuda), speed, cuda, accum_steps=4)
+        losses = [step(x, y, 0.1).loss.item() for x, y in batches]
+        weights[mode] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, losses)
+    (a, la), (b, lb) = weights["eager"], weights["reduce-overhead"]
+    assert la == pytest.approx(lb, rel=1e-3)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-3), k
+
+
+def test_evaluation_never_waits_for_the_gpu_inside_its_loop():
+    """Evaluation sums on the device: no host sync per batch (torch.bincount synced twice per batch)."""
+    from resnet_cli.models import build_model
+    from resnet_cli.train.evaluate import evaluate
+
+    cuda = torch.device("cuda")
+
+    class Batches:
+        def __init__(self):
+            g = torch.Generator(device=cuda).manual_seed(0)
+            self.data = [(torch.randn(128, 3, 32, 32, device=cuda, generator=g),
+                          torch.randint(0, 10, (128,), device=cuda, generator=g)) for _ in range(4)]
+
+        def batches(self):
+            torch.cuda.set_sync_debug_mode("error")  # any sync inside the loop raises
+            try:
+                yield from self.data
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+    model = build_model("resnet20").to(cuda)
+    loader = Batches()
+    evaluate(model, type("Plain", (), {"batches": lambda self: iter(loader.data)})(), 10, cuda, "bf16")  # warm-up
+    res = evaluate(model, loader, 10, cuda, "bf16")
+    assert res.count == 512 and sum(res.class_counts) == 512 and 0 <= res.top1 <= 1

@@ -93,6 +93,7 @@ def test_resume_may_change_the_speed_switches(cli, tmp_path):
     assert out["epochs"] == 2 and out["channels_last"] is True
 
 
+@pytest.mark.default_device
 def test_eval_on_the_checkpoint_training_wrote(cli, tmp_path):
     out = train(cli, tmp_path, "--epochs", "2")
     result = cli("eval", out["run_dir"], "--device", "cpu", "--json")
