@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Check a GPU machine before a change to training, data, bench or speed settings lands (CI has no GPU).
+# About 5 minutes on one H100, so that a 15-minute GPU lease has room to fix something and run it again.
 #
 #   bash benchmarks/gpu_check.sh [FASHION_MNIST_DIR] [LOG_DIR]
 #
-# Runs, in order: the whole test suite (the GPU tests included), a smoke training, the fashion-mnist
-# preset with the defaults (wall time and final test top-1), and the `resnet bench` commands quoted in
-# BENCHMARKS.md. Every step's output goes to LOG_DIR (default: gpu_check_logs/, or $OUT when set);
-# the last line is `gpu_check: PASS (...)` or `gpu_check: FAIL (...)`, and the exit code is 0 or 1.
+# Runs only what differs on CUDA (CI runs the CPU suite): the tests marked `cuda` or `default_device`, the
+# fashion-mnist preset to 93% test top-1 (train.stop_at_target: its time and epochs), three `resnet bench`
+# figures with few repeats, and `flops --device cuda`. Every step's whole output goes to LOG_DIR (default: $OUT
+# when set, else gpu_check_logs/); the end of the output is a summary table and `gpu_check: PASS (...)` or
+# `gpu_check: FAIL (...)`, and the exit code is 0 or 1. Without a CUDA device it fails at once.
 #
-# Missing Python packages (fvcore is not on every GPU image) are installed from wheels in $WHEELS
-# (default .whl/) when that folder exists: `pip wheel --no-deps fvcore iopath yacs termcolor -w .whl`.
+# Packages the GPU image may lack (fvcore and its dependencies; onnx and onnxscript for the ONNX export test)
+# are installed from wheels in $WHEELS (default .whl/) into a private folder, when that folder exists:
+#   pip wheel --no-deps fvcore iopath yacs termcolor portalocker tabulate onnxscript onnx-ir -w .whl
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 onnx ml_dtypes -d .whl
 set -u
 cd "$(dirname "$0")/.."
 data=${1:-}
@@ -22,61 +26,92 @@ logs=${2:-${OUT:-gpu_check_logs}}
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
 py=python3
+start=$SECONDS
 
 $py - <<'PY' | tee "$logs/machine.txt"
-import platform, torch
-print(f"device: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA DEVICE'}; "
-      f"torch {torch.__version__}, CUDA {torch.version.cuda}; Python {platform.python_version()}")
+import datetime, platform, torch
+name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO CUDA DEVICE"
+print(f"device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}; Python {platform.python_version()}; "
+      f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
 PY
 $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
     echo "gpu_check: FAIL (no CUDA device visible)"; exit 1; }
 
 wheels=${WHEELS:-.whl}
-if ! $py -c "import fvcore" 2>/dev/null && [ -d "$wheels" ]; then
+if [ -d "$wheels" ]; then
     $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu_check_site "$wheels"/*.whl \
-        && export PYTHONPATH=/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH}
+        >"$logs/wheels.txt" 2>&1 && export PYTHONPATH=/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH}
 fi
 # the console script (torchrun tests call `resnet`), without touching the image's packages
 $py -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
     $py -m pip install -q --no-deps -e . >"$logs/install.txt" 2>&1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
+rows=()  # name|status|seconds
 passed=() failed=()
-step() {  # step NAME COMMAND...: run it, keep its output, record the outcome
-    local name=$1; shift
-    local t0=$SECONDS
+step() {  # step NAME LIMIT_S COMMAND...: run it under a time limit, keep its output, record the outcome
+    local name=$1 limit=$2; shift 2
+    local t0=$SECONDS status
     echo "== $name: $*"
-    if "$@" >"$logs/$name.txt" 2>&1; then passed+=("$name"); status=ok; else failed+=("$name"); status=FAILED; fi
+    if timeout "$limit" "$@" >"$logs/$name.txt" 2>&1; then passed+=("$name"); status=ok
+    else failed+=("$name"); status=FAILED; fi
+    rows+=("$name|$status|$((SECONDS - t0))")
     echo "   $status in $((SECONDS - t0)) s (log: $logs/$name.txt)"
-    tail -n 3 "$logs/$name.txt" | sed 's/^/   | /'
+    tail -n 2 "$logs/$name.txt" | cut -c1-160 | sed 's/^/   | /'
 }
 
-step pytest $py -m pytest -q -ra
-step smoke $py -m resnet_cli train --preset smoke --device cuda --run-dir /tmp/gpu_check_runs --name smoke
+step pytest_cuda 240 $py -m pytest -q -ra -p no:cacheprovider -m "cuda or default_device" tests
 if [ -n "$data" ]; then
-    t0=$SECONDS
-    step fashion_mnist $py -m resnet_cli train --preset fashion-mnist --data-dir "$data" --device cuda \
-        --run-dir /tmp/gpu_check_runs --name fashion --json
-    wall=$((SECONDS - t0))
-    $py - "$logs/fashion_mnist.txt" "$wall" <<'PY' | tee "$logs/fashion_mnist_summary.txt"
-import json, sys
-lines = [ln for ln in open(sys.argv[1]).read().splitlines() if ln.startswith('{"event": "result"')]
-try:
-    out = json.loads(lines[-1])  # train --json is JSON Lines: the result comes last
-    print(f"fashion-mnist preset: final test top-1 {out['final']['test_top1']:.2%}, best "
-          f"{out['best']['test_top1']:.2%}, {out['epochs']} epochs, wall {sys.argv[2]} s (process start to end)")
-except (ValueError, IndexError, KeyError):
-    print("fashion-mnist preset: no result (see its log)")
-PY
+    step fashion_to_93 150 $py -m resnet_cli train --preset fashion-mnist --data-dir "$data" --device cuda \
+        --run-dir /tmp/gpu_check_runs --name fashion --set train.target_top1=0.93 --set train.stop_at_target=true \
+        --json
 else
-    echo "== fashion_mnist: skipped (no Fashion-MNIST found; pass its folder as the first argument)"
-    failed+=("fashion_mnist(no data)")
+    echo "== fashion_to_93: skipped (no Fashion-MNIST found; pass its folder as the first argument)"
+    failed+=("fashion_to_93(no data)")
 fi
-step bench_r20 $py -m resnet_cli bench resnet20 --device cuda -b 512 --json
-step bench_r50v15_train $py -m resnet_cli bench resnet50-v1.5 --mode train --device cuda -b 256 --precision bf16 --json
-step bench_r50_infer $py -m resnet_cli bench resnet50 --mode infer --device cuda -b 256 --precision bf16 --json
-step flops_cuda $py -m resnet_cli flops --device cuda -b 64
+step bench_r20 60 $py -m resnet_cli bench resnet20 --device cuda -b 512 --repeats 3 --json
+step bench_r50v15_train 90 $py -m resnet_cli bench resnet50-v1.5 --mode train --device cuda -b 256 \
+    --precision bf16 --warmup 5 --iters 5 --repeats 3 --json
+step bench_r50_infer 60 $py -m resnet_cli bench resnet50 --mode infer --device cuda -b 256 --precision bf16 \
+    --warmup 3 --iters 5 --repeats 3 --json
+step flops_cuda 60 $py -m resnet_cli flops --device cuda -b 64
 
-summary="${#passed[@]} passed: ${passed[*]:-none}"
+echo
+$py - "$logs" "$((SECONDS - start))" "${rows[@]}" <<'PY' | tee "$logs/summary.txt"
+import json, pathlib, sys
+logs, wall, rows = pathlib.Path(sys.argv[1]), sys.argv[2], [r.split("|") for r in sys.argv[3:]]
+
+def doc(name):
+    text = (logs / f"{name}.txt").read_text(errors="replace") if (logs / f"{name}.txt").exists() else ""
+    for line in reversed(text.splitlines()):  # train --json is JSON Lines (the result last); bench one document
+        if line.startswith('{"event": "result"'):
+            return json.loads(line)
+    try:
+        return json.loads(text[text.index("{"):])
+    except ValueError:
+        return {}
+
+def figure(name):
+    try:
+        if name == "pytest_cuda":
+            return [ln for ln in (logs / "pytest_cuda.txt").read_text().splitlines() if " in " in ln][-1].strip("= ")
+        out = doc(name)
+        if name == "fashion_to_93":
+            t = out.get("target") or {}
+            got = f"{t['seconds']:.1f} s, epoch {t['epoch']}" if t else "not reached"
+            return f"93%: {got}; final {out['final']['test_top1']:.2%}"
+        if name.startswith("bench"):
+            return "; ".join(f"{r['mode']} {r['images_per_s']:,.0f} img/s" for r in out["results"])
+        return ""
+    except (LookupError, TypeError, ValueError, OSError):
+        return "(no figure: see the log)"
+
+print(f"{'step':<20} {'status':<7} {'s':>4}  figure")
+for name, status, secs in rows:
+    print(f"{name:<20} {status:<7} {secs:>4}  {figure(name)}"[:118])
+print(f"wall {wall} s; logs in {logs}")
+PY
+summary="${#passed[@]} passed; wall $((SECONDS - start)) s"
 if [ ${#failed[@]} -eq 0 ]; then
     echo "gpu_check: PASS ($summary)"
     exit 0

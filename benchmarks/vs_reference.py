@@ -153,7 +153,8 @@ def main() -> None:
     print(f"reference (eager NCHW {'fp16 AMP' if amp else 'fp32'}, DataLoader x{args.workers} workers): "
           f"{ref:,.0f} img/s  (epochs: {', '.join(f'{n / s:,.0f}' for s in ref_s)})")
     print(f"resnet-cli ({ours.run.speed.precision}, channels_last={ours.run.speed.channels_last}, "
-          f"compile={ours.run.speed.compile}, data on device): {our:,.0f} img/s  "
+          f"compile={ours.run.speed.compile}, cuda_graphs={ours.run.speed.cuda_graphs}, data on device): "
+          f"{our:,.0f} img/s  "
           f"(epochs: {', '.join(f'{n / s:,.0f}' for s in our_s)})")
     print(f"tuned by hand ({'bf16' if device.type == 'cuda' else 'fp32'}, channels_last, compile={compile_tuned}, "
           f"data on device, no input pipeline work but a flip): {tuned:,.0f} img/s  "

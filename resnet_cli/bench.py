@@ -18,6 +18,7 @@ import torch
 
 from .speed import Speed
 from .timing import Timing, time_fn
+from .train import graphs
 
 
 @dataclass
@@ -101,7 +102,9 @@ def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: i
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step = make_step(model, cfg, device)
-    t: Timing = time_fn(step, device, warmup=cfg.warmup, iters=cfg.iters, repeats=cfg.repeats)
+    graphed = cfg.mode == "train" and cfg.speed.cuda_graphs
+    warmup = max(cfg.warmup, graphs.WARMUP + 1) if graphed else cfg.warmup  # the capture is never timed
+    t: Timing = time_fn(step, device, warmup=warmup, iters=cfg.iters, repeats=cfg.repeats)
     secs = t.median_ms / 1000
     flops_per_image = 2 * fwd_macs * (3 if cfg.mode == "train" else 1)
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
@@ -109,6 +112,7 @@ def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: i
             "input_size": cfg.input_size, "precision": cfg.speed.precision,
             "channels_last": cfg.speed.channels_last, "compile": cfg.speed.compile,
             "compile_mode": cfg.speed.compile_mode if cfg.speed.compile else None,
+            "cuda_graphs": bool(graphed),
             "warmup_s": t.warmup_s, "ms_per_step": t.median_ms, "ms_min": t.min_ms, "ms_max": t.max_ms,
             "spread_pct": t.spread_pct(), "images_per_s": cfg.batch_size / secs,
             "tflops": flops_per_image * cfg.batch_size / secs / 1e12, "peak_memory_bytes": peak_mem,
@@ -129,7 +133,7 @@ def stage_times(model_name: str, cfg: BenchConfig, device: torch.device) -> dict
     from .models import build_model
     from .train.step import TrainStep, make_optimizer
 
-    speed = dataclasses.replace(cfg.speed, compile=False)
+    speed = dataclasses.replace(cfg.speed, compile=False, cuda_graphs=False)  # phases need the eager step
     model = build_model(model_name).to(device, memory_format=speed.memory_format())
     model.train()
     x, y = synthetic_batch(model, cfg.batch_size, cfg.input_size, speed, device)

@@ -111,6 +111,9 @@ class TrainConfig:
     compile_min_steps: int = 2000  # compile auto on CPU: only runs at least this long earn the compile time back
     compile_mode: CompileMode = "default"
     #              reduce-overhead adds CUDA graphs (CUDA only)
+    cuda_graphs: Auto = "auto"  # replay the whole training step (forward, backward, optimizer) from one CUDA graph;
+    #                             auto: on for one CUDA process without accum_steps, fp16 or skip_nonfinite, where it
+    #                             was measured faster (BENCHMARKS.md); a failed capture falls back with one line
     deterministic: bool = False  # CUDA: deterministic kernels (cuDNN autotuning off, deterministic algorithms,
     #                              a fixed cuBLAS workspace), so that a run repeats bit for bit; slower. CPU runs
     #                              repeat without it

@@ -64,6 +64,7 @@ class Speed:
     compile_mode: str = "default"
     strict: bool = False  # compile asked for explicitly (on): a failed compilation is an error, not a fallback
     deterministic: bool = False  # CUDA: deterministic kernels, so that a run repeats exactly (train.deterministic)
+    cuda_graphs: bool = False  # the training step replayed from one CUDA graph (train/graphs.py decides)
 
     @classmethod
     def resolve(cls, device, precision: str = "auto", channels_last: str = "auto", compile: str = "auto",
@@ -107,8 +108,8 @@ class Speed:
         if self.compile:
             mode = "" if self.compile_mode == "default" else f"mode {self.compile_mode}, "
             comp = f"compile on ({mode}the first steps and the first evaluation compile)"
-        det = ", deterministic" if self.deterministic else ""
-        return f"{self.precision}, channels_last {'on' if self.channels_last else 'off'}, {comp}{det}"
+        extra = (", CUDA graphs on" if self.cuda_graphs else "") + (", deterministic" if self.deterministic else "")
+        return f"{self.precision}, channels_last {'on' if self.channels_last else 'off'}, {comp}{extra}"
 
     def autocast(self, device):
         return autocast(device, self.precision)

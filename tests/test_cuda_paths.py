@@ -220,3 +220,51 @@ def test_deterministic_switch_reaches_the_backends(make_trainer):
     finally:
         Speed("fp32", False, False).configure_backends(torch.device("cpu"))  # the process-wide default again
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+# ---------------------------------------------------------------- train.cuda_graphs on CPU (train/graphs.py)
+def test_cuda_graphs_switch_is_inert_on_cpu_and_refused_when_forced(cli, tmp_path, smoke_args):
+    run = cli("train", *smoke_args("cpu", 64, 16), "--batch-size", "16", "--run-dir", tmp_path, "--json")
+    assert run.exit_code == 0, run.output
+    assert "CUDA graphs" not in run.stdout
+    forced = cli("train", *smoke_args("cpu", 64, 16, "train.cuda_graphs=on"), "--run-dir", tmp_path)
+    assert forced.exit_code == 2
+    assert forced.stderr.strip() == "error: train.cuda_graphs on needs a CUDA device; set it to auto or off"
+
+
+def test_cuda_graphs_rule():
+    from resnet_cli.train.graphs import resolve
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    plain = dict(precision="bf16", torchrun=False, accum_steps=1, skip_nonfinite=0, compile_mode="default", compile=True)
+    assert resolve("auto", cuda, **plain) and not resolve("auto", cpu, **plain) and not resolve("off", cuda, **plain)
+    for change in ({"torchrun": True}, {"accum_steps": 2}, {"precision": "fp16"}, {"skip_nonfinite": 1},
+                   {"compile_mode": "reduce-overhead"}):
+        assert not resolve("auto", cuda, **{**plain, **change}), change
+        with pytest.raises(Exception, match="train.cuda_graphs on needs"):
+            resolve("on", cuda, **{**plain, **change})
+    assert resolve("auto", cuda, **{**plain, "compile_mode": "reduce-overhead", "compile": False})
+
+
+def test_a_failed_capture_falls_back_to_the_plain_step_with_one_line(make_trainer, monkeypatch):
+    """The graph path's warm-up steps are real steps; a capture that fails costs one line, and the run trains on
+    with the plain step, to exactly the weights of a run that never tried."""
+    from resnet_cli.train.graphs import StepGraph, fallback_message
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("simulated: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Broken)
+    lines = []
+    flags = {**SHORT, "train.epochs": 2}
+    tried = make_trainer(**flags)
+    tried.run.step.graph = StepGraph(tried.run.step, lambda exc: lines.append(fallback_message(exc)))
+    tried.fit()
+    assert lines == ["CUDA graph capture failed (RuntimeError: simulated: operation not permitted when stream is "
+                     "capturing); continuing without it. Set train.cuda_graphs=off to skip the attempt."]
+    assert tried.run.step.graph.failed and tried.state.step == 8
+    plain = make_trainer(**flags, **{"run.name": "plain"})
+    plain.fit()
+    for (k, a), b in zip(tried.run.model.state_dict().items(), plain.run.model.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -60,7 +60,8 @@ def test_cuda_recipe_keys_train_under_the_defaults(cli, tmp_path, gpu_smoke):
 def test_cuda_resume_is_exact_in_fp32_eager(cli, tmp_path, gpu_smoke):
     """With bf16 and compile off and deterministic kernels, a resumed CUDA run matches an uninterrupted one. (Without
     train.deterministic two uninterrupted CUDA runs already differ: cuDNN's autotuner and atomics.)"""
-    fp32 = ["--set", "train.precision=fp32", "--set", "train.compile=off", "--set", "train.deterministic=true"]
+    fp32 = ["--set", "train.precision=fp32", "--set", "train.compile=off", "--set", "train.deterministic=true",
+            "--set", "train.cuda_graphs=off"]
     full = cli("train", *gpu_smoke, *fp32, "--epochs", "2", "--run-dir", tmp_path, "--name", "full")
     part = cli("train", *gpu_smoke, *fp32, "--epochs", "2", "--run-dir", tmp_path, "--name", "part",
                "--set", "run.stop_after_epochs=1")
@@ -233,3 +234,71 @@ def test_evaluation_never_waits_for_the_gpu_inside_its_loop():
     evaluate(model, type("Plain", (), {"batches": lambda self: iter(loader.data)})(), 10, cuda, "bf16")  # warm-up
     res = evaluate(model, loader, 10, cuda, "bf16")
     assert res.count == 512 and sum(res.class_counts) == 512 and 0 <= res.top1 <= 1
+
+
+
+# ---------------------------------------------------------------- train.cuda_graphs (train/graphs.py)
+def _steps(graphs: bool, batches, compile_: bool = False):
+    from resnet_cli.config import TrainConfig
+    from resnet_cli.models import build_model
+    from resnet_cli.speed import Speed
+    from resnet_cli.train.step import TrainStep, make_optimizer
+
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model("resnet20").to(cuda, memory_format=torch.channels_last)
+    speed = Speed("bf16", True, compile_, cuda_graphs=graphs)
+    fallbacks = []
+    step = TrainStep(model, make_optimizer(model, TrainConfig(), cuda), speed, cuda, on_graph_fallback=fallbacks.append)
+    losses = [step(x, y, 0.1 * (1 - i / len(batches))).loss.float().item() for i, (x, y) in enumerate(batches)]
+    return step, losses, fallbacks
+
+
+def _batches(n: int, size: int = 128):
+    cuda = torch.device("cuda")
+    g = torch.Generator(device=cuda).manual_seed(0)
+    centers = torch.randn(10, 3, 32, 32, device=cuda, generator=g)
+    out = []
+    for _ in range(n):
+        y = torch.randint(0, 10, (size,), device=cuda, generator=g)
+        x = centers[y] + torch.randn(size, 3, 32, 32, device=cuda, generator=g)
+        out.append((x.contiguous(memory_format=torch.channels_last), y))
+    return out
+
+
+@pytest.mark.parametrize("compile_", [False, True])
+def test_graphed_step_follows_the_eager_loss_curve(compile_):
+    """50 steps replayed from a CUDA graph (eager kernels, and compiled ones) against the plain eager step, from the
+    same weights on the same batches with a changing lr: the same loss curve within bf16 tolerance."""
+    batches = _batches(50)
+    graphed, lg, fallbacks = _steps(True, batches, compile_)
+    _, le, _ = _steps(False, batches)
+    assert fallbacks == [] and graphed.graph.graph is not None  # it really replayed
+    assert le[-1] < 0.5 * le[0]  # it learnt
+    assert max(abs(a - b) for a, b in zip(lg, le)) < 0.05 * le[0], (lg, le)
+
+
+def test_a_batch_of_another_shape_runs_the_plain_step_beside_the_graph():
+    batches = _batches(6)
+    step, _, fallbacks = _steps(True, batches)
+    captured = step.graph.graph
+    x, y = _batches(1, 48)[0]
+    out = step(x, y, 0.05)
+    assert out.logits.shape == (48, 10) and torch.isfinite(out.loss)
+    again = step(*batches[0], 0.05)
+    assert again.logits.shape == (128, 10) and step.graph.graph is captured and fallbacks == []
+
+
+def test_resume_of_a_graphed_run(cli, tmp_path, gpu_smoke, ckpts):
+    """The CUDA defaults replay the step from a graph; a run stopped after its first epoch resumes (a new capture)
+    and ends where an uninterrupted one does, within bf16 noise."""
+    part = cli("train", *gpu_smoke, "--epochs", "3", "--run-dir", tmp_path, "--name", "p",
+               "--set", "run.stop_after_epochs=1")
+    assert part.exit_code == 0, part.output
+    assert "CUDA graphs on" in part.stdout and "capture failed" not in part.stdout
+    resumed = cli("train", "--resume", tmp_path / "p", "--set", "run.stop_after_epochs=0", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    full = cli("train", *gpu_smoke, "--epochs", "3", "--run-dir", tmp_path, "--name", "f", "--json")
+    a, b = last_json(resumed.stdout), last_json(full.stdout)
+    assert a["epochs"] == b["epochs"] == 3 and a["steps"] == b["steps"]
+    assert a["final"]["test_top1"] > 0.3 and abs(a["final"]["test_top1"] - b["final"]["test_top1"]) < 0.1

@@ -42,6 +42,9 @@ def bench(
     compile_mode: Annotated[CompileMode, typer.Option(
         "--compile-mode", help="torch.compile mode; reduce-overhead adds CUDA graphs (CUDA only).")]
     = CompileMode("default"),
+    cuda_graphs: Annotated[Optional[bool], typer.Option(
+        "--cuda-graphs/--no-cuda-graphs", help="Replay the training step from one CUDA graph \\[default: as "
+        "`train`: on for CUDA where it applies].", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps first.")] = 5,
     iters: Annotated[int, typer.Option("--iters", help="Steps per timed repeat.")] = 10,
@@ -67,12 +70,15 @@ def bench(
     from ..bench import run_bench
     from ..device import resolve_device
     from ..speed import Speed
+    from ..train import graphs
 
     dev = resolve_device(device)
     on_off = {None: "auto", True: "on", False: "off"}
     # train's rule, with this benchmark's own length as the run length
     speed = Speed.resolve(dev, precision.value if precision else "auto", on_off[channels_last], on_off[compile_],
                           compile_mode.value, planned_steps=warmup + iters * repeats)
+    speed.cuda_graphs = graphs.resolve(on_off[cuda_graphs], dev, precision=speed.precision, torchrun=False, accum_steps=1,
+                                       skip_nonfinite=0, compile_mode=speed.compile_mode, compile=speed.compile)
     modes = ["train", "infer"] if mode is Mode.both else [mode.value]
     out = run_bench(name, modes, batch_size, size, speed, dev, warmup, iters, repeats, detail)
     if json_out:
@@ -96,7 +102,8 @@ def _print(out: dict) -> None:
         table.add_row(r["mode"], str(r["batch_size"]), str(size) if isinstance(size, int) else "x".join(map(str, size)),
                       r["precision"],
                       "yes" if r["channels_last"] else "no",
-                      (r["compile_mode"] if r["compile"] else "no"), f"{r['warmup_s']:.1f}",
+                      (r["compile_mode"] if r["compile"] else "no") + ("+graph" if r["cuda_graphs"] else ""),
+                      f"{r['warmup_s']:.1f}",
                       f"{r['images_per_s']:,.0f}", f"{r['ms_per_step']:.2f}", f"±{r['spread_pct'] / 2:.1f}%", mem,
                       f"{r['tflops']:.3f}", f"{r['pct_of_matmul_peak']:.1f}%")
     c.print(table)

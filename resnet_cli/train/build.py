@@ -23,7 +23,7 @@ from ..data.loader import Loader
 from ..errors import BadInput
 from ..models import build_model, model_info
 from ..speed import Speed, fallback_message
-from . import tensorboard
+from . import graphs, tensorboard
 from .distributed import Process
 from .ema import EMA
 from .evaluations import splits
@@ -121,6 +121,10 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
     data = load_data(cfg.data)
     plan = Plan.of(cfg, data.train_count)
     speed = Speed.for_train(cfg.train, process.device, plan.total_steps)
+    speed.cuda_graphs = graphs.resolve(cfg.train.cuda_graphs, process.device, precision=speed.precision,
+                                       torchrun=bool(process.backend), accum_steps=cfg.train.accum_steps,
+                                       skip_nonfinite=cfg.train.skip_nonfinite, compile_mode=speed.compile_mode,
+                                       compile=speed.compile)
     speed.configure_backends(process.device)
     check_batch(cfg, data.train_count, process.world)
     uses_tensorboard = tensorboard.check(cfg.run.tensorboard)
@@ -130,7 +134,8 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
     step = TrainStep(model, make_optimizer(model, t, process.device), speed, process.device,
                      torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), t.grad_clip,
                      call_module=process.wrap(model), on_fallback=lambda exc: progress.line(fallback_message(exc)),
-                     accum_steps=t.accum_steps, all_true=process.all_true)
+                     accum_steps=t.accum_steps, all_true=process.all_true,
+                     on_graph_fallback=lambda exc: progress.line(graphs.fallback_message(exc)))
     ema = EMA(model, t.ema) if t.ema else None
     loader = dict(device=process.device, channels_last=speed.channels_last, rank=process.rank, world=process.world)
     train_loader = make_loader(data, cfg.data, "train", t.batch_size // process.world, training=True,

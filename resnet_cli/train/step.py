@@ -70,7 +70,8 @@ class TrainStep:
                  device: torch.device, criterion: Callable[..., torch.Tensor] | None = None, grad_clip: float = 0.0,
                  call_module: torch.nn.Module | None = None,
                  on_fallback: Callable[[BaseException], None] | None = None, accum_steps: int = 1,
-                 all_true: Callable[[bool], bool] | None = None) -> None:
+                 all_true: Callable[[bool], bool] | None = None,
+                 on_graph_fallback: Callable[[BaseException], None] | None = None) -> None:
         self.model, self.optimizer, self.speed, self.device = model, optimizer, speed, device
         self.criterion = criterion or torch.nn.CrossEntropyLoss()  # takes class indices or soft targets
         self.grad_clip = grad_clip
@@ -83,6 +84,11 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler("cuda", enabled=speed.precision == "fp16")
         # DDP (when given) wraps the module; compilation wraps whatever is called.
         self.forward = speed.forward(call_module if call_module is not None else model, on_fallback)
+        self.graph = None  # speed.cuda_graphs: the whole step replayed from a CUDA graph (graphs.py)
+        if speed.cuda_graphs:
+            from .graphs import StepGraph
+
+            self.graph = StepGraph(self, on_graph_fallback)
 
     # The three phases, public so that `bench --detail` times exactly these.
     def forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,6 +142,10 @@ class TrainStep:
         NaN or Inf. `after_backward` runs between backward and the update (gradient logging)."""
         if self.accum_steps > 1:
             return self._accumulated(x, y, lr, check_finite, after_backward)
+        if self.graph is not None and not check_finite and after_backward is None:
+            replayed = self.graph.run(x, y, lr)
+            if replayed is not None:
+                return StepResult(*replayed, True)
         loss, logits = self.forward_loss(x, y)
         if check_finite and not self._finite(loss):
             return StepResult(loss.detach(), logits.detach(), False)
@@ -143,6 +153,13 @@ class TrainStep:
         self._inspect(after_backward)
         self.update(lr)
         return StepResult(loss.detach(), logits.detach(), True)
+
+    def plain(self, x: torch.Tensor, y: torch.Tensor, lr: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward, backward, update: what a CUDA graph captures (and its warm-up steps run)."""
+        loss, logits = self.forward_loss(x, y)
+        self.backward(loss)
+        self.update(lr)
+        return loss.detach(), logits.detach()
 
     def _accumulated(self, x, y, lr, check_finite, after_backward) -> StepResult:
         """K micro-batches, one update. Under CUDA graphs (compile_mode reduce-overhead or max-autotune) each

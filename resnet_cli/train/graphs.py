@@ -1,0 +1,145 @@
+"""The whole training step as one CUDA graph: forward, loss, backward, gradient clipping and the optimizer.
+
+On a big GPU a small ResNet's step is bound by the host: Python, autograd and hundreds of kernel launches per step
+(BENCHMARKS.md). A CUDA graph records the step's kernels once and replays them with one launch. What changes
+from step to step lives in device memory the graph reads: the batch (copied into the graph's input), the
+learning rate (a device tensor the fused optimizer reads, filled before each replay), the weights, the
+optimizer's state and BatchNorm's statistics (updated in place). The graph's outputs (loss, logits) are read by
+the loop before the next replay overwrites them.
+
+How a step is graphed (`StepGraph`): the first `WARMUP` steps run eagerly on a side stream (they are real
+steps: cuDNN picks its kernels, torch.compile compiles, the optimizer makes its state, autograd its buffers), the
+next step is captured and replayed, and every later step of the same shape is a replay. A batch of another shape,
+a step that must read the loss back (train.skip_nonfinite) or one that logs gradients runs the plain step.
+
+`train.cuda_graphs` (`resolve`): auto turns graphs on where they apply: a CUDA device, a plain process (not
+under torchrun: DDP's all-reduce would need NCCL stream capture and static buckets; not done), no gradient accumulation, no fp16 loss
+scaling (GradScaler decides on the host), no train.skip_nonfinite, and no compile mode that brings CUDA graphs
+of its own (reduce-overhead, max-autotune). `on` where they cannot apply is an error; a capture that fails is
+not: the run goes on with the plain step, after one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..errors import BadInput
+
+WARMUP = 3  # eager steps before the capture (PyTorch's whole-network capture recipe uses a few)
+
+
+def resolve(setting: str, device: torch.device, *, precision: str, torchrun: bool, accum_steps: int,
+            skip_nonfinite: int, compile_mode: str, compile: bool) -> bool:
+    """train.cuda_graphs (auto, on, off) decided for a run: whether its step is replayed from a CUDA graph."""
+    if setting == "off":
+        return False
+    reasons = []
+    if device.type != "cuda":
+        reasons.append("a CUDA device")
+    if torchrun:
+        reasons.append("a process outside torchrun (DDP's all-reduce is not captured)")
+    if accum_steps > 1:
+        reasons.append("train.accum_steps 1")
+    if precision == "fp16":
+        reasons.append("no fp16 loss scaling (use bf16)")
+    if skip_nonfinite:
+        reasons.append("train.skip_nonfinite 0 (it reads every loss back)")
+    if compile and compile_mode in ("reduce-overhead", "max-autotune"):
+        reasons.append(f"a compile mode without CUDA graphs of its own (not {compile_mode})")
+    if reasons and setting == "on":
+        raise BadInput(f"train.cuda_graphs on needs {', '.join(reasons)}; set it to auto or off")
+    return not reasons
+
+
+class StepGraph:
+    """A `TrainStep` replayed from a CUDA graph (see the module's docstring); `None` from `run` where it does not
+    apply, and the caller takes the plain step."""
+
+    def __init__(self, step, on_fallback: Callable[[BaseException], None] | None = None) -> None:
+        self.step = step  # the TrainStep whose parts are captured
+        self.on_fallback = on_fallback
+        self.calls = 0
+        self.failed = False
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: dict[str, Any] = {}
+        self.side: torch.cuda.Stream | None = None
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, lr: float | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The step on (x, y) as a replay (loss, logits), or None where the plain step must run."""
+        if self.failed:
+            return None
+        if self.graph is not None:
+            if x.shape != self.static["x"].shape or y.shape != self.static["y"].shape or y.dtype != self.static[
+                    "y"].dtype:
+                return None
+            return self._replay(x, y, lr)
+        self.calls += 1
+        if self.calls <= WARMUP:
+            return self._warm(x, y, lr)
+        try:
+            self._capture(x, y, lr)
+        except Exception as exc:  # noqa: BLE001 - any failure to capture: the plain step, never a dead run
+            self._give_up(exc)
+            return None
+        return self._replay(x, y, lr)
+
+    def _warm(self, x, y, lr):
+        """A real step on a side stream, as the capture recipe asks (autograd's and cuDNN's first allocations)."""
+        if self.step.device.type != "cuda":
+            return self.step.plain(x, y, lr)
+        self.side = self.side or torch.cuda.Stream(self.step.device)
+        self.side.wait_stream(torch.cuda.current_stream(self.step.device))
+        with torch.cuda.stream(self.side):
+            loss, logits = self.step.plain(x, y, lr)
+        torch.cuda.current_stream(self.step.device).wait_stream(self.side)
+        return loss, logits
+
+    def _capture(self, x, y, lr) -> None:
+        step, device = self.step, self.step.device
+        groups = step.optimizer.param_groups
+        lr_now = float(lr if lr is not None else groups[0]["lr"])
+        self.static = {"x": torch.empty_like(x), "y": torch.empty_like(y),
+                       "lr": torch.tensor(lr_now, dtype=torch.float32, device=device)}
+        saved = [{"lr": g["lr"], "capturable": g.get("capturable")} for g in groups]
+        for g in groups:  # the graph reads the lr from device memory, and the optimizer's state stays there
+            g["lr"] = self.static["lr"]
+            if "capturable" in g:
+                g["capturable"] = True
+        graph = torch.cuda.CUDAGraph()
+        try:
+            torch.cuda.synchronize(device)
+            step.optimizer.zero_grad(set_to_none=True)  # the gradients are the graph's own buffers
+            with torch.cuda.graph(graph):
+                loss, logits = step.plain(self.static["x"], self.static["y"], None)
+        finally:
+            for g, kept in zip(groups, saved):  # the plain step and checkpoints see plain floats again
+                g["lr"] = kept["lr"]
+                if kept["capturable"] is not None:
+                    g["capturable"] = kept["capturable"]
+        self.static.update(loss=loss, logits=logits)
+        self.graph = graph
+
+    def _replay(self, x, y, lr):
+        s = self.static
+        s["x"].copy_(x)
+        s["y"].copy_(y)
+        if lr is not None:
+            s["lr"].fill_(lr)
+        self.graph.replay()
+        return s["loss"], s["logits"]
+
+    def _give_up(self, exc: BaseException) -> None:
+        """A failed capture: forget it, and train on with the plain step (nothing ran in the capture)."""
+        self.failed, self.graph, self.static = True, None, {}
+        self.step.optimizer.zero_grad(set_to_none=True)  # gradients may point into the failed capture's memory
+        if self.on_fallback is not None:
+            self.on_fallback(exc)
+
+
+def fallback_message(exc: BaseException) -> str:
+    """The one line a run prints when its step could not be captured as a CUDA graph."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return (f"CUDA graph capture failed ({type(exc).__name__}: {first}); continuing without it. "
+            "Set train.cuda_graphs=off to skip the attempt.")
