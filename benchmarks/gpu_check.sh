@@ -38,9 +38,14 @@ $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
     echo "gpu_check: FAIL (no CUDA device visible)"; exit 1; }
 
 wheels=${WHEELS:-.whl}
-if [ -d "$wheels" ]; then
-    $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu_check_site "$wheels"/*.whl \
-        >"$logs/wheels.txt" 2>&1 && export PYTHONPATH=/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH}
+if [ -d "$wheels" ]; then  # all at once; if one wheel does not fit this machine, each on its own
+    site=/tmp/gpu_check_site
+    $py -m pip install -q --no-index --no-deps --no-compile --target $site "$wheels"/*.whl >"$logs/wheels.txt" 2>&1 ||
+        for w in "$wheels"/*.whl; do
+            $py -m pip install -q --no-index --no-deps --no-compile --upgrade --target $site "$w" >>"$logs/wheels.txt" 2>&1
+        done
+    export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
+    $py -c "import fvcore" 2>/dev/null || echo "note: fvcore is still missing (see $logs/wheels.txt)"
 fi
 # the console script (torchrun tests call `resnet`), without touching the image's packages
 $py -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
@@ -60,7 +65,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run it under a time limit, keep its ou
     tail -n 2 "$logs/$name.txt" | cut -c1-160 | sed 's/^/   | /'
 }
 
-step pytest_cuda 240 $py -m pytest -q -ra -p no:cacheprovider -m "cuda or default_device" tests
+step pytest_cuda 270 $py -m pytest -q -ra -p no:cacheprovider --durations=8 -m "cuda or default_device" tests
 if [ -n "$data" ]; then
     step fashion_to_93 150 $py -m resnet_cli train --preset fashion-mnist --data-dir "$data" --device cuda \
         --run-dir /tmp/gpu_check_runs --name fashion --set train.target_top1=0.93 --set train.stop_at_target=true \
