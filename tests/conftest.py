@@ -194,10 +194,36 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     os.environ.setdefault("COLUMNS", "200")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--shard", default="", metavar="I/N",
+                     help="run the I-th of N shards of the selected tests (0 <= I < N), for N processes side by side")
+
+
+def shard_key(item) -> str:
+    """Tests sharing a module- or session-scoped fixture stay in one shard (the fixture is built once)."""
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    shared = sorted(name for name, fds in defs.items() if fds and fds[-1].scope in ("module", "package")
+                    and name not in ("proc", "ckpts", "smoke_args"))
+    return f"{item.module.__name__}::{shared[0]}" if shared else item.nodeid
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `cuda` are skipped without a CUDA device."""
+    """`--shard I/N` keeps one of N shards (groups of tests dealt round-robin, in collection order); tests
+    marked `cuda` are skipped without a CUDA device."""
     import torch
 
+    if config.getoption("--shard"):
+        try:
+            index, count = map(int, config.getoption("--shard").split("/"))
+            assert 0 <= index < count
+        except (ValueError, AssertionError):
+            raise pytest.UsageError(f"--shard takes I/N with 0 <= I < N, got {config.getoption('--shard')!r}")
+        groups: dict[str, int] = {}
+        for item in items:
+            groups.setdefault(shard_key(item), len(groups))
+        kept = [item for item in items if groups[shard_key(item)] % count == index]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

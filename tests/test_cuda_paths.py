@@ -268,3 +268,29 @@ def test_a_failed_capture_falls_back_to_the_plain_step_with_one_line(make_traine
     plain.fit()
     for (k, a), b in zip(tried.run.model.state_dict().items(), plain.run.model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.slow
+def test_gpu_check_shards_split_the_selection_without_loss_or_overlap():
+    """benchmarks/gpu_check.sh runs the CUDA tests as parallel `--shard I/N` processes: together they select each
+    test once, and the tests of one module-scoped fixture share a shard."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def ids(*extra):
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+                              "-m", "cuda or default_device", *extra, "tests"], cwd=root, capture_output=True,
+                             text=True, timeout=120)
+        return [ln for ln in out.stdout.splitlines() if "::" in ln]
+
+    whole = ids()
+    shards = [ids("--shard", f"{i}/3") for i in range(3)]
+    assert len(whole) >= 20 and sorted(sum(shards, [])) == sorted(whole)
+    users = [i for i, s in enumerate(shards) for t in s if "of_a_cuda_trained_run" in t or "init_from_a_run" in t]
+    assert len(users) == 4 and len(set(users)) == 1  # the module's cuda_run fixture is built once
+    bad = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "--shard", "3/3", "tests/test_gpu.py"],
+                         cwd=root, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 4 and "--shard takes I/N with 0 <= I < N, got '3/3'" in bad.stderr
