@@ -107,3 +107,50 @@ def test_summary_leaves_mode_device_and_stats_alone():
     assert model.training and not model.layer1[0].bn1.training and model.layer1[0].bn2.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert next(model.parameters()).device.type == "cpu"
+
+
+def closed_form_macs(model, size: int) -> int:
+    """Conv + fc multiply-adds from the layer shapes alone: Cout x Hout x Wout x Cin/groups x kh x kw per conv."""
+    import torch
+
+    total, shapes = 0, {}
+    hooks = [m.register_forward_hook(lambda m, i, o, shapes=shapes: shapes.__setitem__(m, o.shape))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, model.conv1.in_channels, size, size))
+    for h in hooks:
+        h.remove()
+    for conv, (_, cout, h, w) in shapes.items():
+        kh, kw = conv.kernel_size
+        total += cout * h * w * (conv.in_channels // conv.groups) * kh * kw
+    return total + model.fc.in_features * model.fc.out_features
+
+
+@pytest.mark.slow  # traces ten ImageNet nets (fvcore) and runs them once for the closed form
+def test_two_counters_and_the_closed_form_agree_on_every_depth_and_stride_placement():
+    from resnet_cli.analysis import count_macs, count_macs_dispatcher
+    from resnet_cli.models import build_model
+
+    for depth in (18, 34, 50, 101, 152):
+        for suffix in ("", "-v1.5") if depth >= 50 else ("",):
+            net = build_model(f"resnet{depth}{suffix}")
+            fv, second, exact = count_macs(net, 224).macs, count_macs_dispatcher(net, 224), closed_form_macs(net, 224)
+            assert fv == second == exact, (depth, suffix, fv, second, exact)
+    v1, v15 = (count_macs_dispatcher(build_model(n), 224) for n in ("resnet50", "resnet50-v1.5"))
+    assert 0.2e9 < v15 - v1 < 0.26e9  # v1.5's stride on the 3x3 conv: about +0.23 GMACs
+
+
+def test_cifar_counts_agree_and_a_disagreeing_counter_fails_the_check(cli, monkeypatch):
+    from resnet_cli import analysis
+    from resnet_cli.models import build_model
+
+    net = build_model("resnet20")
+    assert analysis.count_macs(net, 32).macs == analysis.count_macs_dispatcher(net, 32) == closed_form_macs(net, 32)
+    out = cli.json("flops", "resnet20")
+    assert out["models"][0]["counters_agree"] is True and out["failed"] == []
+    real = analysis.count_macs_dispatcher
+    monkeypatch.setattr(analysis, "count_macs_dispatcher", lambda m, s: int(real(m, s) * 1.01))
+    result = cli("flops", "resnet20")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: fvcore and FlopCounterMode disagree by more than 0.1% on resnet20"
