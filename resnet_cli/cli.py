@@ -26,6 +26,7 @@ from .commands import list as list_cmd
 from .commands import plot as plot_cmd
 from .commands import predict as predict_cmd
 from .commands import presets as presets_cmd
+from .commands import reproduce as reproduce_cmd
 from .commands import summary as summary_cmd
 from .commands import train as train_cmd
 from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, describe, is_usage_error
@@ -131,6 +132,7 @@ app.command("predict")(predict_cmd.predict_cmd)
 app.command("plot")(plot_cmd.plot)
 app.command("gradflow")(gradflow_cmd.gradflow)
 app.command("bench")(bench_cmd.bench)
+app.command("reproduce")(reproduce_cmd.reproduce_cmd)
 
 
 def main() -> None:

@@ -36,7 +36,6 @@ def plot(
 
     Example: [bold]resnet plot runs/deg-plain20 runs/deg-plain56 -o docs/degradation.png[/bold]
     """
-    from ..errors import BadInput
     from ..figures import figure_format, need_matplotlib
 
     need_matplotlib()
@@ -44,38 +43,14 @@ def plot(
     from ..files import output_path
 
     output = output_path(output, force)
-    import yaml
+    from ..curves import draw, load_runs
 
-    from ..train.rundir import read_metrics
-
-    series = []
-    for run in runs:
-        if not run.is_dir():
-            raise BadInput(f"{run} is not a run folder")
-        rows = read_metrics(run / "metrics.csv")
-        if not rows:
-            raise BadInput(f"{run}/metrics.csv has no rows yet")
-        try:
-            label = (yaml.safe_load((run / "config.yaml").read_text()) or {})["model"]["name"]
-        except (OSError, KeyError, TypeError, yaml.YAMLError):
-            label = run.name
-        series.append({"run": str(run), "label": label, "rows": rows})
-    labels = [s["label"] for s in series]
-    for s in series:  # two runs of the same model: tell them apart by folder
-        if labels.count(s["label"]) > 1:
-            s["label"] = f"{s['label']} ({Path(s['run']).name})"
-
-    def values(rows, split):
-        if metric is Metric.loss:
-            return [r[f"{split}_loss"] for r in rows]
-        acc = [100 * r[f"{split}_top1"] for r in rows]
-        return acc if metric is Metric.top1 else [100 - a for a in acc]
-
-    _draw(series, values, output, metric, x)
-    summary = [{"run": s["run"], "model": s["label"], "epochs": s["rows"][-1]["epoch"],
-                "steps": s["rows"][-1].get("step"), f"train_{metric.value}": values(s["rows"], "train")[-1],
-                f"test_{metric.value}": values(s["rows"], "test")[-1],
-                f"best_test_{metric.value}": (max if metric is Metric.top1 else min)(values(s["rows"], "test"))}
+    series = load_runs(runs)
+    draw([("", series)], output, metric.value, x.value)
+    m = metric.value
+    summary = [{"run": s.run, "model": s.label, "epochs": s.rows[-1]["epoch"], "steps": s.rows[-1].get("step"),
+                f"train_{m}": s.values("train", m)[-1], f"test_{m}": s.values("test", m)[-1],
+                f"best_test_{m}": (max if metric is Metric.top1 else min)(s.values("test", m))}
                for s in series]
     if json_out:
         print_json({"png": str(output), "metric": metric.value, "x": x.value, "runs": summary})
@@ -92,23 +67,3 @@ def plot(
     out = console()
     out.print(table)
     out.print(f"wrote {output}")
-
-
-def _draw(series, values, output: Path, metric: Metric, x: XAxis) -> None:
-    from ..figures import pyplot, save_figure
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, s in enumerate(series):
-        xs = [r[x.value] for r in s["rows"]]
-        color = colors[i % len(colors)]
-        ax.plot(xs, values(s["rows"], "train"), color=color, linewidth=0.9, linestyle="--")
-        ax.plot(xs, values(s["rows"], "test"), color=color, linewidth=2.4, label=s["label"])
-    ax.set_xlabel("iterations" if x is XAxis.step else "epochs")
-    ax.set_ylabel({"error": "error (%)", "loss": "loss", "top1": "top-1 accuracy (%)"}[metric.value])
-    ax.set_title("dashed: training, bold: test")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, output)
