@@ -16,12 +16,8 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 onnx ml_dtypes -d .whl
 set -u
 cd "$(dirname "$0")/.."
-data=${1:-}
-if [ -z "$data" ]; then
-    for d in ../shared/data/fashion-mnist .data/fashion-mnist /usr/share/datasets/fashion-mnist; do
-        [ -e "$d/train-images-idx3-ubyte.gz" ] || [ -e "$d/train-images-idx3-ubyte" ] && { data=$d; break; }
-    done
-fi
+source benchmarks/gpu_common.sh
+data=$(find_fashion "${1:-}")
 logs=${2:-${OUT:-gpu_check_logs}}
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
@@ -37,16 +33,7 @@ PY
 $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
     echo "gpu_check: FAIL (no CUDA device visible)"; exit 1; }
 
-wheels=${WHEELS:-.whl}
-if [ -d "$wheels" ]; then  # all at once; if one wheel does not fit this machine, each on its own
-    site=/tmp/gpu_check_site
-    $py -m pip install -q --no-index --no-deps --no-compile --target $site "$wheels"/*.whl >"$logs/wheels.txt" 2>&1 ||
-        for w in "$wheels"/*.whl; do
-            $py -m pip install -q --no-index --no-deps --no-compile --upgrade --target $site "$w" >>"$logs/wheels.txt" 2>&1
-        done
-    export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
-    $py -c "import fvcore" 2>/dev/null || echo "note: fvcore is still missing (see $logs/wheels.txt)"
-fi
+install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
 # the console script (torchrun tests call `resnet`), without touching the image's packages
 $py -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
     $py -m pip install -q --no-deps -e . >"$logs/install.txt" 2>&1
@@ -86,18 +73,16 @@ step flops_cuda 60 $py -m resnet_cli flops --device cuda -b 64
 
 echo
 $py - "$logs" "$((SECONDS - start))" "${rows[@]}" <<'PY' | tee "$logs/summary.txt"
-import json, pathlib, sys
+import pathlib
+import sys
 logs, wall, rows = pathlib.Path(sys.argv[1]), sys.argv[2], [r.split("|") for r in sys.argv[3:]]
 
+sys.path.insert(0, "benchmarks")
+from gpu_logs import doc as read_doc  # noqa: E402
+
+
 def doc(name):
-    text = (logs / f"{name}.txt").read_text(errors="replace") if (logs / f"{name}.txt").exists() else ""
-    for line in reversed(text.splitlines()):  # train --json is JSON Lines (the result last); bench one document
-        if line.startswith('{"event": "result"'):
-            return json.loads(line)
-    try:
-        return json.loads(text[text.index("{"):])
-    except ValueError:
-        return {}
+    return read_doc(logs, name)
 
 def figure(name):
     try:

@@ -13,21 +13,13 @@
 #    runs the usual DataLoader loop and the best hand-written loop in the same process).
 set -u
 cd "$(dirname "$0")/.."
-data=${1:-}
-if [ -z "$data" ]; then
-    for d in ../shared/data/fashion-mnist .data/fashion-mnist /usr/share/datasets/fashion-mnist; do
-        [ -e "$d/train-images-idx3-ubyte.gz" ] || [ -e "$d/train-images-idx3-ubyte" ] && { data=$d; break; }
-    done
-fi
+source benchmarks/gpu_common.sh
+data=$(find_fashion "${1:-}")
 logs=${2:-${OUT:-gpu_speed_logs}}
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 py=python3
-wheels=${WHEELS:-.whl}
-if ! $py -c "import fvcore" 2>/dev/null && [ ! -d /tmp/gpu_check_site ] && [ -d "$wheels" ]; then
-    $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu_check_site "$wheels"/*.whl >/dev/null 2>&1
-fi
-[ -d /tmp/gpu_check_site ] && export PYTHONPATH=/tmp/gpu_check_site:$PYTHONPATH
+install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
 $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
     echo "gpu_speed: FAIL (no CUDA device visible)"; exit 1; }
 start=$SECONDS
@@ -57,19 +49,17 @@ run r20_b128_loop 120 $py benchmarks/vs_reference.py --device cuda --batch-size 
 
 echo
 $py - "$logs" <<'PY' | tee "$logs/summary.txt"
-import json, pathlib, re, sys
+import pathlib
+import re
+import sys
 logs = pathlib.Path(sys.argv[1])
 
+sys.path.insert(0, "benchmarks")
+from gpu_logs import doc as read_doc  # noqa: E402
+
+
 def doc(name):
-    p = logs / f"{name}.txt"
-    text = p.read_text(errors="replace") if p.exists() else ""
-    for line in reversed(text.splitlines()):
-        if line.startswith('{"event": "result"'):
-            return json.loads(line)
-    try:
-        return json.loads(text[text.index("{"):])
-    except ValueError:
-        return {}
+    return read_doc(logs, name)
 
 def ips(name):
     try:

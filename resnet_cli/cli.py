@@ -41,7 +41,9 @@ def _debugging() -> bool:
 def _fail(message: str, code: int, prefix: str = "error", as_json: bool = False) -> None:
     """The one line on stderr and the exit code; under --json also `{"error", "exit_code"}` on stdout."""
     if message:
-        sys.stderr.write(f"{prefix}: {message}\n")
+        from .terminal import printable
+
+        sys.stderr.write(f"{prefix}: {printable(message)}\n")
         sys.stderr.flush()
         if as_json:
             import json

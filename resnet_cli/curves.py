@@ -73,6 +73,8 @@ def draw(panels: list[tuple[str, list[Series]]], output: Path, metric: str = "er
         ax.legend()
     axes[0][0].set_ylabel(YLABEL[metric])
     if len(panels) > 1 or panels[0][0]:  # named panels: the figure's title goes above them
-        fig.suptitle(title)
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, 45 * len(panels) + 35)))
     fig.tight_layout()
     save_figure(fig, output)

@@ -31,6 +31,16 @@ def example_batch(net: torch.nn.Module, batch_size: int, input_size: tuple[int, 
     return torch.randn(batch_size, net.conv1.in_channels, *input_size, generator=g)
 
 
+def _write_serialized(output: Path, serialize) -> None:
+    """Serialize into memory first, then write the bytes from Python: a full disk is then an OSError (one line, the
+    temporary file removed), where torch's C++ writer would abort the process and leave the file behind."""
+    import io
+
+    buffer = io.BytesIO()
+    serialize(buffer)
+    atomic_write(output, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+
+
 def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[int, int],
                 batch_size: int | None = None, metadata: dict[str, Any] | None = None) -> Path:
     """Write `net` (eval mode, CPU) as `fmt`. `batch_size` None: any batch size (dynamic); spatial size fixed.
@@ -44,11 +54,11 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
     if fmt == "torchscript":  # PyTorch deprecates TorchScript; kept for older runtimes (TORCHSCRIPT_NOTE)
         with quiet_torchscript():
             scripted = torch.jit.trace(net, example)
-            atomic_write(output, lambda tmp: torch.jit.save(scripted, str(tmp)))
+            _write_serialized(output, lambda buffer: torch.jit.save(scripted, buffer))
     elif fmt == "export":
         dynamic = None if batch_size else ({0: torch.export.Dim("batch", min=1)},)
         exported = torch.export.export(net, (example,), dynamic_shapes=dynamic)
-        atomic_write(output, lambda tmp: torch.export.save(exported, str(tmp)))
+        _write_serialized(output, lambda buffer: torch.export.save(exported, buffer))
     else:
         _write_onnx(net, example, output, batch_size is None, metadata or {})
     if metadata and fmt != "onnx":

@@ -210,7 +210,7 @@ def test_summary_any_class_count_channels_and_shape():
     assert stages["fc"]["params"] == 2048 * 37 + 37 and stages["conv1"]["params"] == 7 * 7 * 64 + 128
     assert out["input_size"] == [160, 224] and {m["depth"] for m in out["modules"]} == {1}
     bad = CliRunner().invoke(app, ["summary", "resnet50", "--input-size", "0x3"])
-    assert bad.exit_code == 2 and "--input-size must be positive" in bad.stderr
+    assert bad.exit_code == 2 and "--input-size must be 1..4096 pixels a side" in bad.stderr
 
 
 def test_ten_crop_and_crop_pct_evaluate_image_folders_as_the_paper_did(cli, folder_run):

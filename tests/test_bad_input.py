@@ -32,8 +32,8 @@ CASES = [
     (["summary", "resnet50", "--depth", "50"], "not both"),
     (["train", "--plain", "--print-config"], "--plain needs --model or --depth"),
     # wrong types, zero or negative sizes
-    (["summary", "resnet50", "--input-size", "0"], "--input-size must be positive"),
-    (["flops", "--input-size", "-4"], "--input-size must be positive"),
+    (["summary", "resnet50", "--input-size", "0"], "--input-size must be 1..4096 pixels a side"),
+    (["flops", "--input-size", "-4"], "--input-size must be 1..4096 pixels a side"),
     (["summary", "resnet50", "--input-size", "abc"], "--input-size: expected S or HxW, e.g. 224 or 160x224"),
     (["build", "resnet20", "--num-classes", "0", "-o", "{tmp}/x.pt"], "--num-classes must be positive"),
     (["build", "resnet20", "--num-classes", "-3", "-o", "{tmp}/x.pt"], "--num-classes must be positive"),

@@ -163,6 +163,7 @@ def test_cpu_auto_switches_follow_the_measurements(monkeypatch):
     assert off.channels_last is False
 
 
+@pytest.mark.slow  # a few seconds: the quick loop keeps under 90 s
 def test_auto_compile_falls_back_to_eager_when_compiling_fails(make_trainer, monkeypatch, capsys):
     """`train.compile: auto` must not kill a run when Inductor cannot build (no headers, broken toolchain)."""
     import resnet_cli.speed as speed_module

@@ -10,6 +10,7 @@ import signal
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import NanOnSteps
 
 from resnet_cli import config as C
 from resnet_cli import speed as speed_module
@@ -63,17 +64,6 @@ def test_a_signal_after_the_stop_agreement_waits_for_the_next_one(make_trainer):
         trainer.train_epoch()
 
 
-class NanOnCalls(torch.nn.Module):
-    def __init__(self, bad: set[int]) -> None:
-        super().__init__()
-        self.bad, self.calls = bad, 0
-
-    def forward(self, logits, y):
-        self.calls += 1
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        return loss * float("nan") if self.calls in self.bad else loss
-
-
 def _skip_worker(rank: int, world: int, store: str, run_dir: str, out: str) -> None:
     from resnet_cli.train.loop import Trainer
 
@@ -85,7 +75,7 @@ def _skip_worker(rank: int, world: int, store: str, run_dir: str, out: str) -> N
                                     "run.run_dir": run_dir, "train.log_interval": 1})
     trainer = Trainer.for_config(cfg)
     if rank == 1:  # one rank alone sees a NaN loss at its second step
-        trainer.run.step.criterion = NanOnCalls({2})
+        trainer.run.step.criterion = NanOnSteps({2})
     trainer.open_run_dir()
     trainer.fit()
     torch.save({"skipped": trainer.state.skipped, "step": trainer.state.step,

@@ -116,6 +116,7 @@ def test_patience_stops_early_and_the_run_stays_finished(cli, tmp_path):
     assert again.exit_code == 0 and "stopped early: no better test_top1 for 2 epochs" in again.stdout
 
 
+@pytest.mark.slow  # a few seconds: the quick loop keeps under 90 s
 def test_extending_a_finished_cosine_run_restarts_it_and_says_so(cli, tmp_path):
     out = train(cli, tmp_path, "--epochs", "2", "--name", "c")
     result = cli("train", "--resume", out["run_dir"], "--epochs", "3")

@@ -84,6 +84,7 @@ def test_a_missing_data_dir_is_said_before_a_download(cli, tmp_path, monkeypatch
                                     "mnist there\nerror: mnist is not available (cannot download")
 
 
+@pytest.mark.slow  # a few seconds: the quick loop keeps under 90 s
 def test_list_counts_parameters_from_the_table(cli):
     import torch
 
@@ -215,6 +216,7 @@ def test_torchscript_is_still_written_with_one_note_and_no_pytorch_warning(tmp_p
                                 "torchscript), not a checkpoint: give the checkpoint or run folder it was made from"
 
 
+@pytest.mark.slow  # a few seconds: the quick loop keeps under 90 s
 def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_path, server, monkeypatch):
     """`--init torchvision:resnet18`: torchvision's file from a (loopback) mirror, its sha256 checked against the
     name, kept in torch hub's cache and reused offline; a wrong file is not kept; offline is one line."""

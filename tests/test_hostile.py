@@ -137,3 +137,129 @@ def test_a_decompression_bomb_is_one_named_image(cli, tmp_path, run, monkeypatch
     out = cli.json("predict", run, tmp_path / "ok.png", tmp_path / "bomb.png", "--device", "cpu")
     assert out["count"] == 1 and out["predictions"][0]["path"].endswith("ok.png")
     assert out["skipped"][0]["path"].endswith("bomb.png") and "decompression bomb" in out["skipped"][0]["error"]
+
+
+def test_a_run_folder_has_one_writer(cli, make_trainer):
+    """A run folder is locked while a process trains in it: a second --resume gets one line (two writers would
+    overwrite each other's last.pt); once the first lets go, the resume runs."""
+    first = make_trainer(**{"train.epochs": 2})
+    first.save()  # a last.pt at step 0 to resume from, while `first` still holds the folder
+    busy = cli("train", "--resume", first.run_dir)
+    assert busy.exit_code == 2
+    assert busy.stderr.strip().startswith(f"error: run folder {first.run_dir} is in use: process ")
+    assert "trains in it; two writers would overwrite each other's last.pt" in busy.stderr
+    first.close()
+    again = cli("train", "--resume", first.run_dir)
+    assert again.exit_code == 0, again.output
+
+
+def test_resume_removes_only_its_own_temporary_files(cli, run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "r"
+    shutil.copytree(run, copy)
+    (copy / ".last.tmp.abc123.pt").write_bytes(b"half a checkpoint")  # what a kill mid-write leaves
+    (copy / ".notes.tmp.keep").write_text("the user's own file")
+    result = cli("train", "--resume", copy, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert not (copy / ".last.tmp.abc123.pt").exists() and (copy / ".notes.tmp.keep").read_text() == "the user's own file"
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped():
+    import numpy as np
+    from PIL import Image
+
+    from resnet_cli.data.inputs import InputSpec
+
+    gray = Image.fromarray(np.full((16, 16), 32896, dtype=np.uint16))  # mid-gray in 16 bits (128 x 257)
+    assert gray.mode.startswith("I;16") or gray.mode == "I"
+    for channels in (1, 3):
+        spec = InputSpec.of(["a"], channels, (16, 16), 0, [0.5] * channels, [0.5] * channels)
+        x = spec.transform(gray)
+        assert x.shape == (channels, 16, 16) and int(x.min()) == int(x.max()) == 128  # PIL's convert gives 255
+
+
+def test_resuming_on_other_classes_is_refused(cli, tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "images"
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (data / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (12, 12), (60 * i, 20, 200)).save(data / split / cls / f"{i}.png")
+    args = ["train", "--data-dir", data, "--device", "cpu", "--epochs", "2", "--batch-size", "4", "--set",
+            "data.image_size=8", "--set", "data.workers=0", "--run-dir", tmp_path / "runs", "--name", "f"]
+    assert cli(*args, "--set", "run.stop_after_epochs=1").exit_code == 0
+    for split in ("train", "val"):
+        (data / split / "dog").rename(data / split / "wolf")
+    result = cli("train", "--resume", tmp_path / "runs" / "f")
+    assert result.exit_code == 2
+    assert "trained on the classes cat, dog, but its data now has cat, wolf" in result.stderr
+
+
+def test_labels_out_of_range_and_empty_splits_are_one_line(cli, tmp_path):
+    import numpy as np
+    from fakedata import idx_bytes, write_idx_set
+
+    d = tmp_path / "mnist"
+    write_idx_set(d, gz=False)
+    (d / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([3] * 31 + [12])))
+    result = cli("train", "--set", "data.dataset=mnist", "--data-dir", d, "--device", "cpu", "--epochs", "1",
+                 "--set", "data.download=false")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == ("error: mnist: the test labels hold 12, outside 0..9 for 10 classes: the label "
+                                     "file is damaged or not this dataset's")
+    (d / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(0)))
+    (d / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((0, 28, 28))))
+    empty = cli("train", "--set", "data.dataset=mnist", "--data-dir", d, "--device", "cpu", "--epochs", "1",
+                "--set", "data.download=false")
+    assert empty.exit_code == 2 and "mnist: the test split has no images" in empty.stderr
+
+
+def test_escape_sequences_from_files_are_shown_not_sent(cli, tmp_path, run):
+    from PIL import Image
+
+    name = tmp_path / "evil\x1b]0;pwned\x07\x1b[2J.png"
+    Image.new("RGB", (32, 32)).save(name)
+    out = cli("predict", run, name, "--device", "cpu")
+    assert out.exit_code == 0, out.output
+    assert "\x1b" not in out.stdout and "\x07" not in out.stdout and "evil\\x1b]0;pwned\\x07\\x1b[2J.png" in out.stdout
+    bad = cli("eval", tmp_path / "missing\x1b[31m.pt")
+    assert bad.exit_code == 2 and "\x1b" not in bad.stderr and "missing\\x1b[31m.pt" in bad.stderr
+
+
+def test_a_crafted_input_record_is_refused(cli, tmp_path, run):
+    from PIL import Image
+
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    ckpt["input"]["image_size"] = [100_000, 100_000]  # would resize every image to 10^10 pixels
+    torch.save(ckpt, tmp_path / "crafted.pt")
+    Image.new("RGB", (32, 32)).save(tmp_path / "ok.png")
+    for args in (["predict", tmp_path / "crafted.pt", tmp_path / "ok.png"],
+                 ["export", tmp_path / "crafted.pt", "-o", tmp_path / "m.pt2"]):
+        result = cli(*args, "--device", "cpu") if args[0] == "predict" else cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "the checkpoint's input record (classes, channels, image size, mean/std) is not valid" in result.stderr
+    huge = cli("export", run, "-o", tmp_path / "m.pt2", "--batch-size", "100000")
+    assert huge.exit_code == 2 and "--batch-size must be 1..4096 or dynamic" in huge.stderr
+
+
+def test_a_full_disk_during_export_is_one_line_and_leaves_nothing(cli, tmp_path, run, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    real = Path.write_bytes
+
+    def full(self, data):
+        if ".tmp." in self.name:
+            real(self, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    for fmt, suffix in (("torchscript", ".pt"), ("export", ".pt2")):
+        result = cli("export", run, "-o", tmp_path / f"m{suffix}", "--format", fmt)
+        assert result.exit_code == 1, result.output
+        assert f"no space left on device writing {tmp_path / f'm{suffix}'}" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file, no temporary file

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import NanOnSteps
 
 from resnet_cli.checkpoint import load_checkpoint
 from resnet_cli.errors import RunFailed
@@ -36,19 +37,6 @@ def test_crafted_pickle_is_refused_and_never_runs(cli, tmp_path):
 
 TRAINER = {"data.synthetic_train": 128, "data.synthetic_test": 32, "train.batch_size": 32, "train.epochs": 2,
            "train.log_interval": 4}  # 4 steps per epoch
-
-
-class NanOnSteps(torch.nn.Module):
-    """A loss that turns NaN on chosen (1-based) calls."""
-
-    def __init__(self, bad: set[int]) -> None:
-        super().__init__()
-        self.bad, self.calls = bad, 0
-
-    def forward(self, logits, y):
-        self.calls += 1
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        return loss * float("nan") if self.calls in self.bad else loss
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_checkpoint(make_trainer, ckpts):
@@ -90,11 +78,12 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(make_trainer, monk
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(RunFailed, match="no space left on device.*previous last.pt is intact"):
+    with pytest.raises(RunFailed, match="no space left on device.*previous last.pt is intact: make room, then resume "
+                                        "with: resnet train --resume "):
         trainer.fit()
     monkeypatch.setattr(torch, "save", real_save)
     assert load_checkpoint(trainer.run_dir / "last.pt")["epoch"] == 1
-    assert not list(trainer.run_dir.glob(".*"))  # no temp files left
+    assert not list(trainer.run_dir.glob(".*.tmp.*"))  # no temp files left
 
 
 @pytest.mark.slow

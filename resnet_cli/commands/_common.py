@@ -48,22 +48,34 @@ def parse_input_size(text: str | None) -> int | tuple[int, int] | None:
         parts = []
     if len(parts) not in (1, 2):
         raise BadInput(f"--input-size: expected S or HxW, e.g. 224 or 160x224, got {text!r}")
-    if min(parts) <= 0:
-        raise BadInput(f"--input-size must be positive: S or HxW, got {text!r}")
+    from ..data.inputs import MAX_IMAGE_SIDE
+
+    if min(parts) <= 0 or max(parts) > MAX_IMAGE_SIDE:
+        raise BadInput(f"--input-size must be 1..{MAX_IMAGE_SIDE} pixels a side: S or HxW, got {text!r}")
     return parts[0] if parts[0] == parts[-1] else (parts[0], parts[1])
 
 
 def console():
-    """A rich console; wide and colourless when stdout is not a terminal, so tables don't wrap in logs.
+    """A rich console; wide and colourless when stdout is not a terminal, so tables don't wrap in logs; control
+    characters in what it prints are shown, not sent (terminal.printable).
 
     Markup is off: what we print (paths, model names, error text) is data, and "runs/a[1]" must stay whole.
     """
-    from rich.console import Console
+    from ..terminal import safe_console
 
     if sys.stdout.isatty():
-        return Console(markup=False)
-    return Console(width=int(os.environ.get("COLUMNS", 0)) or 160, no_color=True, highlight=False, markup=False,
-                   force_terminal=False)
+        return safe_console(markup=False)
+    return safe_console(width=int(os.environ.get("COLUMNS", 0)) or 160, no_color=True, highlight=False, markup=False,
+                        force_terminal=False)
+
+
+def echo(text: str, err: bool = False) -> None:
+    """One line of output, its control characters shown, not sent (terminal.printable)."""
+    import typer
+
+    from ..terminal import printable
+
+    typer.echo(printable(text), err=err)
 
 
 def print_json(obj: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..export import FORMATS
-from ._common import (DepthOpt, ForceOpt, JsonOpt, ModelArg, PlainOpt, check_positive, choices, fmt_int,
+from ._common import (DepthOpt, ForceOpt, JsonOpt, ModelArg, PlainOpt, check_positive, choices, echo, fmt_int,
                       print_json)
 
 
@@ -70,9 +70,9 @@ def build(
     if fmt.value == "torchscript":
         from ..export import TORCHSCRIPT_NOTE
 
-        typer.echo(TORCHSCRIPT_NOTE, err=True)
+        echo(TORCHSCRIPT_NOTE, err=True)
     if json_out:
         print_json(result)
     else:
-        typer.echo(f"wrote {output} ({fmt.value}): {name}, {fmt_int(params)} parameters, "
+        echo(f"wrote {output} ({fmt.value}): {name}, {fmt_int(params)} parameters, "
                    f"{result['bytes'] / 2**20:.1f} MiB")

@@ -8,10 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from ..export import FORMATS
-from ._common import ForceOpt, JsonOpt, choices, parse_input_size, print_json
+from ._common import ForceOpt, JsonOpt, choices, echo, parse_input_size, print_json
 
 
 Format = choices("Format", FORMATS)
+
+
+MAX_EXPORT_BATCH = 4096
 
 
 def export_cmd(
@@ -52,8 +55,8 @@ def export_cmd(
             batch = int(batch_size)
         except ValueError:
             batch = 0
-        if batch <= 0:
-            raise BadInput(f"--batch-size must be a positive integer or dynamic, got {batch_size!r}")
+        if not 0 < batch <= MAX_EXPORT_BATCH:  # the file is traced and checked at this batch: it must fit in memory
+            raise BadInput(f"--batch-size must be 1..{MAX_EXPORT_BATCH} or dynamic, got {batch_size!r}")
     if not tolerance > 0 or tolerance == float("inf"):  # NaN fails every comparison
         raise BadInput(f"--tolerance must be a positive number, got {tolerance}")
     size = parse_input_size(input_size)
@@ -63,14 +66,14 @@ def export_cmd(
     if out["format"] == "torchscript":
         from ..export import TORCHSCRIPT_NOTE
 
-        typer.echo(TORCHSCRIPT_NOTE, err=True)
+        echo(TORCHSCRIPT_NOTE, err=True)
     if json_out:
         print_json(out)
     else:
-        typer.echo(f"wrote {out['path']} ({out['format']}, batch {out['batch_size']}, input "
+        echo(f"wrote {out['path']} ({out['format']}, batch {out['batch_size']}, input "
                    f"{'x'.join(map(str, out['input_size']))}): {out['model']}, {out['bytes'] / 2**20:.1f} MiB; "
                    f"metadata {out['metadata']}")
-        typer.echo(f"check: max |file - PyTorch| = {out['max_abs_diff']:.2e} on a batch of {out['check_batch']} "
+        echo(f"check: max |file - PyTorch| = {out['max_abs_diff']:.2e} on a batch of {out['check_batch']} "
                    f"(tolerance {out['tolerance']:.0e}): {'ok' if out['ok'] else 'FAILED'}")
     if not out["ok"]:
         raise CheckFailed(f"{out['path']} differs from the PyTorch model by {out['max_abs_diff']:.2e} "

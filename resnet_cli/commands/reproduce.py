@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import JsonOpt, console, print_json
+from ._common import JsonOpt, console, echo, print_json
 
 EXPERIMENT_HELP = ("table1 (multiply-adds, two counters), table6 (CIFAR-10 error of ResNet-20..110), figure6 "
                    "(plain vs residual curves), figure1 (plain-20 vs plain-56), or all.")
@@ -133,7 +133,7 @@ class _View:
             if self.said.get(st.spec.name) != text:
                 self.said[st.spec.name] = text
                 if st.state != "waiting":
-                    typer.echo(f"{st.spec.name}: {text}")
+                    echo(f"{st.spec.name}: {text}")
 
     @staticmethod
     def _table(statuses):

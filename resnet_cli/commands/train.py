@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional, get_args, get_type_hints
 import typer
 
 from .. import config as C
-from ._common import choices, console
+from ._common import choices, console, echo
 
 # Shorthands for common keys; each is one config key, named in its help (choices from the config's types).
 Dataset = choices("Dataset", get_args(get_type_hints(C.DataConfig)["dataset"]))
@@ -138,7 +138,7 @@ def train(
     if json_out:  # JSON Lines: the progress events, then this
         typer.echo(json.dumps(result.as_json()))
     elif result.message:
-        typer.echo(result.message)
+        echo(result.message)
     else:
         _render(result)
 

@@ -243,6 +243,19 @@ def synthetic(cfg) -> tuple:
     return train_x, train_y, test_x, test_y, [f"class{i}" for i in range(k)]
 
 
+def check_labels(dataset: str, classes: list[str], splits: dict[str, torch.Tensor]) -> None:
+    """Every split has images, and every label names one of the classes: a label out of range would index past
+    the model's outputs (an internal error deep in an epoch), and an empty split would report 0%."""
+    for split, y in splits.items():
+        if len(y) == 0:
+            raise BadInput(f"{dataset}: the {split} split has no images")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= len(classes):
+            bad = low if low < 0 else high
+            raise BadInput(f"{dataset}: the {split} labels hold {bad}, outside 0..{len(classes) - 1} for "
+                           f"{len(classes)} classes: the label file is damaged or not this dataset's")
+
+
 def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) -> Data:
     """Load the dataset named by a DataConfig, apply the train/test limits, compute normalisation stats.
 
@@ -272,6 +285,7 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
     else:
         raise BadInput(f"unknown dataset {cfg.dataset!r}")
     train_x, train_y, test_x, test_y, classes = parts
+    check_labels(cfg.dataset, classes, {"training": train_y, "test": test_y})
     val_x = val_y = None
     if cfg.val_split:  # held out of the whole training set first, so train_limit never changes which
         keep, held = stratified_split(train_y, cfg.val_split)

@@ -21,7 +21,7 @@ import torch
 from ..errors import BadInput
 from .inputs import DescribedByInput, InputSpec
 from .loader import batch_seed, model_batch, shard_indices, shard_len
-from .transforms import center_crop, crop_to_tensor, resize_shorter, ten_crops
+from .transforms import center_crop, crop_to_tensor, eight_bit, resize_shorter, ten_crops
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 MARKER = "resnet-cli: cannot decode image "
@@ -72,7 +72,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         path, label = self.samples[i]
         try:
             with Image.open(path) as im:
-                img = im.convert("RGB")
+                img = eight_bit(im, "RGB")
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             raise RuntimeError(f"{MARKER}{path} ({str(e)[:200]})") from None
         if self.train:

@@ -6,13 +6,18 @@ The data knows it (each dataset class builds its `InputSpec`); training saves it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
+
+from ..errors import BadInput
 
 # ImageNet statistics: what every torchvision-compatible checkpoint expects, and what image folders use.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_SIZE, IMAGENET_RESIZE = 224, 256  # the paper's evaluation: shorter side 256, centre crop 224
+MAX_IMAGE_SIDE = 4096  # pixels: any --input-size or recorded image size past this is refused (memory)
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,24 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
-        return cls.of(d["classes"], d["channels"], tuple(d["image_size"]), d["resize"], d["mean"], d["std"])
+        """A checkpoint's "input" entry, checked: it comes from a file, and everything downstream (resizing,
+        normalising, naming classes) trusts it."""
+        try:
+            classes, channels, resize = d["classes"], d["channels"], d["resize"]
+            size, mean, std = tuple(d["image_size"]), list(d["mean"]), list(d["std"])
+            ok = (isinstance(classes, (list, tuple)) and 0 < len(classes) <= MAX_CLASSES
+                  and all(isinstance(c, str) and len(c) <= 1000 for c in classes)
+                  and channels in (1, 3) and len(mean) == len(std) == channels
+                  and all(isinstance(v, (int, float)) and math.isfinite(v) for v in mean + std)
+                  and all(v > 0 for v in std) and len(size) == 2
+                  and all(isinstance(v, int) and 0 < v <= MAX_IMAGE_SIDE for v in size)
+                  and isinstance(resize, int) and 0 <= resize <= MAX_IMAGE_SIDE)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise BadInput("the checkpoint's input record (classes, channels, image size, mean/std) is not valid: "
+                           "the file is damaged or was not written by resnet-cli")
+        return cls.of(classes, channels, size, resize, mean, std)
 
     def for_outputs(self, num_classes: int) -> "InputSpec":
         """This spec for a model with `num_classes` outputs: outputs past the named classes are numbered."""
@@ -62,9 +84,9 @@ class InputSpec:
     def transform(self, img):
         """The evaluation transform of a PIL image: grayscale or RGB as the model expects, then the shorter side
         to `resize` and a centre crop (image folders), or a resize to `image_size`; a uint8 C x H x W tensor."""
-        from .transforms import center_crop, resize_shorter, to_tensor
+        from .transforms import center_crop, eight_bit, resize_shorter, to_tensor
 
-        img = img.convert("L" if self.channels == 1 else "RGB")
+        img = eight_bit(img, "L" if self.channels == 1 else "RGB")
         h, w = self.image_size
         if self.resize:
             return center_crop(resize_shorter(img, self.resize), h, w)

@@ -9,6 +9,26 @@ from __future__ import annotations
 import torch
 
 
+HIGH_BIT_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def eight_bit(img, mode: str):
+    """A PIL image in 8-bit `mode` (L or RGB). High-bit-depth integer images (16-bit PNGs open as I;16, or as I)
+    are scaled to 0-255, where PIL's own convert would clip every value above 255 to white."""
+    from PIL import Image
+
+    full = HIGH_BIT_MODES.get(img.mode)
+    if full is None:
+        return img.convert(mode)
+    import numpy as np
+
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "I" and values.size and values.max() > 65535:  # a 32-bit integer image: its own range
+        full = float(values.max())
+    gray = Image.fromarray(np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+    return gray.convert(mode)
+
+
 def resize_shorter(img, size: int):
     """A PIL image with its shorter side resized to `size` (bilinear), the aspect ratio kept."""
     from PIL import Image

@@ -100,6 +100,11 @@ class Run:
                 **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        saved = (ckpt.get("input") or {}).get("classes")
+        if saved is not None and list(saved) != list(self.data.classes):  # else every label would change meaning
+            raise BadInput(f"this run was trained on the classes {_few(saved)}, but its data now has "
+                           f"{_few(self.data.classes)}: resume on the same classes (the same folders), or start a "
+                           "new run with --init from this one")
         self.model.load_state_dict(ckpt["model"])
         load_optimizer_state(self.step.optimizer, ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -111,6 +116,11 @@ class Run:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+def _few(names) -> str:
+    names = [str(n) for n in names]
+    return ", ".join(names[:5]) + (f" ... ({len(names)} in all)" if len(names) > 5 else "")
 
 
 def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool = False) -> Run:

@@ -39,7 +39,7 @@ from .distributed import from_env
 from .evaluate import evaluate
 from .evaluations import METRICS, epoch_line, evaluations, metric_fields, selection_metric
 from .progress import Progress
-from .rundir import claim_run_dir, create_run_dir, run_name, write_metrics
+from .rundir import RunLock, claim_run_dir, create_run_dir, remove_own_temporaries, run_name, write_metrics
 from .state import RunState, StopRules, invocation_done, reaches_target
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C; SLURM, Kubernetes, timeout, torchrun; SLURM --signal
@@ -129,6 +129,7 @@ class Trainer:
         self.stop_signal = 0  # the stop signal received (SIGINT, SIGTERM, SIGUSR1), 0 while none
         self.every_steps, self.every_seconds = parse_interval(run.cfg.train.checkpoint_every)
         self._saved_at = (0, time.monotonic())  # (step, clock) of the last checkpoint, for checkpoint_every
+        self.lock: RunLock | None = None  # rank 0's hold on the run folder while it trains
 
     @classmethod
     def for_config(cls, cfg, progress: Progress | None = None) -> "Trainer":
@@ -169,13 +170,19 @@ class Trainer:
         return run_dir
 
     def _make_run_dir(self, run_dir: Path | None) -> Path:
-        if run_dir is not None:  # resuming: a process killed mid-write leaves its temporary file behind
-            for stale in run_dir.glob(".*.tmp.*"):
-                stale.unlink(missing_ok=True)
-            return run_dir
-        if self.cfg.run.resume == "auto":  # exactly the name: a restart with the same command line finds it
-            return claim_run_dir(self.cfg.run.run_dir, run_name(self.cfg))
-        return create_run_dir(self.cfg.run.run_dir, run_name(self.cfg))
+        """The folder, locked for this process (RunLock); resuming, what a kill mid-write left is removed."""
+        if run_dir is None and self.cfg.run.resume == "auto":  # exactly the name: a restart finds it
+            run_dir = claim_run_dir(self.cfg.run.run_dir, run_name(self.cfg))
+        elif run_dir is None:
+            run_dir = create_run_dir(self.cfg.run.run_dir, run_name(self.cfg))
+        self.lock = RunLock(run_dir)
+        remove_own_temporaries(run_dir)
+        return run_dir
+
+    def close(self) -> None:
+        """Let another process train in the folder (the lock); the trainer is done."""
+        if self.lock is not None:
+            self.lock.release()
 
     def save(self, improved: bool = False) -> None:
         """last.pt (and best.pt when `improved`), atomically: a failed write leaves the previous file intact.
@@ -192,8 +199,8 @@ class Trainer:
                 save_checkpoint(self.run_dir / "best.pt", state)
         except OSError as e:
             why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-            raise RunFailed(f"could not save a checkpoint in {self.run_dir} ({why}); the previous last.pt "
-                            "is intact") from None
+            raise RunFailed(f"could not save a checkpoint in {self.run_dir} ({why}); the previous last.pt is intact: "
+                            f"make room, then resume with: {self.resume_command()}") from None
 
     def wall_seconds(self) -> float:
         """Wall time of the run so far, across resumes: process start-up, data, compilation, evaluation."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 import time
 
+from ..terminal import printable
+
 
 def eta(elapsed: float, done: int, total: int) -> str:
     """Time left at the rate so far, as H:MM:SS (or M:SS); "-:--" before the first step."""
@@ -35,7 +37,7 @@ class Progress:
         if not self.enabled:
             return
         try:
-            print(text, flush=True)
+            print(printable(text), flush=True)
         except BrokenPipeError:  # the reader went away: stop printing, keep training
             self.closed()
 

@@ -22,8 +22,55 @@ def check_name(name: str) -> None:
         raise BadInput(f"run name {name!r} must be a plain folder name")
 
 
+# The temporary files of this package's atomic writes of a run's own files (files.atomic_write: .<stem>.tmp.*<suffix>)
+OWN_TEMPORARIES = (".last.tmp.*.pt", ".best.tmp.*.pt", ".config.tmp.*.yaml", ".metrics.tmp.*.csv")
+LOCK = ".lock"  # held while a process trains in the folder (RunLock)
 # What a run folder holds before its first checkpoint: a start that died that early left only these.
-BEFORE_FIRST_CHECKPOINT = ("config.yaml", "events.out.tfevents.*", ".*.tmp.*")
+BEFORE_FIRST_CHECKPOINT = ("config.yaml", "events.out.tfevents.*", LOCK, *OWN_TEMPORARIES)
+
+
+class RunLock:
+    """One training process per run folder: an exclusive lock (flock) on RUN/.lock while it trains. A second
+    writer (a second --resume of the run, or a --resume auto restart while the first still runs) gets one line
+    instead of two processes writing one last.pt. The lock goes with the process: a killed run leaves none
+    behind. File systems without flock (some network mounts) are not locked."""
+
+    def __init__(self, folder: Path) -> None:
+        self.file = None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return
+        f = open(folder / LOCK, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = " ".join(f.read(200).split()) or "another process"
+            f.close()
+            raise BadInput(f"run folder {folder} is in use: {owner} trains in it; two writers would overwrite each "
+                           "other's last.pt. Wait for it to stop, or train under another --name") from None
+        except OSError:  # no flock on this file system
+            f.close()
+            return
+        import socket
+
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        self.file = f
+
+    def release(self) -> None:
+        if self.file is not None and not self.file.closed:
+            self.file.close()
+
+
+def remove_own_temporaries(folder: Path) -> None:
+    """What a process killed mid-write left of the run's own files; anything else in the folder is kept."""
+    for pattern in OWN_TEMPORARIES:
+        for stale in folder.glob(pattern):
+            stale.unlink(missing_ok=True)
 
 
 def claim_run_dir(parent: str | os.PathLike, name: str) -> Path:

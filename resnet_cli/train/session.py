@@ -88,11 +88,14 @@ def _session(cfg: Config, quiet: bool, json_lines: bool, point: ResumePoint | No
             resumed = trainer.restore(point.checkpoint)
             if trainer.finished:
                 return _already_finished(trainer, point.run_dir) if process.is_main else None
-        run_dir = trainer.open_run_dir(point.run_dir if point is not None else None)
-        if point is not None:
-            _say_resumed(trainer, progress, point.run_dir, resumed)
-        _say_setup(trainer, progress, run_dir)
-        trainer.fit()
+        try:
+            run_dir = trainer.open_run_dir(point.run_dir if point is not None else None)
+            if point is not None:
+                _say_resumed(trainer, progress, point.run_dir, resumed)
+            _say_setup(trainer, progress, run_dir)
+            trainer.fit()
+        finally:
+            trainer.close()
         return _result(trainer) if process.is_main else None
     finally:
         process.close()

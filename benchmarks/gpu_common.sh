@@ -1,0 +1,21 @@
+# Sourced by gpu_check.sh and gpu_speed.sh (from the repository root).
+
+find_fashion() {  # find_fashion [DIR]: DIR, or the first Fashion-MNIST folder found; "" when none
+    if [ -n "${1:-}" ]; then echo "$1"; return; fi
+    for d in ../shared/data/fashion-mnist .data/fashion-mnist /usr/share/datasets/fashion-mnist; do
+        if [ -e "$d/train-images-idx3-ubyte.gz" ] || [ -e "$d/train-images-idx3-ubyte" ]; then echo "$d"; return; fi
+    done
+}
+
+install_wheels() {  # install_wheels DIR LOG: the wheels in DIR into a private folder on PYTHONPATH, all at once,
+    # or each on its own when one does not fit this machine; the image's own packages are left alone
+    local wheels=$1 log=$2 site=/tmp/gpu_check_site
+    if [ -d "$wheels" ] && [ ! -d $site ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --target $site "$wheels"/*.whl >"$log" 2>&1 ||
+            for w in "$wheels"/*.whl; do
+                python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target $site "$w" >>"$log" 2>&1
+            done
+    fi
+    [ -d $site ] && export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
+    python3 -c "import fvcore" 2>/dev/null || echo "note: fvcore is missing (see $log)"
+}

@@ -1,0 +1,32 @@
+"""Text that came from outside (file and folder names, class names, checkpoint contents, error text) made safe to
+print: terminal control characters (escape sequences, bells, carriage returns, C1 codes) are shown as `\\x1b`,
+never sent to the terminal. Newlines and tabs stay. JSON output needs nothing: json.dumps escapes them itself."""
+
+from __future__ import annotations
+
+import re
+
+# control characters, and the lone surrogates by which Python keeps the bytes of a non-UTF-8 file name
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\udc80-\udcff]")
+
+
+def _shown(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00 if code >= 0xDC80 else code:02x}"
+
+
+def printable(text: str) -> str:
+    """`text` with control characters shown as \\x1b and a non-UTF-8 file name's bytes as \\xff: printable on any
+    terminal, a strict UTF-8 one included."""
+    return _UNPRINTABLE.sub(_shown, text)
+
+
+def safe_console(**options):
+    """A rich Console whose every string (printed, or a table cell) goes through `printable` first."""
+    from rich.console import Console
+
+    class SafeConsole(Console):
+        def render_str(self, text: str, **kwargs):
+            return super().render_str(printable(text), **kwargs)
+
+    return SafeConsole(**options)
