@@ -32,27 +32,36 @@ BEFORE_FIRST_CHECKPOINT = ("config.yaml", "events.out.tfevents.*", LOCK, *OWN_TE
 class RunLock:
     """One training process per run folder: an exclusive lock (flock) on RUN/.lock while it trains. A second
     writer (a second --resume of the run, or a --resume auto restart while the first still runs) gets one line
-    instead of two processes writing one last.pt. The lock goes with the process: a killed run leaves none
-    behind. File systems without flock (some network mounts) are not locked."""
+    instead of two processes writing one last.pt. The lock goes with the process: a killed run leaves a .lock
+    file that nobody holds, which the next run takes; a run that ends removes it. File systems without flock
+    (some network mounts) are not locked."""
 
     def __init__(self, folder: Path) -> None:
         self.file = None
+        self.path = folder / LOCK
         try:
             import fcntl
         except ImportError:  # not POSIX
             return
-        f = open(folder / LOCK, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            owner = " ".join(f.read(200).split()) or "another process"
+        while True:
+            f = open(self.path, "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                owner = " ".join(f.read(200).split()) or "another process"
+                f.close()
+                raise BadInput(f"run folder {folder} is in use: {owner} trains in it; two writers would overwrite "
+                               "each other's last.pt. Wait for it to stop, or train under another --name") from None
+            except OSError:  # no flock on this file system
+                f.close()
+                return
+            try:  # the file we hold must still be the one at the path (its last holder may have removed it)
+                if os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             f.close()
-            raise BadInput(f"run folder {folder} is in use: {owner} trains in it; two writers would overwrite each "
-                           "other's last.pt. Wait for it to stop, or train under another --name") from None
-        except OSError:  # no flock on this file system
-            f.close()
-            return
         import socket
 
         f.seek(0)
@@ -62,7 +71,9 @@ class RunLock:
         self.file = f
 
     def release(self) -> None:
+        """Remove the lock file while still holding it, then let go."""
         if self.file is not None and not self.file.closed:
+            self.path.unlink(missing_ok=True)
             self.file.close()
 
 
