@@ -263,3 +263,21 @@ def test_a_full_disk_during_export_is_one_line_and_leaves_nothing(cli, tmp_path,
         assert result.exit_code == 1, result.output
         assert f"no space left on device writing {tmp_path / f'm{suffix}'}" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file, no temporary file
+
+
+def test_a_non_utf8_file_name_prints_under_a_strict_utf8_terminal(tmp_path, run):
+    """A file name that is not UTF-8 (its bytes kept by Python as surrogates) is printed with its bytes shown, even
+    where the output encoding is strict UTF-8, instead of an encoding error."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    folder = os.fsencode(tmp_path) + b"/img\xff.png"
+    Image.new("RGB", (32, 32)).save(os.fsdecode(folder), format="PNG")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "resnet_cli", "predict", str(run), os.fsdecode(folder), "--device",
+                           "cpu"], capture_output=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"img\\xff.png" in done.stdout
