@@ -260,3 +260,19 @@ def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_
            f"{tmp_path / 'torch' / 'hub' / 'checkpoints' / 'resnet18-f37072fd.pth'}" in offline.stderr
     arch = cli("train", "--preset", "smoke", "--model", "resnet50", "--init", "torchvision:resnet50", "--device", "cpu")
     assert arch.exit_code == 2 and "torchvision's weights are a resnet50-v1.5" in arch.stderr
+
+
+def test_print_config_is_fitted_to_the_data_and_never_downloads(cli, fashion_dir, server):
+    import yaml
+
+    out = cli("train", "--preset", "fashion-mnist", "--data-dir", fashion_dir, "--print-config")
+    assert out.exit_code == 0, out.output
+    cfg = yaml.safe_load(out.stdout)
+    assert (cfg["data"]["image_size"], cfg["data"]["channels"]) == (28, 1)
+    assert (cfg["model"]["in_channels"], cfg["model"]["num_classes"]) == (1, 10)
+    _, url, hits = server
+    missing = cli("train", "--preset", "cifar", "--set", f"data.url={url}/cifar.tar.gz", "--print-config")
+    assert missing.exit_code == 0 and hits == []  # nothing fetched
+    assert missing.stdout.startswith("# not fitted: cifar10 is not here (--print-config downloads nothing); the run "
+                                     "sets data.channels, data.image_size, model.in_channels, model.num_classes")
+    assert yaml.safe_load(missing.stdout)["model"]["name"] == "resnet20"

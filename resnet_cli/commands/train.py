@@ -123,11 +123,12 @@ def train(
         from ..data import identify_dataset
 
         point, cfg = None, C.resolve(preset, config, flags, set_, identify=identify_dataset)
-    if print_config:  # torch is imported only where --resume auto must read a checkpoint's config
-        if cfg.run.resume == "auto":
-            from ..train.session import config_to_run
+    if print_config:  # the config the run would train: fitted to the data where it is here (never downloaded)
+        from ..train.session import config_to_run
 
-            cfg = config_to_run(cfg)
+        cfg, note = config_to_run(cfg)
+        if note:
+            echo(note)
         typer.echo(C.to_yaml(cfg), nl=False)
         return
     from ..train.session import resume_run, train_run

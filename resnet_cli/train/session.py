@@ -66,13 +66,28 @@ def resume_run(point: ResumePoint, quiet: bool = False, json_lines: bool = False
     return _session(point.cfg, quiet, json_lines, point)
 
 
-def config_to_run(cfg: Config) -> Config:
-    """The config `train_run(cfg)` would train (--print-config): under run.resume auto with a last.pt in the
-    run folder, the resumed run's."""
-    if cfg.run.resume != "auto":
-        return cfg
-    point = auto_point(cfg, SingleProcess(torch.device("cpu")))
-    return point.cfg if point is not None else cfg
+def config_to_run(cfg: Config) -> tuple[Config, str]:
+    """The config `train_run(cfg)` would train (--print-config), and a note ("" when none): under run.resume auto
+    with a last.pt in the run folder, the resumed run's; else fitted to the data (model.num_classes/in_channels,
+    data.image_size/channels), when the data is here. --print-config never downloads: without the data, the
+    config is printed unfitted, and the note says which keys the data will set."""
+    if cfg.run.resume == "auto":
+        point = auto_point(cfg, SingleProcess(torch.device("cpu")))
+        if point is not None:
+            return point.cfg, ""
+    import dataclasses
+
+    from ..config import fitted_keys
+    from ..data import load_data
+    from ..errors import BadInput
+
+    try:
+        data = load_data(dataclasses.replace(cfg.data, download=False))
+    except BadInput:
+        keys = ", ".join(sorted(fitted_keys(cfg))) or "none"
+        return cfg, (f"# not fitted: {cfg.data.dataset} is not here (--print-config downloads nothing); the run "
+                     f"sets {keys} from the data")
+    return cfg.fitted(data.num_classes, data.channels, data.input.image_size[0]), ""
 
 
 def _session(cfg: Config, quiet: bool, json_lines: bool, point: ResumePoint | None) -> RunResult | None:
