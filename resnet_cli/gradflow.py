@@ -68,14 +68,17 @@ def sparkline(values: list[float], lo: float, hi: float) -> str:
 
 
 def gradflow_report(names: list[str], dataset: str = "synthetic", data_dir: str | None = None,
-                    batch_size: int = 128, seed: int = 0) -> list[dict]:
+                    batch_size: int = 128, seed: int = 0, device: str = "cpu") -> list[dict]:
     """`resnet gradflow`: for each model, freshly initialised with `seed`, the per-layer gradient norms on one
-    seeded batch of `dataset`'s training images (the same batch for every model)."""
+    seeded batch of `dataset`'s training images (the same batch for every model), computed on `device` (fp32)."""
     from . import config as C
     from .data import load_data
     from .data.augment import to_float
+    from .device import resolve_device
     from .errors import BadInput
     from .models import build_model
+
+    dev = resolve_device(device)
 
     cfg = C.resolve(flags={"data.dataset": dataset, "data.data_dir": data_dir,
                            "data.synthetic_train": max(batch_size, 512)})
@@ -85,12 +88,12 @@ def gradflow_report(names: list[str], dataset: str = "synthetic", data_dir: str 
         raise BadInput(f"--batch-size {batch_size} is larger than the training set ({len(images)})")
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(images), generator=g)[:batch_size]
-    x = to_float(images[pick], *data.input.normalizer("cpu"))
-    y = labels[pick]
+    x = to_float(images[pick], *data.input.normalizer("cpu")).to(dev)
+    y = labels[pick].to(dev)
     results = []
     for name in names:
-        torch.manual_seed(seed)
-        model = build_model(name, num_classes=data.num_classes, in_channels=data.channels)
+        torch.manual_seed(seed)  # the same initial weights on every device: built on the CPU, then moved
+        model = build_model(name, num_classes=data.num_classes, in_channels=data.channels).to(dev)
         layers, loss = conv_grad_norms(model, x, y)
         first, last = layers[0].norm, layers[-1].norm
         results.append({"model": name, "loss": loss, "first_norm": first, "last_norm": last,

@@ -276,3 +276,11 @@ def test_print_config_is_fitted_to_the_data_and_never_downloads(cli, fashion_dir
     assert missing.stdout.startswith("# not fitted: cifar10 is not here (--print-config downloads nothing); the run "
                                      "sets data.channels, data.image_size, model.in_channels, model.num_classes")
     assert yaml.safe_load(missing.stdout)["model"]["name"] == "resnet20"
+
+
+def test_gradflow_takes_a_device(cli):
+    out = cli.json("gradflow", "resnet20", "--device", "cpu")
+    assert out["device"] == "cpu" and out["models"][0]["model"] == "resnet20"
+    assert out["models"][0]["first_over_last"] == cli.json("gradflow", "resnet20")["models"][0]["first_over_last"]
+    bad = cli("gradflow", "resnet20", "--device", "tpu")
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1

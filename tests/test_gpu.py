@@ -299,3 +299,12 @@ def test_resume_of_a_graphed_run(cli, tmp_path, gpu_smoke, ckpts):
     a = last_json(resumed.stdout)
     assert a["epochs"] == 3 and a["steps"] == 48 and "capture failed" not in resumed.stdout
     assert a["final"]["test_top1"] > 0.3 and a["final"]["test_top1"] >= a["best"]["test_top1"] - 0.1
+
+
+def test_gradflow_on_cuda_matches_cpu(cli):
+    """`gradflow --device cuda`: the same weights and batch as on the CPU, so the same norms within fp32 noise."""
+    cpu = cli.json("gradflow", "plain20", "resnet20", "--device", "cpu")
+    gpu = cli.json("gradflow", "plain20", "resnet20", "--device", "cuda")
+    assert gpu["device"] == "cuda"
+    for a, b in zip(cpu["models"], gpu["models"]):
+        assert a["first_over_last"] == pytest.approx(b["first_over_last"], rel=1e-2)

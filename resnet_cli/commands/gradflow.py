@@ -22,6 +22,9 @@ def gradflow(
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", show_default=False,
                                                     help="Where the dataset is.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the weights and the batch.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu, auto, cuda or cuda:N: where the one "
+                                        "forward/backward runs (fp32; the same weights and batch everywhere).")]
+    = "cpu",
     png: Annotated[Optional[Path], typer.Option("--output", "-o", "--png", help="Also plot the norms to this file "
                                                 "(.png, .svg or .pdf; needs "
                                                 "matplotlib).", show_default=False)] = None,
@@ -51,11 +54,11 @@ def gradflow(
         png = output_path(png, force)
     from ..gradflow import gradflow_report, sparkline
 
-    results = gradflow_report(names, data, data_dir, batch_size, seed)
+    results = gradflow_report(names, data, data_dir, batch_size, seed, device)
     if png is not None:
         _plot(results, png, data)
     if json_out:
-        print_json({"data": data, "batch_size": batch_size, "seed": seed, "models": results,
+        print_json({"data": data, "batch_size": batch_size, "seed": seed, "device": device, "models": results,
                     "png": str(png) if png else None})
         return
     _print(results, sparkline)
