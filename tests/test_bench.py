@@ -187,3 +187,12 @@ def test_auto_compile_falls_back_to_eager_when_compiling_fails(make_trainer, mon
     with pytest.raises(RunFailed, match="torch.compile failed .RuntimeError: simulated"):  # asked for: an error
         _one_epoch(make_trainer, **{"train.compile": "on"})
     torch._dynamo.reset()
+
+
+def test_bench_table_fits_80_columns_without_cutting(cli):
+    result = cli("bench", "resnet20", "--device", "cpu", "-b", "4", "--warmup", "0", "--iters", "1", "--repeats", "1",
+                 env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    table = [ln for ln in result.stdout.splitlines() if ln[:1] in "┏┃┡│└"]
+    assert table and all(len(ln) <= 80 for ln in table) and "…" not in result.stdout
+    assert "train: fp32, channels_last" in result.stdout and "compile off" in result.stdout

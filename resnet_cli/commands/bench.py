@@ -93,20 +93,31 @@ def _print(out: dict) -> None:
     c = console()
     table = Table(title=f"{out['model']} on {out['device']} (torch {out['torch']}"
                         + (f", CUDA {out['cuda']})" if out["cuda"] else ")"))
-    for col in ("mode", "batch", "input", "precision", "NHWC", "compile", "warm-up s", "img/s", "ms/step",
-                "spread", "peak mem", "TFLOP/s", "% of peak"):
-        table.add_column(col, justify="left" if col in ("mode", "precision") else "right")
+    # Every column on a wide terminal; on a narrow one (80 columns) the figures, with the settings in a line below
+    wide = c.width >= 140
+    columns = (["mode", "batch", "input", "precision", "NHWC", "compile", "warm-up s", "img/s", "ms/step", "spread",
+                "peak mem", "TFLOP/s", "% peak"] if wide else
+               ["mode", "batch", "img/s", "ms/step", "peak mem", "% peak"])
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("mode", "precision", "compile") else "right", no_wrap=True)
     for r in out["results"]:
         mem = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"
         size = r["input_size"]
-        table.add_row(r["mode"], str(r["batch_size"]), str(size) if isinstance(size, int) else "x".join(map(str, size)),
-                      r["precision"],
-                      "yes" if r["channels_last"] else "no",
-                      (r["compile_mode"] if r["compile"] else "no") + ("+graph" if r["cuda_graphs"] else ""),
-                      f"{r['warmup_s']:.1f}",
-                      f"{r['images_per_s']:,.0f}", f"{r['ms_per_step']:.2f}", f"±{r['spread_pct'] / 2:.1f}%", mem,
-                      f"{r['tflops']:.3f}", f"{r['pct_of_matmul_peak']:.1f}%")
+        cells = {"mode": r["mode"], "batch": str(r["batch_size"]),
+                 "input": str(size) if isinstance(size, int) else "x".join(map(str, size)),
+                 "precision": r["precision"], "NHWC": "yes" if r["channels_last"] else "no",
+                 "compile": (r["compile_mode"] if r["compile"] else "no") + ("+graph" if r["cuda_graphs"] else ""),
+                 "warm-up s": f"{r['warmup_s']:.1f}", "img/s": f"{r['images_per_s']:,.0f}",
+                 "ms/step": f"{r['ms_per_step']:.2f}", "spread": f"±{r['spread_pct'] / 2:.1f}%", "peak mem": mem,
+                 "TFLOP/s": f"{r['tflops']:.3f}", "% peak": f"{r['pct_of_matmul_peak']:.1f}%"}
+        table.add_row(*(cells[col] for col in columns))
     c.print(table)
+    if not wide:
+        for r in out["results"]:
+            comp = (r["compile_mode"] if r["compile"] else "off") + (", CUDA graph" if r["cuda_graphs"] else "")
+            c.print(f"{r['mode']}: {r['precision']}, channels_last {'on' if r['channels_last'] else 'off'}, compile "
+                    f"{comp}, warm-up {r['warmup_s']:.1f} s, spread ±{r['spread_pct'] / 2:.1f}%, "
+                    f"{r['tflops']:.3f} TFLOP/s")
     p = out["matmul_peak"]
     c.print(f"Peak reference: {p['n']}x{p['n']} {p['dtype']} matmul at {p['tflops']:.2f} TFLOP/s, measured now. "
             f"{out['flops_rule']}. Median of repeats; spread is half the min-max range. Warm-up s: the untimed "
