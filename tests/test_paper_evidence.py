@@ -49,7 +49,7 @@ def test_plot_without_matplotlib_says_how_to_install(cli, tmp_path, monkeypatch)
 
 def test_gradflow_one_finite_norm_per_conv_and_ratio(cli):
     data = cli.json("gradflow", "plain20", "resnet20", "--batch-size", "32")
-    assert set(data) == {"data", "batch_size", "seed", "models", "png"}
+    assert set(data) == {"data", "batch_size", "seed", "device", "models", "png"}
     for r in data["models"]:
         assert set(r) == {"model", "loss", "first_norm", "last_norm", "first_over_last", "layers"}
         assert len(r["layers"]) == 19  # 6n+1 main-path convs for n = 3 (the 20th layer is the fc)
