@@ -18,6 +18,7 @@ from test_after_training import make_folder  # noqa: E402
 from test_train import SMALL, train  # noqa: E402
 
 
+@pytest.mark.slow  # a few seconds: the quick loop keeps under 90 s
 def test_finetune_a_torchvision_state_dict_with_frozen_stages(cli, tmp_path):
     """The acceptance case: a 1000-class resnet18 saved as a bare torchvision-format state_dict, fine-tuned on a
     3-class image folder with conv1..conv3_x frozen."""

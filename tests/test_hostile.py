@@ -265,6 +265,7 @@ def test_a_full_disk_during_export_is_one_line_and_leaves_nothing(cli, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file, no temporary file
 
 
+@pytest.mark.slow  # a subprocess with its own encoding
 def test_a_non_utf8_file_name_prints_under_a_strict_utf8_terminal(tmp_path, run):
     """A file name that is not UTF-8 (its bytes kept by Python as surrogates) is printed with its bytes shown, even
     where the output encoding is strict UTF-8, instead of an encoding error."""

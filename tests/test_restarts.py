@@ -17,6 +17,7 @@ def auto(smoke_args, tmp_path, *more) -> list[str]:
             *more]
 
 
+@pytest.mark.slow  # a few seconds: the quick loop keeps under 90 s
 def test_resume_auto_starts_resumes_and_stops_with_one_command_line(cli, tmp_path, smoke_args, ckpts):
     """The same command, run four times (a job requeued after each epoch): the run starts under exactly its
     name, resumes twice, then reports it is finished (exit 0) without training; the weights equal an
