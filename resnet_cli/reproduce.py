@@ -176,10 +176,11 @@ class RunStatus:
     error: str = ""
     resumed: bool = False
 
-    def eta(self) -> float | None:
-        if self.state != "running" or self.step <= 0:
-            return None
-        return (time.monotonic() - self.started) / self.step * max(self.total - self.step, 0)
+    def eta(self) -> str:
+        """Time left at this process's rate so far (train.progress.eta); "-" unless it is running."""
+        from .train.progress import eta
+
+        return eta(time.monotonic() - self.started, self.step, self.total) if self.state == "running" else "-"
 
 
 def finished_earlier(run_dir: Path) -> bool:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, get_args
 
 from .config import CompileMode
 from .errors import BadInput
 
 COMPILE_MODES = get_args(CompileMode)
+GRAPHED_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that replay CUDA graphs themselves
 
 
 def default_channels_last(device) -> bool:
@@ -99,8 +100,7 @@ class Speed:
         """The speed of a training run from its `train` config section."""
         speed = cls.resolve(device, t.precision, t.channels_last, t.compile, t.compile_mode, planned_steps,
                             t.compile_min_steps)
-        speed.deterministic = t.deterministic
-        return speed
+        return replace(speed, deterministic=t.deterministic)
 
     def describe(self) -> str:
         """One line for the start of a run: `fp32, channels_last on, compile on (...)`."""
@@ -116,7 +116,7 @@ class Speed:
 
     def cuda_graphed(self, device) -> bool:
         """Whether the compiled calls replay CUDA graphs (torch.compile's reduce-overhead and max-autotune modes)."""
-        return self.compile and device.type == "cuda" and self.compile_mode in ("reduce-overhead", "max-autotune")
+        return self.compile and device.type == "cuda" and self.compile_mode in GRAPHED_COMPILE_MODES
 
     def memory_format(self):
         import torch

@@ -4,6 +4,7 @@ never sent to the terminal. Newlines and tabs stay. JSON output needs nothing: j
 
 from __future__ import annotations
 
+import functools
 import re
 
 # control characters, and the lone surrogates by which Python keeps the bytes of a non-UTF-8 file name
@@ -21,12 +22,17 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(_shown, text)
 
 
-def safe_console(**options):
-    """A rich Console whose every string (printed, or a table cell) goes through `printable` first."""
+@functools.cache
+def _safe_console_class():
     from rich.console import Console
 
     class SafeConsole(Console):
         def render_str(self, text: str, **kwargs):
             return super().render_str(printable(text), **kwargs)
 
-    return SafeConsole(**options)
+    return SafeConsole
+
+
+def safe_console(**options):
+    """A rich Console whose every string (printed, or a table cell) goes through `printable` first."""
+    return _safe_console_class()(**options)

@@ -143,17 +143,9 @@ class _View:
         for col in ("run", "state", "epoch", "step", "eta"):
             table.add_column(col, justify="left" if col in ("run", "state") else "right", no_wrap=True)
         for st in statuses:
-            left = st.eta()
             table.add_row(st.spec.name, st.state, str(st.epoch or "-"),
-                          f"{st.step:,}/{st.total:,}" if st.state == "running" else "-",
-                          "-" if left is None else _clock(left))
+                          f"{st.step:,}/{st.total:,}" if st.state == "running" else "-", st.eta())
         return table
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _print(report: dict, opts) -> None:

@@ -13,9 +13,9 @@ next step is captured and replayed, and every later step of the same shape is a 
 a step that must read the loss back (train.skip_nonfinite) or one that logs gradients runs the plain step.
 
 `train.cuda_graphs` (`resolve`): auto turns graphs on where they apply: a CUDA device, a plain process (not
-under torchrun: DDP's all-reduce would need NCCL stream capture and static buckets; not done), no gradient accumulation, no fp16 loss
-scaling (GradScaler decides on the host), no train.skip_nonfinite, and no compile mode that brings CUDA graphs
-of its own (reduce-overhead, max-autotune). `on` where they cannot apply is an error; a capture that fails is
+under torchrun: DDP's all-reduce would need NCCL stream capture and static buckets; not done), no gradient
+accumulation, no fp16 loss scaling (GradScaler decides on the host), no train.skip_nonfinite, and no compile
+mode that brings CUDA graphs of its own (reduce-overhead, max-autotune). `on` where they cannot apply is an error; a capture that fails is
 not: the run goes on with the plain step, after one line.
 """
 
@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import BadInput
+from ..speed import GRAPHED_COMPILE_MODES
 
 WARMUP = 3  # eager steps before the capture (PyTorch's whole-network capture recipe uses a few)
 
@@ -46,7 +47,7 @@ def resolve(setting: str, device: torch.device, *, precision: str, torchrun: boo
         reasons.append("no fp16 loss scaling (use bf16)")
     if skip_nonfinite:
         reasons.append("train.skip_nonfinite 0 (it reads every loss back)")
-    if compile and compile_mode in ("reduce-overhead", "max-autotune"):
+    if compile and compile_mode in GRAPHED_COMPILE_MODES:
         reasons.append(f"a compile mode without CUDA graphs of its own (not {compile_mode})")
     if reasons and setting == "on":
         raise BadInput(f"train.cuda_graphs on needs {', '.join(reasons)}; set it to auto or off")
@@ -71,10 +72,7 @@ class StepGraph:
         if self.failed:
             return None
         if self.graph is not None:
-            if x.shape != self.static["x"].shape or y.shape != self.static["y"].shape or y.dtype != self.static[
-                    "y"].dtype:
-                return None
-            return self._replay(x, y, lr)
+            return self._replay(x, y, lr) if self._fits(x, y) else None
         self.calls += 1
         if self.calls <= WARMUP:
             return self._warm(x, y, lr)
@@ -84,6 +82,11 @@ class StepGraph:
             self._give_up(exc)
             return None
         return self._replay(x, y, lr)
+
+    def _fits(self, x: torch.Tensor, y: torch.Tensor) -> bool:
+        """A batch the captured graph can take: the shapes (and label type) it was captured with."""
+        sx, sy = self.static["x"], self.static["y"]
+        return x.shape == sx.shape and y.shape == sy.shape and y.dtype == sy.dtype
 
     def _warm(self, x, y, lr):
         """A real step on a side stream, as the capture recipe asks (autograd's and cuDNN's first allocations)."""
