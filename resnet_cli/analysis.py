@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .quiet import quiet_torchscript
+
 # fvcore's op names for what the paper counts, and for BatchNorm.
 PAPER_OPS = ("conv", "linear")
 BN_OPS = ("batch_norm",)
@@ -82,11 +84,12 @@ class MacCount:
 
 def count_macs(model: nn.Module, input_size) -> MacCount:
     """Count multiply-adds with fvcore at batch 1 and `input_size` (S or (H, W))."""
-    from fvcore.nn import FlopCountAnalysis
+    with quiet_torchscript():  # fvcore scripts a loss at import and traces with torch.jit
+        from fvcore.nn import FlopCountAnalysis
 
     # fvcore logs a warning per op it cannot count; we report them as data instead.
     logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
-    with inspection_mode(model):
+    with inspection_mode(model), quiet_torchscript():
         analysis = FlopCountAnalysis(model, example_input(model, input_size))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         per_module = analysis.by_module_and_operator()
@@ -274,6 +277,29 @@ def memory(model: nn.Module, input_size, batch_size: int, shapes: dict[str, tupl
             "training_estimate": 3 * params + buffers + acts}
 
 
+def measured_training_peak(model: nn.Module, input_size, batch_size: int, device) -> int:
+    """Bytes a CUDA device's allocator held at its peak for one fp32 training step of a copy of `model` (forward,
+    cross-entropy backward, SGD with momentum) at `batch_size`: weights, gradients, momentum, activations and the
+    kernels' workspaces, above what was allocated before. The measured twin of `memory`'s training estimate."""
+    import copy
+
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    net = copy.deepcopy(model).to(device).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(batch_size, net.conv1.in_channels, *hw(input_size), device=device)
+    y = torch.zeros(batch_size, dtype=torch.long, device=device)
+    nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del net, opt, x, y
+    torch.cuda.empty_cache()
+    return peak
+
+
 COUNTER_TOLERANCE = 1e-3  # the two counters count the same convolutions and matmuls: they must agree to 0.1%
 
 
@@ -315,11 +341,22 @@ def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int 
 
 def summarize(source: str, input_size=None, detail: bool = False, plain: bool = False,
               num_classes: int | None = None, in_channels: int | None = None, batch_size: int = 1,
-              max_depth: int | None = None) -> dict[str, Any]:
+              max_depth: int | None = None, device: str | None = None) -> dict[str, Any]:
     """`resnet summary`: the paper's Table 1 rows for a model (a registry name, or a trained checkpoint), read
-    off the real module; parameters (trainable and frozen), memory for `batch_size`; every module with `detail`
-    (down to `max_depth` levels)."""
+    off the real module; parameters (trainable and frozen), memory for `batch_size`, and with a CUDA `device`
+    one training step's measured peak; every module with `detail` (down to `max_depth` levels)."""
     from .models import model_info
+
+    dev = None
+    if device is not None:
+        from .device import device_name, resolve_device
+        from .errors import BadInput
+
+        if not (device.strip().lower().startswith("cuda") and torch.cuda.is_available()):
+            raise BadInput(f"summary --device {device}: measuring a training step's peak memory needs a CUDA GPU "
+                           f"({'none is available here' if not torch.cuda.is_available() else 'give cuda or cuda:N'}"
+                           "; the CPU keeps no allocator statistics); without --device the estimate is shown")
+        dev = resolve_device(device)
 
     net, name, path, trained_at = inspected_model(source, plain, num_classes, in_channels)
     info = model_info(name)
@@ -335,6 +372,9 @@ def summarize(source: str, input_size=None, detail: bool = False, plain: bool = 
            "params": {"total": param_count(net), "trainable": trainable, "frozen": param_count(net) - trainable},
            "memory_bytes": memory(net, size, batch_size, shapes),
            "counted_ops": "conv + fc multiply-adds (BatchNorm in bn_macs)"}
+    if dev is not None:
+        out["memory_bytes"]["measured_training_peak"] = measured_training_peak(net, size, batch_size, dev)
+        out["device"] = device_name(dev)
     if detail:
         out["modules"] = [r.as_dict() for r in module_rows(net, size, macs, shapes)
                           if max_depth is None or r.depth <= max_depth]

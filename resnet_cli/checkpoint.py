@@ -143,6 +143,11 @@ class LoadedModel:
         return self.from_run and isinstance(self.checkpoint["config"].get("data"), dict)
 
     @property
+    def unknown_data(self) -> str:
+        """How to name, in a message, weights whose data we do not know (neither a run's nor given)."""
+        return "holds untrained weights (resnet build)" if self.from_run else "is a bare state_dict"
+
+    @property
     def saved_input(self) -> dict[str, Any] | None:
         """What the run recorded of its input (data.InputSpec.as_dict), when the checkpoint has it."""
         saved = self.checkpoint.get("input") if self.from_run else None

@@ -8,7 +8,6 @@ goes into the file where the format has room for it (ONNX metadata) and into a s
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
 
 from .files import atomic_write, atomic_write_text
 from .errors import BadInput
+from .quiet import quiet_torchscript
 
 # The formats, each with the file suffix that names it; `resnet export` offers all, `resnet build` the first two.
 SUFFIXES = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx"}
@@ -25,10 +25,12 @@ FORMATS = tuple(SUFFIXES)
 
 
 def example_batch(net: torch.nn.Module, batch_size: int, input_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """A seeded random batch, drawn on the CPU (the same numbers on every device), on `net`'s device."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch_size, net.conv1.in_channels, *input_size, generator=g)
+    x = torch.randn(batch_size, net.conv1.in_channels, *input_size, generator=g)
+    return x.to(next(net.parameters()).device)
 
 
 def _write_serialized(output: Path, serialize) -> None:
@@ -42,14 +44,15 @@ def _write_serialized(output: Path, serialize) -> None:
 
 
 def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[int, int],
-                batch_size: int | None = None, metadata: dict[str, Any] | None = None) -> Path:
-    """Write `net` (eval mode, CPU) as `fmt`. `batch_size` None: any batch size (dynamic); spatial size fixed.
-    `metadata` (strings) goes into ONNX files, and beside the others as OUTPUT.json."""
+                batch_size: int | None = None, metadata: dict[str, Any] | None = None, device=None) -> Path:
+    """Write `net` (eval mode) as `fmt`, traced on `device` (default the CPU): a TorchScript or .pt2 file runs on
+    the device it was traced on; ONNX is the same graph from either. `batch_size` None: any batch size (dynamic);
+    spatial size fixed. `metadata` (strings) goes into ONNX files, and beside the others as OUTPUT.json."""
     import torch
 
     if fmt not in FORMATS:
         raise BadInput(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    net = net.eval().cpu()
+    net = net.eval().to(device or "cpu")
     example = example_batch(net, batch_size or 2, input_size)
     if fmt == "torchscript":  # PyTorch deprecates TorchScript; kept for older runtimes (TORCHSCRIPT_NOTE)
         with quiet_torchscript():
@@ -68,16 +71,6 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
 
 TORCHSCRIPT_NOTE = ("note: PyTorch deprecates TorchScript (torch.jit); --format export (.pt2) or onnx are its "
                     "successors")
-
-
-@contextlib.contextmanager
-def quiet_torchscript():
-    """torch.jit's deprecation warnings, silenced: commands that write TorchScript print TORCHSCRIPT_NOTE once."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*")
-        yield
 
 
 def sidecar(output: Path) -> Path:
@@ -116,7 +109,8 @@ def _write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, A
 
 
 def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
-    """Run a written file with the runtime its format is for: TorchScript, torch.export, onnxruntime."""
+    """Run a written file with the runtime its format is for: TorchScript, torch.export (on `x`'s device),
+    onnxruntime (on the CPU)."""
     import torch
 
     if fmt == "torchscript":
@@ -129,16 +123,18 @@ def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
     except ImportError:
         raise BadInput('checking an ONNX file needs onnxruntime: pip install "resnet-cli[onnx]"') from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    out = session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})[0]
+    return torch.from_numpy(out).to(x.device)
 
 
 def check_file(path: Path, fmt: str, net: torch.nn.Module, input_size: tuple[int, int], batch_size: int) -> float:
-    """Largest absolute difference between the file's output and the PyTorch model's on a random batch."""
+    """Largest absolute difference between the file's output and the PyTorch model's on a random batch (on the
+    model's device)."""
     import torch
 
     x = example_batch(net, batch_size, input_size, seed=1)
     with torch.inference_mode():
-        want = net.eval().cpu()(x)
+        want = net.eval()(x)
         got = run_file(path, fmt, x)
     if got.shape != want.shape:
         raise BadInput(f"{path} returned shape {tuple(got.shape)}, expected {tuple(want.shape)}")
@@ -156,26 +152,32 @@ def format_for(output: Path, fmt: str | None) -> str:
 
 def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: int | None = None,
                       input_size: tuple[int, int] | None = None, tolerance: float = 1e-3, model: str | None = None,
-                      dataset: str | None = None, force: bool = False) -> dict[str, Any]:
-    """`resnet export`: a trained model written as `fmt`, loaded back, and compared with PyTorch's output."""
+                      dataset: str | None = None, force: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """`resnet export`: a trained model written as `fmt` (traced on `device`), loaded back, and compared with
+    PyTorch's output there."""
     from .checkpoint import model_from_checkpoint
     from .data import input_of_run
+    from .device import resolve_device
     from .files import output_path
 
+    dev = resolve_device(device)
     fmt = format_for(output, fmt)
     output = output_path(output, force)
     if fmt != "onnx":  # the metadata goes beside the file
         output_path(sidecar(output), force)
     loaded = model_from_checkpoint(source, model, dataset)
-    spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None, str(loaded.path))
+    spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None,
+                        f"{loaded.path} {loaded.unknown_data}")
     size = input_size or spec.image_size
     metadata = {"model": loaded.config.model.name, **spec.as_dict(), "image_size": list(size),
                 "input": "images: float32, N x C x H x W, (pixel / 255 - mean) / std per channel",
                 "output": "logits: N x classes", "source": str(loaded.path)}
-    write_model(loaded.model, fmt, output, size, batch_size, metadata)
+    if fmt != "onnx":  # a TorchScript or .pt2 file keeps the device it was traced on
+        metadata["device"] = str(dev)
+    write_model(loaded.model, fmt, output, size, batch_size, metadata, dev)
     check_batch = batch_size or 3  # a dynamic-batch file is checked at a batch it was not traced with
     diff = check_file(output, fmt, loaded.model, size, check_batch)
     return {"path": str(output), "format": fmt, "model": loaded.config.model.name, "source": str(loaded.path),
             "bytes": output.stat().st_size, "batch_size": batch_size or "dynamic", "input_size": list(size),
             "metadata": str(sidecar(output)) if fmt != "onnx" else "in the ONNX file (metadata_props)",
-            "check_batch": check_batch, "max_abs_diff": diff, "tolerance": tolerance, "ok": diff <= tolerance}
+            "device": str(dev), "check_batch": check_batch, "max_abs_diff": diff, "tolerance": tolerance, "ok": diff <= tolerance}

@@ -60,7 +60,8 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
     if loaded.from_run and not loaded.trained:
         raise BadInput(f"{loaded.path} holds untrained weights (written by resnet build): its predictions would be "
                        f"noise; train it first (resnet train --init {loaded.path} ...)")
-    spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None, str(loaded.path))
+    spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None,
+                        f"{loaded.path} {loaded.unknown_data}")
     dev = resolve_device(device)
     speed = Speed.resolve(dev, compile="off")
     net = loaded.model.to(dev, memory_format=speed.memory_format())

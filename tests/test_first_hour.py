@@ -214,6 +214,10 @@ def test_torchscript_is_still_written_with_one_note_and_no_pytorch_warning(tmp_p
     assert ev.returncode == 2
     assert ev.stderr.strip() == f"error: {tmp_path / 'm.pt'} is a TorchScript file (resnet build/export --format " \
                                 "torchscript), not a checkpoint: give the checkpoint or run folder it was made from"
+    # fvcore scripts a loss when imported and traces through torch.jit: flops prints none of it
+    flops = subprocess.run([sys.executable, "-W", "default", "-m", "resnet_cli", "flops", "resnet20"],
+                           capture_output=True, text=True, timeout=120)
+    assert flops.returncode == 0 and flops.stderr == "", flops.stderr
 
 
 @pytest.mark.slow  # a few seconds: the quick loop keeps under 90 s
@@ -284,3 +288,25 @@ def test_gradflow_takes_a_device(cli):
     assert out["models"][0]["first_over_last"] == cli.json("gradflow", "resnet20")["models"][0]["first_over_last"]
     bad = cli("gradflow", "resnet20", "--device", "tpu")
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_export_and_summary_take_a_device(cli, tmp_path):
+    """`--device` on export (trace and check there; the file's sidecar names it) and on summary (a measured
+    training-step peak, which needs CUDA: on a machine without one, one line and exit 2, nothing written)."""
+    import torch
+
+    assert cli("build", "resnet20", "-o", tmp_path / "m.pt").exit_code == 0
+    out = cli.json("export", tmp_path / "m.pt", "-o", tmp_path / "m.pt2", "--device", "cpu", "--batch-size", "2",
+                   "--dataset", "cifar10")
+    assert out["ok"] and out["device"] == "cpu"
+    assert json.loads((tmp_path / "m.pt2.json").read_text())["device"] == "cpu"
+    summary = cli("summary", "resnet20", "--device", "cpu")
+    assert summary.exit_code == 2 and summary.stderr.startswith("error: summary --device cpu: measuring a training")
+    assert "without --device the estimate is shown" in summary.stderr and len(summary.stderr.splitlines()) == 1
+    if not torch.cuda.is_available():
+        gpu = cli("export", tmp_path / "m.pt", "-o", tmp_path / "g.pt2", "--device", "cuda", "--dataset", "cifar10")
+        assert gpu.exit_code == 2 and "no CUDA GPU is available here" in gpu.stderr
+        assert not (tmp_path / "g.pt2").exists() and not (tmp_path / "g.pt2.json").exists()
+        assert "none is available here" in cli("summary", "resnet20", "--device", "cuda").stderr
+    for command in ("train", "eval", "predict", "export", "summary", "flops", "bench", "gradflow"):
+        assert "--device" in cli(command, "--help").stdout, command

@@ -308,3 +308,22 @@ def test_gradflow_on_cuda_matches_cpu(cli):
     assert gpu["device"] == "cuda"
     for a, b in zip(cpu["models"], gpu["models"]):
         assert a["first_over_last"] == pytest.approx(b["first_over_last"], rel=1e-2)
+
+
+def test_export_traced_on_cuda_runs_there(cli, cuda_run, tmp_path):
+    """`export --device cuda`: the .pt2 is traced and checked on the GPU, and its program runs on CUDA inputs."""
+    out = cli.json("export", cuda_run, "-o", tmp_path / "m.pt2", "--device", "cuda", "--batch-size", "4")
+    assert out["ok"] and out["device"].startswith("cuda") and out["max_abs_diff"] < 1e-3, out
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    logits = program(torch.randn(4, 3, 32, 32, device="cuda"))
+    assert logits.is_cuda and logits.shape == (4, 10)
+
+
+def test_summary_measures_a_training_steps_peak_on_cuda(cli):
+    """`summary --device cuda`: one fp32 SGD step's measured peak sits near the estimate (weights, gradients,
+    momentum, activations) and grows with the batch."""
+    small = cli.json("summary", "resnet50", "--batch-size", "8", "--device", "cuda")["memory_bytes"]
+    big = cli.json("summary", "resnet50", "--batch-size", "32", "--device", "cuda")["memory_bytes"]
+    for mem in (small, big):
+        assert 0.5 * mem["training_estimate"] < mem["measured_training_peak"] < 2.5 * mem["training_estimate"], mem
+    assert big["measured_training_peak"] > small["measured_training_peak"] + 2 * small["forward_activations"]

@@ -35,6 +35,9 @@ def export_cmd(
     dataset: Annotated[Optional[str], typer.Option("--dataset", show_default=False,
                                                    help="For a bare state_dict: the dataset it was trained on.")]
     = None,
+    device: Annotated[str, typer.Option("--device", help="Trace and check on cpu, auto, cuda or cuda:N. A .pt2 or "
+                                        "TorchScript file runs on the device it was traced on; ONNX runs anywhere.")]
+    = "cpu",
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -62,7 +65,7 @@ def export_cmd(
     size = parse_input_size(input_size)
     out = export_checkpoint(source, output, fmt.value if fmt else None, batch,
                             (size, size) if isinstance(size, int) else size, tolerance,
-                            model, dataset, force)
+                            model, dataset, force, device)
     if out["format"] == "torchscript":
         from ..export import TORCHSCRIPT_NOTE
 
@@ -70,8 +73,9 @@ def export_cmd(
     if json_out:
         print_json(out)
     else:
+        on = "" if out["device"] == "cpu" else f", traced on {out['device']}"
         echo(f"wrote {out['path']} ({out['format']}, batch {out['batch_size']}, input "
-                   f"{'x'.join(map(str, out['input_size']))}): {out['model']}, {out['bytes'] / 2**20:.1f} MiB; "
+                   f"{'x'.join(map(str, out['input_size']))}{on}): {out['model']}, {out['bytes'] / 2**20:.1f} MiB; "
                    f"metadata {out['metadata']}")
         echo(f"check: max |file - PyTorch| = {out['max_abs_diff']:.2e} on a batch of {out['check_batch']} "
                    f"(tolerance {out['tolerance']:.0e}): {'ok' if out['ok'] else 'FAILED'}")

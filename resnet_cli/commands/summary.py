@@ -23,6 +23,9 @@ def summary(
     max_depth: Annotated[Optional[int], typer.Option("--max-depth", show_default=False,
                                                      help="With --detail: modules down to this nesting level "
                                                           "(1: stages and stem) \\[default: all].")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", show_default=False,
+                                                  help="cuda or cuda:N: also measure one training step's peak "
+                                                       "memory at --batch-size there.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show a model laid out as the paper's Table 1: output size, block, parameters and multiply-adds per stage.
@@ -30,7 +33,8 @@ def summary(
     MODEL is a registry name, or a checkpoint or run folder (the trained model, its class count included).
     Output sizes come from running the model, so they follow --input-size (S or HxW).
     Multiply-adds count conv and fc layers, as the paper does (BatchNorm is left out).
-    Memory: parameters, forward activations for --batch-size, and a training estimate.
+    Memory: parameters, forward activations for --batch-size, and a training estimate; with --device, one
+    fp32 training step's peak, measured on that GPU.
 
     Example: [bold]resnet summary --depth 50[/bold]
     """
@@ -48,7 +52,7 @@ def summary(
         source = resolve_name(model, depth, plain)
     if max_depth is not None and not detail:
         raise BadInput("--max-depth limits the --detail view: add --detail")
-    out = summarize(source, size, detail, plain, num_classes, in_channels, batch_size, max_depth)
+    out = summarize(source, size, detail, plain, num_classes, in_channels, batch_size, max_depth, device)
     if json_out:
         print_json({k: v for k, v in out.items() if k != "plain"})
         return
@@ -82,6 +86,9 @@ def summary(
             f"Memory (fp32, batch {out['batch_size']}): parameters {mem['parameters'] / 2**20:.1f} MiB, forward "
             f"activations {mem['forward_activations'] / 2**20:.1f} MiB, training estimate "
             f"{mem['training_estimate'] / 2**20:.1f} MiB (weights, gradients, momentum, buffers, activations).")
+    if "measured_training_peak" in mem:
+        c.print(f"Measured on {out['device']}: one fp32 SGD step at batch {out['batch_size']} peaked at "
+                f"{mem['measured_training_peak'] / 2**20:.1f} MiB (kernels' workspaces included).")
     if detail:
         t = Table(title=f"{name}: every module")
         for col, j in [("module", "left"), ("type", "left"), ("output shape", "right"), ("params", "right"),

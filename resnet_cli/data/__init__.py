@@ -123,11 +123,12 @@ def make_loader(data: Data, cfg, split: str, batch_size: int, device, *, trainin
                        channels_last=channels_last, rank=rank, world=world)
 
 
-def input_of_run(cfg, saved: dict | None, from_run: bool, where: str) -> InputSpec:
+def input_of_run(cfg, saved: dict | None, from_run: bool, unknown: str) -> InputSpec:
     """What a model expects of an image, for `export` and `predict`: the checkpoint's own record (`saved`);
     else, for a run's checkpoint from before it was recorded or a bare state_dict with its dataset named
     (`from_run`), the run's data; else torchvision's ImageNet conventions for a bare ImageNet-family
-    state_dict. Outputs past the named classes are numbered."""
+    state_dict. Outputs past the named classes are numbered. `unknown` names the weights in the error when none
+    of these applies ("PATH is a bare state_dict")."""
     from ..models import model_info
 
     if isinstance(saved, dict):
@@ -137,8 +138,8 @@ def input_of_run(cfg, saved: dict | None, from_run: bool, where: str) -> InputSp
     elif model_info(cfg.model.name).family == "imagenet" and cfg.model.in_channels == 3:
         spec = InputSpec.imagenet(cfg.model.num_classes)
     else:
-        raise BadInput(f"{where} is a bare state_dict: say which dataset it was trained on with --dataset, "
-                       "so that its images are normalised as in training")
+        raise BadInput(f"{unknown}: say with --dataset which dataset its images come from, "
+                       "so that they are normalised as in training")
     return spec.for_outputs(cfg.model.num_classes)
 
 

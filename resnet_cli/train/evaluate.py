@@ -93,8 +93,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     loaded = model_from_checkpoint(source, model, dataset, weights)
     own = loaded.trained
     if not own and dataset is None:
-        what = "holds untrained weights (resnet build)" if loaded.from_run else "is a bare state_dict"
-        raise BadInput(f"{loaded.path} {what}: say which dataset to evaluate it on with --dataset (it is never "
+        raise BadInput(f"{loaded.path} {loaded.unknown_data}: say which dataset to evaluate it on with --dataset (it is never "
                        "guessed)")
     flat = C.flatten(loaded.config.to_dict(), "config")
     flat.update({k: v for k, v in {"data.data_dir": data_dir, "data.dataset": dataset}.items() if v is not None})
