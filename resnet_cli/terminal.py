@@ -36,3 +36,32 @@ def _safe_console_class():
 def safe_console(**options):
     """A rich Console whose every string (printed, or a table cell) goes through `printable` first."""
     return _safe_console_class()(**options)
+
+
+def output_width() -> int | None:
+    """Columns to fit on stdout: the terminal's (or $COLUMNS when set, as rich reads it); None for a file or pipe
+    with no $COLUMNS, where a line is never broken (logs stay one line per event)."""
+    import os
+    import shutil
+    import sys
+
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def fit_fields(fields: list[str], width: int | None, indent: str = "  ", sep: str = "  ") -> str:
+    """`fields` joined by `sep` into lines of at most `width` columns, broken only between fields (never inside
+    a number or a name); continuation lines start with `indent`. A field longer than a line keeps a line."""
+    if width is None:
+        return sep.join(fields)
+    lines: list[str] = []
+    line = ""
+    for field in fields:
+        if line and len(line) + len(sep) + len(field) > width:
+            lines.append(line)
+            line = indent + field
+        else:
+            line = line + sep + field if line else field
+    lines.append(line)
+    return "\n".join(lines)

@@ -234,3 +234,33 @@ def test_ten_crop_and_crop_pct_evaluate_image_folders_as_the_paper_did(cli, fold
     assert "on imagefolder test (10-crop) (18 images)" in text.stdout
     bad = cli("eval", run, "--device", "cpu", "--crop-pct", "1.5")
     assert bad.exit_code == 2 and "--crop-pct is a fraction in (0, 1]" in bad.stderr
+
+
+def test_an_image_folders_val_is_named_val(cli, folder_run, tmp_path):
+    """An image folder evaluates on its val/ folder: output calls it "val" (images held out of train/ would be
+    "holdout"); metrics.csv, --split and JSON keep the "test" key, and the table's caption says so."""
+    text = cli("train", "--set", "data.dataset=imagefolder", "--data-dir", folder_run / "images", "--image-size",
+               "24", "--workers", "0", "--batch-size", "6", "--epochs", "1", "--device", "cpu", "--run-dir", tmp_path,
+               "--name", "t", env={"COLUMNS": "200"})
+    assert text.exit_code == 0, text.output
+    epoch = next(line for line in text.stdout.splitlines() if line.startswith("epoch 1/1  train loss"))
+    assert "  val loss " in epoch and "test" not in epoch
+    assert "val top-1" in text.stdout and "test top-1" not in text.stdout
+    assert "metrics.csv's test columns are the image folder's val/" in text.stdout
+    assert "test_top1" in (tmp_path / "t" / "metrics.csv").read_text().splitlines()[0]
+    held = cli("train", "--set", "data.dataset=imagefolder", "--data-dir", folder_run / "images", "--image-size",
+               "24", "--workers", "0", "--batch-size", "6", "--epochs", "1", "--device", "cpu", "--set",
+               "data.val_split=3", "--run-dir", tmp_path, "--name", "h", env={"COLUMNS": "200"})
+    assert held.exit_code == 0, held.output
+    epoch = next(line for line in held.stdout.splitlines() if line.startswith("epoch 1/1  train loss"))
+    assert epoch.index("  holdout loss ") < epoch.index("  val loss ")
+    from resnet_cli.train.evaluations import split_name
+    assert [split_name("imagefolder", s) for s in ("val", "test")] == ["holdout", "val"]
+    assert [split_name("cifar10", s) for s in ("val", "test")] == ["val", "test"]
+    run = folder_run / "runs" / "f"
+    shown = cli("eval", run, "--device", "cpu")
+    assert shown.exit_code == 0 and " on imagefolder val (" in shown.stdout
+    out = cli.json("eval", run, "--device", "cpu")
+    assert out["split"] == "test" and out["split_name"] == "val" and out["count"] == 18
+    wrong = cli("eval", run, "--split", "val", "--device", "cpu")
+    assert wrong.exit_code == 2 and "an image folder's val/ is --split test" in wrong.stderr

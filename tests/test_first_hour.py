@@ -310,3 +310,29 @@ def test_export_and_summary_take_a_device(cli, tmp_path):
         assert "none is available here" in cli("summary", "resnet20", "--device", "cuda").stderr
     for command in ("train", "eval", "predict", "export", "summary", "flops", "bench", "gradflow"):
         assert "--device" in cli(command, "--help").stdout, command
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_epoch_lines_fit_the_terminal_and_break_between_fields(cli, tmp_path, columns):
+    """Every line of a run's output fits COLUMNS; an epoch's figures break between fields (a continuation line
+    starts with two spaces), never inside a number; without a width (a log file) an epoch stays one line."""
+    import itertools
+    import re
+
+    from resnet_cli.terminal import fit_fields
+
+    run = cli("train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--ema", "0.9", "--set",
+              "data.val_split=64", "--run-dir", tmp_path, "--name", "w", env={"COLUMNS": str(columns)})
+    assert run.exit_code == 0, run.output
+    lines = run.stdout.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    start = next(i for i, line in enumerate(lines) if line.startswith("epoch 1/1  train loss"))
+    block = [lines[start]] + list(itertools.takewhile(lambda s: re.match(r"  \S", s), lines[start + 1:]))
+    text = "  ".join(line.strip() for line in block)
+    assert re.fullmatch(r"epoch 1/1  train loss [\d.]+ acc [\d.]+%  val loss [\d.]+ top1 [\d.]+% \(ema [\d.]+%\)  "
+                        r"test loss [\d.]+ top1 [\d.]+% \(ema [\d.]+%\)  lr [\d.e-]+  [\d.]+s [\d,]+ img/s", text), text
+    assert len(block) >= 2  # the one-line form is ~150 columns
+    fields = ["a" * 30, "b" * 30, "c" * 30]
+    assert fit_fields(fields, None) == "  ".join(fields)
+    assert fit_fields(fields, 64).splitlines() == ["a" * 30 + "  " + "b" * 30, "  " + "c" * 30]
+    assert fit_fields(["x" * 90], 80) == "x" * 90  # too long for any line: kept whole, not cut

@@ -28,8 +28,9 @@ def eval_cmd(
                                            show_default=False)],
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", show_default=False,
                                                     help="Where the dataset is \\[default: as trained]")] = None,
-    split: Annotated[Split, typer.Option("--split", help="Which split to evaluate (val: the images the run held "
-                                         "out with data.val_split).")] = Split.test,
+    split: Annotated[Split, typer.Option("--split", help="Which split to evaluate: test is the dataset's "
+                                         "evaluation set (an image folder's val/); val the images the run held out "
+                                         "with data.val_split.")] = Split.test,
     weights: Annotated[Weights, typer.Option("--weights", help="auto: the EMA weights when the run kept them "
                                              "(train.ema), else the raw ones.")] = Weights.auto,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Evaluation batch size.")] = 1024,
@@ -89,7 +90,7 @@ def eval_cmd(
 
     c = console()
     crops = " (10-crop)" if out["crops"] == 10 else ""
-    c.print(f"{out['model']} on {out['dataset']} {out['split']}{crops} ({out['count']:,} images): loss {out['loss']:.4f}, "
+    c.print(f"{out['model']} on {out['dataset']} {out['split_name']}{crops} ({out['count']:,} images): loss {out['loss']:.4f}, "
             f"top-1 {out['top1']:.2%}, top-5 {out['top5']:.2%}, {out['img_per_s']:,.0f} img/s on {out['device']}")
     table = Table(title="per-class accuracy")
     table.add_column("class")
@@ -143,7 +144,7 @@ def _draw_confusion(out: dict, path: Path) -> None:
         ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true class")
-    ax.set_title(f"{out['model']} on {out['dataset']} {out['split']} ({out['count']:,} images)")
+    ax.set_title(f"{out['model']} on {out['dataset']} {out['split_name']} ({out['count']:,} images)")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)

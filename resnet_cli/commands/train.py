@@ -148,10 +148,16 @@ def _render(r) -> None:
     """The final table: the last epoch and the selected one, each evaluation's top-1."""
     from rich.table import Table
 
+    from ..train.evaluations import split_name
+
+    def header(column: str) -> str:  # "ema_test_top1" -> "ema test top-1" (an image folder's: "ema val top-1")
+        weights, _, split = column.removesuffix("_top1").rpartition("_")
+        return " ".join(filter(None, (weights, split_name(r.dataset, split), "top-1")))
+
     table = Table(title=f"{r.model} on {r.dataset}: {r.epochs} epochs, {r.steps} steps")
-    table.caption = f"best: the epoch with the highest {r.selected_by} (best.pt)"
-    for col in ("", "epoch", "train loss", "train top-1", *(c.replace("_top1", " top-1").replace("_", " ")
-                                                              for c in r.columns), "img/s"):
+    table.caption = f"best: the epoch with the highest {r.selected_by} (best.pt)" + \
+        ("; metrics.csv's test columns are the image folder's val/" if split_name(r.dataset, "test") != "test" else "")
+    for col in ("", "epoch", "train loss", "train top-1", *map(header, r.columns), "img/s"):
         table.add_column(col, justify="left" if not col else "right")
     for label, row in (("final", r.final), ("best", r.best)):
         table.add_row(label, str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['train_top1']:.2%}",

@@ -89,6 +89,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     from ..device import resolve_device
     from ..errors import BadInput
     from ..speed import Speed
+    from .evaluations import split_name
 
     loaded = model_from_checkpoint(source, model, dataset, weights)
     own = loaded.trained
@@ -100,7 +101,10 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     flat["data.test_limit"] = limit
     flat["data.train_limit"] = limit if split == "train" else 0
     if split == "val" and not loaded.config.data.val_split:
-        raise BadInput(f"{loaded.path} was trained without a validation split (data.val_split); evaluate test or train")
+        folder = " (an image folder's val/ is --split test, its evaluation set)" \
+            if (dataset or loaded.config.data.dataset) == "imagefolder" else ""
+        raise BadInput(f"{loaded.path} was trained without a validation split (data.val_split); evaluate test or "
+                       f"train{folder}")
     cfg = C.build_config(flat)
     dev = resolve_device(device)
     saved = loaded.saved_input
@@ -119,7 +123,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     per_class = [{"class": name, "accuracy": acc, "count": n}
                  for name, acc, n in zip(data.classes, res.per_class, res.class_counts)]
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
-            "weights": loaded.weights, "crops": 10 if ten_crop else 1, "resize": data.input.resize,
+            "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights, "crops": 10 if ten_crop else 1, "resize": data.input.resize,
             "count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5, "img_per_s": res.img_per_s,
             "device": str(dev), "precision": speed.precision, "per_class": per_class,
             "classes": list(data.classes),

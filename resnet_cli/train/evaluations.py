@@ -40,6 +40,15 @@ def splits(cfg) -> tuple[str, ...]:
     return ("val", "test") if cfg.data.val_split else ("test",)
 
 
+def split_name(dataset: str, split: str) -> str:
+    """How output names a split. An image folder's evaluation set is its val/ folder, so it is shown as "val",
+    and images held out of its train/ (data.val_split) as "holdout". metrics.csv, --split and JSON keep the
+    keys "test" and "val" for every dataset."""
+    if dataset == "imagefolder":
+        return {"test": "val", "val": "holdout"}.get(split, split)
+    return split
+
+
 def evaluations(cfg) -> list[Evaluation]:
     """Every evaluation of an epoch, in metrics.csv order: raw weights first, then the EMA weights."""
     weights = ("raw", "ema") if cfg.train.ema else ("raw",)
@@ -62,10 +71,11 @@ def top1_columns(cfg) -> list[str]:
     return [e.column("top1") for e in evaluations(cfg)]
 
 
-def epoch_line(row: dict, cfg, epochs: int) -> str:
-    """The one line an epoch ends with: training figures, each split (with its EMA figure), lr and speed."""
-    evals = "  ".join(f"{split} loss {row[f'{split}_loss']:.4f} top1 {row[f'{split}_top1']:.2%}"
-                      + (f" (ema {row[Evaluation('ema', split).column('top1')]:.2%})" if cfg.train.ema else "")
-                      for split in splits(cfg))
-    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_top1']:.2%}  "
-            f"{evals}  lr {row['lr']:.4g}  {row['seconds']:.1f}s {row['img_per_s']:,.0f} img/s")
+def epoch_fields(row: dict, cfg, epochs: int) -> list[str]:
+    """What an epoch ends with, field by field (a line breaks only between them): training figures, each split
+    (with its EMA figure), lr and speed."""
+    evals = [f"{split_name(cfg.data.dataset, split)} loss {row[f'{split}_loss']:.4f} top1 {row[f'{split}_top1']:.2%}"
+             + (f" (ema {row[Evaluation('ema', split).column('top1')]:.2%})" if cfg.train.ema else "")
+             for split in splits(cfg)]
+    return [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2%}",
+            *evals, f"lr {row['lr']:.4g}", f"{row['seconds']:.1f}s {row['img_per_s']:,.0f} img/s"]

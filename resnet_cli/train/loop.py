@@ -37,7 +37,7 @@ from . import tensorboard
 from .build import Run, build_run
 from .distributed import from_env
 from .evaluate import evaluate
-from .evaluations import METRICS, epoch_line, evaluations, metric_fields, selection_metric
+from .evaluations import METRICS, epoch_fields, evaluations, metric_fields, selection_metric
 from .progress import Progress
 from .rundir import RunLock, claim_run_dir, create_run_dir, remove_own_temporaries, run_name, write_metrics
 from .state import RunState, StopRules, invocation_done, reaches_target
@@ -373,7 +373,7 @@ class Trainer:
             raise self._interrupted(f"at the end of epoch {state.epoch}")
 
     def _report_epoch(self, row: dict) -> None:
-        self.progress.epoch(row, epoch_line(row, self.cfg, self.run.plan.epochs))
+        self.progress.epoch(row, epoch_fields(row, self.cfg, self.run.plan.epochs))
         target, goal = self.state.target, self.cfg.train.target_top1
         if target is not None and target["epoch"] == row["epoch"]:
             self.progress.line(f"reached {self.selection} >= {goal:.2%} at epoch {row['epoch']} (step "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..terminal import printable
+from ..terminal import fit_fields, output_width, printable
 
 
 def eta(elapsed: float, done: int, total: int) -> str:
@@ -63,12 +63,13 @@ class Progress:
         else:
             self._print(text)
 
-    def epoch(self, row: dict, text: str) -> None:
-        """An epoch's metrics row: its line, or the row itself under --json."""
+    def epoch(self, row: dict, fields: list[str]) -> None:
+        """An epoch's metrics row: its fields on one line, broken between fields to fit a terminal (or $COLUMNS);
+        the row itself under --json."""
         if self.json:
             self._event("epoch", **row)
         else:
-            self._print(text)
+            self._print(fit_fields(fields, output_width()))
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         self._t0 = time.perf_counter()
