@@ -308,14 +308,17 @@ def counters_agree(fvcore_macs: int, dispatcher_macs: int) -> bool:
 
 
 def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int | None = None,
-               in_channels: int | None = None, timer=None) -> list[dict[str, Any]]:
+               in_channels: int | None = None, timer=None, on_model=None) -> list[dict[str, Any]]:
     """`resnet flops`: per model (a registry name, or a checkpoint), parameters and multiply-adds against the
     paper's Table 1 figure (at 224x224 with 1000 classes and RGB, where it gives one), `ok` within `tolerance`;
-    `timer(net, input_size, macs=...)`, when given, adds the timed forward pass (bench.time_forward)."""
+    `timer(net, input_size, macs=...)`, when given, adds the timed forward pass (bench.time_forward);
+    `on_model(done, total)` before each model (its bar shows at once) and at the end."""
     from .models import model_info
 
     rows = []
     for source in names:
+        if on_model is not None:
+            on_model(len(rows), len(names))
         net, name, path, trained_at = inspected_model(source, num_classes=num_classes, in_channels=in_channels)
         info = model_info(name)
         size = input_size or trained_at or info.input_size
@@ -336,6 +339,8 @@ def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int 
         if timer is not None:
             row["timing"] = timer(net, size, macs=c.macs)
         rows.append(row)
+    if on_model is not None:
+        on_model(len(rows), len(names))
     return rows
 
 

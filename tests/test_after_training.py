@@ -231,7 +231,7 @@ def test_ten_crop_and_crop_pct_evaluate_image_folders_as_the_paper_did(cli, fold
     wide = cli.json("eval", run, "--device", "cpu", "--crop-pct", "0.75")
     assert wide["resize"] == 32 and wide["count"] == 18
     text = cli("eval", run, "--device", "cpu", "--ten-crop")
-    assert "on imagefolder test (10-crop) (18 images)" in text.stdout
+    assert "on imagefolder val (10-crop) (18 images)" in text.stdout
     bad = cli("eval", run, "--device", "cpu", "--crop-pct", "1.5")
     assert bad.exit_code == 2 and "--crop-pct is a fraction in (0, 1]" in bad.stderr
 

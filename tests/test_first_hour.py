@@ -290,6 +290,7 @@ def test_gradflow_takes_a_device(cli):
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # two seconds: the quick loop keeps under 90 s
 def test_export_and_summary_take_a_device(cli, tmp_path):
     """`--device` on export (trace and check there; the file's sidecar names it) and on summary (a measured
     training-step peak, which needs CUDA: on a machine without one, one line and exit 2, nothing written)."""
@@ -312,7 +313,7 @@ def test_export_and_summary_take_a_device(cli, tmp_path):
         assert "--device" in cli(command, "--help").stdout, command
 
 
-@pytest.mark.parametrize("columns", [80, 120])
+@pytest.mark.parametrize("columns", [80, pytest.param(120, marks=pytest.mark.slow)])
 def test_epoch_lines_fit_the_terminal_and_break_between_fields(cli, tmp_path, columns):
     """Every line of a run's output fits COLUMNS; an epoch's figures break between fields (a continuation line
     starts with two spaces), never inside a number; without a width (a log file) an epoch stays one line."""
@@ -336,3 +337,46 @@ def test_epoch_lines_fit_the_terminal_and_break_between_fields(cli, tmp_path, co
     assert fit_fields(fields, None) == "  ".join(fields)
     assert fit_fields(fields, 64).splitlines() == ["a" * 30 + "  " + "b" * 30, "  " + "c" * 30]
     assert fit_fields(["x" * 90], 80) == "x" * 90  # too long for any line: kept whole, not cut
+
+
+def in_a_terminal(*args: str, timeout: float = 120) -> str:
+    """What `resnet ARGS` writes to a terminal (a pseudo-terminal: stdout and stderr both TTYs), without its
+    escape sequences; exit 0 checked."""
+    import os
+    import pty
+    import re
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on the terminal
+        os.environ.update(COLUMNS="100", LINES="40", TERM="xterm")
+        os.execv(sys.executable, [sys.executable, "-m", "resnet_cli", *args])
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))  # colours, cursor
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    return text
+
+
+@pytest.mark.slow  # three subprocesses on a terminal
+def test_training_evaluation_and_flops_show_a_moving_bar_with_an_eta_on_a_terminal(tmp_path):
+    """On a terminal: the epoch's bar, then each evaluation's, both with a time left; `eval` and `flops` draw a
+    bar while they work (transient: the result replaces it). None of them in a pipe (the other tests)."""
+    import re
+
+    train = in_a_terminal("train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--batch-size", "8",
+                          "--set", "data.synthetic_test=512", "--set", "train.eval_batch_size=8", "--run-dir",
+                          str(tmp_path), "--name", "t")
+    assert re.search(r"epoch 1/1 [━╸╺ ]+ *[1-9]\d*/64 [^\r\n]*?\d:\d\d:\d\d", train), train  # the bar, its count and its ETA
+    assert re.search(r"epoch 1 evaluating test [━╸╺ ]+ *[1-9]\d*/64 +\d:\d\d:\d\d", train), train
+    ev = in_a_terminal("eval", str(tmp_path / "t"), "--device", "cpu", "--batch-size", "8")
+    assert re.search(r"evaluating [━╸╺ ]+ *[1-9]\d*/64 +\d:\d\d:\d\d", ev) and "top-1" in ev, ev
+    flops = in_a_terminal("flops", "resnet20", "resnet32", "resnet44")
+    assert re.search(r"counting [━╸╺ ]+ *[1-3]/3", flops) and "resnet44" in flops, flops

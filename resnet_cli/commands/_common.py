@@ -99,3 +99,31 @@ def fmt_g(n: float) -> str:
 
 def fmt_m(n: float) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(int(n))
+
+
+class progress_bar:
+    """`with progress_bar("classifying", quiet) as update:` a bar on stderr with an ETA, moved by
+    `update(done, total)` (the work's own count, so no device sync), for a terminal; `update` is None when quiet
+    or stderr is not a terminal (logs get only the result). Transient: the result replaces it."""
+
+    def __init__(self, label: str, quiet: bool = False) -> None:
+        self.label, self.quiet = label, quiet or not sys.stderr.isatty()
+        self.bar = self.task = None
+
+    def __enter__(self):
+        return None if self.quiet else self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()

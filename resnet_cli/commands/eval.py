@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import ForceOpt, JsonOpt, check_positive, console, print_json
+from ._common import ForceOpt, JsonOpt, check_positive, console, print_json, progress_bar
 
 
 class Split(str, Enum):
@@ -76,9 +76,10 @@ def eval_cmd(
 
     if crop_pct is not None and not 0 < crop_pct <= 1:
         raise BadInput(f"--crop-pct is a fraction in (0, 1] (0.875 for 224 from 256), got {crop_pct}")
-    out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model, limit=limit,
-                              crop_pct=crop_pct or 0.0, ten_crop=ten_crop,
-                              batch_size=batch_size, device=device, weights=weights.value)
+    with progress_bar("evaluating", quiet=json_out) as on_batch:
+        out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model,
+                                  limit=limit, crop_pct=crop_pct or 0.0, ten_crop=ten_crop, batch_size=batch_size,
+                                  device=device, weights=weights.value, on_batch=on_batch)
     if not confusion:
         out.pop("confusion")
     elif output is not None:

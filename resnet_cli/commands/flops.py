@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, PlainOpt, check_positive, console, fmt_m,
+from ._common import (InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, PlainOpt, check_positive, console, fmt_m, progress_bar,
                       parse_input_size, print_json)
 
 DEFAULT_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -75,7 +75,8 @@ def flops(
         from ..bench import time_forward
 
         timer = partial(time_forward, batch_size=batch_size, device=dev)
-    rows = flops_rows(names, size, tolerance, num_classes, in_channels, timer)
+    with progress_bar("counting", quiet=json_out) as on_model:
+        rows = flops_rows(names, size, tolerance, num_classes, in_channels, timer, on_model)
 
     from ..analysis import COUNTER_TOLERANCE
 

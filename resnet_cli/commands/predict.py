@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import JsonOpt, check_positive, console, print_json
+from ._common import JsonOpt, check_positive, console, print_json, progress_bar
 
 
 def predict_cmd(
@@ -41,7 +41,7 @@ def predict_cmd(
 
     if csv_out and json_out:
         raise BadInput("choose one of --csv and --json")
-    with _progress(quiet=json_out or csv_out) as on_batch:
+    with progress_bar("classifying", quiet=json_out or csv_out) as on_batch:
         out = predict(source, [str(p) for p in paths], topk, batch_size, device, model, dataset, on_batch)
     for s in out["skipped"]:
         sys.stderr.write(f"skipped {s['path']}: {s['error']}\n")
@@ -70,27 +70,3 @@ def predict_cmd(
         sys.stderr.write(f"{len(out['skipped'])} unreadable image(s) skipped, {out['count']} classified\n")
     if not out["predictions"]:
         raise BadInput("no image could be read")
-
-
-class _progress:
-    """A progress bar on stderr for a terminal and more than one batch; nothing otherwise."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet, self.bar, self.task = quiet or not sys.stderr.isatty(), None, None
-
-    def __enter__(self):
-        return None if self.quiet else self.update
-
-    def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self.bar = Progress(console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("classifying", total=total)
-        self.bar.update(self.task, completed=done)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()

@@ -29,10 +29,12 @@ class EvalResult:
 
 
 def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.device, precision: str = "fp32",
-             all_reduce=None, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> EvalResult:
+             all_reduce=None, forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             on_batch: Callable[[int, int], None] | None = None) -> EvalResult:
     """Evaluate `model` in inference mode; `all_reduce` (distributed runs) sums the counters across ranks.
 
     `forward` is what to call on a batch (the training run's compiled forward); by default the model.
+    `on_batch(done, total)` after each batch is queued, from the host's count (no device sync).
     """
     forward = forward or model
     was_training = model.training
@@ -45,7 +47,7 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     try:
         with torch.inference_mode(), autocast(device, precision):
-            for x, y in loader.batches():
+            for i, (x, y) in enumerate(loader.batches(), start=1):
                 logits = forward(x).float()
                 if len(logits) != len(y):  # several crops per image (10-crop): average their probabilities
                     probs = logits.softmax(1).view(len(y), -1, logits.shape[1]).mean(1)
@@ -56,6 +58,8 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
                 topk += (pred == y.view(-1, 1)).any(dim=1).sum()
                 # index_add_, not bincount: bincount sizes its output from the data (a sync per call on CUDA)
                 confusion.index_add_(0, y * num_classes + pred[:, 0], torch.ones_like(y, dtype=torch.int64))
+                if on_batch is not None:
+                    on_batch(i, len(loader))
     finally:
         model.train(was_training)
     if all_reduce is not None:
@@ -74,7 +78,7 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
 def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = None, dataset: str | None = None,
                         model: str | None = None, limit: int = 0, batch_size: int = 1024,
                         device: str = "auto", weights: str = "auto", crop_pct: float = 0.0,
-                        ten_crop: bool = False) -> dict:
+                        ten_crop: bool = False, on_batch=None) -> dict:
     """`resnet eval`: a checkpoint (or run folder, or bare state_dict with `model`) on a dataset split.
 
     The data is the run's own unless `dataset`/`data_dir` say otherwise ("val" is the run's held-out split);
@@ -119,7 +123,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     net = loaded.model.to(dev, memory_format=speed.memory_format())
     images = max(1, batch_size // 10) if ten_crop else batch_size  # a batch of images is 10x the crops
     loader = make_loader(data, cfg.data, split, images, dev, training=False, channels_last=speed.channels_last)
-    res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision)
+    res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision, on_batch=on_batch)
     per_class = [{"class": name, "accuracy": acc, "count": n}
                  for name, acc, n in zip(data.classes, res.per_class, res.class_counts)]
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,

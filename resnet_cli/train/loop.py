@@ -37,7 +37,7 @@ from . import tensorboard
 from .build import Run, build_run
 from .distributed import from_env
 from .evaluate import evaluate
-from .evaluations import METRICS, epoch_fields, evaluations, metric_fields, selection_metric
+from .evaluations import METRICS, epoch_fields, evaluations, split_name, metric_fields, selection_metric
 from .progress import Progress
 from .rundir import RunLock, claim_run_dir, create_run_dir, remove_own_temporaries, run_name, write_metrics
 from .state import RunState, StopRules, invocation_done, reaches_target
@@ -344,8 +344,11 @@ class Trainer:
         out: dict[str, float] = {}
         for ev in evaluations(self.cfg):
             model, forward = weights[ev.weights]
-            res = evaluate(model, run.eval_loaders[ev.split], self.cfg.model.num_classes, run.device,
-                           run.speed.precision, all_reduce=run.process.all_reduce, forward=forward)
+            shown = ("ema " if ev.weights == "ema" else "") + split_name(self.cfg.data.dataset, ev.split)
+            with self.progress.evaluation(shown) as on_batch:
+                res = evaluate(model, run.eval_loaders[ev.split], self.cfg.model.num_classes, run.device,
+                               run.speed.precision, all_reduce=run.process.all_reduce, forward=forward,
+                               on_batch=on_batch)
             out.update({ev.column(m): getattr(res, m) for m in METRICS})
         return out
 

@@ -9,6 +9,7 @@ the run: it goes on writing its run folder.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -32,6 +33,7 @@ class Progress:
         self._bar = None
         self._task = None
         self._moved = 0.0  # monotonic time of the bar's last move
+        self._epoch = 0
 
     def _print(self, text: str) -> None:
         if not self.enabled:
@@ -110,6 +112,32 @@ class Progress:
             self._print(f"{self._header} step {step_in_epoch}/{steps}  {stats}  eta {left}")
         else:
             self._bar.update(self._task, completed=step_in_epoch, stats=stats)
+
+    @contextlib.contextmanager
+    def evaluation(self, label: str):
+        """`with progress.evaluation("test") as on_batch:` a transient bar with an ETA while a split is evaluated,
+        moved by `on_batch(done, total)` (the host's count); None in plain or JSON output."""
+        if not self.enabled or self.plain:
+            yield None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
+            TimeRemainingColumn
+
+        bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeRemainingColumn(), transient=True)
+        task = bar.add_task(f"epoch {self._epoch} evaluating {label}", total=None)
+        bar.start()
+
+        def on_batch(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            yield on_batch
+        finally:
+            try:
+                bar.stop()
+            except BrokenPipeError:
+                pass
 
     def end_epoch(self) -> None:
         if self._bar is not None:
