@@ -1,7 +1,7 @@
 """Figures: matplotlib checked for up front, drawn without a display, saved atomically as PNG, SVG or PDF
 (by the file's suffix).
 
-`plot`, `gradflow --png` and `eval --confusion -o` all draw through here.
+`plot`, `gradflow -o` and `eval --confusion -o` all draw through here.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def gradflow(
 
     Put a plain net beside its ResNet to see the vanishing gradient the paper's shortcuts fix.
 
-    Example: [bold]resnet gradflow plain56 resnet56 --data fashion-mnist[/bold]
+    Example: [bold]resnet gradflow plain56 resnet56 --dataset fashion-mnist -o gradflow.png[/bold]
     """
     from ..errors import BadInput
     from ..models import name_for_depth, resolve_name
