@@ -70,6 +70,12 @@ class DataConfig:
     synthetic_train: int = 512  # synthetic only: training images
     synthetic_test: int = 256  # synthetic only: test images
     workers: int = 4  # imagefolder only: decoding processes per training process
+    crop: Literal["scale", "random-resized"] = "scale"  # imagefolder training crop: the paper's scale augmentation
+    #                     (shorter side in [256, 480] for 224, then a random crop) or torchvision's RandomResizedCrop
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random-resized: area fraction range
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])  # random-resized: aspect ratio range
+    eval_resize: int = 0  # imagefolder evaluation: shorter side before the centre crop; 0 = crop * 256 / 224 (the
+    #                       paper's 256 for 224); torchvision's v2 weights evaluate at 232
     val_split: int = 0  # hold out N training images (stratified; the same N images for every seed) to select
     #                     best.pt, stop early and time train.target_top1; the test set is then reported only.
     #                     The paper tuned on CIFAR's 45k/5k split (the cifar presets hold out 5000)
@@ -471,13 +477,19 @@ def validate(cfg: Config) -> None:
     nonneg = {"train.epochs": t.epochs, "train.steps": t.steps, "train.weight_decay": t.weight_decay,
               "train.grad_clip": t.grad_clip, "data.train_limit": d.train_limit, "train.patience": t.patience,
               "data.val_split": d.val_split, "data.mixup": d.mixup, "data.cutmix": d.cutmix,
-              "data.test_limit": d.test_limit, "data.crop_padding": d.crop_padding,
+              "data.test_limit": d.test_limit, "data.crop_padding": d.crop_padding, "data.eval_resize": d.eval_resize,
               "run.stop_after_epochs": cfg.run.stop_after_epochs, "train.skip_nonfinite": t.skip_nonfinite,
               "model.num_classes": cfg.model.num_classes, "model.in_channels": cfg.model.in_channels,
               "train.compile_min_steps": t.compile_min_steps}
     for key, value in nonneg.items():
         if value < 0:
             raise BadInput(f"{key} must not be negative, got {value}")
+    for key, pair, low, high in (("data.crop_scale", d.crop_scale, 0, 1), ("data.crop_ratio", d.crop_ratio, 0, 100)):
+        if len(pair) != 2 or not low < pair[0] <= pair[1] <= high:
+            raise BadInput(f"{key} is [low, high] with {low} < low <= high <= {high}, got {pair}")
+    if d.eval_resize and d.eval_resize < d.image_size:
+        raise BadInput(f"data.eval_resize ({d.eval_resize}) is smaller than the crop data.image_size "
+                       f"({d.image_size})")
     if t.epochs == 0 and t.steps == 0:
         raise BadInput("train.epochs must be positive (or set train.steps)")
     if not 0 <= t.target_top1 <= 1:

@@ -1,10 +1,12 @@
 """ImageNet-style image folders: `train/<class>/*.jpg|png` and `val/<class>/*`, decoded with Pillow.
 
-Too large to live on the device, so images are decoded and augmented per sample
-in DataLoader worker processes, then normalised on the device in batches.
-- Training: the paper's scale augmentation (shorter side resized to a random
-  length in [256, 480], then a random 224 crop) plus a horizontal flip.
-- Evaluation: shorter side resized to 256, then the center 224 crop.
+Too large to live on the device, so images are decoded in DataLoader worker processes, then resized,
+augmented and normalised on the device in batches.
+- Training (crops.py): the paper's scale augmentation (shorter side resized to a random length in
+  [256, 480], then a random 224 crop) or torchvision's RandomResizedCrop (`data.crop`), plus a horizontal
+  flip. A worker decodes and cuts out the region; the device resizes the batch.
+- Evaluation: shorter side resized to 256 (`data.eval_resize`), then the center 224 crop, on the CPU with
+  the same transform `predict` uses.
 - An unreadable image stops the run with one line naming the file: a silently
   skipped file would make evaluation counts inexact. A split folder without
   images is refused up front.
@@ -13,6 +15,7 @@ in DataLoader worker processes, then normalised on the device in batches.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -21,7 +24,8 @@ import torch
 from ..errors import BadInput
 from .inputs import DescribedByInput, InputSpec
 from .loader import batch_seed, model_batch, shard_indices, shard_len
-from .transforms import center_crop, crop_to_tensor, eight_bit, resize_shorter, ten_crops
+from .crops import canvas_side, decode_region, random_resized_box, resize_crops, scale_box
+from .transforms import center_crop, eight_bit, resize_shorter, ten_crops
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 MARKER = "resnet-cli: cannot decode image "
@@ -55,32 +59,52 @@ def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[tuple[
     return samples, classes
 
 
+@dataclass(frozen=True)
+class TrainCrop:
+    """How a training crop's region is drawn (crops.py): `mode` "scale" (the paper's: shorter side in `scale`,
+    in pixels) or "random-resized" (torchvision's: area fraction in `area`, aspect ratio in `ratio`)."""
+
+    mode: str = "scale"
+    scale: tuple[int, int] = (256, 480)
+    area: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def box(self, w: int, h: int, rng: random.Random, crop: int) -> tuple[int, int, int, int]:
+        if self.mode == "random-resized":
+            return random_resized_box(w, h, rng, self.area, self.ratio)
+        return scale_box(w, h, rng, crop, self.scale)
+
+
 class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, samples: list[tuple[Path, int]], train: bool, crop: int = 224, resize: int = 256,
-                 scale: tuple[int, int] = (256, 480), flip: bool = True, ten_crop: bool = False) -> None:
+                 train_crop: TrainCrop = TrainCrop(), flip: bool = True, ten_crop: bool = False) -> None:
         self.samples, self.train, self.crop, self.resize = samples, train, crop, resize
-        self.scale, self.flip = scale, flip
+        self.train_crop, self.flip = train_crop, flip
         self.ten_crop = ten_crop  # evaluation: 10 crops per image (eval --ten-crop)
         self.epoch_seed = 0
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int):
+        """Training: (canvas, (h, w, flip), label), the crop's region for the device to resize (crops.py);
+        evaluation: (the centre crop, or 10 crops, as uint8, label)."""
         from PIL import Image, UnidentifiedImageError
 
         path, label = self.samples[i]
         try:
+            if self.train:
+                rng = random.Random(self.epoch_seed * 1_000_003 + i)
+                with Image.open(path) as im:
+                    box = self.train_crop.box(*im.size, rng, self.crop)
+                flip = int(self.flip and rng.random() < 0.5)
+                canvas, h, w = decode_region(lambda: Image.open(path), box, canvas_side(self.crop),
+                                             lambda im: eight_bit(im, "RGB"))
+                return canvas, torch.tensor([h, w, flip], dtype=torch.int32), label
             with Image.open(path) as im:
                 img = eight_bit(im, "RGB")
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             raise RuntimeError(f"{MARKER}{path} ({str(e)[:200]})") from None
-        if self.train:
-            rng = random.Random(self.epoch_seed * 1_000_003 + i)
-            img = resize_shorter(img, rng.randint(*self.scale))
-            w, h = img.size
-            return crop_to_tensor(img, rng.randint(0, w - self.crop), rng.randint(0, h - self.crop), self.crop,
-                                  self.flip and rng.random() < 0.5), label
         if self.ten_crop:
             return ten_crops(resize_shorter(img, self.resize), self.crop), label
         return center_crop(resize_shorter(img, self.resize), self.crop, self.crop), label
@@ -90,12 +114,12 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         if train == self.train:
             return self
         return ImageFolderDataset(self.samples, train, crop=self.crop, resize=self.resize, flip=self.flip,
-                                  scale=self.scale)
+                                  train_crop=self.train_crop)
 
     def for_testing(self, resize: int, ten_crop: bool) -> "ImageFolderDataset":
         """The same images evaluated after another resize, or with 10 crops each."""
         return ImageFolderDataset(self.samples, False, crop=self.crop, resize=resize, flip=self.flip,
-                                  scale=self.scale, ten_crop=ten_crop)
+                                  train_crop=self.train_crop, ten_crop=ten_crop)
 
 
 class FolderLoader(DescribedByInput):
@@ -126,8 +150,14 @@ class FolderLoader(DescribedByInput):
                                              pin_memory=self.device.type == "cuda",
                                              persistent_workers=False)
         try:
-            for b, (xb, yb) in enumerate(loader, start=start):
-                xb = xb.flatten(0, 1) if xb.ndim == 5 else xb  # 10-crop: B x 10 images -> 10B, labels stay B
+            for b, batch in enumerate(loader, start=start):
+                if self.dataset.train:  # regions on canvases: the device resizes them to the crop size
+                    xb, sizes, yb = batch
+                    xb = resize_crops(xb.to(self.device, non_blocking=True), sizes.to(self.device, non_blocking=True),
+                                      self.dataset.crop)
+                else:
+                    xb, yb = batch
+                    xb = xb.flatten(0, 1) if xb.ndim == 5 else xb  # 10-crop: B x 10 images -> 10B, labels stay B
                 yield model_batch(xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True),
                                   self.mean, self.std, self.augment if self.train else None,
                                   batch_seed(self.seed, epoch, b, self.rank), self.channels_last)

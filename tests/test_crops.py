@@ -1,0 +1,88 @@
+"""Image folders' training crops (data/crops.py): regions drawn as the paper and torchvision draw them, decoded
+and cut on the CPU, resized for the whole batch on the device; the resize agrees with Pillow's."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from resnet_cli.data.crops import canvas_side, decode_region, random_resized_box, resize_crops, scale_box
+from resnet_cli.data.transforms import eight_bit
+
+Image = pytest.importorskip("PIL.Image")
+
+
+def smooth_image(w: int, h: int, seed: int = 0):
+    """A photo-like image: low-frequency colour (so a resize compares without aliasing) and a few edges."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.randint(0, 256, (10, 12, 3), generator=g, dtype=torch.uint8).numpy()  # features ~w/10 wide
+    return Image.fromarray(low).resize((w, h), Image.BICUBIC)
+
+
+def region(path, box, canvas):
+    return decode_region(lambda: Image.open(path), box, canvas, lambda im: eight_bit(im, "RGB"))
+
+
+def test_regions_are_drawn_as_the_paper_and_torchvision_draw_them():
+    rng = random.Random(0)
+    for _ in range(500):
+        x, y, cw, ch = scale_box(500, 375, rng, 224, (256, 480))
+        assert cw == ch and 0 <= x <= 500 - cw and 0 <= y <= 375 - ch
+        assert round(224 * 375 / 480) <= cw <= round(224 * 375 / 256)  # shorter side 256..480, a 224 crop
+    fallback = 0
+    for _ in range(2000):
+        x, y, cw, ch = random_resized_box(500, 375, rng, (0.08, 1.0), (3 / 4, 4 / 3))
+        assert 0 <= x <= 500 - cw and 0 <= y <= 375 - ch
+        if (cw, ch) == (500, 375):
+            fallback += 1
+            continue
+        assert 0.08 * 0.95 <= cw * ch / (500 * 375) <= 1.0 and 3 / 4 * 0.97 <= cw / ch <= 4 / 3 * 1.03
+    assert fallback < 20
+    # a panorama: no try fits, so the centre crop at the nearest ratio
+    assert random_resized_box(1000, 100, random.Random(0), (0.9, 1.0), (3 / 4, 4 / 3)) == (433, 0, 133, 100)
+
+
+@pytest.mark.parametrize("size, box", [((300, 200), (40, 30, 150, 120)),  # upscaled to 224
+                                       ((600, 500), (10, 20, 300, 300)),  # shrunk by 1.34 on the device
+                                       ((2000, 1600), (100, 50, 1500, 1400))])  # draft 1/4, then a box reduce
+def test_the_device_resize_matches_pillows(tmp_path, size, box):
+    path = tmp_path / "a.jpg"
+    smooth_image(*size).save(path, quality=95)
+    canvas, h, w = region(path, box, canvas_side(224))
+    assert canvas.shape == (3, 336, 336) and 0 < h <= 336 and 0 < w <= 336
+    assert max(h, w) >= 336 / 2 or max(box[2:]) <= 336  # shrunk no further than the canvas needs
+    got = resize_crops(canvas[None], torch.tensor([[h, w, 0]]), 224)[0]
+    with Image.open(path) as im:
+        want = im.convert("RGB").resize((224, 224), Image.BILINEAR, box=(box[0], box[1], box[0] + box[2],
+                                                                        box[1] + box[3]))
+    want = torch.from_numpy(__import__("numpy").asarray(want).copy()).permute(2, 0, 1)
+    diff = (got.int() - want.int()).abs().float()
+    # the same bilinear resize to a level or two; the draft decode (DCT scaling) and box reduce filter differently
+    mean, q99 = (0.5, 2) if max(size) < 1000 else (2.0, 8)
+    assert diff.mean() < mean and diff.quantile(0.99) <= q99, (diff.mean(), diff.max())
+
+
+def test_flip_mirrors_exactly_and_edges_are_not_darkened(tmp_path):
+    path = tmp_path / "a.png"
+    smooth_image(120, 90).save(path)
+    canvas, h, w = region(path, (10, 5, 100, 80), 336)
+    both = resize_crops(torch.stack([canvas, canvas]), torch.tensor([[h, w, 0], [h, w, 1]]), 224)
+    assert (both[1].int() - both[0].flip(-1).int()).abs().max() <= 1
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (50, 40), (90, 150, 210)).save(grey)
+    canvas, h, w = region(grey, (0, 0, 50, 40), 336)
+    out = resize_crops(canvas[None], torch.tensor([[h, w, 1]]), 224)[0]
+    assert (out == torch.tensor([90, 150, 210], dtype=torch.uint8).view(3, 1, 1)).all()  # every pixel, edges too
+
+
+def test_a_crop_larger_than_the_canvas_is_decoded_smaller(tmp_path):
+    """A 1600-pixel region of a JPEG: libjpeg's DCT scaling (draft) decodes it at 1/4, no resize of the full
+    image on the CPU."""
+    path = tmp_path / "big.jpg"
+    smooth_image(2000, 1600).save(path, quality=90)
+    canvas, h, w = region(path, (0, 0, 2000, 1600), 336)
+    assert (w, h) == (250, 200)  # draft at 1/4 (500x400), then a 2x box reduce to fit the 336 canvas
+    assert math.isclose(w / h, 2000 / 1600, rel_tol=0.02)
