@@ -86,3 +86,61 @@ def test_a_crop_larger_than_the_canvas_is_decoded_smaller(tmp_path):
     canvas, h, w = region(path, (0, 0, 2000, 1600), 336)
     assert (w, h) == (250, 200)  # draft at 1/4 (500x400), then a 2x box reduce to fit the 336 canvas
     assert math.isclose(w / h, 2000 / 1600, rel_tol=0.02)
+
+
+def write_folder(root, classes=("a", "b"), per_class=8, size=(64, 48)):
+    for ci, c in enumerate(classes):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            smooth_image(*size, seed=ci * 100 + i).save(root / c / f"{i}.jpg", quality=90)
+
+
+def test_a_folders_listing_is_kept_and_walked_again_when_it_changes(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from resnet_cli.data.imagefolder import scan
+
+    write_folder(tmp_path / "train")
+    (tmp_path / "train" / "b" / "deeper").mkdir()
+    smooth_image(64, 48).save(tmp_path / "train" / "b" / "deeper" / "x.png")
+    first, classes = scan(tmp_path / "train", cache_dir=tmp_path / "index")
+    assert len(first) == 17 and classes == ["a", "b"] and len(list((tmp_path / "index").iterdir())) == 1
+    walks = []
+    real = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, p: walks.append(self) or real(self, p))
+    assert scan(tmp_path / "train", cache_dir=tmp_path / "index") == (first, classes) and walks == []  # from the index
+    smooth_image(64, 48).save(tmp_path / "train" / "b" / "deeper" / "y.png")  # a new file two folders down
+    again, _ = scan(tmp_path / "train", cache_dir=tmp_path / "index")
+    assert len(again) == 18 and walks and again[-1][0].name == "y.png"
+    (tmp_path / "train" / "a" / "0.jpg").unlink()
+    assert len(scan(tmp_path / "train", cache_dir=tmp_path / "index")[0]) == 17
+    for index in (tmp_path / "index").iterdir():
+        index.write_text("{not json")  # a broken index is walked past, then rewritten
+    assert scan(tmp_path / "train", cache_dir=tmp_path / "index")[0] == scan(tmp_path / "train")[0]
+
+
+@pytest.mark.slow  # worker processes
+def test_training_workers_persist_across_epochs_and_each_epoch_draws_anew(tmp_path):
+    from resnet_cli.data.imagefolder import FolderLoader, ImageFolderDataset, TrainCrop, scan
+    from resnet_cli.data.inputs import InputSpec
+
+    write_folder(tmp_path / "train", per_class=8)
+    samples, classes = scan(tmp_path / "train")
+    spec = InputSpec.of(classes, 3, 32, 37, [0.5] * 3, [0.25] * 3)
+
+    def loader(workers):
+        ds = ImageFolderDataset(samples, True, crop=32, resize=37, train_crop=TrainCrop("random-resized"))
+        return FolderLoader(ds, 4, spec, torch.device("cpu"), train=True, seed=3, workers=workers)
+
+    warm = loader(2)
+    epochs = [[x for x, _ in warm.batches(epoch)] for epoch in range(3)]
+    assert warm.data_loader() is warm._loader and warm._loader.persistent_workers
+    pids = {w.pid for w in warm._loader._iterator._workers}
+    list(warm.batches(3))
+    assert {w.pid for w in warm._loader._iterator._workers} == pids  # the same processes, epoch after epoch
+    assert not torch.equal(epochs[1][0], epochs[2][0])  # the epoch reaches the persistent workers
+    for epoch in range(3):  # as a fresh loader (no workers) draws them: nothing stale in the workers
+        fresh = [x for x, _ in loader(0).batches(epoch)]
+        assert len(fresh) == len(epochs[epoch]) == 4 and all(torch.equal(a, b) for a, b in zip(epochs[epoch], fresh))
+    tail = [x for x, _ in warm.batches(2, start=2)]
+    assert all(torch.equal(a, b) for a, b in zip(tail, epochs[2][2:])) and len(tail) == len(epochs[2]) - 2

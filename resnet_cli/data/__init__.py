@@ -314,11 +314,12 @@ def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train
     except ImportError:
         raise BadInput('image folders need Pillow: pip install "resnet-cli[images]"') from None
     has_train = need_train or (root / "train").is_dir()
+    index = data_root() / "index"  # the folders' listings, kept in the cache folder (imagefolder.listing)
     if has_train:
-        train, classes = scan(root / "train", classes)
-        test, _ = scan(root / "val", classes)
+        train, classes = scan(root / "train", classes, index)
+        test, _ = scan(root / "val", classes, index)
     else:  # evaluation only: val/, or a plain folder of class folders
-        test, classes = scan(root / "val" if (root / "val").is_dir() else root, classes)
+        test, classes = scan(root / "val" if (root / "val").is_dir() else root, classes, index)
         train = test
     val = None
     if cfg.val_split and has_train:

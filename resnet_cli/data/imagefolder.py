@@ -31,11 +31,59 @@ EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 MARKER = "resnet-cli: cannot decode image "
 
 
-def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
-    """(path, label) pairs, classes in sorted folder-name order (as torchvision's ImageFolder)."""
+INDEX_VERSION = 1
+
+
+def listing(split_dir: Path, cache_dir: Path | None = None) -> dict[str, list[str]]:
+    """Every image file under each class folder of `split_dir` (class -> paths relative to it, sorted), read from
+    an index in `cache_dir` while no folder under `split_dir` has changed (every directory's mtime is checked:
+    adding or removing a file changes its folder's), else walked and the index rewritten. A 1.28M-file
+    ImageNet is then walked once, not at every start (minutes on a network file system)."""
+    import hashlib
+    import json
+    import os
+
+    root = split_dir.resolve()
+    index = cache_dir / f"{hashlib.sha256(str(root).encode()).hexdigest()[:24]}.json" if cache_dir else None
+    if index is not None and index.is_file():
+        try:
+            saved = json.loads(index.read_text())
+            if saved["version"] == INDEX_VERSION and saved["root"] == str(root) and all(
+                    os.stat(root / rel).st_mtime_ns == mtime for rel, mtime in saved["dirs"].items()):
+                return saved["classes"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # stale, unreadable or not ours: walk again
+    dirs = {".": os.stat(root).st_mtime_ns}
+    classes: dict[str, list[str]] = {}
+    for c in sorted(d.name for d in root.iterdir() if d.is_dir()):
+        dirs[c] = os.stat(root / c).st_mtime_ns
+        files = []
+        for p in sorted((root / c).rglob("*")):
+            if p.is_dir():
+                dirs[str(p.relative_to(root))] = p.stat().st_mtime_ns
+            elif p.suffix.lower() in EXTENSIONS and p.is_file():
+                files.append(str(p.relative_to(root)))
+        classes[c] = files
+    if index is not None:
+        from ..files import atomic_write_text
+
+        try:
+            index.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(index, json.dumps({"version": INDEX_VERSION, "root": str(root), "dirs": dirs,
+                                                 "classes": classes}))
+        except OSError:
+            pass  # a read-only cache costs the next start a walk, nothing else
+    return classes
+
+
+def scan(split_dir: Path, classes: list[str] | None = None,
+         cache_dir: Path | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(path, label) pairs, classes in sorted folder-name order (as torchvision's ImageFolder); the folder's
+    listing from `cache_dir`'s index when nothing changed (`listing`)."""
     if not split_dir.is_dir():
         raise BadInput(f"image folder {split_dir} does not exist (expected train/<class>/* and val/<class>/*)")
-    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    files = listing(split_dir, cache_dir)
+    found = list(files)
     classes = classes or found
     if not classes:
         raise BadInput(f"{split_dir} has no class folders")
@@ -44,9 +92,7 @@ def scan(split_dir: Path, classes: list[str] | None = None) -> tuple[list[tuple[
     for c in found:
         if c not in index:
             raise BadInput(f"{split_dir / c} is a class the training split does not have")
-        for p in sorted((split_dir / c).rglob("*")):
-            if p.suffix.lower() in EXTENSIONS and p.is_file():
-                samples.append((p, index[c]))
+        samples.extend((split_dir / rel, index[c]) for rel in files[c])
     if not samples:
         raise BadInput(f"{split_dir} holds no images ({', '.join(sorted(EXTENSIONS))})")
     if classes is found:  # the split that names the classes: a class without images could never be learnt
@@ -86,15 +132,18 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
         """Training: (canvas, (h, w, flip), label), the crop's region for the device to resize (crops.py);
-        evaluation: (the centre crop, or 10 crops, as uint8, label)."""
+        evaluation: (the centre crop, or 10 crops, as uint8, label). `key` is an index, or (index, epoch seed)
+        from the loader's sampler: persistent workers keep their copy of the dataset, so the epoch travels
+        with each index."""
         from PIL import Image, UnidentifiedImageError
 
+        i, epoch_seed = key if isinstance(key, tuple) else (key, self.epoch_seed)
         path, label = self.samples[i]
         try:
             if self.train:
-                rng = random.Random(self.epoch_seed * 1_000_003 + i)
+                rng = random.Random(epoch_seed * 1_000_003 + i)
                 with Image.open(path) as im:
                     box = self.train_crop.box(*im.size, rng, self.crop)
                 flip = int(self.flip and rng.random() < 0.5)
@@ -122,9 +171,23 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                                   train_crop=self.train_crop, ten_crop=ten_crop)
 
 
+class _Order(torch.utils.data.Sampler):
+    """The keys of this epoch's samples, (index, epoch seed), in order; set by the loader before each epoch."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, int]] = []
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 class FolderLoader(DescribedByInput):
     """The `Loader` of image folders: decoded and cropped in DataLoader workers, normalised (and given the
-    batch augmentations) on the device; sharded by rank."""
+    batch augmentations) on the device; sharded by rank. A training loader's workers persist across epochs
+    (started once per run, as timm's); an evaluation loader's start at each evaluation."""
 
     def __init__(self, dataset: ImageFolderDataset, batch_size: int, input: InputSpec, device: torch.device,
                  train: bool, seed: int = 0, channels_last: bool = False, rank: int = 0, world: int = 1,
@@ -134,6 +197,8 @@ class FolderLoader(DescribedByInput):
         self.mean, self.std = input.normalizer(device)
         self.seed, self.channels_last, self.rank, self.world, self.workers = seed, channels_last, rank, world, workers
         self.augment = augment  # TrainAugment's batch ops (crop and flip happened while decoding)
+        self._order = _Order()
+        self._loader = None
 
     def __len__(self) -> int:
         return shard_len(len(self.dataset), self.batch_size, self.train, self.rank, self.world)
@@ -142,15 +207,19 @@ class FolderLoader(DescribedByInput):
         return shard_indices(len(self.dataset), self.batch_size, self.train, self.rank, self.world, self.seed,
                              epoch).tolist()
 
+    def data_loader(self) -> torch.utils.data.DataLoader:
+        """The one DataLoader of this loader, its sampler reset each epoch (`_Order`)."""
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=self.batch_size, sampler=self._order, num_workers=self.workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=self.train and self.workers > 0)
+        return self._loader
+
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.dataset.epoch_seed = self.seed * 7_919 + epoch
-        idx = self.indices(epoch)[start * self.batch_size:]
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(self.dataset, idx), batch_size=self.batch_size,
-                                             shuffle=False, num_workers=self.workers,
-                                             pin_memory=self.device.type == "cuda",
-                                             persistent_workers=False)
+        epoch_seed = self.seed * 7_919 + epoch
+        self._order.keys = [(i, epoch_seed) for i in self.indices(epoch)[start * self.batch_size:]]
         try:
-            for b, batch in enumerate(loader, start=start):
+            for b, batch in enumerate(self.data_loader(), start=start):
                 if self.dataset.train:  # regions on canvases: the device resizes them to the crop size
                     xb, sizes, yb = batch
                     xb = resize_crops(xb.to(self.device, non_blocking=True), sizes.to(self.device, non_blocking=True),

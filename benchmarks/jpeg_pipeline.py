@@ -1,0 +1,172 @@
+"""CPU work per training image on ImageNet-like JPEGs: our image-folder path against a hand-written
+torchvision-reference pipeline, on the same files, in the same run, on one core (issue #24).
+
+    python benchmarks/jpeg_pipeline.py [--images 2000] [--dir /tmp/jpegs] [--repeats 3] [--json]
+
+The JPEGs are generated (500x375, quality 90, ~90 KB: smooth colour fields with noise, like photos in size and
+entropy) and kept in --dir for the next run; nothing is committed. Each pipeline runs over every file in one
+process with torch on one thread; the best of --repeats passes is reported, as images/s per core.
+
+- decode: Pillow's decode to RGB, nothing else (the floor of any JPEG pipeline);
+- reference: torchvision's ClassificationPresetTrain by hand: decode, RandomResizedCrop(224) (crop, then
+  Pillow's antialiased bilinear resize), flip, PILToTensor, ConvertImageDtype(float), Normalize;
+- before: this project's path before the device-side resize: decode, resize the whole image to a shorter side
+  in [256, 480], crop 224, flip, to uint8;
+- ours (scale | random-resized): what a DataLoader worker does now (ImageFolderDataset.__getitem__): decode
+  (DCT-scaled when the region allows), cut out the region, place it on a canvas; the resize and flip are the
+  device's (`device resize` reports that part, timed here on the CPU for scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RN50_H100_IMG_S = 5_500  # our RN50-v1.5 bf16 training step on one H100 (BENCHMARKS.md, 2026-11-26)
+
+
+def make_jpegs(folder: Path, n: int) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / "c" / f"{i:05d}.jpg"
+        paths.append(path)
+        if path.exists():
+            continue
+        path.parent.mkdir(exist_ok=True)
+        low = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+        img = np.asarray(Image.fromarray(low).resize((500, 375), Image.BICUBIC)).astype(np.int16)
+        img = img + rng.integers(-25, 25, img.shape)
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+    return paths
+
+
+def rrc_box(w, h, r):
+    from resnet_cli.data.crops import random_resized_box
+
+    return random_resized_box(w, h, r, (0.08, 1.0), (3 / 4, 4 / 3))
+
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def decode(path, r):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def reference(path, r):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        img = im.convert("RGB")
+    x, y, cw, ch = rrc_box(*img.size, r)
+    img = img.crop((x, y, x + cw, y + ch)).resize((224, 224), Image.BILINEAR)
+    if r.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    t = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div_(255)
+    return t.sub_(MEAN).div_(STD)
+
+
+def before(path, r):
+    from PIL import Image
+
+    from resnet_cli.data.transforms import resize_shorter, to_tensor
+
+    with Image.open(path) as im:
+        img = resize_shorter(im.convert("RGB"), r.randint(256, 480))
+    w, h = img.size
+    x, y = r.randint(0, w - 224), r.randint(0, h - 224)
+    img = img.crop((x, y, x + 224, y + 224))
+    if r.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return to_tensor(img)
+
+
+def ours(mode: str):
+    from resnet_cli.data.imagefolder import ImageFolderDataset, TrainCrop
+
+    def run(paths):
+        ds = ImageFolderDataset([(p, 0) for p in paths], True, crop=224, train_crop=TrainCrop(mode))
+        for i in range(len(ds)):
+            ds[i]
+    return run
+
+
+def per_file(fn):
+    def run(paths):
+        r = random.Random(0)
+        for p in paths:
+            fn(p, r)
+    return run
+
+
+def device_resize_cpu(paths):
+    """The device's share, timed on this CPU for scale: resize_crops over batches of 64 canvases."""
+    from resnet_cli.data.crops import resize_crops
+
+    canvases = torch.randint(0, 256, (64, 3, 336, 336), dtype=torch.uint8)
+    sizes = torch.tensor([[300, 280, i % 2] for i in range(64)])
+    for _ in range(math.ceil(len(paths) / 64)):
+        resize_crops(canvases, sizes, 224)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/resnet-cli-jpegs"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    paths = make_jpegs(a.dir, a.images)
+    size_kb = sum(p.stat().st_size for p in paths) / len(paths) / 1024
+    pipelines = {"decode": per_file(decode), "reference": per_file(reference), "before": per_file(before),
+                 "ours (scale)": ours("scale"), "ours (random-resized)": ours("random-resized"),
+                 "device resize (on this CPU)": device_resize_cpu}
+    rates = {}
+    for name, run in pipelines.items():
+        best = 0.0
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            run(paths)
+            best = max(best, len(paths) / (time.perf_counter() - t0))
+        rates[name] = best
+    ref = rates["reference"]
+    import PIL
+
+    out = {"images": len(paths), "mean_kb": round(size_kb, 1), "pillow": PIL.__version__, "torch": torch.__version__,
+           "cpu": os.uname().machine, "img_per_s_per_core": {k: round(v) for k, v in rates.items()},
+           "vs_reference": {k: round(v / ref, 2) for k, v in rates.items()},
+           "cores_for_rn50_h100": {k: round(RN50_H100_IMG_S / rates[k], 1) for k in
+                                   ("reference", "before", "ours (scale)", "ours (random-resized)")}}
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"{len(paths)} JPEGs, 500x375 q90, {size_kb:.0f} KB mean; Pillow {PIL.__version__}, torch {torch.__version__}, "
+          "one core")
+    print(f"{'pipeline':30s} {'img/s/core':>10s} {'x ref':>6s} {'cores for 5,500 img/s':>22s}")
+    for k, v in rates.items():
+        cores = f"{RN50_H100_IMG_S / v:.1f}" if k in out["cores_for_rn50_h100"] else ""
+        print(f"{k:30s} {v:10.0f} {v / ref:6.2f} {cores:>22s}")
+
+
+if __name__ == "__main__":
+    main()
