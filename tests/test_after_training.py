@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
 pytest.importorskip("PIL")
 
@@ -264,3 +265,23 @@ def test_an_image_folders_val_is_named_val(cli, folder_run, tmp_path):
     assert out["split"] == "test" and out["split_name"] == "val" and out["count"] == 18
     wrong = cli("eval", run, "--split", "val", "--device", "cpu")
     assert wrong.exit_code == 2 and "an image folder's val/ is --split test" in wrong.stderr
+
+
+def test_the_torchvision_preset_trains_an_image_folder_with_random_resized_crops(cli, folder_run, tmp_path):
+    """`--preset torchvision`: RandomResizedCrop with torchvision's defaults, evaluation at its resize; the run
+    records that resize for export and predict."""
+    cfg = yaml.safe_load(cli("train", "--preset", "torchvision", "--print-config").stdout)
+    d, t = cfg["data"], cfg["train"]
+    assert (d["crop"], d["crop_scale"], d["eval_resize"], cfg["model"]["name"]) == \
+        ("random-resized", [0.08, 1.0], 256, "resnet50-v1.5")
+    assert d["crop_ratio"] == pytest.approx([0.75, 4 / 3])
+    assert (t["lr"], t["batch_size"], t["epochs"], t["milestones"], t["weight_decay"]) == (0.1, 256, 90, [30, 60], 1e-4)
+    out = cli.json("train", "--preset", "torchvision", "--data-dir", folder_run / "images", "--set",
+                   "model.name=resnet20", "--image-size", "24", "--set", "data.eval_resize=28", "--workers", "0",
+                   "--batch-size", "6", "--epochs", "3", "--lr", "0.05", "--device", "cpu", "--run-dir", tmp_path,
+                   "--name", "tv")
+    assert out["final"]["train_top1"] > 0.6  # three colours, learnt from random-resized crops (chance: 1/3)
+    saved = torch.load(tmp_path / "tv" / "last.pt", weights_only=True)
+    assert saved["input"]["resize"] == 28 and saved["input"]["image_size"] == [24, 24]
+    bad = cli("train", "--preset", "torchvision", "--set", "data.crop_scale=[0.5,0.1]", "--print-config")
+    assert bad.exit_code == 2 and "data.crop_scale is [low, high]" in bad.stderr
