@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from . import __version__
 from .commands import bench as bench_cmd
 from .commands import build as build_cmd
+from .commands import data as data_cmd
 from .commands import eval as eval_cmd
 from .commands import export as export_cmd
 from .commands import flops as flops_cmd
@@ -135,6 +136,7 @@ app.command("plot")(plot_cmd.plot)
 app.command("gradflow")(gradflow_cmd.gradflow)
 app.command("bench")(bench_cmd.bench)
 app.command("reproduce")(reproduce_cmd.reproduce_cmd)
+app.add_typer(data_cmd.app, name="data")
 
 
 def main() -> None:

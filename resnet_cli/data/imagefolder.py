@@ -128,6 +128,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.train_crop, self.flip = train_crop, flip
         self.ten_crop = ten_crop  # evaluation: 10 crops per image (eval --ten-crop)
         self.epoch_seed = 0
+        self.stage_times: dict[str, float] | None = None  # `resnet data bench`: seconds per stage, in-process
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -148,7 +149,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                     box = self.train_crop.box(*im.size, rng, self.crop)
                 flip = int(self.flip and rng.random() < 0.5)
                 canvas, h, w = decode_region(lambda: Image.open(path), box, canvas_side(self.crop),
-                                             lambda im: eight_bit(im, "RGB"))
+                                             lambda im: eight_bit(im, "RGB"), self.stage_times)
                 return canvas, torch.tensor([h, w, flip], dtype=torch.int32), label
             with Image.open(path) as im:
                 img = eight_bit(im, "RGB")
@@ -214,6 +215,10 @@ class FolderLoader(DescribedByInput):
                 self.dataset, batch_size=self.batch_size, sampler=self._order, num_workers=self.workers,
                 pin_memory=self.device.type == "cuda", persistent_workers=self.train and self.workers > 0)
         return self._loader
+
+    def close(self) -> None:
+        """Stop the persistent workers (they end with the DataLoader that owns them); the next epoch starts new."""
+        self._loader = None
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch_seed = self.seed * 7_919 + epoch

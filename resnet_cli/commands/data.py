@@ -1,0 +1,92 @@
+"""`resnet data`: the input pipeline on its own (`data bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ._common import JsonOpt, check_positive, console, print_json, progress_bar
+
+app = typer.Typer(help="The input pipeline on its own: how fast it feeds a model.", no_args_is_help=True)
+
+STAGES = {"decode": "decode (worker)", "crop": "cut the region, canvas (worker)", "other": "read header, draw (worker)",
+          "collate": "collate (worker)", "to_device": "copy to the device", "device": "resize, augment (device)"}
+
+
+@app.command("bench")
+def bench_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="An image folder (train/<class>/*, val/<class>/*).",
+                                             show_default=False)],
+    preset: Annotated[Optional[str], typer.Option("--preset", "-p", show_default=False,
+                                                  help="The run's preset: its transforms and model.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", show_default=False,
+                                                   help="The run's YAML config file.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", show_default=False,
+                                                      help="Override any key, as in train (repeatable).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", show_default=False,
+                                                 help="model.name: the model to compare with.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-j", show_default=False,
+                                                   help="data.workers: decoding processes.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", show_default=False,
+                                                      help="train.batch_size (per process).")] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", show_default=False,
+                                                      help="data.image_size: the crop.")] = None,
+    batches: Annotated[int, typer.Option("--batches", help="Batches to time after the first.")] = 20,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    target: Annotated[Optional[float], typer.Option("--target-img-s", show_default=False,
+                                                    help="The model's training images/s, when known (else "
+                                                         "measured here with bench's step).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Time the input pipeline alone with the run's own transforms, and say which side bounds training.
+
+    Reports images/s overall and per worker, the CPU cores busy, the time per image of each stage
+    (decode, crop, collate, copy to the device, the device's resize and augmentations), the model's
+    training rate on this device, and how many workers would feed it.
+
+    Example: [bold]resnet data bench /data/imagenet --preset torchvision --workers 8 --target-img-s 5500[/bold]
+    """
+    from .. import config as C
+    from ..data import identify_dataset
+    from ..errors import BadInput
+    from ..models import resolve_name
+    from ..pipeline_bench import bench_pipeline
+
+    check_positive(batches, "--batches")
+    if target is not None and not (0 < target < float("inf")):
+        raise BadInput(f"--target-img-s must be a positive number, got {target}")
+    flags: dict[str, Any] = {"data.data_dir": str(data_dir), "data.workers": workers, "data.image_size": image_size,
+                             "train.batch_size": batch_size,
+                             "model.name": resolve_name(model, None, False) if model else None}
+    if workers is not None and workers < 0:
+        raise BadInput(f"--workers must not be negative, got {workers}")
+    cfg = C.resolve(preset, config, flags, set_, identify=identify_dataset)
+    with progress_bar("reading", quiet=json_out) as on_batch:
+        out = bench_pipeline(cfg, device, batches, target_img_s=target, on_batch=on_batch)
+    if json_out:
+        print_json(out)
+        return
+    from rich.table import Table
+
+    p, stages = out["pipeline"], out["stages_ms_per_image"]
+    table = Table(title=f"{out['images']:,} images, batch {out['batch_size']}, {out['crop']} crop "
+                        f"{out['image_size']}")
+    table.add_column("stage")
+    table.add_column("ms/image", justify="right")
+    table.add_column("img/s", justify="right")
+    for key, label in STAGES.items():
+        ms = stages[key]
+        table.add_row(label, f"{ms:.3f}", f"{1000 / ms:,.0f}" if ms >= 0.001 else "-")
+    c = console()
+    c.print(table)
+    c.print(f"device: {out['device']}")
+    cores = f", {p['cores_busy']:.1f} cores busy" if p["cores_busy"] is not None else ""
+    c.print(f"CPU per image (worker + collate): {out['cpu_img_per_s_per_core']:,.0f} img/s per core "
+            f"(stages timed on {out['stage_sample']} images in this process)")
+    c.print(f"loader: {p['img_per_s']:,.0f} img/s with {p['workers']} worker(s) "
+            f"({out['per_worker_img_per_s']:,.0f} per worker{cores}) over {p['batches']} batches")
+    m = out["model"]
+    c.print(f"model: {m['img_per_s']:,.0f} img/s training ({m['source']})")
+    c.print(out["verdict"])

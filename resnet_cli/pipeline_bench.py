@@ -1,0 +1,163 @@
+"""`resnet data bench`: the input pipeline alone, with the run's own transforms, against the model it feeds.
+
+Two measurements of the training loader a run would build (data.make_loader: the same crops, the same batch
+augmentations on the device):
+- the stage split, in this process on a sample of the epoch's images: CPU seconds per image to decode, to
+  cut the crop's region out (and draw it), to collate a batch; then per batch the copy to the device and the
+  device's share (resize, flip, normalisation and the recipe's batch augmentations);
+- the throughput: the loader with its `data.workers` processes over `batches` batches (after one that starts
+  the workers), images/s, and the CPU cores the processes kept busy meanwhile (Linux /proc).
+The model's side is `bench`'s training step on this device, or a given `target_img_s`. Which side is slower
+bounds training; the workers the model needs follow from the per-worker rate.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Callable
+
+
+def _cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds of these processes so far (Linux); None where /proc cannot tell."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, float]:
+    """Seconds per image of each stage (module docstring), measured in this process on `sample` images."""
+    import torch
+
+    from .data import make_loader
+    from .data.loader import model_batch
+
+    loader = make_loader(data, cfg.data, "train", batch_size, device, training=True)
+    ds = loader.dataset
+    keys = [(i, 0) for i in loader.indices(0)[:sample]]
+    ds.stage_times = {}
+    items, t0 = [], time.perf_counter()
+    try:
+        for key in keys:
+            items.append(ds[key])
+    finally:
+        ds.stage_times, times = None, ds.stage_times
+    worker = time.perf_counter() - t0
+    n = len(keys)
+    t0 = time.perf_counter()
+    batches = [torch.utils.data.default_collate(items[i:i + batch_size]) for i in range(0, n, batch_size)]
+    collate = time.perf_counter() - t0
+    copy = device_part = 0.0
+    from .data.crops import resize_crops
+
+    for xb, sizes, yb in batches:
+        _sync(device)
+        t0 = time.perf_counter()
+        xb, sizes, yb = xb.to(device), sizes.to(device), yb.to(device)
+        _sync(device)
+        t1 = time.perf_counter()
+        x = resize_crops(xb, sizes, ds.crop)
+        model_batch(x, yb, loader.mean, loader.std, loader.augment, 0, False)
+        _sync(device)
+        copy, device_part = copy + t1 - t0, device_part + time.perf_counter() - t1
+    decode, crop = times.get("decode", 0.0), times.get("crop", 0.0)
+    return {"decode": decode / n, "crop": crop / n, "other": max(worker - decode - crop, 0.0) / n,
+            "collate": collate / n, "to_device": copy / n, "device": device_part / n, "images": n}
+
+
+def throughput(data, cfg, batch_size: int, device, batches: int,
+               on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The real training loader: images/s over `batches` batches after a first one, and the cores it kept busy."""
+    from .data import make_loader
+
+    loader = make_loader(data, cfg.data, "train", batch_size, device, training=True)
+    batches = min(batches, len(loader) - 1)
+    it = iter(loader.batches(0))
+    next(it)  # starts the workers and fills their queues
+    _sync(device)
+    import multiprocessing
+
+    pids = [os.getpid()] + [p.pid for p in multiprocessing.active_children()]  # the loader's workers
+    cpu0, t0 = _cpu_seconds(pids), time.perf_counter()
+    for i in range(batches):
+        next(it)
+        if on_batch is not None:
+            on_batch(i + 1, batches)
+    _sync(device)
+    wall = time.perf_counter() - t0
+    cpu1 = _cpu_seconds(pids)
+    it.close()
+    del it
+    loader.close()  # the model's bench runs next: idle workers must not hold cores or memory
+    cores = (cpu1 - cpu0) / wall if cpu0 is not None and cpu1 is not None else None
+    return {"img_per_s": batches * batch_size / wall, "batches": batches, "seconds": wall, "cores_busy": cores,
+            "workers": loader.workers}
+
+
+def model_rate(cfg, batch_size: int, device, planned_steps: int) -> float:
+    """`bench`'s training step for the run's model at its crop size on this device, with the run's speed
+    settings (compiled where the run would be; the compilation is not timed), images/s."""
+    from .bench import BenchConfig, measure
+    from .speed import Speed
+
+    speed = Speed.for_train(cfg.train, device, planned_steps)
+    bc = BenchConfig("train", batch_size, cfg.data.image_size, speed, warmup=2, iters=3, repeats=3)
+    return measure(cfg.model.name, bc, device, 0)["images_per_s"]
+
+
+def bench_pipeline(cfg, device_name: str = "auto", batches: int = 20, batch_size: int | None = None,
+                   target_img_s: float | None = None, sample: int = 128,
+                   on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """`resnet data bench`: the stage split, the throughput, the model's rate and which one bounds training."""
+    from .data import load_data
+    from .device import device_name as describe_device, resolve_device
+    from .errors import BadInput
+
+    if cfg.data.dataset != "imagefolder":
+        raise BadInput(f"{cfg.data.dataset} lives on the device in one tensor: no input pipeline to bench "
+                       "(data bench reads image folders)")
+    device = resolve_device(device_name)
+    batch_size = batch_size or cfg.train.batch_size
+    data = load_data(cfg.data)
+    if len(data.train_set) // batch_size < 2:
+        raise BadInput(f"{len(data.train_set)} training images make {len(data.train_set) // batch_size} batch(es) "
+                       f"of {batch_size}: the bench needs 2 or more (lower --batch-size)")
+    stages = stage_split(data, cfg, batch_size, device, min(sample, len(data.train_set)))
+    measured = throughput(data, cfg, batch_size, device, batches, on_batch)
+    model = {"img_per_s": target_img_s, "source": "given"} if target_img_s else \
+        {"img_per_s": model_rate(cfg, batch_size, device, cfg.train.epochs * (len(data.train_set) // batch_size)),
+         "source": f"measured: {cfg.model.name} training step"}
+    cpu_per_image = stages["decode"] + stages["crop"] + stages["other"] + stages["collate"]
+    per_core = 1 / cpu_per_image
+    workers = measured["workers"]
+    per_worker = measured["img_per_s"] / workers if workers else per_core
+    need = math.ceil(model["img_per_s"] / per_worker)
+    bound = "input" if measured["img_per_s"] < model["img_per_s"] else "model"
+    if bound == "input":
+        verdict = (f"input-bound: the loader feeds {measured['img_per_s']:,.0f} img/s, the model would take "
+                   f"{model['img_per_s']:,.0f}; about {need} workers ({need} cores at {per_worker:,.0f} img/s each) "
+                   "would feed it")
+    else:
+        verdict = (f"model-bound: the loader feeds {measured['img_per_s']:,.0f} img/s, the model takes "
+                   f"{model['img_per_s']:,.0f}; {need} of {max(workers, 1)} worker(s) would do")
+    return {"data_dir": str(cfg.data.data_dir), "images": len(data.train_set), "batch_size": batch_size,
+            "crop": cfg.data.crop, "image_size": cfg.data.image_size, "device": describe_device(device),
+            "stages_ms_per_image": {k: v * 1000 for k, v in stages.items() if k != "images"},
+            "stage_sample": stages["images"], "cpu_img_per_s_per_core": per_core,
+            "pipeline": measured, "per_worker_img_per_s": per_worker, "model": model,
+            "workers_needed": need, "bound": bound, "verdict": verdict}

@@ -1,0 +1,69 @@
+"""`resnet data bench`: the input pipeline alone, its stages, its rate against the model's, and the verdict."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from test_crops import write_folder
+
+pytest.importorskip("PIL")
+
+
+@pytest.fixture(scope="module")
+def jpegs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("jpegs")
+    write_folder(root / "train", classes=("a", "b", "c"), per_class=16, size=(96, 72))
+    write_folder(root / "val", classes=("a", "b", "c"), per_class=2, size=(96, 72))
+    return root
+
+
+ARGS = ("--image-size", "32", "--batch-size", "8", "--batches", "3", "--device", "cpu")
+
+
+def test_data_bench_splits_the_stages_and_says_which_side_bounds_training(cli, jpegs):
+    fast = cli.json("data", "bench", jpegs, *ARGS, "--workers", "0", "--target-img-s", "1e9")
+    assert fast["images"] == 48 and fast["batch_size"] == 8 and fast["crop"] == "scale"
+    assert set(fast["stages_ms_per_image"]) == {"decode", "crop", "other", "collate", "to_device", "device"}
+    assert all(v >= 0 for v in fast["stages_ms_per_image"].values()) and fast["stages_ms_per_image"]["decode"] > 0
+    p = fast["pipeline"]
+    assert p["batches"] == 3 and p["img_per_s"] > 0 and p["workers"] == 0
+    assert fast["bound"] == "input" and fast["model"] == {"img_per_s": 1e9, "source": "given"}
+    assert fast["workers_needed"] == math.ceil(1e9 / fast["per_worker_img_per_s"])
+    assert fast["verdict"].startswith("input-bound: the loader feeds")
+    slow = cli.json("data", "bench", jpegs, *ARGS, "--workers", "0", "--target-img-s", "1")
+    assert slow["bound"] == "model" and slow["workers_needed"] == 1
+    assert slow["verdict"].startswith("model-bound:")
+
+
+@pytest.mark.slow  # a worker process and the model's bench
+def test_data_bench_with_workers_and_the_models_measured_rate(cli, jpegs):
+    out = cli.json("data", "bench", jpegs, *ARGS, "--workers", "1", "--model", "resnet20",
+                   "--set", "data.crop=random-resized")
+    assert out["crop"] == "random-resized" and out["pipeline"]["workers"] == 1
+    assert out["model"]["source"] == "measured: resnet20 training step" and out["model"]["img_per_s"] > 0
+    assert out["pipeline"]["cores_busy"] is not None and out["pipeline"]["cores_busy"] > 0
+    table = cli("data", "bench", jpegs, *ARGS, "--workers", "1", "--target-img-s", "100000",
+                env={"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert any(line.startswith("│ decode (worker)") for line in lines)
+    assert max(len(line) for line in lines if line.startswith(("┃", "│", "┏", "└"))) <= 80
+    assert max(len(line) for line in lines) <= 80  # the lines below the table wrap between words
+    words = " ".join(table.stdout.split())
+    assert "img/s per core" in words and "input-bound: the loader feeds" in words
+
+
+def test_data_bench_refuses_what_it_cannot_bench(cli, jpegs, tmp_path, fashion_dir):
+    resident = cli("data", "bench", fashion_dir, "--device", "cpu")
+    assert resident.exit_code == 2
+    assert "fashion-mnist lives on the device in one tensor: no input pipeline to bench" in resident.stderr
+    for bad, text in ((("--target-img-s", "-5"), "--target-img-s must be a positive number"),
+                      (("--batches", "0"), "--batches must be positive"),
+                      (("--batch-size", "64"), "make 0 batch(es) of 64")):
+        result = cli("data", "bench", jpegs, "--image-size", "32", "--workers", "0", "--device", "cpu", *bad)
+        assert result.exit_code == 2 and text in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    missing = cli("data", "bench", tmp_path / "nothing", "--device", "cpu")
+    assert missing.exit_code == 2 and "no such folder" in missing.stderr
