@@ -158,6 +158,10 @@ class CompiledForward:
     def __init__(self, module, speed: Speed, on_fallback: Callable[[BaseException], None] | None) -> None:
         import torch
 
+        from .quiet import quiet_torchscript
+
+        with quiet_torchscript():  # Inductor's CPU backend imports this module, which defines TorchScript classes
+            import torch.utils.mkldnn  # noqa: F401
         self.module = module
         self.compiled = torch.compile(module, mode=None if speed.compile_mode == "default" else speed.compile_mode)
         self.speed = speed
