@@ -47,6 +47,8 @@ FASHION_TRAIN = ("resnet train --preset fashion-mnist --data-dir ../shared/data/
 SMALL = "--set data.train_limit=512 --set data.test_limit=256 --epochs 1"
 PLANS: dict[str, Plan] = {
     "resnet summary --depth 50": Plan(regenerate=True),
+    "resnet data bench /data/imagenet --preset torchvision --workers 8 --target-img-s 5500": Plan(
+        skip="needs an ImageNet folder; tests/test_data_bench.py runs data bench on generated JPEGs"),
     "resnet flops": Plan(regenerate=True),
     FASHION_TRAIN: Plan(small=FASHION_TRAIN.replace("../shared/data/fashion-mnist", "{fashion}") + " " + SMALL,
                         needs=("fashion",)),
