@@ -53,9 +53,14 @@ class ModelConfig:
         return dataclasses.replace(self, num_classes=num_classes, in_channels=in_channels)
 
 
+# Datasets of photos decoded per image (too large for the device): the crop is data.image_size, the evaluation
+# split is the folder's val/ (an image folder, or the shards `resnet data convert` made of one).
+DECODED = ("imagefolder", "shards")
+
+
 @dataclass
 class DataConfig:
-    dataset: Literal["cifar10", "cifar100", "mnist", "fashion-mnist", "synthetic", "imagefolder"] = "synthetic"
+    dataset: Literal["cifar10", "cifar100", "mnist", "fashion-mnist", "synthetic", "imagefolder", "shards"] = "synthetic"
     data_dir: str = ""  # "": $RESNET_CLI_DATA, else ~/.cache/resnet-cli
     download: bool = True  # fetch missing files over HTTPS; never when valid files are present
     url: str = ""  # "": the official archive; set for a mirror (https, or http on loopback only)
@@ -186,7 +191,7 @@ def fitted_keys(cfg: Config) -> set[str]:
             if v == 0}
     if cfg.data.dataset != "synthetic":  # synthetic images are made to data.image_size and data.channels
         keys.add("data.channels")
-        if cfg.data.dataset != "imagefolder":  # an image folder's crop is data.image_size
+        if cfg.data.dataset not in DECODED:  # an image folder's crop is data.image_size
             keys.add("data.image_size")
     return keys
 

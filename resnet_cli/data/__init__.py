@@ -43,6 +43,10 @@ class TensorData(DescribedByInput):
     def train_count(self) -> int:
         return len(self.train_x)
 
+    def epoch_steps(self, batch_size: int, world: int = 1) -> int:
+        """Optimizer steps in an epoch at the global `batch_size` (every rank takes an equal share)."""
+        return self.train_count // batch_size
+
     def train_tensors(self, what: str) -> tuple["torch.Tensor", "torch.Tensor"]:
         """The training images and labels, for work that reads them whole (`gradflow`)."""
         return self.train_x, self.train_y
@@ -82,6 +86,10 @@ class FolderData(DescribedByInput):
     def train_count(self) -> int:
         return len(self.train_set)
 
+    def epoch_steps(self, batch_size: int, world: int = 1) -> int:
+        """Optimizer steps in an epoch at the global `batch_size` (every rank takes an equal share)."""
+        return self.train_count // batch_size
+
     def train_tensors(self, what: str):
         raise BadInput(f"{what} reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
 
@@ -105,7 +113,7 @@ class FolderData(DescribedByInput):
                             augment=augment)
 
 
-Data = TensorData | FolderData
+Data = TensorData | FolderData  # and shards.ShardData
 
 
 def make_loader(data: Data, cfg, split: str, batch_size: int, device, *, training: bool, seed: int = 0,
@@ -134,7 +142,9 @@ def input_of_run(cfg, saved: dict | None, from_run: bool, unknown: str) -> Input
     if isinstance(saved, dict):
         spec = InputSpec.from_dict(saved)
     elif from_run:
-        spec = load_data(cfg.data, need_train=cfg.data.dataset != "imagefolder").input
+        from ..config import DECODED
+
+        spec = load_data(cfg.data, need_train=cfg.data.dataset not in DECODED).input
     elif model_info(cfg.model.name).family == "imagenet" and cfg.model.in_channels == 3:
         spec = InputSpec.imagenet(cfg.model.num_classes)
     else:
@@ -175,6 +185,10 @@ def identify_dataset(data_dir: str) -> str:
     BadInput line: the dataset is never guessed, and never replaced by synthetic data."""
     from . import cifar, idx
 
+    from .shards import Source
+
+    if Source.recognises(data_dir):  # a URL, a pipe: command, or a folder with our shard index
+        return "shards"
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise BadInput(f"--data-dir {data_dir}: no such folder")
@@ -184,7 +198,7 @@ def identify_dataset(data_dir: str) -> str:
     if len(found) != 1:
         what = f"both {' and '.join(found)}" if found else "no IDX files, CIFAR batches or train/<class>/ folders"
         raise BadInput(f"cannot tell which dataset {root} holds ({what}); name it with --dataset "
-                       "(cifar10, cifar100, mnist, fashion-mnist, imagefolder)")
+                       "(cifar10, cifar100, mnist, fashion-mnist, imagefolder, shards)")
     return found[0]
 
 
@@ -264,6 +278,8 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
     folder without train/ evaluates val/ (or, without that either, its own class folders)."""
     import torch
 
+    from .shards import Source, load_shards
+
     root = data_root(cfg.data_dir)
     if cfg.data_dir and cfg.dataset in ("cifar10", "cifar100", "mnist", "fashion-mnist") and not root.exists():
         if not cfg.download:
@@ -281,6 +297,9 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
         from . import idx
 
         parts = idx.load(cfg.dataset, root, cfg.download)
+    elif cfg.dataset == "shards" or (cfg.dataset == "imagefolder" and cfg.data_dir
+                                     and Source.recognises(cfg.data_dir)):  # the imagenet preset on shards
+        return load_shards(cfg, cfg.data_dir or str(root), classes)
     elif cfg.dataset == "imagefolder":
         return _image_folders(cfg, root, classes, need_train)
     else:

@@ -138,23 +138,31 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         evaluation: (the centre crop, or 10 crops, as uint8, label). `key` is an index, or (index, epoch seed)
         from the loader's sampler: persistent workers keep their copy of the dataset, so the epoch travels
         with each index."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         i, epoch_seed = key if isinstance(key, tuple) else (key, self.epoch_seed)
         path, label = self.samples[i]
+        return self.prepare(lambda: Image.open(path), epoch_seed * 1_000_003 + i, label, str(path))
+
+    def prepare(self, open_image, draw: int, label: int, where: str):
+        """One sample from `open_image()` (a PIL image, not yet decoded): for training, its random region drawn
+        from the seed `draw` (crops.py); for evaluation, the transform below. A file that cannot be decoded is
+        a RuntimeError naming `where` (workers can only pass exceptions on as text; `decode_error` reads it)."""
+        from PIL import Image, UnidentifiedImageError
+
         try:
             if self.train:
-                rng = random.Random(epoch_seed * 1_000_003 + i)
-                with Image.open(path) as im:
+                rng = random.Random(draw)
+                with open_image() as im:
                     box = self.train_crop.box(*im.size, rng, self.crop)
                 flip = int(self.flip and rng.random() < 0.5)
-                canvas, h, w = decode_region(lambda: Image.open(path), box, canvas_side(self.crop),
+                canvas, h, w = decode_region(open_image, box, canvas_side(self.crop),
                                              lambda im: eight_bit(im, "RGB"), self.stage_times)
                 return canvas, torch.tensor([h, w, flip], dtype=torch.int32), label
-            with Image.open(path) as im:
+            with open_image() as im:
                 img = eight_bit(im, "RGB")
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-            raise RuntimeError(f"{MARKER}{path} ({str(e)[:200]})") from None
+            raise RuntimeError(f"{MARKER}{where} ({str(e)[:200]})") from None
         if self.ten_crop:
             return ten_crops(resize_shorter(img, self.resize), self.crop), label
         return center_crop(resize_shorter(img, self.resize), self.crop, self.crop), label
@@ -170,6 +178,13 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         """The same images evaluated after another resize, or with 10 crops each."""
         return ImageFolderDataset(self.samples, False, crop=self.crop, resize=resize, flip=self.flip,
                                   train_crop=self.train_crop, ten_crop=ten_crop)
+
+
+def decode_error(e: RuntimeError) -> BadInput | None:
+    """The one line naming an image that could not be decoded, from a worker's error (`prepare`); None if the
+    error is another."""
+    line = next((ln for ln in str(e).splitlines() if MARKER in ln), None)
+    return None if line is None else BadInput(line[line.index(MARKER) + len("resnet-cli: "):])
 
 
 class _Order(torch.utils.data.Sampler):
@@ -236,7 +251,7 @@ class FolderLoader(DescribedByInput):
                                   self.mean, self.std, self.augment if self.train else None,
                                   batch_seed(self.seed, epoch, b, self.rank), self.channels_last)
         except RuntimeError as e:
-            line = next((ln for ln in str(e).splitlines() if MARKER in ln), None)
-            if line is None:
+            bad = decode_error(e)
+            if bad is None:
                 raise
-            raise BadInput(line[line.index(MARKER) + len("resnet-cli: "):]) from None
+            raise bad from None

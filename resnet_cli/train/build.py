@@ -41,8 +41,8 @@ class Plan:
     total_steps: int
 
     @classmethod
-    def of(cls, cfg: Config, train_count: int) -> "Plan":
-        per_epoch = train_count // cfg.train.batch_size
+    def of(cls, cfg: Config, data, world: int = 1) -> "Plan":
+        per_epoch = data.epoch_steps(cfg.train.batch_size, world)
         return cls(per_epoch, cfg.train.steps or cfg.train.epochs * per_epoch)
 
     @property
@@ -86,7 +86,7 @@ class Run:
         """The schedule plan a checkpoint was written with (older ones: laid out for their own run length)."""
         plan = (ckpt.get("scheduler") or {}).get("plan")
         if plan is None:
-            return {"total": Plan.of(from_dict(ckpt["config"]), self.data.train_count).total_steps}
+            return {"total": Plan.of(from_dict(ckpt["config"]), self.data, self.process.world).total_steps}
         return plan
 
     def state_dict(self) -> dict[str, Any]:
@@ -129,14 +129,14 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
     started = time.perf_counter()
     torch.manual_seed(cfg.run.seed)
     data = load_data(cfg.data)
-    plan = Plan.of(cfg, data.train_count)
+    check_batch(cfg, data.train_count, process.world)
+    plan = Plan.of(cfg, data, process.world)
     speed = Speed.for_train(cfg.train, process.device, plan.total_steps)
     speed.cuda_graphs = graphs.resolve(cfg.train.cuda_graphs, process.device, precision=speed.precision,
                                        torchrun=bool(process.backend), accum_steps=cfg.train.accum_steps,
                                        skip_nonfinite=cfg.train.skip_nonfinite, compile_mode=speed.compile_mode,
                                        compile=speed.compile)
     speed.configure_backends(process.device)
-    check_batch(cfg, data.train_count, process.world)
     uses_tensorboard = tensorboard.check(cfg.run.tensorboard)
     cfg = cfg.fitted(data.num_classes, data.channels, data.input.image_size[0])
     model = build_network(cfg, process, speed, progress, resuming)

@@ -106,13 +106,13 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     flat["data.train_limit"] = limit if split == "train" else 0
     if split == "val" and not loaded.config.data.val_split:
         folder = " (an image folder's val/ is --split test, its evaluation set)" \
-            if (dataset or loaded.config.data.dataset) == "imagefolder" else ""
+            if (dataset or loaded.config.data.dataset) in C.DECODED else ""
         raise BadInput(f"{loaded.path} was trained without a validation split (data.val_split); evaluate test or "
                        f"train{folder}")
     cfg = C.build_config(flat)
     dev = resolve_device(device)
     saved = loaded.saved_input
-    data = load_data(cfg.data, classes=saved["classes"] if saved and cfg.data.dataset == "imagefolder" else None,
+    data = load_data(cfg.data, classes=saved["classes"] if saved and cfg.data.dataset in C.DECODED else None,
                      need_train=split in ("train", "val")).tested(crop_pct, ten_crop)
     cfg.model.fitted(data.num_classes, data.channels, cfg.data.dataset, str(loaded.path))  # it can take the data
     trained_on_it = own and (dataset is None or dataset == loaded.config.data.dataset)

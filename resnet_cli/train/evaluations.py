@@ -44,7 +44,9 @@ def split_name(dataset: str, split: str) -> str:
     """How output names a split. An image folder's evaluation set is its val/ folder, so it is shown as "val",
     and images held out of its train/ (data.val_split) as "holdout". metrics.csv, --split and JSON keep the
     keys "test" and "val" for every dataset."""
-    if dataset == "imagefolder":
+    from ..config import DECODED
+
+    if dataset in DECODED:
         return {"test": "val", "val": "holdout"}.get(split, split)
     return split
 
