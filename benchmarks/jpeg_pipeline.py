@@ -15,11 +15,15 @@ process with torch on one thread; the best of --repeats passes is reported, as i
 - ours (scale | random-resized): what a DataLoader worker does now (ImageFolderDataset.__getitem__): decode
   (DCT-scaled when the region allows), cut out the region, place it on a canvas; the resize and flip are the
   device's (`device resize` reports that part, timed here on the CPU for scale).
+- ours from shards (--max-size 320): the same files through `resnet data convert --max-size 320` (written once,
+  not timed), then what a shard worker does: read a shard and check its sha256, then the random-resized path
+  on each image.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -110,6 +114,31 @@ def ours(mode: str):
     return run
 
 
+def from_shards(folder: Path, paths):
+    """The worker's share from `convert --max-size 320` shards of these files (converted once, untimed)."""
+    from resnet_cli.data.imagefolder import ImageFolderDataset, TrainCrop
+    from resnet_cli.data.shards import Source, convert, read_index, read_shard
+
+    out = folder / "shards-320"
+    if not (out / "index.json").exists():
+        (folder / "as-folder" / "train").mkdir(parents=True, exist_ok=True)
+        link = folder / "as-folder" / "train" / "c"
+        if not link.exists():
+            link.symlink_to(paths[0].parent)
+        convert(folder / "as-folder", out, shard_images=500, max_size=320)
+    source = Source(str(out))
+    index = read_index(source)
+    ds = ImageFolderDataset([], True, crop=224, train_crop=TrainCrop("random-resized"))
+
+    def run(_paths):
+        from PIL import Image
+
+        for shard in index["splits"]["train"]["shards"]:
+            for i, (key, image, label) in enumerate(read_shard(source, shard, 1)):
+                ds.prepare(lambda: Image.open(io.BytesIO(image)), i, label, key)
+    return run
+
+
 def per_file(fn):
     def run(paths):
         r = random.Random(0)
@@ -140,6 +169,7 @@ def main() -> None:
     size_kb = sum(p.stat().st_size for p in paths) / len(paths) / 1024
     pipelines = {"decode": per_file(decode), "reference": per_file(reference), "before": per_file(before),
                  "ours (scale)": ours("scale"), "ours (random-resized)": ours("random-resized"),
+                 "ours from shards --max-size 320": from_shards(a.dir, paths),
                  "device resize (on this CPU)": device_resize_cpu}
     rates = {}
     for name, run in pipelines.items():
@@ -156,7 +186,8 @@ def main() -> None:
            "cpu": os.uname().machine, "img_per_s_per_core": {k: round(v) for k, v in rates.items()},
            "vs_reference": {k: round(v / ref, 2) for k, v in rates.items()},
            "cores_for_rn50_h100": {k: round(RN50_H100_IMG_S / rates[k], 1) for k in
-                                   ("reference", "before", "ours (scale)", "ours (random-resized)")}}
+                                   ("reference", "before", "ours (scale)", "ours (random-resized)",
+                                    "ours from shards --max-size 320")}}
     if a.json:
         print(json.dumps(out, indent=2))
         return

@@ -47,6 +47,10 @@ FASHION_TRAIN = ("resnet train --preset fashion-mnist --data-dir ../shared/data/
 SMALL = "--set data.train_limit=512 --set data.test_limit=256 --epochs 1"
 PLANS: dict[str, Plan] = {
     "resnet summary --depth 50": Plan(regenerate=True),
+    "resnet data convert /data/imagenet /data/imagenet-wds --max-size 320": Plan(
+        skip="needs an ImageNet folder; tests/test_shards.py converts generated folders"),
+    "resnet train --preset imagenet --data-dir /data/imagenet-wds": Plan(
+        skip="an ImageNet run; tests/test_shards.py trains the imagenet preset on small shards"),
     "resnet data bench /data/imagenet --preset torchvision --workers 8 --target-img-s 5500": Plan(
         skip="needs an ImageNet folder; tests/test_data_bench.py runs data bench on generated JPEGs"),
     "resnet flops": Plan(regenerate=True),

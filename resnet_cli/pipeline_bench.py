@@ -48,17 +48,36 @@ def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, fl
     from .data.loader import model_batch
 
     loader = make_loader(data, cfg.data, "train", batch_size, device, training=True)
-    ds = loader.dataset
-    keys = [(i, 0) for i in loader.indices(0)[:sample]]
+    ds = data.train_set  # the training transform (ImageFolderDataset), of a folder or of shards
+    read, t0 = 0.0, time.perf_counter()
+    if hasattr(data, "split_shards"):  # shards: fetch and check whole shards, then decode from memory
+        from PIL import Image
+        import io
+
+        from .data.shards import read_shard
+
+        raw = []
+        for shard in data.split_shards("train"):
+            raw += read_shard(data.source, shard, data.num_classes)
+            if len(raw) >= sample:
+                break
+        read = time.perf_counter() - t0
+        calls = [(lambda image=image: Image.open(io.BytesIO(image)), i, label, key)
+                 for i, (key, image, label) in enumerate(raw[:sample])]
+    else:
+        from PIL import Image
+
+        calls = [(lambda path=ds.samples[i][0]: Image.open(path), i, ds.samples[i][1], str(ds.samples[i][0]))
+                 for i in loader.indices(0)[:sample]]
     ds.stage_times = {}
     items, t0 = [], time.perf_counter()
     try:
-        for key in keys:
-            items.append(ds[key])
+        for open_image, draw, label, where in calls:
+            items.append(ds.prepare(open_image, draw, label, where))
     finally:
         ds.stage_times, times = None, ds.stage_times
     worker = time.perf_counter() - t0
-    n = len(keys)
+    n = len(calls)
     t0 = time.perf_counter()
     batches = [torch.utils.data.default_collate(items[i:i + batch_size]) for i in range(0, n, batch_size)]
     collate = time.perf_counter() - t0
@@ -76,7 +95,7 @@ def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, fl
         _sync(device)
         copy, device_part = copy + t1 - t0, device_part + time.perf_counter() - t1
     decode, crop = times.get("decode", 0.0), times.get("crop", 0.0)
-    return {"decode": decode / n, "crop": crop / n, "other": max(worker - decode - crop, 0.0) / n,
+    return {"read": read / n, "decode": decode / n, "crop": crop / n, "other": max(worker - decode - crop, 0.0) / n,
             "collate": collate / n, "to_device": copy / n, "device": device_part / n, "images": n}
 
 
@@ -128,21 +147,23 @@ def bench_pipeline(cfg, device_name: str = "auto", batches: int = 20, batch_size
     from .device import device_name as describe_device, resolve_device
     from .errors import BadInput
 
-    if cfg.data.dataset != "imagefolder":
+    from .config import DECODED
+
+    if cfg.data.dataset not in DECODED:
         raise BadInput(f"{cfg.data.dataset} lives on the device in one tensor: no input pipeline to bench "
-                       "(data bench reads image folders)")
+                       "(data bench reads image folders and shards)")
     device = resolve_device(device_name)
     batch_size = batch_size or cfg.train.batch_size
     data = load_data(cfg.data)
-    if len(data.train_set) // batch_size < 2:
-        raise BadInput(f"{len(data.train_set)} training images make {len(data.train_set) // batch_size} batch(es) "
+    if data.epoch_steps(batch_size) < 2:
+        raise BadInput(f"{data.train_count} training images make {data.epoch_steps(batch_size)} batch(es) "
                        f"of {batch_size}: the bench needs 2 or more (lower --batch-size)")
-    stages = stage_split(data, cfg, batch_size, device, min(sample, len(data.train_set)))
+    stages = stage_split(data, cfg, batch_size, device, min(sample, data.train_count))
     measured = throughput(data, cfg, batch_size, device, batches, on_batch)
     model = {"img_per_s": target_img_s, "source": "given"} if target_img_s else \
-        {"img_per_s": model_rate(cfg, batch_size, device, cfg.train.epochs * (len(data.train_set) // batch_size)),
+        {"img_per_s": model_rate(cfg, batch_size, device, cfg.train.epochs * data.epoch_steps(batch_size)),
          "source": f"measured: {cfg.model.name} training step"}
-    cpu_per_image = stages["decode"] + stages["crop"] + stages["other"] + stages["collate"]
+    cpu_per_image = stages["read"] + stages["decode"] + stages["crop"] + stages["other"] + stages["collate"]
     per_core = 1 / cpu_per_image
     workers = measured["workers"]
     per_worker = measured["img_per_s"] / workers if workers else per_core
@@ -155,7 +176,7 @@ def bench_pipeline(cfg, device_name: str = "auto", batches: int = 20, batch_size
     else:
         verdict = (f"model-bound: the loader feeds {measured['img_per_s']:,.0f} img/s, the model takes "
                    f"{model['img_per_s']:,.0f}; {need} of {max(workers, 1)} worker(s) would do")
-    return {"data_dir": str(cfg.data.data_dir), "images": len(data.train_set), "batch_size": batch_size,
+    return {"data_dir": str(cfg.data.data_dir), "dataset": cfg.data.dataset, "images": data.train_count, "batch_size": batch_size,
             "crop": cfg.data.crop, "image_size": cfg.data.image_size, "device": describe_device(device),
             "stages_ms_per_image": {k: v * 1000 for k, v in stages.items() if k != "images"},
             "stage_sample": stages["images"], "cpu_img_per_s_per_core": per_core,

@@ -25,7 +25,8 @@ ARGS = ("--image-size", "32", "--batch-size", "8", "--batches", "3", "--device",
 def test_data_bench_splits_the_stages_and_says_which_side_bounds_training(cli, jpegs):
     fast = cli.json("data", "bench", jpegs, *ARGS, "--workers", "0", "--target-img-s", "1e9")
     assert fast["images"] == 48 and fast["batch_size"] == 8 and fast["crop"] == "scale"
-    assert set(fast["stages_ms_per_image"]) == {"decode", "crop", "other", "collate", "to_device", "device"}
+    assert set(fast["stages_ms_per_image"]) == {"read", "decode", "crop", "other", "collate", "to_device", "device"}
+    assert fast["stages_ms_per_image"]["read"] == 0  # a folder's files are read by the decoder
     assert all(v >= 0 for v in fast["stages_ms_per_image"].values()) and fast["stages_ms_per_image"]["decode"] > 0
     p = fast["pipeline"]
     assert p["batches"] == 3 and p["img_per_s"] > 0 and p["workers"] == 0
@@ -67,3 +68,11 @@ def test_data_bench_refuses_what_it_cannot_bench(cli, jpegs, tmp_path, fashion_d
         assert len(result.stderr.strip().splitlines()) == 1
     missing = cli("data", "bench", tmp_path / "nothing", "--device", "cpu")
     assert missing.exit_code == 2 and "no such folder" in missing.stderr
+
+
+def test_data_bench_reads_shards_too(cli, jpegs, tmp_path):
+    pytest.importorskip("webdataset")
+    assert cli("data", "convert", jpegs, tmp_path / "s", "--shard-images", "8").exit_code == 0
+    out = cli.json("data", "bench", tmp_path / "s", *ARGS, "--workers", "0", "--target-img-s", "1e9")
+    assert out["dataset"] == "shards" and out["images"] == 48 and out["stages_ms_per_image"]["read"] > 0
+    assert out["pipeline"]["batches"] == 3 and out["bound"] == "input"

@@ -284,3 +284,21 @@ def test_sigterm_mid_epoch_on_shards_then_resume_ends_with_the_uninterrupted_wei
     done = proc.run("train", "--resume", tmp_path / "victim")
     assert done.returncode == 0, done.stderr
     ckpts.assert_same_weights(tmp_path / "ref" / "last.pt", tmp_path / "victim" / "last.pt")
+
+
+def test_a_command_saved_in_a_checkpoint_is_never_run(cli, shards, tmp_path):
+    """A `pipe:` data_dir comes from the user's command line, never from a checkpoint's config."""
+    marker = tmp_path / "ran"
+    pipe = f"pipe:touch {marker}; cat {shards}/{{}}"
+    out = cli.json("train", "--dataset", "shards", "--data-dir", pipe, "--model", "resnet20", "--image-size", "16",
+                   "--workers", "0", "--batch-size", "8", "--epochs", "1", "--device", "cpu", "--run-dir", tmp_path,
+                   "--name", "p")
+    assert out["steps"] == 6 and marker.exists()
+    marker.unlink()
+    for args in (("eval", tmp_path / "p", "--device", "cpu"), ("train", "--resume", tmp_path / "p")):
+        refused = cli(*args)
+        assert refused.exit_code == 2 and "a command from a checkpoint is never run: give --data-dir" in \
+            refused.stderr, refused.output
+        assert not marker.exists()
+    again = cli.json("eval", tmp_path / "p", "--data-dir", pipe, "--device", "cpu")
+    assert again["count"] == 12 and marker.exists()

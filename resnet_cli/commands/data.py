@@ -11,14 +11,14 @@ from ._common import JsonOpt, check_positive, console, print_json, progress_bar
 
 app = typer.Typer(help="The input pipeline on its own: how fast it feeds a model.", no_args_is_help=True)
 
-STAGES = {"decode": "decode (worker)", "crop": "cut the region, canvas (worker)", "other": "read header, draw (worker)",
+STAGES = {"read": "read, check shards (worker)", "decode": "decode (worker)", "crop": "cut the region, canvas (worker)", "other": "read header, draw (worker)",
           "collate": "collate (worker)", "to_device": "copy to the device", "device": "resize, augment (device)"}
 
 
 @app.command("bench")
 def bench_cmd(
-    data_dir: Annotated[Path, typer.Argument(help="An image folder (train/<class>/*, val/<class>/*).",
-                                             show_default=False)],
+    data_dir: Annotated[str, typer.Argument(help="An image folder (train/<class>/*, val/<class>/*), or shards "
+                                            "(a folder, an http(s) URL or pipe:COMMAND).", show_default=False)],
     preset: Annotated[Optional[str], typer.Option("--preset", "-p", show_default=False,
                                                   help="The run's preset: its transforms and model.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", show_default=False,
@@ -71,7 +71,7 @@ def bench_cmd(
     from rich.table import Table
 
     p, stages = out["pipeline"], out["stages_ms_per_image"]
-    table = Table(title=f"{out['images']:,} images, batch {out['batch_size']}, {out['crop']} crop "
+    table = Table(title=f"{out['images']:,} images ({out['dataset']}), batch {out['batch_size']}, {out['crop']} crop "
                         f"{out['image_size']}")
     table.add_column("stage")
     table.add_column("ms/image", justify="right")

@@ -143,7 +143,9 @@ def input_of_run(cfg, saved: dict | None, from_run: bool, unknown: str) -> Input
         spec = InputSpec.from_dict(saved)
     elif from_run:
         from ..config import DECODED
+        from .shards import refuse_saved_command
 
+        refuse_saved_command(cfg.data.data_dir, None, unknown.split(" ")[0])
         spec = load_data(cfg.data, need_train=cfg.data.dataset not in DECODED).input
     elif model_info(cfg.model.name).family == "imagenet" and cfg.model.in_channels == 3:
         spec = InputSpec.imagenet(cfg.model.num_classes)

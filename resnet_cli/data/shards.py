@@ -107,6 +107,14 @@ class Source:
         return str(Path(self.location).expanduser() / name)
 
 
+def refuse_saved_command(saved_dir: str, given: str | None, where: str) -> None:
+    """A `pipe:` data_dir read from a checkpoint is never run: a run folder from elsewhere could name any
+    command. The user gives it again (--data-dir) to run it."""
+    if str(saved_dir).startswith("pipe:") and not given:
+        raise BadInput(f"{where} reads its data through a command ({str(saved_dir)[:80]}); a command from a "
+                       "checkpoint is never run: give --data-dir (the same one, if you trust it)")
+
+
 def _is_our_index(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -343,6 +351,9 @@ class ShardLoader(DescribedByInput):
         """Samples this rank evaluates (every one of its shards')."""
         s = self.stream
         return sum(s.shards[i]["count"] for i in list(range(len(s.shards)))[s.rank::s.world])
+
+    def close(self) -> None:
+        """Nothing to stop: a shard loader's workers end with each epoch."""
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from .crops import resize_crops

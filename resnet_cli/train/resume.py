@@ -48,6 +48,16 @@ def resume_point(source: Path, changes: dict[str, Any], ckpt: dict[str, Any] | N
         raise BadInput(f"cannot change {', '.join(refused)} when resuming (only {', '.join(sorted(RESUMABLE))}); "
                        "start a new run instead")
     flat = C.flatten(ckpt["config"], f"config in {path}")
+    from ..data.shards import refuse_saved_command
+
+    refuse_saved_command(flat.get("data.data_dir", ""), changes.get("data.data_dir"), str(path))
+    if flat.get("data.dataset") == "shards" and changes.get("data.workers", flat.get("data.workers")) \
+            != flat.get("data.workers"):
+        import sys
+
+        print(f"note: data.workers {flat.get('data.workers')} -> {changes['data.workers']}: shards are dealt to "
+              "workers by their number, so this epoch's remaining batches differ from the uninterrupted run's",
+              file=sys.stderr, flush=True)
     flat.update(changes)
     return ResumePoint(C.build_config(flat), ckpt, path.parent)
 
