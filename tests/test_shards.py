@@ -110,6 +110,7 @@ def test_an_interrupted_convert_resumes_and_ends_with_the_same_bytes(folder, sha
     assert other.exit_code == 0
 
 
+@pytest.mark.slow  # trainings: the quick loop keeps under 90 s
 def test_unreadable_images_are_named_and_counted_and_max_size_reencodes(folder, tmp_path, cli):
     import shutil
 
@@ -148,6 +149,7 @@ def test_convert_then_train_then_eval_counts_equal_the_folders(cli, folder, shar
     assert tiny["steps"] == 6
 
 
+@pytest.mark.slow  # trainings: the quick loop keeps under 90 s
 def test_a_loopback_http_server_serves_shards_that_train(cli, shards, server, tmp_path):
     import shutil
 
@@ -184,6 +186,7 @@ def test_a_resumed_epoch_sees_the_batches_an_uninterrupted_one_sees(shards, work
     assert not all(torch.equal(a, b) for a, b in zip(other, [y for _, y in whole]))  # each epoch draws anew
 
 
+@pytest.mark.slow  # trainings: the quick loop keeps under 90 s
 def test_broken_shards_are_one_line_and_exit_2(cli, shards, tmp_path):
     import shutil
 
@@ -286,6 +289,7 @@ def test_sigterm_mid_epoch_on_shards_then_resume_ends_with_the_uninterrupted_wei
     ckpts.assert_same_weights(tmp_path / "ref" / "last.pt", tmp_path / "victim" / "last.pt")
 
 
+@pytest.mark.slow  # trainings: the quick loop keeps under 90 s
 def test_a_command_saved_in_a_checkpoint_is_never_run(cli, shards, tmp_path):
     """A `pipe:` data_dir comes from the user's command line, never from a checkpoint's config."""
     marker = tmp_path / "ran"
