@@ -238,20 +238,27 @@ class FolderLoader(DescribedByInput):
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch_seed = self.seed * 7_919 + epoch
         self._order.keys = [(i, epoch_seed) for i in self.indices(epoch)[start * self.batch_size:]]
-        try:
-            for b, batch in enumerate(self.data_loader(), start=start):
-                if self.dataset.train:  # regions on canvases: the device resizes them to the crop size
-                    xb, sizes, yb = batch
-                    xb = resize_crops(xb.to(self.device, non_blocking=True), sizes.to(self.device, non_blocking=True),
-                                      self.dataset.crop)
-                else:
-                    xb, yb = batch
-                    xb = xb.flatten(0, 1) if xb.ndim == 5 else xb  # 10-crop: B x 10 images -> 10B, labels stay B
-                yield model_batch(xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True),
-                                  self.mean, self.std, self.augment if self.train else None,
-                                  batch_seed(self.seed, epoch, b, self.rank), self.channels_last)
-        except RuntimeError as e:
-            bad = decode_error(e)
-            if bad is None:
-                raise
-            raise bad from None
+        yield from on_device(self, self.data_loader(), self.dataset.crop, epoch, start)
+
+
+def on_device(loader, worker_batches, crop: int, epoch: int, start: int):
+    """The batches of DataLoader workers (image folders' or shards'), finished on `loader`'s device: training
+    regions resized to the crop (crops.py), 10-crop stacks flattened, then `model_batch`; an image a worker
+    could not decode is its one line (`decode_error`)."""
+    try:
+        for b, batch in enumerate(worker_batches, start=start):
+            if loader.train:  # regions on canvases: the device resizes them to the crop size
+                xb, sizes, yb = batch
+                xb = resize_crops(xb.to(loader.device, non_blocking=True),
+                                  sizes.to(loader.device, non_blocking=True), crop)
+            else:
+                xb, yb = batch
+                xb = xb.flatten(0, 1) if xb.ndim == 5 else xb  # 10-crop: B x 10 images -> 10B, labels stay B
+            yield model_batch(xb.to(loader.device, non_blocking=True), yb.to(loader.device, non_blocking=True),
+                              loader.mean, loader.std, loader.augment if loader.train else None,
+                              batch_seed(loader.seed, epoch, b, loader.rank), loader.channels_last)
+    except RuntimeError as e:
+        bad = decode_error(e)
+        if bad is None:
+            raise
+        raise bad from None

@@ -335,8 +335,8 @@ class ShardLoader(DescribedByInput):
         self.stream, self.transform, self.batch_size, self.input = stream, transform, batch_size, input
         self.device, self.channels_last, self.augment = device, channels_last, augment
         self.mean, self.std = input.normalizer(device)
-        self.train = stream.train
-        self.workers = stream.workers
+        self.train, self.workers = stream.train, stream.workers
+        self.seed, self.rank = stream.seed, stream.rank
 
     def __len__(self) -> int:
         s = self.stream
@@ -356,9 +356,7 @@ class ShardLoader(DescribedByInput):
         """Nothing to stop: a shard loader's workers end with each epoch."""
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from .crops import resize_crops
-        from .imagefolder import decode_error
-        from .loader import batch_seed, model_batch
+        from .imagefolder import on_device
 
         s = self.stream
         s.epoch, s.start = epoch, start
@@ -366,23 +364,7 @@ class ShardLoader(DescribedByInput):
             if s.train else min(max(1, s.workers), max(1, len(s.shards[s.rank::s.world])))
         loader = torch.utils.data.DataLoader(s, batch_size=self.batch_size, num_workers=roles if s.workers else 0,
                                              pin_memory=self.device.type == "cuda", drop_last=False)
-        try:
-            for b, batch in enumerate(loader, start=start):
-                if s.train:
-                    xb, sizes, yb = batch
-                    xb = resize_crops(xb.to(self.device, non_blocking=True),
-                                      sizes.to(self.device, non_blocking=True), self.transform.crop)
-                else:
-                    xb, yb = batch
-                    xb = xb.flatten(0, 1) if xb.ndim == 5 else xb
-                yield model_batch(xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True),
-                                  self.mean, self.std, self.augment if s.train else None,
-                                  batch_seed(s.seed, epoch, b, s.rank), self.channels_last)
-        except RuntimeError as e:
-            bad = decode_error(e)
-            if bad is None:
-                raise
-            raise bad from None
+        yield from on_device(self, loader, self.transform.crop, epoch, start)
 
 
 def load_shards(cfg, location: str, classes: list[str] | None = None) -> ShardData:
