@@ -327,3 +327,26 @@ def test_summary_measures_a_training_steps_peak_on_cuda(cli):
     for mem in (small, big):
         assert 0.5 * mem["training_estimate"] < mem["measured_training_peak"] < 2.5 * mem["training_estimate"], mem
     assert big["measured_training_peak"] > small["measured_training_peak"] + 2 * small["forward_activations"]
+
+
+def test_the_device_resize_of_image_folder_crops_on_cuda_matches_the_cpu():
+    """data/crops.py's batch resize (one grid_sample) gives the CPU's pixels on CUDA, within a rounding level."""
+    from resnet_cli.data.crops import resize_crops
+
+    g = torch.Generator().manual_seed(0)
+    canvases = torch.randint(0, 256, (16, 3, 336, 336), generator=g, dtype=torch.uint8)
+    sizes = torch.tensor([[100 + 13 * i, 336 - 11 * i, i % 2] for i in range(16)], dtype=torch.int32)
+    cpu = resize_crops(canvases, sizes, 224)
+    gpu = resize_crops(canvases.cuda(), sizes.cuda(), 224)
+    assert gpu.is_cuda and (gpu.cpu().int() - cpu.int()).abs().max() <= 1
+
+
+def test_data_bench_on_cuda_times_the_devices_share(cli, tmp_path):
+    from test_crops import write_folder
+
+    write_folder(tmp_path / "f" / "train", classes=("a", "b"), per_class=32, size=(160, 120))
+    write_folder(tmp_path / "f" / "val", classes=("a", "b"), per_class=2, size=(160, 120))
+    out = cli.json("data", "bench", tmp_path / "f", "--image-size", "64", "--batch-size", "16", "--workers", "2",
+                   "--batches", "2", "--device", "cuda", "--model", "resnet18")
+    assert out["device"] and out["stages_ms_per_image"]["device"] > 0 and out["model"]["img_per_s"] > 0
+    assert out["bound"] in ("input", "model")
