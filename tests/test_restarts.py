@@ -134,10 +134,25 @@ def test_torchrun_restarts_the_group_after_a_killed_worker_and_finishes_exactly(
 
 
 @pytest.mark.slow
-def test_two_nodes_on_loopback_train_as_one_two_process_node(tmp_path, proc, ckpts, smoke_args):
+@pytest.mark.parametrize("data", ["synthetic", "shards"])
+def test_two_nodes_on_loopback_train_as_one_two_process_node(tmp_path, proc, ckpts, smoke_args, data):
     """Two torchrun agents (--nnodes 2, one process each, separate process trees) rendezvous over c10d on
-    127.0.0.1; the run trains, each rank on its own share, to the weights of a single-node 2-process run."""
-    args = [*smoke_args("cpu", 256, 65), "--epochs", "2", "--run-dir", tmp_path]
+    127.0.0.1; the run trains, each rank on its own share (of the data on the device, or of the shards: each
+    rank reads its own), to the weights of a single-node 2-process run."""
+    if data == "shards":
+        pytest.importorskip("webdataset")
+        from test_crops import write_folder
+
+        write_folder(tmp_path / "f" / "train", classes=("a", "b"), per_class=16, size=(40, 32))
+        write_folder(tmp_path / "f" / "val", classes=("a", "b"), per_class=3, size=(40, 32))
+        converted = proc.run("data", "convert", tmp_path / "f", tmp_path / "s", "--shard-images", "4")
+        assert converted.returncode == 0, converted.stderr
+        args = ["--dataset", "shards", "--data-dir", tmp_path / "s", "--model", "resnet20", "--image-size", "16",
+                "--workers", "1", "--batch-size", "8", "--device", "cpu", "--epochs", "2", "--run-dir",
+                tmp_path / "runs"]
+        tmp_path = tmp_path / "runs"
+    else:
+        args = [*smoke_args("cpu", 256, 65), "--epochs", "2", "--run-dir", tmp_path]
     single = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "resnet_cli", "train", *args,
                              "--name", "single"], env=proc.env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
