@@ -157,14 +157,71 @@ def device_resize_cpu(paths):
         resize_crops(canvases, sizes, 224)
 
 
+def draft_check(folder: Path, n: int, repeats: int) -> None:
+    """Draft decoding (DCT scaling) on or off, on large photos (2000x1500, where a region is often twice the
+    canvas): the worker's rate, and how far the crops the device makes from it differ (mean |difference| in
+    pixel levels, PSNR) from full decodes with the same regions."""
+    from PIL import Image
+
+    from resnet_cli.data import crops
+    from resnet_cli.data.imagefolder import ImageFolderDataset, TrainCrop
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n):
+        path = folder / "large" / f"{i:04d}.jpg"
+        paths.append(path)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            low = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+            img = np.asarray(Image.fromarray(low).resize((2000, 1500), Image.BICUBIC)).astype(np.int16)
+            Image.fromarray((img + rng.integers(-20, 20, img.shape)).clip(0, 255).astype(np.uint8)).save(path, quality=90)
+    ds = ImageFolderDataset([(p, 0) for p in paths], True, crop=224, train_crop=TrainCrop("random-resized"))
+    rates, outs = {}, {}
+    for draft in (True, False):
+        crops.DRAFT = draft
+        best = 0.0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            items = [ds[i] for i in range(n)]
+            best = max(best, n / (time.perf_counter() - t0))
+        rates[draft] = best
+        outs[draft] = crops.resize_crops(torch.stack([c for c, _, _ in items]), torch.stack([s for _, s, _ in items]),
+                                         224).float()
+    crops.DRAFT = True
+    refs = []  # Pillow's antialiased resize of the full decode, same region and flip: the quality reference
+    for i, path in enumerate(paths):
+        rng = random.Random(ds.epoch_seed * 1_000_003 + i)
+        with Image.open(path) as im:
+            x, y, cw, ch = ds.train_crop.box(*im.size, rng, 224)
+            img = im.convert("RGB").resize((224, 224), Image.BILINEAR, box=(x, y, x + cw, y + ch))
+        if rng.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        refs.append(torch.from_numpy(np.array(img)).permute(2, 0, 1).float())
+    ref = torch.stack(refs)
+
+    def psnr(a):
+        return 10 * math.log10(255 ** 2 / float(((a - ref) ** 2).mean()))
+
+    print(f"{n} JPEGs 2000x1500 q90, random-resized 224, one core: draft {rates[True]:.0f} img/s, full decode "
+          f"{rates[False]:.0f} img/s ({rates[True] / rates[False]:.2f}x). Against Pillow's antialiased resize of the "
+          f"full decode: draft {(outs[True] - ref).abs().mean():.2f} levels mean |difference|, PSNR "
+          f"{psnr(outs[True]):.1f} dB; full decode {(outs[False] - ref).abs().mean():.2f} levels, PSNR "
+          f"{psnr(outs[False]):.1f} dB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/resnet-cli-jpegs"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--draft", action="store_true", help="only the draft check on 2000x1500 photos")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.draft:
+        draft_check(a.dir, min(a.images, 200), a.repeats)
+        return
     paths = make_jpegs(a.dir, a.images)
     size_kb = sum(p.stat().st_size for p in paths) / len(paths) / 1024
     pipelines = {"decode": per_file(decode), "reference": per_file(reference), "before": per_file(before),

@@ -24,6 +24,10 @@ CANVAS_FACTOR = 1.5  # canvas side / crop side: what reaches the device is at mo
 #                      and transfer), so the device's bilinear resize never shrinks by more than 1.5
 
 
+DRAFT = True  # libjpeg's DCT scaling for regions at least twice the canvas (benchmarks/jpeg_pipeline.py --draft
+#               measures it against full decodes: its speed, and the difference in the resized crops)
+
+
 def canvas_side(crop: int) -> int:
     return math.ceil(CANVAS_FACTOR * crop)
 
@@ -71,7 +75,7 @@ def decode_region(open_image, box: tuple[int, int, int, int], canvas: int, to_rg
     with open_image() as im:
         full_w = im.size[0]
         need = max(1, max(cw, ch) // canvas)  # the shrink that fits the region: draft may do some of it
-        if need >= 2 and im.format == "JPEG":
+        if DRAFT and need >= 2 and im.format == "JPEG":
             im.draft("RGB", (max(1, im.size[0] // need), max(1, im.size[1] // need)))
         img = to_rgb(im)
     t1 = time.perf_counter()
