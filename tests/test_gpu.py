@@ -347,6 +347,6 @@ def test_data_bench_on_cuda_times_the_devices_share(cli, tmp_path):
     write_folder(tmp_path / "f" / "train", classes=("a", "b"), per_class=32, size=(160, 120))
     write_folder(tmp_path / "f" / "val", classes=("a", "b"), per_class=2, size=(160, 120))
     out = cli.json("data", "bench", tmp_path / "f", "--image-size", "64", "--batch-size", "16", "--workers", "2",
-                   "--batches", "2", "--device", "cuda", "--model", "resnet18")
+                   "--batches", "2", "--device", "cuda", "--model", "resnet18", "--set", "train.compile=off")
     assert out["device"] and out["stages_ms_per_image"]["device"] > 0 and out["model"]["img_per_s"] > 0
     assert out["bound"] in ("input", "model")
