@@ -153,10 +153,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         try:
             if self.train:
                 rng = random.Random(draw)
-                with open_image() as im:
-                    box = self.train_crop.box(*im.size, rng, self.crop)
+                im = open_image()  # opened once: the header gives the size, then decode_region decodes and closes
+                box = self.train_crop.box(*im.size, rng, self.crop)
                 flip = int(self.flip and rng.random() < 0.5)
-                canvas, h, w = decode_region(open_image, box, canvas_side(self.crop),
+                canvas, h, w = decode_region(lambda: im, box, canvas_side(self.crop),
                                              lambda im: eight_bit(im, "RGB"), self.stage_times)
                 return canvas, torch.tensor([h, w, flip], dtype=torch.int32), label
             with open_image() as im:
