@@ -11,6 +11,8 @@
 # 3. resnet50-v1.5, batch 256, bf16, training: compiled against compiled and graphed.
 # 4. resnet20, batch 128: the bare step (`bench`) against the training loop (`vs_reference.py`, which also
 #    runs the usual DataLoader loop and the best hand-written loop in the same process).
+# 5. `resnet data bench` on 2,000 generated ImageNet-sized JPEGs with the torchvision preset, 8 workers: the
+#    device's share of the image-folder crops on this GPU (issue 24), against RN50's 5,500 img/s.
 set -u
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_common.sh
@@ -44,6 +46,9 @@ run r20_b128_step 60 $b resnet20 -b 128
 b50="$py -m resnet_cli bench resnet50-v1.5 --device cuda --mode train -b 256 --precision bf16 --warmup 5 --iters 5 --repeats 3 --json"
 run r50_compile 120 $b50 --compile --no-cuda-graphs
 run r50_compile_graph 120 $b50 --compile --cuda-graphs
+run jpeg_folder 120 $py benchmarks/jpeg_pipeline.py --images 2000 --dir /tmp/gpu_jpegs --make-folder /tmp/gpu_jpeg_folder
+run data_bench 120 $py -m resnet_cli data bench /tmp/gpu_jpeg_folder --preset torchvision --workers 8 -b 256 \
+    --batches 5 --device cuda --target-img-s 5500 --json
 run r20_b128_loop 120 $py benchmarks/vs_reference.py --device cuda --batch-size 128 --images 12800 --workers 8 \
     --repeats 3
 

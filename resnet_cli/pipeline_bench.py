@@ -167,18 +167,30 @@ def bench_pipeline(cfg, device_name: str = "auto", batches: int = 20, batch_size
     per_core = 1 / cpu_per_image
     workers = measured["workers"]
     per_worker = measured["img_per_s"] / workers if workers else per_core
-    need = math.ceil(model["img_per_s"] / per_worker)
-    bound = "input" if measured["img_per_s"] < model["img_per_s"] else "model"
-    if bound == "input":
-        verdict = (f"input-bound: the loader feeds {measured['img_per_s']:,.0f} img/s, the model would take "
-                   f"{model['img_per_s']:,.0f}; about {need} workers ({need} cores at {per_worker:,.0f} img/s each) "
-                   "would feed it")
+    # what the training process itself can take: the copy to the device and the device's share of each batch
+    main_limit = 1 / max(stages["to_device"] + stages["device"], 1e-9)
+    held_by_main = workers > 0 and measured["img_per_s"] >= 0.8 * main_limit
+    need = None if held_by_main else math.ceil(model["img_per_s"] / per_worker)
+    rates = f"the loader feeds {measured['img_per_s']:,.0f} img/s, the model "
+    if measured["img_per_s"] < model["img_per_s"]:
+        bound = "input"
+        rates += f"would take {model['img_per_s']:,.0f}"
+        if held_by_main:
+            verdict = (f"input-bound: {rates}; the training process holds the loader at about {main_limit:,.0f} "
+                       "img/s (the copy to the device and the device's resize and augmentations): more workers "
+                       "will not help")
+        else:
+            verdict = (f"input-bound: {rates}; about {need} workers ({need} cores at {per_worker:,.0f} img/s "
+                       "each) would feed it")
     else:
-        verdict = (f"model-bound: the loader feeds {measured['img_per_s']:,.0f} img/s, the model takes "
-                   f"{model['img_per_s']:,.0f}; {need} of {max(workers, 1)} worker(s) would do")
+        bound = "model"
+        rates += f"takes {model['img_per_s']:,.0f}"
+        verdict = f"model-bound: {rates}" + (f"; {need} of {max(workers, 1)} worker(s) would do" if need else "")
+    if device.type == "cpu":
+        verdict += " (on a CPU the model, the device's share and the workers share the same cores)"
     return {"data_dir": str(cfg.data.data_dir), "dataset": cfg.data.dataset, "images": data.train_count, "batch_size": batch_size,
             "crop": cfg.data.crop, "image_size": cfg.data.image_size, "device": describe_device(device),
             "stages_ms_per_image": {k: v * 1000 for k, v in stages.items() if k != "images"},
             "stage_sample": stages["images"], "cpu_img_per_s_per_core": per_core,
             "pipeline": measured, "per_worker_img_per_s": per_worker, "model": model,
-            "workers_needed": need, "bound": bound, "verdict": verdict}
+            "main_process_img_per_s": main_limit, "workers_needed": need, "bound": bound, "verdict": verdict}

@@ -33,6 +33,7 @@ def test_data_bench_splits_the_stages_and_says_which_side_bounds_training(cli, j
     assert fast["bound"] == "input" and fast["model"] == {"img_per_s": 1e9, "source": "given"}
     assert fast["workers_needed"] == math.ceil(1e9 / fast["per_worker_img_per_s"])
     assert fast["verdict"].startswith("input-bound: the loader feeds")
+    assert fast["verdict"].endswith("(on a CPU the model, the device's share and the workers share the same cores)")
     slow = cli.json("data", "bench", jpegs, *ARGS, "--workers", "0", "--target-img-s", "1")
     assert slow["bound"] == "model" and slow["workers_needed"] == 1
     assert slow["verdict"].startswith("model-bound:")
@@ -76,3 +77,21 @@ def test_data_bench_reads_shards_too(cli, jpegs, tmp_path):
     out = cli.json("data", "bench", tmp_path / "s", *ARGS, "--workers", "0", "--target-img-s", "1e9")
     assert out["dataset"] == "shards" and out["images"] == 48 and out["stages_ms_per_image"]["read"] > 0
     assert out["pipeline"]["batches"] == 3 and out["bound"] == "input"
+
+
+@pytest.mark.slow  # a worker process
+def test_data_bench_says_when_the_training_process_holds_the_loader(cli, jpegs, monkeypatch):
+    """When the copy and the device's share take as long as the loader's rate, more workers cannot help: the
+    verdict says so instead of counting workers."""
+    from resnet_cli import pipeline_bench
+
+    real = pipeline_bench.stage_split
+
+    def slow_device(*args, **kwargs):
+        stages = real(*args, **kwargs)
+        return {**stages, "device": 1.0}  # a second per image: the training process is the bottleneck
+
+    monkeypatch.setattr(pipeline_bench, "stage_split", slow_device)
+    out = cli.json("data", "bench", jpegs, *ARGS, "--workers", "1", "--target-img-s", "1e9")
+    assert out["workers_needed"] is None and out["main_process_img_per_s"] == pytest.approx(1.0, rel=0.01)
+    assert "the training process holds the loader at about 1 img/s" in out["verdict"]
