@@ -45,7 +45,6 @@ def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, fl
     import torch
 
     from .data import make_loader
-    from .data.loader import model_batch
 
     loader = make_loader(data, cfg.data, "train", batch_size, device, training=True)
     ds = data.train_set  # the training transform (ImageFolderDataset), of a folder or of shards
@@ -82,16 +81,15 @@ def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, fl
     batches = [torch.utils.data.default_collate(items[i:i + batch_size]) for i in range(0, n, batch_size)]
     collate = time.perf_counter() - t0
     copy = device_part = 0.0
-    from .data.crops import resize_crops
+    from .data.imagefolder import on_device
 
-    for xb, sizes, yb in batches:
+    for batch in batches:
         _sync(device)
         t0 = time.perf_counter()
-        xb, sizes, yb = xb.to(device), sizes.to(device), yb.to(device)
+        batch = [t.to(device) for t in batch]
         _sync(device)
         t1 = time.perf_counter()
-        x = resize_crops(xb, sizes, ds.crop)
-        model_batch(x, yb, loader.mean, loader.std, loader.augment, 0, False)
+        next(on_device(loader, [batch], ds.crop, 0, 0))  # what the loaders do on the device, the copy done
         _sync(device)
         copy, device_part = copy + t1 - t0, device_part + time.perf_counter() - t1
     decode, crop = times.get("decode", 0.0), times.get("crop", 0.0)

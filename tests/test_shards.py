@@ -276,13 +276,10 @@ def test_sigterm_mid_epoch_on_shards_then_resume_ends_with_the_uninterrupted_wei
             "train.log_interval=1", "--run-dir", tmp_path)
     ref = proc.run(*args, "--name", "ref")
     assert ref.returncode == 0, ref.stderr
-    victim = proc.start(*args, "--name", "victim")
-    for line in victim.stdout:
-        if "epoch 2/2 step 5/12" in line:
-            victim.send_signal(signal.SIGTERM)
-            break
-    _, err = victim.communicate(timeout=120)
-    assert victim.returncode == 143, err
+    from test_preemption import strike_at_line
+
+    code, err, _ = strike_at_line(proc.start(*args, "--name", "victim"), "epoch 2/2 step 5/12", signal.SIGTERM)
+    assert code == 143, err
     assert 5 <= ckpts.load(tmp_path / "victim" / "last.pt")["partial"]["batch"] < 12
     done = proc.run("train", "--resume", tmp_path / "victim")
     assert done.returncode == 0, done.stderr

@@ -327,7 +327,7 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
 def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train: bool = True) -> FolderData:
     import torch
 
-    from .imagefolder import ImageFolderDataset, TrainCrop, scan
+    from .imagefolder import image_datasets, scan
     from .inputs import IMAGENET_MEAN, IMAGENET_STD
 
     try:
@@ -350,12 +350,7 @@ def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train
         train = train[: cfg.train_limit]
     if cfg.test_limit:
         test = test[: cfg.test_limit]
-    # The paper's 256/224 evaluation resize and [256, 480] scale augmentation, kept in proportion to the crop.
-    size, resize = cfg.image_size, cfg.eval_resize or round(cfg.image_size * 256 / 224)
-    crop = TrainCrop(cfg.crop, (round(size * 256 / 224), round(size * 480 / 224)), tuple(cfg.crop_scale),
-                     tuple(cfg.crop_ratio))
-    return FolderData(ImageFolderDataset(train, True, crop=size, resize=resize, flip=cfg.flip, train_crop=crop),
-                      ImageFolderDataset(test, False, crop=size, resize=resize),
-                      InputSpec.of(classes, 3, size, resize, IMAGENET_MEAN, IMAGENET_STD),
-                      val_set=ImageFolderDataset(val, False, crop=size, resize=resize) if val else None,
-                      workers=cfg.workers)
+    train_set, test_set, val_set = image_datasets(cfg, train, test, val)
+    return FolderData(train_set, test_set,
+                      InputSpec.of(classes, 3, test_set.crop, test_set.resize, IMAGENET_MEAN, IMAGENET_STD),
+                      val_set=val_set, workers=cfg.workers)

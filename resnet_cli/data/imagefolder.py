@@ -121,6 +121,23 @@ class TrainCrop:
         return scale_box(w, h, rng, crop, self.scale)
 
 
+def image_datasets(cfg, train: list, test: list, val: list | None = None):
+    """(training, evaluation, held-out or None) datasets of these samples with `cfg`'s transforms: the crop
+    data.image_size drawn as data.crop says, flipped with data.flip; evaluation at data.eval_resize (the paper's
+    256/224 and [256, 480] scale kept in proportion to the crop). Image folders and shards (empty sample
+    lists: their `prepare`) both use them."""
+    size = cfg.image_size
+    resize = cfg.eval_resize or round(size * 256 / 224)
+    crop = TrainCrop(cfg.crop, (round(size * 256 / 224), round(size * 480 / 224)), tuple(cfg.crop_scale),
+                     tuple(cfg.crop_ratio))
+
+    def evaluated(samples):
+        return ImageFolderDataset(samples, False, crop=size, resize=resize)
+
+    return (ImageFolderDataset(train, True, crop=size, resize=resize, flip=cfg.flip, train_crop=crop),
+            evaluated(test), evaluated(val) if val else None)
+
+
 class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, samples: list[tuple[Path, int]], train: bool, crop: int = 224, resize: int = 256,
                  train_crop: TrainCrop = TrainCrop(), flip: bool = True, ten_crop: bool = False) -> None:

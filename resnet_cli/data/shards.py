@@ -40,7 +40,7 @@ INDEX = "index.json"
 FORMAT = "resnet-cli-shards"
 VERSION = 1
 MAX_INDEX_BYTES = 64 * 2**20  # an index lists shards, not images: far below this
-SPLITS = {"train": "train", "val": "test"}  # shard split -> our split name (an image folder's val/ is its test)
+SHARD_SPLIT = {"train": "train", "test": "val"}  # our split -> the shards' (an image folder's val/ is its test)
 
 
 # ---------------------------------------------------------------- where shards are read from
@@ -144,7 +144,7 @@ def read_index(source: Source) -> dict[str, Any]:
         raise BadInput(f"{where}: no train or val split")
     for split, entry in splits.items():
         shards = entry.get("shards") if isinstance(entry, dict) else None
-        if split not in SPLITS or not isinstance(shards, list) or not shards:
+        if split not in SHARD_SPLIT.values() or not isinstance(shards, list) or not shards:
             raise BadInput(f"{where}: split {split!r} must be train or val, with a list of shards")
         for s in shards:
             ok = isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("sha256"), str) \
@@ -199,13 +199,12 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")
 def train_plan(shards: list[dict], seed: int, epoch: int, rank: int, world: int, workers: int,
                batch_size: int) -> tuple[list[list[int]], int]:
     """(each role's shard indices in reading order, batches per role) for this rank's training epoch."""
-    g = random.Random(f"shards {seed} {epoch}")
-    order = list(range(len(shards)))
-    g.shuffle(order)
-    roles = max(1, min(workers, len(shards) // world))
     if len(shards) < world:
         raise BadInput(f"{len(shards)} training shard(s) cannot be shared by {world} processes: convert with "
                        "smaller shards (--shard-images)")
+    order = list(range(len(shards)))
+    random.Random(f"shards {seed} {epoch}").shuffle(order)
+    roles = max(1, min(workers, len(shards) // world))
 
     # Every role reads at least `least` shards whatever the permutation, so the k smallest shards bound what any
     # role holds: the same number of batches in every epoch, on every rank and role.
@@ -235,12 +234,15 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.rank, self.world, self.workers = rank, world, workers
         self.epoch = self.start = 0
 
+    def eval_shards(self) -> list[int]:
+        """This rank's shards when evaluating: every world-th from its rank, each read once."""
+        return list(range(len(self.shards)))[self.rank::self.world]
+
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if not self.train:
-            mine = list(range(len(self.shards)))[self.rank::self.world][worker::n_workers]
-            for i in mine:
+            for i in self.eval_shards()[worker::n_workers]:
                 for key, image, label in read_shard(self.source, self.shards[i], self.num_classes):
                     yield self._item(i, key, image, label, 0)
             return
@@ -249,7 +251,9 @@ class ShardStream(torch.utils.data.IterableDataset):
         role = (worker + self.start) % len(roles)
         done = max(0, -(-(self.start - role) // len(roles)))  # this role's batches among the first `start`
         skip, left = done * self.batch_size, (per_role - done) * self.batch_size
-        epoch_seed = self.seed * 7_919 + self.epoch
+        from .loader import epoch_seed
+
+        draws = epoch_seed(self.seed, self.epoch)
         for i in roles[role]:
             if left <= 0:
                 return
@@ -260,7 +264,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             samples = read_shard(self.source, self.shards[i], self.num_classes)
             for position in sample_order(count, self.seed, self.epoch, i)[skip:skip + left]:
                 key, image, label = samples[position]
-                yield self._item(i, key, image, label, epoch_seed * 1_000_003 + i * 1_000_000 + position)
+                yield self._item(i, key, image, label, draws * 1_000_003 + i * 1_000_000 + position)
             left -= count - skip
             skip = 0
 
@@ -298,7 +302,7 @@ class ShardData(DescribedByInput):
         return len(roles) * per_role
 
     def split_shards(self, split: str) -> list[dict]:
-        name = {"train": "train", "test": "val"}[split]
+        name = SHARD_SPLIT[split]
         entry = self.index["splits"].get(name)
         if entry is None:
             raise BadInput(f"{self.source.where(INDEX)} has no {name} split")
@@ -343,14 +347,7 @@ class ShardLoader(DescribedByInput):
         if s.train:
             roles, per_role = train_plan(s.shards, s.seed, 0, s.rank, s.world, s.workers, s.batch_size)
             return len(roles) * per_role
-        mine = list(range(len(s.shards)))[s.rank::s.world]
-        return sum(math.ceil(s.shards[i]["count"] / self.batch_size) for i in mine)  # at most: workers split
-
-    @property
-    def sample_count(self) -> int:
-        """Samples this rank evaluates (every one of its shards')."""
-        s = self.stream
-        return sum(s.shards[i]["count"] for i in list(range(len(s.shards)))[s.rank::s.world])
+        return sum(math.ceil(s.shards[i]["count"] / self.batch_size) for i in s.eval_shards())  # at most
 
     def close(self) -> None:
         """Nothing to stop: a shard loader's workers end with each epoch."""
@@ -361,7 +358,7 @@ class ShardLoader(DescribedByInput):
         s = self.stream
         s.epoch, s.start = epoch, start
         roles = len(train_plan(s.shards, s.seed, epoch, s.rank, s.world, s.workers, self.batch_size)[0]) \
-            if s.train else min(max(1, s.workers), max(1, len(s.shards[s.rank::s.world])))
+            if s.train else min(max(1, s.workers), max(1, len(s.eval_shards())))
         loader = torch.utils.data.DataLoader(s, batch_size=self.batch_size, num_workers=roles if s.workers else 0,
                                              pin_memory=self.device.type == "cuda", drop_last=False)
         yield from on_device(self, loader, self.transform.crop, epoch, start)
@@ -370,7 +367,7 @@ class ShardLoader(DescribedByInput):
 def load_shards(cfg, location: str, classes: list[str] | None = None) -> ShardData:
     """`data.dataset: shards` at `location` (a folder, a URL or a pipe), with the image folders' transforms.
     `classes` (a checkpoint's) must be the index's."""
-    from .imagefolder import ImageFolderDataset, TrainCrop
+    from .imagefolder import image_datasets
     from .inputs import IMAGENET_MEAN, IMAGENET_STD
 
     try:
@@ -385,12 +382,8 @@ def load_shards(cfg, location: str, classes: list[str] | None = None) -> ShardDa
     index = read_index(source)
     if classes is not None and list(classes) != index["classes"]:
         raise BadInput(f"{source.where(INDEX)} has other classes than the checkpoint was trained on")
-    size, resize = cfg.image_size, cfg.eval_resize or round(cfg.image_size * 256 / 224)
-    crop = TrainCrop(cfg.crop, (round(size * 256 / 224), round(size * 480 / 224)), tuple(cfg.crop_scale),
-                     tuple(cfg.crop_ratio))
-    train = ImageFolderDataset([], True, crop=size, resize=resize, flip=cfg.flip, train_crop=crop)
-    test = ImageFolderDataset([], False, crop=size, resize=resize)
-    spec = InputSpec.of(index["classes"], 3, size, resize, IMAGENET_MEAN, IMAGENET_STD)
+    train, test, _ = image_datasets(cfg, [], [])
+    spec = InputSpec.of(index["classes"], 3, test.crop, test.resize, IMAGENET_MEAN, IMAGENET_STD)
     return ShardData(source, index, spec, train, test, workers=cfg.workers)
 
 

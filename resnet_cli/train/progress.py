@@ -25,6 +25,18 @@ def eta(elapsed: float, done: int, total: int) -> str:
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
+def rich_bar(stats: bool = False, console=None):
+    """A transient rich bar (not started): label, bar, done/total, the task's `stats` field when asked, time left.
+    Training's epochs and evaluations, and the commands' `progress_bar`, all draw this one."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
+        TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if stats:
+        columns.append(TextColumn("{task.fields[stats]}"))
+    return RichProgress(*columns, TimeRemainingColumn(), console=console, transient=True)
+
+
 class Progress:
     def __init__(self, enabled: bool = True, force_plain: bool | None = None, json_lines: bool = False) -> None:
         self.enabled = enabled
@@ -79,11 +91,7 @@ class Progress:
         self._header = f"epoch {epoch}/{epochs}"
         if not self.enabled or self.plain:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
-            TimeRemainingColumn
-
-        self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=True)
+        self._bar = rich_bar(stats=True)
         self._bar.start()
         self._task = self._bar.add_task(self._header, total=steps, stats="")
 
@@ -120,11 +128,7 @@ class Progress:
         if not self.enabled or self.plain:
             yield None
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
-            TimeRemainingColumn
-
-        bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeRemainingColumn(), transient=True)
+        bar = rich_bar()
         task = bar.add_task(f"epoch {self._epoch} evaluating {label}", total=None)
         bar.start()
 
