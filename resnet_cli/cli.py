@@ -30,6 +30,7 @@ from .commands import presets as presets_cmd
 from .commands import reproduce as reproduce_cmd
 from .commands import summary as summary_cmd
 from .commands import train as train_cmd
+from .commands._common import reflowed
 from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, describe, is_usage_error
 
 _debug = {"on": False}
@@ -137,6 +138,8 @@ app.command("gradflow")(gradflow_cmd.gradflow)
 app.command("bench")(bench_cmd.bench)
 app.command("reproduce")(reproduce_cmd.reproduce_cmd)
 app.add_typer(data_cmd.app, name="data")
+for _info in (*app.registered_commands, *data_cmd.app.registered_commands):  # one place: help text the terminal wraps
+    _info.help = reflowed(_info.help or _info.callback.__doc__ or "")
 
 
 def main() -> None:

@@ -60,6 +60,11 @@ class RunSpec:
     def name(self) -> str:
         return f"{self.model}-s{self.seed}"
 
+    @property
+    def depth(self) -> int:
+        """Layers (`resnet56` -> 56): a run's cost, since every run has the same steps and batch."""
+        return int("".join(ch for ch in self.model if ch.isdigit()))
+
 
 @dataclass
 class Options:
@@ -73,6 +78,7 @@ class Options:
     device: str = "auto"
     with_110: bool = False  # figure6: also plain-110 and resnet-110
     sets: list[str] = field(default_factory=list)  # KEY=VALUE for every run (`train --set`)
+    depths: tuple[int, ...] = ()  # table6/figure6: only these depths (empty: all of the experiment's)
 
     @property
     def steps(self) -> int:
@@ -106,17 +112,41 @@ def check_options(o: Options) -> None:
         raise BadInput(f"--scale must be in (0, 1], got {o.scale}")
     if o.seeds < 1 or o.parallel < 1:
         raise BadInput("--seeds and --parallel must be at least 1")
+    if o.depths:
+        if not {"table6", "figure6"} & set(o.experiments()):
+            raise BadInput("--depths selects runs of table6 and figure6; figure1 and table1 have fixed models")
+        unknown = sorted(set(o.depths) - set(TABLE6_DEPTHS))
+        if unknown:
+            raise BadInput(f"--depths: {', '.join(map(str, unknown))} not in the paper's CIFAR depths "
+                           f"({', '.join(map(str, TABLE6_DEPTHS))})")
+
+
+def parse_depths(text: str | None) -> tuple[int, ...]:
+    """`--depths 20,56` -> (20, 56); None -> () (every depth of the experiment)."""
+    if text is None:
+        return ()
+    try:
+        depths = tuple(dict.fromkeys(int(part) for part in text.split(",")))
+    except ValueError:
+        raise BadInput(f"--depths takes depths separated by commas, e.g. 20,56; got {text!r}") from None
+    if not depths:
+        raise BadInput("--depths is empty")
+    return depths
 
 
 def plan(o: Options) -> dict[str, list[RunSpec]]:
     """The runs of each experiment (table1 has none); shared runs appear in each, and are trained once."""
     runs: dict[str, list[RunSpec]] = {}
+
+    def chosen(depths: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(d for d in depths if d in o.depths) if o.depths else depths
+
     for exp in o.experiments():
         if exp == "table6":
-            runs[exp] = [RunSpec(f"resnet{d}", s) for d in TABLE6_DEPTHS for s in range(o.seeds)]
+            runs[exp] = [RunSpec(f"resnet{d}", s) for d in chosen(TABLE6_DEPTHS) for s in range(o.seeds)]
         elif exp == "figure6":
-            depths = (*FIGURE6_DEPTHS, 110) if o.with_110 else FIGURE6_DEPTHS
-            runs[exp] = [RunSpec(f"{kind}{d}", 0) for kind in ("plain", "resnet") for d in depths]
+            depths = (*FIGURE6_DEPTHS, 110) if o.with_110 or 110 in o.depths else FIGURE6_DEPTHS
+            runs[exp] = [RunSpec(f"{kind}{d}", 0) for kind in ("plain", "resnet") for d in chosen(depths)]
         elif exp == "figure1":
             runs[exp] = [RunSpec("plain20", 0), RunSpec("plain56", 0)]
         else:
@@ -196,16 +226,26 @@ def finished_earlier(run_dir: Path) -> bool:
         return False
 
 
-def device_envs(o: Options) -> list[dict[str, str]]:
-    """The environment of each of the `parallel` slots: a GPU each where several are visible and the runs go to
-    CUDA; otherwise the CPU's threads divided between the slots."""
+def visible_gpus(o: Options) -> int:
     import torch
 
-    gpus = torch.cuda.device_count() if o.device in ("auto", "cuda") else 0
+    return torch.cuda.device_count() if o.device in ("auto", "cuda") else 0
+
+
+def slot_env(slot: int, gpus: int, sharing: int) -> dict[str, str]:
+    """The environment of a run started in `slot`: its own GPU where several are visible; otherwise the CPU's
+    threads divided between the `sharing` runs that will run beside it (fewer than the slots near the end: the
+    last runs get the cores the finished ones left)."""
     if gpus > 1:
-        return [{"CUDA_VISIBLE_DEVICES": str(i % gpus)} for i in range(o.parallel)]
-    threads = max(1, (os.cpu_count() or 1) // o.parallel)
-    return [{"OMP_NUM_THREADS": str(threads)} for _ in range(o.parallel)]
+        return {"CUDA_VISIBLE_DEVICES": str(slot % gpus)}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, sharing)))}
+
+
+def launch_order(o: Options, waiting: list[RunStatus]) -> list[RunStatus]:
+    """Alone, the paper's order (the short runs report first); side by side, the deepest first, so that no slot
+    sits idle at the end while the longest run, started last, trains alone (BENCHMARKS.md, `reproduce
+    --parallel`)."""
+    return sorted(waiting, key=lambda st: -st.spec.depth) if o.parallel > 1 else waiting
 
 
 def run_all(o: Options, specs: list[RunSpec], on_change: Callable[[list[RunStatus]], None]) -> list[RunStatus]:
@@ -215,18 +255,19 @@ def run_all(o: Options, specs: list[RunSpec], on_change: Callable[[list[RunStatu
         if finished_earlier(o.out / "runs" / st.spec.name):
             st.state = "finished earlier"
     (o.out / "logs").mkdir(parents=True, exist_ok=True)
-    envs = device_envs(o)
+    gpus = visible_gpus(o)
     free = list(range(o.parallel))
     active: dict[int, tuple[subprocess.Popen, threading.Thread, RunStatus]] = {}
     lock = threading.Lock()
-    waiting = [st for st in statuses if st.state == "waiting"]
+    waiting = launch_order(o, [st for st in statuses if st.state == "waiting"])
     on_change(statuses)
     try:
         while waiting or active:
             while waiting and free:
                 st, slot = waiting.pop(0), free.pop(0)
+                env = slot_env(slot, gpus, sharing=min(o.parallel, len(active) + 1 + len(waiting)))
                 proc = subprocess.Popen(train_command(o, st.spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **envs[slot]})
+                                        text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
                 st.state, st.started = "running", time.monotonic()
                 reader = threading.Thread(target=_follow, args=(proc, st, o.out / "logs" / f"{st.spec.name}.log",
                                                                   lock, lambda: on_change(statuses)), daemon=True)
@@ -311,14 +352,24 @@ def run_result(run_dir: Path) -> dict[str, Any]:
 def table6_rows(results: dict[str, dict], seeds: int) -> list[dict[str, Any]]:
     rows = []
     for d in TABLE6_DEPTHS:
-        errs = [results[RunSpec(f"resnet{d}", s).name]["test_error"] for s in range(seeds)
-                if RunSpec(f"resnet{d}", s).name in results]
-        if not errs:
+        found = [results[name] for name in (RunSpec(f"resnet{d}", s).name for s in range(seeds)) if name in results]
+        if not found:
             continue
+        errs = [r["test_error"] for r in found]
+        walls = [r["wall_seconds"] for r in found if r.get("wall_seconds")]
         rows.append({"model": f"resnet{d}", "runs": len(errs), "error_mean": statistics.fmean(errs),
                      "error_std": statistics.stdev(errs) if len(errs) > 1 else None, "errors": errs,
-                     "paper": PAPER_TABLE6[d], "akamaster": AKAMASTER_TABLE6[d]})
+                     "paper": PAPER_TABLE6[d], "akamaster": AKAMASTER_TABLE6[d],
+                     "wall_seconds_per_run": statistics.fmean(walls) if walls else None})
     return rows
+
+
+def duration(seconds: float | None) -> str:
+    """A run's training time as the report shows it: `4 min 12 s`, `38 s`, or `-` when not recorded."""
+    if not seconds:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def table1_rows() -> list[dict[str, Any]]:
@@ -386,11 +437,12 @@ def write_report(o: Options, report: dict[str, Any], command: str) -> None:
                   "The paper gives figures for v1 only.", ""]
     if "table6" in report:
         title = "## Table 6: CIFAR-10 test error (%)" + (f" ({note})" if note else "")
-        lines += [title, "", "| model | runs | ours: mean +- std | paper | akamaster |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [title, "", "| model | runs | ours: mean +- std | paper | akamaster | training time per run |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for r in report["table6"]:
             std = "" if r["error_std"] is None else f" +- {r['error_std']:.2f}"
             lines.append(f"| {r['model']} | {r['runs']} | {r['error_mean']:.2f}{std} | {r['paper']:.2f} | "
-                         f"{r['akamaster']:.2f} |")
+                         f"{r['akamaster']:.2f} | {duration(r['wall_seconds_per_run'])} |")
         lines += ["", "Ours: trained on 45k images, the epoch selected on the 5k validation images, its test error "
                   "reported. Paper: the same split for its analysis; ResNet-110 is its best of 5 runs (mean 6.61). "
                   "akamaster/pytorch_resnet_cifar10: trained on all 50k images, the best epoch chosen on the test "

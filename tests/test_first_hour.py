@@ -290,6 +290,31 @@ def test_gradflow_takes_a_device(cli):
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_help_text_is_reflowed_so_no_line_is_cut_mid_sentence(cli):
+    """Typer's rich mode keeps a docstring's line breaks: a break inside a sentence left a ragged line at 80
+    columns (`train --help`: "... events when the" / "tensorboard extra is installed)."). Every command's help
+    now breaks only where a sentence ends, and the terminal wraps the rest."""
+    import typer.main
+
+    from resnet_cli.cli import app
+
+    def commands(group, prefix=()):
+        for name, command in group.commands.items():
+            yield (*prefix, name), command
+            if hasattr(command, "commands"):
+                yield from commands(command, (*prefix, name))
+
+    seen = 0
+    for path, command in commands(typer.main.get_command(app)):
+        lines = (command.help or "").splitlines()
+        for line, following in zip(lines, lines[1:]):
+            assert not (line and following and line[-1] not in ".:!?"), (path, line, following)
+        seen += 1
+    assert seen >= 16
+    text = " ".join(cli("train", "--help", env={"COLUMNS": "80"}).stdout.split())
+    assert "TensorBoard events when the tensorboard extra is installed)." in text
+
+
 @pytest.mark.slow  # two seconds: the quick loop keeps under 90 s
 def test_export_and_summary_take_a_device(cli, tmp_path):
     """`--device` on export (trace and check there; the file's sidecar names it) and on summary (a measured

@@ -25,6 +25,48 @@ def test_plans_share_runs_between_experiments():
     assert "plain110" in [r.model for r in plan(Options("figure6", out=None, with_110=True))["figure6"]]
 
 
+def test_depths_select_runs_of_table6_and_figure6_in_the_papers_order():
+    runs = plan(Options("table6", out=None, seeds=2, depths=(56, 20)))["table6"]
+    assert [r.name for r in runs] == ["resnet20-s0", "resnet20-s1", "resnet56-s0", "resnet56-s1"]
+    runs = plan(Options("figure6", out=None, depths=(110, 20)))["figure6"]  # 110 is figure6's --with-110 depth
+    assert [r.name for r in runs] == ["plain20-s0", "plain110-s0", "resnet20-s0", "resnet110-s0"]
+    both = plan(Options("all", out=None, depths=(20,)))
+    assert [r.name for r in unique_runs(both)] == ["resnet20-s0", "plain20-s0", "plain56-s0"]  # figure1 whole
+
+
+def test_side_by_side_runs_start_deepest_first_and_share_the_cpu_threads_they_use(monkeypatch):
+    from resnet_cli.reproduce import RunStatus, launch_order, slot_env
+
+    waiting = [RunStatus(spec) for spec in plan(Options("table6", out=None, seeds=2))["table6"]]
+    alone = launch_order(Options("table6", out=None, parallel=1), waiting)
+    assert [st.spec.name for st in alone][:3] == ["resnet20-s0", "resnet20-s1", "resnet32-s0"]  # the paper's order
+    side = launch_order(Options("table6", out=None, parallel=2), waiting)
+    assert [st.spec.depth for st in side] == [110, 110, 56, 56, 44, 44, 32, 32, 20, 20]
+    assert [st.spec.name for st in side][:2] == ["resnet110-s0", "resnet110-s1"]  # stable within a depth
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert slot_env(1, gpus=0, sharing=2) == {"OMP_NUM_THREADS": "8"}
+    assert slot_env(1, gpus=0, sharing=1) == {"OMP_NUM_THREADS": "16"}  # the last run alone takes every core
+    assert slot_env(0, gpus=0, sharing=32) == {"OMP_NUM_THREADS": "1"}
+    assert slot_env(5, gpus=4, sharing=2) == {"CUDA_VISIBLE_DEVICES": "1"}  # a GPU each, round robin
+
+
+@pytest.mark.slow
+def test_table6_of_chosen_depths_shows_each_runs_training_time(cli, tmp_path):
+    out = tmp_path / "t6"
+    result = cli("reproduce", "table6", "--depths", "20", "--seeds", "2", "--out", out, "--steps", "3", *TINY,
+                 env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["runs"]) == ["resnet20-s0", "resnet20-s1"] and len(results["table6"]) == 1
+    row = results["table6"][0]
+    walls = [results["runs"][f"resnet20-s{s}"]["wall_seconds"] for s in (0, 1)]
+    assert row["wall_seconds_per_run"] == pytest.approx(sum(walls) / 2) and min(walls) > 0
+    assert "time/run" in result.stdout and f"{round(row['wall_seconds_per_run'])} s" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    report = (out / "report.md").read_text()
+    assert "| training time per run |" in report and f"| {round(row['wall_seconds_per_run'])} s |" in report
+
+
 def test_scaled_runs_shorten_the_milestones_alike(tmp_path):
     cmd = " ".join(train_command(Options("figure1", tmp_path, scale=0.05), RunSpec("plain20", 0)))
     assert "--preset cifar" in cmd and "train.steps=3200" in cmd and "train.milestones=[1600,2400]" in cmd
@@ -123,6 +165,10 @@ def test_without_the_data_offline_it_is_one_line_before_any_run(cli, tmp_path):
     (["figure1", "--scale", "nan"], "--scale must be in (0, 1], got nan"),
     (["figure1", "--dataset", "imagenet"], "--dataset must be one of cifar10, fashion-mnist, synthetic, got 'imagenet'"),
     (["figure1", "--parallel", "0"], "--seeds and --parallel must be at least 1"),
+    (["table6", "--depths", "20,21"], "--depths: 21 not in the paper's CIFAR depths (20, 32, 44, 56, 110)"),
+    (["table6", "--depths", "20;56"], "--depths takes depths separated by commas, e.g. 20,56; got '20;56'"),
+    (["figure1", "--depths", "20"], "--depths selects runs of table6 and figure6; figure1 and table1 have fixed "
+                                    "models"),
 ])
 def test_bad_input_is_one_line(cli, tmp_path, args, message):
     result = cli("reproduce", *args, "--out", tmp_path / "x")
@@ -135,3 +181,25 @@ def test_help_imports_no_torch():
            "try:\n    app()\nexcept SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_the_gpu_measuring_script_dry_runs_on_the_cpu(tmp_path, fashion_dir):
+    """benchmarks/gpu_reproduce.sh is what a GPU session runs for issue 25's figures; DRY=1 runs its commands on
+    the CPU at 4 iterations, so that the script and its summary are checked before GPU time is spent on them."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    logs = tmp_path / "logs"
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_reproduce.sh"), str(fashion_dir), str(logs)],
+                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "DRY": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "dry run on the CPU" in out and "exit" not in out, out
+    assert "two resnet20 runs of 4 iterations: one after the other" in out and "-j 2 gives" in out, out
+    assert "table6 (4 iterations a run, NOT the paper length):" in out, out
+    assert "resnet20: test error" in out and "resnet56: test error" in out, out
+    assert "the whole Table 6 at 3 seeds" in out, out
+    for name in ("parallel_j1", "parallel_j2", "table6_paper"):
+        assert (logs / f"{name}.report.md").read_text().startswith("# Reproduction: table6 (4 iterations per run")
+    assert (logs / "summary.txt").read_text().splitlines()[0].startswith("device: no CUDA device (dry run)")

@@ -33,6 +33,9 @@ def reproduce_cmd(
                                           "visible, else side by side on the device.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N, for every run.")] = "auto",
     with_110: Annotated[bool, typer.Option("--with-110", help="figure6: also plain-110 and ResNet-110.")] = False,
+    depths: Annotated[Optional[str], typer.Option("--depths", show_default=False,
+                                                  help="table6/figure6: only these depths, e.g. 20,56 "
+                                                  "\\[default: all of the experiment's].")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE for every run (as train --set).",
                                                       show_default=False)] = None,
     json_out: JsonOpt = False,
@@ -50,11 +53,11 @@ def reproduce_cmd(
         raise BadInput("give --steps or --scale, not both")
     if steps is not None and not 0 < steps <= 64000:
         raise BadInput(f"--steps must be in 1..64000 (the paper's length), got {steps}")
-    from ..reproduce import PAPER_STEPS, Options, reproduce
+    from ..reproduce import PAPER_STEPS, Options, parse_depths, reproduce
 
     opts = Options(experiment, out, dataset, data_dir, seeds,
                    steps / PAPER_STEPS if steps is not None else (1.0 if scale is None else scale),
-                   parallel, device, with_110, list(sets or []))
+                   parallel, device, with_110, list(sets or []), parse_depths(depths))
     view = _View(enabled=not json_out)
     command = "resnet " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else f"resnet reproduce {experiment}"
     with _sigterm_as_interrupt():
@@ -151,6 +154,8 @@ class _View:
 def _print(report: dict, opts) -> None:
     from rich.table import Table
 
+    from ..reproduce import duration
+
     c = console()
     note = f" ({report['note']})" if report["note"] else ""
     if "table1" in report:
@@ -164,12 +169,12 @@ def _print(report: dict, opts) -> None:
         c.print(t)
     if "table6" in report:
         t = Table(title=f"Table 6: test error %{note}")
-        for col in ("model", "runs", "ours", "paper", "akamaster"):
+        for col in ("model", "runs", "ours", "paper", "akamaster", "time/run"):
             t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
         for r in report["table6"]:
             std = "" if r["error_std"] is None else f" ± {r['error_std']:.2f}"
             t.add_row(r["model"], str(r["runs"]), f"{r['error_mean']:.2f}{std}", f"{r['paper']:.2f}",
-                      f"{r['akamaster']:.2f}")
+                      f"{r['akamaster']:.2f}", duration(r["wall_seconds_per_run"]))
         c.print(t)
         c.print("ours: best epoch on 5k validation images; akamaster: all 50k for training, best epoch on the test set.")
     for exp in ("figure6", "figure1"):
