@@ -60,6 +60,7 @@ run r20_b128_loop 120 $py benchmarks/vs_reference.py --device cuda --batch-size 
 
 echo
 $py - "$logs" <<'PY' | tee "$logs/summary.txt"
+import csv
 import pathlib
 import re
 import sys
@@ -87,8 +88,12 @@ for name, label in (("fashion_to_94", "fashion-mnist to 94.0% (s, fresh process)
     f = doc(name)
     if f:
         t = f.get("target") or {}
+        rows = list(csv.DictReader(open(pathlib.Path(f["run_dir"]) / "metrics.csv")))
+        train_s = sum(float(r["seconds"]) for r in rows)
+        eval_s = sum(float(r["eval_seconds"] or 0) for r in rows)
         print(f"{label:<46} {t.get('seconds', '-')!s:>9}  "
-              f"epoch {t.get('epoch', '-')}, final {f['final']['test_top1']:.2%}, wall {f['wall_seconds']:.1f} s")
+              f"epoch {t.get('epoch', '-')}, final {f['final']['test_top1']:.2%}, wall {f['wall_seconds']:.1f} s "
+              f"(training {train_s:.1f} s, evaluation {eval_s:.1f} s)")
 base = ips("r20_eager")
 for name in ("r20_eager", "r20_eager_graph", "r20_compile", "r20_compile_graph", "r20_reduce_overhead"):
     v = ips(name)

@@ -356,7 +356,8 @@ def test_epoch_lines_fit_the_terminal_and_break_between_fields(cli, tmp_path, co
     block = [lines[start]] + list(itertools.takewhile(lambda s: re.match(r"  \S", s), lines[start + 1:]))
     text = "  ".join(line.strip() for line in block)
     assert re.fullmatch(r"epoch 1/1  train loss [\d.]+ acc [\d.]+%  val loss [\d.]+ top1 [\d.]+% \(ema [\d.]+%\)  "
-                        r"test loss [\d.]+ top1 [\d.]+% \(ema [\d.]+%\)  lr [\d.e-]+  [\d.]+s [\d,]+ img/s", text), text
+                        r"test loss [\d.]+ top1 [\d.]+% \(ema [\d.]+%\)  lr [\d.e-]+  [\d.]+s [\d,]+ img/s, eval [\d.]+s",
+                        text), text
     assert len(block) >= 2  # the one-line form is ~150 columns
     fields = ["a" * 30, "b" * 30, "c" * 30]
     assert fit_fields(fields, None) == "  ".join(fields)

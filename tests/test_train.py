@@ -37,6 +37,7 @@ def test_smoke_preset_learns_and_writes_a_run_folder(cli, tmp_path):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert list(rows[0]) == METRIC_FIELDS
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert all(0 < float(r["eval_seconds"]) < float(out["wall_seconds"]) for r in rows)  # measured, apart from training
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < losses[0] * 0.9, losses
     ckpt = torch.load(run / "last.pt", weights_only=True)

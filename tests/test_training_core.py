@@ -47,7 +47,7 @@ def test_evaluations_are_named_once():
     plain = C.resolve("smoke")
     assert selection_metric(plain) == "test_top1" and top1_columns(plain) == ["test_top1"]
     assert metric_fields(plain) == ["epoch", "step", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
-                                    "test_top5", "seconds", "img_per_s"]
+                                    "test_top5", "seconds", "img_per_s", "eval_seconds"]
     both = C.resolve("smoke", sets=["data.val_split=64", "train.ema=0.9"])
     assert selection_metric(both) == "ema_val_top1"
     assert top1_columns(both) == ["val_top1", "test_top1", "ema_val_top1", "ema_test_top1"]
@@ -57,6 +57,8 @@ def test_evaluations_are_named_once():
     assert epoch_fields(row, both, 3) == ["epoch 2/3", "train loss 1.0000 acc 50.00%",
                                           "val loss 0.2500 top1 25.00% (ema 25.00%)",
                                           "test loss 0.2500 top1 25.00% (ema 25.00%)", "lr 0.1", "1.0s 100 img/s"]
+    assert epoch_fields({**row, "eval_seconds": 0.25}, both, 3)[-1] == "1.0s 100 img/s, eval 0.2s"
+    assert epoch_fields({**row, "eval_seconds": ""}, both, 3)[-1] == "1.0s 100 img/s"  # a row from an older run
 
 
 def test_a_single_process_is_a_torchrun_process_of_one():

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# metrics.csv's columns of a run with neither a validation split nor EMA; evaluation columns go between
-# the training ones and the speed ones (`metric_fields`).
-METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
-                 "seconds", "img_per_s"]
+# metrics.csv's columns: the training ones, then every evaluation's (`metric_fields`), then the speed ones:
+# `seconds` and `img_per_s` are the epoch's training alone, `eval_seconds` all of its evaluations together.
+TRAIN_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1"]
+SPEED_FIELDS = ["seconds", "img_per_s", "eval_seconds"]
+# the columns of a run with neither a validation split nor EMA
+METRIC_FIELDS = [*TRAIN_FIELDS, "test_loss", "test_top1", "test_top5", *SPEED_FIELDS]
 METRICS = ("loss", "top1", "top5")
 
 
@@ -65,7 +67,7 @@ def selection_metric(cfg) -> str:
 def metric_fields(cfg) -> list[str]:
     """metrics.csv's columns for a run: the training ones, every evaluation's, the speed ones."""
     evals = [e.column(m) for e in evaluations(cfg) for m in METRICS]
-    return [*METRIC_FIELDS[:5], *evals, *METRIC_FIELDS[-2:]]
+    return [*TRAIN_FIELDS, *evals, *SPEED_FIELDS]
 
 
 def top1_columns(cfg) -> list[str]:
@@ -79,5 +81,8 @@ def epoch_fields(row: dict, cfg, epochs: int) -> list[str]:
     evals = [f"{split_name(cfg.data.dataset, split)} loss {row[f'{split}_loss']:.4f} top1 {row[f'{split}_top1']:.2%}"
              + (f" (ema {row[Evaluation('ema', split).column('top1')]:.2%})" if cfg.train.ema else "")
              for split in splits(cfg)]
+    speed = f"{row['seconds']:.1f}s {row['img_per_s']:,.0f} img/s"
+    if row.get("eval_seconds") not in (None, ""):  # rows of runs from before the column have none
+        speed += f", eval {row['eval_seconds']:.1f}s"
     return [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train_loss']:.4f} acc {row['train_top1']:.2%}",
-            *evals, f"lr {row['lr']:.4g}", f"{row['seconds']:.1f}s {row['img_per_s']:,.0f} img/s"]
+            *evals, f"lr {row['lr']:.4g}", speed]

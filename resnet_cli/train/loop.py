@@ -336,12 +336,12 @@ class Trainer:
             raise self._interrupted(f"at epoch {epoch}, step {self.state.step}")
 
     def evaluate_all(self) -> dict[str, float]:
-        """This epoch's evaluations as metrics.csv columns (evaluations.py)."""
+        """This epoch's evaluations as metrics.csv columns (evaluations.py), and their time together."""
         run = self.run
         weights = {"raw": (run.model, run.eval_forward)}
         if run.ema is not None:  # the average is evaluated eagerly: it is not what the compiled step calls
             weights["ema"] = (run.ema.module, run.ema.module)
-        out: dict[str, float] = {}
+        out: dict[str, float] = {"eval_seconds": 0.0}
         for ev in evaluations(self.cfg):
             model, forward = weights[ev.weights]
             shown = ("ema " if ev.weights == "ema" else "") + split_name(self.cfg.data.dataset, ev.split)
@@ -350,6 +350,7 @@ class Trainer:
                                run.speed.precision, all_reduce=run.process.all_reduce, forward=forward,
                                on_batch=on_batch)
             out.update({ev.column(m): getattr(res, m) for m in METRICS})
+            out["eval_seconds"] += res.seconds  # evaluate() waits for the device before it stops its clock
         return out
 
     def end_epoch(self, stats: dict[str, float]) -> None:
