@@ -91,6 +91,10 @@ def test_summary_table_and_detail(cli):
     result = cli("summary", "resnet20", "--detail")
     assert result.exit_code == 0
     assert "[3x3, 16 / 3x3, 16] x 3" in result.stdout
+    # a CIFAR net's multiply-adds in millions (in G its stages read 0.013), ImageNet's in G as in Table 1
+    assert "MMACs" in result.stdout and "│ 40.55 │" in result.stdout and "BatchNorm would add 0.4 M." in result.stdout
+    big = cli("summary", "resnet50").stdout
+    assert "GMACs" in big and "│ 3.858 │" in big and "BatchNorm would add 0.02 G." in big
     assert "layer3.2.conv2" in result.stdout
     out = cli.json("summary", "plain20", "--detail")
     mods = {m["name"]: m for m in out["modules"]}

@@ -108,10 +108,6 @@ def fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
-def fmt_g(n: float) -> str:
-    return f"{n / 1e9:.2f}"
-
-
 def fmt_m(n: float) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(int(n))
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (DepthOpt, InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, ModelArg, PlainOpt, check_positive, console, fmt_g,
+from ._common import (DepthOpt, InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, ModelArg, PlainOpt, check_positive, console,
                       fmt_int, fmt_m, parse_input_size, print_json)
 
 
@@ -70,15 +70,17 @@ def summary(
     table.add_column("channels", justify="right")
     table.add_column("block")
     table.add_column("params", justify="right", footer=fmt_int(total["params"]))
-    table.add_column("GMACs", justify="right", footer=f"{total['macs'] / 1e9:.3f}")
+    unit, scale = ("G", 1e9) if total["macs"] >= 1e9 else ("M", 1e6)  # a CIFAR net's stages in G would read 0.0xx
+    places = 3 if unit == "G" else 2
+    table.add_column(f"{unit}MACs", justify="right", footer=f"{total['macs'] / scale:.{places}f}")
     for r in out["stages"]:
         h, w = r["output_size"]
         table.add_row(r["layer"], f"{h}x{w}", str(r["channels"]), r["block"], fmt_int(r["params"]),
-                      f"{r['macs'] / 1e9:.3f}")
+                      f"{r['macs'] / scale:.{places}f}")
     c = console()
     c.print(table)
     c.print(f"Multiply-adds count conv + fc, as the paper's \"FLOPs\" do; "
-            f"BatchNorm would add {fmt_g(total['bn_macs'])} G.")
+            f"BatchNorm would add {total['bn_macs'] / scale:.{2 if unit == 'G' else 1}f} {unit}.")
     p, mem = out["params"], out["memory_bytes"]
     if out["checkpoint"]:
         c.print(f"from {out['checkpoint']}")
