@@ -30,8 +30,8 @@ from .commands import presets as presets_cmd
 from .commands import reproduce as reproduce_cmd
 from .commands import summary as summary_cmd
 from .commands import train as train_cmd
-from .commands._common import reflowed
 from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, describe, is_usage_error
+from .terminal import reflowed
 
 _debug = {"on": False}
 

@@ -65,3 +65,19 @@ def fit_fields(fields: list[str], width: int | None, indent: str = "  ", sep: st
             line = line + sep + field if line else field
     lines.append(line)
     return "\n".join(lines)
+
+
+def reflowed(text: str) -> str:
+    """A docstring as `--help` text that the terminal wraps: a line that does not end a sentence (. : ! ?) runs
+    on into the next, so the source's own line breaks never leave a ragged line at 80 columns; paragraphs and
+    lines that end a sentence stay as written (Typer's rich mode keeps single newlines)."""
+    import inspect
+
+    out: list[str] = []
+    for line in inspect.cleandoc(text).splitlines():
+        line = line.strip()
+        if out and line and out[-1] and out[-1][-1] not in ".:!?":
+            out[-1] += " " + line
+        else:
+            out.append(line)
+    return "\n".join(out)

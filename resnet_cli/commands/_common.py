@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -35,20 +34,6 @@ def choices(name: str, values) -> type[Enum]:
     """A Typer choice type from a choice list written elsewhere once (a config `Literal`'s values, a tuple):
     members named and valued by the choices, in their order."""
     return Enum(name, [(v, v) for v in values], type=str)
-
-
-def reflowed(text: str) -> str:
-    """A docstring as `--help` text that the terminal wraps: a line that does not end a sentence (. : ! ?) runs
-    on into the next, so the source's own line breaks never leave a ragged line at 80 columns; paragraphs and
-    lines that end a sentence stay as written (Typer's rich mode keeps single newlines)."""
-    out: list[str] = []
-    for line in inspect.cleandoc(text).splitlines():
-        line = line.strip()
-        if out and line and out[-1] and out[-1][-1] not in ".:!?":
-            out[-1] += " " + line
-        else:
-            out.append(line)
-    return "\n".join(out)
 
 
 def parse_input_size(text: str | None) -> int | tuple[int, int] | None:
