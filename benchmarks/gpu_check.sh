@@ -12,7 +12,7 @@
 #
 # Packages the GPU image may lack (fvcore and its dependencies; onnx and onnxscript for the ONNX export test)
 # are installed from wheels in $WHEELS (default .whl/) into a private folder, when that folder exists:
-#   pip wheel --no-deps fvcore iopath yacs termcolor portalocker tabulate onnxscript onnx-ir -w .whl
+#   pip wheel --no-deps fvcore iopath yacs termcolor portalocker tabulate onnxscript onnx-ir pytest-xdist execnet -w .whl
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 onnx ml_dtypes -d .whl
 set -u
 cd "$(dirname "$0")/.."
@@ -52,9 +52,16 @@ step() {  # step NAME LIMIT_S COMMAND...: run it under a time limit, keep its ou
     tail -n 2 "$logs/$name.txt" | cut -c1-160 | sed 's/^/   | /'
 }
 
-# four pytest processes side by side: the GPU tests wait on compilation and process start-up, not on the GPU
-step pytest_cuda 200 $py benchmarks/pytest_shards.py 4 "$logs/pytest_cuda" -q -ra -p no:cacheprovider --durations=5 \
-    -m "cuda or default_device" tests
+# four pytest processes side by side: the GPU tests wait on compilation and process start-up, not on the GPU.
+# With pytest-xdist (from $WHEELS) the next test goes to whichever worker is free, a shared fixture's tests kept on
+# one worker (conftest marks them xdist_group); without it, four fixed shards (--shard I/N, dealt round-robin).
+if $py -c "import xdist" 2>/dev/null; then
+    step pytest_cuda 200 $py -m pytest -n 4 --dist loadgroup -q -ra -p no:cacheprovider --durations=10 \
+        -m "cuda or default_device" tests
+else
+    step pytest_cuda 200 $py benchmarks/pytest_shards.py 4 "$logs/pytest_cuda" -q -ra -p no:cacheprovider \
+        --durations=5 -m "cuda or default_device" tests
+fi
 if [ -n "$data" ]; then
     step fashion_to_93 150 $py -m resnet_cli train --preset fashion-mnist --data-dir "$data" --device cuda \
         --run-dir /tmp/gpu_check_runs --name fashion --set train.target_top1=0.93 --set train.stop_at_target=true \

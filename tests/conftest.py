@@ -221,10 +221,18 @@ def shard_key(item) -> str:
     return f"{item.module.__name__}::{shared[0]}" if shared else item.nodeid
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """`--shard I/N` keeps one of N shards (groups of tests dealt round-robin, in collection order); tests
-    marked `cuda` are skipped without a CUDA device."""
+    """`--shard I/N` keeps one of N shards (groups of tests dealt round-robin, in collection order); under
+    pytest-xdist's `--dist loadgroup` (gpu_check.sh) the same groups are marked `xdist_group`, so that a shared
+    fixture is built once while the other tests go to whichever worker is free; tests marked `cuda` are skipped
+    without a CUDA device."""
     import torch
+
+    if getattr(config.option, "loadgroup", False):  # set in xdist's workers (where dist reads "no")
+        for item in items:
+            if shard_key(item) != item.nodeid:
+                item.add_marker(pytest.mark.xdist_group(shard_key(item)))
 
     if config.getoption("--shard"):
         try:

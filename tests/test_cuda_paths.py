@@ -284,3 +284,25 @@ def test_gpu_check_shards_split_the_selection_without_loss_or_overlap():
     bad = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "--shard", "3/3", "tests/test_gpu.py"],
                          cwd=root, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 4 and "--shard takes I/N with 0 <= I < N, got '3/3'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_under_xdist_loadgroup_a_shared_fixtures_tests_run_on_one_worker():
+    """gpu_check.sh runs the CUDA tests under pytest-xdist (`-n 4 --dist loadgroup`) where it is installed: the
+    tests of one module-scoped fixture are one group, sent to one worker (the fixture is built once), and the
+    others go to whichever worker is free. Checked on test_bad_input.py, whose `files` fixture is module-scoped
+    and used by all its tests but one."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("xdist")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v", "-p",
+                           "no:cacheprovider", "tests/test_bad_input.py"], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
+    ran = re.findall(r"^\[(gw\d)\] \[ *\d+%\] PASSED (.+?) *$", done.stdout, re.M)
+    grouped = [worker for worker, test in ran if test.endswith("@test_bad_input::files")]
+    assert len(grouped) >= 30 and len(set(grouped)) == 1, ran  # without the marks they spread over both
