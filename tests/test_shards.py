@@ -303,3 +303,26 @@ def test_a_command_saved_in_a_checkpoint_is_never_run(cli, shards, tmp_path):
         assert not marker.exists()
     again = cli.json("eval", tmp_path / "p", "--data-dir", pipe, "--device", "cpu")
     assert again["count"] == 12 and marker.exists()
+
+
+def test_the_command_line_starts_loader_workers_from_a_fork_server(monkeypatch):
+    """A DataLoader worker forked from a training process with threads can deadlock at birth (seen: a torchrun
+    shard run hung in CPython's after-fork handler, data/loader.py). `resnet` (cli.main) starts workers from a fork
+    server; the Python API keeps PyTorch's default, since a fork server re-imports an unguarded user script. The
+    torchrun tests above run `python -m resnet_cli`, so their workers start this way."""
+    import os
+
+    from resnet_cli import cli
+    from resnet_cli.data.loader import WORKER_START_VAR, worker_context
+    from resnet_cli.errors import BadInput
+
+    monkeypatch.setenv(WORKER_START_VAR, "fork")  # recorded: the variable is put back as it was after the test
+    monkeypatch.delenv(WORKER_START_VAR)
+    assert worker_context() is None  # a script of the user's: PyTorch's default
+    monkeypatch.setattr(cli, "app", lambda: None)
+    cli.main()
+    assert os.environ[WORKER_START_VAR] == "forkserver"
+    assert worker_context().get_start_method() == "forkserver"
+    monkeypatch.setenv(WORKER_START_VAR, "telepathy")
+    with pytest.raises(BadInput, match="RESNET_CLI_WORKER_START='telepathy': this platform starts processes by"):
+        worker_context()

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import BadInput
 from .inputs import DescribedByInput, InputSpec
-from .loader import batch_seed, model_batch, shard_indices, shard_len
+from .loader import batch_seed, model_batch, shard_indices, shard_len, worker_context
 from .crops import canvas_side, decode_region, random_resized_box, resize_crops, scale_box
 from .transforms import center_crop, eight_bit, resize_shorter, ten_crops
 
@@ -245,7 +245,8 @@ class FolderLoader(DescribedByInput):
         if self._loader is None:
             self._loader = torch.utils.data.DataLoader(
                 self.dataset, batch_size=self.batch_size, sampler=self._order, num_workers=self.workers,
-                pin_memory=self.device.type == "cuda", persistent_workers=self.train and self.workers > 0)
+                pin_memory=self.device.type == "cuda", persistent_workers=self.train and self.workers > 0,
+                multiprocessing_context=worker_context() if self.workers else None)
         return self._loader
 
     def close(self) -> None:

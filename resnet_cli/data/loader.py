@@ -116,3 +116,37 @@ class DeviceLoader(DescribedByInput):
             sel = idx[first:first + self.batch_size]
             yield model_batch(self.x[sel], self.y[sel], self.mean, self.std, self.augment if self.train else None,
                               batch_seed(self.seed, epoch, b, self.rank), self.channels_last)
+
+
+
+WORKER_START_VAR = "RESNET_CLI_WORKER_START"  # fork, forkserver or spawn; unset: PyTorch's default (fork on Linux)
+
+
+def worker_context():
+    """How DataLoader workers start: the multiprocessing start method $RESNET_CLI_WORKER_START names, which the
+    command line sets to forkserver (cli.main); unset, PyTorch's default.
+
+    A worker forked straight from the training process can deadlock at birth. Forking copies the interpreter's
+    locks as they are, and one that another thread holds at that instant (a finished loader's queue thread
+    exiting, TensorBoard's writer) is never released in the child: seen under torchrun with shards, a worker
+    waiting forever in CPython 3.11's PyOS_AfterFork_Child for the thread-state lock while its rank waited for it
+    and the other rank in an all-reduce (tests/test_restarts.py, about one run in a few dozen). The fork server
+    is one single-threaded process, started once with torch and the data modules imported, that forks the
+    workers instead (the start method Python 3.14 makes the default for this reason). A script of the user's
+    keeps the default: a fork server imports the script in every worker, which runs again an unguarded one (no
+    `if __name__ == "__main__":`)."""
+    import multiprocessing
+    import os
+
+    method = os.environ.get(WORKER_START_VAR, "")
+    if not method:
+        return None
+    if method not in multiprocessing.get_all_start_methods():
+        from ..errors import BadInput
+
+        raise BadInput(f"{WORKER_START_VAR}={method!r}: this platform starts processes by "
+                       f"{', '.join(multiprocessing.get_all_start_methods())}")
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["torch", "resnet_cli.data.imagefolder", "resnet_cli.data.shards"])
+    return context

@@ -354,13 +354,15 @@ class ShardLoader(DescribedByInput):
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from .imagefolder import on_device
+        from .loader import worker_context
 
         s = self.stream
         s.epoch, s.start = epoch, start
         roles = len(train_plan(s.shards, s.seed, epoch, s.rank, s.world, s.workers, self.batch_size)[0]) \
             if s.train else min(max(1, s.workers), max(1, len(s.eval_shards())))
         loader = torch.utils.data.DataLoader(s, batch_size=self.batch_size, num_workers=roles if s.workers else 0,
-                                             pin_memory=self.device.type == "cuda", drop_last=False)
+                                             pin_memory=self.device.type == "cuda", drop_last=False,
+                                             multiprocessing_context=worker_context() if s.workers else None)
         yield from on_device(self, loader, self.transform.crop, epoch, start)
 
 
