@@ -145,5 +145,5 @@ for _info in (*app.registered_commands, *data_cmd.app.registered_commands):  # o
 def main() -> None:
     # DataLoader workers start from a fork server (data.loader.worker_context): a worker forked from a process
     # with threads can deadlock at birth. Set here, where the main module is this package's (guarded) entry.
-    os.environ.setdefault("RESNET_CLI_WORKER_START", "forkserver")
+    os.environ.setdefault("RESNET_CLI_WORKER_START", "forkserver")  # data.loader.WORKER_START_VAR (no torch here)
     app()

@@ -47,10 +47,11 @@ def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, fl
     from .data import make_loader
 
     loader = make_loader(data, cfg.data, "train", batch_size, device, training=True)
+    from PIL import Image
+
     ds = data.train_set  # the training transform (ImageFolderDataset), of a folder or of shards
     read, t0 = 0.0, time.perf_counter()
     if hasattr(data, "split_shards"):  # shards: fetch and check whole shards, then decode from memory
-        from PIL import Image
         import io
 
         from .data.shards import read_shard
@@ -64,8 +65,6 @@ def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, fl
         calls = [(lambda image=image: Image.open(io.BytesIO(image)), i, label, key)
                  for i, (key, image, label) in enumerate(raw[:sample])]
     else:
-        from PIL import Image
-
         calls = [(lambda path=ds.samples[i][0]: Image.open(path), i, ds.samples[i][1], str(ds.samples[i][0]))
                  for i in loader.indices(0)[:sample]]
     ds.stage_times = {}

@@ -62,8 +62,10 @@ class RunSpec:
 
     @property
     def depth(self) -> int:
-        """Layers (`resnet56` -> 56): a run's cost, since every run has the same steps and batch."""
-        return int("".join(ch for ch in self.model if ch.isdigit()))
+        """The model's layers (the registry's): a run's cost, since every run has the same steps and batch."""
+        from .models.registry import model_info
+
+        return model_info(self.model).depth
 
 
 @dataclass

@@ -118,7 +118,6 @@ class DeviceLoader(DescribedByInput):
                               batch_seed(self.seed, epoch, b, self.rank), self.channels_last)
 
 
-
 WORKER_START_VAR = "RESNET_CLI_WORKER_START"  # fork, forkserver or spawn; unset: PyTorch's default (fork on Linux)
 
 
