@@ -117,7 +117,9 @@ def ours(mode: str):
 def from_shards(folder: Path, paths):
     """The worker's share from `convert --max-size 320` shards of these files (converted once, untimed)."""
     from resnet_cli.data.imagefolder import ImageFolderDataset, TrainCrop
-    from resnet_cli.data.shards import Source, convert, read_index, read_shard
+    from resnet_cli.data.shard_convert import convert
+    from resnet_cli.data.shard_source import Source, read_index
+    from resnet_cli.data.shards import read_shard
 
     out = folder / "shards-320"
     if not (out / "index.json").exists():

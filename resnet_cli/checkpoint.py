@@ -20,17 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import gate
 from .errors import BadInput
-from .files import atomic_write
+from .files import atomic_write_bytes
 
 FORMAT_VERSION = 1
+MAX_CHECKPOINT_BYTES = 16 * 2**30  # ResNet-152 with its optimizer state is under 1 GiB
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     import torch
 
     payload = {"version": FORMAT_VERSION, **state}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return atomic_write_bytes(path, lambda buffer: torch.save(payload, buffer))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -42,24 +44,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise BadInput(f"checkpoint not found: {path}")
     if path.is_dir():
         raise BadInput(f"{path} is a folder, not a checkpoint file")
-    if not path.is_file():  # a FIFO would block, a device (/dev/zero) never end
-        raise BadInput(f"{path} is not a regular file, so not a checkpoint")
-    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
-        raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint (not a PyTorch file)")
-    with zipfile.ZipFile(path) as archive:
-        if any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist()):
-            raise BadInput(f"{path} is a TorchScript file (resnet build/export --format torchscript), not a "
-                           "checkpoint: give the checkpoint or run folder it was made from")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f"it would call {found.group(1)}" if found else "it holds objects other than tensors"
-        raise BadInput(f"refusing to load {path}: {what}; only plain-tensor checkpoints are loaded "
-                       "(weights_only=True)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint ({first[:160]})") from None
+    with gate.open_regular(path, "checkpoint") as f:  # a FIFO would block, a device (/dev/zero) never end
+        if os.fstat(f.fileno()).st_size > MAX_CHECKPOINT_BYTES:
+            raise BadInput(f"{path} is larger than {MAX_CHECKPOINT_BYTES // 2**30} GiB: not a checkpoint of a ResNet")
+        if not zipfile.is_zipfile(f):  # torch.save has written zip archives since PyTorch 1.6
+            raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint (not a PyTorch file)")
+        f.seek(0)
+        with zipfile.ZipFile(f) as archive:
+            if any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist()):
+                raise BadInput(f"{path} is a TorchScript file (resnet build/export --format torchscript), not a "
+                               "checkpoint: give the checkpoint or run folder it was made from")
+        f.seek(0)
+        try:
+            obj = torch.load(f, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            what = f"it would call {found.group(1)}" if found else "it holds objects other than tensors"
+            raise BadInput(f"refusing to load {path}: {what}; only plain-tensor checkpoints are loaded "
+                           "(weights_only=True)") from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint ({first[:160]})") from None
     if not isinstance(obj, dict):
         raise BadInput(f"{path} does not hold a checkpoint dict (found {type(obj).__name__})")
     return obj

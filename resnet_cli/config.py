@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Literal, get_args, get_origin
 
+from . import gate
 from .errors import BadInput
 
 Auto = Literal["auto", "on", "off"]
@@ -75,6 +76,10 @@ class DataConfig:
     synthetic_train: int = 512  # synthetic only: training images
     synthetic_test: int = 256  # synthetic only: test images
     workers: int = 4  # imagefolder only: decoding processes per training process
+    max_read_mb: int = 4096  # the most one read from outside may bring (a shard, a file, an http body, a pipe:
+    #                          command's output); the read stops there and fails, instead of filling the memory
+    read_timeout: float = 900.0  # seconds one such read may take in all (not per packet): a stalled server or
+    #                              command is stopped, never waited on for ever
     crop: Literal["scale", "random-resized"] = "scale"  # imagefolder training crop: the paper's scale augmentation
     #                     (shorter side in [256, 480] for 224, then a random crop) or torchvision's RandomResizedCrop
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random-resized: area fraction range
@@ -258,16 +263,13 @@ def safe_yaml(text: str) -> Any:
 def _load_yaml(path: Path, what: str) -> dict[str, Any]:
     import yaml
 
+    if not path.exists() and not path.is_symlink():
+        raise BadInput(f"{what} not found: {path}")
+    raw = gate.read_file(path, gate.Limits(MAX_YAML_BYTES, keys=("the bound on a config, 1 MiB", "")), what)
     try:
-        if not path.is_file():  # a FIFO or a device would block or never end
-            raise BadInput(f"{what} not found: {path}" if not path.exists() else f"{what} {path} is not a file")
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise BadInput(f"{what} {path} is {path.stat().st_size:,} bytes: too large for a config")
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadInput(f"{what} {path} is not UTF-8 text") from None
-    except OSError as e:
-        raise BadInput(f"cannot read {what} {path}: {e.strerror}") from None
     try:
         data = safe_yaml(text)
     except yaml.YAMLError as e:
@@ -489,6 +491,24 @@ def validate(cfg: Config) -> None:
     for key, value in nonneg.items():
         if value < 0:
             raise BadInput(f"{key} must not be negative, got {value}")
+    bounded = {"data.image_size": (d.image_size, gate.MAX_IMAGE_SIZE, "pixels a side"),
+               "data.eval_resize": (d.eval_resize, gate.MAX_IMAGE_SIZE * 2, "pixels a side"),
+               "data.channels": (d.channels, gate.MAX_CHANNELS, ""), "data.classes": (d.classes, gate.MAX_CLASSES, ""),
+               "model.num_classes": (cfg.model.num_classes, gate.MAX_CLASSES, ""),
+               "model.in_channels": (cfg.model.in_channels, gate.MAX_CHANNELS, ""),
+               "data.synthetic_train": (d.synthetic_train, gate.MAX_IMAGES_IN_MEMORY, "images made in memory"),
+               "data.synthetic_test": (d.synthetic_test, gate.MAX_IMAGES_IN_MEMORY, "images made in memory"),
+               "data.workers": (d.workers, 1024, "processes"), "data.max_read_mb": (d.max_read_mb, 2**20, "1 TiB"),
+               "train.batch_size": (t.batch_size, 2**24, ""), "train.eval_batch_size": (t.eval_batch_size, 2**24, "")}
+    for key, (value, bound, why) in bounded.items():
+        gate.check_count(key, value, bound, why)
+    if d.dataset == "synthetic":
+        held = (d.synthetic_train + d.synthetic_test) * d.channels * d.image_size ** 2 * 4
+        gate.check_count("synthetic data (data.synthetic_train + synthetic_test) x channels x image_size^2 x 4 "
+                         "bytes", held, gate.MAX_IN_MEMORY_BYTES, "made in memory")
+    if d.max_read_mb <= 0 or not 0 < d.read_timeout <= 7 * 86400:
+        raise BadInput(f"data.max_read_mb must be positive and data.read_timeout in (0, 604800] seconds, got "
+                       f"{d.max_read_mb} and {d.read_timeout}")
     for key, pair, low, high in (("data.crop_scale", d.crop_scale, 0, 1), ("data.crop_ratio", d.crop_ratio, 0, 100)):
         if len(pair) != 2 or not low < pair[0] <= pair[1] <= high:
             raise BadInput(f"{key} is [low, high] with {low} < low <= high <= {high}, got {pair}")

@@ -7,16 +7,25 @@ with its traceback only under `--debug` (or RESNET_CLI_DEBUG=1).
 
 from __future__ import annotations
 
+import re
+
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
 class CliError(Exception):
-    """An error with a message a person can act on, and an exit code."""
+    """An error with a message a person can act on, and an exit code.
+
+    Raised in a DataLoader worker, it comes back to the main process rebuilt by PyTorch as
+    `type(message="Caught X in DataLoader worker process N.\nOriginal Traceback ...X: message")`: the rebuilt
+    error keeps only the worker's message, so that it reads as it would have in the main process."""
 
     exit_code = EXIT_BAD_INPUT
     prefix = "error"
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(from_worker(message, type(self).__name__), *args)
 
 
 class BadInput(CliError):
@@ -44,6 +53,17 @@ class Interrupted(CliError):
     def __init__(self, message: str, signum: int = 2) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+def from_worker(message: object, name: str) -> object:
+    """The original message of an error `name` that a DataLoader worker raised (see CliError), else `message`."""
+    if not isinstance(message, str) or not message.startswith(f"Caught {name} in DataLoader worker"):
+        return message
+    at = message.rfind(f"{name}: ")
+    return message[at + len(name) + 2:].strip() if at >= 0 else message.splitlines()[0]
+
+
+WORKER_DIED = re.compile(r"DataLoader worker \(pid\(?s?\)? ?([\d, ]+)\) (?:exited unexpectedly|is killed by signal: ?([^.]+))")
 
 
 def _click():
@@ -93,6 +113,12 @@ def describe(exc: BaseException) -> tuple | None:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         return (f"another process of this torchrun group stopped ({first}); under torchrun --max-restarts the group "
                 "is started again, and --resume auto continues from last.pt", EXIT_CHECK_FAILED)
+    died = WORKER_DIED.search(str(exc)) if isinstance(exc, RuntimeError) else None
+    if died:
+        how = f"killed by signal {died.group(2).strip()}" if died.group(2) else "it exited unexpectedly"
+        return (f"a data-loading worker process (pid {died.group(1).strip()}) died ({how}): out of memory, or "
+                "killed from outside; lower data.workers or the batch size, and for a run resume it with --resume",
+                EXIT_CHECK_FAILED)
     if type(exc).__name__ == "OutOfMemoryError":
         return "out of device memory; try a smaller --batch-size", EXIT_CHECK_FAILED
     return None

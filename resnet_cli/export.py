@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-from .files import atomic_write, atomic_write_text
+from .files import atomic_write, atomic_write_bytes, atomic_write_text
 from .errors import BadInput
 from .quiet import quiet_torchscript
 
@@ -33,16 +33,6 @@ def example_batch(net: torch.nn.Module, batch_size: int, input_size: tuple[int, 
     return x.to(next(net.parameters()).device)
 
 
-def _write_serialized(output: Path, serialize) -> None:
-    """Serialize into memory first, then write the bytes from Python: a full disk is then an OSError (one line, the
-    temporary file removed), where torch's C++ writer would abort the process and leave the file behind."""
-    import io
-
-    buffer = io.BytesIO()
-    serialize(buffer)
-    atomic_write(output, lambda tmp: tmp.write_bytes(buffer.getvalue()))
-
-
 def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[int, int],
                 batch_size: int | None = None, metadata: dict[str, Any] | None = None, device=None) -> Path:
     """Write `net` (eval mode) as `fmt`, traced on `device` (default the CPU): a TorchScript or .pt2 file runs on
@@ -57,11 +47,11 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
     if fmt == "torchscript":  # PyTorch deprecates TorchScript; kept for older runtimes (TORCHSCRIPT_NOTE)
         with quiet_torchscript():
             scripted = torch.jit.trace(net, example)
-            _write_serialized(output, lambda buffer: torch.jit.save(scripted, buffer))
+            atomic_write_bytes(output, lambda buffer: torch.jit.save(scripted, buffer))
     elif fmt == "export":
         dynamic = None if batch_size else ({0: torch.export.Dim("batch", min=1)},)
         exported = torch.export.export(net, (example,), dynamic_shapes=dynamic)
-        _write_serialized(output, lambda buffer: torch.export.save(exported, buffer))
+        atomic_write_bytes(output, lambda buffer: torch.export.save(exported, buffer))
     else:
         _write_onnx(net, example, output, batch_size is None, metadata or {})
     if metadata and fmt != "onnx":

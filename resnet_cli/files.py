@@ -6,6 +6,7 @@ either the old file or the new one, never a torn one.
 
 from __future__ import annotations
 
+import io  # noqa: F401 (annotations)
 import os
 import tempfile
 from pathlib import Path
@@ -61,6 +62,40 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, serialize: Callable[["io.BytesIO"], None]) -> Path:
+    """`serialize(buffer)` into memory, then the bytes written by Python through `atomic_write`: a full disk is then
+    an OSError (ENOSPC, one line, the temporary file removed), where a C++ writer (torch.save, torch.export.save)
+    fails with an internal message or leaves its file behind."""
+    import io
+
+    buffer = io.BytesIO()
+    serialize(buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+
+
+def open_own_file(path: str | os.PathLike, what: str, append: bool = False) -> "io.TextIOWrapper":
+    """Open (creating it if needed) a file the tool keeps for itself in a folder of its own, such as a run's lock
+    (read and written) or a log (`append`): never through a symlink (O_NOFOLLOW), and only a regular file (a FIFO
+    or a device in its place is refused, without blocking on it). One BadInput line otherwise."""
+    import stat
+
+    flags = (os.O_WRONLY | os.O_APPEND if append else os.O_RDWR) | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) \
+        | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        import errno
+
+        if e.errno == errno.ELOOP:
+            raise BadInput(f"{what} {path} is a symbolic link: refused (it would write through it); remove it")
+        raise BadInput(f"cannot open {what} {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadInput(f"{what} {path} is not a regular file (a FIFO, a device or a folder): refused; remove it")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a" if append else "r+")
 
 
 def _umask() -> int:

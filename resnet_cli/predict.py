@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from . import gate
 from .errors import BadInput
 
 
@@ -37,7 +38,7 @@ def read_image(path: Path, spec) -> torch.Tensor:
     """One image as a uint8 C x H x W tensor, transformed as the run's evaluation did (InputSpec.transform)."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with Image.open(gate.open_regular(path, "image")) as im:
         return spec.transform(im)
 
 

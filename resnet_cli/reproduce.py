@@ -33,9 +33,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 from .errors import BadInput
+from .files import ensure_writable_dir, open_own_file
 
 EXPERIMENTS = ("table1", "table6", "figure6", "figure1")
 CHOICES = (*EXPERIMENTS, "all")
@@ -256,7 +257,7 @@ def run_all(o: Options, specs: list[RunSpec], on_change: Callable[[list[RunStatu
     for st in statuses:
         if finished_earlier(o.out / "runs" / st.spec.name):
             st.state = "finished earlier"
-    (o.out / "logs").mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(o.out / "logs")
     gpus = visible_gpus(o)
     free = list(range(o.parallel))
     active: dict[int, tuple[subprocess.Popen, threading.Thread, RunStatus]] = {}
@@ -267,12 +268,12 @@ def run_all(o: Options, specs: list[RunSpec], on_change: Callable[[list[RunStatu
         while waiting or active:
             while waiting and free:
                 st, slot = waiting.pop(0), free.pop(0)
+                log = open_own_file(o.out / "logs" / f"{st.spec.name}.log", "log", append=True)  # before the run
                 env = slot_env(slot, gpus, sharing=min(o.parallel, len(active) + 1 + len(waiting)))
                 proc = subprocess.Popen(train_command(o, st.spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
                 st.state, st.started = "running", time.monotonic()
-                reader = threading.Thread(target=_follow, args=(proc, st, o.out / "logs" / f"{st.spec.name}.log",
-                                                                  lock, lambda: on_change(statuses)), daemon=True)
+                reader = threading.Thread(target=_follow, args=(proc, st, log, lock, lambda: on_change(statuses)), daemon=True)
                 reader.start()
                 active[slot] = (proc, reader, st)
             time.sleep(0.2)
@@ -300,10 +301,10 @@ def run_all(o: Options, specs: list[RunSpec], on_change: Callable[[list[RunStatu
     return statuses
 
 
-def _follow(proc: subprocess.Popen, st: RunStatus, log: Path, lock: threading.Lock,
+def _follow(proc: subprocess.Popen, st: RunStatus, log: TextIO, lock: threading.Lock,
             changed: Callable[[], None]) -> None:
     """Read a run's JSON Lines (progress, epoch, message, result) into its status; keep every line in its log."""
-    with open(log, "a") as f:
+    with log as f:
         for line in proc.stdout:
             f.write(line)
             f.flush()
@@ -467,7 +468,7 @@ def reproduce(o: Options, command: str, on_change: Callable[[list[RunStatus]], N
     check_options(o)
     runs = plan(o)
     specs = unique_runs(runs)
-    o.out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(o.out)
     check_data(o, specs)
     statuses = run_all(o, specs, on_change)
     failed = [st for st in statuses if st.state == "failed"]

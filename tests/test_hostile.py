@@ -90,12 +90,13 @@ def test_reads_are_bounded(cli, tmp_path):
     (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
     (tmp_path / "huge.yaml").write_text("train:\n  optimizer: " + "x" * 200_000 + "\n")
     cases = [(["train", "--config", bomb], "YAML aliases (*name) are not read (line 2)"),
-             (["train", "--config", fifo], f"config file {fifo} is not a file"),
+             (["train", "--config", fifo], f"config file {fifo} is a FIFO, not a regular file: refused"),
              (["train", "--config", tmp_path / "latin.yaml"], "is not UTF-8 text"),
              (["train", "--config", tmp_path / "deep.yaml"], "YAML nested too deeply to be a config"),
              (["train", "--preset", "../presets/smoke"], "unknown preset '../presets/smoke'"),
-             (["eval", fifo, "--model", "resnet20", "--dataset", "synthetic"], "is not a regular file"),
-             (["eval", "/dev/zero", "--model", "resnet20", "--dataset", "synthetic"], "is not a regular file")]
+             (["eval", fifo, "--model", "resnet20", "--dataset", "synthetic"], "not a regular file: refused"),
+             (["eval", "/dev/zero", "--model", "resnet20", "--dataset", "synthetic"],
+              "checkpoint /dev/zero is a device, not a regular file: refused")]
     for args, message in cases:
         result = cli(*args)
         assert result.exit_code == 2 and message in result.stderr, (args, result.output[-500:])

@@ -86,12 +86,13 @@ def test_convert_writes_the_webdataset_layout_with_its_index(shards, folder, tmp
 
 
 def test_an_interrupted_convert_resumes_and_ends_with_the_same_bytes(folder, shards, tmp_path, monkeypatch, cli):
-    from resnet_cli.data import shards as S
+    from resnet_cli.data import shard_convert as S
 
     real_write, real_encode, written, encoded = S._write_shard, S._encoded, [], []
 
     def write_then_stop(path, samples):
-        if len(written) == 3:
+        if len(written) == 3:  # killed inside the atomic write: its temporary file stays behind
+            (path.parent / f".{path.stem}.tmp.x1y2{path.suffix}").write_bytes(b"half a shard")
             raise KeyboardInterrupt
         written.append(path.name)
         return real_write(path, samples)
@@ -106,6 +107,7 @@ def test_an_interrupted_convert_resumes_and_ends_with_the_same_bytes(folder, sha
     assert resumed["train_images"] == 48 and len(encoded) == 60 - 3 * 8  # the kept shards' images not read
     assert {n: (tmp_path / "r" / n).stat().st_ino for n in written} == kept
     assert digest(tmp_path / "r") == digest(shards)
+    assert not list((tmp_path / "r").glob(".*.tmp.*"))  # the interrupted write's temporary file is gone
     other = cli("data", "convert", folder, tmp_path / "r2", "--shard-images", "8")
     assert other.exit_code == 0
 
@@ -116,7 +118,8 @@ def test_unreadable_images_are_named_and_counted_and_max_size_reencodes(folder, 
 
     from PIL import Image
 
-    from resnet_cli.data.shards import Source, read_index, read_shard
+    from resnet_cli.data.shard_source import Source, read_index
+    from resnet_cli.data.shards import read_shard
 
     shutil.copytree(folder, tmp_path / "f")
     (tmp_path / "f" / "train" / "red" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
@@ -250,7 +253,7 @@ cfg = C.resolve(sets=["data.dataset=shards", "data.data_dir={shards}", "data.ima
 data = load_data(cfg.data)
 train = make_loader(data, cfg.data, "train", 4, torch.device("cpu"), training=True, seed=3, rank=rank, world=world)
 test = make_loader(data, cfg.data, "test", 5, torch.device("cpu"), training=False, rank=rank, world=world)
-from resnet_cli.data.shards import train_plan
+from resnet_cli.data.shard_plan import train_plan
 roles, per_role = train_plan(data.split_shards("train"), 3, 0, rank, world, 1, 4)
 seen = sum(len(y) for _, y in test.batches())
 steps = sum(1 for _ in train.batches(0))

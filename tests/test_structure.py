@@ -77,7 +77,9 @@ def test_a_cycle_would_be_found():
 
 def test_the_registry_never_imports_the_models():
     graph = import_graph()
-    assert not graph["resnet_cli.models.registry"] - {"resnet_cli.errors"}
+    # the gate bounds the class count a checkpoint's config may ask build_model for; it imports only errors
+    assert not graph["resnet_cli.models.registry"] - {"resnet_cli.errors", "resnet_cli.gate"}
+    assert not graph["resnet_cli.gate"] - {"resnet_cli.errors"}
 
 
 @pytest.mark.slow

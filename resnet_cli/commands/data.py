@@ -120,7 +120,7 @@ def convert_cmd(
     """
     import sys
 
-    from ..data.shards import convert
+    from ..data.shard_convert import convert
     from ..errors import BadInput
 
     if shard_images is not None and shard_mb is not None:

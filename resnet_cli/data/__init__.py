@@ -143,7 +143,7 @@ def input_of_run(cfg, saved: dict | None, from_run: bool, unknown: str) -> Input
         spec = InputSpec.from_dict(saved)
     elif from_run:
         from ..config import DECODED
-        from .shards import refuse_saved_command
+        from .shard_source import refuse_saved_command
 
         refuse_saved_command(cfg.data.data_dir, None, unknown.split(" ")[0])
         spec = load_data(cfg.data, need_train=cfg.data.dataset not in DECODED).input
@@ -187,7 +187,7 @@ def identify_dataset(data_dir: str) -> str:
     BadInput line: the dataset is never guessed, and never replaced by synthetic data."""
     from . import cifar, idx
 
-    from .shards import Source
+    from .shard_source import Source
 
     if Source.recognises(data_dir):  # a URL, a pipe: command, or a folder with our shard index
         return "shards"
@@ -280,7 +280,8 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
     folder without train/ evaluates val/ (or, without that either, its own class folders)."""
     import torch
 
-    from .shards import Source, load_shards
+    from .shard_source import Source
+    from .shards import load_shards
 
     root = data_root(cfg.data_dir)
     if cfg.data_dir and cfg.dataset in ("cifar10", "cifar100", "mnist", "fashion-mnist") and not root.exists():

@@ -10,6 +10,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import gate
 from ..errors import BadInput
 from .download import DownloadError, download, md5_file, safe_extract
 
@@ -59,7 +60,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _load_batch(path: Path) -> dict:
     try:
-        with open(path, "rb") as f:
+        with gate.open_regular(path, "CIFAR batch") as f:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
         raise BadInput(f"{path} is not a valid CIFAR batch: {e}") from None

@@ -8,12 +8,12 @@ decompressed bytes, because Debian re-compressed its copies.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import gate
 from ..errors import BadInput
 from .download import DownloadError, download
 
@@ -55,6 +55,7 @@ SPECS = {
 
 # IDX type byte -> numpy dtype; MNIST-like files only use unsigned bytes.
 _UBYTE = 0x08
+MAX_IDX_BYTES = 2**30  # the largest IDX set (EMNIST) is under 1 GiB
 
 
 def read_idx(path: Path):
@@ -80,13 +81,8 @@ def read_idx(path: Path):
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise BadInput(f"cannot read {path}: {e}") from None
+    limits = gate.Limits(MAX_IDX_BYTES, keys=("the bound on an IDX file", "data.read_timeout"))
+    return gate.read_gzip(path, limits) if path.suffix == ".gz" else gate.read_file(path, limits)
 
 
 def _find(name: str, dirs: list[Path]) -> Path | None:

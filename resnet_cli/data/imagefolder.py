@@ -21,6 +21,7 @@ from typing import Iterator
 
 import torch
 
+from .. import gate
 from ..errors import BadInput
 from .inputs import DescribedByInput, InputSpec
 from .loader import batch_seed, model_batch, shard_indices, shard_len, worker_context
@@ -159,7 +160,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
         i, epoch_seed = key if isinstance(key, tuple) else (key, self.epoch_seed)
         path, label = self.samples[i]
-        return self.prepare(lambda: Image.open(path), epoch_seed * 1_000_003 + i, label, str(path))
+        return self.prepare(lambda: Image.open(gate.open_regular(path, "image")), epoch_seed * 1_000_003 + i, label, str(path))
 
     def prepare(self, open_image, draw: int, label: int, where: str):
         """One sample from `open_image()` (a PIL image, not yet decoded): for training, its random region drawn

@@ -1,5 +1,8 @@
 """Image datasets as tar shards in the WebDataset layout: `resnet data convert` writes them, `data.dataset: shards`
-reads them from a folder, over http(s), or through a `pipe:` command (object stores through their CLIs).
+reads them from a folder, over http(s), or through a `pipe:` command (object stores through their CLIs). Where
+they come from and their index: data/shard_source.py; writing them: data/shard_convert.py; the plan of an epoch:
+data/shard_plan.py. This module reads them: one shard's samples, the stream a DataLoader worker decodes, the
+dataset and its loader.
 
 Layout: `train-000000.tar`, ... and `val-000000.tar`, ..., each sample two members, `KEY.jpg` (or .png, as the
 image was) and `KEY.cls` (the label, decimal), and `index.json`: the classes, and per shard its sample count,
@@ -22,146 +25,25 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
-import random
-import subprocess
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 
+from .. import gate
 from ..errors import BadInput
 from .inputs import DescribedByInput, InputSpec
-
-INDEX = "index.json"
-FORMAT = "resnet-cli-shards"
-VERSION = 1
-MAX_INDEX_BYTES = 64 * 2**20  # an index lists shards, not images: far below this
-SHARD_SPLIT = {"train": "train", "test": "val"}  # our split -> the shards' (an image folder's val/ is its test)
-
-
-# ---------------------------------------------------------------- where shards are read from
-
-@dataclass(frozen=True)
-class Source:
-    """A place shards are read from: a folder, an http(s) base URL, or `pipe:COMMAND` with `{}` standing for
-    the file name (`pipe:aws s3 cp s3://bucket/imagenet/{} -`)."""
-
-    location: str
-
-    @property
-    def kind(self) -> str:
-        if self.location.startswith("pipe:"):
-            return "pipe"
-        if self.location.startswith(("http://", "https://")):
-            return "http"
-        return "local"
-
-    @staticmethod
-    def recognises(location: str) -> bool:
-        """A URL or a pipe, or a folder holding our index."""
-        if location.startswith(("pipe:", "http://", "https://")):
-            return True
-        return _is_our_index(Path(location).expanduser() / INDEX)
-
-    def read(self, name: str, limit: int | None = None) -> bytes:
-        """The bytes of file `name`; BadInput (one line) when they cannot be had."""
-        if "/" in name or name.startswith("."):
-            raise BadInput(f"shard name {name!r} in the index is not a plain file name")
-        where = self.where(name)
-        try:
-            if self.kind == "local":
-                with open(where, "rb") as f:
-                    data = f.read(limit + 1 if limit else -1)
-            elif self.kind == "http":
-                import urllib.request
-
-                from .download import check_url
-
-                check_url(where)
-                with urllib.request.urlopen(where, timeout=60) as response:
-                    data = response.read(limit + 1 if limit else -1)
-            else:
-                done = subprocess.run(where, shell=True, capture_output=True, timeout=3600)
-                if done.returncode != 0:
-                    err = done.stderr.decode(errors="replace").strip().splitlines()
-                    raise BadInput(f"{where!r} exited with {done.returncode}" + (f": {err[-1][:200]}" if err else ""))
-                data = done.stdout
-        except BadInput:
-            raise
-        except Exception as e:  # noqa: BLE001 - any failure to fetch is one line naming the file
-            raise BadInput(f"cannot read {where}: {str(e)[:200] or type(e).__name__}") from None
-        if limit and len(data) > limit:
-            raise BadInput(f"{where} is larger than {limit // 2**20} MiB: not an index of ours")
-        return data
-
-    def where(self, name: str) -> str:
-        if self.kind == "pipe":
-            command = self.location[len("pipe:"):]
-            return command.replace("{}", name) if "{}" in command else f"{command} {name}"
-        if self.kind == "http":
-            return self.location.rstrip("/") + "/" + name
-        return str(Path(self.location).expanduser() / name)
-
-
-def refuse_saved_command(saved_dir: str, given: str | None, where: str) -> None:
-    """A `pipe:` data_dir read from a checkpoint is never run: a run folder from elsewhere could name any
-    command. The user gives it again (--data-dir) to run it."""
-    if str(saved_dir).startswith("pipe:") and not given:
-        raise BadInput(f"{where} reads its data through a command ({str(saved_dir)[:80]}); a command from a "
-                       "checkpoint is never run: give --data-dir (the same one, if you trust it)")
-
-
-def _is_our_index(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
-    return FORMAT.encode() in head
-
-
-def read_index(source: Source) -> dict[str, Any]:
-    """The index, checked: our format and version, classes, and each shard's name, count, bytes and sha256."""
-    raw = source.read(INDEX, MAX_INDEX_BYTES)
-    where = source.where(INDEX)
-    try:
-        index = json.loads(raw)
-    except ValueError as e:
-        raise BadInput(f"{where} is not JSON ({e})") from None
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise BadInput(f"{where} is not a shard index written by resnet data convert")
-    if index.get("version") != VERSION:
-        raise BadInput(f"{where} has version {index.get('version')!r}; this resnet-cli reads version {VERSION}")
-    classes = index.get("classes")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise BadInput(f"{where}: classes must be a non-empty list of names")
-    splits = index.get("splits")
-    if not isinstance(splits, dict) or "train" not in splits and "val" not in splits:
-        raise BadInput(f"{where}: no train or val split")
-    for split, entry in splits.items():
-        shards = entry.get("shards") if isinstance(entry, dict) else None
-        if split not in SHARD_SPLIT.values() or not isinstance(shards, list) or not shards:
-            raise BadInput(f"{where}: split {split!r} must be train or val, with a list of shards")
-        for s in shards:
-            ok = isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("sha256"), str) \
-                and isinstance(s.get("count"), int) and s["count"] > 0 and isinstance(s.get("bytes"), int)
-            if not ok:
-                raise BadInput(f"{where}: a {split} shard entry lacks name, count, bytes or sha256: {str(s)[:120]}")
-        if entry.get("count") != sum(s["count"] for s in shards):
-            raise BadInput(f"{where}: the {split} count is not the sum of its shards' counts")
-    return index
-
+from .shard_plan import sample_order, train_plan
+from .shard_source import INDEX, SHARD_SPLIT, Source, read_index
 
 # ---------------------------------------------------------------- reading one shard
 
 def read_shard(source: Source, shard: dict[str, Any], num_classes: int) -> list[tuple[str, bytes, int]]:
     """(key, image bytes, label) of every sample of `shard`, in the tar's order, its sha256 and count checked."""
-    data = source.read(shard["name"])
     where = source.where(shard["name"])
+    data = source.read(shard["name"], source.limits.at_most(shard["bytes"], "its size in the index"))
     if hashlib.sha256(data).hexdigest() != shard["sha256"]:
         raise BadInput(f"{where}: its sha256 is not the index's ({len(data):,} bytes, the index says "
                        f"{shard['bytes']:,}): truncated or changed since resnet data convert wrote it")
@@ -172,7 +54,11 @@ def read_shard(source: Source, shard: dict[str, Any], num_classes: int) -> list[
                 if not member.isfile():
                     continue
                 key, _, ext = member.name.rpartition(".")
-                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
+                parts = samples.setdefault(key, {})
+                if ext in parts:
+                    raise BadInput(f"{where}: sample {key!r} appears twice (two {key}.{ext} members): which one "
+                                   "is meant? Convert the folder again")
+                parts[ext] = tar.extractfile(member).read()
     except tarfile.TarError as e:
         raise BadInput(f"{where}: not a readable tar ({e})") from None
     out = []
@@ -192,35 +78,6 @@ def read_shard(source: Source, shard: dict[str, Any], num_classes: int) -> list[
 
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")
-
-
-# ---------------------------------------------------------------- the plan of an epoch
-
-def train_plan(shards: list[dict], seed: int, epoch: int, rank: int, world: int, workers: int,
-               batch_size: int) -> tuple[list[list[int]], int]:
-    """(each role's shard indices in reading order, batches per role) for this rank's training epoch."""
-    if len(shards) < world:
-        raise BadInput(f"{len(shards)} training shard(s) cannot be shared by {world} processes: convert with "
-                       "smaller shards (--shard-images)")
-    order = list(range(len(shards)))
-    random.Random(f"shards {seed} {epoch}").shuffle(order)
-    roles = max(1, min(workers, len(shards) // world))
-
-    # Every role reads at least `least` shards whatever the permutation, so the k smallest shards bound what any
-    # role holds: the same number of batches in every epoch, on every rank and role.
-    least = len(shards) // (world * roles)
-    per_role = sum(sorted(s["count"] for s in shards)[:least]) // batch_size
-    if per_role == 0:
-        raise BadInput(f"{len(shards)} training shard(s) of {min(s['count'] for s in shards)}+ images do not make a "
-                       f"batch of {batch_size} for each of {world} process(es) x {roles} worker(s): lower the batch "
-                       "size or the workers, or convert with more shards")
-    return [order[rank::world][j::roles] for j in range(roles)], per_role
-
-
-def sample_order(count: int, seed: int, epoch: int, shard: int) -> list[int]:
-    order = list(range(count))
-    random.Random(f"samples {seed} {epoch} {shard}").shuffle(order)
-    return order
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -380,165 +237,10 @@ def load_shards(cfg, location: str, classes: list[str] | None = None) -> ShardDa
                        ("data.test_limit", cfg.test_limit)):
         if value:
             raise BadInput(f"{key} applies to image folders; shards are read whole (convert a smaller folder)")
-    source = Source(location)
+    source = Source(location, gate.Limits.of(cfg))
     index = read_index(source)
     if classes is not None and list(classes) != index["classes"]:
         raise BadInput(f"{source.where(INDEX)} has other classes than the checkpoint was trained on")
     train, test, _ = image_datasets(cfg, [], [])
     spec = InputSpec.of(index["classes"], 3, test.crop, test.resize, IMAGENET_MEAN, IMAGENET_STD)
     return ShardData(source, index, spec, train, test, workers=cfg.workers)
-
-
-# ---------------------------------------------------------------- writing: resnet data convert
-
-def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0, max_size: int = 0,
-            quality: int = 90, force: bool = False,
-            on_progress: Callable[[int, int], None] | None = None,
-            on_unreadable: Callable[[str, str], None] | None = None) -> dict[str, Any]:
-    """`resnet data convert`: `folder`'s train/ and val/ as shards in `out` (module docstring). The training
-    samples are shuffled once (a fixed seed) so that every shard mixes the classes; val/ keeps its order.
-    Deterministic: the same folder and settings give the same bytes. Shards written before an interruption are
-    kept (checked against their sha256) and the rest written; `force` starts over."""
-    from .imagefolder import scan
-
-    if not 0 < quality <= 100:
-        raise BadInput(f"--quality must be 1..100, got {quality}")
-    if (shard_images > 0) == (shard_mb > 0):
-        raise BadInput("give the shard size as --shard-images N or --shard-mb M (one of them)")
-    train, classes = scan(folder / "train")
-    val, _ = scan(folder / "val", classes) if (folder / "val").is_dir() else ([], classes)
-    random.Random(f"convert {len(train)}").shuffle(train)
-    settings = {"shard_images": shard_images, "shard_mb": shard_mb, "max_size": max_size, "quality": quality,
-                "classes": classes, "train": len(train), "val": len(val)}
-    out.mkdir(parents=True, exist_ok=True)
-    state_path = out / ".convert-state.json"
-    if (out / INDEX).exists() and not force:
-        raise BadInput(f"{out / INDEX} exists: these shards are written; add --force to write them again")
-    state = {"settings": settings, "done": {}}
-    if state_path.exists() and not force:
-        try:
-            saved = json.loads(state_path.read_text())
-        except ValueError:
-            saved = {}
-        if saved.get("settings") != settings:
-            raise BadInput(f"{out} holds an interrupted conversion with other settings or files; add --force to "
-                           "start over")
-        state = saved
-    elif force:
-        for old in list(out.glob("train-*.tar")) + list(out.glob("val-*.tar")) + [out / INDEX]:
-            old.unlink(missing_ok=True)
-    from ..files import atomic_write_text
-
-    total, done_images = len(train) + len(val), 0
-    unreadable: list[dict[str, str]] = []
-    splits = {}
-    limit = shard_mb * 2**20
-    for split, samples in (("train", train), ("val", val)):
-        if not samples:
-            continue
-        shards: list[dict] = []
-        i = 0
-        while i < len(samples):
-            name = f"{split}-{len(shards):06d}.tar"
-            previous = state["done"].get(name)
-            if previous and previous.get("first") == i and (out / name).exists() \
-                    and _sha256_file(out / name) == previous["sha256"]:
-                shards.append(previous)  # written before an interruption, and intact: its images are not read
-                unreadable += previous.get("unreadable", [])
-                done_images += previous["next"] - i
-                i = previous["next"]
-                if on_progress is not None:
-                    on_progress(done_images, total)
-                continue
-            first, batch, batch_bytes, skipped = i, [], 0, []
-            while i < len(samples) and not ((shard_images and len(batch) >= shard_images)
-                                            or (limit and batch_bytes >= limit)):
-                path, label = samples[i]
-                try:
-                    image, ext = _encoded(path, max_size, quality)
-                except _Unreadable as e:
-                    skipped.append({"path": str(path), "error": str(e)})
-                    if on_unreadable is not None:
-                        on_unreadable(str(path), str(e))
-                else:
-                    batch.append((f"{i:08d}", ext, image, label))
-                    batch_bytes += len(image) + 1024  # the tar headers
-                i += 1
-                done_images += 1
-                if on_progress is not None:
-                    on_progress(done_images, total)
-            unreadable += skipped
-            if not batch:
-                continue
-            entry = {**_write_shard(out / name, batch), "first": first, "next": i, "unreadable": skipped}
-            state["done"][name] = entry
-            atomic_write_text(state_path, json.dumps(state))
-            shards.append(entry)
-        shards = [{k: v for k, v in e.items() if k in ("name", "count", "bytes", "sha256")} for e in shards]
-        if shards:
-            splits[split] = {"count": sum(e["count"] for e in shards), "shards": shards}
-    if not splits.get("train") and not splits.get("val"):
-        raise BadInput(f"no image of {folder} could be read")
-    index = {"format": FORMAT, "version": VERSION, "classes": classes, "splits": splits,
-             "max_size": max_size or None, "quality": quality if max_size else None,
-             "unreadable": len(unreadable), "unreadable_files": unreadable[:1000]}
-    atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
-    state_path.unlink(missing_ok=True)
-    return {"out": str(out), "classes": len(classes), "unreadable": unreadable,
-            **{f"{k}_images": v["count"] for k, v in splits.items()},
-            **{f"{k}_shards": len(v["shards"]) for k, v in splits.items()},
-            "bytes": sum(s["bytes"] for v in splits.values() for s in v["shards"])}
-
-
-class _Unreadable(Exception):
-    pass
-
-
-def _encoded(path: Path, max_size: int, quality: int) -> tuple[bytes, str]:
-    """The image's bytes as they will be stored, and their extension: the file itself, or (with `max_size`,
-    when its longer side is larger) re-encoded as JPEG with the longer side at `max_size`."""
-    from PIL import Image, UnidentifiedImageError
-
-    from .transforms import eight_bit
-
-    data = path.read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt, size = im.format, im.size
-            if max_size and max(size) > max_size:
-                im.draft("RGB", (size[0] * max_size // max(size), size[1] * max_size // max(size)))
-                img = eight_bit(im, "RGB")
-                scale = max_size / max(size)
-                img = img.resize((max(1, round(size[0] * scale)), max(1, round(size[1] * scale))), Image.BICUBIC)
-                buffer = io.BytesIO()
-                img.save(buffer, "JPEG", quality=quality)
-                return buffer.getvalue(), "jpg"
-            im.load()  # a truncated file fails here, not in training
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-        raise _Unreadable(str(e)[:200] or type(e).__name__) from None
-    ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "PPM": "ppm", "TIFF": "tif"}.get(fmt)
-    if ext is None:
-        raise _Unreadable(f"format {fmt} is not stored in shards (JPEG, PNG, WebP, BMP, PPM, TIFF)")
-    return data, ext
-
-
-def _write_shard(path: Path, samples: list[tuple[str, str, bytes, int]]) -> dict[str, Any]:
-    import webdataset as wds
-
-    from ..files import atomic_write
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f, wds.TarWriter(f, user="", group="", mtime=0, encoder=False) as sink:
-            for key, ext, image, label in samples:
-                sink.write({"__key__": key, ext: image, "cls": str(label).encode()})
-
-    atomic_write(path, write)
-    return {"name": path.name, "count": len(samples), "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -114,6 +114,10 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int = 3,
         raise BadInput(f"number of classes must be a positive integer, got {num_classes}")
     if not isinstance(in_channels, int) or in_channels <= 0:
         raise BadInput(f"input channels must be a positive integer, got {in_channels}")
+    from .. import gate
+
+    gate.check_count("number of classes", num_classes, gate.MAX_CLASSES)  # a checkpoint's config is outside bytes
+    gate.check_count("input channels", in_channels, gate.MAX_CHANNELS)
     unknown = set(options) - {"zero_init_residual"}
     if unknown:
         raise BadInput(f"unknown model option(s): {', '.join(sorted(unknown))}; known: zero_init_residual")

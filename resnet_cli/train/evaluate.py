@@ -101,7 +101,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
         raise BadInput(f"{loaded.path} {loaded.unknown_data}: say which dataset to evaluate it on with --dataset (it is never "
                        "guessed)")
     flat = C.flatten(loaded.config.to_dict(), "config")
-    from ..data.shards import refuse_saved_command
+    from ..data.shard_source import refuse_saved_command
 
     refuse_saved_command(flat.get("data.data_dir", ""), data_dir, str(loaded.path))
     flat.update({k: v for k, v in {"data.data_dir": data_dir, "data.dataset": dataset}.items() if v is not None})

@@ -48,7 +48,7 @@ def resume_point(source: Path, changes: dict[str, Any], ckpt: dict[str, Any] | N
         raise BadInput(f"cannot change {', '.join(refused)} when resuming (only {', '.join(sorted(RESUMABLE))}); "
                        "start a new run instead")
     flat = C.flatten(ckpt["config"], f"config in {path}")
-    from ..data.shards import refuse_saved_command
+    from ..data.shard_source import refuse_saved_command
 
     refuse_saved_command(flat.get("data.data_dir", ""), changes.get("data.data_dir"), str(path))
     if flat.get("data.dataset") == "shards" and changes.get("data.workers", flat.get("data.workers")) \

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import BadInput
-from ..files import atomic_write_text, ensure_writable_dir
+from ..files import atomic_write_text, ensure_writable_dir, open_own_file
 from .evaluations import METRIC_FIELDS
 
 
@@ -44,7 +44,7 @@ class RunLock:
         except ImportError:  # not POSIX
             return
         while True:
-            f = open(self.path, "a+")
+            f = open_own_file(self.path, "the run's lock")
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -1,0 +1,193 @@
+"""`resnet data convert`: an image folder's train/ and val/ as tar shards in the WebDataset layout, with the index
+data/shard_source.py reads. Deterministic, resumable after an interruption, and never over a user's files: an
+output folder that holds shard-named files without our conversion state or index is refused without --force."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import BadInput
+from ..files import atomic_write, atomic_write_text, ensure_writable_dir
+from .shard_source import FORMAT, INDEX, VERSION
+
+STATE = ".convert-state.json"
+# What a conversion writes in its folder: the shards, and the temporary files of their atomic writes.
+OWN_FILES = ("train-*.tar", "val-*.tar")
+OWN_TEMPORARIES = (".train-*.tmp.*.tar", ".val-*.tmp.*.tar", ".index.tmp.*.json", ".convert-state.tmp.*.json")
+
+
+def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0, max_size: int = 0,
+            quality: int = 90, force: bool = False,
+            on_progress: Callable[[int, int], None] | None = None,
+            on_unreadable: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """`resnet data convert`: `folder`'s train/ and val/ as shards in `out` (module docstring). The training
+    samples are shuffled once (a fixed seed) so that every shard mixes the classes; val/ keeps its order.
+    Deterministic: the same folder and settings give the same bytes. Shards written before an interruption are
+    kept (checked against their sha256) and the rest written; `force` starts over."""
+    from .imagefolder import scan
+
+    if not 0 < quality <= 100:
+        raise BadInput(f"--quality must be 1..100, got {quality}")
+    if (shard_images > 0) == (shard_mb > 0):
+        raise BadInput("give the shard size as --shard-images N or --shard-mb M (one of them)")
+    train, classes = scan(folder / "train")
+    val, _ = scan(folder / "val", classes) if (folder / "val").is_dir() else ([], classes)
+    random.Random(f"convert {len(train)}").shuffle(train)
+    settings = {"shard_images": shard_images, "shard_mb": shard_mb, "max_size": max_size, "quality": quality,
+                "classes": classes, "train": len(train), "val": len(val)}
+    ensure_writable_dir(out)
+    state_path = out / STATE
+    if (out / INDEX).exists() and not force:
+        raise BadInput(f"{out / INDEX} exists: these shards are written; add --force to write them again")
+    state = {"settings": settings, "done": {}}
+    for temporary in (t for pattern in OWN_TEMPORARIES for t in out.glob(pattern)):  # left by an interruption
+        temporary.unlink(missing_ok=True)
+    if state_path.exists() and not force:
+        state = _saved_state(state_path, settings, out)
+    elif force:
+        for old in [p for pattern in OWN_FILES for p in out.glob(pattern)] + [out / INDEX]:
+            if old.is_file() or old.is_symlink():
+                old.unlink()
+    else:
+        theirs = sorted(p.name for pattern in OWN_FILES for p in out.glob(pattern))
+        if theirs:
+            raise BadInput(f"{out} holds {theirs[0]}" + (f" and {len(theirs) - 1} more" if len(theirs) > 1 else "")
+                           + " but no conversion of ours (no index.json, no interrupted conversion): they would be "
+                           "replaced; choose another folder, or add --force")
+
+    total, done_images = len(train) + len(val), 0
+    unreadable: list[dict[str, str]] = []
+    splits = {}
+    limit = shard_mb * 2**20
+    for split, samples in (("train", train), ("val", val)):
+        if not samples:
+            continue
+        shards: list[dict] = []
+        i = 0
+        while i < len(samples):
+            name = f"{split}-{len(shards):06d}.tar"
+            previous = state["done"].get(name)
+            if previous and previous.get("first") == i and (out / name).exists() \
+                    and _sha256_file(out / name) == previous["sha256"]:
+                shards.append(previous)  # written before an interruption, and intact: its images are not read
+                unreadable += previous.get("unreadable", [])
+                done_images += previous["next"] - i
+                i = previous["next"]
+                if on_progress is not None:
+                    on_progress(done_images, total)
+                continue
+            first, batch, batch_bytes, skipped = i, [], 0, []
+            while i < len(samples) and not ((shard_images and len(batch) >= shard_images)
+                                            or (limit and batch_bytes >= limit)):
+                path, label = samples[i]
+                try:
+                    image, ext = _encoded(path, max_size, quality)
+                except _Unreadable as e:
+                    skipped.append({"path": str(path), "error": str(e)})
+                    if on_unreadable is not None:
+                        on_unreadable(str(path), str(e))
+                else:
+                    batch.append((f"{i:08d}", ext, image, label))
+                    batch_bytes += len(image) + 1024  # the tar headers
+                i += 1
+                done_images += 1
+                if on_progress is not None:
+                    on_progress(done_images, total)
+            unreadable += skipped
+            if not batch:
+                continue
+            entry = {**_write_shard(out / name, batch), "first": first, "next": i, "unreadable": skipped}
+            state["done"][name] = entry
+            atomic_write_text(state_path, json.dumps(state))
+            shards.append(entry)
+        shards = [{k: v for k, v in e.items() if k in ("name", "count", "bytes", "sha256")} for e in shards]
+        if shards:
+            splits[split] = {"count": sum(e["count"] for e in shards), "shards": shards}
+    if not splits.get("train") and not splits.get("val"):
+        raise BadInput(f"no image of {folder} could be read")
+    index = {"format": FORMAT, "version": VERSION, "classes": classes, "splits": splits,
+             "max_size": max_size or None, "quality": quality if max_size else None,
+             "unreadable": len(unreadable), "unreadable_files": unreadable[:1000]}
+    atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
+    state_path.unlink(missing_ok=True)
+    return {"out": str(out), "classes": len(classes), "unreadable": unreadable,
+            **{f"{k}_images": v["count"] for k, v in splits.items()},
+            **{f"{k}_shards": len(v["shards"]) for k, v in splits.items()},
+            "bytes": sum(s["bytes"] for v in splits.values() for s in v["shards"])}
+
+
+def _saved_state(path: Path, settings: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The state an interrupted conversion left, if it was of these settings and files."""
+    from .. import gate
+
+    try:
+        saved = gate.json_bytes(gate.read_file(path, gate.Limits(64 * 2**20)), str(path))
+    except BadInput:
+        saved = {}
+    if not isinstance(saved, dict) or saved.get("settings") != settings or not isinstance(saved.get("done"), dict):
+        raise BadInput(f"{out} holds an interrupted conversion with other settings or files; add --force to "
+                       "start over")
+    return saved
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _encoded(path: Path, max_size: int, quality: int) -> tuple[bytes, str]:
+    """The image's bytes as they will be stored, and their extension: the file itself, or (with `max_size`,
+    when its longer side is larger) re-encoded as JPEG with the longer side at `max_size`."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .. import gate
+    from .transforms import eight_bit
+
+    try:
+        data = gate.read_file(path)
+    except BadInput as e:
+        raise _Unreadable(str(e)) from None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, size = im.format, im.size
+            if max_size and max(size) > max_size:
+                im.draft("RGB", (size[0] * max_size // max(size), size[1] * max_size // max(size)))
+                img = eight_bit(im, "RGB")
+                scale = max_size / max(size)
+                img = img.resize((max(1, round(size[0] * scale)), max(1, round(size[1] * scale))), Image.BICUBIC)
+                buffer = io.BytesIO()
+                img.save(buffer, "JPEG", quality=quality)
+                return buffer.getvalue(), "jpg"
+            im.load()  # a truncated file fails here, not in training
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+        raise _Unreadable(str(e)[:200] or type(e).__name__) from None
+    ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "PPM": "ppm", "TIFF": "tif"}.get(fmt)
+    if ext is None:
+        raise _Unreadable(f"format {fmt} is not stored in shards (JPEG, PNG, WebP, BMP, PPM, TIFF)")
+    return data, ext
+
+
+def _write_shard(path: Path, samples: list[tuple[str, str, bytes, int]]) -> dict[str, Any]:
+    import webdataset as wds
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f, wds.TarWriter(f, user="", group="", mtime=0, encoder=False) as sink:
+            for key, ext, image, label in samples:
+                sink.write({"__key__": key, ext: image, "cls": str(label).encode()})
+
+    atomic_write(path, write)
+    return {"name": path.name, "count": len(samples), "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+
+
+def _sha256_file(path: Path) -> str:
+    from .. import gate
+
+    h = hashlib.sha256()
+    with gate.open_regular(path) as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    return h.hexdigest()
