@@ -11,6 +11,7 @@ import torch
 from fakedata import cifar10_archive, idx_bytes, write_idx_set, write_tar
 from resnet_cli.data import cifar, idx, load_data
 from resnet_cli.data.download import check_url, download, md5_file, safe_extract
+from resnet_cli.gate import Limits
 from resnet_cli.errors import BadInput
 from conftest import last_json
 
@@ -88,7 +89,7 @@ def test_http_is_refused_off_loopback():
 
 def test_download_failure_is_one_clear_error(tmp_path):
     with pytest.raises(BadInput, match="cannot download"):
-        download("http://127.0.0.1:9/missing", tmp_path / "x", None, timeout=2)
+        download("http://127.0.0.1:9/missing", tmp_path / "x", None, Limits(seconds=2))
     assert not (tmp_path / "x").exists()
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..terminal import printable
 from ._common import JsonOpt, check_positive, console, print_json, progress_bar
 
 
@@ -44,7 +45,7 @@ def predict_cmd(
     with progress_bar("classifying", quiet=json_out or csv_out) as on_batch:
         out = predict(source, [str(p) for p in paths], topk, batch_size, device, model, dataset, on_batch)
     for s in out["skipped"]:
-        sys.stderr.write(f"skipped {s['path']}: {s['error']}\n")
+        sys.stderr.write(printable(f"skipped {s['path']}: {s['error']}") + "\n")
     if json_out:
         print_json(out)
     elif csv_out:
@@ -54,7 +55,7 @@ def predict_cmd(
         writer.writerow(["path", "rank", "class", "index", "probability"])
         for row in out["predictions"]:
             for rank, t in enumerate(row["top"], start=1):
-                writer.writerow([row["path"], rank, t["class"], t["index"], f"{t['prob']:.6f}"])
+                writer.writerow([printable(row["path"]), rank, printable(t["class"]), t["index"], f"{t['prob']:.6f}"])
     else:
         from rich.table import Table
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from .. import gate
 from ..errors import BadInput
 from .inputs import DescribedByInput, InputSpec
 
@@ -131,6 +132,10 @@ def make_loader(data: Data, cfg, split: str, batch_size: int, device, *, trainin
                        channels_last=channels_last, rank=rank, world=world)
 
 
+# Datasets whose class count is fixed (synthetic's is data.classes; folders and shards have their own).
+FIXED_CLASSES = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100}
+
+
 def input_of_run(cfg, saved: dict | None, from_run: bool, unknown: str) -> InputSpec:
     """What a model expects of an image, for `export` and `predict`: the checkpoint's own record (`saved`);
     else, for a run's checkpoint from before it was recorded or a bare state_dict with its dataset named
@@ -141,6 +146,13 @@ def input_of_run(cfg, saved: dict | None, from_run: bool, unknown: str) -> Input
 
     if isinstance(saved, dict):
         spec = InputSpec.from_dict(saved)
+        fixed = FIXED_CLASSES.get(cfg.data.dataset, cfg.data.classes if cfg.data.dataset == "synthetic" else None)
+        if len(spec.classes) > cfg.model.num_classes or spec.channels != cfg.model.in_channels \
+                or from_run and fixed is not None and len(spec.classes) != fixed:
+            raise BadInput(f"the checkpoint's input record names {len(spec.classes)} classes of {spec.channels}-channel "
+                           f"images for a {cfg.model.num_classes}-output, {cfg.model.in_channels}-channel "
+                           f"{cfg.model.name} trained on {cfg.data.dataset}: it does not fit; the file is damaged or "
+                           "was not written by resnet-cli")
     elif from_run:
         from ..config import DECODED
         from .shard_source import refuse_saved_command
@@ -295,11 +307,11 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
     elif cfg.dataset in ("cifar10", "cifar100"):
         from . import cifar
 
-        parts = cifar.load(cfg.dataset, root, cfg.download, cfg.url)
+        parts = cifar.load(cfg.dataset, root, cfg.download, cfg.url, gate.Limits.of(cfg))
     elif cfg.dataset in ("mnist", "fashion-mnist"):
         from . import idx
 
-        parts = idx.load(cfg.dataset, root, cfg.download)
+        parts = idx.load(cfg.dataset, root, cfg.download, gate.Limits.of(cfg))
     elif cfg.dataset == "shards" or (cfg.dataset == "imagefolder" and cfg.data_dir
                                      and Source.recognises(cfg.data_dir)):  # the imagenet preset on shards
         return load_shards(cfg, cfg.data_dir or str(root), classes)

@@ -81,7 +81,7 @@ def identify(root: Path) -> str | None:
     return found[0] if found else None
 
 
-def prepare(dataset: str, root: Path, download_ok: bool = True, url: str = "") -> Path:
+def prepare(dataset: str, root: Path, download_ok: bool = True, url: str = "", limits=None) -> Path:
     """Make sure the extracted, verified batches are under `root`; return their folder."""
     spec = SPECS[dataset]
     folder = root / spec.folder
@@ -96,7 +96,7 @@ def prepare(dataset: str, root: Path, download_ok: bool = True, url: str = "") -
         if not download_ok:
             raise BadInput(_missing(dataset, root, "downloads are off (data.download: false)"))
         try:
-            download(url or spec.url, archive, spec.md5)
+            download(url or spec.url, archive, spec.md5, limits)
         except DownloadError as e:
             raise BadInput(_missing(dataset, root, str(e))) from None
     safe_extract(archive, root)
@@ -112,13 +112,13 @@ def _missing(dataset: str, root: Path, reason: str) -> str:
             f"{spec.folder}/ folder into {root}")
 
 
-def load(dataset: str, root: Path, download_ok: bool = True, url: str = ""):
+def load(dataset: str, root: Path, download_ok: bool = True, url: str = "", limits=None):
     """Return (train_x, train_y, test_x, test_y, class_names); images are uint8 N x 3 x 32 x 32."""
     import numpy as np
     import torch
 
     spec = SPECS[dataset]
-    folder = prepare(dataset, root, download_ok, url)
+    folder = prepare(dataset, root, download_ok, url, limits)
 
     def read(files):
         xs, ys = [], []

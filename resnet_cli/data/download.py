@@ -34,9 +34,12 @@ def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, md5: str | None, timeout: float = 3600.0, sha256_prefix: str | None = None) -> Path:
+def download(url: str, dest: Path, md5: str | None, limits: Limits | None = None,
+             sha256_prefix: str | None = None) -> Path:
     """Fetch `url` to `dest` through a verified temporary file (its md5, or the start of its sha256 as
-    torchvision's file names carry it)."""
+    torchvision's file names carry it). `limits`: data.max_read_mb and data.read_timeout (default 1 hour), never
+    more than MAX_DOWNLOAD_BYTES."""
+    limits = (limits or Limits(seconds=3600.0)).at_most(MAX_DOWNLOAD_BYTES, "the bound on a download")
     check_url(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -44,7 +47,7 @@ def download(url: str, dest: Path, md5: str | None, timeout: float = 3600.0, sha
     try:
         h, sha = hashlib.md5(), hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
-            for block in stream_url(url, Limits(MAX_DOWNLOAD_BYTES, timeout, ("the bound on a download", "")), "download"):
+            for block in stream_url(url, limits, "download"):
                 h.update(block)
                 sha.update(block)
                 out.write(block)

@@ -125,7 +125,7 @@ def identify(root: Path) -> str | None:
     return None
 
 
-def locate(dataset: str, root: Path, download_ok: bool = True) -> dict[str, Path]:
+def locate(dataset: str, root: Path, download_ok: bool = True, limits=None) -> dict[str, Path]:
     """Find (or download into `root/<dataset>`) the four IDX files."""
     spec = SPECS[dataset]
     dirs = search_dirs(dataset, root)
@@ -136,7 +136,8 @@ def locate(dataset: str, root: Path, download_ok: bool = True) -> dict[str, Path
             if not download_ok:
                 raise BadInput(_missing(dataset, root, "downloads are off (data.download: false)"))
             try:
-                path = download(spec.base_url + name + ".gz", root / dataset / f"{name}.gz", spec.gz_md5[name])
+                path = download(spec.base_url + name + ".gz", root / dataset / f"{name}.gz", spec.gz_md5[name],
+                                limits)
             except DownloadError as e:
                 raise BadInput(_missing(dataset, root, str(e))) from None
         found[name] = path
@@ -148,9 +149,9 @@ def _missing(dataset: str, root: Path, reason: str) -> str:
     return f"{dataset} is not available ({reason}); put {', '.join(f + '.gz' for f in FILES)} into {where}"
 
 
-def load(dataset: str, root: Path, download_ok: bool = True):
+def load(dataset: str, root: Path, download_ok: bool = True, limits=None):
     """Return (train_x, train_y, test_x, test_y, class_names); images are uint8 N x 1 x 28 x 28."""
-    paths = locate(dataset, root, download_ok)
+    paths = locate(dataset, root, download_ok, limits)
     for name, path in paths.items():
         _verify(dataset, name, path)
     tensors = {name: read_idx(path) for name, path in paths.items()}

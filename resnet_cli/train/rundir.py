@@ -18,8 +18,8 @@ def run_name(cfg) -> str:
 
 
 def check_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise BadInput(f"run name {name!r} must be a plain folder name")
+    if not name or name in (".", "..") or "/" in name or "\\" in name or not name.isprintable():
+        raise BadInput(f"run name {name!r} must be a plain folder name (no slashes, no control characters)")
 
 
 # The temporary files of this package's atomic writes of a run's own files (files.atomic_write: .<stem>.tmp.*<suffix>)
