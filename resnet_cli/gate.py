@@ -107,6 +107,17 @@ def read_file(path: str | os.PathLike, limits: Limits = Limits(), what: str = ""
         return _bounded(f.read, limits, label, time.monotonic() + limits.seconds)
 
 
+def digest(path: str | os.PathLike, algorithm: str = "sha256", what: str = "") -> str:
+    """The hex digest of a regular file, read in blocks (a file of any size, in constant memory)."""
+    import hashlib
+
+    h = hashlib.new(algorithm)
+    with open_regular(path, what) as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_gzip(path: str | os.PathLike, limits: Limits = Limits(), what: str = "") -> bytes:
     """A gzip file's decompressed bytes, at most `limits.max_bytes` of them (a small bomb stays small)."""
     import gzip

@@ -18,6 +18,8 @@ import os
 import time
 from typing import Any, Callable
 
+from . import gate
+
 
 def _cpu_seconds(pids: list[int]) -> float | None:
     """User + system CPU seconds of these processes so far (Linux); None where /proc cannot tell."""
@@ -65,8 +67,8 @@ def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, fl
         calls = [(lambda image=image: Image.open(io.BytesIO(image)), i, label, key)
                  for i, (key, image, label) in enumerate(raw[:sample])]
     else:
-        calls = [(lambda path=ds.samples[i][0]: Image.open(path), i, ds.samples[i][1], str(ds.samples[i][0]))
-                 for i in loader.indices(0)[:sample]]
+        calls = [(lambda path=ds.samples[i][0]: Image.open(gate.open_regular(path, "image")), i, ds.samples[i][1],
+                  str(ds.samples[i][0])) for i in loader.indices(0)[:sample]]
     ds.stage_times = {}
     items, t0 = [], time.perf_counter()
     try:

@@ -27,6 +27,8 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
             found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS)
         elif p.is_file():
             found.append(p)
+        elif p.exists():  # a FIFO or a device: the gate names which, and refuses it
+            gate.open_regular(p, "image").close()
         else:
             raise BadInput(f"no such file or folder: {p}")
     if not found:

@@ -17,21 +17,15 @@ import tempfile
 from pathlib import Path
 
 from ..errors import BadInput
-from ..gate import Limits, Unreachable, check_url, stream_url
+from ..gate import Limits, Unreachable, check_url, digest, stream_url
 
 MAX_DOWNLOAD_BYTES = 2 * 2**30  # CIFAR-100's archive is 161 MiB, a ResNet-152's weights 230 MiB
 
 DownloadError = Unreachable  # the network could not deliver the file (offline, 404, timeout)
 
 
-def md5_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    from .. import gate
-
-    h = hashlib.md5()
-    with gate.open_regular(path) as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def md5_file(path: str | os.PathLike) -> str:
+    return digest(path, "md5")
 
 
 def download(url: str, dest: Path, md5: str | None, limits: Limits | None = None,

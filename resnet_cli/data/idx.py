@@ -117,7 +117,7 @@ def identify(root: Path) -> str | None:
             continue
         if hashlib.md5(_read_bytes(labels)).hexdigest() == SPECS["fashion-mnist"].raw_md5["train-labels-idx1-ubyte"]:
             return "fashion-mnist"
-        if labels.suffix == ".gz" and hashlib.md5(labels.read_bytes()).hexdigest() == \
+        if labels.suffix == ".gz" and gate.digest(labels, "md5") == \
                 SPECS["mnist"].gz_md5["train-labels-idx1-ubyte"]:
             return "mnist"
         raise BadInput(f"{labels} is an IDX file but not Fashion-MNIST's or MNIST's published one: say which "

@@ -4,13 +4,13 @@ output folder that holds shard-named files without our conversion state or index
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import random
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import gate
 from ..errors import BadInput
 from ..files import atomic_write, atomic_write_text, ensure_writable_dir
 from .shard_source import FORMAT, INDEX, VERSION
@@ -73,7 +73,7 @@ def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0,
             name = f"{split}-{len(shards):06d}.tar"
             previous = state["done"].get(name)
             if previous and previous.get("first") == i and (out / name).exists() \
-                    and _sha256_file(out / name) == previous["sha256"]:
+                    and gate.digest(out / name) == previous["sha256"]:
                 shards.append(previous)  # written before an interruption, and intact: its images are not read
                 unreadable += previous.get("unreadable", [])
                 done_images += previous["next"] - i
@@ -123,8 +123,6 @@ def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0,
 
 def _saved_state(path: Path, settings: dict[str, Any], out: Path) -> dict[str, Any]:
     """The state an interrupted conversion left, if it was of these settings and files."""
-    from .. import gate
-
     try:
         saved = gate.json_bytes(gate.read_file(path, gate.Limits(64 * 2**20)), str(path))
     except BadInput:
@@ -144,7 +142,6 @@ def _encoded(path: Path, max_size: int, quality: int) -> tuple[bytes, str]:
     when its longer side is larger) re-encoded as JPEG with the longer side at `max_size`."""
     from PIL import Image, UnidentifiedImageError
 
-    from .. import gate
     from .transforms import eight_bit
 
     try:
@@ -180,14 +177,4 @@ def _write_shard(path: Path, samples: list[tuple[str, str, bytes, int]]) -> dict
                 sink.write({"__key__": key, ext: image, "cls": str(label).encode()})
 
     atomic_write(path, write)
-    return {"name": path.name, "count": len(samples), "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
-
-
-def _sha256_file(path: Path) -> str:
-    from .. import gate
-
-    h = hashlib.sha256()
-    with gate.open_regular(path) as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return {"name": path.name, "count": len(samples), "bytes": path.stat().st_size, "sha256": gate.digest(path)}

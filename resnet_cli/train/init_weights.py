@@ -3,13 +3,13 @@ torchvision's published ImageNet weights by name (`torchvision:resnet50`)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import checkpoint_file, is_full_checkpoint, load_checkpoint, state_dict_of
+from .. import gate
 from ..errors import BadInput
 
 
@@ -52,7 +52,7 @@ def weights_file(source: str | os.PathLike, name: str) -> str | os.PathLike:
     dest = Path(torch.hub.get_dir()) / "checkpoints" / filename
     prefix = filename.rsplit("-", 1)[1][:8]
     if dest.is_file():
-        if not hashlib.sha256(dest.read_bytes()).hexdigest().startswith(prefix):
+        if not gate.digest(dest).startswith(prefix):
             raise BadInput(f"model.init {source}: {dest} fails its checksum (sha256 {prefix}...): delete it to "
                            "download it again")
         return dest
