@@ -221,18 +221,55 @@ def shard_key(item) -> str:
     return f"{item.module.__name__}::{shared[0]}" if shared else item.nodeid
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks
-def pytest_collection_modifyitems(config, items):
-    """`--shard I/N` keeps one of N shards (groups of tests dealt round-robin, in collection order); under
-    pytest-xdist's `--dist loadgroup` (gpu_check.sh) the same groups are marked `xdist_group`, so that a shared
-    fixture is built once while the other tests go to whichever worker is free; tests marked `cuda` are skipped
-    without a CUDA device."""
-    import torch
+GROUPS_VAR = "RESNET_CLI_TEST_GROUPS"  # a folder where pytest-xdist's workers leave their tests' groups
 
-    if getattr(config.option, "loadgroup", False):  # set in xdist's workers (where dist reads "no")
-        for item in items:
-            if shard_key(item) != item.nodeid:
-                item.add_marker(pytest.mark.xdist_group(shard_key(item)))
+
+def pytest_configure(config):
+    """Under pytest-xdist's `--dist loadgroup` (gpu_check.sh), the controller gives its workers a folder for the
+    groups they collect (pytest_collection_finish) and schedules by them (pytest_xdist_make_scheduler)."""
+    if getattr(config.option, "dist", "no") == "loadgroup" and not hasattr(config, "workerinput"):
+        import tempfile
+
+        os.environ[GROUPS_VAR] = tempfile.mkdtemp(prefix="resnet-cli-test-groups-")
+
+
+@pytest.hookimpl(tryfirst=True)  # written before xdist's own hook tells the controller that collection is done
+def pytest_collection_finish(session):
+    folder = os.environ.get(GROUPS_VAR)
+    if folder and hasattr(session.config, "workerinput"):
+        groups = {item.nodeid: shard_key(item) for item in session.items}
+        worker = session.config.workerinput["workerid"]
+        (Path(folder) / f"{worker}.json").write_text(json.dumps(groups))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` as this suite means it: the tests of one shared module-scoped fixture (shard_key) go to
+    one worker, so that it is built once, and every other test to whichever worker is free. Built on xdist's
+    public scheduler hook and the groups the workers wrote, not on xdist_group marks: pytest 9.2 keeps node ids
+    where pytest-xdist 3.8 can no longer add a mark's group to them, and loadgroup then groups nothing."""
+    folder = os.environ.get(GROUPS_VAR)
+    if config.getoption("dist") != "loadgroup" or not folder:
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # read once, when scheduling starts: every worker has collected by then
+                self.groups = {}
+                for path in Path(folder).glob("*.json"):
+                    self.groups.update(json.loads(path.read_text()))
+            return self.groups.get(nodeid, nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`--shard I/N` keeps one of N shards (groups of tests dealt round-robin, in collection order); tests marked
+    `cuda` are skipped without a CUDA device."""
+    import torch
 
     if config.getoption("--shard"):
         try:

@@ -304,5 +304,5 @@ def test_under_xdist_loadgroup_a_shared_fixtures_tests_run_on_one_worker():
                           timeout=300)
     assert done.returncode == 0, done.stdout[-2000:]
     ran = re.findall(r"^\[(gw\d)\] \[ *\d+%\] PASSED (.+?) *$", done.stdout, re.M)
-    grouped = [worker for worker, test in ran if test.endswith("@test_bad_input::files")]
-    assert len(grouped) >= 30 and len(set(grouped)) == 1, ran  # without the marks they spread over both
+    grouped = [worker for worker, test in ran if "::test_bad_input[" in test]  # the tests of the `files` fixture
+    assert len(grouped) >= 30 and len(set(grouped)) == 1, ran  # without the scheduler they spread over both

@@ -29,7 +29,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "resnet_cli"
 INPUT_PATHS = ("config", "preset", "checkpoint", "image", "image folder", "idx", "cifar archive", "shard", "index",
                "http", "pipe", "run folder", "lock", "output path", "worker")
 KINDS = ("fifo", "dev-zero link", "endless", "trickle", "truncated", "oversized", "deep nesting", "traversal name",
-         "shell metacharacters", "symlink to user file", "full disk", "killed worker", "error in worker")
+         "shell metacharacters", "symlink to user file", "full disk", "killed worker", "error in worker",
+         "crafted record")
 USER_TEXT = b"the user's own file: never written by resnet\n"
 
 
@@ -141,6 +142,20 @@ def _checkpoint_asking(c: Ctx, classes: int) -> Path:
     return c.tmp / "classes.pt"
 
 
+def _record_classes(c: Ctx, n: int) -> Path:
+    ckpt = torch.load(c.run / "last.pt", weights_only=True)
+    ckpt["input"]["classes"] = ckpt["input"]["classes"][:n]
+    torch.save(ckpt, c.tmp / "record.pt")
+    return c.tmp / "record.pt"
+
+
+def _png(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(path)
+    return path
+
+
 def _deep_index(c: Ctx) -> list:
     folder = c.tmp / "deep"
     folder.mkdir()
@@ -190,6 +205,12 @@ ROWS = [
         "is a device, not a regular file"),
     Row("config", "oversized", lambda c: ["train", "--config", _big(c.tmp / "big.yaml", 2 << 20)],
         "is larger than 1 MiB"),
+    Row("config", "oversized", lambda c: ["train", "--set", "data.synthetic_train=1000000000"],
+        "data.synthetic_train is 1,000,000,000: at most 50,000,000"),
+    Row("config", "oversized", lambda c: ["train", "--set", "data.classes=100000000"],
+        "data.classes is 100,000,000: at most 100,000"),
+    Row("config", "oversized", lambda c: ["train", "--set", "data.synthetic_train=2000000", "--set",
+                                          "data.image_size=1024"], "synthetic data (data.synthetic_train"),
     Row("config", "deep nesting", lambda c: ["train", "--config", _text(c.tmp / "d.yaml", "a: " + "[" * 5000)],
         "YAML nested too deeply to be a config"),
     Row("preset", "traversal name", lambda c: ["train", "--preset", "../presets/smoke"],
@@ -202,6 +223,9 @@ ROWS = [
         "truncated or not a checkpoint"),
     Row("checkpoint", "oversized", lambda c: ["summary", _checkpoint_asking(c, 10**12)],
         "num_classes is 1,000,000,000,000: at most 100,000"),
+    Row("checkpoint", "crafted record", lambda c: ["predict", _record_classes(c, 1), _png(c.tmp / "ok.png"),
+                                                   "--device", "cpu"],
+        "input record names 1 class of 3-channel images for a 10-output"),
     # images and image folders
     Row("image", "fifo", lambda c: ["predict", c.run, fifo(c.tmp / "f.png"), "--device", "cpu"],
         "is a FIFO, not a regular file: refused"),

@@ -283,3 +283,7 @@ def test_a_non_utf8_file_name_prints_under_a_strict_utf8_terminal(tmp_path, run)
                            "cpu"], capture_output=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert b"img\\xff.png" in done.stdout
+    as_csv = subprocess.run([sys.executable, "-m", "resnet_cli", "predict", str(run), os.fsdecode(folder), "--device",
+                             "cpu", "--csv"], capture_output=True, env=env, timeout=120)
+    assert as_csv.returncode == 0, as_csv.stderr.decode(errors="replace")
+    assert as_csv.stdout.splitlines()[1].startswith(os.fsencode(tmp_path).replace(b"\\", b"\\\\") + b"/img\\xff.png,1,")

@@ -35,7 +35,8 @@ def input_of_run(cfg, saved: dict | None, from_run: bool, unknown: str) -> Input
         fixed = FIXED_CLASSES.get(cfg.data.dataset, cfg.data.classes if cfg.data.dataset == "synthetic" else None)
         if len(spec.classes) > cfg.model.num_classes or spec.channels != cfg.model.in_channels \
                 or from_run and fixed is not None and len(spec.classes) != fixed:
-            raise BadInput(f"the checkpoint's input record names {len(spec.classes)} classes of {spec.channels}-channel "
+            raise BadInput(f"the checkpoint's input record names {len(spec.classes)} class{'es' * (len(spec.classes) != 1)} "
+                           f"of {spec.channels}-channel "
                            f"images for a {cfg.model.num_classes}-output, {cfg.model.in_channels}-channel "
                            f"{cfg.model.name} trained on {cfg.data.dataset}: it does not fit; the file is damaged or "
                            "was not written by resnet-cli")
