@@ -21,7 +21,7 @@ data=$(find_fashion "${1:-}")
 logs=${2:-${OUT:-gpu_check_logs}}
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
-py=python3
+py=${PYTHON:-python3}  # the interpreter to use: $PYTHON, else python3 on PATH
 start=$SECONDS
 
 $py - <<'PY' | tee "$logs/machine.txt"

@@ -11,11 +11,11 @@ install_wheels() {  # install_wheels DIR LOG: the wheels in DIR into a private f
     # or each on its own when one does not fit this machine; the image's own packages are left alone
     local wheels=$1 log=$2 site=/tmp/gpu_check_site
     if [ -d "$wheels" ] && [ ! -d $site ]; then
-        python3 -m pip install -q --no-index --no-deps --no-compile --target $site "$wheels"/*.whl >"$log" 2>&1 ||
+        ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --target $site "$wheels"/*.whl >"$log" 2>&1 ||
             for w in "$wheels"/*.whl; do
-                python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target $site "$w" >>"$log" 2>&1
+                ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --upgrade --target $site "$w" >>"$log" 2>&1
             done
     fi
     [ -d $site ] && export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
-    python3 -c "import fvcore" 2>/dev/null || echo "note: fvcore is missing (see $log)"
+    ${PYTHON:-python3} -c "import fvcore" 2>/dev/null || echo "note: fvcore is missing (see $log)"
 }

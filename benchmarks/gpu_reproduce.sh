@@ -24,7 +24,7 @@ part=${3:-all}
 short=${SHORT:-6400}
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-py=python3
+py=${PYTHON:-python3}  # the interpreter to use: $PYTHON, else python3 on PATH
 case $part in parallel|table6|all) ;; *) echo "gpu_reproduce: PART must be parallel, table6 or all"; exit 2;; esac
 [ -n "$data" ] || { echo "gpu_reproduce: FAIL (no Fashion-MNIST folder; give it as the first argument)"; exit 1; }
 install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"

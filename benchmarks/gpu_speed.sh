@@ -22,7 +22,7 @@ data=$(find_fashion "${1:-}")
 logs=${2:-${OUT:-gpu_speed_logs}}
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-py=python3
+py=${PYTHON:-python3}  # the interpreter to use: $PYTHON, else python3 on PATH
 install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
 $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
     echo "gpu_speed: FAIL (no CUDA device visible)"; exit 1; }

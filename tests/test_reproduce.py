@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -191,8 +192,13 @@ def test_the_gpu_measuring_script_dry_runs_on_the_cpu(tmp_path, fashion_dir):
 
     root = Path(__file__).resolve().parent.parent
     logs = tmp_path / "logs"
+    shim = tmp_path / "bin"  # a python3 on PATH that is not this one (an unactivated venv runs the tests)
+    shim.mkdir()
+    (shim / "python3").write_text("#!/bin/sh\necho 'the python3 on PATH ran' >&2\nexit 3\n")
+    (shim / "python3").chmod(0o755)
+    env = {**os.environ, "DRY": "1", "PYTHON": sys.executable, "PATH": f"{shim}:{os.environ['PATH']}"}
     done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_reproduce.sh"), str(fashion_dir), str(logs)],
-                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "DRY": "1"})
+                          capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "dry run on the CPU" in out and "exit" not in out, out
