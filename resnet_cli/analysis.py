@@ -67,7 +67,7 @@ def size_text(size) -> str:
 
 
 def example_input(model: nn.Module, input_size, batch_size: int = 1) -> torch.Tensor:
-    in_channels = model.conv1.in_channels  # type: ignore[union-attr]
+    in_channels = model.in_channels  # type: ignore[union-attr]
     return torch.randn(batch_size, in_channels, *hw(input_size), device=model_device(model))
 
 
@@ -190,6 +190,19 @@ def stage_rows(model: nn.Module, input_size, macs: MacCount | None = None,
     macs = macs or count_macs(model, input_size)
     shapes = shapes or output_shapes(model, input_size)
     m = macs.by_module
+    if hasattr(model, "features"):  # VGG (models/vgg.py): its five stages of convolutions, then its three fc
+        rows, start = [], 0
+        for name, stage in model.named_stages():
+            names = [f"features.{k}" for k in range(start, start + len(stage))]
+            convs = [c for c in stage if isinstance(c, nn.Conv2d)]
+            rows.append(StageRow(name, names, _shape3(shapes[names[-1]]),
+                                 f"[{_conv_text(convs[0])}] x {len(convs)}, 2x2 max pool", param_count(stage),
+                                 sum(m.get(n, 0) for n in names)))
+            start += len(stage)
+        hidden = model.spec.hidden
+        return rows + [StageRow("fc", ["avgpool", "classifier"], _shape3(shapes["classifier"]),
+                                f"fc-{hidden}, fc-{hidden}, {model.num_classes}-d fc", param_count(model.classifier),
+                                m.get("classifier", 0))]
     rows = [StageRow("conv1", ["conv1", "bn1"], _shape3(shapes["bn1"]), _conv_text(model.conv1, True),
                      param_count(model.conv1) + param_count(model.bn1), m.get("conv1", 0))]
     if isinstance(model.maxpool, nn.MaxPool2d):
@@ -199,7 +212,7 @@ def stage_rows(model: nn.Module, input_size, macs: MacCount | None = None,
         rows.append(StageRow(paper_name, [name], _shape3(shapes[name]), _block_text(stage),
                              param_count(stage), m.get(name, 0)))
     rows.append(StageRow("fc", ["avgpool", "fc"], _shape3(shapes["fc"]),
-                         f"global average pool, {model.fc.out_features}-d fc", param_count(model.fc), m.get("fc", 0)))
+                         f"global average pool, {model.num_classes}-d fc", param_count(model.fc), m.get("fc", 0)))
     return rows
 
 
@@ -231,14 +244,14 @@ def module_rows(model: nn.Module, input_size, macs: MacCount | None = None,
 
 
 def inspected_model(source: str, plain: bool = False, num_classes: int | None = None,
-                    in_channels: int | None = None) -> tuple[nn.Module, str, str | None, Any]:
+                    in_channels: int | None = None, shortcut: str = "") -> tuple[nn.Module, str, str | None, Any]:
     """What `summary` and `flops` look at: (model, registry name, checkpoint path or None, input size). `source`
     is a registry name (built with `num_classes`/`in_channels`; its native size), or a checkpoint or run folder
     (its trained model, at the size it was trained on when the checkpoint records it)."""
     from pathlib import Path
 
     from .errors import BadInput
-    from .models import build_model, resolve_name
+    from .models import build_model, model_info, resolve_name
 
     if Path(source).exists():
         from .checkpoint import model_from_checkpoint
@@ -246,7 +259,8 @@ def inspected_model(source: str, plain: bool = False, num_classes: int | None = 
         loaded = model_from_checkpoint(source)
         cfg = loaded.config.model
         for flag, given, have in (("--num-classes", num_classes, cfg.num_classes),
-                                  ("--in-channels", in_channels, cfg.in_channels)):
+                                  ("--in-channels", in_channels, cfg.in_channels),
+                                  ("--shortcut", shortcut or None, cfg.shortcut or model_info(cfg.name).shortcut)):
             if given is not None and given != have:
                 raise BadInput(f"{loaded.path} holds a model with {flag} {have}; {flag} {given} does not apply")
         size = None
@@ -255,7 +269,7 @@ def inspected_model(source: str, plain: bool = False, num_classes: int | None = 
             size = h if h == w else (h, w)
         return loaded.model, cfg.name, str(loaded.path), size
     name = resolve_name(source, None, plain)
-    net = build_model(name, num_classes=num_classes, in_channels=in_channels or 3)
+    net = build_model(name, num_classes=num_classes, in_channels=in_channels or 3, shortcut=shortcut)
     return net, name, None, None
 
 
@@ -289,7 +303,7 @@ def measured_training_peak(model: nn.Module, input_size, batch_size: int, device
     torch.cuda.reset_peak_memory_stats(device)
     net = copy.deepcopy(model).to(device).train()
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    x = torch.randn(batch_size, net.conv1.in_channels, *hw(input_size), device=device)
+    x = torch.randn(batch_size, net.in_channels, *hw(input_size), device=device)
     y = torch.zeros(batch_size, dtype=torch.long, device=device)
     nn.functional.cross_entropy(net(x), y).backward()
     opt.step()
@@ -300,6 +314,11 @@ def measured_training_peak(model: nn.Module, input_size, batch_size: int, device
     return peak
 
 
+def shortcut_of(net: nn.Module) -> str:
+    """The shortcut option a built net has: "A", "B", "C", or "none" (plain nets, VGG)."""
+    return getattr(net.spec, "shortcut", "none")
+
+
 COUNTER_TOLERANCE = 1e-3  # the two counters count the same convolutions and matmuls: they must agree to 0.1%
 
 
@@ -308,7 +327,7 @@ def counters_agree(fvcore_macs: int, dispatcher_macs: int) -> bool:
 
 
 def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int | None = None,
-               in_channels: int | None = None, timer=None, on_model=None) -> list[dict[str, Any]]:
+               in_channels: int | None = None, timer=None, on_model=None, shortcut: str = "") -> list[dict[str, Any]]:
     """`resnet flops`: per model (a registry name, or a checkpoint), parameters and multiply-adds against the
     paper's Table 1 figure (at 224x224 with 1000 classes and RGB, where it gives one), `ok` within `tolerance`;
     `timer(net, input_size, macs=...)`, when given, adds the timed forward pass (bench.time_forward);
@@ -319,15 +338,18 @@ def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int 
     for source in names:
         if on_model is not None:
             on_model(len(rows), len(names))
-        net, name, path, trained_at = inspected_model(source, num_classes=num_classes, in_channels=in_channels)
+        net, name, path, trained_at = inspected_model(source, num_classes=num_classes, in_channels=in_channels,
+                                                      shortcut=shortcut)
         info = model_info(name)
         size = input_size or trained_at or info.input_size
         c = count_macs(net, size)
         second = count_macs_dispatcher(net, size)
-        as_paper = hw(size) == (224, 224) and net.fc.out_features == 1000 and net.conv1.in_channels == 3
+        built = shortcut_of(net)
+        as_paper = hw(size) == (224, 224) and net.num_classes == 1000 and net.in_channels == 3 \
+            and built == info.shortcut  # Table 1 counts the paper's own shortcuts (B)
         paper = info.paper_gmacs if as_paper else None
         dev_pct = (c.macs / 1e9 - paper) / paper if paper else None
-        row = {"model": name, "input_size": size if isinstance(size, int) else list(size),
+        row = {"model": name, "shortcut": built, "input_size": size if isinstance(size, int) else list(size),
                "params": param_count(net), "gmacs": c.macs / 1e9,
                "gflops": 2 * c.macs / 1e9, "bn_gmacs": c.bn_macs / 1e9, "paper_gmacs": paper,
                "deviation": dev_pct, "paper_ok": None if dev_pct is None else abs(dev_pct) <= tolerance,
@@ -346,7 +368,7 @@ def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int 
 
 def summarize(source: str, input_size=None, detail: bool = False, plain: bool = False,
               num_classes: int | None = None, in_channels: int | None = None, batch_size: int = 1,
-              max_depth: int | None = None, device: str | None = None) -> dict[str, Any]:
+              max_depth: int | None = None, device: str | None = None, shortcut: str = "") -> dict[str, Any]:
     """`resnet summary`: the paper's Table 1 rows for a model (a registry name, or a trained checkpoint), read
     off the real module; parameters (trainable and frozen), memory for `batch_size`, and with a CUDA `device`
     one training step's measured peak; every module with `detail` (down to `max_depth` levels)."""
@@ -363,7 +385,7 @@ def summarize(source: str, input_size=None, detail: bool = False, plain: bool = 
                            "; the CPU keeps no allocator statistics); without --device the estimate is shown")
         dev = resolve_device(device)
 
-    net, name, path, trained_at = inspected_model(source, plain, num_classes, in_channels)
+    net, name, path, trained_at = inspected_model(source, plain, num_classes, in_channels, shortcut)
     info = model_info(name)
     size = input_size or trained_at or info.input_size
     macs = count_macs(net, size)
@@ -371,7 +393,8 @@ def summarize(source: str, input_size=None, detail: bool = False, plain: bool = 
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     out = {"model": name, "checkpoint": path, "input_size": size if isinstance(size, int) else list(size),
            "batch_size": batch_size, "family": info.family, "depth": info.depth, "plain": info.plain,
-           "num_classes": net.fc.out_features, "in_channels": net.conv1.in_channels,
+           "shortcut": shortcut_of(net),
+           "num_classes": net.num_classes, "in_channels": net.in_channels,
            "stages": [r.as_dict() for r in stage_rows(net, size, macs, shapes)],
            "total": {"params": param_count(net), "macs": macs.macs, "bn_macs": macs.bn_macs},
            "params": {"total": param_count(net), "trainable": trainable, "frozen": param_count(net) - trainable},

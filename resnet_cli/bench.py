@@ -37,8 +37,8 @@ def synthetic_batch(model: torch.nn.Module, batch_size: int, input_size, speed: 
     """A fixed random batch in the model's input shape (S or (H, W)) and the speed's memory format."""
     from .analysis import hw
 
-    x = torch.randn(batch_size, model.conv1.in_channels, *hw(input_size), device=device)
-    y = torch.randint(0, model.fc.out_features, (batch_size,), device=device)
+    x = torch.randn(batch_size, model.in_channels, *hw(input_size), device=device)
+    y = torch.randint(0, model.num_classes, (batch_size,), device=device)
     return x.contiguous(memory_format=speed.memory_format()), y
 
 

@@ -175,7 +175,10 @@ def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
     except RuntimeError as e:  # "Error(s) in loading state_dict for ResNet:", then the details, one per line
         details = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e).strip()]
         more = f" ({len(details) - 1} more)" if len(details) > 1 else ""
-        raise BadInput(f"{path} does not fit {cfg.model.name}: {details[0][:240]}{more}") from None
+        from .models.registry import shortcut_mismatch
+
+        shortcuts = shortcut_mismatch(net.state_dict(), state_dict_of(ckpt, weights))
+        raise BadInput(f"{path} does not fit {cfg.model.name}: {shortcuts or details[0][:240] + more}") from None
     bad = next((k for k, v in net.state_dict().items() if v.is_floating_point() and not v.isfinite().all()), None)
     if bad is not None:  # its every output would be NaN: no accuracy or prediction of it is a number
         raise BadInput(f"{path} holds non-finite values (NaN or Inf) in {bad}: the run diverged before it was "

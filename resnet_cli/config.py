@@ -23,6 +23,7 @@ from .errors import BadInput
 Auto = Literal["auto", "on", "off"]
 # Choice lists written once: the commands' options derive from these (commands/_common.choices).
 Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
+ShortcutOption = Literal["", "A", "B", "C"]  # models.SHORTCUT_OPTIONS, and "" for the model's own
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
@@ -32,6 +33,8 @@ class ModelConfig:
     num_classes: int = 0  # 0: take the dataset's class count
     in_channels: int = 0  # 0: take the dataset's channel count (1 for MNIST-like data)
     zero_init_residual: bool = False  # Goyal et al.; not in the paper, so off
+    shortcut: ShortcutOption = ""  # the paper's section 3.3 / Table 3: A zero-pads where shapes change, B projects
+    #                                there, C projects on every block; "": the paper's choice (B ImageNet, A CIFAR)
     init: str = ""  # start from these weights: a run folder, one of our checkpoints, or a torchvision-format
     #                 state_dict (resnet50-0676ba61.pth). Tensors load by name and shape; a different num_classes
     #                 (in_channels) gets a newly initialised head (stem); any other mismatch is an error
@@ -40,7 +43,7 @@ class ModelConfig:
         """The `build_model` arguments: everything but `init` (where the weights came from). The one builder of
         this dict: checkpoints, `resnet build` and training all rebuild a model from it."""
         return {"name": self.name, "num_classes": self.num_classes, "in_channels": self.in_channels,
-                "zero_init_residual": self.zero_init_residual}
+                "zero_init_residual": self.zero_init_residual, "shortcut": self.shortcut}
 
     def fitted(self, classes: int, channels: int, dataset: str, source: str) -> "ModelConfig":
         """This model section fitted to data of `classes` classes and `channels` channels: 0 (not given) takes

@@ -29,7 +29,7 @@ def example_batch(net: torch.nn.Module, batch_size: int, input_size: tuple[int, 
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch_size, net.conv1.in_channels, *input_size, generator=g)
+    x = torch.randn(batch_size, net.in_channels, *input_size, generator=g)
     return x.to(next(net.parameters()).device)
 
 

@@ -51,7 +51,7 @@ def test_build_checkpoint_rebuilds_the_model(cli, tmp_path):
     model = build_model(**ckpt["config"]["model"])
     model.load_state_dict(ckpt["model"], strict=True)
     assert ckpt["config"]["model"] == {"name": "plain32", "num_classes": 100, "in_channels": 1,
-                                       "zero_init_residual": False}
+                                       "zero_init_residual": False, "shortcut": ""}
     assert not list(tmp_path.glob(".*tmp*")), "temp files left behind"
     umask = os.umask(0)
     os.umask(umask)

@@ -30,7 +30,7 @@ def test_every_model_runs_forward(name):
     # Train mode (batch statistics), as at the start of training: in eval mode an untrained
     # resnet1202 overflows, since BatchNorm's initial running stats do not normalise 600 residual sums.
     model = build_model(name, num_classes=7, in_channels=1 if info.family == "cifar" else 3).train()
-    x = torch.randn(2, model.conv1.in_channels, size, size)
+    x = torch.randn(2, model.in_channels, size, size)
     with torch.no_grad():
         y = model(x)
     assert y.shape == (2, 7)

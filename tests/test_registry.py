@@ -12,7 +12,7 @@ from resnet_cli.models import ModelInfo, name_for_depth, register_model, resolve
 def test_wildcards():
     assert list_models("resnet5*") == ["resnet50", "resnet50-v1.5", "resnet56"]
     assert list_models("plain1?") == ["plain18"]
-    assert len(list_models()) == 28
+    assert len(list_models()) == 29  # 8 ImageNet and 6 CIFAR ResNets, their 14 plain twins, VGG-19
     assert list_models("nothing*") == []
 
 
@@ -78,4 +78,4 @@ def test_names_and_the_model_table_need_no_torch():
             "print(len(names), info.depth, 'torch' in sys.modules); "
             "from resnet_cli.models import build_model; build_model('resnet20'); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["28", "20", "False", "True"]
+    assert out == ["29", "20", "False", "True"]

@@ -24,6 +24,12 @@ InputSizeOpt = Annotated[Optional[str], typer.Option(
     "--input-size", "-s", help="S, or HxW for other shapes \\[default: the model's native size, 224 or 32].",
     show_default=False)]
 
+def _shortcut_choice():
+    from ..models.registry import SHORTCUT_OPTIONS  # the registry imports no torch
+
+    return choices("Shortcut", SHORTCUT_OPTIONS)
+
+
 NumClassesOpt = Annotated[Optional[int], typer.Option(
     "--num-classes", help="Classes of a registry model \\[default: 1000 or 10].", show_default=False)]
 InChannelsOpt = Annotated[Optional[int], typer.Option(
@@ -123,3 +129,8 @@ class progress_bar:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+ShortcutOpt = Annotated[Optional[_shortcut_choice()], typer.Option(
+    "--shortcut", help="Shortcuts (paper 3.3, Table 3): A zero-padding, B projections where shapes change, C "
+    "projections everywhere \\[default: the paper's, B for ImageNet nets, A for CIFAR].", show_default=False)]

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..export import FORMATS
-from ._common import (DepthOpt, ForceOpt, JsonOpt, ModelArg, PlainOpt, check_positive, choices, echo, fmt_int,
-                      print_json)
+from ._common import (DepthOpt, ForceOpt, JsonOpt, ModelArg, PlainOpt, ShortcutOpt, check_positive, choices, echo,
+                      fmt_int, print_json)
 
 
 Format = choices("Format", ("checkpoint", *FORMATS[:2]))  # onnx files come from trained runs: `resnet export`
@@ -26,6 +26,7 @@ def build(
     in_channels: Annotated[int, typer.Option("--in-channels", help="Input channels (1 for grayscale).")] = 3,
     zero_init_residual: Annotated[bool, typer.Option(
         "--zero-init-residual", help="Start each residual branch at zero (Goyal et al.).")] = False,
+    shortcut: ShortcutOpt = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="checkpoint (state_dict + config), "
                                         "torchscript, or export (torch.export .pt2).")] = Format("checkpoint"),
     seed: Annotated[int, typer.Option("--seed", help="Seed for the initial weights.")] = 0,
@@ -52,7 +53,7 @@ def build(
 
     torch.manual_seed(seed)
     arch = ModelConfig(name, num_classes or model_info(name).default_classes, in_channels,
-                       zero_init_residual).architecture()
+                       zero_init_residual, shortcut=shortcut.value if shortcut else "").architecture()
     net = build_model(**arch).eval()
     params = sum(p.numel() for p in net.parameters())
     config = {"model": arch}

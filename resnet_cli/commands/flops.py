@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, PlainOpt, check_positive, console, fmt_m, progress_bar,
-                      parse_input_size, print_json)
+from ._common import (InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, PlainOpt, ShortcutOpt, check_positive,
+                      console, fmt_m, parse_input_size, print_json, progress_bar)
 
 DEFAULT_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 V15_NOTE = ("v1.5 (torchvision) strides the 3x3 conv instead of the first 1x1 conv in downsampling "
@@ -31,6 +31,7 @@ def flops(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size for --device timing.")] = 64,
     num_classes: NumClassesOpt = None,
     in_channels: InChannelsOpt = None,
+    shortcut: ShortcutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Count multiply-adds (the paper's "FLOPs") with fvcore and PyTorch's counter; check them against the paper.
@@ -76,7 +77,8 @@ def flops(
 
         timer = partial(time_forward, batch_size=batch_size, device=dev)
     with progress_bar("counting", quiet=json_out) as on_model:
-        rows = flops_rows(names, size, tolerance, num_classes, in_channels, timer, on_model)
+        rows = flops_rows(names, size, tolerance, num_classes, in_channels, timer, on_model,
+                          shortcut.value if shortcut else "")
 
     from ..analysis import COUNTER_TOLERANCE
 

@@ -28,13 +28,20 @@ def list_models_cmd(
         return
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} models", caption="shortcut B: projection where shapes change; A: zero-pad; "
-                  "plain: none. Params with the default classes (--json: exact).")
-    for col, justify in [("name", "left"), ("family", "left"), ("block", "left"), ("depth", "right"),
-                         ("shortcut", "left"), ("params", "right"), ("input", "right")]:
-        table.add_column(col, justify=justify, no_wrap=True)
-    for r in rows:
-        shortcut = "plain" if r["plain"] else ("A" if r["family"] == "cifar" else "B")
-        table.add_row(r["name"], r["family"], r["block"], str(r["depth"]), shortcut, fmt_m(r["params"]),
-                      str(r["input_size"]))
-    console().print(table)
+    resnets = [r for r in rows if r["family"] != "reference"]
+    reference = [r for r in rows if r["family"] == "reference"]
+    for group, title, caption in (
+            (resnets, f"{len(resnets)} models", "shortcut: the paper's option, as built unless --shortcut says "
+             "(A: zero-pad, B: projection where shapes change, C: projection everywhere); plain: none. Params with "
+             "the default classes (--json: exact)."),
+            (reference, "reference models (the paper's Figure 3)", "not ResNets: for comparison")):
+        if not group:
+            continue
+        table = Table(title=title, caption=caption or None)
+        for col, justify in [("name", "left"), ("family", "left"), ("block", "left"), ("depth", "right"),
+                             ("shortcut", "left"), ("params", "right"), ("input", "right")]:
+            table.add_column(col, justify=justify, no_wrap=True)
+        for r in group:
+            table.add_row(r["name"], r["family"], r["block"], str(r["depth"]),
+                          "plain" if r["plain"] else r["shortcut"], fmt_m(r["params"]), str(r["input_size"]))
+        console().print(table)

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (DepthOpt, InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, ModelArg, PlainOpt, check_positive, console,
-                      fmt_int, fmt_m, parse_input_size, print_json)
+from ._common import (DepthOpt, InChannelsOpt, InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, PlainOpt, ShortcutOpt,
+                      check_positive, console, fmt_int, fmt_m, parse_input_size, print_json)
 
 
 def summary(
@@ -18,6 +18,7 @@ def summary(
     input_size: InputSizeOpt = None,
     num_classes: NumClassesOpt = None,
     in_channels: InChannelsOpt = None,
+    shortcut: ShortcutOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size for the memory estimate.")] = 1,
     detail: Annotated[bool, typer.Option("--detail", help="Add a row per module.")] = False,
     max_depth: Annotated[Optional[int], typer.Option("--max-depth", show_default=False,
@@ -52,7 +53,8 @@ def summary(
         source = resolve_name(model, depth, plain)
     if max_depth is not None and not detail:
         raise BadInput("--max-depth limits the --detail view: add --detail")
-    out = summarize(source, size, detail, plain, num_classes, in_channels, batch_size, max_depth, device)
+    out = summarize(source, size, detail, plain, num_classes, in_channels, batch_size, max_depth, device,
+                    shortcut.value if shortcut else "")
     if json_out:
         print_json({k: v for k, v in out.items() if k != "plain"})
         return
@@ -63,7 +65,7 @@ def summary(
     size = out["input_size"]
     size = f"{size}x{size}" if isinstance(size, int) else "x".join(map(str, size))
     title = f"{name} at {size} ({out['family']} family, {out['depth']} layers" + \
-        (", no shortcuts" if out["plain"] else "") + f", {out['num_classes']} classes)"
+        (", no shortcuts" if out["plain"] else f", shortcuts {out['shortcut']}") + f", {out['num_classes']} classes)"
     table = Table(title=title, show_footer=True)
     table.add_column("layer", footer="total")
     table.add_column("output size", justify="right")

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional, get_args, get_type_hints
 import typer
 
 from .. import config as C
-from ._common import choices, console, echo
+from ._common import ShortcutOpt, choices, console, echo
 
 # Shorthands for common keys; each is one config key, named in its help (choices from the config's types).
 Dataset = choices("Dataset", get_args(get_type_hints(C.DataConfig)["dataset"]))
@@ -31,6 +31,7 @@ def train(
     depth: Annotated[Optional[int], typer.Option("--depth", "-d", help="Depth instead of --model.",
                                                  show_default=False)] = None,
     plain: Annotated[bool, typer.Option("--plain", help="The plain twin of --model/--depth.")] = False,
+    shortcut: ShortcutOpt = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", show_default=False,
                                                   help="train.epochs")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", show_default=False,
@@ -101,7 +102,7 @@ def train(
     if plain and model is None and depth is None:
         raise BadInput("--plain needs --model or --depth")
     model_name = resolve_name(model, depth, plain) if (model is not None or depth is not None) else None
-    flags: dict[str, Any] = {"model.name": model_name, "train.epochs": epochs, "train.batch_size": batch_size,
+    flags: dict[str, Any] = {"model.name": model_name, "model.shortcut": shortcut, "train.epochs": epochs, "train.batch_size": batch_size,
                              "train.lr": lr, "data.data_dir": data_dir, "run.device": device,
                              "run.run_dir": run_dir, "run.name": name, "run.seed": seed, "model.init": init,
                              "train.freeze": [f.strip() for f in freeze.split(",") if f.strip()]

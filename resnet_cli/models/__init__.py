@@ -7,21 +7,27 @@ importing `ResNet` (resnet.py) when it builds. Neither the registry nor the tabl
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from .registry import (CIFAR_DEPTHS, IMAGENET_DEPTHS, ModelInfo, build_model, list_models, model_info,
-                       name_for_depth, register_model, resolve_name)
-from .specs import ArchSpec, builtin_models
+from .registry import (CIFAR_DEPTHS, IMAGENET_DEPTHS, SHORTCUT_OPTIONS, ModelInfo, build_model, list_models,
+                       model_info, name_for_depth, register_model, resolve_name)
+from .specs import ArchSpec, VGGSpec, builtin_models
 
-__all__ = ["ArchSpec", "CIFAR_DEPTHS", "IMAGENET_DEPTHS", "ModelInfo", "ResNet", "build_model", "list_models",
-           "model_info", "name_for_depth", "register_model", "resolve_name"]
+__all__ = ["ArchSpec", "CIFAR_DEPTHS", "IMAGENET_DEPTHS", "ModelInfo", "ResNet", "SHORTCUT_OPTIONS", "VGGSpec",
+           "build_model", "list_models", "model_info", "name_for_depth", "register_model", "resolve_name"]
 
 
-def _entrypoint(spec: ArchSpec):
-    def build(*, num_classes: int, in_channels: int = 3, zero_init_residual: bool = False):
-        from .resnet import ResNet  # torch, only when a model is built
+def _entrypoint(spec):
+    def build(*, num_classes: int, in_channels: int = 3, zero_init_residual: bool = False, shortcut: str = ""):
+        if isinstance(spec, VGGSpec):
+            from .vgg import VGG  # torch, only when a model is built
 
-        return ResNet(spec, num_classes=num_classes, in_channels=in_channels, zero_init_residual=zero_init_residual)
+            return VGG(spec, num_classes=num_classes, in_channels=in_channels)
+        from .resnet import ResNet
+
+        arch = replace(spec, shortcut=shortcut) if shortcut else spec
+        return ResNet(arch, num_classes=num_classes, in_channels=in_channels, zero_init_residual=zero_init_residual)
     return build
 
 

@@ -3,7 +3,8 @@
 Every command (summary, flops, train, eval, bench) goes through `build_model`,
 so what `summary` shows is what `train` trains. Entrypoints register with
 `@register_model` (as in timm) and all have the same shape:
-`fn(*, num_classes, in_channels, zero_init_residual) -> nn.Module`.
+`fn(*, num_classes, in_channels, zero_init_residual[, shortcut]) -> nn.Module` (`shortcut` is passed only
+when one is asked for, and only to a model with shortcuts).
 
 Neither this module nor the table of built-in models (specs.py) imports torch:
 the CLI lists, describes and checks names before paying for that import, and
@@ -27,8 +28,8 @@ class ModelInfo:
     """What the registry knows about a model without building it."""
 
     name: str
-    family: str  # "imagenet" or "cifar"
-    block: str  # "basic" or "bottleneck"
+    family: str  # "imagenet", "cifar", or "reference" (VGG-19: the paper's Figure 3, for comparison)
+    block: str  # "basic", "bottleneck", or "vgg"
     depth: int  # weighted layers, as the paper counts them
     plain: bool  # True for the paper's plain (shortcut-free) baselines
     input_size: int  # native input resolution
@@ -36,6 +37,7 @@ class ModelInfo:
     paper_gmacs: float | None = None  # paper Table 1 "FLOPs" (multiply-adds), where it gives one
     variant: str = ""  # "" for the paper's design, "v1.5" for torchvision's stride placement
     params: int = 0  # learnable parameters with the default classes and 3 input channels
+    shortcut: str = ""  # the shortcut option it is built with unless told: "A" (CIFAR), "B" (ImageNet), "none"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,9 +120,50 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int = 3,
 
     gate.check_count("number of classes", num_classes, gate.MAX_CLASSES)  # a checkpoint's config is outside bytes
     gate.check_count("input channels", in_channels, gate.MAX_CHANNELS)
-    unknown = set(options) - {"zero_init_residual"}
+    unknown = set(options) - {"zero_init_residual", "shortcut"}
     if unknown:
-        raise BadInput(f"unknown model option(s): {', '.join(sorted(unknown))}; known: zero_init_residual")
+        raise BadInput(f"unknown model option(s): {', '.join(sorted(unknown))}; known: zero_init_residual, shortcut")
     if options.get("zero_init_residual") and info.plain:
         raise BadInput(f"{name} has no shortcuts, so zero_init_residual would zero its output")
+    shortcut = check_shortcut(name, options.pop("shortcut", "") or "")
+    if shortcut:  # an entrypoint without shortcut options (a plain net, one a user registered) is asked for none
+        options["shortcut"] = shortcut
     return _ENTRYPOINTS[name](num_classes=num_classes, in_channels=in_channels, **options)
+
+
+SHORTCUT_OPTIONS = ("A", "B", "C")  # the paper's section 3.3: zero-padding, projections where shapes change, all
+
+
+def check_shortcut(name: str, shortcut: str) -> str:
+    """The shortcut option `name` is built with: `shortcut` ("A", "B", "C"), or "" for the model's own (the
+    paper's: B for ImageNet nets, A for CIFAR nets). A net without shortcuts takes none."""
+    if not shortcut:
+        return ""
+    info = model_info(name)
+    if info.plain:
+        raise BadInput(f"{name} has no shortcuts, so --shortcut {shortcut} does not apply (it is for the ResNets)")
+    if shortcut not in SHORTCUT_OPTIONS:
+        raise BadInput(f"--shortcut must be A (zero-padding), B (projections where shapes change) or C "
+                       f"(projections everywhere), got {shortcut!r}")
+    return shortcut
+
+
+def shortcut_in_keys(keys) -> str:
+    """The shortcut option a ResNet state_dict's names show: a projection (`layerN.M.downsample.0`) on every
+    block is C, on some B, on none A (or a plain net: their names are the same)."""
+    blocks = {".".join(k.split(".")[:2]) for k in keys if k.startswith("layer") and k.count(".") >= 2}
+    projected = {".".join(k.split(".")[:2]) for k in keys if ".downsample.0." in k}
+    return "A" if not projected else "C" if projected == blocks else "B"
+
+
+def shortcut_mismatch(model_keys, state_keys) -> str | None:
+    """One line's worth when two state_dicts differ only in their shortcuts: "option X in the file, Y in the
+    model: give --shortcut X"; None when anything else differs, or nothing does."""
+    model_keys, state_keys = set(model_keys), set(state_keys)
+    if {k for k in model_keys if ".downsample." not in k} != {k for k in state_keys if ".downsample." not in k}:
+        return None
+    found, built = shortcut_in_keys(state_keys), shortcut_in_keys(model_keys)
+    if found == built:
+        return None
+    return (f"its shortcuts are option {found}, the model's option {built} (paper Table 3): give --shortcut {found} "
+            f"(model.shortcut)")

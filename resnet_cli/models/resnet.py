@@ -158,6 +158,14 @@ class ResNet(nn.Module):
         self._init_weights(zero_init_residual)
 
     @property
+    def num_classes(self) -> int:
+        return self.fc.out_features
+
+    @property
+    def in_channels(self) -> int:
+        return self.conv1.in_channels
+
+    @property
     def stages(self) -> list[nn.Sequential]:
         return [getattr(self, f"layer{i + 1}") for i in range(len(self.spec.layers))]
 
@@ -201,17 +209,24 @@ class ResNet(nn.Module):
     def _make_layer(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         spec = self.spec
         out_planes = planes * block.expansion
-        downsample: nn.Module | None = None
-        if stride != 1 or self.inplanes != out_planes:
-            if spec.shortcut == "B":
-                downsample = nn.Sequential(conv1x1(self.inplanes, out_planes, stride), nn.BatchNorm2d(out_planes))
-            elif spec.shortcut == "A":
-                downsample = PadShortcut(stride, out_planes)
         residual = spec.shortcut != "none"
-        layers = [block(self.inplanes, planes, stride, downsample, residual, spec.stride_in_1x1)]
-        self.inplanes = out_planes
-        layers += [block(self.inplanes, planes, 1, None, residual, spec.stride_in_1x1) for _ in range(1, blocks)]
+        layers = []
+        for b in range(blocks):
+            s = stride if b == 0 else 1
+            layers.append(block(self.inplanes, planes, s, self._shortcut(self.inplanes, out_planes, s), residual,
+                                spec.stride_in_1x1))
+            self.inplanes = out_planes
         return nn.Sequential(*layers)
+
+    def _shortcut(self, inplanes: int, out_planes: int, stride: int) -> nn.Module | None:
+        """A block's shortcut (paper section 3.3, Table 3): None is the identity. Where the shape changes, option A
+        subsamples and pads with zeros, B projects (1x1 conv + BatchNorm); C projects on every block."""
+        changes = stride != 1 or inplanes != out_planes
+        if self.spec.shortcut == "C" or self.spec.shortcut == "B" and changes:
+            return nn.Sequential(conv1x1(inplanes, out_planes, stride), nn.BatchNorm2d(out_planes))
+        if self.spec.shortcut == "A" and changes:
+            return PadShortcut(stride, out_planes)
+        return None
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         # He et al. 2015 ("Delving deep into rectifiers"), as the paper's section 3.4

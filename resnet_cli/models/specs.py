@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-Shortcut = Literal["A", "B", "none"]
+Shortcut = Literal["A", "B", "C", "none"]
+SHORTCUTS = ("A", "B", "C")  # the paper's options (section 3.3, Table 3); "none" is a plain net
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,8 @@ class ArchSpec:
     layers: tuple[int, ...]  # blocks per stage (conv2_x, conv3_x, ...)
     widths: tuple[int, ...]  # 3x3 width of each stage; bottlenecks expand it 4x
     stem: Literal["imagenet", "cifar"]  # 7x7/2 conv + 3x3/2 max pool, or a 3x3 conv
-    shortcut: Shortcut  # "B": projection where shapes change; "A": zero-pad; "none": plain
+    shortcut: Shortcut  # "A": zero-pad where shapes change; "B": project there; "C": project on every block;
+    #                     "none": plain
     stride_in_1x1: bool = True  # bottleneck only: stride on the first 1x1 (paper) or the 3x3 (v1.5)
 
     @property
@@ -41,10 +43,11 @@ class ArchSpec:
         total = in_channels * inplanes * k * k + 2 * inplanes
         for i, (n, w) in enumerate(zip(self.layers, self.widths)):
             out = w * expansion
-            if self.shortcut == "B" and (i > 0 or inplanes != out):  # a projection where the shape changes
-                total += inplanes * out + 2 * out
             for b in range(n):
                 cin = inplanes if b == 0 else out
+                changes = b == 0 and (i > 0 or cin != out)  # the block where the shape changes
+                if self.shortcut == "C" or self.shortcut == "B" and changes:  # a 1x1 projection with BatchNorm
+                    total += cin * out + 2 * out
                 convs = [(cin, w, 3), (w, w, 3)] if self.block == "basic" else [(cin, w, 1), (w, w, 3), (w, out, 1)]
                 total += sum(a * c * kk * kk + 2 * c for a, c, kk in convs)
             inplanes = out
@@ -74,8 +77,37 @@ _CIFAR = {f"resnet{6 * n + 2}": (ArchSpec("basic", (n, n, n), _CIFAR_WIDTHS, "ci
 _PLAIN_GMACS = {"plain18": 1.8, "plain34": 3.6}
 
 
+@dataclass(frozen=True)
+class VGGSpec:
+    """A VGG net (Simonyan & Zisserman 2014) as torchvision builds it: 3x3 convolutions (with bias) in stages of
+    `layers` convolutions, each stage ending in a 2x2 max pool, then a 7x7 average pool and three fully connected
+    layers (4096, 4096, classes). The paper's Figure 3 sets VGG-19 beside the 34-layer plain and residual nets."""
+
+    layers: tuple[int, ...]
+    widths: tuple[int, ...] = (64, 128, 256, 512, 512)
+    hidden: int = 4096
+
+    @property
+    def depth(self) -> int:
+        return sum(self.layers) + 3
+
+    def parameters(self, num_classes: int, in_channels: int = 3) -> int:
+        total, cin = 0, in_channels
+        for n, w in zip(self.layers, self.widths):
+            for _ in range(n):
+                total += cin * w * 9 + w
+                cin = w
+        return total + (cin * 49 + 1) * self.hidden + (self.hidden + 1) * self.hidden \
+            + (self.hidden + 1) * num_classes
+
+
+# The paper's Figure 3 (VGG-19: 19.6 billion multiply-adds); torchvision's parameter names, so its weights load.
+_REFERENCE = {"vgg19": (VGGSpec((2, 2, 4, 4, 4)), 19.6)}
+
+
 def builtin_models():
-    """(ModelInfo, ArchSpec) for every built-in model, in registry order: the ResNets, then their plain twins."""
+    """(ModelInfo, spec) for every built-in model, in registry order: the ResNets, their plain twins, then the
+    reference nets (VGGSpec)."""
     from .registry import ModelInfo
 
     def info(name: str, spec: ArchSpec, family: str, paper_gmacs: float | None) -> ModelInfo:
@@ -83,7 +115,7 @@ def builtin_models():
             name=name, family=family, block=spec.block, depth=spec.depth, plain=spec.shortcut == "none",
             input_size=224 if family == "imagenet" else 32, default_classes=1000 if family == "imagenet" else 10,
             paper_gmacs=paper_gmacs, variant="" if spec.stride_in_1x1 or spec.block == "basic" else "v1.5",
-            params=spec.parameters(1000 if family == "imagenet" else 10))
+            params=spec.parameters(1000 if family == "imagenet" else 10), shortcut=spec.shortcut)
 
     tables = (("imagenet", _IMAGENET), ("cifar", _CIFAR))
     for family, table in tables:
@@ -94,3 +126,7 @@ def builtin_models():
             plain = "plain" + name[len("resnet"):]
             yield info(plain, replace(spec, shortcut="none"), family, _PLAIN_GMACS.get(plain)), \
                 replace(spec, shortcut="none")
+    for name, (spec, gmacs) in _REFERENCE.items():
+        yield ModelInfo(name=name, family="reference", block="vgg", depth=spec.depth, plain=True, input_size=224,
+                        default_classes=1000, paper_gmacs=gmacs, params=spec.parameters(1000),
+                        shortcut="none"), spec

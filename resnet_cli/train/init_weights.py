@@ -85,6 +85,12 @@ def init_from(model: Any, source: str | os.PathLike, name: str) -> str:
     missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in target]
     if missing or unexpected:
+        from ..models.registry import shortcut_mismatch
+
+        shortcuts = shortcut_mismatch(*([k for k in keys if not k.endswith("num_batches_tracked")]
+                                        for keys in (target, state)))
+        if shortcuts:
+            raise BadInput(f"{where} does not fit {name}: {shortcuts}")
         parts = [f"{len(missing)} of its tensors missing ({', '.join(missing[:3])}...)" if missing else "",
                  f"{len(unexpected)} unknown to it ({', '.join(unexpected[:3])}...)" if unexpected else ""]
         raise BadInput(f"{where} does not fit {name}: {'; '.join(p for p in parts if p)}; is it another "
