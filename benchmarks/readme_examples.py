@@ -85,6 +85,8 @@ PLANS: dict[str, Plan] = {
     "resnet reproduce figure1 --dataset fashion-mnist --steps 1600": Plan(
         small="resnet reproduce figure1 --dataset fashion-mnist --data-dir {fashion} --steps 2", needs=("fashion",)),
     "resnet reproduce table1": Plan(),
+    "resnet reproduce table3": Plan(regenerate=True),
+    "resnet reproduce figure3": Plan(regenerate=True),
     "resnet reproduce table6 --depths 20,56 --out repro": Plan(
         small="resnet reproduce table6 --depths 20,56 --out repro --dataset fashion-mnist --data-dir {fashion} "
               "--steps 2", needs=("fashion",)),

@@ -13,6 +13,9 @@ reported. `scale` (or `steps`) shortens every run and its milestones alike, and 
 
 Experiments:
   table1   multiply-adds of the five ImageNet depths (v1 and v1.5) from two counters, against the paper
+  table3   ResNet-34 with shortcut options A, B and C (and plain-34): parameters and multiply-adds, beside the
+           paper's ImageNet errors (quoted: these are ImageNet runs, not trained here)
+  figure3  VGG-19, plain-34 and ResNet-34: layers, parameters, multiply-adds, each as a share of VGG-19's
   table6   CIFAR-10 test error of ResNet-20/32/44/56/110 over `seeds` seeds (mean +- std), beside the paper's
            figures and akamaster/pytorch_resnet_cifar10's (trained on all 50k, best epoch chosen on the test set)
   figure6  plain and residual nets of depth 20/32/44/56 (and 110): training (dashed) and test (bold) error
@@ -38,7 +41,8 @@ from typing import Any, Callable, TextIO
 from .errors import BadInput
 from .files import ensure_writable_dir, open_own_file
 
-EXPERIMENTS = ("table1", "table6", "figure6", "figure1")
+EXPERIMENTS = ("table1", "table3", "figure3", "table6", "figure6", "figure1")
+COUNTED = ("table1", "table3", "figure3")  # read off the built models (paper_counts.py); nothing to train
 CHOICES = (*EXPERIMENTS, "all")
 DATASETS = ("cifar10", "fashion-mnist", "synthetic")  # fashion-mnist: a labelled proxy; synthetic: a smoke test
 PAPER_STEPS, PAPER_MILESTONES = 64000, (32000, 48000)  # the `cifar` preset: iterations, lr / 10 at these
@@ -117,7 +121,8 @@ def check_options(o: Options) -> None:
         raise BadInput("--seeds and --parallel must be at least 1")
     if o.depths:
         if not {"table6", "figure6"} & set(o.experiments()):
-            raise BadInput("--depths selects runs of table6 and figure6; figure1 and table1 have fixed models")
+            raise BadInput("--depths selects runs of table6 and figure6; figure1 has fixed models, and table1, "
+                           "table3 and figure3 train none")
         unknown = sorted(set(o.depths) - set(TABLE6_DEPTHS))
         if unknown:
             raise BadInput(f"--depths: {', '.join(map(str, unknown))} not in the paper's CIFAR depths "
@@ -138,7 +143,8 @@ def parse_depths(text: str | None) -> tuple[int, ...]:
 
 
 def plan(o: Options) -> dict[str, list[RunSpec]]:
-    """The runs of each experiment (table1 has none); shared runs appear in each, and are trained once."""
+    """The runs of each experiment (the counted ones have none); shared runs appear in each, and are trained
+    once."""
     runs: dict[str, list[RunSpec]] = {}
 
     def chosen(depths: tuple[int, ...]) -> tuple[int, ...]:
@@ -375,15 +381,6 @@ def duration(seconds: float | None) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
-def table1_rows() -> list[dict[str, Any]]:
-    from .analysis import flops_rows
-
-    names = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-             "resnet50-v1.5", "resnet101-v1.5", "resnet152-v1.5"]
-    return [{k: r[k] for k in ("model", "gmacs", "gmacs_second_counter", "counters_agree", "paper_gmacs",
-                               "deviation", "paper_ok")} for r in flops_rows(names, 224, 0.03)]
-
-
 def environment(device: str) -> dict[str, str]:
     import torch
 
@@ -438,6 +435,28 @@ def write_report(o: Options, report: dict[str, Any], command: str) -> None:
             lines.append(f"| {r['model']} | {r['gmacs']:.3f} | {r['gmacs_second_counter']:.3f} | {paper} | {dev} |")
         lines += ["", "Both counters count conv + fc multiply-adds; pooling, additions and BatchNorm are left out. "
                   "The paper gives figures for v1 only.", ""]
+    if "table3" in report:
+        lines += ["## Table 3: shortcut options of the 34-layer net (ImageNet)", "",
+                  "| model | shortcut | params | GMACs (fvcore) | FlopCounterMode | paper top-1 err. | paper top-5 err. |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in report["table3"]:
+            lines.append(f"| {r['model']} | {r['shortcut']} | {r['params']:,} | {r['gmacs']:.3f} | "
+                         f"{r['gmacs_second_counter']:.3f} | {r['paper_top1_error']:.2f} | "
+                         f"{r['paper_top5_error']:.2f} |")
+        lines += ["", "Parameters and multiply-adds are counted on the built models (224x224, 1000 classes). The "
+                  "errors are the paper's ImageNet results (10-crop testing), quoted: this command does not train "
+                  "on ImageNet. A: zero-padding shortcuts where dimensions increase (no parameters); B: projections "
+                  "there; C: projections on every shortcut.", ""]
+    if "figure3" in report:
+        lines += ["## Figure 3: VGG-19 beside the 34-layer nets", "",
+                  "| model | layers | params | GMACs (fvcore) | FlopCounterMode | paper | share of VGG-19 | paper |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in report["figure3"]:
+            lines.append(f"| {r['model']} | {r['layers']} | {r['params']:,} | {r['gmacs']:.3f} | "
+                         f"{r['gmacs_second_counter']:.3f} | {r['paper_gmacs']:.1f} | {r['share_of_vgg19']:.1%} | "
+                         f"{r['paper_share_of_vgg19']:.1%} |")
+        lines += ["", "The paper: \"Our 34-layer baseline has 3.6 billion FLOPs (multiply-adds), which is only 18% "
+                  "of VGG-19 (19.6 billion FLOPs).\"", ""]
     if "table6" in report:
         title = "## Table 6: CIFAR-10 test error (%)" + (f" ({note})" if note else "")
         lines += [title, "", "| model | runs | ours: mean +- std | paper | akamaster | training time per run |",
@@ -478,8 +497,11 @@ def reproduce(o: Options, command: str, on_change: Callable[[list[RunStatus]], N
                               "runs": results,
                               "failed": [{"run": st.spec.name, "error": st.error,
                                           "log": str(o.out / "logs" / f"{st.spec.name}.log")} for st in failed]}
-    if "table1" in runs:
-        report["table1"] = table1_rows()
+    from . import paper_counts
+
+    for exp in COUNTED:
+        if exp in runs:
+            report[exp] = getattr(paper_counts, f"{exp}_rows")()
     if "table6" in runs:
         report["table6"] = table6_rows(results, o.seeds)
     report.update(figures(o, runs, results))

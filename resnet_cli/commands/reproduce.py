@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import JsonOpt, console, echo, print_json
+from ._common import JsonOpt, console, echo, fmt_m, print_json
 
-EXPERIMENT_HELP = ("table1 (multiply-adds, two counters), table6 (CIFAR-10 error of ResNet-20..110), figure6 "
+EXPERIMENT_HELP = ("table1 (multiply-adds, two counters), table3 (shortcut options A, B, C of ResNet-34), figure3 "
+                   "(VGG-19 beside the 34-layer nets), table6 (CIFAR-10 error of ResNet-20..110), figure6 "
                    "(plain vs residual curves), figure1 (plain-20 vs plain-56), or all.")
 
 
@@ -167,6 +168,25 @@ def _print(report: dict, opts) -> None:
                       "-" if r["paper_gmacs"] is None else f"{r['paper_gmacs']:.1f}",
                       "-" if r["deviation"] is None else f"{r['deviation']:+.1%}")
         c.print(t)
+    if "table3" in report:
+        t = Table(title="Table 3: shortcuts of the 34-layer net")
+        for col in ("model", "params", "GMACs", "top-1 err.", "top-5 err."):
+            t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+        for r in report["table3"]:
+            t.add_row(r["model"], fmt_m(r["params"]), f"{r['gmacs']:.3f}", f"{r['paper_top1_error']:.2f}",
+                      f"{r['paper_top5_error']:.2f}")
+        c.print(t)
+        c.print("Errors: the paper's ImageNet results (10-crop), quoted, not trained here. A: zero-padding, B: "
+                "projections where dimensions increase, C: projections everywhere.")
+    if "figure3" in report:
+        t = Table(title="Figure 3: VGG-19 and the 34-layer nets")
+        for col in ("model", "layers", "params", "GMACs", "paper", "of VGG-19"):
+            t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+        for r in report["figure3"]:
+            t.add_row(r["model"], str(r["layers"]), fmt_m(r["params"]), f"{r['gmacs']:.3f}",
+                      f"{r['paper_gmacs']:.1f}", f"{r['share_of_vgg19']:.1%}")
+        c.print(t)
+        c.print("The paper: the 34-layer nets' 3.6 billion multiply-adds are 18% of VGG-19's 19.6 billion.")
     if "table6" in report:
         t = Table(title=f"Table 6: test error %{note}")
         for col in ("model", "runs", "ours", "paper", "akamaster", "time/run"):
