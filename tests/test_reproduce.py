@@ -160,7 +160,7 @@ def test_without_the_data_offline_it_is_one_line_before_any_run(cli, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["table7"], "unknown experiment 'table7'; choose from table1, table6, figure6, figure1, all"),
+    (["table7"], "unknown experiment 'table7'; choose from table1, table3, figure3, table6, figure6, figure1, all"),
     (["figure1", "--steps", "10", "--scale", "0.1"], "give --steps or --scale, not both"),
     (["figure1", "--scale", "1.5"], "--scale must be in (0, 1], got 1.5"),
     (["figure1", "--scale", "nan"], "--scale must be in (0, 1], got nan"),
@@ -168,8 +168,8 @@ def test_without_the_data_offline_it_is_one_line_before_any_run(cli, tmp_path):
     (["figure1", "--parallel", "0"], "--seeds and --parallel must be at least 1"),
     (["table6", "--depths", "20,21"], "--depths: 21 not in the paper's CIFAR depths (20, 32, 44, 56, 110)"),
     (["table6", "--depths", "20;56"], "--depths takes depths separated by commas, e.g. 20,56; got '20;56'"),
-    (["figure1", "--depths", "20"], "--depths selects runs of table6 and figure6; figure1 and table1 have fixed "
-                                    "models"),
+    (["figure1", "--depths", "20"], "--depths selects runs of table6 and figure6; figure1 has fixed models, and "
+                                    "table1, table3 and figure3 train none"),
 ])
 def test_bad_input_is_one_line(cli, tmp_path, args, message):
     result = cli("reproduce", *args, "--out", tmp_path / "x")

@@ -140,6 +140,7 @@ def test_torchvisions_vgg19_weights_load_strict_and_give_the_same_outputs():
         assert torch.allclose(ours(x), theirs(x), atol=1e-5)
 
 
+@pytest.mark.slow  # counting VGG-19 twice: the quick loop keeps under 90 s
 def test_flops_check_vgg19_is_19_6_g_with_both_counters_agreeing(cli):
     rows = cli.json("flops", "--check", "vgg19", "resnet34")
     vgg = rows[0] if isinstance(rows, list) else rows["models"][0]
@@ -154,6 +155,7 @@ def test_flops_check_vgg19_is_19_6_g_with_both_counters_agreeing(cli):
     assert "reference models (the paper's Figure 3)" in listed.stdout
 
 
+@pytest.mark.slow  # seven models counted by two counters
 def test_reproduce_table3_and_figure3_count_without_training(cli, tmp_path):
     t3 = cli.json("reproduce", "table3", "--out", tmp_path / "t3")
     rows = {r["model"]: r for r in t3["table3"]}
