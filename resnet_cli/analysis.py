@@ -331,8 +331,11 @@ def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int 
     """`resnet flops`: per model (a registry name, or a checkpoint), parameters and multiply-adds against the
     paper's Table 1 figure (at 224x224 with 1000 classes and RGB, where it gives one), `ok` within `tolerance`;
     `timer(net, input_size, macs=...)`, when given, adds the timed forward pass (bench.time_forward);
-    `on_model(done, total)` before each model (its bar shows at once) and at the end."""
+    `on_model(done, total)` before each model (its bar shows at once) and at the end. Each row is also checked
+    against the best published figure for the model (models/references.py): `reference` (None where none
+    applies: `checked` False), `reference_deviation`, `reference_ok`."""
     from .models import model_info
+    from .models.references import SOURCES, reference_for
 
     rows = []
     for source in names:
@@ -355,7 +358,25 @@ def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int 
                "deviation": dev_pct, "paper_ok": None if dev_pct is None else abs(dev_pct) <= tolerance,
                "gmacs_second_counter": second / 1e9, "counters_agree": counters_agree(c.macs, second),
                "uncounted_ops": c.uncounted}
-        row["ok"] = row["counters_agree"] and row["paper_ok"] is not False
+        ref = reference_for(name)
+        native = net.in_channels == 3 and built == info.shortcut and (
+            ref is not None and (ref.quantity == "params" and net.num_classes == 10
+                                 or ref.quantity == "gmacs" and as_paper))
+        if ref is not None and native:
+            measured = c.macs / 1e9 if ref.quantity == "gmacs" else param_count(net)
+            ref_dev = (measured - ref.value) / ref.value
+            row.update(reference={"quantity": ref.quantity, "value": ref.value, "source": SOURCES[ref.source],
+                                  "label": ref.label()},
+                       reference_deviation=ref_dev, reference_ok=abs(ref_dev) <= tolerance, checked=True)
+        else:
+            if ref is None:
+                why = "no published figure"
+            elif built != info.shortcut:
+                why = f"its published figure is of the paper's shortcuts ({info.shortcut}), not {built}"
+            else:
+                why = f"its published figure is {ref.conditions}"
+            row.update(reference=None, reference_deviation=None, reference_ok=None, checked=False, unchecked=why)
+        row["ok"] = row["counters_agree"] and row["reference_ok"] is not False
         if path is not None:
             row["checkpoint"] = path
         if timer is not None:

@@ -33,8 +33,58 @@ def test_bare_flops_checks_the_five_paper_figures(cli):
 def test_flops_check_fails_with_exit_1_when_off(cli):
     result = cli("flops", "resnet50", "--tolerance", "0.001")
     assert result.exit_code == 1
-    assert "resnet50 off the paper's figure" in result.stderr
+    assert "resnet50 off the published figure" in result.stderr
     assert cli("flops", "resnet50", "--tolerance", "0.001", "--no-check").exit_code == 0
+
+
+@pytest.mark.slow  # resnet1202 and resnet50 traced by two counters
+def test_flops_check_checks_every_model_against_its_published_figure(cli):
+    """The CIFAR nets against Table 6's parameter counts, v1.5 against torchvision's GFLOPS: something is checked
+    (#37: `--check resnet20 resnet1202` and `--check resnet50-v1.5` used to pass with every column `-`)."""
+    out = cli.json("flops", "--check", "resnet20", "resnet1202", "plain20")
+    rows = {r["model"]: r for r in out["models"]}
+    assert [rows[m]["reference"]["value"] for m in ("resnet20", "resnet1202", "plain20")] == [0.27e6, 19.4e6, 0.27e6]
+    assert all(r["checked"] and r["reference_ok"] and r["reference"]["quantity"] == "params" for r in rows.values())
+    assert rows["resnet20"]["reference_deviation"] == pytest.approx(269_722 / 270_000 - 1)
+    assert "Table 6" in rows["resnet20"]["reference"]["source"]
+    v15 = cli.json("flops", "--check", "resnet50-v1.5")["models"][0]
+    assert v15["checked"] and v15["reference"]["value"] == 4.09 and "torchvision" in v15["reference"]["source"]
+    assert abs(v15["reference_deviation"]) < 0.01
+    off = cli("flops", "--check", "resnet20", "--tolerance", "0.0001")  # 269,722 is 0.1% under 0.27M
+    assert off.exit_code == 1 and "resnet20 off the published figure by more than 0%" in off.stderr
+    text = cli("flops", "resnet20")
+    assert "checked against published figures" in text.stdout and "T6: the paper's Table 6" in text.stdout
+
+
+def test_a_cifar_net_is_checked_and_one_with_nothing_to_check_against_fails():
+    """Quick: the CIFAR nets count in milliseconds (the ImageNet cases are the slow test below)."""
+    from typer.testing import CliRunner
+
+    from resnet_cli.cli import app
+
+    ok = CliRunner().invoke(app, ["flops", "--check", "resnet56", "--json"])
+    row = last_json(ok.stdout)["models"][0]
+    assert ok.exit_code == 0 and row["checked"] and row["reference"]["value"] == 0.85e6
+    other = CliRunner().invoke(app, ["flops", "resnet56", "--in-channels", "1"])
+    assert other.exit_code == 1 and "not checked: resnet56 (its published figure is with 10 classes, RGB)" \
+        in other.stderr
+
+
+@pytest.mark.slow  # ImageNet nets traced by two counters, three times each
+def test_a_model_with_nothing_to_check_against_fails_the_check_unless_allowed(cli):
+    for args, why in ((["plain50"], "plain50 (no published figure)"),
+                      (["resnet34", "--shortcut", "C"], "resnet34 (its published figure is of the paper's shortcuts "
+                                                        "(B), not C)"),
+                      (["resnet50", "--input-size", "160"], "resnet50 (its published figure is at 224x224, 1000 "
+                                                            "classes, RGB)"),
+                      (["resnet20", "--num-classes", "100"], "resnet20 (its published figure is with 10 classes, "
+                                                             "RGB)")):
+        result = cli("flops", *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.strip() == (f"error: not checked: {why}; a check that checks nothing fails: "
+                                         "--allow-unchecked passes it, --no-check counts without checking")
+        assert cli("flops", *args, "--allow-unchecked").exit_code == 0
+        assert cli("flops", *args, "--no-check").exit_code == 0
 
 
 @pytest.mark.slow  # traces the five ImageNet nets (fvcore)
