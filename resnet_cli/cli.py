@@ -13,7 +13,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from . import __version__
 from .commands import bench as bench_cmd
@@ -63,6 +63,29 @@ def _set_hint(option: str) -> str:
     return f"; to set {key}, use --set {key}=VALUE" if key else "; any config key: --set SECTION.KEY=VALUE"
 
 
+class ResnetCommand(TyperCommand):
+    """Every command's help as Click writes it: plain text wrapped to the terminal, option names and choices never
+    cut, flags without a metavar, arguments in capitals (SOURCE), defaults in [brackets]. Set for every command
+    below, in one place."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if getattr(param, "help", None):
+                param.help = param.help.replace("\\[", "[")  # the escape rich mode needed before a bracket
+            if isinstance(param, TyperArgument) and param.metavar is None:
+                param.metavar = param.name.upper() + ("..." if param.nargs != 1 else "")
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """`[OPTIONS] SOURCE [PATHS...]`: a required argument bare, an optional one in brackets, as Click writes
+        them (Typer writes {source})."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+        return pieces
+
+
 class ResnetGroup(TyperGroup):
     """TyperGroup whose `main` turns known errors into one line on stderr and an exit code."""
 
@@ -100,7 +123,7 @@ app = typer.Typer(
     cls=ResnetGroup,
     name="resnet",
     help="Build, inspect, train, evaluate and profile ResNets (He et al., 2015).",
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -138,8 +161,10 @@ app.command("gradflow")(gradflow_cmd.gradflow)
 app.command("bench")(bench_cmd.bench)
 app.command("reproduce")(reproduce_cmd.reproduce_cmd)
 app.add_typer(data_cmd.app, name="data")
+data_cmd.app.rich_markup_mode = None
 for _info in (*app.registered_commands, *data_cmd.app.registered_commands):  # one place: help text the terminal wraps
     _info.help = reflowed(_info.help or _info.callback.__doc__ or "")
+    _info.cls = ResnetCommand
 
 
 def main() -> None:

@@ -74,6 +74,7 @@ def reflowed(text: str) -> str:
     import inspect
 
     out: list[str] = []
+    text = re.sub(r"\[/?(bold|dim|italic)\]", "", text).replace("\\[", "[")  # plain text: no markup to show
     for line in inspect.cleandoc(text).splitlines():
         line = line.strip()
         if out and line and out[-1] and out[-1][-1] not in ".:!?":

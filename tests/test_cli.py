@@ -91,9 +91,9 @@ def test_help_texts_are_shown_whole(cli):
     group = typer.main.get_command(app)
     checked = 0
     for name, command in group.commands.items():
-        shown = " ".join(cli(name, "--help", env={"COLUMNS": "400"}).stdout.split())
-        for param in command.params:
-            text = " ".join((getattr(param, "help", None) or "").replace("\\[", "[").split())
+        shown = " ".join(cli(name, "--help", env={"COLUMNS": "400"}).stdout.split()).replace("- ", "-")
+        for param in command.params:  # (a line may break after a hyphen: zero-padding)
+            text = " ".join((getattr(param, "help", None) or "").replace("\\[", "[").split()).replace("- ", "-")
             if "[" in text:
                 assert text in shown, (name, param.name)
                 checked += 1
@@ -103,3 +103,25 @@ def test_help_texts_are_shown_whole(cli):
 def test_printed_data_is_not_read_as_markup(cli):
     result = cli("list", "nomatch[ab]")
     assert "nomatch[ab]" in result.stdout
+
+
+def test_help_reads_at_80_columns_for_every_command(cli):
+    """#37: no option name or choice cut (…), no metavar on a flag, arguments in capitals, no line past 80."""
+    import re
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = [[name] for name in group.commands if name != "data"] + [["data", n] for n in
+                                                                         group.commands["data"].commands]
+    flags = 0
+    for path in [[], *commands]:
+        out = cli(*path, "--help", env={"COLUMNS": "80"}).stdout
+        assert "…" not in out and max(map(len, out.splitlines())) <= 80, (path, out)
+        assert "<bool>" not in out and "[bold]" not in out and "\\[" not in out, path
+        usage = out.splitlines()[0]
+        assert "{" not in usage and not re.search(r" [a-z_]+(\.\.\.)?( |$)", usage.split("[OPTIONS]")[-1]), usage
+        flags += len(re.findall(r"^  --(plain|json|force|ten-crop|confusion)\s{2,}\S", out, re.M))
+    assert flags >= 10  # flags are listed bare: the name, then its help
+    assert cli("eval", "--help").stdout.startswith("Usage: resnet eval [OPTIONS] SOURCE\n")
+    assert "Usage: resnet predict [OPTIONS] SOURCE PATHS..." in cli("predict", "--help").stdout

@@ -40,7 +40,8 @@ def bench(
         "--compile/--no-compile", help="torch.compile the model \\[default: as `train`: on for CUDA; on CPU "
         "only for runs of >= train.compile_min_steps steps, so off for a bench].", show_default=False)] = None,
     compile_mode: Annotated[CompileMode, typer.Option(
-        "--compile-mode", help="torch.compile mode; reduce-overhead adds CUDA graphs (CUDA only).")]
+        "--compile-mode", metavar="MODE", help="torch.compile mode: " + ", ".join(m.value for m in CompileMode)
+        + "; reduce-overhead adds CUDA graphs (CUDA only).")]
     = CompileMode("default"),
     cuda_graphs: Annotated[Optional[bool], typer.Option(
         "--cuda-graphs/--no-cuda-graphs", help="Replay the training step from one CUDA graph \\[default: as "

@@ -32,7 +32,7 @@ def plot(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Plot training curves as the paper's Fig. 6 does: dashed lines for training, bold for test.
+    """Plot training curves as in the paper's Figure 6: dashed lines for training, bold for test.
 
     Example: [bold]resnet plot runs/deg-plain20 runs/deg-plain56 -o docs/degradation.png[/bold]
     """
