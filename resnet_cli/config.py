@@ -75,10 +75,12 @@ class DataConfig:
     normalize: bool = True  # subtract the per-channel mean, divide by the std
     image_size: int = 32  # synthetic: height and width; imagefolder: the crop (224 in the paper)
     channels: int = 3  # synthetic only
-    classes: int = 10  # synthetic only
+    classes: int = 10  # synthetic: how many to make; any other dataset: recorded from the data
     synthetic_train: int = 512  # synthetic only: training images
     synthetic_test: int = 256  # synthetic only: test images
-    workers: int = 4  # imagefolder only: decoding processes per training process
+    workers: int = -1  # image folders and shards: decoding processes per training process; -1: the cores this
+    #                    process may use, shared by the training processes of this node, less one each for them
+    #                    (1 on 2 cores, 15 on 16; at most 32). Resolved when the run starts, so config.yaml says it
     max_read_mb: int = 4096  # the most one read from outside may bring (a shard, a file, an http body, a pipe:
     #                          command's output); the read stops there and fails, instead of filling the memory
     read_timeout: float = 900.0  # seconds one such read may take in all (not per packet): a stalled server or
@@ -189,7 +191,8 @@ class Config:
         Fashion-MNIST), so that config.yaml and checkpoints say what the model was trained on."""
         where = source or f"{self.model.name} (model.num_classes/in_channels)"
         return dataclasses.replace(self, model=self.model.fitted(classes, channels, self.data.dataset, where),
-                                   data=dataclasses.replace(self.data, image_size=size, channels=channels))
+                                   data=dataclasses.replace(self.data, image_size=size, channels=channels,
+                                                            classes=classes))
 
 
 def fitted_keys(cfg: Config) -> set[str]:
@@ -197,8 +200,8 @@ def fitted_keys(cfg: Config) -> set[str]:
     (0 for the model's classes and channels; the image size and channels of a dataset that fixes them)."""
     keys = {k for k, v in (("model.num_classes", cfg.model.num_classes), ("model.in_channels", cfg.model.in_channels))
             if v == 0}
-    if cfg.data.dataset != "synthetic":  # synthetic images are made to data.image_size and data.channels
-        keys.add("data.channels")
+    if cfg.data.dataset != "synthetic":  # synthetic images are made to data.image_size, channels and classes
+        keys.update(("data.channels", "data.classes"))
         if cfg.data.dataset not in DECODED:  # an image folder's crop is data.image_size
             keys.add("data.image_size")
     return keys
@@ -467,7 +470,24 @@ def resolve(preset: str | None = None, config_file: str | os.PathLike | None = N
                 flat[key] = value
     if identify is not None and "data.dataset" not in flat and flat.get("data.data_dir"):
         flat["data.dataset"] = identify(str(flat["data.data_dir"]))
-    return build_config(flat)
+    cfg = build_config(flat)
+    if cfg.data.workers == -1:
+        cfg.data.workers = auto_workers()
+    return cfg
+
+
+def auto_workers() -> int:
+    """data.workers' default: the cores this process may use (its CPU affinity, which SLURM and containers set),
+    shared by the training processes of this node (torchrun's LOCAL_WORLD_SIZE), less one for each of them."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, min(32, cores // local - 1))
 
 
 def from_dict(data: dict[str, Any], source: str = "checkpoint config") -> Config:
@@ -509,6 +529,8 @@ def validate(cfg: Config) -> None:
         held = (d.synthetic_train + d.synthetic_test) * d.channels * d.image_size ** 2 * 4
         gate.check_count("synthetic data (data.synthetic_train + synthetic_test) x channels x image_size^2 x 4 "
                          "bytes", held, gate.MAX_IN_MEMORY_BYTES, "made in memory")
+    if d.workers < -1:
+        raise BadInput(f"data.workers must be 0 or more (-1: from the cores), got {d.workers}")
     if d.max_read_mb <= 0 or not 0 < d.read_timeout <= 7 * 86400:
         raise BadInput(f"data.max_read_mb must be positive and data.read_timeout in (0, 604800] seconds, got "
                        f"{d.max_read_mb} and {d.read_timeout}")

@@ -174,6 +174,8 @@ def run_flags(o: Options, spec: RunSpec) -> dict[str, Any]:
                              "data.dataset": o.dataset}
     if o.data_dir is not None:
         flags["data.data_dir"] = o.data_dir
+    if o.dataset == "synthetic":  # a smoke test of 512 images: the cifar preset's 5,000 held out would be all
+        flags["data.val_split"] = 64
     if not o.paper_length:
         flags["train.steps"] = o.steps
         flags["train.milestones"] = [max(1, round(m * o.scale)) for m in PAPER_MILESTONES]

@@ -82,3 +82,8 @@ def reflowed(text: str) -> str:
         else:
             out.append(line)
     return "\n".join(out)
+
+
+def plural(n: int, word: str, many: str = "") -> str:
+    """`1 epoch`, `2 epochs`, `1,000 images`: a count and its noun, agreeing."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"

@@ -278,7 +278,8 @@ def test_print_config_is_fitted_to_the_data_and_never_downloads(cli, fashion_dir
     missing = cli("train", "--preset", "cifar", "--set", f"data.url={url}/cifar.tar.gz", "--print-config")
     assert missing.exit_code == 0 and hits == []  # nothing fetched
     assert missing.stdout.startswith("# not fitted: cifar10 is not here (--print-config downloads nothing); the run "
-                                     "sets data.channels, data.image_size, model.in_channels, model.num_classes")
+                                     "sets data.channels, data.classes, data.image_size, model.in_channels, "
+                                     "model.num_classes")
     assert yaml.safe_load(missing.stdout)["model"]["name"] == "resnet20"
 
 
@@ -406,3 +407,40 @@ def test_training_evaluation_and_flops_show_a_moving_bar_with_an_eta_on_a_termin
     assert re.search(r"evaluating [━╸╺ ]+ *[1-9]\d*/64 +\d:\d\d:\d\d", ev) and "top-1" in ev, ev
     flops = in_a_terminal("flops", "resnet20", "resnet32", "resnet44")
     assert re.search(r"counting [━╸╺ ]+ *[1-3]/3", flops) and "resnet44" in flops, flops
+
+
+def test_small_front_door_items(cli, tmp_path, monkeypatch):
+    """#37 item 6: train --steps; one class count in --print-config; data.workers from the cores; no top-5 for
+    five classes or fewer; counts and their nouns agree."""
+    from resnet_cli import config as C
+
+    out = cli.json("train", "--preset", "smoke", "--device", "cpu", "--steps", "3", "--run-dir", tmp_path,
+                   "--set", "data.classes=3", "--set", "data.synthetic_train=64", "--set", "data.synthetic_test=32")
+    assert out["steps"] == 3 and out["epochs"] == 2  # 2 steps an epoch (smoke: batch 32)
+    run = out["run_dir"]
+    assert "is finished (2 epochs, 3 steps)" in cli("train", "--resume", run, "--steps", "3").stdout
+    evaluated = cli.json("eval", run, "--device", "cpu")
+    assert evaluated["top5"] is None and 0 <= evaluated["top1"] <= 1  # 3 classes: top-5 would be 100%
+    text = cli("eval", run, "--device", "cpu").stdout
+    assert "top-1 " in text and "top-5" not in text
+    printed = cli("train", "--preset", "smoke", "--set", "data.classes=3", "--print-config").stdout
+    assert "num_classes: 3" in printed and "classes: 3" in printed and "classes: 10" not in printed
+
+    monkeypatch.setattr(C.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert C.auto_workers() == 15
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert C.auto_workers() == 1
+    monkeypatch.setattr(C.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert C.resolve("torchvision").data.workers == 1  # a 2-core machine: one decoding process, not 16
+    assert C.resolve("torchvision", sets=["data.workers=6"]).data.workers == 6
+    assert cli("train", "--set", "data.workers=-2").stderr.strip() == \
+        "error: data.workers must be 0 or more (-1: from the cores), got -2"
+
+
+@pytest.mark.slow  # two tiny reproduction runs as subprocesses
+def test_reproduce_on_synthetic_data_runs_as_its_help_offers(cli, tmp_path):
+    out = cli.json("reproduce", "table6", "--dataset", "synthetic", "--steps", "6", "--depths", "20", "--out",
+                   tmp_path / "r", "--device", "cpu")
+    assert [r["model"] for r in out["table6"]] == ["resnet20"] and out["failed"] == []

@@ -79,7 +79,7 @@ def test_resume_is_bit_identical(cli, tmp_path):
 def test_resume_of_a_finished_run_says_so(cli, tmp_path):
     out = train(cli, tmp_path, "--epochs", "1")
     result = cli("train", "--resume", out["run_dir"])
-    assert result.exit_code == 0 and "is finished (1 epochs" in result.stdout
+    assert result.exit_code == 0 and "is finished (1 epoch," in result.stdout
     result = cli("train", "--resume", out["run_dir"], "--lr", "0.5")
     assert result.exit_code == 2 and "cannot change train.lr when resuming" in result.stderr
 

@@ -90,7 +90,7 @@ def test_train_json_result_is_what_the_table_shows(cli, tmp_path, smoke_args):
     assert out["final"] == out["best"] and out["processes"] == 1 and out["device"] == "cpu"
     again = cli.json("train", "--resume", out["run_dir"])
     assert again == {"event": "result", "run_dir": out["run_dir"], "finished": True,
-                     "message": f"{out['run_dir']} is finished (1 epochs, 2 steps); pass a larger --epochs to "
+                     "message": f"{out['run_dir']} is finished (1 epoch, 2 steps); pass a larger --epochs to "
                                 "train further"}
 
 

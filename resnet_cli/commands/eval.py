@@ -92,7 +92,8 @@ def eval_cmd(
     c = console()
     crops = " (10-crop)" if out["crops"] == 10 else ""
     c.print(f"{out['model']} on {out['dataset']} {out['split_name']}{crops} ({out['count']:,} images): loss {out['loss']:.4f}, "
-            f"top-1 {out['top1']:.2%}, top-5 {out['top5']:.2%}, {out['img_per_s']:,.0f} img/s on {out['device']}")
+            f"top-1 {out['top1']:.2%}, " + (f"top-5 {out['top5']:.2%}, " if out["top5"] is not None else "")
+            + f"{out['img_per_s']:,.0f} img/s on {out['device']}")
     table = Table(title="per-class accuracy")
     table.add_column("class")
     table.add_column("images", justify="right")

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional, get_args, get_type_hints
 import typer
 
 from .. import config as C
+from ..terminal import plural
 from ._common import ShortcutOpt, choices, console, echo
 
 # Shorthands for common keys; each is one config key, named in its help (choices from the config's types).
@@ -34,6 +35,9 @@ def train(
     shortcut: ShortcutOpt = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", show_default=False,
                                                   help="train.epochs")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", show_default=False,
+                                                 help="train.steps: stop after N optimizer steps instead of epochs")]
+    = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", show_default=False,
                                                       help="train.batch_size")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", show_default=False, help="train.lr")] = None,
@@ -102,7 +106,8 @@ def train(
     if plain and model is None and depth is None:
         raise BadInput("--plain needs --model or --depth")
     model_name = resolve_name(model, depth, plain) if (model is not None or depth is not None) else None
-    flags: dict[str, Any] = {"model.name": model_name, "model.shortcut": shortcut, "train.epochs": epochs, "train.batch_size": batch_size,
+    flags: dict[str, Any] = {"model.name": model_name, "model.shortcut": shortcut, "train.epochs": epochs, "train.steps": steps,
+                             "train.batch_size": batch_size,
                              "train.lr": lr, "data.data_dir": data_dir, "run.device": device,
                              "run.run_dir": run_dir, "run.name": name, "run.seed": seed, "model.init": init,
                              "train.freeze": [f.strip() for f in freeze.split(",") if f.strip()]
@@ -155,7 +160,7 @@ def _render(r) -> None:
         weights, _, split = column.removesuffix("_top1").rpartition("_")
         return " ".join(filter(None, (weights, split_name(r.dataset, split), "top-1")))
 
-    table = Table(title=f"{r.model} on {r.dataset}: {r.epochs} epochs, {r.steps} steps")
+    table = Table(title=f"{r.model} on {r.dataset}: {plural(r.epochs, 'epoch')}, {plural(r.steps, 'step')}")
     table.caption = f"best: the epoch with the highest {r.selected_by} (best.pt)" + \
         ("; metrics.csv's test columns are the image folder's val/" if split_name(r.dataset, "test") != "test" else "")
     for col in ("", "epoch", "train loss", "train top-1", *map(header, r.columns), "img/s"):
@@ -166,7 +171,7 @@ def _render(r) -> None:
     out = console()
     out.print(table)
     if r.stopped_early:
-        out.print(f"stopped early at epoch {r.epochs}: no better {r.selected_by} for {r.patience} epochs")
+        out.print(f"stopped early at epoch {r.epochs}: no better {r.selected_by} for {plural(r.patience, 'epoch')}")
     if r.goal:
         t = r.target
         out.print(f"time to {r.goal:.2%} {r.selected_by}: {t['seconds']:.1f} s (epoch {t['epoch']}, step {t['step']})"

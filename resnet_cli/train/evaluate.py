@@ -16,7 +16,7 @@ from ..speed import autocast
 class EvalResult:
     loss: float
     top1: float
-    top5: float
+    top5: float | None  # None where there are 5 classes or fewer: top-5 would be 100% by construction
     count: int
     seconds: float
     per_class: list[float] = field(default_factory=list)  # accuracy per class (nan where a class has no samples)
@@ -70,7 +70,8 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
     per_class = [c / m if m else float("nan") for c, m in zip(matrix.diagonal().tolist(), counts)]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return EvalResult(loss=loss_sum.item() / max(n, 1), top1=top1.item() / max(n, 1), top5=topk.item() / max(n, 1),
+    top5 = topk.item() / max(n, 1) if num_classes > 5 else None  # with 5 classes or fewer it is always 100%
+    return EvalResult(loss=loss_sum.item() / max(n, 1), top1=top1.item() / max(n, 1), top5=top5,
                       count=n, seconds=time.perf_counter() - t0, per_class=per_class, class_counts=counts,
                       confusion=matrix.cpu())
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..config import Config
+from ..terminal import plural
 from .build import build_run
 from .distributed import SingleProcess, from_env
 from .evaluations import top1_columns
@@ -136,7 +137,7 @@ def _say_setup(trainer: Trainer, progress: Progress, run_dir: Path | None) -> No
 def _already_finished(trainer: Trainer, run_dir: Path) -> RunResult:
     why = (f"stopped early: no better {trainer.selection} for {trainer.cfg.train.patience} epochs"
            if trainer.rules.stopped_early(trainer.state) else "pass a larger --epochs to train further")
-    message = f"{run_dir} is finished ({trainer.state.epoch} epochs, {trainer.state.step} steps); {why}"
+    message = f"{run_dir} is finished ({plural(trainer.state.epoch, 'epoch')}, {plural(trainer.state.step, 'step')}); {why}"
     result = _result(trainer, run_dir)
     result.message = message
     return result
