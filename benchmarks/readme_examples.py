@@ -54,8 +54,9 @@ PLANS: dict[str, Plan] = {
     "resnet data bench /data/imagenet --preset torchvision --workers 8 --target-img-s 5500": Plan(
         skip="needs an ImageNet folder; tests/test_data_bench.py runs data bench on generated JPEGs"),
     "resnet flops": Plan(regenerate=True),
+    "resnet presets": Plan(regenerate=True, vary=("work", "main")),  # its title names the checkout's folder
     FASHION_TRAIN: Plan(small=FASHION_TRAIN.replace("../shared/data/fashion-mnist", "{fashion}") + " " + SMALL,
-                        needs=("fashion",)),
+                        needs=("fashion",), vary=("epochs",)),  # the small run trains 1 epoch
     "resnet eval bench_runs/fashion-resnet20": Plan(needs=("fashion", "run")),
     "resnet export runs/fashion-default -o fashion.onnx": Plan(needs=("fashion", "run", "onnx")),
     "resnet predict runs/fashion-default samples --topk 3": Plan(
@@ -71,7 +72,7 @@ PLANS: dict[str, Plan] = {
         small="resnet train --preset finetune --model resnet20 --init bench_runs/fashion-preset --data-dir shoes "
               "--set data.image_size=28 --set data.workers=0 --batch-size 16 --epochs 1 --lr 0.05 --name shoes",
         needs=("fashion", "run"), setup=("python {root}/benchmarks/fashion_folder.py shoes --data-dir {fashion} "
-                                         "--train 16 --val 8",)),
+                                         "--train 16 --val 8",), vary=("epochs",)),  # the small run: 1 epoch
     "resnet train --resume runs/resnet20-synthetic --epochs 3": Plan(  # README shows its first two lines
         setup=("resnet train --preset smoke --epochs 2",)),
     "final error %": Plan(skip="the output of benchmarks/degradation.sh: four trainings, about 15 minutes"),
