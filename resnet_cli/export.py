@@ -161,7 +161,8 @@ def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: 
     size = input_size or spec.image_size
     metadata = {"model": loaded.config.model.name, **spec.as_dict(), "image_size": list(size),
                 "input": "images: float32, N x C x H x W, (pixel / 255 - mean) / std per channel",
-                "output": "logits: N x classes", "source": str(loaded.path)}
+                "output": "logits: N x classes", "source": str(loaded.path), "batch_size": batch_size or "dynamic",
+                "dataset": dataset or (loaded.config.data.dataset if loaded.trained else "")}
     if fmt != "onnx":  # a TorchScript or .pt2 file keeps the device it was traced on
         metadata["device"] = str(dev)
     write_model(loaded.model, fmt, output, size, batch_size, metadata, dev)

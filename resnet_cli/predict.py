@@ -59,15 +59,25 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
     from .speed import Speed
 
     images = list_images(paths)
-    loaded = model_from_checkpoint(source, model, dataset)
-    if loaded.from_run and not loaded.trained:
-        raise BadInput(f"{loaded.path} holds untrained weights (written by resnet build): its predictions would be "
-                       f"noise; train it first (resnet train --init {loaded.path} ...)")
-    spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None,
-                        f"{loaded.path} {loaded.unknown_data}")
-    dev = resolve_device(device)
-    speed = Speed.resolve(dev, compile="off")
-    net = loaded.model.to(dev, memory_format=speed.memory_format())
+    from .exported import is_exported, load_exported
+
+    if is_exported(source):  # an ONNX or .pt2 file export wrote: its runtime, its metadata's input record
+        if model or dataset:
+            raise BadInput(f"{source} names its model and input in its metadata: --model and --dataset do not apply")
+        net = load_exported(source)
+        spec, dev, name, runtime = net.spec, net.device, net.name, net.runtime
+        speed = Speed.resolve(dev, compile="off", precision="fp32", channels_last="off")
+    else:
+        loaded = model_from_checkpoint(source, model, dataset)
+        if loaded.from_run and not loaded.trained:
+            raise BadInput(f"{loaded.path} holds untrained weights (written by resnet build): its predictions would "
+                           f"be noise; train it first (resnet train --init {loaded.path} ...)")
+        spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None,
+                            f"{loaded.path} {loaded.unknown_data}")
+        dev = resolve_device(device)
+        speed = Speed.resolve(dev, compile="off")
+        net = loaded.model.to(dev, memory_format=speed.memory_format())
+        name, runtime = loaded.config.model.name, "pytorch"
     mean, std = spec.normalizer(dev)
     classes = spec.classes
     k = min(topk, len(classes))
@@ -91,5 +101,5 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
                                                         for q, i in zip(ps, ids)]})
         if on_batch is not None:
             on_batch(min(first + batch_size, len(images)), len(images))
-    return {"checkpoint": str(loaded.path), "model": loaded.config.model.name, "device": str(dev), "topk": k,
-            "predictions": rows, "skipped": skipped, "count": len(rows)}
+    return {"checkpoint": str(source if is_exported(source) else loaded.path), "model": name, "runtime": runtime,
+            "device": str(dev), "topk": k, "predictions": rows, "skipped": skipped, "count": len(rows)}

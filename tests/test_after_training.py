@@ -285,3 +285,49 @@ def test_the_torchvision_preset_trains_an_image_folder_with_random_resized_crops
     assert saved["input"]["resize"] == 28 and saved["input"]["image_size"] == [24, 24]
     bad = cli("train", "--preset", "torchvision", "--set", "data.crop_scale=[0.5,0.1]", "--print-config")
     assert bad.exit_code == 2 and "data.crop_scale is [low, high]" in bad.stderr
+
+
+def test_an_exported_file_without_its_metadata_is_one_line(cli, tmp_path):
+    """#37 item 4: a .pt2 without the sidecar export writes (here: `resnet build --format export`, untrained)."""
+    from PIL import Image
+
+    assert cli("build", "resnet20", "-f", "export", "-o", tmp_path / "b.pt2").exit_code == 0
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    result = cli("predict", tmp_path / "b.pt2", tmp_path / "x.png", "--device", "cpu")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {tmp_path / 'b.pt2'} has no b.pt2.json beside it: its classes, input "
+                                     "size and normalisation are written there by resnet export; export the "
+                                     "checkpoint again")
+    (tmp_path / "b.pt2.json").write_text('{"model": "resnet20", "classes": ["a"]}')
+    partial = cli("eval", tmp_path / "b.pt2", "--dataset", "synthetic")
+    assert partial.exit_code == 2 and "has no channels, image_size, resize, mean, std in b.pt2.json" in partial.stderr
+
+
+@pytest.mark.slow  # a Fashion-MNIST run, two exports, and six evaluations of 10,000 images
+def test_predict_and_eval_run_exported_files_with_the_checkpoints_figures(cli, tmp_path, fashion_dir):
+    """ONNX (onnxruntime) and .pt2 (torch.export) files give the checkpoint's top-1 within 0.1% on the same
+    images, and its predictions, naming the runtime; their metadata carries classes and normalisation."""
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    run = tmp_path / "f"
+    cli.json("train", "--preset", "fashion-mnist", "--data-dir", fashion_dir, "--set", "data.train_limit=1000",
+             "--epochs", "1", "--device", "cpu", "--run-dir", tmp_path, "--name", "f", "--batch-size", "64")
+    base = cli.json("eval", run, "--data-dir", fashion_dir, "--device", "cpu")
+    for suffix, runtime in ((".onnx", "onnxruntime"), (".pt2", "torch.export")):
+        exported = tmp_path / f"f{suffix}"
+        assert cli("export", run, "-o", exported).exit_code == 0
+        out = cli.json("eval", exported, "--data-dir", fashion_dir)
+        assert out["runtime"] == runtime and out["count"] == base["count"] == 10_000
+        assert abs(out["top1"] - base["top1"]) <= 0.001, (suffix, out["top1"], base["top1"])
+        assert out["classes"] == base["classes"]
+        text = cli("eval", exported, "--data-dir", fashion_dir).stdout
+        assert text.startswith(f"resnet20 ({runtime}) on fashion-mnist test (10,000 images)")
+    for i in range(3):
+        Image.effect_noise((28, 28), 60 + 20 * i).save(tmp_path / f"{i}.png")
+    images = [tmp_path / f"{i}.png" for i in range(3)]
+    want = cli.json("predict", run, *images, "--device", "cpu")["predictions"]
+    for suffix in (".onnx", ".pt2"):
+        got = cli.json("predict", tmp_path / f"f{suffix}", *images)
+        assert [r["top"][0]["class"] for r in got["predictions"]] == [r["top"][0]["class"] for r in want]
+        assert all(abs(a["top"][0]["prob"] - b["top"][0]["prob"]) < 1e-4 for a, b in zip(got["predictions"], want))

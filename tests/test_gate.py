@@ -46,6 +46,12 @@ class Row:
     absent: tuple[str, ...] = ()  # files (under ctx.tmp) that must not exist afterwards: a command ran
     id: str = field(default="")
 
+    @property
+    def slow(self) -> bool:
+        """Rows that wait out a deadline, or train: run by the whole suite, not the quick loop."""
+        return self.kind in ("trickle",) or "read_timeout" in str(self.message) or self.patch is _full_disk \
+            and self.path == "checkpoint"
+
 
 @dataclass
 class Ctx:
@@ -395,7 +401,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+@pytest.mark.parametrize("row", [pytest.param(r, marks=[pytest.mark.slow] if r.slow else [], id=r.id)
+                                 for r in ROWS])
 def test_hostile_row(row: Row, world, tmp_path, cli, monkeypatch):
     import shutil
 

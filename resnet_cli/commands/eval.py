@@ -61,7 +61,7 @@ def eval_cmd(
     """
     check_positive(batch_size, "--batch-size")
     from ..errors import BadInput
-    from ..train.evaluate import evaluate_checkpoint
+    from ..train.evaluate import evaluate_checkpoint, evaluate_exported
 
     if output is not None:
         if not confusion:
@@ -76,10 +76,20 @@ def eval_cmd(
 
     if crop_pct is not None and not 0 < crop_pct <= 1:
         raise BadInput(f"--crop-pct is a fraction in (0, 1] (0.875 for 224 from 256), got {crop_pct}")
+    from ..exported import is_exported
+
+    exported = is_exported(source)  # an ONNX or .pt2 file export wrote: run in its own runtime
+    if exported and (model is not None or weights.value != "auto" or split.value != "test"):
+        raise BadInput(f"{source} is an exported model: --model, --weights and --split do not apply (it evaluates "
+                       "a dataset's test split)")
     with progress_bar("evaluating", quiet=json_out) as on_batch:
-        out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model,
-                                  limit=limit, crop_pct=crop_pct or 0.0, ten_crop=ten_crop, batch_size=batch_size,
-                                  device=device, weights=weights.value, on_batch=on_batch)
+        if exported:
+            out = evaluate_exported(source, data_dir=data_dir, dataset=dataset, limit=limit, batch_size=batch_size,
+                                    crop_pct=crop_pct or 0.0, ten_crop=ten_crop, on_batch=on_batch)
+        else:
+            out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model,
+                                      limit=limit, crop_pct=crop_pct or 0.0, ten_crop=ten_crop,
+                                      batch_size=batch_size, device=device, weights=weights.value, on_batch=on_batch)
     if not confusion:
         out.pop("confusion")
     elif output is not None:
@@ -91,7 +101,9 @@ def eval_cmd(
 
     c = console()
     crops = " (10-crop)" if out["crops"] == 10 else ""
-    c.print(f"{out['model']} on {out['dataset']} {out['split_name']}{crops} ({out['count']:,} images): loss {out['loss']:.4f}, "
+    runtime = f" ({out['runtime']})" if out.get("runtime") else ""
+    c.print(f"{out['model']}{runtime} on {out['dataset']} {out['split_name']}{crops} ({out['count']:,} images): "
+            f"loss {out['loss']:.4f}, "
             f"top-1 {out['top1']:.2%}, " + (f"top-5 {out['top5']:.2%}, " if out["top5"] is not None else "")
             + f"{out['img_per_s']:,.0f} img/s on {out['device']}")
     table = Table(title="per-class accuracy")

@@ -59,7 +59,8 @@ def predict_cmd(
     else:
         from rich.table import Table
 
-        table = Table(title=f"{out['model']}: top-{out['topk']} of {out['count']} image(s)")
+        runtime = f" ({out['runtime']})" if out["runtime"] != "pytorch" else ""
+        table = Table(title=f"{out['model']}{runtime}: top-{out['topk']} of {out['count']} image(s)")
         for col in ("image", "class", "probability", f"top-{out['topk']}"):
             table.add_column(col, justify="right" if col == "probability" else "left")
         for row in out["predictions"]:

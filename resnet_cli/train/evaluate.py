@@ -76,6 +76,20 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
                       confusion=matrix.cpu())
 
 
+def normalised_as(data, mean, std, resize: int | None = None):
+    """`data` normalised with the statistics a model was trained with (its run's record: a run on
+    data.train_limit images has its own, not those of the split loaded now), and resized as it was evaluated."""
+    import dataclasses
+
+    return dataclasses.replace(data, input=dataclasses.replace(
+        data.input, mean=tuple(mean), std=tuple(std), resize=resize or data.input.resize))
+
+
+def trained_on(loaded, dataset: str | None) -> bool:
+    """Whether `loaded` was trained on the dataset evaluated (`dataset`, None: its own)."""
+    return loaded.trained and (dataset is None or dataset == loaded.config.data.dataset)
+
+
 def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = None, dataset: str | None = None,
                         model: str | None = None, limit: int = 0, batch_size: int = 1024,
                         device: str = "auto", weights: str = "auto", crop_pct: float = 0.0,
@@ -97,8 +111,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     from .evaluations import split_name
 
     loaded = model_from_checkpoint(source, model, dataset, weights)
-    own = loaded.trained
-    if not own and dataset is None:
+    if not loaded.trained and dataset is None:
         raise BadInput(f"{loaded.path} {loaded.unknown_data}: say which dataset to evaluate it on with --dataset (it is never "
                        "guessed)")
     flat = C.flatten(loaded.config.to_dict(), "config")
@@ -117,10 +130,12 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     dev = resolve_device(device)
     saved = loaded.saved_input
     data = load_data(cfg.data, classes=saved["classes"] if saved and cfg.data.dataset in C.DECODED else None,
-                     need_train=split in ("train", "val")).tested(crop_pct, ten_crop)
+                     need_train=split in ("train", "val"))
+    if saved and trained_on(loaded, dataset):
+        data = normalised_as(data, saved["mean"], saved["std"])
+    data = data.tested(crop_pct, ten_crop)
     cfg.model.fitted(data.num_classes, data.channels, cfg.data.dataset, str(loaded.path))  # it can take the data
-    trained_on_it = own and (dataset is None or dataset == loaded.config.data.dataset)
-    if not trained_on_it and cfg.model.num_classes != data.num_classes:  # extra outputs only where trained so
+    if not trained_on(loaded, dataset) and cfg.model.num_classes != data.num_classes:  # extra outputs: as trained
         raise BadInput(f"{loaded.path} has {cfg.model.num_classes} outputs but {cfg.data.dataset} has "
                        f"{data.num_classes} classes")
     speed = Speed.resolve(dev, compile="off")
@@ -133,6 +148,43 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
             "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights, "crops": 10 if ten_crop else 1, "resize": data.input.resize,
             "count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5, "img_per_s": res.img_per_s,
-            "device": str(dev), "precision": speed.precision, "per_class": per_class,
-            "classes": list(data.classes),
+            "device": str(dev), "precision": speed.precision, "per_class": per_class, "classes": list(data.classes),
             "confusion": res.confusion[:data.num_classes, :data.num_classes].tolist()}
+
+
+def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limit: int, batch_size: int,
+                      crop_pct: float, ten_crop: bool, on_batch=None) -> dict:
+    """`resnet eval` of a file `resnet export` wrote (exported.py), in its own runtime, on the test split of the
+    dataset its metadata names (or `dataset`), normalised as its metadata says: the figures of the exported file
+    itself, to set beside the checkpoint's."""
+    from .. import config as C
+    from ..data import load_data, make_loader
+    from ..errors import BadInput
+    from ..exported import load_exported
+    from .evaluations import split_name
+
+    net = load_exported(source)
+    name = dataset or net.metadata.get("dataset") or ""
+    if not name:
+        raise BadInput(f"{source} does not say which dataset it was trained on: give --dataset (it is never guessed)")
+    flags = {"data.dataset": name, "data.data_dir": data_dir, "data.test_limit": limit}
+    if name in C.DECODED:
+        flags["data.image_size"] = net.spec.image_size[0]
+    cfg = C.resolve(flags=flags)
+    data = load_data(cfg.data, classes=list(net.spec.classes) if name in C.DECODED else None,
+                     need_train=False)
+    if data.num_classes != net.num_classes or data.channels != net.spec.channels:
+        raise BadInput(f"{source} takes {net.spec.channels}-channel images of {net.num_classes} classes; {name} has "
+                       f"{data.channels}-channel images of {data.num_classes}")
+    data = normalised_as(data, net.spec.mean, net.spec.std, net.spec.resize if name in C.DECODED else None)
+    data = data.tested(crop_pct, ten_crop)
+    images = max(1, batch_size // 10) if ten_crop else batch_size
+    loader = make_loader(data, cfg.data, "test", images, net.device, training=False)
+    res = evaluate(net, loader, net.num_classes, net.device, "fp32", on_batch=on_batch)
+    per_class = [{"class": c, "accuracy": acc, "count": n}
+                 for c, acc, n in zip(data.classes, res.per_class, res.class_counts)]
+    return {"checkpoint": str(source), "model": net.name, "runtime": net.runtime, "dataset": name, "split": "test",
+            "split_name": split_name(name, "test"), "weights": "exported", "crops": 10 if ten_crop else 1,
+            "resize": data.input.resize, "count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5,
+            "img_per_s": res.img_per_s, "device": str(net.device), "precision": "fp32", "per_class": per_class,
+            "classes": list(data.classes), "confusion": res.confusion.tolist()}
