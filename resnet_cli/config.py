@@ -169,6 +169,8 @@ class RunConfig:
     stop_after_epochs: int = 0  # > 0: stop (resumably) after this many epochs of this invocation; for time-limited jobs
     tensorboard: Auto = "auto"  # TensorBoard event files in the run folder, the scalars of metrics.csv;
     #                             auto: when the `tensorboard` extra is installed
+    lock_wait: float = -1.0  # seconds to wait for a run folder's lock held by another process before refusing;
+    #                          -1: 120 under resume auto (a dead node's lock on NFS lapses in about 90 s), else 0
     resume: Literal["off", "auto"] = "off"  # auto: one command line for the first start and every restart
     #                                         (torchrun --max-restarts, SLURM --requeue, a Job's restart): the run
     #                                         folder run_dir/name (name as given, never numbered) is resumed from
@@ -529,6 +531,9 @@ def validate(cfg: Config) -> None:
         held = (d.synthetic_train + d.synthetic_test) * d.channels * d.image_size ** 2 * 4
         gate.check_count("synthetic data (data.synthetic_train + synthetic_test) x channels x image_size^2 x 4 "
                          "bytes", held, gate.MAX_IN_MEMORY_BYTES, "made in memory")
+    if not (cfg.run.lock_wait == -1 or 0 <= cfg.run.lock_wait <= 3600):
+        raise BadInput(f"run.lock_wait is seconds in [0, 3600] (-1: 120 under resume auto, else 0), got "
+                       f"{cfg.run.lock_wait}")
     if d.workers < -1:
         raise BadInput(f"data.workers must be 0 or more (-1: from the cores), got {d.workers}")
     if d.max_read_mb <= 0 or not 0 < d.read_timeout <= 7 * 86400:

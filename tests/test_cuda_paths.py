@@ -306,3 +306,41 @@ def test_under_xdist_loadgroup_a_shared_fixtures_tests_run_on_one_worker():
     ran = re.findall(r"^\[(gw\d)\] \[ *\d+%\] PASSED (.+?) *$", done.stdout, re.M)
     grouped = [worker for worker, test in ran if "::test_bad_input[" in test]  # the tests of the `files` fixture
     assert len(grouped) >= 30 and len(set(grouped)) == 1, ran  # without the scheduler they spread over both
+
+
+def test_a_stop_signal_during_the_capture_stops_the_run(monkeypatch):
+    """#34 item 10: `Interrupted` (SIGTERM, Ctrl-C at a step boundary) raised while the graph is captured is a stop,
+    not a failed capture: it propagates, and no fallback line is printed. Other failures still fall back."""
+    from types import SimpleNamespace
+
+    from resnet_cli.errors import Interrupted
+    from resnet_cli.train import graphs
+
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    step = SimpleNamespace(device=torch.device("cpu"), optimizer=opt,
+                           plain=lambda x, y, lr: (net(x).sum(), net(x)))
+    fell_back = []
+    graph = graphs.StepGraph(step, on_fallback=fell_back.append)
+    x, y = torch.randn(4, 2), torch.zeros(4, dtype=torch.long)
+    for _ in range(graphs.WARMUP):
+        assert graph.run(x, y, 0.1) is not None  # the warm-up steps are plain ones
+
+    def stopped(*args):
+        raise Interrupted("stopped by SIGTERM at step 4", 15)
+
+    monkeypatch.setattr(graph, "_capture", stopped)
+    with pytest.raises(Interrupted):
+        graph.run(x, y, 0.1)
+    assert fell_back == [] and graph.failed  # no "capture failed" line; no capture is tried again
+
+    other = graphs.StepGraph(step, on_fallback=fell_back.append)
+    other.calls = graphs.WARMUP
+    monkeypatch.setattr(other, "_capture", lambda *a: (_ for _ in ()).throw(RuntimeError("operation not permitted")))
+    assert other.run(x, y, 0.1) is None and len(fell_back) == 1
+
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    assert graphs.fallback_message(OutOfMemoryError("CUDA out of memory")).startswith(
+        "CUDA graph capture ran out of device memory")

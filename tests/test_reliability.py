@@ -103,3 +103,47 @@ def test_create_run_dir_is_atomic_under_threads(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         dirs = list(pool.map(lambda _: create_run_dir(tmp_path, "x"), range(16)))
     assert len({d.name for d in dirs}) == 16
+
+
+def test_a_held_lock_is_waited_for_up_to_run_lock_wait(tmp_path, make_trainer):
+    """#34 item 9: on NFS a dead node's lock outlives it for about 90 s; a restart waits for it (run.lock_wait,
+    120 s under --resume auto) instead of failing every attempt at once. A child holds the lock for 2 s."""
+    import subprocess
+    import sys
+    import time
+
+    from resnet_cli.errors import BadInput
+    from resnet_cli.train.rundir import RunLock
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(2)",
+                               str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(BadInput, match="is in use: "):
+        RunLock(folder)  # wait 0: refused at once
+    started = time.monotonic()
+    lock = RunLock(folder, wait=10)
+    assert 0.5 < time.monotonic() - started < 8 and lock.file is not None  # taken once the holder let go
+    lock.release()
+    holder.wait()
+    trainer = make_trainer(**{"run.resume": "auto"})
+    assert trainer.cfg.run.lock_wait == -1 and trainer.lock is not None
+
+
+def test_a_file_system_without_locks_is_said_in_one_line(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from resnet_cli.train.rundir import RunLock
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    said = []
+    lock = RunLock(tmp_path, on_unlocked=said.append)
+    assert lock.file is None
+    assert said == [f"note: run folder {tmp_path} cannot be locked on this file system (No locks available): "
+                    "nothing stops a second process from writing to it"]

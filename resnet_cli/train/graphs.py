@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import BadInput
+from ..errors import BadInput, Interrupted
 from ..speed import GRAPHED_COMPILE_MODES
 
 WARMUP = 3  # eager steps before the capture (PyTorch's whole-network capture recipe uses a few)
@@ -78,6 +78,9 @@ class StepGraph:
             return self._warm(x, y, lr)
         try:
             self._capture(x, y, lr)
+        except Interrupted:  # a stop signal that landed during the capture stops the run, as anywhere else
+            self._give_up(None)
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure to capture: the plain step, never a dead run
             self._give_up(exc)
             return None
@@ -133,16 +136,20 @@ class StepGraph:
         self.graph.replay()
         return s["loss"], s["logits"]
 
-    def _give_up(self, exc: BaseException) -> None:
+    def _give_up(self, exc: BaseException | None) -> None:
         """A failed capture: forget it, and train on with the plain step (nothing ran in the capture)."""
         self.failed, self.graph, self.static = True, None, {}
         self.step.optimizer.zero_grad(set_to_none=True)  # gradients may point into the failed capture's memory
-        if self.on_fallback is not None:
+        if exc is not None and self.on_fallback is not None:
             self.on_fallback(exc)
 
 
 def fallback_message(exc: BaseException) -> str:
     """The one line a run prints when its step could not be captured as a CUDA graph."""
     first = (str(exc).strip().splitlines() or [""])[0][:200]
+    if type(exc).__name__ == "OutOfMemoryError":  # the graph keeps a second set of activations in its own pool
+        return ("CUDA graph capture ran out of device memory (a captured step keeps its activations in a pool of "
+                "its own, beside the plain step's); continuing without it. A smaller --batch-size would let it "
+                "capture; train.cuda_graphs=off skips the attempt.")
     return (f"CUDA graph capture failed ({type(exc).__name__}: {first}); continuing without it. "
             "Set train.cuda_graphs=off to skip the attempt.")

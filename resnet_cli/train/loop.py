@@ -175,7 +175,8 @@ class Trainer:
             run_dir = claim_run_dir(self.cfg.run.run_dir, run_name(self.cfg))
         elif run_dir is None:
             run_dir = create_run_dir(self.cfg.run.run_dir, run_name(self.cfg))
-        self.lock = RunLock(run_dir)
+        wait = self.cfg.run.lock_wait if self.cfg.run.lock_wait >= 0 else 120.0 if self.cfg.run.resume == "auto" else 0
+        self.lock = RunLock(run_dir, wait, on_unlocked=self.progress.line)
         remove_own_temporaries(run_dir)
         return run_dir
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 from pathlib import Path
+from typing import Callable
 
 from ..errors import BadInput
 from ..files import atomic_write_text, ensure_writable_dir, open_own_file
@@ -34,15 +36,20 @@ class RunLock:
     writer (a second --resume of the run, or a --resume auto restart while the first still runs) gets one line
     instead of two processes writing one last.pt. The lock goes with the process: a killed run leaves a .lock
     file that nobody holds, which the next run takes; a run that ends removes it. File systems without flock
-    (some network mounts) are not locked."""
+    (some network mounts) are not locked, and say so in one line (`on_unlocked`).
 
-    def __init__(self, folder: Path) -> None:
+    `wait` seconds: how long a lock held by another process is waited for before refusing. On a network file
+    system a dead node's lock outlives it (about 90 s on NFSv4), so a restart on a replacement node (`--resume
+    auto`) waits for it to lapse; a second interactive `--resume` is refused at once (wait 0)."""
+
+    def __init__(self, folder: Path, wait: float = 0.0, on_unlocked: Callable[[str], None] | None = None) -> None:
         self.file = None
         self.path = folder / LOCK
         try:
             import fcntl
         except ImportError:  # not POSIX
             return
+        deadline = time.monotonic() + wait
         while True:
             f = open_own_file(self.path, "the run's lock")
             try:
@@ -51,10 +58,18 @@ class RunLock:
                 f.seek(0)
                 owner = " ".join(f.read(200).split()) or "another process"
                 f.close()
-                raise BadInput(f"run folder {folder} is in use: {owner} trains in it; two writers would overwrite "
-                               "each other's last.pt. Wait for it to stop, or train under another --name") from None
-            except OSError:  # no flock on this file system
+                if time.monotonic() < deadline:
+                    time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+                    continue
+                waited = f" (waited {wait:g} s, run.lock_wait)" if wait else ""
+                raise BadInput(f"run folder {folder} is in use{waited}: {owner} trains in it; two writers would "
+                               "overwrite each other's last.pt. Wait for it to stop, or train under another "
+                               "--name") from None
+            except OSError as e:  # no flock on this file system (Lustre without -o flock, some NFS mounts)
                 f.close()
+                if on_unlocked is not None:
+                    on_unlocked(f"note: run folder {folder} cannot be locked on this file system "
+                                f"({e.strerror or e}): nothing stops a second process from writing to it")
                 return
             try:  # the file we hold must still be the one at the path (its last holder may have removed it)
                 if os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino:
