@@ -329,3 +329,24 @@ def test_the_command_line_starts_loader_workers_from_a_fork_server(monkeypatch):
     monkeypatch.setenv(WORKER_START_VAR, "telepathy")
     with pytest.raises(BadInput, match="RESNET_CLI_WORKER_START='telepathy': this platform starts processes by"):
         worker_context()
+
+
+def test_a_resume_on_another_number_of_processes_says_the_plan_changed(shards, tmp_path, cli):
+    """#34 item 11: steps per epoch of shards depend on the number of processes; a resume on fewer (an elastic
+    shrink) says so in one line instead of silently replaying another plan; the global batch stays."""
+    import torch
+
+    args = ["--dataset", "shards", "--data-dir", shards, "--model", "resnet20", "--image-size", "16", "--workers",
+            "0", "--batch-size", "8", "--device", "cpu", "--run-dir", tmp_path]
+    first = cli.json("train", *args, "--epochs", "1", "--name", "w")
+    last = tmp_path / "w" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["world"] == 1
+    resumed = cli("train", "--resume", tmp_path / "w", "--epochs", "2")
+    assert resumed.exit_code == 0 and "note: resumed on" not in resumed.stderr  # the same world: no note
+    ckpt["world"] = 2  # as if it had started under torchrun --nproc-per-node 2
+    torch.save(ckpt, last)
+    shrunk = cli("train", "--resume", tmp_path / "w", "--epochs", "3")
+    assert shrunk.exit_code == 0, shrunk.output
+    assert "note: resumed on 1 process, started on 2: shards are dealt to ranks by their number" in shrunk.stderr
+    assert first["steps"] > 0

@@ -10,6 +10,7 @@ the same config builds the same weights.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +96,8 @@ class Run:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"model": self.model.state_dict(), "config": self.cfg.to_dict(), "resnet_cli": __version__,
-                "input": self.data.input.as_dict(), "optimizer": self.step.optimizer.state_dict(),
+                "input": self.data.input.as_dict(), "world": self.process.world,
+                "optimizer": self.step.optimizer.state_dict(),
                 "scaler": self.step.scaler.state_dict(), "rng": rng,
                 **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
@@ -105,6 +107,9 @@ class Run:
             raise BadInput(f"this run was trained on the classes {_few(saved)}, but its data now has "
                            f"{_few(self.data.classes)}: resume on the same classes (the same folders), or start a "
                            "new run with --init from this one")
+        note = world_change_note(ckpt.get("world"), self.process.world, self.cfg.data.dataset)
+        if note and self.process.is_main:
+            print(note, file=sys.stderr, flush=True)
         self.model.load_state_dict(ckpt["model"])
         load_optimizer_state(self.step.optimizer, ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -116,6 +121,18 @@ class Run:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+def world_change_note(saved: int | None, world: int, dataset: str) -> str | None:
+    """The one line a resume on another number of processes prints where that changes the data's plan: shards
+    are dealt to ranks by their number, so the epoch's steps and the rest of its batches differ from the
+    uninterrupted run's (the global batch, and with it the lr schedule, stay; a batch the new number does not
+    divide was refused before: check_batch). Tensor datasets and image folders shard by index: no note."""
+    if saved is None or saved == world or dataset != "shards":
+        return None
+    return (f"note: resumed on {world} process{'es' * (world != 1)}, started on {saved}: shards are dealt to ranks "
+            "by their number, so this epoch's steps and remaining batches differ from the uninterrupted run's (the "
+            "global batch and the lr schedule stay)")
 
 
 def _few(names) -> str:
