@@ -104,18 +104,33 @@ def before(path, r):
     return to_tensor(img)
 
 
-def ours(mode: str):
+def ours(mode: str, cpu_device: bool = False):
+    """What a worker does; `cpu_device`: training on the CPU, everything the CPU does for a batch: the worker's
+    decode, region, resize and flip (crops.finished_crop), then the batch's conversion to normalised floats (the
+    device's share, model_batch's to_float), so that it compares with the reference's whole pipeline."""
     from resnet_cli.data.imagefolder import ImageFolderDataset, TrainCrop
 
     def run(paths):
         ds = ImageFolderDataset([(p, 0) for p in paths], True, crop=224, train_crop=TrainCrop(mode))
+        ds = ds.finishing_for(torch.device("cpu")) if cpu_device else ds
+        batch = []
         for i in range(len(ds)):
-            ds[i]
+            batch.append(ds[i][0])
+            if cpu_device and (len(batch) == 64 or i == len(ds) - 1):
+                normalised(torch.stack(batch))
+                batch = []
     return run
 
 
-def from_shards(folder: Path, paths):
-    """The worker's share from `convert --max-size 320` shards of these files (converted once, untimed)."""
+def normalised(x: torch.Tensor) -> torch.Tensor:
+    from resnet_cli.data.augment import to_float
+
+    return to_float(x, MEAN.view(-1), STD.view(-1))
+
+
+def from_shards(folder: Path, paths, cpu_device: bool = False):
+    """The worker's share from `convert --max-size 320` shards of these files (converted once, untimed);
+    `cpu_device`: with the resize, flip and normalisation a CPU device adds (as `ours`)."""
     from resnet_cli.data.imagefolder import ImageFolderDataset, TrainCrop
     from resnet_cli.data.shard_convert import convert
     from resnet_cli.data.shard_source import Source, read_index
@@ -131,13 +146,20 @@ def from_shards(folder: Path, paths):
     source = Source(str(out))
     index = read_index(source)
     ds = ImageFolderDataset([], True, crop=224, train_crop=TrainCrop("random-resized"))
+    ds = ds.finishing_for(torch.device("cpu")) if cpu_device else ds
 
     def run(_paths):
         from PIL import Image
 
         for shard in index["splits"]["train"]["shards"]:
+            batch = []
             for i, (key, image, label) in enumerate(read_shard(source, shard, 1)):
-                ds.prepare(lambda: Image.open(io.BytesIO(image)), i, label, key)
+                batch.append(ds.prepare(lambda: Image.open(io.BytesIO(image)), i, label, key)[0])
+                if cpu_device and len(batch) == 64:
+                    normalised(torch.stack(batch))
+                    batch = []
+            if cpu_device and batch:
+                normalised(torch.stack(batch))
     return run
 
 
@@ -241,7 +263,9 @@ def main() -> None:
     pipelines = {"decode": per_file(decode), "reference": per_file(reference), "before": per_file(before),
                  "ours (scale)": ours("scale"), "ours (random-resized)": ours("random-resized"),
                  "ours from shards --max-size 320": from_shards(a.dir, paths),
-                 "device resize (on this CPU)": device_resize_cpu}
+                 "device resize (on this CPU)": device_resize_cpu,
+                 "CPU device: folder, all": ours("random-resized", cpu_device=True),
+                 "CPU device: shards 320, all": from_shards(a.dir, paths, cpu_device=True)}
     rates = {}
     for name, run in pipelines.items():
         best = 0.0

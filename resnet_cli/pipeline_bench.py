@@ -51,7 +51,7 @@ def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, fl
     loader = make_loader(data, cfg.data, "train", batch_size, device, training=True)
     from PIL import Image
 
-    ds = data.train_set  # the training transform (ImageFolderDataset), of a folder or of shards
+    ds = data.train_set.finishing_for(device)  # the training transform as training runs it on `device`
     read, t0 = 0.0, time.perf_counter()
     if hasattr(data, "split_shards"):  # shards: fetch and check whole shards, then decode from memory
         import io

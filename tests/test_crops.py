@@ -144,3 +144,38 @@ def test_training_workers_persist_across_epochs_and_each_epoch_draws_anew(tmp_pa
         assert len(fresh) == len(epochs[epoch]) == 4 and all(torch.equal(a, b) for a, b in zip(epochs[epoch], fresh))
     tail = [x for x, _ in warm.batches(2, start=2)]
     assert all(torch.equal(a, b) for a, b in zip(tail, epochs[2][2:])) and len(tail) == len(epochs[2]) - 2
+
+
+def test_on_a_cpu_device_the_worker_finishes_the_crop_as_the_device_would(tmp_path):
+    """#37 item 7: where the device is the CPU, a training worker returns the finished crop (resized, flipped;
+    nothing left for the "device", the same cores); on a GPU it keeps the canvas for the device's grid_sample.
+    The two crops of one region agree within a few levels (antialiased Pillow against the device's bilinear
+    sampling of a box-reduced canvas), far closer than either to the other's mirror image."""
+    from resnet_cli.data.imagefolder import ImageFolderDataset, TrainCrop, on_device
+
+    path = tmp_path / "a.jpg"
+    smooth_image(500, 375).save(path, quality=95)
+    ds = ImageFolderDataset([(path, 0)] * 8, True, crop=64, train_crop=TrainCrop("random-resized"))
+    assert ds.finishing_for(torch.device("cuda")) is ds and not ds.finish_in_worker
+    cpu = ds.finishing_for(torch.device("cpu"))
+    assert cpu.finish_in_worker and not ds.finish_in_worker  # a copy: the dataset itself is unchanged
+    flips = set()
+    for i in range(8):
+        canvas, sizes, _ = ds[i]
+        finished, fsizes, _ = cpu[i]
+        assert canvas.shape == (3, canvas_side(64), canvas_side(64)) and finished.shape == (3, 64, 64)
+        assert fsizes.tolist() == [64, 64, 0]
+        flips.add(int(sizes[2]))
+        device = resize_crops(canvas[None], sizes[None], 64)[0]
+        diff = (device.float() - finished.float()).abs().mean()
+        mirrored = (device.flip(-1).float() - finished.float()).abs().mean()
+        assert diff < 8 and diff < mirrored / 2, (i, diff, mirrored)  # the same region, the same flip
+    assert flips == {0, 1}
+
+    class Loader:  # on_device leaves a finished batch as it is: no resize on the CPU
+        train, device, seed, rank, channels_last, augment = True, torch.device("cpu"), 0, 0, False, None
+        mean, std = torch.zeros(3), torch.ones(3)
+
+    batch = (torch.stack([cpu[i][0] for i in range(4)]), torch.stack([cpu[i][1] for i in range(4)]), torch.zeros(4))
+    (x, _), = list(on_device(Loader(), [batch], 64, 0, 0))
+    assert torch.allclose(x, batch[0].float() / 255)

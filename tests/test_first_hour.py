@@ -366,7 +366,7 @@ def test_epoch_lines_fit_the_terminal_and_break_between_fields(cli, tmp_path, co
     assert fit_fields(["x" * 90], 80) == "x" * 90  # too long for any line: kept whole, not cut
 
 
-def in_a_terminal(*args: str, timeout: float = 120) -> str:
+def in_a_terminal(*args: str, timeout: float = 300) -> str:
     """What `resnet ARGS` writes to a terminal (a pseudo-terminal: stdout and stderr both TTYs), without its
     escape sequences; exit 0 checked."""
     import os
@@ -386,6 +386,10 @@ def in_a_terminal(*args: str, timeout: float = 120) -> str:
         if not data:
             break
         chunks.append(data)
+    else:  # past the deadline: stop the child, which would otherwise block writing to a terminal nobody reads
+        import signal
+
+        os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))  # colours, cursor
     assert os.waitstatus_to_exitcode(status) == 0, text

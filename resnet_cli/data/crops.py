@@ -99,6 +99,37 @@ def decode_region(open_image, box: tuple[int, int, int, int], canvas: int, to_rg
     return result, h, w
 
 
+def finished_crop(open_image, box: tuple[int, int, int, int], crop: int, flip: int, to_rgb,
+                  times: dict[str, float] | None = None) -> torch.Tensor:
+    """What `decode_region` and the device's `resize_crops` do together, in the worker, where the device is the
+    CPU itself (nothing to offload, so no canvas): decode `box` (DCT-scaled by libjpeg's draft when the region
+    is at least twice the crop), resize it to `crop` x `crop` in one antialiased bilinear Pillow resize (as
+    torchvision's RandomResizedCrop on PIL images), mirror it where the flip fell; uint8 3 x crop x crop."""
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    t0 = time.perf_counter()
+    left, top, cw, ch = box
+    with open_image() as im:
+        full_w = im.size[0]
+        need = max(1, min(cw, ch) // crop)
+        if DRAFT and need >= 2 and im.format == "JPEG":
+            im.draft("RGB", (max(1, im.size[0] // need), max(1, im.size[1] // need)))
+        img = to_rgb(im)
+    t1 = time.perf_counter()
+    f = img.size[0] / full_w
+    img = img.resize((crop, crop), Image.BILINEAR, box=(left * f, top * f, (left + cw) * f, (top + ch) * f))
+    if flip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    out = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+    if times is not None:
+        times["decode"] = times.get("decode", 0.0) + t1 - t0
+        times["crop"] = times.get("crop", 0.0) + time.perf_counter() - t1
+    return out
+
+
 def resize_crops(canvases: torch.Tensor, sizes: torch.Tensor, out: int) -> torch.Tensor:
     """A batch of canvases (uint8 B x 3 x C x C, each image in its top-left `sizes[i] = (h, w, flip)`) resized to
     uint8 B x 3 x out x out on their device: one bilinear grid_sample, mirrored where flip is 1."""

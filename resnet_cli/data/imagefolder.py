@@ -25,7 +25,7 @@ from .. import gate
 from ..errors import BadInput
 from .inputs import DescribedByInput, InputSpec
 from .loader import batch_seed, model_batch, shard_indices, shard_len, worker_context
-from .crops import canvas_side, decode_region, random_resized_box, resize_crops, scale_box
+from .crops import canvas_side, decode_region, finished_crop, random_resized_box, resize_crops, scale_box
 from .transforms import center_crop, eight_bit, resize_shorter, ten_crops
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
@@ -147,6 +147,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.ten_crop = ten_crop  # evaluation: 10 crops per image (eval --ten-crop)
         self.epoch_seed = 0
         self.stage_times: dict[str, float] | None = None  # `resnet data bench`: seconds per stage, in-process
+        self.finish_in_worker = False  # training on the CPU: the worker resizes and flips too (crops.finished_crop)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -174,6 +175,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 im = open_image()  # opened once: the header gives the size, then decode_region decodes and closes
                 box = self.train_crop.box(*im.size, rng, self.crop)
                 flip = int(self.flip and rng.random() < 0.5)
+                if self.finish_in_worker:  # the crop itself, mirrored: nothing is left for the (CPU) device
+                    done = finished_crop(lambda: im, box, self.crop, flip, lambda im: eight_bit(im, "RGB"),
+                                         self.stage_times)
+                    return done, torch.tensor([self.crop, self.crop, 0], dtype=torch.int32), label
                 canvas, h, w = decode_region(lambda: im, box, canvas_side(self.crop),
                                              lambda im: eight_bit(im, "RGB"), self.stage_times)
                 return canvas, torch.tensor([h, w, flip], dtype=torch.int32), label
@@ -191,6 +196,19 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             return self
         return ImageFolderDataset(self.samples, train, crop=self.crop, resize=self.resize, flip=self.flip,
                                   train_crop=self.train_crop)
+
+    def finishing_for(self, device: torch.device) -> "ImageFolderDataset":
+        """This training transform for a loader on `device`: on a GPU the worker leaves the resize and flip to
+        the device (one grid_sample per batch); on the CPU the device is these same cores, so the worker does
+        them (Pillow, antialiased) and nothing is left to do after collation."""
+        import copy
+
+        finish = self.train and device.type == "cpu"
+        if finish == self.finish_in_worker:
+            return self
+        out = copy.copy(self)
+        out.finish_in_worker = finish
+        return out
 
     def for_testing(self, resize: int, ten_crop: bool) -> "ImageFolderDataset":
         """The same images evaluated after another resize, or with 10 crops each."""
@@ -226,7 +244,8 @@ class FolderLoader(DescribedByInput):
     def __init__(self, dataset: ImageFolderDataset, batch_size: int, input: InputSpec, device: torch.device,
                  train: bool, seed: int = 0, channels_last: bool = False, rank: int = 0, world: int = 1,
                  workers: int = 4, augment=None) -> None:
-        self.dataset, self.batch_size, self.device, self.train = dataset.for_training(train), batch_size, device, train
+        self.dataset = dataset.for_training(train).finishing_for(device)
+        self.batch_size, self.device, self.train = batch_size, device, train
         self.input = input
         self.mean, self.std = input.normalizer(device)
         self.seed, self.channels_last, self.rank, self.world, self.workers = seed, channels_last, rank, world, workers
@@ -268,8 +287,9 @@ def on_device(loader, worker_batches, crop: int, epoch: int, start: int):
         for b, batch in enumerate(worker_batches, start=start):
             if loader.train:  # regions on canvases: the device resizes them to the crop size
                 xb, sizes, yb = batch
-                xb = resize_crops(xb.to(loader.device, non_blocking=True),
-                                  sizes.to(loader.device, non_blocking=True), crop)
+                if xb.shape[-1] != crop:  # finished in the worker where the device is the CPU (crops.finished_crop)
+                    xb = resize_crops(xb.to(loader.device, non_blocking=True),
+                                      sizes.to(loader.device, non_blocking=True), crop)
             else:
                 xb, yb = batch
                 xb = xb.flatten(0, 1) if xb.ndim == 5 else xb  # 10-crop: B x 10 images -> 10B, labels stay B

@@ -181,7 +181,7 @@ class ShardData(DescribedByInput):
         if split == "val":
             raise BadInput("shards carry their own splits (train, val): data.val_split holds images out of an "
                            "image folder only")
-        transform = self.train_set if training else self.test_set
+        transform = self.train_set.finishing_for(device) if training else self.test_set
         stream = ShardStream(self.source, self.split_shards(split), transform.prepare, self.num_classes, training,
                              batch_size, seed, rank, world, self.workers)
         return ShardLoader(stream, transform, batch_size, self.input, device, channels_last, augment)
