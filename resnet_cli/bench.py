@@ -231,3 +231,41 @@ def run_bench(name: str, modes: list[str], batch_size: int, input_size: int | No
         out["detail"] = stage_times(name, BenchConfig("train", results[0]["batch_size"], size, speed,
                                                       min(warmup, 2), min(iters, 5), 1), device)
     return out
+
+
+def run_exported_bench(path, batch_size: int, device: torch.device, warmup: int = 5, iters: int = 10,
+                       repeats: int = 5) -> dict[str, Any]:
+    """`resnet bench FILE.onnx|FILE.pt2 --mode infer`: the exported file timed in its own runtime (onnxruntime on
+    the CPU, torch.export on the device it was traced on), beside the PyTorch model it was exported from (the
+    registry model its metadata names, fp32, eager) on the same device in the same run; a file traced for one
+    batch size runs at that one."""
+    from .analysis import count_macs
+    from .device import device_name
+    from .exported import load_exported
+    from .models import build_model
+
+    net = load_exported(path)
+    size = tuple(net.spec.image_size)
+    bs = net.batch or batch_size
+    torch_net = build_model(net.name, num_classes=net.num_classes, in_channels=net.spec.channels).eval()
+    macs = count_macs(torch_net, size).macs
+    x = torch.randn(bs, net.spec.channels, *size)
+    results = []
+    for runtime, fn, dev in ((net.runtime, net, net.device), ("pytorch (fp32, eager)", torch_net.to(net.device),
+                                                                net.device)):
+        xd = x.to(dev)
+
+        def step(fn=fn, xd=xd):
+            with torch.inference_mode():
+                return fn(xd)
+
+        t = time_fn(step, dev, warmup=warmup, iters=iters, repeats=repeats)
+        secs = t.median_ms / 1000
+        results.append({"runtime": runtime, "mode": "infer", "batch_size": bs, "input_size": list(size),
+                        "ms_per_step": t.median_ms, "spread_pct": t.spread_pct(), "images_per_s": bs / secs,
+                        "tflops": 2 * macs * bs / secs / 1e12, "warmup_s": t.warmup_s})
+    ratio = results[0]["images_per_s"] / results[1]["images_per_s"]
+    return {"file": str(path), "model": net.name, "runtime": net.runtime, "device": device_name(net.device),
+            "torch": torch.__version__, "fwd_gmacs": macs / 1e9, "results": results, "vs_pytorch": ratio,
+            "note": f"{net.runtime} runs where the file says (device {net.device}); --device does not move it"
+            if device != net.device else ""}

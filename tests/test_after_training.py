@@ -323,6 +323,11 @@ def test_predict_and_eval_run_exported_files_with_the_checkpoints_figures(cli, t
         assert out["classes"] == base["classes"]
         text = cli("eval", exported, "--data-dir", fashion_dir).stdout
         assert text.startswith(f"resnet20 ({runtime}) on fashion-mnist test (10,000 images)")
+        bench = cli.json("bench", exported, "--mode", "infer", "-b", "16", "--iters", "2", "--repeats", "2")
+        assert [r["runtime"] for r in bench["results"]] == [runtime, "pytorch (fp32, eager)"]
+        assert bench["vs_pytorch"] > 0 and all(r["images_per_s"] > 0 and r["batch_size"] == 16
+                                               for r in bench["results"])
+        assert "only infers" in cli("bench", exported, "--mode", "train").stderr
     for i in range(3):
         Image.effect_noise((28, 28), 60 + 20 * i).save(tmp_path / f"{i}.png")
     images = [tmp_path / f"{i}.png" for i in range(3)]

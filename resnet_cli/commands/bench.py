@@ -60,8 +60,21 @@ def bench(
     Example: [bold]resnet bench resnet50-v1.5 --batch-size 256 --precision bf16 --compile[/bold]
     """
     from ..errors import BadInput
+    from ..exported import is_exported
     from ..models import resolve_name
 
+    if model is not None and is_exported(model):  # an exported file: inference in its own runtime
+        if mode is Mode.train:
+            raise BadInput(f"{model} is an exported model: it only infers (--mode infer)")
+        from ..bench import run_exported_bench
+        from ..device import resolve_device
+
+        out = run_exported_bench(model, batch_size, resolve_device(device), warmup, iters, repeats)
+        if json_out:
+            print_json(out)
+        else:
+            _print_exported(out)
+        return
     name = resolve_name(model, depth, plain)
     size = parse_input_size(input_size)
     for value, what in ((batch_size, "--batch-size"), (iters, "--iters"), (repeats, "--repeats")):
@@ -86,6 +99,22 @@ def bench(
         print_json(out)
         return
     _print(out)
+
+
+def _print_exported(out: dict) -> None:
+    from rich.table import Table
+
+    c = console()
+    table = Table(title=f"{out['file']} ({out['model']}) on {out['device']}, inference")
+    for col in ("runtime", "batch", "img/s", "ms/step", "spread", "TFLOP/s"):
+        table.add_column(col, justify="left" if col == "runtime" else "right", no_wrap=True)
+    for r in out["results"]:
+        table.add_row(r["runtime"], str(r["batch_size"]), f"{r['images_per_s']:,.0f}", f"{r['ms_per_step']:.2f}",
+                      f"±{r['spread_pct'] / 2:.1f}%", f"{r['tflops']:.3f}")
+    c.print(table)
+    c.print(f"{out['runtime']} at {out['vs_pytorch']:.2f}x the PyTorch model it came from (fp32, eager), timed in "
+            "this run. Median of repeats; spread is half the min-max range." + (f" {out['note']}." if out["note"]
+                                                                                  else ""))
 
 
 def _print(out: dict) -> None:
