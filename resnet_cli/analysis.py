@@ -359,10 +359,8 @@ def flops_rows(names: list[str], input_size, tolerance: float, num_classes: int 
                "gmacs_second_counter": second / 1e9, "counters_agree": counters_agree(c.macs, second),
                "uncounted_ops": c.uncounted}
         ref = reference_for(name)
-        native = net.in_channels == 3 and built == info.shortcut and (
-            ref is not None and (ref.quantity == "params" and net.num_classes == 10
-                                 or ref.quantity == "gmacs" and as_paper))
-        if ref is not None and native:
+        if ref is not None and (as_paper if ref.quantity == "gmacs" else
+                                net.num_classes == 10 and net.in_channels == 3 and built == info.shortcut):
             measured = c.macs / 1e9 if ref.quantity == "gmacs" else param_count(net)
             ref_dev = (measured - ref.value) / ref.value
             row.update(reference={"quantity": ref.quantity, "value": ref.value, "source": SOURCES[ref.source],

@@ -65,7 +65,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         if model or dataset:
             raise BadInput(f"{source} names its model and input in its metadata: --model and --dataset do not apply")
         net = load_exported(source)
-        spec, dev, name, runtime = net.spec, net.device, net.name, net.runtime
+        spec, dev, name, runtime, where = net.spec, net.device, net.name, net.runtime, str(source)
         speed = Speed.resolve(dev, compile="off", precision="fp32", channels_last="off")
     else:
         loaded = model_from_checkpoint(source, model, dataset)
@@ -77,7 +77,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         dev = resolve_device(device)
         speed = Speed.resolve(dev, compile="off")
         net = loaded.model.to(dev, memory_format=speed.memory_format())
-        name, runtime = loaded.config.model.name, "pytorch"
+        name, runtime, where = loaded.config.model.name, "pytorch", str(loaded.path)
     mean, std = spec.normalizer(dev)
     classes = spec.classes
     k = min(topk, len(classes))
@@ -101,5 +101,5 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
                                                         for q, i in zip(ps, ids)]})
         if on_batch is not None:
             on_batch(min(first + batch_size, len(images)), len(images))
-    return {"checkpoint": str(source if is_exported(source) else loaded.path), "model": name, "runtime": runtime,
+    return {"checkpoint": where, "model": name, "runtime": runtime,
             "device": str(dev), "topk": k, "predictions": rows, "skipped": skipped, "count": len(rows)}

@@ -60,6 +60,17 @@ def random_resized_box(w: int, h: int, rng: random.Random, scale: tuple[float, f
     return (w - cw) // 2, (h - ch) // 2, cw, ch
 
 
+def _decoded(open_image, need: int, to_rgb):
+    """(the image `open_image()` returns, decoded by `to_rgb`, the scale it was decoded at): libjpeg's DCT scaling
+    (1/2, 1/4, 1/8) does up to `need` of a shrink the caller will make anyway, when it is at least 2."""
+    with open_image() as im:
+        full_w = im.size[0]
+        if DRAFT and need >= 2 and im.format == "JPEG":
+            im.draft("RGB", (max(1, im.size[0] // need), max(1, im.size[1] // need)))
+        img = to_rgb(im)
+    return img, img.size[0] / full_w
+
+
 def decode_region(open_image, box: tuple[int, int, int, int], canvas: int, to_rgb,
                   times: dict[str, float] | None = None) -> tuple[torch.Tensor, int, int]:
     """Decode `box` of the image `open_image()` returns (a PIL image, not yet loaded), shrunk by integer factors
@@ -72,14 +83,8 @@ def decode_region(open_image, box: tuple[int, int, int, int], canvas: int, to_rg
 
     t0 = time.perf_counter()
     left, top, cw, ch = box
-    with open_image() as im:
-        full_w = im.size[0]
-        need = max(1, max(cw, ch) // canvas)  # the shrink that fits the region: draft may do some of it
-        if DRAFT and need >= 2 and im.format == "JPEG":
-            im.draft("RGB", (max(1, im.size[0] // need), max(1, im.size[1] // need)))
-        img = to_rgb(im)
+    img, f = _decoded(open_image, max(1, max(cw, ch) // canvas), to_rgb)  # the shrink that fits the region
     t1 = time.perf_counter()
-    f = img.size[0] / full_w  # the draft's scale (1, 1/2, 1/4 or 1/8)
     region = img.crop((math.floor(left * f), math.floor(top * f), max(math.floor(left * f) + 1, round((left + cw) * f)),
                        max(math.floor(top * f) + 1, round((top + ch) * f))))
     k = math.ceil(max(region.size) / canvas)
@@ -112,14 +117,8 @@ def finished_crop(open_image, box: tuple[int, int, int, int], crop: int, flip: i
 
     t0 = time.perf_counter()
     left, top, cw, ch = box
-    with open_image() as im:
-        full_w = im.size[0]
-        need = max(1, min(cw, ch) // crop)
-        if DRAFT and need >= 2 and im.format == "JPEG":
-            im.draft("RGB", (max(1, im.size[0] // need), max(1, im.size[1] // need)))
-        img = to_rgb(im)
+    img, f = _decoded(open_image, max(1, min(cw, ch) // crop), to_rgb)  # the region stays >= the crop
     t1 = time.perf_counter()
-    f = img.size[0] / full_w
     img = img.resize((crop, crop), Image.BILINEAR, box=(left * f, top * f, (left + cw) * f, (top + ch) * f))
     if flip:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
