@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gate
+from . import gate, weights
 from .errors import BadInput
 from .files import atomic_write_bytes
 
@@ -44,6 +44,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise BadInput(f"checkpoint not found: {path}")
     if path.is_dir():
         raise BadInput(f"{path} is a folder, not a checkpoint file")
+    if path.suffix == weights.SUFFIX:  # no pickle at all: a JSON header and raw tensors (weights.py)
+        return weights.read(path)
     with gate.open_regular(path, "checkpoint") as f:  # a FIFO would block, a device (/dev/zero) never end
         if os.fstat(f.fileno()).st_size > MAX_CHECKPOINT_BYTES:
             raise BadInput(f"{path} is larger than {MAX_CHECKPOINT_BYTES // 2**30} GiB: not a checkpoint of a ResNet")
@@ -76,7 +78,11 @@ def is_full_checkpoint(obj: dict[str, Any]) -> bool:
 
 
 def checkpoint_file(source: str | os.PathLike, prefer: str = "best") -> Path:
-    """A checkpoint file as given, or a run folder's `best.pt` (else `last.pt`); `prefer="last"` for resuming."""
+    """A checkpoint file as given, or a run folder's `best.pt` (else `last.pt`); `prefer="last"` for resuming.
+    Weights that travel (a .safetensors file, a Hub repo folder or an `hf-hub:` name) are their safetensors file."""
+    travelling = weights.weights_file(source)
+    if travelling is not None:
+        return travelling
     source = Path(source)
     if not source.is_dir():
         return source

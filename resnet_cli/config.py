@@ -156,6 +156,12 @@ class TrainConfig:
     target_top1: float = 0.0  # > 0: report the wall time to the first epoch whose selection top-1 reaches this (0.94)
     stop_at_target: bool = False  # with target_top1: end the run there (a time-to-accuracy benchmark)
     skip_nonfinite: int = 0  # > 0: skip up to this many steps whose loss is NaN/Inf (checks every step: one sync each)
+    loggers: list[str] = field(default_factory=list)  # experiment trackers besides metrics.csv (--logger, repeatable):
+    #                   tensorboard, mlflow, wandb, jsonl (RUN/metrics.jsonl); TensorBoard also as run.tensorboard
+    #                   says. Rank 0 logs; a resume continues the same tracker runs (RUN/trackers.json)
+
+
+TRACKERS = ("tensorboard", "mlflow", "wandb", "jsonl")  # train.loggers' choices (train/trackers.py)
 
 
 @dataclass

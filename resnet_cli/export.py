@@ -22,6 +22,10 @@ from .quiet import quiet_torchscript
 # The formats, each with the file suffix that names it; `resnet export` offers all, `resnet build` the first two.
 SUFFIXES = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx"}
 FORMATS = tuple(SUFFIXES)
+# Weights with what rebuilds and feeds the model (weights.py), read back by every command that takes a checkpoint:
+# a safetensors file, or a folder laid out as a Hugging Face Hub model repo (named by --format hub alone).
+WEIGHT_SUFFIXES = {"safetensors": ".safetensors", "hub": ""}
+EXPORT_FORMATS = FORMATS + tuple(WEIGHT_SUFFIXES)
 
 
 def example_batch(net: torch.nn.Module, batch_size: int, input_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
@@ -134,10 +138,10 @@ def check_file(path: Path, fmt: str, net: torch.nn.Module, input_size: tuple[int
 def format_for(output: Path, fmt: str | None) -> str:
     if fmt:
         return fmt
-    for name, suffix in SUFFIXES.items():
-        if output.suffix == suffix:
+    for name, suffix in {**SUFFIXES, **WEIGHT_SUFFIXES}.items():
+        if suffix and output.suffix == suffix:
             return name
-    raise BadInput(f"cannot tell the format from {output.name!r}; add --format {', '.join(FORMATS)}")
+    raise BadInput(f"cannot tell the format from {output.name!r}; add --format {', '.join(EXPORT_FORMATS)}")
 
 
 def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: int | None = None,
@@ -152,6 +156,8 @@ def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: 
 
     dev = resolve_device(device)
     fmt = format_for(output, fmt)
+    if fmt in WEIGHT_SUFFIXES:
+        return export_weights(source, output, fmt, tolerance, model, dataset, force)
     output = output_path(output, force)
     if fmt != "onnx":  # the metadata goes beside the file
         output_path(sidecar(output), force)
@@ -172,3 +178,71 @@ def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: 
             "bytes": output.stat().st_size, "batch_size": batch_size or "dynamic", "input_size": list(size),
             "metadata": str(sidecar(output)) if fmt != "onnx" else "in the ONNX file (metadata_props)",
             "device": str(dev), "check_batch": check_batch, "max_abs_diff": diff, "tolerance": tolerance, "ok": diff <= tolerance}
+
+
+def export_weights(source, output: Path, fmt: str, tolerance: float = 1e-3, model: str | None = None,
+                   dataset: str | None = None, force: bool = False) -> dict[str, Any]:
+    """`resnet export --format safetensors|hub`: the weights `eval` would use (the EMA where the run kept them)
+    with the run's config and input record, as one safetensors file or a Hub repo folder (weights.py); then read
+    back as any command reads it, and compared with the model it came from."""
+    from . import weights as W
+    from .checkpoint import model_from_checkpoint
+    from .config import to_yaml
+    from .data import input_of_run
+    from .files import output_path
+
+    W.require("safetensors.torch", W.SAFETENSORS_EXTRA, f"export --format {fmt}")
+    if fmt == "hub":
+        folder = _hub_folder(output, force)
+        target = folder / "model.safetensors"
+    else:
+        target = output_path(output, force)
+    loaded = model_from_checkpoint(source, model, dataset)
+    spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None,
+                        f"{loaded.path} {loaded.unknown_data}").as_dict()
+    config = loaded.config.to_dict() if not loaded.from_run else dict(loaded.checkpoint["config"])
+    config["model"] = {**config["model"], "init": ""}  # the weights are these; where they started does not travel
+    blob = W.safetensors_bytes(loaded.model.state_dict(), config, spec, loaded.weights)
+    atomic_write_bytes(target, lambda buffer: buffer.write(blob))
+    written = [target]
+    if fmt == "hub":
+        cfg_json = W.config_json(config, spec, loaded.weights)
+        params = sum(p.numel() for p in loaded.model.parameters())
+        metrics = loaded.checkpoint.get("metrics") if loaded.from_run else None
+        from .train.evaluations import selection_metric
+
+        card = W.model_card(config, spec, cfg_json, metrics if isinstance(metrics, list) else [],
+                            selection_metric(loaded.config), loaded.weights, params)
+        for name, text in (("config.json", json.dumps(cfg_json, indent=2) + "\n"),
+                           ("train_config.yaml", to_yaml(loaded.config)), ("README.md", card)):
+            written.append(atomic_write_text(folder / name, text))
+    back = model_from_checkpoint(folder if fmt == "hub" else target)
+    diff = check_weights(back.model, loaded.model, tuple(spec["image_size"]))
+    out_path = folder if fmt == "hub" else target
+    return {"path": str(out_path), "format": fmt, "model": loaded.config.model.name, "source": str(loaded.path),
+            "bytes": sum(f.stat().st_size for f in written), "files": [str(f) for f in written],
+            "weights": loaded.weights, "timm": W.TIMM.get(loaded.config.model.name) if fmt == "hub" else None,
+            "batch_size": "any", "input_size": list(spec["image_size"]), "device": "cpu", "check_batch": 3,
+            "metadata": "config.json, train_config.yaml, README.md" if fmt == "hub" else "in the file (metadata)",
+            "max_abs_diff": diff, "tolerance": tolerance, "ok": diff <= tolerance}
+
+
+def _hub_folder(output: Path, force: bool) -> Path:
+    """A Hub repo folder to write: new, empty, or (with --force) one whose files are replaced."""
+    from .files import ensure_writable_dir
+
+    if output.exists() and not output.is_dir():
+        raise BadInput(f"-o {output} is a file; --format hub writes a folder (a Hugging Face model repo)")
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise BadInput(f"-o {output} is a folder that is not empty; pass --force to replace its files")
+    return ensure_writable_dir(output)
+
+
+def check_weights(back: "torch.nn.Module", net: "torch.nn.Module", input_size: tuple[int, int]) -> float:
+    """Largest absolute difference between the model read back from the written weights and the one they came
+    from, on a random batch of 3."""
+    import torch
+
+    x = example_batch(net, 3, input_size, seed=1)
+    with torch.inference_mode():
+        return float((back.eval()(x) - net.eval()(x)).abs().max())

@@ -2,7 +2,7 @@
 `pipe:` command goes through here, and every size read from a config, an index or a checkpoint is bounded here
 before anything is allocated.
 
-The rules (README, "Failure behaviour"):
+The rules (docs/failures.md):
 - regular files only: a FIFO, a device, a folder, or a symlink to one of those is refused before a byte is read
   (the file is opened non-blocking and checked with fstat, so not even the open can block);
 - a byte bound enforced while reading: at most `limit + 1` bytes are ever held, whatever the source sends;

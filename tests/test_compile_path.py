@@ -54,6 +54,7 @@ def test_default_compile_trains_evaluates_checkpoints_and_resumes(cli, tmp_path,
     assert ((va - vb).norm() / vb.norm()).item() < 1e-2  # measured 1.9e-3: reordered sums, compounded
 
 
+@pytest.mark.slow  # 3 s: the quick loop keeps under 90 s
 def test_a_failing_compiler_falls_back_through_evaluation_and_resume(cli, tmp_path, monkeypatch, tiny, ckpts):
     """Under `auto`, a compiler that fails (no headers, broken toolchain) costs one line and nothing else:
     the run evaluates, checkpoints and resumes, and its weights are exactly the eager run's."""

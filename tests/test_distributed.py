@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -84,7 +86,7 @@ def torchrun_until_sigterm(env, args, run_dir, name: str, marker: str) -> subpro
 def ddp_runs(tmp_path_factory, proc, ckpts, smoke2):
     """An uninterrupted two-process run, and one stopped by SIGTERM mid-epoch 2 and resumed."""
     runs = tmp_path_factory.mktemp("ddp")
-    full = torchrun(proc, *smoke2, "--run-dir", runs, "--name", "full")
+    full = torchrun(proc, *smoke2, "--run-dir", runs, "--name", "full", "--logger", "jsonl")
     part = torchrun_until_sigterm(proc.env, smoke2, runs, "part", "epoch 2/2 step 2/8")
     stopped = ckpts.load(runs / "part" / "last.pt") if (runs / "part" / "last.pt").exists() else None
     resumed = torchrun(proc, "--resume", runs / "part")
@@ -109,8 +111,10 @@ def test_two_process_gloo_run_writes_one_run_folder(ddp_runs):
     assert sorted(p.name for p in runs.iterdir()) == ["full", "part"]  # rank 1 wrote nothing of its own
     names = {p.name for p in (runs / "full").iterdir()}
     events = {n for n in names if n.startswith("events.out.tfevents.")}
-    assert names - events == {"config.yaml", "metrics.csv", "last.pt", "best.pt"}
+    assert names - events == {"config.yaml", "metrics.csv", "last.pt", "best.pt", "metrics.jsonl"}
     assert len(events) == (1 if tensorboard.available() else 0)  # rank 0 alone logs
+    logged = [json.loads(ln)["event"] for ln in (runs / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == ["start", "epoch", "epoch", "end"]  # once: rank 1 logs to no tracker
     assert full.stdout.count("run folder:") == 2  # start and end, from rank 0 only
     ckpt = torch.load(runs / "full" / "last.pt", weights_only=True)
     assert ckpt["step"] == 16  # 256 images / global batch 32 = 8 steps per epoch, as on one process
@@ -272,3 +276,19 @@ def test_torchrun_runs_the_console_script(tmp_path, proc):
     result = subprocess.run(cmd, env=proc.env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["resnet20-synthetic"]
+
+
+def test_no_train_option_is_taken_by_torchrun():
+    """`torchrun ... -m resnet_cli train OPTIONS`: torchrun's argparse reads an option that abbreviates one of its own
+    (`--log` would match `--log-dir`, `--logs-specs`) as its own and fails, so none of ours may be such a prefix."""
+    import click
+    import typer.main
+    from torch.distributed.run import get_args_parser
+
+    from resnet_cli.cli import app
+
+    theirs = [o for a in get_args_parser()._actions for o in a.option_strings if o.startswith("--")]
+    command = typer.main.get_command(app).commands["train"]
+    ours = [o for p in command.params if isinstance(p, click.Option) for o in p.opts if o.startswith("--")]
+    taken = sorted(o for o in ours if any(t.startswith(o) for t in theirs))
+    assert not taken, f"torchrun would take these as its own options: {taken}"

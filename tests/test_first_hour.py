@@ -313,7 +313,8 @@ def test_help_text_is_reflowed_so_no_line_is_cut_mid_sentence(cli):
         seen += 1
     assert seen >= 16
     text = " ".join(cli("train", "--help", env={"COLUMNS": "80"}).stdout.split())
-    assert "TensorBoard events when the tensorboard extra is installed)." in text
+    assert "TensorBoard events when the tensorboard extra is installed; --logger mlflow, wandb or jsonl for more)." \
+        in text
 
 
 @pytest.mark.slow  # two seconds: the quick loop keeps under 90 s

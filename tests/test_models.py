@@ -22,7 +22,10 @@ def nparams(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize("name", list_models())
+BIG = {"vgg19", "resnet1202", "plain1202"}  # a second or more each: in the full suite (the quick loop keeps under 90 s)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in list_models()])
 def test_every_model_runs_forward(name):
     info = model_info(name)
     size = 64 if info.family == "imagenet" else 32
@@ -37,7 +40,8 @@ def test_every_model_runs_forward(name):
     assert torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("name,count", list(IMAGENET_PARAMS.items()) + list(CIFAR_PARAMS.items()))
+@pytest.mark.parametrize("name,count", [pytest.param(n, c, marks=pytest.mark.slow) if n in BIG else (n, c)
+                                        for n, c in [*IMAGENET_PARAMS.items(), *CIFAR_PARAMS.items()]])
 def test_exact_parameter_counts(name, count):
     with torch.device("meta"):
         assert nparams(build_model(name)) == count

@@ -105,6 +105,7 @@ def test_create_run_dir_is_atomic_under_threads(tmp_path):
     assert len({d.name for d in dirs}) == 16
 
 
+@pytest.mark.slow  # 3 s, 2 of them waiting: the quick loop keeps under 90 s
 def test_a_held_lock_is_waited_for_up_to_run_lock_wait(tmp_path, make_trainer):
     """#34 item 9: on NFS a dead node's lock outlives it for about 90 s; a restart waits for it (run.lock_wait,
     120 s under --resume auto) instead of failing every attempt at once. A child holds the lock for 2 s."""

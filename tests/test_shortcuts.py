@@ -121,6 +121,7 @@ TORCHVISION_VGG19 = [f"features.{i}.{p}" for i in (0, 2, 5, 7, 10, 12, 14, 16, 1
                      for p in ("weight", "bias")] + [f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")]
 
 
+@pytest.mark.slow  # 2 s: the quick loop keeps under 90 s
 def test_vgg19_has_torchvisions_names_and_parameter_count():
     net = build_model("vgg19")
     assert list(net.state_dict()) == TORCHVISION_VGG19

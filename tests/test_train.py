@@ -84,6 +84,7 @@ def test_resume_of_a_finished_run_says_so(cli, tmp_path):
     assert result.exit_code == 2 and "cannot change train.lr when resuming" in result.stderr
 
 
+@pytest.mark.slow  # 1.3 s: the quick loop keeps under 90 s
 def test_resume_may_change_the_speed_switches(cli, tmp_path):
     part = train(cli, tmp_path, "--epochs", "2", "--set", "train.channels_last=off",
                  "--set", "run.stop_after_epochs=1")

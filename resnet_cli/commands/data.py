@@ -1,4 +1,5 @@
-"""`resnet data`: the input pipeline on its own (`data bench`)."""
+"""`resnet data`: the input pipeline on its own (`data bench`), shards (`data convert`), and a dataset written out as
+PNG files (`data images`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ._common import JsonOpt, check_positive, console, print_json, progress_bar
+from ._common import JsonOpt, check_positive, choices, console, print_json, progress_bar
 
 app = typer.Typer(help="The input pipeline on its own: how fast it feeds a model.", no_args_is_help=True)
 
@@ -151,3 +152,80 @@ def convert_cmd(
              if f"{s}_images" in result]
     console().print(f"wrote {result['out']}: {', '.join(parts)}, {result['bytes'] / 2**20:,.1f} MiB, "
                     f"{result['classes']} classes; {len(result['unreadable'])} unreadable image(s) left out")
+
+
+def _tensor_datasets():
+    from ..data.loading import FIXED_CLASSES
+
+    return choices("TensorDataset", FIXED_CLASSES)
+
+
+@app.command("images")
+def images_cmd(
+    dataset: Annotated[_tensor_datasets(), typer.Argument(help="The dataset.", show_default=False)],
+    out: Annotated[Path, typer.Argument(help="The folder to write the PNG files to.", show_default=False)],
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", show_default=False,
+                                                    help="Where the dataset is (downloaded there when missing) "
+                                                         "\\[default: as in train]")] = None,
+    split: Annotated[_split_choice(), typer.Option("--split", help="The split the images come from.")] = "test",
+    count: Annotated[int, typer.Option("--count", "-n", help="Images to write (with --image-folder: per class "
+                                       "in train/).")] = 6,
+    classes: Annotated[Optional[str], typer.Option("--classes", show_default=False,
+                                                   help="Only these classes: numbers or names, comma-separated "
+                                                        "(5,7,9 or sandal,sneaker,ankle-boot).")] = None,
+    image_folder: Annotated[bool, typer.Option("--image-folder", help="Write an image folder to train on: "
+                                               "train/<class>/ from the training split, val/<class>/ from the "
+                                               "test split.")] = False,
+    val_count: Annotated[Optional[int], typer.Option("--val-count", show_default=False,
+                                                     help="With --image-folder: images per class in val/ "
+                                                          "\\[default: --count]")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into a folder that is not empty.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write images of Fashion-MNIST, MNIST or CIFAR as PNG files: a few test images to try `predict` on, or
+    an image folder to train or fine-tune on offline.
+
+    Files are named by the image's place in its split and its class (test0-ankle-boot.png), so the same
+    command writes the same files. Needs Pillow: pip install "resnet-cli\\[images]".
+
+    Example: [bold]resnet data images fashion-mnist samples --count 6[/bold]
+    """
+    from .. import config as C
+    from ..data import load_data
+    from ..data.as_images import pick_classes, write_folder, write_samples
+    from ..errors import BadInput
+
+    check_positive(count, "--count")
+    check_positive(val_count, "--val-count")
+    if val_count is not None and not image_folder:
+        raise BadInput("--val-count is for --image-folder")
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise BadInput('data images writes PNG files with Pillow: pip install "resnet-cli[images]"') from None
+    name = getattr(dataset, "value", dataset)
+    cfg = C.resolve(None, None, {"data.dataset": name, "data.data_dir": data_dir})
+    data = load_data(cfg.data)
+    names = list(data.input.classes)
+    wanted = pick_classes(classes, names)
+    if image_folder:
+        done = write_folder((data.train_x, data.train_y), (data.test_x, data.test_y), names, out, count,
+                            val_count or count, wanted, force)
+        result = {"out": str(out), "dataset": name, "layout": "image-folder", "classes": len(wanted), **done}
+        text = (f"wrote {out}/: {done['train']:,} train and {done['val']:,} val images of {len(wanted)} "
+                f"{'class' if len(wanted) == 1 else 'classes'} ({name}, PNG)")
+    else:
+        split_name = getattr(split, "value", split)
+        x, y = (data.test_x, data.test_y) if split_name == "test" else (data.train_x, data.train_y)
+        files = write_samples(x, y, names, out, split_name, count, wanted, force)
+        result = {"out": str(out), "dataset": name, "layout": "files", "split": split_name,
+                  "images": len(files), "files": [str(f) for f in files]}
+        text = f"wrote {len(files)} {name} {split_name} image{'' if len(files) == 1 else 's'} to {out}/ (PNG)"
+    if json_out:
+        print_json(result)
+    else:
+        console().print(text, highlight=False, soft_wrap=True)
+
+
+def _split_choice():
+    return choices("ImageSplit", ("test", "train"))

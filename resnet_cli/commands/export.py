@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..export import FORMATS
+from ..export import EXPORT_FORMATS
 from ._common import ForceOpt, JsonOpt, choices, echo, parse_input_size, print_json
 
 
-Format = choices("Format", FORMATS)
+Format = choices("Format", EXPORT_FORMATS)
 
 
 MAX_EXPORT_BATCH = 4096
@@ -22,8 +22,10 @@ def export_cmd(
                                            "with --model.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.", show_default=False)] = ...,
     fmt: Annotated[Optional[Format], typer.Option("--format", "-f", show_default=False,
-                                                  help="onnx, export (torch.export .pt2) or torchscript "
-                                                       "\\[default: from the suffix: .onnx, .pt2, .pt]")] = None,
+                                                  help="A program: onnx, export (torch.export .pt2), "
+                                                       "torchscript; weights: safetensors, hub (a Hugging Face "
+                                                       "model repo folder) \\[default: from the suffix: .onnx, "
+                                                       ".pt2, .pt, .safetensors]")] = None,
     batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="A fixed batch size, or dynamic.")]
     = "dynamic",
     input_size: Annotated[Optional[str], typer.Option("--input-size", "-s", show_default=False,
@@ -72,6 +74,13 @@ def export_cmd(
         echo(TORCHSCRIPT_NOTE, err=True)
     if json_out:
         print_json(out)
+    elif "weights" in out:  # safetensors or a Hub folder: weights, read back as every command reads them
+        what = (f"hub: {', '.join(Path(f).name for f in out['files'])}; timm: {out['timm'] or 'no equivalent'}"
+                if out["format"] == "hub" else "safetensors, metadata in the file")
+        echo(f"wrote {out['path']}{'/' if out['format'] == 'hub' else ''} ({what}): {out['model']}, "
+             f"{out['weights']} weights, {out['bytes'] / 2**20:.1f} MiB")
+        echo(f"check: max |read back - PyTorch| = {out['max_abs_diff']:.2e} on a batch of {out['check_batch']} "
+             f"(tolerance {out['tolerance']:.0e}): {'ok' if out['ok'] else 'FAILED'}")
     else:
         on = "" if out["device"] == "cpu" else f", traced on {out['device']}"
         echo(f"wrote {out['path']} ({out['format']}, batch {out['batch_size']}, input "

@@ -17,6 +17,7 @@ Dataset = choices("Dataset", get_args(get_type_hints(C.DataConfig)["dataset"]))
 Optimizer = choices("Optimizer", get_args(get_type_hints(C.TrainConfig)["optimizer"]))
 Schedule = choices("Schedule", get_args(get_type_hints(C.TrainConfig)["schedule"]))
 Precision = choices("Precision", get_args(C.Precision))
+Tracker = choices("Tracker", C.TRACKERS)
 
 
 def train(
@@ -69,6 +70,10 @@ def train(
                                                  help="train.ema (a decay such as 0.999; 0 = off)")] = None,
     label_smoothing: Annotated[Optional[float], typer.Option("--smoothing", "--label-smoothing", show_default=False,
                                                              help="train.label_smoothing")] = None,
+    logger: Annotated[Optional[list[Tracker]], typer.Option("--logger", show_default=False,
+                                                            help="train.loggers: log to this tracker too "
+                                                                 "(repeatable; MLflow and W&B read their own "
+                                                                 "environment)")] = None,
     device: Annotated[Optional[str], typer.Option("--device", show_default=False,
                                                   help="run.device: auto, cpu, cuda, cuda:N")] = None,
     run_dir: Annotated[Optional[str], typer.Option("--run-dir", show_default=False,
@@ -87,9 +92,9 @@ def train(
     """Train a ResNet. Precedence: defaults < --preset < --config < flags < --set.
 
     Writes runs/<name>/ with config.yaml, metrics.csv, last.pt and best.pt (and TensorBoard events when the
-    tensorboard extra is installed).
+    tensorboard extra is installed; --logger mlflow, wandb or jsonl for more).
 
-    Recipe keys (--set KEY=VALUE; each explained in resnet_cli/config.py and the README's "Training recipes"):
+    Recipe keys (--set KEY=VALUE; each explained in resnet_cli/config.py and docs/training.md):
     train.optimizer=adamw, train.ema=0.999, data.mixup=0.2, data.cutmix=1.0, data.random_erasing=0.25,
     data.randaugment=2,9 (or trivial), data.val_split=5000, train.patience=N, train.accum_steps=K,
     train.warmup_length=400|2ep|5%.
@@ -114,7 +119,8 @@ def train(
                              if freeze is not None else None,
                              "data.dataset": dataset, "data.workers": workers, "data.image_size": image_size,
                              "train.optimizer": opt, "train.weight_decay": weight_decay, "train.schedule": sched,
-                             "train.precision": precision, "train.ema": ema, "train.label_smoothing": label_smoothing}
+                             "train.precision": precision, "train.ema": ema, "train.label_smoothing": label_smoothing,
+                             "train.loggers": [t.value for t in logger] if logger else None}
     flags = {k: v.value if hasattr(v, "value") else v for k, v in flags.items()}
     if resume == "auto":  # a new run's config, which a last.pt in run_dir/name, if any, must agree with
         flags["run.resume"], resume = "auto", None

@@ -24,7 +24,7 @@ from ..data.loader import Loader
 from ..errors import BadInput
 from ..models import build_model, model_info
 from ..speed import Speed, fallback_message
-from . import graphs, tensorboard
+from . import graphs, trackers
 from .distributed import Process
 from .ema import EMA
 from .evaluations import splits
@@ -65,7 +65,7 @@ class Run:
     ema: EMA | None
     train_loader: Loader
     eval_loaders: dict[str, Loader]  # "val" (with data.val_split), "test"
-    tensorboard: bool
+    trackers: tuple[str, ...]  # train/trackers.py: where rank 0 logs besides metrics.csv
     started: float  # perf_counter at the start of the build: wall time to a target counts from here
 
     @property
@@ -154,7 +154,7 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
                                        skip_nonfinite=cfg.train.skip_nonfinite, compile_mode=speed.compile_mode,
                                        compile=speed.compile)
     speed.configure_backends(process.device)
-    uses_tensorboard = tensorboard.check(cfg.run.tensorboard)
+    loggers = trackers.resolve(cfg)
     cfg = cfg.fitted(data.num_classes, data.channels, data.input.image_size[0])
     model = build_network(cfg, process, speed, progress, resuming)
     t = cfg.train
@@ -169,7 +169,7 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
                                seed=cfg.run.seed, num_classes=cfg.model.num_classes, **loader)
     eval_loaders = {split: make_loader(data, cfg.data, split, t.eval_batch_size, training=False, **loader)
                     for split in splits(cfg)}
-    return Run(cfg, process, speed, data, plan, model, step, ema, train_loader, eval_loaders, uses_tensorboard,
+    return Run(cfg, process, speed, data, plan, model, step, ema, train_loader, eval_loaders, loggers,
                started)
 
 

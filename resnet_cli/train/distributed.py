@@ -6,7 +6,7 @@ process group: NCCL when training on GPUs, gloo on CPU. Without those
 variables (a plain `resnet train`) it returns a `SingleProcess`: the same
 interface with one rank, so the training code has one path for both.
 
-Conventions (also in the README):
+Conventions (also in docs/scaling.md):
 - `train.batch_size` is the GLOBAL batch: each of the N ranks takes batch_size / N.
   A run on 1 GPU and a run on 8 with the same config take the same optimizer steps.
 - The learning rate is not rescaled for you: when you raise the global batch, scale

@@ -33,7 +33,7 @@ from ..data.augment import hard_labels
 from ..errors import BadInput, Interrupted, RunFailed
 from ..files import atomic_write_text
 from ..models.resnet import stage_of
-from . import tensorboard
+from .trackers import Trackers
 from .build import Run, build_run
 from .distributed import from_env
 from .evaluate import evaluate
@@ -125,7 +125,7 @@ class Trainer:
                                run.cfg.train.stop_at_target)
         self.lr_at = run.schedule()
         self.run_dir: Path | None = None
-        self.scalars: tensorboard.Scalars | None = None
+        self.trackers = Trackers((), self.progress.line)  # rank 0's, once the run folder is open
         self.stop_signal = 0  # the stop signal received (SIGINT, SIGTERM, SIGUSR1), 0 while none
         self.every_steps, self.every_seconds = parse_interval(run.cfg.train.checkpoint_every)
         self._saved_at = (0, time.monotonic())  # (step, clock) of the last checkpoint, for checkpoint_every
@@ -164,9 +164,9 @@ class Trainer:
         if process.max(int(not run_dir.is_dir())):
             raise BadInput(f"run folder {run_dir} was made by global rank 0 but other ranks do not see it: put "
                            "run.run_dir on a file system every node shares, so that a resume finds last.pt")
-        if process.is_main and self.run.tensorboard:
-            step = self.state.step
-            self.scalars = tensorboard.Scalars(run_dir, purge_step=step + 1 if step else None)
+        if process.is_main and self.run.trackers:
+            self.trackers = Trackers(self.run.trackers, self.progress.line)
+            self.trackers.start(run_dir, self.cfg, self.state.step, str(self.run.device))
         return run_dir
 
     def _make_run_dir(self, run_dir: Path | None) -> Path:
@@ -261,8 +261,7 @@ class Trainer:
         finally:
             for name, handler in previous.items():
                 signal.signal(getattr(signal, name), handler)
-            if self.scalars is not None:
-                self.scalars.close()
+            self.trackers.end(self.wall_seconds(), str(self.run.device), self.finished)
 
     def train_epoch(self) -> dict[str, float]:
         """One epoch of steps (the rest of one, after a mid-epoch resume); its training columns."""
@@ -367,8 +366,7 @@ class Trainer:
         self.save(improved=self.rules.best_row(state.rows) is row)  # the first of equals stays best
         if process.is_main:
             write_metrics(self.run_dir / "metrics.csv", state.rows, metric_fields(self.cfg))
-            if self.scalars is not None:
-                self.scalars.add(row)
+            self.trackers.epoch(row)
             self._report_epoch(row)
         # A signal during evaluation: all ranks stop, or none. The decision is the agreed value, never
         # self.stop_signal read again: a signal landing after the all-reduce would stop this rank alone.

@@ -20,7 +20,7 @@ from .rundir import run_name
 RESUMABLE = {"train.epochs", "train.steps", "run.device", "data.data_dir", "run.stop_after_epochs",
              "train.channels_last", "train.compile", "train.compile_mode", "train.compile_min_steps",
              "train.deterministic", "train.cuda_graphs", "train.checkpoint_every", "train.log_interval", "train.target_top1", "train.stop_at_target",
-             "train.patience", "run.tensorboard", "data.workers", "run.resume"}
+             "train.patience", "run.tensorboard", "train.loggers", "data.workers", "run.resume"}
 # Where the run lives: --resume auto found the folder by them, so they agree by construction.
 WHERE = {"run.run_dir", "run.name"}
 

@@ -28,7 +28,8 @@ def check_name(name: str) -> None:
 OWN_TEMPORARIES = (".last.tmp.*.pt", ".best.tmp.*.pt", ".config.tmp.*.yaml", ".metrics.tmp.*.csv")
 LOCK = ".lock"  # held while a process trains in the folder (RunLock)
 # What a run folder holds before its first checkpoint: a start that died that early left only these.
-BEFORE_FIRST_CHECKPOINT = ("config.yaml", "events.out.tfevents.*", LOCK, *OWN_TEMPORARIES)
+BEFORE_FIRST_CHECKPOINT = ("config.yaml", "events.out.tfevents.*", "trackers.json", "metrics.jsonl", "wandb", LOCK,
+                           *OWN_TEMPORARIES)  # trackers.json, metrics.jsonl, wandb/: train/trackers.py
 
 
 class RunLock:

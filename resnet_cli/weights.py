@@ -1,0 +1,225 @@
+"""Weights as they travel between tools: safetensors files and Hugging Face Hub repos, written and read.
+
+- A `.safetensors` file holds the weights (no pickle: a header of JSON, then raw tensor bytes) and, in its
+  metadata, what rebuilds and feeds the model: the run's config (`resnet_cli.config`) and its input record
+  (`resnet_cli.input`: classes, size, mean/std), as JSON strings.
+- A Hub repo folder (`export --format hub`) holds `model.safetensors`, `config.json` (timm's keys where timm has
+  the same network, and ours under `resnet_cli`), `train_config.yaml` (the run's config: `resnet train --config`
+  trains it again) and a `README.md` model card.
+- `hf-hub:ORG/NAME[@REVISION]` is such a repo, resolved through huggingface_hub's cache (offline when it was
+  fetched before).
+
+`read` turns any of them into the checkpoint dict `checkpoint.load_checkpoint` returns for our own files, so every
+command that takes a checkpoint takes these. Bytes come through the gate (bounded, regular files only); nothing is
+unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+from . import gate
+from .errors import BadInput
+
+SUFFIX = ".safetensors"
+HUB_PREFIX = "hf-hub:"
+HUB_FILES = ("model.safetensors", "config.json")  # what a Hub repo must hold for us; the card and config are extra
+SAFETENSORS_EXTRA = 'pip install "resnet-cli[safetensors]"'
+HUB_EXTRA = 'pip install "resnet-cli[hub]"'
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on the JSON header
+MAX_WEIGHTS_BYTES = 16 * 2**30
+MAX_CONFIG_BYTES = 2**20
+META_CONFIG, META_INPUT, META_WEIGHTS = "resnet_cli.config", "resnet_cli.input", "resnet_cli.weights"
+
+# Our ImageNet nets that compute exactly what a timm architecture computes, with the same tensor names: timm's
+# ResNets stride the 3x3 convolution (v1.5), and 18/34 have no 1x1 to stride, so the paper's 18/34 match too.
+TIMM = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50-v1.5": "resnet50",
+        "resnet101-v1.5": "resnet101", "resnet152-v1.5": "resnet152"}
+
+
+def require(module: str, extra: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise BadInput(f"{what} needs the {module} package: {extra}") from None
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def is_hub_name(source: str | os.PathLike) -> bool:
+    return str(source).startswith(HUB_PREFIX)
+
+
+def weights_file(source: str | os.PathLike) -> Path | None:
+    """The safetensors file `source` names (a `.safetensors` file, a folder holding model.safetensors, or an
+    `hf-hub:` name, fetched or found in the cache), or None when it names something else."""
+    if is_hub_name(source):
+        return hub_snapshot(str(source)) / "model.safetensors"
+    path = Path(source)
+    if path.is_dir() and (path / "model.safetensors").exists():
+        return path / "model.safetensors"
+    return path if path.suffix == SUFFIX else None
+
+
+def header(raw: bytes, where: str) -> dict[str, Any]:
+    """A safetensors file's JSON header, checked before any tensor is made: a pickle, a zip or a truncated file
+    renamed .safetensors is one line."""
+    if len(raw) < 8:
+        raise BadInput(f"{where} is not a safetensors file (truncated: {len(raw)} bytes)")
+    (size,) = struct.unpack("<Q", raw[:8])
+    if not 2 <= size <= min(MAX_HEADER_BYTES, len(raw) - 8) or raw[8:9] != b"{":
+        raise BadInput(f"{where} is not a safetensors file (no JSON header at its start: a PyTorch pickle or zip "
+                       "renamed .safetensors?)")
+    head = gate.json_bytes(raw[8:8 + size], f"the header of {where}")
+    if not isinstance(head, dict):
+        raise BadInput(f"{where} is not a safetensors file (its header is not a JSON object)")
+    return head
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A safetensors file (and the config.json beside it, in a Hub folder) as a checkpoint dict:
+    {"model": state_dict, "config": {...}, "input": {...}, "version": 1}, or a bare state_dict when neither its
+    metadata nor a config.json says what it is (timm's or another tool's file: `--model` then names it)."""
+    st = require("safetensors.torch", SAFETENSORS_EXTRA, f"reading {path}")
+    limits = gate.Limits(MAX_WEIGHTS_BYTES, keys=("the bound on a weights file", "data.read_timeout"))
+    raw = gate.read_file(path, limits, "weights file")
+    meta = header(raw, str(path)).get("__metadata__") or {}
+    try:
+        state = st.load(raw)
+    except Exception as e:  # safetensors raises its own SafetensorError for a damaged body
+        raise BadInput(f"cannot read {path}: {str(e).splitlines()[0][:200]}") from None
+    config, spec = _json_meta(meta.get(META_CONFIG), path), _json_meta(meta.get(META_INPUT), path)
+    beside = path.parent / "config.json"
+    if config is None and beside.is_file():  # a Hub folder: config.json names the model
+        ours = _config_json(beside).get("resnet_cli") or {}
+        config, spec = ours.get("config"), spec or ours.get("input")
+    if not isinstance(config, dict):
+        return state
+    out = {"version": 1, "model": state, "config": config, "weights": meta.get(META_WEIGHTS, "raw")}
+    if isinstance(spec, dict):
+        out["input"] = spec
+    return out
+
+
+def _json_meta(text: str | None, path: Path) -> Any:
+    if text is None:
+        return None
+    return gate.json_bytes(text.encode(), f"the metadata of {path}")
+
+
+def _config_json(path: Path) -> dict[str, Any]:
+    raw = gate.read_file(path, gate.Limits(MAX_CONFIG_BYTES, keys=("the bound on a config.json",
+                                                                    "data.read_timeout")), "config.json")
+    found = gate.json_bytes(raw, str(path))
+    if not isinstance(found, dict):
+        raise BadInput(f"{path} is not a JSON object")
+    return found
+
+
+def hub_snapshot(name: str) -> Path:
+    """`hf-hub:ORG/NAME[@REVISION]` as a local folder, through huggingface_hub (its cache, $HF_HOME; offline under
+    HF_HUB_OFFLINE=1 when fetched before). Every failure is one line saying how to get the repo."""
+    hub = require("huggingface_hub", HUB_EXTRA, f"{name}")
+    repo, _, revision = name[len(HUB_PREFIX):].partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise BadInput(f"{name}: give a Hub repo as hf-hub:ORG/NAME (optionally @REVISION)")
+    from huggingface_hub import errors as hub_errors
+
+    folder = None
+    try:
+        for file in HUB_FILES:
+            folder = Path(hub.hf_hub_download(repo, file, revision=revision or None)).parent
+    except hub_errors.LocalEntryNotFoundError:
+        from huggingface_hub import constants
+
+        raise BadInput(f"{name} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and cannot be fetched "
+                       f"now (offline): fetch it once with `hf download {repo}`") from None
+    except hub_errors.EntryNotFoundError:
+        raise BadInput(f"{name} has no {file}: not a model repo written by resnet export --format hub") from None
+    except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError) as e:
+        raise BadInput(f"{name}: {str(e).splitlines()[0][:200]}") from None
+    except (OSError, hub_errors.HfHubHTTPError) as e:
+        raise BadInput(f"{name}: could not fetch it ({str(e).splitlines()[0][:200]})") from None
+    assert folder is not None
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+def safetensors_bytes(state: dict[str, Any], config: dict[str, Any], spec: dict[str, Any], weights: str) -> bytes:
+    """The weights (contiguous CPU copies: safetensors stores no views) with what rebuilds and feeds the model."""
+    st = require("safetensors.torch", SAFETENSORS_EXTRA, "export --format safetensors")
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    meta = {"format": "pt", META_CONFIG: json.dumps(config), META_INPUT: json.dumps(spec), META_WEIGHTS: weights}
+    return st.save(tensors, metadata=meta)
+
+
+def config_json(config: dict[str, Any], spec: dict[str, Any], weights: str) -> dict[str, Any]:
+    """config.json of a Hub repo: timm's keys (`architecture`, `num_classes`, `pretrained_cfg`) where timm has the
+    same network, and ours under `resnet_cli` (the run's config, its input record) to rebuild it with `resnet`."""
+    name = config["model"]["name"]
+    channels, (h, w) = spec["channels"], spec["image_size"]
+    resize = spec.get("resize") or 0
+    out: dict[str, Any] = {}
+    timm_name = TIMM.get(name)
+    if timm_name and not config["model"].get("plain") and config["model"].get("shortcut") in (None, "", "B"):
+        classes = config["model"].get("num_classes") or len(spec["classes"])
+        out = {"architecture": timm_name, "num_classes": classes, "num_features": 512 if
+               name in ("resnet18", "resnet34") else 2048,
+               "pretrained_cfg": {"input_size": [channels, h, w], "mean": spec["mean"], "std": spec["std"],
+                                  "crop_pct": round(h / resize, 4) if resize else 1.0, "crop_mode": "center",
+                                  "interpolation": "bilinear", "num_classes": classes,
+                                  "label_names": spec["classes"], "first_conv": "conv1", "classifier": "fc"}}
+        if channels != 3:
+            out["model_args"] = {"in_chans": channels}
+    out["resnet_cli"] = {"model": name, "timm": timm_name if "architecture" in out else None, "weights": weights,
+                         "config": config, "input": spec}
+    return out
+
+
+def model_card(config: dict[str, Any], spec: dict[str, Any], cfg_json: dict[str, Any], metrics: list[dict],
+               selected_by: str, weights: str, params: int) -> str:
+    """README.md of a Hub repo: what the model is, what it was trained on and how, how well, how to use it."""
+    model, data, train = config["model"], config.get("data") or {}, config.get("train") or {}
+    name, dataset = model["name"], data.get("dataset", "unknown")
+    best = max(metrics, key=lambda r: r.get(selected_by, -1.0)) if metrics else None
+    timm_name = cfg_json["resnet_cli"]["timm"]
+    h, w = spec["image_size"]
+    lines = ["---", "library_name: resnet-cli", "pipeline_tag: image-classification",
+             "tags:", "- image-classification", "- resnet", "- resnet-cli", *(["- timm"] if timm_name else []),
+             "---", "", f"# {name} on {dataset}", "",
+             f"A {name} ({model.get('family', '') or 'ResNet'}, He et al. 2015: \"Deep Residual Learning for Image "
+             f"Recognition\") with {params:,} parameters, trained with resnet-cli on "
+             f"{dataset}: {len(spec['classes'])} classes, {spec['channels']}-channel {h}x{w} input"
+             + (" (the EMA weights)." if weights == "ema" else "."), ""]
+    if best is not None:
+        rows = [(k, best[k]) for k in sorted(best) if k.endswith("top1") or k.endswith("top5")]
+        lines += [f"## Results (epoch {best['epoch']} of {len(metrics)}, selected by `{selected_by}`)", "",
+                  "| metric | value |", "| --- | --- |",
+                  *[f"| {k} | {v:.2%} |" for k, v in rows if isinstance(v, (int, float))], ""]
+    recipe = [("optimizer", train.get("optimizer")), ("lr", train.get("lr")), ("schedule", train.get("schedule")),
+              ("batch size", train.get("batch_size")), ("epochs", train.get("epochs")),
+              ("weight decay", train.get("weight_decay")), ("label smoothing", train.get("label_smoothing")),
+              ("EMA", train.get("ema") or None)]
+    lines += ["## Training", "", "| setting | value |", "| --- | --- |",
+              *[f"| {k} | {v} |" for k, v in recipe if v not in (None, "")], "",
+              "The run's whole config is `train_config.yaml`; this trains the model again:", "", "```bash",
+              "resnet train --config train_config.yaml", "```", "", "## Use", "", "```bash",
+              "resnet predict hf-hub:ORG/NAME image.png      # this repo, once uploaded (hf upload ORG/NAME .)",
+              "resnet eval hf-hub:ORG/NAME", "```", ""]
+    if timm_name:
+        lines += [f"timm builds the same network (`{timm_name}`) and loads these weights:", "", "```python",
+                  "import timm", "", "model = timm.create_model(\"hf-hub:ORG/NAME\", pretrained=True)", "```", ""]
+    else:
+        lines += ["timm has no architecture that computes this network (" + (
+            "the paper's stride on the first 1x1 convolution" if name in ("resnet50", "resnet101", "resnet152")
+            else "CIFAR-style ResNets and plain nets are not in timm") + "); build it with resnet-cli.", ""]
+    lines += ["Input: float32 images N x C x H x W, (pixel / 255 - mean) / std per channel, with "
+              f"mean {[round(v, 4) for v in spec['mean']]} and std {[round(v, 4) for v in spec['std']]}.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,224 @@
+"""Weights that travel (#38): safetensors files both ways, Hugging Face Hub repo folders, `hf-hub:` names read
+through huggingface_hub's own cache, and timm loading what we wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny trained run (smoke preset, 1-channel 28 px synthetic images, 5 classes) and its safetensors export."""
+    from typer.testing import CliRunner
+
+    from resnet_cli.cli import app
+
+    root = tmp_path_factory.mktemp("travel")
+    runner = CliRunner()
+    args = ["train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--set", "data.synthetic_train=64",
+            "--set", "data.synthetic_test=32", "--set", "data.channels=1", "--set", "data.classes=5",
+            "--set", "data.image_size=28", "--batch-size", "16", "--run-dir", str(root / "runs"), "--name", "r"]
+    done = runner.invoke(app, args)
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(app, ["export", str(root / "runs" / "r"), "-o", str(root / "r.safetensors")])
+    assert done.exit_code == 0, done.output
+    return root
+
+
+def _batch(seed=0):
+    return torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def test_safetensors_round_trip_gives_the_checkpoints_outputs_and_metadata(trained):
+    from safetensors import safe_open
+
+    from resnet_cli.checkpoint import model_from_checkpoint
+
+    run, file = model_from_checkpoint(trained / "runs" / "r"), model_from_checkpoint(trained / "r.safetensors")
+    with torch.inference_mode():
+        assert torch.equal(run.model(_batch()), file.model(_batch()))
+    assert file.config.model.name == "resnet20" and file.config.data.dataset == "synthetic"
+    with safe_open(str(trained / "r.safetensors"), "pt") as f:  # the metadata, as any safetensors reader sees it
+        meta = f.metadata()
+        assert set(f.keys()) == set(run.model.state_dict())
+    assert json.loads(meta["resnet_cli.input"]) == run.checkpoint["input"]
+    assert json.loads(meta["resnet_cli.config"])["model"]["name"] == "resnet20"
+    assert meta["resnet_cli.weights"] == "raw" and file.saved_input == run.checkpoint["input"]
+
+
+def test_a_pickle_renamed_safetensors_is_refused_without_unpickling(cli, tmp_path, trained):
+    fake = tmp_path / "model.safetensors"
+    shutil.copy(trained / "runs" / "r" / "best.pt", fake)  # a PyTorch zip; a crafted pickle is refused the same way
+    out = cli("eval", str(fake))
+    assert out.exit_code == 2
+    assert "is not a safetensors file (no JSON header at its start: a PyTorch pickle or zip renamed " \
+           ".safetensors?)" in out.stderr
+    (tmp_path / "short.safetensors").write_bytes(b"\x05")
+    out = cli("summary", str(tmp_path / "short.safetensors"))
+    assert out.exit_code == 2 and "not a safetensors file (truncated: 1 bytes)" in out.stderr
+
+
+def test_a_bare_safetensors_of_another_architecture_names_the_tensors(cli, tmp_path, trained):
+    """A file with no metadata (timm's, another tool's) is a bare state_dict: --model names it, and a file of another
+    architecture is one line naming what does not fit."""
+    from safetensors.torch import save_file
+
+    from resnet_cli.checkpoint import model_from_checkpoint
+
+    state = model_from_checkpoint(trained / "r.safetensors").model.state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "bare.safetensors"))
+    out = cli("summary", str(tmp_path / "bare.safetensors"))
+    assert out.exit_code == 2 and "is a bare state_dict; say which model it is with --model" in out.stderr
+    out = cli("export", str(tmp_path / "bare.safetensors"), "--model", "resnet20", "--dataset", "synthetic",
+              "-o", str(tmp_path / "named.safetensors"))
+    assert out.exit_code == 0, out.output
+    out = cli("export", str(tmp_path / "bare.safetensors"), "--model", "resnet32", "--dataset", "synthetic",
+              "-o", str(tmp_path / "other.safetensors"))
+    assert out.exit_code == 2
+    assert "does not fit resnet32: Missing key(s) in state_dict: \"layer1.3.conv1.weight\"" in out.stderr
+
+
+@pytest.mark.slow
+def test_init_from_safetensors_and_its_mismatch(cli, tmp_path, trained, smoke_args):
+    out = cli("train", *smoke_args(), "--epochs", "1", "--init", str(trained / "r.safetensors"),
+              "--run-dir", str(tmp_path / "runs"), "--name", "ft")
+    assert out.exit_code == 0, out.output
+    assert f"model.init: loaded 113 of 116 tensors from {trained / 'r.safetensors'}" in out.stdout
+    out = cli("train", *smoke_args(), "--model", "resnet32", "--init", str(trained / "r.safetensors"),
+              "--run-dir", str(tmp_path / "runs"), "--print-config")
+    assert out.exit_code == 0  # --print-config loads nothing
+    out = cli("train", *smoke_args(), "--model", "resnet32", "--init", str(trained / "r.safetensors"),
+              "--run-dir", str(tmp_path / "runs"))
+    assert out.exit_code == 2 and "(a resnet20) does not fit resnet32: 60 of its tensors missing (layer1.3.conv1.weight, " \
+        in out.stderr
+
+
+def _hub_cache(home: Path, repo: str, folder: Path) -> str:
+    """`folder` placed into a Hugging Face cache under `home` as huggingface_hub lays out a download: blobs named
+    by their hash, a snapshot of symlinks to them, refs/main naming the snapshot."""
+    base = home / "hub" / f"models--{repo.replace('/', '--')}"
+    commit = hashlib.sha1(repo.encode()).hexdigest()
+    snap = base / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (base / "blobs").mkdir()
+    for f in folder.iterdir():
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        shutil.copy(f, base / "blobs" / digest)
+        (snap / f.name).symlink_to(Path("..") / ".." / "blobs" / digest)
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(commit)
+    return commit
+
+
+def _resnet(*args, env, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "resnet_cli", *map(str, args)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_hub_folder_loads_through_huggingface_hubs_cache_offline(tmp_path, trained, smoke_args):
+    pytest.importorskip("huggingface_hub")
+    from PIL import Image
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "COLUMNS": "200"}
+    done = _resnet("export", trained / "runs" / "r", "--format", "hub", "-o", tmp_path / "repo", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and "timm: no equivalent" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                                     "train_config.yaml"]
+    card = (tmp_path / "repo" / "README.md").read_text()
+    assert "# resnet20 on synthetic" in card and "resnet train --config train_config.yaml" in card
+    assert "| test_top1 |" in card and "library_name: resnet-cli" in card
+    _hub_cache(tmp_path / "hf", "someone/tiny-resnet", tmp_path / "repo")
+
+    done = _resnet("train", *smoke_args(), "--epochs", "1", "--init", "hf-hub:someone/tiny-resnet",
+                   "--run-dir", tmp_path / "runs", "--name", "from-hub", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "model.init: loaded 113 of 116 tensors from" in done.stdout and "snapshots" in done.stdout
+    Image.new("L", (28, 28), 128).save(tmp_path / "gray.png")
+    done = _resnet("predict", "hf-hub:someone/tiny-resnet", tmp_path / "gray.png", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    direct = _resnet("predict", tmp_path / "repo", tmp_path / "gray.png", "--json", env=env)
+    assert json.loads(done.stdout)["predictions"] == json.loads(direct.stdout)["predictions"]  # the same weights, the same input
+    done = _resnet("eval", "hf-hub:someone/tiny-resnet", "--json", env=env)
+    assert done.returncode == 0, done.stderr  # the run's config travels: its (synthetic) test set is rebuilt
+    direct = _resnet("eval", trained / "runs" / "r", "--json", env=env)
+    assert json.loads(done.stdout)["top1"] == json.loads(direct.stdout)["top1"]
+
+    done = _resnet("eval", "hf-hub:someone/not-fetched", env=env)  # offline, not in the cache: how to get it
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: hf-hub:someone/not-fetched is not in the Hugging Face cache "
+                                   f"({tmp_path / 'hf' / 'hub'}) and cannot be fetched now (offline): fetch it "
+                                   "once with `hf download someone/not-fetched`")
+
+
+@pytest.mark.slow
+def test_a_hub_folder_of_a_v15_resnet_is_timms_network(tmp_path, cli):
+    """config.json names timm's architecture where it computes the same network, and timm (where installed) builds
+    it from that config and loads the weights with strict=True, giving our outputs."""
+    out = cli("build", "resnet50-v1.5", "--num-classes", "10", "-o", str(tmp_path / "r50.pt"))
+    assert out.exit_code == 0, out.output
+    out = cli("export", str(tmp_path / "r50.pt"), "--format", "hub", "-o", str(tmp_path / "repo"),
+              "--dataset", "synthetic")
+    assert out.exit_code == 0, out.output
+    assert "timm: resnet50" in out.stdout
+    config = json.loads((tmp_path / "repo" / "config.json").read_text())
+    assert config["architecture"] == "resnet50" and config["num_classes"] == 10
+    assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]  # synthetic images, as --dataset named
+    assert config["resnet_cli"]["config"]["model"]["name"] == "resnet50-v1.5"
+    out = cli("export", str(tmp_path / "r50.pt"), "--format", "hub", "-o", str(tmp_path / "repo"),
+              "--dataset", "synthetic")
+    assert out.exit_code == 2 and "is a folder that is not empty; pass --force" in out.stderr
+    try:
+        import timm
+    except Exception:  # timm needs a torchvision built for this torch
+        pytest.skip("timm is not installed here: the architecture name and tensor names are checked above")
+    from safetensors.torch import load_file
+
+    net = timm.create_model(config["architecture"], num_classes=config["num_classes"], pretrained=False)
+    net.load_state_dict(load_file(str(tmp_path / "repo" / "model.safetensors")), strict=True)
+    from resnet_cli.checkpoint import model_from_checkpoint
+
+    ours = model_from_checkpoint(tmp_path / "repo").model
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(net.eval()(x), ours(x), atol=1e-5)
+
+
+def test_the_paper_stride_resnet50_is_not_called_timms():
+    """timm's resnet50 strides the 3x3 convolution: the paper's resnet50 has the same tensors but another function,
+    so config.json must not name it (timm would load it silently and compute something else)."""
+    from resnet_cli.weights import config_json
+
+    spec = {"classes": ["a", "b"], "channels": 3, "image_size": [224, 224], "resize": 256, "mean": [0.5] * 3,
+            "std": [0.5] * 3}
+    assert "architecture" not in config_json({"model": {"name": "resnet50"}}, spec, "raw")
+    assert config_json({"model": {"name": "resnet50-v1.5"}}, spec, "raw")["architecture"] == "resnet50"
+    assert "architecture" not in config_json({"model": {"name": "resnet34", "shortcut": "C"}}, spec, "raw")
+    assert config_json({"model": {"name": "resnet18"}}, spec, "raw")["pretrained_cfg"]["crop_pct"] == 0.875
+
+
+def test_header_parsing_refuses_what_is_not_safetensors():
+    from resnet_cli.errors import BadInput
+    from resnet_cli.weights import header
+
+    good = b'{"__metadata__":{"a":"b"}}'
+    assert header(struct.pack("<Q", len(good)) + good, "f")["__metadata__"] == {"a": "b"}
+    for raw, words in ((b"PK\x03\x04" + b"\0" * 20, "no JSON header"), (struct.pack("<Q", 2**40) + b"{}", "no JSON"),
+                       (struct.pack("<Q", 2) + b"[]", "no JSON header"), (struct.pack("<Q", 2) + b"{]", "")):
+        with pytest.raises(BadInput) as e:
+            header(raw, "f")
+        assert words in str(e.value)
