@@ -193,6 +193,7 @@ def time_forward(net: torch.nn.Module, size: int, batch_size: int, device: torch
     from .device import device_name
 
     speed = Speed.resolve(device, precision="fp32", channels_last="off", compile="off")
+    speed.configure_backends(device)  # fp32 means no TF32 convolutions; cuDNN autotuned, as bench and train run
     step = make_step(net, BenchConfig("infer", batch_size, size, speed), device)
     t = time_fn(step, device, warmup=2, iters=1 if device.type == "cpu" else 10, repeats=5)
     secs = t.median_ms / 1000

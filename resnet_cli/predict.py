@@ -78,6 +78,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         speed = Speed.resolve(dev, compile="off")
         net = loaded.model.to(dev, memory_format=speed.memory_format())
         name, runtime, where = loaded.config.model.name, "pytorch", str(loaded.path)
+    speed.configure_backends(dev)  # as train and eval run on the device, whatever ran before in the process
     mean, std = spec.normalizer(dev)
     classes = spec.classes
     k = min(topk, len(classes))

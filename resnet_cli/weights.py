@@ -179,8 +179,20 @@ def config_json(config: dict[str, Any], spec: dict[str, Any], weights: str) -> d
         if channels != 3:
             out["model_args"] = {"in_chans": channels}
     out["resnet_cli"] = {"model": name, "timm": timm_name if "architecture" in out else None, "weights": weights,
-                         "config": config, "input": spec}
+                         "build": build_command(config["model"]), "config": config, "input": spec}
     return out
+
+
+def build_command(model: dict[str, Any]) -> str:
+    """The `resnet build` line that makes this architecture, untrained (the weights then load into it)."""
+    parts = ["resnet build", model["name"]]
+    if model.get("num_classes"):
+        parts.append(f"--num-classes {model['num_classes']}")
+    if model.get("in_channels") and model["in_channels"] != 3:
+        parts.append(f"--in-channels {model['in_channels']}")
+    if model.get("shortcut"):
+        parts.append(f"--shortcut {model['shortcut']}")
+    return " ".join(parts + ["-o", "model.pt"])
 
 
 def model_card(config: dict[str, Any], spec: dict[str, Any], cfg_json: dict[str, Any], metrics: list[dict],
@@ -210,7 +222,8 @@ def model_card(config: dict[str, Any], spec: dict[str, Any], cfg_json: dict[str,
     lines += ["## Training", "", "| setting | value |", "| --- | --- |",
               *[f"| {k} | {v} |" for k, v in recipe if v not in (None, "")], "",
               "The run's whole config is `train_config.yaml`; this trains the model again:", "", "```bash",
-              "resnet train --config train_config.yaml", "```", "", "## Use", "", "```bash",
+              "resnet train --config train_config.yaml", "```", "", "## Use", "",
+              f"The architecture alone, untrained: `{cfg_json['resnet_cli']['build']}`.", "", "```bash",
               "resnet predict hf-hub:ORG/NAME image.png      # this repo, once uploaded (hf upload ORG/NAME .)",
               "resnet eval hf-hub:ORG/NAME", "```", ""]
     if timm_name:

@@ -208,3 +208,31 @@ def test_cifar_counts_agree_and_a_disagreeing_counter_fails_the_check(cli, monke
     result = cli("flops", "resnet20")
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: fvcore and FlopCounterMode disagree by more than 0.1% on resnet20"
+
+
+@pytest.mark.slow  # a training and four commands: the quick loop keeps under 90 s
+def test_every_command_that_times_or_evaluates_sets_the_backends_it_reports(cli, tmp_path, monkeypatch, smoke_args):
+    """#34 item 4: `flops --device` (fp32: no TF32, cuDNN autotuned), `eval`, `predict` and `bench` resolve the
+    process-wide kernel choices (Speed.configure_backends) for their device, as train does, so that a figure does
+    not depend on what ran before it in the process. Here: each call is seen, with its device and precision."""
+    from PIL import Image
+
+    from resnet_cli.speed import Speed
+
+    seen = []
+    real = Speed.configure_backends
+
+    def spy(self, device):
+        seen.append((self.precision, device.type))
+        return real(self, device)
+
+    assert cli("train", *smoke_args(), "--epochs", "1", "--run-dir", tmp_path, "--name", "r").exit_code == 0
+    monkeypatch.setattr(Speed, "configure_backends", spy)
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    for args in (("flops", "resnet20", "--device", "cpu", "--batch-size", "2"), ("eval", tmp_path / "r"),
+                 ("predict", tmp_path / "r", tmp_path / "x.png"),
+                 ("bench", "resnet20", "--mode", "infer", "--batch-size", "2", "--repeats", "1")):
+        seen.clear()
+        out = cli(*args)
+        assert out.exit_code == 0, out.output
+        assert seen and seen[0] == ("fp32", "cpu"), (args, seen)

@@ -42,6 +42,23 @@ def test_cuda_defaults_train_evaluate_and_resume(cli, tmp_path, gpu_smoke, ckpts
     assert got["top1"] == pytest.approx(out["best"]["test_top1"], abs=0.02)  # bf16: eager vs compiled kernels
 
 
+def test_a_cpu_adamw_run_resumes_on_cuda_with_its_steps_on_the_gpu(cli, tmp_path, smoke_args, gpu_smoke):
+    """#34 item 2: one epoch with AdamW on the CPU (foreach: `step` on the host), resumed on CUDA for one more
+    (fused, graphed): it finishes without falling back from the graph, and Adam counted every step (a fused kernel
+    given host `step` tensors fails, and a capture with them too)."""
+    import torch
+
+    part = cli("train", *smoke_args("cpu", 512, 256), "--opt", "adamw", "--epochs", "2", "--run-dir", tmp_path,
+               "--name", "a", "--set", "run.stop_after_epochs=1")
+    assert part.exit_code == 0, part.output
+    resumed = cli("train", "--resume", tmp_path / "a", "--device", "cuda", "--set", "run.stop_after_epochs=0")
+    assert resumed.exit_code == 0, resumed.output
+    assert "capture failed" not in resumed.stdout
+    ckpt = torch.load(tmp_path / "a" / "last.pt", map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["optimizer"]["state"]
+    assert all(s["step"].item() == ckpt["step"] for s in ckpt["optimizer"]["state"].values())
+
+
 def test_cuda_recipe_keys_train_under_the_defaults(cli, tmp_path, gpu_smoke):
     """The recipe pieces on the GPU path (bf16, channels_last, compile): batched augmentations with device
     generators, soft targets, EMA updates and evaluation, accumulation, AdamW (fused), the validation split."""

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -169,6 +170,80 @@ def test_two_nodes_on_loopback_train_as_one_two_process_node(tmp_path, proc, ckp
     a, b = ckpts.weights(tmp_path / "single" / "last.pt"), ckpts.weights(tmp_path / "nodes" / "last.pt")
     for k in a:
         assert a[k].equal(b[k]), k
+
+
+@pytest.mark.slow
+def test_two_nodes_restart_together_after_one_nodes_worker_dies(tmp_path, proc, ckpts, smoke_args):
+    """#34 item 8: two torchrun agents (--nnodes 2, c10d on 127.0.0.1, --max-restarts 1). Node B's worker is
+    SIGKILLed while node A's trains: B's agent restarts its worker (its TORCHELASTIC_RESTART_COUNT becomes 1), A's
+    agent restarts its own for the membership change (its count stays 0). Both starts agree on one generation of
+    keys, resume from last.pt with --resume auto within a minute, and end with the weights of an uninterrupted
+    two-process run."""
+    args = [*smoke_args("cpu", 256, 65, "train.log_interval=1", "train.checkpoint_every=3"), "--epochs", "2",
+            "--run-dir", tmp_path, "--resume", "auto"]
+    whole = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "resnet_cli", "train", *args,
+                            "--name", "whole"], env=proc.env, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    port = free_port()
+    node = [*TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--max-restarts", "1", "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "one-node-fails", "-m", "resnet_cli", "train",
+            *args, "--name", "nodes"]
+    agents = [subprocess.Popen(node, env=proc.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True) for _ in range(2)]
+    try:
+        last, deadline = tmp_path / "nodes" / "last.pt", time.monotonic() + 180
+        while not (last.exists() and ckpts.load(last)["step"] >= 6):  # mid-epoch 1, a step checkpoint written
+            assert time.monotonic() < deadline and all(a.poll() is None for a in agents), "no checkpoint came"
+            time.sleep(0.1)
+        victim = next(filter(None, (worker_of_rank(a.pid, 1) for a in agents)))
+        restarts = [a for a in agents if worker_of_rank(a.pid, 1) == victim]  # node B's agent
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        outs = [a.communicate(timeout=150) for a in agents]  # before the fix: hung here
+        took = time.monotonic() - killed_at
+    finally:
+        for a in agents:
+            if a.poll() is None:
+                os.killpg(a.pid, signal.SIGKILL)
+    assert [a.returncode for a in agents] == [0, 0], [o[1][-2000:] for o in outs]
+    assert len(restarts) == 1 and took < 90, took  # resumed and finished the second epoch within a minute or so
+    assert sum(o[0].count("resuming") for o in outs) == 1  # global rank 0 alone reports the resume
+    got, want = ckpts.load(last), ckpts.load(tmp_path / "whole" / "last.pt")
+    assert got["step"] == want["step"] == 16
+    for k in want["model"]:
+        assert want["model"][k].equal(got["model"][k]), k
+
+
+def test_the_ranks_of_a_start_agree_on_its_generation_whatever_a_dead_start_left(tmp_path):
+    """The handshake alone, on a real TCPStore: three ranks started again and again (rank 0 last), each start one
+    new generation shared by all; a dead start's keys (its generation still published) are never taken."""
+    import datetime
+    import random
+    import threading
+
+    import torch.distributed as dist
+
+    from resnet_cli.train.distributed import agree_on_generation
+
+    server = dist.TCPStore("127.0.0.1", 0, 3, True, timeout=datetime.timedelta(seconds=30), wait_for_workers=False)
+    seen = []
+    for start in range(3):
+        clients = [dist.TCPStore("127.0.0.1", server.port, 3, False, timeout=datetime.timedelta(seconds=30))
+                   for _ in range(3)]
+        got: dict[int, int] = {}
+
+        def join(rank: int) -> None:
+            time.sleep(0.15 if rank == 0 else random.random() * 0.05)  # the others read the dead start's number
+            got[rank] = agree_on_generation(clients[rank], rank, 3, 20)
+
+        threads = [threading.Thread(target=join, args=(r,)) for r in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(got.values())) == 1, got
+        seen.append(got[0])
+    assert seen == [1, 2, 3]
 
 
 @pytest.mark.slow

@@ -157,7 +157,8 @@ def test_an_mlflow_server_that_goes_away_costs_one_line_and_the_run_finishes(mlf
     out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
     said = [ln for ln in (out + err).splitlines() if ln.startswith("mlflow: ")]
-    assert len(said) == 1 and said[0].endswith("not logging to mlflow any more (the run folder keeps everything)")
+    assert said[0] == f"mlflow: run {json.loads((run / 'trackers.json').read_text())['mlflow']} at {url}"
+    assert len(said) == 2 and said[1].endswith("not logging to mlflow any more (the run folder keeps everything)")
     assert len(ckpts.rows(run)) == 12 and (run / "best.pt").is_file()
     assert sum('"event": "epoch"' in ln for ln in (run / "metrics.jsonl").read_text().splitlines()) == 12
 

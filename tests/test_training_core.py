@@ -158,3 +158,24 @@ def test_a_closed_stdout_never_stops_a_run(tmp_path, proc, smoke_args, ckpts):
     assert len(head.stdout.splitlines()) == 3
     done = ckpts.load(tmp_path / "r" / "last.pt")
     assert done["epoch"] == 3 and done["step"] == 24
+
+
+def test_adam_step_counters_go_where_the_restored_kernels_read_them():
+    """#34 item 2: a checkpoint saved by a CPU run (AdamW foreach: `step` on the host) resumed with fused kernels
+    (CUDA) must have every `step` on the parameters' device, or the fused kernel (and a CUDA graph capture) fails;
+    and back. The meta device stands in for CUDA here: torch's load_state_dict leaves `step` where the *saved*
+    groups' flags put it, which is the defect. tests/test_gpu.py resumes a CPU run on CUDA itself."""
+    from resnet_cli.train.step import load_optimizer_state
+
+    cpu = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(cpu.parameters(), foreach=True)
+    cpu(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    saved = opt.state_dict()
+    device = torch.nn.Linear(3, 2, device="meta")
+    fused = torch.optim.AdamW(device.parameters(), fused=True)
+    load_optimizer_state(fused, saved)
+    assert fused.param_groups[0]["fused"] and not fused.param_groups[0].get("foreach")
+    for state in fused.state.values():
+        assert state["step"].device.type == "meta" and state["step"].dtype == torch.float32
+        assert state["exp_avg"].device.type == "meta"

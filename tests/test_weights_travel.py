@@ -179,6 +179,16 @@ def test_a_hub_folder_of_a_v15_resnet_is_timms_network(tmp_path, cli):
     assert config["architecture"] == "resnet50" and config["num_classes"] == 10
     assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]  # synthetic images, as --dataset named
     assert config["resnet_cli"]["config"]["model"]["name"] == "resnet50-v1.5"
+    build = config["resnet_cli"]["build"]  # the untrained architecture, by resnet build: the weights load into it
+    assert build == "resnet build resnet50-v1.5 --num-classes 10 -o model.pt"
+    out = cli(*build.split()[1:-1], str(tmp_path / "built.pt"))
+    assert out.exit_code == 0, out.output
+    from safetensors.torch import load_file
+
+    from resnet_cli.checkpoint import model_from_checkpoint
+
+    built = model_from_checkpoint(tmp_path / "built.pt").model
+    built.load_state_dict(load_file(str(tmp_path / "repo" / "model.safetensors")), strict=True)
     out = cli("export", str(tmp_path / "r50.pt"), "--format", "hub", "-o", str(tmp_path / "repo"),
               "--dataset", "synthetic")
     assert out.exit_code == 2 and "is a folder that is not empty; pass --force" in out.stderr
@@ -186,12 +196,8 @@ def test_a_hub_folder_of_a_v15_resnet_is_timms_network(tmp_path, cli):
         import timm
     except Exception:  # timm needs a torchvision built for this torch
         pytest.skip("timm is not installed here: the architecture name and tensor names are checked above")
-    from safetensors.torch import load_file
-
     net = timm.create_model(config["architecture"], num_classes=config["num_classes"], pretrained=False)
     net.load_state_dict(load_file(str(tmp_path / "repo" / "model.safetensors")), strict=True)
-    from resnet_cli.checkpoint import model_from_checkpoint
-
     ours = model_from_checkpoint(tmp_path / "repo").model
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():

@@ -186,17 +186,63 @@ def from_env(device_pref: str = "auto") -> Process:
 
 
 def attempt_store(rank: int, world: int, timeout: datetime.timedelta) -> dict:
-    """Under torchrun, the rendezvous store of this restart attempt (init_process_group's store, rank and
-    world_size); {} under other launchers (env:// as usual).
+    """Under torchrun, the rendezvous store of this start of the worker group (init_process_group's store, rank
+    and world_size); {} under other launchers (env:// as usual).
 
-    torchrun --max-restarts starts the workers again against the same agent store, and with torch 2.13's
-    env:// rendezvous the new group reads the keys the dead workers wrote (their addresses): gloo's
-    connectFullMesh then fails with "Connection refused" and the restart is lost. Keys under a prefix of
-    TORCHELASTIC_RESTART_COUNT are the attempt's own."""
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
-    if attempt is None or "MASTER_ADDR" not in os.environ:
+    torchrun --max-restarts starts the workers again against the same store (the agents keep it), and with torch
+    2.13's env:// rendezvous the new group reads the keys the dead workers wrote (their addresses): gloo's
+    connectFullMesh then fails with "Connection refused" and the restart is lost. Each start's keys therefore live
+    under a prefix of its own generation (`agree_on_generation`), the same number on every rank."""
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT") is None or "MASTER_ADDR" not in os.environ:
         return {}
     agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
                           is_master=not agent_hosts_it and rank == 0, timeout=timeout)
-    return {"store": dist.PrefixStore(f"resnet-cli/attempt-{attempt}", store), "rank": rank, "world_size": world}
+    generation = agree_on_generation(store, rank, world, timeout.total_seconds())
+    return {"store": dist.PrefixStore(f"resnet-cli/attempt-{generation}", store), "rank": rank, "world_size": world}
+
+
+GENERATION, CURRENT = "resnet-cli/generation", "resnet-cli/current"
+
+
+def agree_on_generation(store, rank: int, world: int, timeout_s: float, poll_s: float = 0.05) -> int:
+    """A number for this start of the worker group: the same on every rank, new at every start.
+
+    TORCHELASTIC_RESTART_COUNT is not one: it counts the restarts of each agent's own workers, so when one node's
+    worker fails, that node's count goes up and a healthy node restarted for the membership change keeps its own;
+    the ranks would then look for each other under different keys and the restart hangs. The number comes from
+    the store, through a handshake that no key left by a dead start can answer (torchrun stops every old worker
+    before it starts new ones): rank 0 takes the next generation from a counter and publishes it; every other rank
+    acknowledges the generation it reads with a nonce of its own and waits for rank 0 to answer that nonce. A rank
+    that read a dead start's generation gets no answer, and reads again."""
+    import time
+    import uuid
+
+    deadline = time.monotonic() + timeout_s
+
+    def wait_for(key: str, patience: float) -> bool:
+        until = min(deadline, time.monotonic() + patience)
+        while not store.check([key]):
+            if time.monotonic() >= until:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"torchrun: the processes did not agree on a start within {timeout_s:.0f} s "
+                                       f"(waiting for {key})")
+                return False
+            time.sleep(poll_s)
+        return True
+
+    if rank == 0:
+        generation = store.add(GENERATION, 1)
+        store.set(CURRENT, str(generation))
+        for other in range(1, world):
+            ack = f"resnet-cli/{generation}/ack/{other}"
+            wait_for(ack, timeout_s)
+            store.set(f"resnet-cli/{generation}/go/{store.get(ack).decode()}", "1")
+        return generation
+    nonce = uuid.uuid4().hex
+    while True:
+        wait_for(CURRENT, timeout_s)
+        generation = int(store.get(CURRENT))
+        store.set(f"resnet-cli/{generation}/ack/{rank}", nonce)
+        if wait_for(f"resnet-cli/{generation}/go/{nonce}", 0.5):
+            return generation

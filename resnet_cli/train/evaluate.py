@@ -139,6 +139,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
         raise BadInput(f"{loaded.path} has {cfg.model.num_classes} outputs but {cfg.data.dataset} has "
                        f"{data.num_classes} classes")
     speed = Speed.resolve(dev, compile="off")
+    speed.configure_backends(dev)  # cuDNN autotuned and TF32 as train's, whatever ran before in the process
     net = loaded.model.to(dev, memory_format=speed.memory_format())
     images = max(1, batch_size // 10) if ten_crop else batch_size  # a batch of images is 10x the crops
     loader = make_loader(data, cfg.data, split, images, dev, training=False, channels_last=speed.channels_last)

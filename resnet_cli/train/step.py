@@ -46,7 +46,9 @@ KERNEL_FLAGS = ("fused", "foreach", "capturable")  # how an optimizer runs here,
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """An optimizer's saved state, fitted to this process: its kernel flags stay the ones chosen here (a CPU
     checkpoint saved foreach; resumed on CUDA it runs fused), and each state tensor of a parameter's shape
-    (momentum, Adam's moments) takes the parameter's memory layout (train.channels_last may have changed)."""
+    (momentum, Adam's moments) takes the parameter's memory layout (train.channels_last may have changed). Adam's
+    `step` counters go where the kernels read them: on the parameter's device for fused (and capturable, CUDA
+    graphs) kernels, on the host for foreach ones, whichever device saved them."""
     flags = [{k: g[k] for k in KERNEL_FLAGS if k in g} for g in optimizer.param_groups]
     optimizer.load_state_dict(state)
     for group, kept in zip(optimizer.param_groups, flags):
@@ -55,6 +57,16 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
         for k, v in saved.items():
             if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
                 saved[k] = torch.empty_like(p).copy_(v)  # empty_like keeps p's strides
+    for group in optimizer.param_groups:  # load_state_dict placed `step` by the *saved* groups' flags
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if not torch.is_tensor(step):
+                continue
+            if on_device and step.device != p.device:  # a CPU (foreach) checkpoint resumed fused on CUDA
+                optimizer.state[p]["step"] = step.to(p.device, torch.float32)
+            elif not on_device and step.device.type != "cpu":  # a fused CUDA checkpoint resumed foreach on CPU
+                optimizer.state[p]["step"] = step.to("cpu", torch.float32)
 
 
 class StepResult(NamedTuple):
