@@ -59,8 +59,14 @@ def make_step(model: torch.nn.Module, cfg: BenchConfig, device: torch.device) ->
                 return forward(x)
         return infer
     model.train()
-    step = TrainStep(model, make_optimizer(model, TrainConfig(), device), speed, device)
-    return lambda: step(x, y)
+    failed: list[BaseException] = []
+    step = TrainStep(model, make_optimizer(model, TrainConfig(), device), speed, device,
+                     on_graph_fallback=failed.append)
+
+    def train():
+        return step(x, y)
+    train.train_step, train.graph_failures = step, failed  # what ran: measure() reports it
+    return train
 
 
 def matmul_peak(device: torch.device, n: int | None = None) -> dict[str, Any]:
@@ -105,6 +111,8 @@ def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: i
     graphed = cfg.mode == "train" and cfg.speed.cuda_graphs
     warmup = max(cfg.warmup, graphs.WARMUP + 1) if graphed else cfg.warmup  # the capture is never timed
     t: Timing = time_fn(step, device, warmup=warmup, iters=cfg.iters, repeats=cfg.repeats)
+    graph = getattr(getattr(step, "train_step", None), "graph", None)
+    replayed = bool(graphed and graph is not None and graph.graph is not None and not graph.failed)
     secs = t.median_ms / 1000
     flops_per_image = 2 * fwd_macs * (3 if cfg.mode == "train" else 1)
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
@@ -112,7 +120,10 @@ def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: i
             "input_size": cfg.input_size, "precision": cfg.speed.precision,
             "channels_last": cfg.speed.channels_last, "compile": cfg.speed.compile,
             "compile_mode": cfg.speed.compile_mode if cfg.speed.compile else None,
-            "cuda_graphs": bool(graphed),
+            "cuda_graphs": replayed,  # what was timed: False when the capture fell back to the plain step
+            "cuda_graphs_fell_back": bool(graphed and not replayed),
+            "cuda_graphs_note": graphs.fallback_message(step.graph_failures[0])
+            if graphed and getattr(step, "graph_failures", None) else None,
             "warmup_s": t.warmup_s, "ms_per_step": t.median_ms, "ms_min": t.min_ms, "ms_max": t.max_ms,
             "spread_pct": t.spread_pct(), "images_per_s": cfg.batch_size / secs,
             "tflops": flops_per_image * cfg.batch_size / secs / 1e12, "peak_memory_bytes": peak_mem,
@@ -221,6 +232,8 @@ def run_bench(name: str, modes: list[str], batch_size: int, input_size: int | No
         res, _ = run_with_backoff(run, batch_size, lambda old, new, m=m: notes.append(
             f"{m}: out of memory at batch {old}; retried at {new}"))
         results.append(res)
+        if res.get("cuda_graphs_note"):
+            notes.append(f"{m}: {res['cuda_graphs_note']} The figures are the plain step's.")
     peak = matmul_peak(device)
     for r in results:
         r["pct_of_matmul_peak"] = 100 * r["tflops"] / peak["tflops"]

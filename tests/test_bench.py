@@ -15,7 +15,8 @@ from resnet_cli.train.progress import Progress
 
 FIELDS = {"model", "family", "mode", "batch_size", "input_size", "precision", "channels_last", "compile",
           "ms_per_step", "ms_min", "ms_max", "spread_pct", "images_per_s", "tflops", "peak_memory_bytes",
-          "repeats", "iters", "pct_of_matmul_peak", "compile_mode", "cuda_graphs", "warmup_s"}
+          "repeats", "iters", "pct_of_matmul_peak", "compile_mode", "cuda_graphs", "cuda_graphs_fell_back",
+          "cuda_graphs_note", "warmup_s"}
 
 
 def test_bench_cpu_figures_and_json_fields(cli):

@@ -344,3 +344,24 @@ def test_a_stop_signal_during_the_capture_stops_the_run(monkeypatch):
 
     assert graphs.fallback_message(OutOfMemoryError("CUDA out of memory")).startswith(
         "CUDA graph capture ran out of device memory")
+
+
+@pytest.mark.slow  # a second of warm-up and capture: the quick loop keeps under 90 s
+def test_bench_reports_the_step_that_ran_when_the_capture_falls_back(monkeypatch):
+    """#34 item 5: `bench --cuda-graphs` whose capture fails times the plain step; it must say so (cuda_graphs
+    false, the reason in a note), not report a graphed step. The capture is made to fail as on a GPU."""
+    import dataclasses
+
+    from resnet_cli.bench import BenchConfig, measure
+    from resnet_cli.speed import Speed
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("simulated: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Broken)
+    cpu = torch.device("cpu")
+    speed = dataclasses.replace(Speed.resolve(cpu, compile="off"), cuda_graphs=True)
+    res = measure("resnet20", BenchConfig("train", 4, 16, speed, 1, 1, 1), cpu, 40_000_000)
+    assert res["cuda_graphs"] is False and res["cuda_graphs_fell_back"] is True
+    assert res["cuda_graphs_note"].startswith("CUDA graph capture failed (RuntimeError: simulated")

@@ -91,16 +91,15 @@ def trained_on(loaded, dataset: str | None) -> bool:
 
 
 def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = None, dataset: str | None = None,
-                        model: str | None = None, limit: int = 0, batch_size: int = 1024,
-                        device: str = "auto", weights: str = "auto", crop_pct: float = 0.0,
-                        ten_crop: bool = False, on_batch=None) -> dict:
+                        model: str | None = None, limit: int = 0, batch_size: int = 1024, device: str = "auto",
+                        weights: str = "auto", crop_pct: float = 0.0, ten_crop: bool = False, on_batch=None) -> dict:
     """`resnet eval`: a checkpoint (or run folder, or bare state_dict with `model`) on a dataset split.
 
     The data is the run's own unless `dataset`/`data_dir` say otherwise ("val" is the run's held-out split);
     `weights` picks the EMA or raw weights (checkpoint.state_dict_of); image folders may be evaluated after
     another resize (`crop_pct`: shorter side to crop / crop_pct) or with 10 crops per image (`ten_crop`, the
     paper's protocol: corners, centre and their mirrors, probabilities averaged). Precision and memory layout are
-    train's for the device (speed.py), without compiling a one-off pass.
+    train's for the device (speed.py), with its kernel choices (configure_backends), without compiling.
     """
     from .. import config as C
     from ..checkpoint import model_from_checkpoint
@@ -139,7 +138,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
         raise BadInput(f"{loaded.path} has {cfg.model.num_classes} outputs but {cfg.data.dataset} has "
                        f"{data.num_classes} classes")
     speed = Speed.resolve(dev, compile="off")
-    speed.configure_backends(dev)  # cuDNN autotuned and TF32 as train's, whatever ran before in the process
+    speed.configure_backends(dev)
     net = loaded.model.to(dev, memory_format=speed.memory_format())
     images = max(1, batch_size // 10) if ten_crop else batch_size  # a batch of images is 10x the crops
     loader = make_loader(data, cfg.data, split, images, dev, training=False, channels_last=speed.channels_last)
