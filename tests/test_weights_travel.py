@@ -82,6 +82,13 @@ def test_a_bare_safetensors_of_another_architecture_names_the_tensors(cli, tmp_p
     out = cli("summary", str(tmp_path / "bare.safetensors"))
     assert out.exit_code == 2 and "is a bare state_dict; say which model it is with --model" in out.stderr
     out = cli("export", str(tmp_path / "bare.safetensors"), "--model", "resnet20", "--dataset", "synthetic",
+              "-o", str(tmp_path / "named.safetensors"))  # 5 outputs, and synthetic data has 10 classes
+    assert out.exit_code == 2 and "a 5-output resnet20 cannot be a model of synthetic, which has 10" in out.stderr
+    from resnet_cli.models import build_model
+
+    fresh = build_model("resnet20", num_classes=10).state_dict()
+    save_file({k: v.contiguous() for k, v in fresh.items()}, str(tmp_path / "ten.safetensors"))
+    out = cli("export", str(tmp_path / "ten.safetensors"), "--model", "resnet20", "--dataset", "synthetic",
               "-o", str(tmp_path / "named.safetensors"))
     assert out.exit_code == 0, out.output
     out = cli("export", str(tmp_path / "bare.safetensors"), "--model", "resnet32", "--dataset", "synthetic",
@@ -169,6 +176,12 @@ def test_a_hub_folder_loads_through_huggingface_hubs_cache_offline(tmp_path, tra
 def test_a_hub_folder_of_a_v15_resnet_is_timms_network(tmp_path, cli):
     """config.json names timm's architecture where it computes the same network, and timm (where installed) builds
     it from that config and loads the weights with strict=True, giving our outputs."""
+    out = cli("build", "resnet50-v1.5", "--num-classes", "7", "-o", str(tmp_path / "r7.pt"))
+    assert out.exit_code == 0, out.output
+    out = cli("export", str(tmp_path / "r7.pt"), "--format", "hub", "-o", str(tmp_path / "r7"), "--dataset",
+              "synthetic")  # 10 synthetic classes: 7 outputs cannot name them
+    assert out.exit_code == 2
+    assert "a 7-output resnet50-v1.5 cannot be a model of synthetic, which has 10 classes" in out.stderr
     out = cli("build", "resnet50-v1.5", "--num-classes", "10", "-o", str(tmp_path / "r50.pt"))
     assert out.exit_code == 0, out.output
     out = cli("export", str(tmp_path / "r50.pt"), "--format", "hub", "-o", str(tmp_path / "repo"),

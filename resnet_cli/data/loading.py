@@ -46,6 +46,9 @@ def input_of_run(cfg, saved: dict | None, from_run: bool, unknown: str) -> Input
 
         refuse_saved_command(cfg.data.data_dir, None, unknown.split(" ")[0])
         spec = load_data(cfg.data, need_train=cfg.data.dataset not in DECODED).input
+        if len(spec.classes) > cfg.model.num_classes:  # its outputs could not name the data's classes
+            raise BadInput(f"{unknown.split(' ')[0]}: a {cfg.model.num_classes}-output {cfg.model.name} cannot be a "
+                           f"model of {cfg.data.dataset}, which has {len(spec.classes)} classes")
     elif model_info(cfg.model.name).family == "imagenet" and cfg.model.in_channels == 3:
         spec = InputSpec.imagenet(cfg.model.num_classes)
     else:
