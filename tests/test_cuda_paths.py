@@ -10,7 +10,7 @@ import signal
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import NanOnSteps
+from conftest import NanOnSteps, last_json
 
 from resnet_cli import config as C
 from resnet_cli import speed as speed_module
@@ -220,6 +220,7 @@ def test_cuda_graphs_switch_is_inert_on_cpu_and_refused_when_forced(cli, tmp_pat
     forced = cli("train", *smoke_args("cpu", 64, 16, "train.cuda_graphs=on"), "--run-dir", tmp_path)
     assert forced.exit_code == 2
     assert forced.stderr.strip() == "error: train.cuda_graphs on needs a CUDA device; set it to auto or off"
+    assert last_json(run.stdout)["cuda_graph_replays"] is None  # graphs off: nothing replayed, and not 0
 
 
 def test_cuda_graphs_rule():
@@ -344,6 +345,33 @@ def test_a_stop_signal_during_the_capture_stops_the_run(monkeypatch):
 
     assert graphs.fallback_message(OutOfMemoryError("CUDA out of memory")).startswith(
         "CUDA graph capture ran out of device memory")
+
+
+def test_a_capture_is_announced_once_and_its_replays_counted(monkeypatch):
+    """#34 item 1's log: after the warm-up the capture is said once (train prints graphs.CAPTURED), and every step
+    that replays is counted (train's result: cuda_graph_replays); a batch of another shape is not a replay."""
+    from types import SimpleNamespace
+
+    from resnet_cli.train import graphs
+
+    net = torch.nn.Linear(2, 2)
+    step = SimpleNamespace(device=torch.device("cpu"), optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+                           plain=lambda x, y, lr: (net(x).sum(), net(x)))
+    said = []
+    graph = graphs.StepGraph(step, on_capture=lambda: said.append(graphs.CAPTURED))
+
+    def capture(x, y, lr):  # what _capture leaves behind, without CUDA
+        graph.static = {"x": torch.empty_like(x), "y": torch.empty_like(y), "lr": torch.tensor(0.0),
+                        "loss": torch.tensor(1.0), "logits": torch.zeros(len(x), 2)}
+        graph.graph = SimpleNamespace(replay=lambda: None)
+
+    monkeypatch.setattr(graph, "_capture", capture)
+    x, y = torch.randn(4, 2), torch.zeros(4, dtype=torch.long)
+    for _ in range(graphs.WARMUP + 5):
+        assert graph.run(x, y, 0.1) is not None
+    assert graph.run(torch.randn(3, 2), torch.zeros(3, dtype=torch.long), 0.1) is None  # the plain step's
+    assert said == [graphs.CAPTURED] and graph.replays == 5
+    assert "replays it" in graphs.CAPTURED and len(graphs.CAPTURED) < 120
 
 
 @pytest.mark.slow  # a second of warm-up and capture: the quick loop keeps under 90 s

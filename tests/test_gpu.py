@@ -304,6 +304,54 @@ def test_a_batch_of_another_shape_runs_the_plain_step_beside_the_graph():
     assert again.logits.shape == (128, 10) and step.graph.graph is captured and fallbacks == []
 
 
+def test_the_step_is_captured_beside_a_thread_that_keeps_pinning_memory():
+    """#34 item 1: a DataLoader's pin-memory thread pins the next batches while the main thread captures the step.
+    In the default "global" capture mode its cudaHostAlloc invalidates the capture and the thread's own call fails;
+    in "thread_local" mode both go on: the step is captured and replays, and the pinning thread saw no error."""
+    import threading
+
+    from resnet_cli.train import graphs
+
+    stop, errors, pinned = threading.Event(), [], [0]
+
+    def pin():  # what torch.utils.data's pin-memory thread does with each batch a worker hands it
+        try:
+            while not stop.is_set():
+                torch.empty((1 << 18) + 65536 * (pinned[0] % 7)).pin_memory()  # cudaHostAlloc, event queries
+                pinned[0] += 1
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    thread = threading.Thread(target=pin, daemon=True)
+    thread.start()
+    try:
+        step, losses, fallbacks = _steps(True, _batches(graphs.WARMUP + 8))
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert fallbacks == [] and errors == [] and pinned[0] > 0
+    assert step.graph.graph is not None and step.graph.replays == 8
+
+
+def test_an_image_folder_run_with_workers_replays_its_graph(cli, tmp_path):
+    """#34 item 1 end to end: one epoch on a 64-image folder, decoded by two workers into pinned memory, with the
+    CUDA defaults (graphs on): the capture succeeds beside the pin-memory thread, the log says that the step
+    replays, and every step after the warm-up did."""
+    from test_crops import write_folder
+
+    write_folder(tmp_path / "f" / "train", classes=("a", "b"), per_class=32, size=(96, 80))
+    write_folder(tmp_path / "f" / "val", classes=("a", "b"), per_class=4, size=(96, 80))
+    run = cli("train", "--set", "data.dataset=imagefolder", "--data-dir", tmp_path / "f", "--model", "resnet18",
+              "--set", "data.image_size=64", "--set", "data.workers=2", "--batch-size", "8", "--epochs", "1",
+              "--set", "train.compile=off", "--device", "cuda", "--run-dir", tmp_path / "runs", "--json")
+    assert run.exit_code == 0, run.output
+    from resnet_cli.train.graphs import CAPTURED, WARMUP
+
+    assert CAPTURED in run.stdout and "capture failed" not in run.stdout
+    out = last_json(run.stdout)
+    assert out["steps"] == 8 and out["cuda_graph_replays"] == 8 - WARMUP
+
+
 def test_resume_of_a_graphed_run(cli, tmp_path, gpu_smoke, ckpts):
     """The CUDA defaults replay the step from a graph; a run stopped after its first epoch resumes (a new capture)
     and ends where an uninterrupted one does, within bf16 noise."""

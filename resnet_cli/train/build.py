@@ -163,6 +163,8 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
                      call_module=process.wrap(model), on_fallback=lambda exc: progress.line(fallback_message(exc)),
                      accum_steps=t.accum_steps, all_true=process.all_true,
                      on_graph_fallback=lambda exc: progress.line(graphs.fallback_message(exc)))
+    if step.graph is not None:  # the log says that the step replays, not only that graphs were asked for
+        step.graph.on_capture = lambda: progress.line(graphs.CAPTURED)
     ema = EMA(model, t.ema) if t.ema else None
     loader = dict(device=process.device, channels_last=speed.channels_last, rank=process.rank, world=process.world)
     train_loader = make_loader(data, cfg.data, "train", t.batch_size // process.world, training=True,

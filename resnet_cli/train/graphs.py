@@ -17,6 +17,11 @@ under torchrun: DDP's all-reduce would need NCCL stream capture and static bucke
 accumulation, no fp16 loss scaling (GradScaler decides on the host), no train.skip_nonfinite, and no compile
 mode that brings CUDA graphs of its own (reduce-overhead, max-autotune). `on` where they cannot apply is an error; a capture that fails is
 not: the run goes on with the plain step, after one line.
+
+The capture restricts only its own thread (capture_error_mode "thread_local"): a DataLoader's pin-memory thread
+keeps pinning the next batches meanwhile (cudaHostAlloc, event queries), which in the default "global" mode
+would invalidate the capture and then fail the pin thread, whose error the DataLoader raises at the next batch.
+Nothing another thread does lands in the graph: capture follows the capturing stream, not the process.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ..errors import BadInput, Interrupted
 from ..speed import GRAPHED_COMPILE_MODES
 
 WARMUP = 3  # eager steps before the capture (PyTorch's whole-network capture recipe uses a few)
+CAPTURE_MODE = "thread_local"  # other threads (the loader's pin-memory thread) may call CUDA during the capture
 
 
 def resolve(setting: str, device: torch.device, *, precision: str, torchrun: bool, accum_steps: int,
@@ -58,10 +64,12 @@ class StepGraph:
     """A `TrainStep` replayed from a CUDA graph (see the module's docstring); `None` from `run` where it does not
     apply, and the caller takes the plain step."""
 
-    def __init__(self, step, on_fallback: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(self, step, on_fallback: Callable[[BaseException], None] | None = None,
+                 on_capture: Callable[[], None] | None = None) -> None:
         self.step = step  # the TrainStep whose parts are captured
-        self.on_fallback = on_fallback
+        self.on_fallback, self.on_capture = on_fallback, on_capture
         self.calls = 0
+        self.replays = 0  # steps replayed from the graph in this process (train's result and bench report it)
         self.failed = False
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: dict[str, Any] = {}
@@ -84,6 +92,8 @@ class StepGraph:
         except Exception as exc:  # noqa: BLE001 - any failure to capture: the plain step, never a dead run
             self._give_up(exc)
             return None
+        if self.on_capture is not None:
+            self.on_capture()
         return self._replay(x, y, lr)
 
     def _fits(self, x: torch.Tensor, y: torch.Tensor) -> bool:
@@ -117,7 +127,7 @@ class StepGraph:
         try:
             torch.cuda.synchronize(device)
             step.optimizer.zero_grad(set_to_none=True)  # the gradients are the graph's own buffers
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode=CAPTURE_MODE):
                 loss, logits = step.plain(self.static["x"], self.static["y"], None)
         finally:
             for g, kept in zip(groups, saved):  # the plain step and checkpoints see plain floats again
@@ -134,6 +144,7 @@ class StepGraph:
         if lr is not None:
             s["lr"].fill_(lr)
         self.graph.replay()
+        self.replays += 1
         return s["loss"], s["logits"]
 
     def _give_up(self, exc: BaseException | None) -> None:
@@ -142,6 +153,10 @@ class StepGraph:
         self.step.optimizer.zero_grad(set_to_none=True)  # gradients may point into the failed capture's memory
         if exc is not None and self.on_fallback is not None:
             self.on_fallback(exc)
+
+
+CAPTURED = (f"CUDA graph: the training step was captured after {WARMUP} eager steps; every later step of "
+            "this batch shape replays it")
 
 
 def fallback_message(exc: BaseException) -> str:

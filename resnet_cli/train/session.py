@@ -43,6 +43,7 @@ class RunResult:
     compile: bool
     wall_seconds: float
     target: dict | None  # where train.target_top1 was reached
+    cuda_graph_replays: int | None = None  # steps replayed from the CUDA graph in this invocation; None: graphs off
     goal: float = 0.0  # train.target_top1
     patience: int = 0  # train.patience
     columns: tuple[str, ...] = ()  # the evaluations' top-1 columns, for the table
@@ -53,7 +54,7 @@ class RunResult:
         if self.message:
             return {"event": "result", "run_dir": self.run_dir, "finished": True, "message": self.message}
         keys = ("run_dir", "model", "dataset", "epochs", "steps", "final", "best", "selected_by", "stopped_early",
-                "device", "processes", "precision", "channels_last", "compile", "wall_seconds", "target")
+                "device", "processes", "precision", "channels_last", "compile", "wall_seconds", "target", "cuda_graph_replays")
         return {"event": "result", **{k: getattr(self, k) for k in keys}}
 
 
@@ -151,5 +152,6 @@ def _result(trainer: Trainer, run_dir: Path | None = None) -> RunResult:
         best=trainer.rules.best_row(state.rows), selected_by=trainer.selection,
         stopped_early=trainer.rules.stopped_early(state), device=str(run.device), processes=run.process.world,
         precision=run.speed.precision, channels_last=run.speed.channels_last, compile=run.speed.compile,
-        wall_seconds=trainer.wall_seconds(), target=state.target, goal=cfg.train.target_top1,
+        wall_seconds=trainer.wall_seconds(), target=state.target,
+        cuda_graph_replays=run.step.graph.replays if run.step.graph is not None else None, goal=cfg.train.target_top1,
         patience=cfg.train.patience, columns=tuple(top1_columns(cfg)))
