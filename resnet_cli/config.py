@@ -81,6 +81,8 @@ class DataConfig:
     workers: int = -1  # image folders and shards: decoding processes per training process; -1: the cores this
     #                    process may use, shared by the training processes of this node, less one each for them
     #                    (1 on 2 cores, 15 on 16; at most 32). Resolved when the run starts, so config.yaml says it
+    prefetch: bool = True  # image folders and shards on CUDA: each batch is copied to the GPU on a side stream while
+    #                        the step before it runs (timm's prefetcher); off: on the compute stream, after that step
     max_read_mb: int = 4096  # the most one read from outside may bring (a shard, a file, an http body, a pipe:
     #                          command's output); the read stops there and fails, instead of filling the memory
     read_timeout: float = 900.0  # seconds one such read may take in all (not per packet): a stalled server or

@@ -173,9 +173,31 @@ def test_on_a_cpu_device_the_worker_finishes_the_crop_as_the_device_would(tmp_pa
     assert flips == {0, 1}
 
     class Loader:  # on_device leaves a finished batch as it is: no resize on the CPU
-        train, device, seed, rank, channels_last, augment = True, torch.device("cpu"), 0, 0, False, None
+        train, device, seed, rank, channels_last, augment, prefetch = True, torch.device("cpu"), 0, 0, False, None, True
         mean, std = torch.zeros(3), torch.ones(3)
 
     batch = (torch.stack([cpu[i][0] for i in range(4)]), torch.stack([cpu[i][1] for i in range(4)]), torch.zeros(4))
     (x, _), = list(on_device(Loader(), [batch], 64, 0, 0))
     assert torch.allclose(x, batch[0].float() / 255)
+
+
+def test_uploads_stage_the_next_batch_before_handing_out_this_one():
+    """#34 item 3: on CUDA each batch's copy is issued (on a side stream) before the batch ahead of it is handed to
+    the step, so the copy overlaps that step; every batch comes out once, in order, the last one too, and a loop
+    that stops early stages at most one batch it does not use. On the CPU the batches pass as they are."""
+    from resnet_cli.data.imagefolder import one_ahead, uploads
+
+    log = []
+    out = one_ahead(range(4), lambda i: log.append(f"stage {i}") or i, lambda i: log.append(f"hand {i}") or i * 10)
+    assert list(out) == [0, 10, 20, 30]
+    assert log == ["stage 0", "stage 1", "hand 0", "stage 2", "hand 1", "stage 3", "hand 2", "hand 3"]
+    assert list(one_ahead([], lambda i: i, lambda i: i)) == []
+    log.clear()
+    early = one_ahead(range(100), lambda i: log.append(i) or i, lambda i: i)
+    assert [next(early), next(early)] == [0, 1] and log == [0, 1, 2]
+    early.close()
+
+    batches = [(torch.full((2, 3), i), torch.tensor([i, i])) for i in range(3)]
+    for ahead in (True, False):
+        got = list(uploads(iter(batches), torch.device("cpu"), ahead))
+        assert [(int(x[0, 0]), y.tolist()) for x, y in got] == [(0, [0, 0]), (1, [1, 1]), (2, [2, 2])]

@@ -95,3 +95,33 @@ def test_data_bench_says_when_the_training_process_holds_the_loader(cli, jpegs, 
     out = cli.json("data", "bench", jpegs, *ARGS, "--workers", "1", "--target-img-s", "1e9")
     assert out["workers_needed"] is None and out["main_process_img_per_s"] == pytest.approx(1.0, rel=0.01)
     assert "the training process holds the loader at about 1 img/s" in out["verdict"]
+
+
+@pytest.mark.slow  # 8 s: the quick loop keeps under 90 s
+def test_train_says_once_when_its_steps_wait_for_the_decoders(cli, tmp_path):
+    """#34 item 7: an image-folder run whose steps spend INPUT_BOUND or more of an epoch waiting for decoded batches
+    says so once, with the workers it had and the command that sizes them (here: large noisy JPEGs decoded in the
+    training process for a small model). Data on the device never waits for decoders, and says nothing."""
+    import torch
+    from PIL import Image
+
+    from resnet_cli.train.loop import INPUT_BOUND
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 6), ("val", 1)):
+        for c in ("a", "b"):
+            (tmp_path / "f" / split / c).mkdir(parents=True)
+            for i in range(n):
+                noise = torch.randint(0, 256, (900, 1200, 3), generator=g, dtype=torch.uint8).numpy()
+                Image.fromarray(noise).save(tmp_path / "f" / split / c / f"{i}.jpg", quality=95)
+    run = cli("train", "--set", "data.dataset=imagefolder", "--data-dir", tmp_path / "f", "--set", "data.image_size=16",
+              "--set", "data.workers=0", "--model", "resnet20", "--batch-size", "3", "--epochs", "2", "--device", "cpu",
+              "--set", "train.compile=off", "--run-dir", tmp_path / "runs")
+    assert run.exit_code == 0, run.output
+    said = [ln for ln in run.stdout.splitlines() if ln.startswith("input-bound:")]
+    assert len(said) == 1, run.stdout  # once, though both epochs waited
+    share = int(said[0].split("batches ")[1].split("%")[0])
+    assert share >= 100 * INPUT_BOUND and "data.workers=0 (decoding in the training process)" in said[0]
+    assert f"`resnet data bench {tmp_path / 'f'}` says how many workers would keep up" in said[0]
+    device = cli("train", "--preset", "smoke", "--device", "cpu", "--run-dir", tmp_path / "runs")
+    assert device.exit_code == 0 and "input-bound" not in device.stdout

@@ -72,6 +72,7 @@ class FolderData(DescribedByInput):
     input: InputSpec  # classes in folder order, the crop, the evaluation resize, ImageNet mean/std
     val_set: object = None
     workers: int = 4  # decoding processes per training process
+    prefetch: bool = True  # data.prefetch: uploads on a side stream, one batch ahead (CUDA)
     crops_while_decoding: ClassVar[bool] = True  # the scale augmentation and flip happen while decoding
 
     @property
@@ -97,7 +98,7 @@ class FolderData(DescribedByInput):
         splits = {k: (getattr(self, k).for_testing(resize, ten_crop) if getattr(self, k) is not None else None)
                   for k in ("train_set", "test_set", "val_set")}
         return FolderData(splits["train_set"], splits["test_set"], dataclasses.replace(self.input, resize=resize),
-                          val_set=splits["val_set"], workers=self.workers)
+                          val_set=splits["val_set"], workers=self.workers, prefetch=self.prefetch)
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
                channels_last: bool = False, rank: int = 0, world: int = 1):
@@ -106,7 +107,7 @@ class FolderData(DescribedByInput):
         dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
         return FolderLoader(dataset, batch_size, self.input, device, train=training, seed=seed,
                             channels_last=channels_last, rank=rank, world=world, workers=self.workers,
-                            augment=augment)
+                            augment=augment, prefetch=self.prefetch)
 
 
 Data = TensorData | FolderData  # and shards.ShardData

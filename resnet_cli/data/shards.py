@@ -145,6 +145,7 @@ class ShardData(DescribedByInput):
     train_set: Any  # ImageFolderDataset without samples: the training transform (its `prepare`)
     test_set: Any  # the evaluation transform
     workers: int = 4
+    prefetch: bool = True  # data.prefetch (imagefolder.on_device)
     crops_while_decoding: ClassVar[bool] = True
     has_val: ClassVar[bool] = False
 
@@ -184,7 +185,7 @@ class ShardData(DescribedByInput):
         transform = self.train_set.finishing_for(device) if training else self.test_set
         stream = ShardStream(self.source, self.split_shards(split), transform.prepare, self.num_classes, training,
                              batch_size, seed, rank, world, self.workers)
-        return ShardLoader(stream, transform, batch_size, self.input, device, channels_last, augment)
+        return ShardLoader(stream, transform, batch_size, self.input, device, channels_last, augment, self.prefetch)
 
 
 class ShardLoader(DescribedByInput):
@@ -192,9 +193,9 @@ class ShardLoader(DescribedByInput):
     device as the image folders' are."""
 
     def __init__(self, stream: ShardStream, transform, batch_size: int, input: InputSpec, device,
-                 channels_last: bool, augment) -> None:
+                 channels_last: bool, augment, prefetch: bool = True) -> None:
         self.stream, self.transform, self.batch_size, self.input = stream, transform, batch_size, input
-        self.device, self.channels_last, self.augment = device, channels_last, augment
+        self.device, self.channels_last, self.augment, self.prefetch = device, channels_last, augment, prefetch
         self.mean, self.std = input.normalizer(device)
         self.train, self.workers = stream.train, stream.workers
         self.seed, self.rank = stream.seed, stream.rank
@@ -243,4 +244,4 @@ def load_shards(cfg, location: str, classes: list[str] | None = None) -> ShardDa
         raise BadInput(f"{source.where(INDEX)} has other classes than the checkpoint was trained on")
     train, test, _ = image_datasets(cfg, [], [])
     spec = InputSpec.of(index["classes"], 3, test.crop, test.resize, IMAGENET_MEAN, IMAGENET_STD)
-    return ShardData(source, index, spec, train, test, workers=cfg.workers)
+    return ShardData(source, index, spec, train, test, workers=cfg.workers, prefetch=cfg.prefetch)

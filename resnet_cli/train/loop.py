@@ -43,6 +43,7 @@ from .rundir import RunLock, claim_run_dir, create_run_dir, remove_own_temporari
 from .state import RunState, StopRules, invocation_done, reaches_target
 
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C; SLURM, Kubernetes, timeout, torchrun; SLURM --signal
+INPUT_BOUND = 0.2  # the share of an epoch's steps spent waiting for decoded batches that train reports
 
 
 def stage_grad_norms(model: torch.nn.Module) -> dict[str, float]:
@@ -67,6 +68,30 @@ class EpochMeter:
         self.finite: list[torch.Tensor] = []  # per-step flags of the current log interval
         self.t0 = time.perf_counter()
         self.elapsed: float | None = None  # set when the epoch's steps are done (`stop_clock`)
+        self.waited = 0.0  # seconds the loop waited for batches, after the first (`timed`)
+        self.first_at: float | None = None  # when the first batch arrived
+
+    def timed(self, batches):
+        """`batches`, with the time the loop waits for each counted in `waited`; the first batch's wait (workers
+        starting) is left out, so that `input_share` measures the loader's pace, not its start-up."""
+        it = iter(batches)
+        while True:
+            asked = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            now = time.perf_counter()
+            if self.first_at is None:
+                self.first_at = now
+            else:
+                self.waited += now - asked
+            yield batch
+
+    def input_share(self) -> tuple[float, float]:
+        """(seconds waited for batches, seconds since the first batch arrived) of this epoch's steps."""
+        steady = self.seconds() - ((self.first_at or self.t0) - self.t0)
+        return self.waited, steady
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         loss = loss.float()
@@ -129,6 +154,7 @@ class Trainer:
         self.stop_signal = 0  # the stop signal received (SIGINT, SIGTERM, SIGUSR1), 0 while none
         self.every_steps, self.every_seconds = parse_interval(run.cfg.train.checkpoint_every)
         self._saved_at = (0, time.monotonic())  # (step, clock) of the last checkpoint, for checkpoint_every
+        self._said_input_bound = False  # the input-bound line is said once per invocation
         self.lock: RunLock | None = None  # rank 0's hold on the run folder while it trains
 
     @classmethod
@@ -274,7 +300,7 @@ class Trainer:
         lr = self.lr_at(state.step)
         self.progress.start_epoch(epoch, run.plan.epochs, steps)
         try:
-            for i, (x, y) in enumerate(run.train_loader.batches(epoch, meter.start), start=meter.start):
+            for i, (x, y) in enumerate(meter.timed(run.train_loader.batches(epoch, meter.start)), start=meter.start):
                 if i >= steps:
                     break
                 lr = self.lr_at(state.step)
@@ -299,7 +325,22 @@ class Trainer:
         finally:
             self.progress.end_epoch()
         state.partial = {}
+        self._say_if_input_bound(meter, epoch)
         return meter.row(lr, run.process, grad_norms)
+
+    def _say_if_input_bound(self, meter: EpochMeter, epoch: int) -> None:
+        """Once per invocation: the steps of an epoch waited for decoding workers (image folders, shards) for
+        INPUT_BOUND of their time or more, so more workers (or faster storage) would train faster."""
+        workers = getattr(self.run.train_loader, "workers", None)  # None: the data lives on the device
+        waited, steady = meter.input_share()
+        if workers is None or self._said_input_bound or steady <= 0 or waited < INPUT_BOUND * steady:
+            return
+        self._said_input_bound = True
+        decoders = f"data.workers={workers}" if workers else "data.workers=0 (decoding in the training process)"
+        where = self.cfg.data.data_dir or "DATA_DIR"
+        self.progress.line(f"input-bound: the steps waited for decoded batches {waited / steady:.0%} of epoch "
+                           f"{epoch} ({waited:.2f} of {steady:.2f} s) with {decoders}; `resnet data bench {where}` "
+                           "says how many workers would keep up")
 
     def _skip(self, epoch: int, loss: torch.Tensor) -> None:
         """A step without an update: counted, so that epochs and the schedule keep their length."""
