@@ -145,6 +145,27 @@ def test_geometric_ops_move_pixels_exactly():
     assert not torch.equal(sheared, f)
 
 
+def test_each_image_gets_its_own_op_as_if_it_were_alone():
+    """#34 item 7: apply_ops runs each op on the images that drew it only (sorted by op, one scatter back): every
+    image of a mixed batch comes out as it would alone. The ops are planned on the host: ops on a device are
+    refused rather than read back (a host sync per batch)."""
+    n = 3 * len(A.OPS)
+    x = images(n=n, h=20, w=20, seed=4).float()
+    op = torch.randperm(n, generator=gen(2)) % len(A.OPS)
+    table = A.magnitudes("rand", 20, 20)
+    level = torch.randint(0, A.BINS, (n,), generator=gen(3))
+    sign = torch.where(torch.rand(n, generator=gen(4)) < 0.5, -1.0, 1.0)
+    mag = {k: v[level] * (sign if k not in ("posterize", "solarize") else 1.0) for k, v in table.items()}
+    out = A.apply_ops(x, op, mag)
+    for i in range(n):
+        alone = A.apply_ops(x[i:i + 1], op[i:i + 1], {k: v[i:i + 1] for k, v in mag.items()})
+        assert torch.equal(out[i], alone[0]), A.OPS[int(op[i])]
+    assert torch.equal(out[op == 0], x[op == 0])  # identity
+    assert not torch.equal(out[op == A.OPS.index("equalize")], x[op == A.OPS.index("equalize")])
+    with pytest.raises(ValueError, match="on the host"):
+        A.apply_ops(x, op.to("meta"), mag)
+
+
 def test_auto_augment_draws_an_op_per_image_and_is_seeded():
     x = images(n=64, h=16, w=16)
     a = A.auto_augment(x, "rand", 2, 9, gen(5))

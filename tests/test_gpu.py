@@ -252,6 +252,34 @@ def test_evaluation_never_waits_for_the_gpu_inside_its_loop():
 
 
 
+
+def test_the_training_augmentations_on_cuda_never_wait_for_the_gpu():
+    """#34 item 7: RandAugment plans its ops on the host (one small upload), so the whole batch pipeline of the
+    imagenet recipes (RandAugment or TrivialAugment, random erasing, mixup/cutmix) runs without a host sync; and
+    its result on CUDA is the CPU's for the same ops and magnitudes."""
+    from resnet_cli.data import augment as A
+
+    cuda = torch.device("cuda")
+    x = torch.randint(0, 256, (64, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    xc, y = x.to(cuda), torch.arange(64, device=cuda) % 10
+    mean, std = torch.full((3,), 0.5, device=cuda), torch.full((3,), 0.25, device=cuda)
+    for policy in (("rand", 2, 9), ("trivial", 1, 0)):
+        aug = A.TrainAugment(policy=policy, erasing=0.25, mixup=0.2, cutmix=1.0, num_classes=10)
+        aug(xc, y, mean, std, seed=1)  # warm-up: the magnitude tables, the kernels
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")  # any sync raises
+        try:
+            out, target = aug(xc, y, mean, std, seed=2)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert out.shape == (64, 3, 64, 64) and target.shape == (64, 10)
+    colour = [k for k, name in enumerate(A.OPS) if name not in A.GEOMETRIC]  # nearest sampling may round apart
+    op = torch.tensor(colour)[torch.arange(64) % len(colour)]
+    mag = {k: v[torch.full((64,), 12)] for k, v in A.magnitudes("rand", 64, 64).items()}
+    on_gpu = A.apply_ops(xc.float(), op, {k: v.to(cuda) for k, v in mag.items()})
+    on_cpu = A.apply_ops(x.float(), op, mag)
+    assert (on_gpu.cpu() - on_cpu).abs().max() <= 1  # a rounding level
+
 # ---------------------------------------------------------------- train.cuda_graphs (train/graphs.py)
 def _steps(graphs: bool, batches, compile_: bool = False):
     from resnet_cli.config import TrainConfig
@@ -331,6 +359,23 @@ def test_the_step_is_captured_beside_a_thread_that_keeps_pinning_memory():
         thread.join(timeout=30)
     assert fallbacks == [] and errors == [] and pinned[0] > 0
     assert step.graph.graph is not None and step.graph.replays == 8
+
+
+def test_uploads_ahead_on_a_side_stream_hand_out_every_batch_intact():
+    """#34 item 3: batches copied on a side stream one ahead of a busy compute stream arrive whole and in order
+    (the compute stream waits for each batch's copy; the allocator keeps them until the step that reads them)."""
+    from resnet_cli.data.imagefolder import uploads
+
+    host = [(torch.full((64, 3, 336, 336), i, dtype=torch.uint8).pin_memory(), torch.full((64,), i)) for i in range(6)]
+    busy = torch.randn(4096, 4096, device="cuda")
+    for ahead in (True, False):
+        seen = []
+        for x, y in uploads(iter(host), torch.device("cuda"), ahead):
+            assert x.is_cuda and y.is_cuda
+            for _ in range(4):  # a step's worth of work queued before the batch is read
+                busy = (busy @ busy).tanh_()
+            seen.append((x.float().mean(), x.float().std(), y.float().mean()))
+        assert [tuple(float(v) for v in s) for s in seen] == [(i, 0.0, i) for i in range(6)], ahead
 
 
 def test_an_image_folder_run_with_workers_replays_its_graph(cli, tmp_path):
