@@ -122,6 +122,7 @@ def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: i
             "compile_mode": cfg.speed.compile_mode if cfg.speed.compile else None,
             "cuda_graphs": replayed,  # what was timed: False when the capture fell back to the plain step
             "cuda_graphs_fell_back": bool(graphed and not replayed),
+            "cuda_graph_pool_bytes": graph.pool_bytes if replayed else None,  # what a plain step would need beside
             "cuda_graphs_note": graphs.fallback_message(step.graph_failures[0])
             if graphed and getattr(step, "graph_failures", None) else None,
             "warmup_s": t.warmup_s, "ms_per_step": t.median_ms, "ms_min": t.min_ms, "ms_max": t.max_ms,

@@ -16,6 +16,7 @@ from resnet_cli.train.progress import Progress
 FIELDS = {"model", "family", "mode", "batch_size", "input_size", "precision", "channels_last", "compile",
           "ms_per_step", "ms_min", "ms_max", "spread_pct", "images_per_s", "tflops", "peak_memory_bytes",
           "repeats", "iters", "pct_of_matmul_peak", "compile_mode", "cuda_graphs", "cuda_graphs_fell_back",
+          "cuda_graph_pool_bytes",
           "cuda_graphs_note", "warmup_s"}
 
 

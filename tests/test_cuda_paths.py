@@ -6,10 +6,12 @@ from __future__ import annotations
 import datetime
 import os
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.distributed as dist
+
 from conftest import NanOnSteps, last_json
 
 from resnet_cli import config as C
@@ -372,6 +374,55 @@ def test_a_capture_is_announced_once_and_its_replays_counted(monkeypatch):
     assert graph.run(torch.randn(3, 2), torch.zeros(3, dtype=torch.long), 0.1) is None  # the plain step's
     assert said == [graphs.CAPTURED] and graph.replays == 5
     assert "replays it" in graphs.CAPTURED and len(graphs.CAPTURED) < 120
+
+
+def test_a_plain_step_out_of_memory_beside_the_graph_releases_it_and_runs_again(monkeypatch):
+    """#34 item 5: the captured graph's pool holds a second set of activations; a plain step after the capture (a
+    batch of another shape) that runs out of memory drops the graph, says so once with the pool's size, and runs
+    again without it; later steps are plain. An out-of-memory error with no graph to release is the run's."""
+    from resnet_cli.config import TrainConfig
+    from resnet_cli.speed import Speed
+    from resnet_cli.train import graphs
+    from resnet_cli.train.step import TrainStep, make_optimizer
+
+    cpu = torch.device("cpu")
+    net = torch.nn.Linear(4, 3)
+    step = TrainStep(net, make_optimizer(net, TrainConfig(), cpu), Speed("fp32", False, False), cpu)
+    step.graph = graph = graphs.StepGraph(step)
+    released = []
+    step.on_graph_release = released.append
+
+    def capture(x, y, lr):  # what _capture leaves behind, without CUDA
+        graph.static = {"x": torch.empty_like(x), "y": torch.empty_like(y), "lr": torch.tensor(0.0),
+                        "loss": torch.tensor(1.0), "logits": torch.zeros(len(x), 3), "grads": []}
+        graph.graph, graph.pool_bytes = SimpleNamespace(replay=lambda: None), 3 * 2**30
+
+    monkeypatch.setattr(graph, "_capture", capture)
+    x, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
+    for _ in range(graphs.WARMUP + 2):
+        step(x, y, 0.1)
+    assert graph.replays == 2
+    real, calls = step.forward_loss, []
+
+    def short_of_memory(xb, yb):
+        calls.append(len(xb))
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(xb, yb)
+
+    monkeypatch.setattr(step, "forward_loss", short_of_memory)
+    out = step(torch.randn(5, 4), torch.zeros(5, dtype=torch.long), 0.1)
+    assert out.updated and out.logits.shape == (5, 3) and calls == [5, 5]
+    assert released == [3 * 2**30] and graph.failed and graph.graph is None
+    assert graphs.released_message(released[0]).startswith(
+        "a step of another batch shape ran out of device memory beside the CUDA graph (whose pool holds 3.0 GiB)")
+    step(x, y, 0.1)
+    assert graph.replays == 2 and calls == [5, 5, 8]  # plain from now on
+    calls.clear()
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # nothing left to release: the run's error, as before
+        monkeypatch.setattr(step, "forward_loss", lambda xb, yb: (_ for _ in ()).throw(
+            torch.cuda.OutOfMemoryError("CUDA out of memory")))
+        step(x, y, 0.1)
 
 
 @pytest.mark.slow  # a second of warm-up and capture: the quick loop keeps under 90 s

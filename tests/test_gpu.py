@@ -397,6 +397,53 @@ def test_an_image_folder_run_with_workers_replays_its_graph(cli, tmp_path):
     assert out["steps"] == 8 and out["cuda_graph_replays"] == 8 - WARMUP
 
 
+def test_gradient_logging_replays_the_graph_and_reads_its_gradients():
+    """#34 item 5: a step that logs gradient norms (train.log_grad_norms, the epoch's last step) replays the graph and
+    reads its gradient buffers instead of running a plain step beside it (a second set of activations): the norms
+    are those of an eager backward on the same weights and batch."""
+    import copy
+
+    from resnet_cli.train.graphs import WARMUP
+    from resnet_cli.train.loop import stage_grad_norms
+
+    batches = _batches(WARMUP + 3)
+    step, _, fallbacks = _steps(True, batches)
+    replays = step.graph.replays
+    twin = copy.deepcopy(step.model)
+    x, y = batches[0]
+    norms = {}
+    step(x, y, 0.05, after_backward=lambda: norms.update(stage_grad_norms(step.model)))
+    assert step.graph.replays == replays + 1 and fallbacks == []
+    twin.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", torch.bfloat16):
+        torch.nn.functional.cross_entropy(twin(x), y).backward()
+    expected = stage_grad_norms(twin)
+    assert norms.keys() == expected.keys() and len(norms) >= 4
+    assert all(norms[k] == pytest.approx(expected[k], rel=0.05) for k in norms), (norms, expected)
+
+
+def test_a_graphed_run_reserves_about_what_an_eager_one_does():
+    """#34 item 5: the capture returns the warm-up's cached activations before it takes its own pool, so a graphed
+    run's reserved memory stays near the eager run's peak (a plain step beside the graph would need the pool's
+    bytes more, which bench reports as cuda_graph_pool_bytes)."""
+    batches = _batches(10, 512)
+    peaks = {}
+    for graphed in (False, True):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        step, _, fallbacks = _steps(graphed, batches)
+        torch.cuda.synchronize()
+        peaks[graphed] = torch.cuda.max_memory_reserved()
+        assert fallbacks == []
+        if graphed:
+            pool = step.graph.pool_bytes
+        del step
+    print(f"reserved peak: eager {peaks[False] / 2**20:.0f} MiB, graphed {peaks[True] / 2**20:.0f} MiB, "
+          f"pool {pool / 2**20:.0f} MiB")
+    assert pool > 0 and peaks[True] <= 1.25 * peaks[False], peaks
+
+
 def test_resume_of_a_graphed_run(cli, tmp_path, gpu_smoke, ckpts):
     """The CUDA defaults replay the step from a graph; a run stopped after its first epoch resumes (a new capture)
     and ends where an uninterrupted one does, within bf16 noise."""

@@ -9,8 +9,14 @@ the loop before the next replay overwrites them.
 
 How a step is graphed (`StepGraph`): the first `WARMUP` steps run eagerly on a side stream (they are real
 steps: cuDNN picks its kernels, torch.compile compiles, the optimizer makes its state, autograd its buffers), the
-next step is captured and replayed, and every later step of the same shape is a replay. A batch of another shape,
-a step that must read the loss back (train.skip_nonfinite) or one that logs gradients runs the plain step.
+next step is captured and replayed, and every later step of the same shape is a replay. A batch of another shape or
+a step that must read the loss back (train.skip_nonfinite) runs the plain step; one that logs gradients replays
+and reads the graph's gradient buffers (unless gradients are clipped: clipping rewrites them in place).
+
+Memory: the captured step keeps its activations in a pool of its own (`pool_bytes`), so a plain step after the
+capture needs a second set beside it. Where that runs out of memory (a batch of another shape late in a run that
+fits eagerly), the graph is released, its pool returned, and the step runs again without it (`release`), after
+one line; the run goes on eagerly rather than dying.
 
 `train.cuda_graphs` (`resolve`): auto turns graphs on where they apply: a CUDA device, a plain process (not
 under torchrun: DDP's all-reduce would need NCCL stream capture and static buckets; not done), no gradient
@@ -70,6 +76,7 @@ class StepGraph:
         self.on_fallback, self.on_capture = on_fallback, on_capture
         self.calls = 0
         self.replays = 0  # steps replayed from the graph in this process (train's result and bench report it)
+        self.pool_bytes = 0  # device memory the capture reserved: the graph's pool, beside the plain step's
         self.failed = False
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: dict[str, Any] = {}
@@ -124,8 +131,10 @@ class StepGraph:
             if "capturable" in g:
                 g["capturable"] = True
         graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()  # the warm-up's cached activations go back: the pool takes their place, not beside
+        reserved = torch.cuda.memory_reserved(device)
         try:
-            torch.cuda.synchronize(device)
             step.optimizer.zero_grad(set_to_none=True)  # the gradients are the graph's own buffers
             with torch.cuda.graph(graph, capture_error_mode=CAPTURE_MODE):
                 loss, logits = step.plain(self.static["x"], self.static["y"], None)
@@ -134,7 +143,9 @@ class StepGraph:
                 g["lr"] = kept["lr"]
                 if kept["capturable"] is not None:
                     g["capturable"] = kept["capturable"]
-        self.static.update(loss=loss, logits=logits)
+        self.pool_bytes = torch.cuda.memory_reserved(device) - reserved
+        params = [p for g in groups for p in g["params"]]
+        self.static.update(loss=loss, logits=logits, grads=[(p, p.grad) for p in params])
         self.graph = graph
 
     def _replay(self, x, y, lr):
@@ -145,7 +156,21 @@ class StepGraph:
             s["lr"].fill_(lr)
         self.graph.replay()
         self.replays += 1
+        first, grad = s["grads"][0] if s.get("grads") else (None, None)
+        if first is not None and first.grad is not grad:  # a plain step since put its own there: the graph's again
+            for p, g in s["grads"]:
+                p.grad = g
         return s["loss"], s["logits"]
+
+    def release(self) -> int:
+        """Drop the captured graph and its pool (a plain step beside it ran out of memory); later steps are plain.
+        Returns the bytes its pool held."""
+        held = self.pool_bytes
+        self.failed, self.graph, self.static = True, None, {}
+        self.step.optimizer.zero_grad(set_to_none=True)  # the gradients were the graph's buffers
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the pool's segments, back to the device
+        return held
 
     def _give_up(self, exc: BaseException | None) -> None:
         """A failed capture: forget it, and train on with the plain step (nothing ran in the capture)."""
@@ -157,6 +182,13 @@ class StepGraph:
 
 CAPTURED = (f"CUDA graph: the training step was captured after {WARMUP} eager steps; every later step of "
             "this batch shape replays it")
+
+
+def released_message(pool_bytes: int) -> str:
+    """The one line a run prints when a plain step ran out of memory beside the graph and the graph was released."""
+    return (f"a step of another batch shape ran out of device memory beside the CUDA graph (whose pool holds "
+            f"{pool_bytes / 2**30:.1f} GiB); the graph is released and the run goes on without it. "
+            "train.cuda_graphs=off, or a smaller --batch-size, avoids it")
 
 
 def fallback_message(exc: BaseException) -> str:

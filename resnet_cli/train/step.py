@@ -97,6 +97,7 @@ class TrainStep:
         # DDP (when given) wraps the module; compilation wraps whatever is called.
         self.forward = speed.forward(call_module if call_module is not None else model, on_fallback)
         self.graph = None  # speed.cuda_graphs: the whole step replayed from a CUDA graph (graphs.py)
+        self.on_graph_release: Callable[[int], None] | None = None  # told the pool's bytes when the graph is dropped
         if speed.cuda_graphs:
             from .graphs import StepGraph
 
@@ -154,10 +155,23 @@ class TrainStep:
         NaN or Inf. `after_backward` runs between backward and the update (gradient logging)."""
         if self.accum_steps > 1:
             return self._accumulated(x, y, lr, check_finite, after_backward)
-        if self.graph is not None and not check_finite and after_backward is None:
+        if self.graph is not None and not check_finite and (after_backward is None or not self.grad_clip):
             replayed = self.graph.run(x, y, lr)
             if replayed is not None:
+                if after_backward is not None:  # the graph's gradients: the update leaves them as backward made them
+                    after_backward()
                 return StepResult(*replayed, True)
+        try:
+            return self._plain_step(x, y, lr, check_finite, after_backward)
+        except torch.cuda.OutOfMemoryError:
+            if self.graph is None or self.graph.graph is None:
+                raise
+            held = self.graph.release()  # its pool made room for one set of activations too few: run without it
+            if self.on_graph_release is not None:
+                self.on_graph_release(held)
+            return self._plain_step(x, y, lr, check_finite, after_backward)
+
+    def _plain_step(self, x, y, lr, check_finite, after_backward) -> StepResult:
         loss, logits = self.forward_loss(x, y)
         if check_finite and not self._finite(loss):
             return StepResult(loss.detach(), logits.detach(), False)
