@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU side of the default ImageNet path (#34 items 1, 3, 5, 6, 7) in one call, about 5 minutes on one H100:
+#
+#   bash benchmarks/gpu_pipeline.sh [LOG_DIR]
+#
+# 1. the CUDA tests of that issue (graph capture beside a pinning thread and beside a folder run's workers; uploads
+#    one batch ahead on a side stream; gradient logging and memory under graphs; the augmentations without a host
+#    sync; a CPU AdamW run resumed on CUDA);
+# 2. `benchmarks/uploads.py`: `resnet train` images/s on a generated folder of 10,240 JPEGs with data.prefetch off
+#    (the copy on the compute stream: the code before item 3) and on, alternating, ResNet-50 v1.5 and ResNet-18;
+# 3. `benchmarks/randaugment.py`: RandAugment and TrivialAugment on 256 x 224 px against a ResNet-50 step;
+# 4. `benchmarks/antialias.py --device cuda`: the device time of the crop resize with and without antialiasing.
+# Each step's output goes to LOG_DIR (default $OUT, else gpu_pipeline_logs/); the end is a summary of the figures
+# and `gpu_pipeline: PASS` or `FAIL`. Wheels the image lacks come from $WHEELS (default .whl/), as in gpu_check.sh.
+set -u
+cd "$(dirname "$0")/.."
+source benchmarks/gpu_common.sh
+logs=${1:-${OUT:-gpu_pipeline_logs}}
+mkdir -p "$logs"
+export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+$py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
+    echo "gpu_pipeline: FAIL (no CUDA device visible)"; exit 1; }
+install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
+$py -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
+    $py -m pip install -q --no-deps -e . >"$logs/install.txt" 2>&1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+start=$SECONDS
+failed=()
+step() {  # step NAME LIMIT_S COMMAND...
+    local name=$1 limit=$2; shift 2
+    local t0=$SECONDS
+    echo "== $name: $*"
+    timeout "$limit" "$@" >"$logs/$name.txt" 2>&1 || failed+=("$name")
+    echo "   $((SECONDS - t0)) s; last lines:"
+    tail -n 4 "$logs/$name.txt" | cut -c1-160 | sed 's/^/   | /'
+}
+
+step tests 150 $py -m pytest -q -ra -p no:cacheprovider tests/test_gpu.py -k \
+    "pinning or workers_replays or uploads_ahead or gradient_logging or reserves or never_wait_for_the_gpu or adamw"
+step uploads 240 $py benchmarks/uploads.py --images 10240 --repeats 1 --models resnet50-v1.5,resnet18
+step randaugment 60 $py benchmarks/randaugment.py --device cuda --batch-size 256 --repeats 5
+step antialias 60 $py benchmarks/antialias.py --device cuda --boxes 100
+
+echo
+for name in tests uploads randaugment antialias; do
+    echo "-- $name"
+    tail -n 12 "$logs/$name.txt" 2>/dev/null | cut -c1-118
+done | tee "$logs/summary.txt"
+if [ ${#failed[@]} -eq 0 ]; then
+    echo "gpu_pipeline: PASS (wall $((SECONDS - start)) s)"
+    exit 0
+fi
+echo "gpu_pipeline: FAIL (${failed[*]}; wall $((SECONDS - start)) s)"
+exit 1
