@@ -83,6 +83,7 @@ def test_export_each_format_loads_back_and_matches(cli, folder_run, tmp_path):
     assert bad.exit_code == 2 and "cannot tell the format" in bad.stderr
 
 
+@pytest.mark.slow  # 3 s: the quick loop keeps under 90 s
 def test_export_from_a_smoke_preset_run(cli, tmp_path):
     """The smoke preset's run folder (synthetic data: its own normalisation and class names) exports and checks."""
     run = cli("train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--set", "data.synthetic_train=64",
@@ -159,6 +160,7 @@ def test_eval_confusion_matrix_and_a_folder_without_train(cli, folder_run, tmp_p
     assert a["count"] == b["count"] == 18 and a["top1"] == b["top1"] == out["top1"]
 
 
+@pytest.mark.slow  # 2 s: the quick loop keeps under 90 s
 def test_a_bare_state_dicts_dataset_is_never_guessed(cli, tmp_path):
     from resnet_cli import build_model
 

@@ -67,6 +67,7 @@ def test_model_init_refuses_what_does_not_fit(cli, tmp_path):
     assert out.exit_code == 2 and "train.freeze: unknown stage 'conv5_x'" in out.stderr
 
 
+@pytest.mark.slow  # 2 s: the quick loop keeps under 90 s
 def test_init_from_our_own_run_keeps_the_weights_and_may_change_channels(cli, tmp_path):
     first = train(cli, tmp_path, "--epochs", "1", "--name", "a", "--set", "train.ema=0.9")
     result = cli("train", *SMALL, "--init", first["run_dir"], "--epochs", "1", "--set", "data.channels=1",

@@ -25,6 +25,7 @@ def train(cli, tmp_path, *args):
     return last_json(result.stdout)
 
 
+@pytest.mark.slow  # 4 s: the quick loop keeps under 90 s
 def test_smoke_preset_learns_and_writes_a_run_folder(cli, tmp_path):
     result = cli("train", "--preset", "smoke", "--device", "cpu", "--run-dir", tmp_path / "runs", "--json")
     assert result.exit_code == 0, result.output
@@ -61,6 +62,7 @@ def test_run_folders_are_never_overwritten(cli, tmp_path):
     assert a["run_dir"].endswith("same") and b["run_dir"].endswith("same-2")
 
 
+@pytest.mark.slow  # 4 s: the quick loop keeps under 90 s
 def test_resume_is_bit_identical(cli, tmp_path):
     full = train(cli, tmp_path, "--epochs", "3", "--name", "full")
     part = train(cli, tmp_path, "--epochs", "3", "--name", "part", "--set", "run.stop_after_epochs=1")
@@ -109,6 +111,7 @@ def test_eval_on_the_checkpoint_training_wrote(cli, tmp_path):
     assert table.exit_code == 0 and "per-class accuracy" in table.stdout and "class9" in table.stdout
 
 
+@pytest.mark.slow  # 2 s: the quick loop keeps under 90 s
 def test_eval_accepts_a_bare_state_dict_with_model(cli, tmp_path):
     result = cli("train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--run-dir", tmp_path / "runs", "--json")
     out = last_json(result.stdout)
