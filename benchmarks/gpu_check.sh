@@ -30,14 +30,7 @@ name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO CUDA 
 print(f"device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}; Python {platform.python_version()}; "
       f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
 PY
-$py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
-    echo "gpu_check: FAIL (no CUDA device visible)"; exit 1; }
-
-install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
-# the console script (torchrun tests call `resnet`), without touching the image's packages
-$py -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
-    $py -m pip install -q --no-deps -e . >"$logs/install.txt" 2>&1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+prepare_gpu gpu_check "$logs"
 
 rows=()  # name|status|seconds
 passed=() failed=()

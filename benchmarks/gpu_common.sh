@@ -19,3 +19,14 @@ install_wheels() {  # install_wheels DIR LOG: the wheels in DIR into a private f
     [ -d $site ] && export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
     ${PYTHON:-python3} -c "import fvcore" 2>/dev/null || echo "note: fvcore is missing (see $log)"
 }
+
+prepare_gpu() {  # prepare_gpu NAME LOG_DIR: fail as NAME without a CUDA device; else the wheels, the console script
+    # (torchrun tests call `resnet`) installed without touching the image's packages, and this checkout on PYTHONPATH
+    local name=$1 logs=$2 py=${PYTHON:-python3}
+    $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
+        echo "$name: FAIL (no CUDA device visible)"; exit 1; }
+    install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
+    $py -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
+        $py -m pip install -q --no-deps -e . >"$logs/install.txt" 2>&1
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+}

@@ -19,12 +19,7 @@ logs=${1:-${OUT:-gpu_pipeline_logs}}
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-$py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
-    echo "gpu_pipeline: FAIL (no CUDA device visible)"; exit 1; }
-install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
-$py -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
-    $py -m pip install -q --no-deps -e . >"$logs/install.txt" 2>&1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+prepare_gpu gpu_pipeline "$logs"
 start=$SECONDS
 failed=()
 step() {  # step NAME LIMIT_S COMMAND...
