@@ -201,3 +201,28 @@ def test_uploads_stage_the_next_batch_before_handing_out_this_one():
     for ahead in (True, False):
         got = list(uploads(iter(batches), torch.device("cpu"), ahead))
         assert [(int(x[0, 0]), y.tolist()) for x, y in got] == [(0, [0, 0]), (1, [1, 1]), (2, [2, 2])]
+
+
+def test_a_draft_decoded_jpeg_whose_sides_are_not_multiples_of_the_factor_crops_to_its_edges(tmp_path, monkeypatch):
+    """libjpeg's DCT scaling rounds each side up on its own (526 x 319 at 1/8: 66 x 40), so the two scales differ:
+    a box reaching the bottom edge, scaled by the horizontal one, ran past the decoded image, and the CPU-device
+    crop failed with Pillow's "box can't exceed original image size" (a run stopped at "cannot decode image").
+    Both crops now reach the edges and agree with a full decode."""
+    from resnet_cli.data import crops
+    from resnet_cli.data.transforms import eight_bit
+
+    path = tmp_path / "odd.jpg"
+    smooth_image(526, 319).save(path, quality=90)
+
+    def rgb(im):
+        return eight_bit(im, "RGB")
+
+    for box in ((0, 0, 526, 319), (200, 100, 326, 219), (0, 150, 300, 169)):
+        drafted = crops.finished_crop(lambda: Image.open(path), box, 32, 0, rgb)
+        canvas, h, w = crops.decode_region(lambda: Image.open(path), box, 48, rgb)
+        monkeypatch.setattr(crops, "DRAFT", False)
+        full = crops.finished_crop(lambda: Image.open(path), box, 32, 0, rgb)
+        monkeypatch.setattr(crops, "DRAFT", True)
+        assert drafted.shape == full.shape == (3, 32, 32)
+        assert (drafted.float() - full.float()).abs().mean() < 6, box
+        assert canvas[:, h - 1, :w].float().mean() > 20  # the region's last row is image, not the black past it

@@ -61,14 +61,15 @@ def random_resized_box(w: int, h: int, rng: random.Random, scale: tuple[float, f
 
 
 def _decoded(open_image, need: int, to_rgb):
-    """(the image `open_image()` returns, decoded by `to_rgb`, the scale it was decoded at): libjpeg's DCT scaling
-    (1/2, 1/4, 1/8) does up to `need` of a shrink the caller will make anyway, when it is at least 2."""
+    """(the image `open_image()` returns, decoded by `to_rgb`, its horizontal and vertical scales): libjpeg's DCT
+    scaling (1/2, 1/4, 1/8) does up to `need` of a shrink the caller will make anyway, when it is at least 2. The
+    two scales differ where a side is not a multiple of the factor (526 x 319 at 1/8 decodes to 66 x 40)."""
     with open_image() as im:
-        full_w = im.size[0]
+        full_w, full_h = im.size
         if DRAFT and need >= 2 and im.format == "JPEG":
             im.draft("RGB", (max(1, im.size[0] // need), max(1, im.size[1] // need)))
         img = to_rgb(im)
-    return img, img.size[0] / full_w
+    return img, img.size[0] / full_w, img.size[1] / full_h
 
 
 def decode_region(open_image, box: tuple[int, int, int, int], canvas: int, to_rgb,
@@ -83,10 +84,11 @@ def decode_region(open_image, box: tuple[int, int, int, int], canvas: int, to_rg
 
     t0 = time.perf_counter()
     left, top, cw, ch = box
-    img, f = _decoded(open_image, max(1, max(cw, ch) // canvas), to_rgb)  # the shrink that fits the region
+    img, fx, fy = _decoded(open_image, max(1, max(cw, ch) // canvas), to_rgb)  # the shrink that fits the region
     t1 = time.perf_counter()
-    region = img.crop((math.floor(left * f), math.floor(top * f), max(math.floor(left * f) + 1, round((left + cw) * f)),
-                       max(math.floor(top * f) + 1, round((top + ch) * f))))
+    x0, y0 = min(math.floor(left * fx), img.size[0] - 1), min(math.floor(top * fy), img.size[1] - 1)
+    region = img.crop((x0, y0, min(img.size[0], max(x0 + 1, round((left + cw) * fx))),
+                       min(img.size[1], max(y0 + 1, round((top + ch) * fy)))))
     k = math.ceil(max(region.size) / canvas)
     if k > 1:
         region = region.reduce(k)
@@ -117,9 +119,11 @@ def finished_crop(open_image, box: tuple[int, int, int, int], crop: int, flip: i
 
     t0 = time.perf_counter()
     left, top, cw, ch = box
-    img, f = _decoded(open_image, max(1, min(cw, ch) // crop), to_rgb)  # the region stays >= the crop
+    img, fx, fy = _decoded(open_image, max(1, min(cw, ch) // crop), to_rgb)  # the region stays >= the crop
     t1 = time.perf_counter()
-    img = img.resize((crop, crop), Image.BILINEAR, box=(left * f, top * f, (left + cw) * f, (top + ch) * f))
+    w, h = img.size
+    img = img.resize((crop, crop), Image.BILINEAR, box=(left * fx, top * fy, min(w, (left + cw) * fx),
+                                                        min(h, (top + ch) * fy)))
     if flip:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     out = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
