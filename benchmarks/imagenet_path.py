@@ -8,8 +8,8 @@ rate for the same model and batch, with the CPU cores the run kept busy and `res
 The JPEGs (written once into --dir with every core, then kept) have ImageNet's spread of sizes: the shorter side
 drawn from 300-500 px, aspect ratios 3:4 to 16:9 either way, quality 90, smooth colour fields with noise (about
 the entropy, so the decode cost, of photographs); 100 classes, --val-per-class validation images each (10).
-`resnet data convert` runs in one process, so a first call spends most of its preparation there (the shards are
-kept in --dir too, and the time is printed). Each training run is the preset as a user starts it (data.workers
+`resnet data convert` (a worker per core) writes the shards once; they are kept in --dir too, and the time of
+this preparation is printed. Each training run is the preset as a user starts it (data.workers
 from the cores, CUDA graphs, compile off: a minute of compiling per run would say nothing about the input path),
 --epochs epochs; its figure is the last epoch's img/s (the first carries the workers' start and the capture),
 beside the first's. The cores used are the run's CPU seconds (the training process and its workers) over its wall

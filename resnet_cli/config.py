@@ -486,13 +486,18 @@ def resolve(preset: str | None = None, config_file: str | os.PathLike | None = N
     return cfg
 
 
-def auto_workers() -> int:
-    """data.workers' default: the cores this process may use (its CPU affinity, which SLURM and containers set),
-    shared by the training processes of this node (torchrun's LOCAL_WORLD_SIZE), less one for each of them."""
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity (which SLURM and containers set), else the machine's."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+        return os.cpu_count() or 1
+
+
+def auto_workers() -> int:
+    """data.workers' default: the cores this process may use (`usable_cores`), shared by the training processes
+    of this node (torchrun's LOCAL_WORLD_SIZE), less one for each of them."""
+    cores = usable_cores()
     try:
         local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:

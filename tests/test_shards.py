@@ -103,13 +103,38 @@ def test_an_interrupted_convert_resumes_and_ends_with_the_same_bytes(folder, sha
     kept = {n: (tmp_path / "r" / n).stat().st_ino for n in written}
     monkeypatch.setattr(S, "_write_shard", real_write)
     monkeypatch.setattr(S, "_encoded", lambda *a: encoded.append(a[0]) or real_encode(*a))
-    resumed = cli.json("data", "convert", folder, tmp_path / "r", "--shard-images", "8")
+    resumed = cli.json("data", "convert", folder, tmp_path / "r", "--shard-images", "8", "--workers", "0")
     assert resumed["train_images"] == 48 and len(encoded) == 60 - 3 * 8  # the kept shards' images not read
     assert {n: (tmp_path / "r" / n).stat().st_ino for n in written} == kept
     assert digest(tmp_path / "r") == digest(shards)
     assert not list((tmp_path / "r").glob(".*.tmp.*"))  # the interrupted write's temporary file is gone
     other = cli("data", "convert", folder, tmp_path / "r2", "--shard-images", "8")
     assert other.exit_code == 0
+
+
+def test_convert_workers_write_the_same_bytes_and_resume_where_the_writer_stopped(folder, shards, tmp_path, cli):
+    """`data convert --workers N`: N processes read, check and re-encode the images ahead of the writer, handed
+    over in order, so the shards and the index are the ones one process writes (an unreadable image named in the
+    same place); a conversion resumed after the first shards starts its window where the writer does."""
+    import shutil
+
+    from resnet_cli.data import shard_convert as S
+
+    shutil.copytree(folder, tmp_path / "f")
+    (tmp_path / "f" / "train" / "red" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    outs = {}
+    for workers in (0, 2):
+        got = cli.json("data", "convert", tmp_path / "f", tmp_path / f"w{workers}", "--shard-images", "8",
+                       "--max-size", "24", "--workers", str(workers))
+        outs[workers] = got
+    assert digest(tmp_path / "w0") == digest(tmp_path / "w2")
+    assert outs[0]["unreadable"] == outs[2]["unreadable"] and len(outs[2]["unreadable"]) == 1
+    samples = [(p, 0) for p in sorted((tmp_path / "f" / "train" / "red").iterdir())]
+    with S._Encoder(24, 90, 2) as encoder:  # a jump (shards kept from an interruption) restarts the window
+        ahead = [encoder.get(samples, i) for i in (0, 1, 5, 6, 2)]
+    assert ahead == [S.encode_job((samples[i][0], 24, 90)) for i in (0, 1, 5, 6, 2)]
+    bad = cli("data", "convert", tmp_path / "f", tmp_path / "w3", "--workers", "-1")
+    assert bad.exit_code == 2 and bad.stderr.strip() == "error: --workers must be 0 or more, got -1"
 
 
 @pytest.mark.slow  # trainings: the quick loop keeps under 90 s

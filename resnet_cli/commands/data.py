@@ -109,6 +109,9 @@ def convert_cmd(
     quality: Annotated[int, typer.Option("--quality", help="JPEG quality of re-encoded images.")] = 90,
     force: Annotated[bool, typer.Option("--force", help="Write over finished shards, or restart an interrupted "
                                         "conversion with other settings.")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-j", show_default=False,
+                                                   help="Processes that read and re-encode images \\[default: "
+                                                        "every core, at most 32; 0: this process].")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write an image folder as tar shards in the WebDataset layout, with index.json (classes, per-shard counts
@@ -132,6 +135,12 @@ def convert_cmd(
         raise BadInput("the shard size must be positive")
     if max_size < 0 or max_size == 1:
         raise BadInput(f"--max-size must be 0 (keep) or a side in pixels, got {max_size}")
+    if workers is not None and workers < 0:
+        raise BadInput(f"--workers must be 0 or more, got {workers}")
+    if workers is None:
+        from ..data.shard_convert import default_workers
+
+        workers = default_workers()
     try:
         import webdataset  # noqa: F401
     except ImportError:
@@ -144,7 +153,7 @@ def convert_cmd(
 
     with progress_bar("converting", quiet=json_out) as on_progress:
         result = convert(folder, out, shard_images or 0, shard_mb or 0, max_size, quality, force, on_progress,
-                         unreadable)
+                         unreadable, workers)
     if json_out:
         print_json(result)
         return

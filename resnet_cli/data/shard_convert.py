@@ -24,11 +24,12 @@ OWN_TEMPORARIES = (".train-*.tmp.*.tar", ".val-*.tmp.*.tar", ".index.tmp.*.json"
 def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0, max_size: int = 0,
             quality: int = 90, force: bool = False,
             on_progress: Callable[[int, int], None] | None = None,
-            on_unreadable: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+            on_unreadable: Callable[[str, str], None] | None = None, workers: int = 0) -> dict[str, Any]:
     """`resnet data convert`: `folder`'s train/ and val/ as shards in `out` (module docstring). The training
     samples are shuffled once (a fixed seed) so that every shard mixes the classes; val/ keeps its order.
-    Deterministic: the same folder and settings give the same bytes. Shards written before an interruption are
-    kept (checked against their sha256) and the rest written; `force` starts over."""
+    Deterministic: the same folder and settings give the same bytes, whatever `workers` (processes that read,
+    check and re-encode the images ahead of the writer, in order; 0: this process). Shards written before an
+    interruption are kept (checked against their sha256) and the rest written; `force` starts over."""
     from .imagefolder import scan
 
     if not 0 < quality <= 100:
@@ -60,11 +61,32 @@ def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0,
                            + " but no conversion of ours (no index.json, no interrupted conversion): they would be "
                            "replaced; choose another folder, or add --force")
 
-    total, done_images = len(train) + len(val), 0
+    with _Encoder(max_size, quality, workers) as encoder:
+        splits, unreadable = _write_splits(out, {"train": train, "val": val}, state, shard_images, shard_mb,
+                                           encoder, on_progress, on_unreadable)
+    if not splits.get("train") and not splits.get("val"):
+        raise BadInput(f"no image of {folder} could be read")
+    index = {"format": FORMAT, "version": VERSION, "classes": classes, "splits": splits,
+             "max_size": max_size or None, "quality": quality if max_size else None,
+             "unreadable": len(unreadable), "unreadable_files": unreadable[:1000]}
+    atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
+    state_path.unlink(missing_ok=True)
+    return {"out": str(out), "classes": len(classes), "unreadable": unreadable,
+            **{f"{k}_images": v["count"] for k, v in splits.items()},
+            **{f"{k}_shards": len(v["shards"]) for k, v in splits.items()},
+            "bytes": sum(s["bytes"] for v in splits.values() for s in v["shards"])}
+
+
+def _write_splits(out: Path, split_samples: dict[str, list], state: dict[str, Any], shard_images: int,
+                  shard_mb: float, encoder: "_Encoder", on_progress, on_unreadable) -> tuple[dict, list]:
+    """Each split's shards (kept from an interrupted conversion where intact, else written), and the unreadable
+    images left out."""
+    total, done_images = sum(len(s) for s in split_samples.values()), 0
     unreadable: list[dict[str, str]] = []
     splits = {}
     limit = shard_mb * 2**20
-    for split, samples in (("train", train), ("val", val)):
+    state_path = out / STATE
+    for split, samples in split_samples.items():
         if not samples:
             continue
         shards: list[dict] = []
@@ -85,12 +107,11 @@ def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0,
             while i < len(samples) and not ((shard_images and len(batch) >= shard_images)
                                             or (limit and batch_bytes >= limit)):
                 path, label = samples[i]
-                try:
-                    image, ext = _encoded(path, max_size, quality)
-                except _Unreadable as e:
-                    skipped.append({"path": str(path), "error": str(e)})
+                image, ext = encoder.get(samples, i)
+                if image is None:  # unreadable: `ext` says why
+                    skipped.append({"path": str(path), "error": ext})
                     if on_unreadable is not None:
-                        on_unreadable(str(path), str(e))
+                        on_unreadable(str(path), ext)
                 else:
                     batch.append((f"{i:08d}", ext, image, label))
                     batch_bytes += len(image) + 1024  # the tar headers
@@ -108,17 +129,78 @@ def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0,
         shards = [{k: v for k, v in e.items() if k in ("name", "count", "bytes", "sha256")} for e in shards]
         if shards:
             splits[split] = {"count": sum(e["count"] for e in shards), "shards": shards}
-    if not splits.get("train") and not splits.get("val"):
-        raise BadInput(f"no image of {folder} could be read")
-    index = {"format": FORMAT, "version": VERSION, "classes": classes, "splits": splits,
-             "max_size": max_size or None, "quality": quality if max_size else None,
-             "unreadable": len(unreadable), "unreadable_files": unreadable[:1000]}
-    atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
-    state_path.unlink(missing_ok=True)
-    return {"out": str(out), "classes": len(classes), "unreadable": unreadable,
-            **{f"{k}_images": v["count"] for k, v in splits.items()},
-            **{f"{k}_shards": len(v["shards"]) for k, v in splits.items()},
-            "bytes": sum(s["bytes"] for v in splits.values() for s in v["shards"])}
+    return splits, unreadable
+
+
+def default_workers() -> int:
+    """`data convert --workers`' default: every core this process may use, at most 32 (the writer mostly waits for
+    them); none on one core, where a worker would only add the hand-over. On 2 cores, 1,100 ImageNet-sized JPEGs
+    to --max-size 320: 6.4-6.6 s with 2 workers, 6.8-8.2 s with none, 8.3-9.3 s with 1 (2026-12-06)."""
+    from ..config import usable_cores
+
+    cores = usable_cores()
+    return min(32, cores) if cores > 1 else 0
+
+
+class _Encoder:
+    """`_encoded` of samples[i], i counting up from where the writer starts: in this process (`workers` 0), or
+    computed by `workers` processes up to AHEAD images per worker ahead of the writer and handed over in order
+    (bounded, so a slow disk never lets encoded images pile up in memory). A request that does not follow the
+    last (a shard kept from an interrupted conversion was skipped) starts the window again there."""
+
+    AHEAD = 8
+
+    def __init__(self, max_size: int, quality: int, workers: int) -> None:
+        self.max_size, self.quality, self.workers = max_size, quality, workers
+        self.pool = None
+        self.pending: "collections.deque" = None  # futures of samples[next:submitted]
+        self.samples, self.next, self.submitted = None, 0, 0
+
+    def __enter__(self) -> "_Encoder":
+        if self.workers > 0:
+            import collections
+            from concurrent.futures import ProcessPoolExecutor
+
+            from .loader import worker_context
+
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=worker_context(), initializer=_leave_interrupts)
+            self.pending = collections.deque()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def get(self, samples: list, i: int) -> tuple[bytes | None, str]:
+        """(bytes, extension) of samples[i], or (None, why it is unreadable)."""
+        if self.pool is None:
+            return encode_job((samples[i][0], self.max_size, self.quality))
+        if samples is not self.samples or i != self.next:
+            for future in self.pending:
+                future.cancel()
+            self.pending.clear()
+            self.samples, self.next, self.submitted = samples, i, i
+        while self.submitted < len(samples) and self.submitted < i + self.AHEAD * self.workers:
+            self.pending.append(self.pool.submit(encode_job, (samples[self.submitted][0], self.max_size,
+                                                              self.quality)))
+            self.submitted += 1
+        self.next += 1
+        return self.pending.popleft().result()
+
+
+def _leave_interrupts() -> None:
+    """A worker leaves Ctrl-C to the converting process, which stops the pool (no traceback from each worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def encode_job(job: tuple[Path, int, int]) -> tuple[bytes | None, str]:
+    """`_encoded` for a worker process: (bytes, extension), or (None, the reason) for an unreadable image."""
+    try:
+        return _encoded(*job)
+    except _Unreadable as e:
+        return None, str(e)
 
 
 def _saved_state(path: Path, settings: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -160,7 +242,9 @@ def _encoded(path: Path, max_size: int, quality: int) -> tuple[bytes, str]:
                 img.save(buffer, "JPEG", quality=quality)
                 return buffer.getvalue(), "jpg"
             im.load()  # a truncated file fails here, not in training
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:  # Pillow's message names the buffer's address: not the same twice
+        raise _Unreadable("not an image Pillow can identify") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise _Unreadable(str(e)[:200] or type(e).__name__) from None
     ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "PPM": "ppm", "TIFF": "tif"}.get(fmt)
     if ext is None:
