@@ -289,6 +289,7 @@ def test_the_torchvision_preset_trains_an_image_folder_with_random_resized_crops
     assert bad.exit_code == 2 and "data.crop_scale is [low, high]" in bad.stderr
 
 
+@pytest.mark.slow  # 2 s: the quick loop keeps under 90 s
 def test_an_exported_file_without_its_metadata_is_one_line(cli, tmp_path):
     """#37 item 4: a .pt2 without the sidecar export writes (here: `resnet build --format export`, untrained)."""
     from PIL import Image

@@ -77,6 +77,7 @@ def test_numbers_are_finite_and_in_range(cli, run, tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow  # 2 s: the quick loop keeps under 90 s
 def test_reads_are_bounded(cli, tmp_path):
     """Only regular files are read as configs and checkpoints; YAML aliases, non-UTF-8 and runaway nesting are
     one line each; a preset is a name, never a path; a huge value is cut short in the message."""

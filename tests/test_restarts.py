@@ -214,6 +214,7 @@ def test_two_nodes_restart_together_after_one_nodes_worker_dies(tmp_path, proc, 
         assert want["model"][k].equal(got["model"][k]), k
 
 
+@pytest.mark.slow  # 2 s: the quick loop keeps under 90 s
 def test_the_ranks_of_a_start_agree_on_its_generation_whatever_a_dead_start_left(tmp_path):
     """The handshake alone, on a real TCPStore: three ranks started again and again (rank 0 last), each start one
     new generation shared by all; a dead start's keys (its generation still published) are never taken."""

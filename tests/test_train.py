@@ -153,6 +153,7 @@ def test_fashion_mnist_preset_runs_on_real_data(cli, tmp_path, fashion_dir):
     assert out["final"]["test_top1"] > 0.25  # well above chance (0.10) after 32 steps
 
 
+@pytest.mark.slow  # 2 s: the quick loop keeps under 90 s
 def test_time_to_target_accuracy_and_stopping_there(cli, tmp_path):
     out = train(cli, tmp_path, "--epochs", "3", "--name", "t", "--set", "train.target_top1=0.01",
                 "--set", "train.stop_at_target=true")
