@@ -33,14 +33,15 @@ from pathlib import Path
 CLASSES = 100
 
 
-def write_jpeg(job: tuple[str, int]) -> None:
+def write_jpeg(job: tuple[str, int, int]) -> None:
+    """One generated JPEG: `side` x `side`, or (side 0) ImageNet's spread of sizes (module docstring)."""
     import numpy as np
     from PIL import Image
 
-    path, seed = job
+    path, seed, side = job
     rng = np.random.default_rng(seed)
-    short = int(rng.integers(300, 501))
-    ratio = float(np.exp(rng.uniform(np.log(4 / 3), np.log(16 / 9)))) if rng.random() < 0.9 else 1.0
+    short = side or int(rng.integers(300, 501))
+    ratio = float(np.exp(rng.uniform(np.log(4 / 3), np.log(16 / 9)))) if not side and rng.random() < 0.9 else 1.0
     w, h = (int(short * ratio), short) if rng.random() < 0.75 else (short, int(short * ratio))
     low = rng.integers(0, 255, (18, 24, 3), dtype=np.uint8)
     img = np.asarray(Image.fromarray(low).resize((w, h), Image.BICUBIC)).astype(np.int16)
@@ -48,18 +49,29 @@ def write_jpeg(job: tuple[str, int]) -> None:
     Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path, quality=90)
 
 
-def make_folder(root: Path, images: int, val_per_class: int) -> Path:
+def make_folder(root: Path, images: int, val_per_class: int, classes: int = CLASSES, side: int = 0) -> Path:
+    """train/ with `images` generated JPEGs over `classes` class folders, val/ with `val_per_class` each, written
+    with every core and kept: a file already there is not written again."""
     jobs = []
-    for split, n, base in (("train", images, 0), ("val", CLASSES * val_per_class, 10**8)):
+    for split, n, base in (("train", images, 0), ("val", classes * val_per_class, 10**8)):
         for i in range(n):
-            path = root / split / f"n{i % CLASSES:03d}" / f"{i:07d}.JPEG"
+            path = root / split / f"n{i % classes:03d}" / f"{i:07d}.JPEG"
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                jobs.append((str(path), base + i))
+                jobs.append((str(path), base + i, side))
     if jobs:
         with ProcessPoolExecutor(os.cpu_count()) as pool:
             list(pool.map(write_jpeg, jobs, chunksize=64))
     return root
+
+
+def machine_line(device: str, ready: str) -> str:
+    """The first line of a benchmark's output: the device, versions, cores, what was prepared, and the date."""
+    import torch
+
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else device
+    return (f"device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}; {os.cpu_count()} cores; "
+            f"{ready}; {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
 
 
 def resnet(*args: str, timeout: float) -> tuple[str, float, float]:
@@ -126,18 +138,14 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
 
-    import torch
-
     root = Path(a.dir)
     t0 = time.perf_counter()
     make_folder(root / "folder", a.images, a.val_per_class)
     shards = root / f"shards-{a.images}"
     if not (shards / "index.json").exists():
         resnet("data", "convert", str(root / "folder"), str(shards), "--max-size", "320", timeout=1800)
-    device = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else a.device
-    print(f"device: {device}; torch {torch.__version__}, CUDA {torch.version.cuda}; {os.cpu_count()} cores; "
-          f"{a.images:,} JPEGs and their shards ready in {time.perf_counter() - t0:.0f} s; "
-          f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC", flush=True)
+    print(machine_line(a.device, f"{a.images:,} JPEGs and their shards ready in {time.perf_counter() - t0:.0f} s"),
+          flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as runs:
         for model in a.models.split(","):

@@ -4,8 +4,8 @@ run, alternating, on the same generated folder.
 
     python benchmarks/uploads.py [--device cuda] [--images 10240] [--models resnet50-v1.5,resnet18] [--json]
 
-The folder holds generated 256x256 JPEGs (two classes; quality 90; smooth colour fields with noise), written once
-into --dir with every core: small images decode fast, so the workers keep ahead of the GPU and what is measured
+The folder holds generated 256x256 JPEGs (two classes; imagenet_path.py's generator), written once into --dir
+with every core: small images decode fast, so the workers keep ahead of the GPU and what is measured
 is the step and its upload (256 x 3 x 336 x 336 uint8 canvases, 87 MB a batch at b256). Each run is the
 torchvision preset for --epochs epochs (train.compile off, so no run waits a minute compiling; the CUDA graph
 replays eager kernels), data.workers from the cores; the figure is the last epoch's img/s from metrics.csv (the
@@ -18,42 +18,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-
-def write_jpeg(args: tuple[str, int, int]) -> None:
-    import numpy as np
-    from PIL import Image
-
-    path, seed, side = args
-    rng = np.random.default_rng(seed)
-    low = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
-    img = np.asarray(Image.fromarray(low).resize((side, side), Image.BICUBIC)).astype(np.int16)
-    img = img + rng.integers(-20, 20, img.shape)
-    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path, quality=90)
-
-
-def make_folder(root: Path, images: int, side: int) -> Path:
-    """train/{a,b}/ with `images` JPEGs, val/{a,b}/ with 64; kept for the next run."""
-    jobs = []
-    for split, n in (("train", images), ("val", 64)):
-        for i in range(n):
-            cls = "ab"[i % 2]
-            path = root / split / cls / f"{i:06d}.jpg"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                jobs.append((str(path), i + (10**7 if split == "val" else 0), side))
-    if jobs:
-        with ProcessPoolExecutor(os.cpu_count()) as pool:
-            list(pool.map(write_jpeg, jobs, chunksize=64))
-    return root
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from imagenet_path import machine_line, make_folder  # noqa: E402  (generated JPEGs, written with every core)
 
 
 def train_rate(folder: Path, model: str, prefetch: bool, a: argparse.Namespace, runs: Path) -> dict:
@@ -93,15 +66,9 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
 
-    import torch
-
     t0 = time.perf_counter()
-    folder = make_folder(Path(a.dir), a.images, a.side)
-    made = time.perf_counter() - t0
-    device = torch.cuda.get_device_name(0) if a.device == "cuda" else a.device
-    print(f"device: {device}; torch {torch.__version__}, CUDA {torch.version.cuda}; {os.cpu_count()} cores; "
-          f"{a.images} {a.side}px JPEGs ready in {made:.0f} s; "
-          f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC", flush=True)
+    folder = make_folder(Path(a.dir), a.images, 32, classes=2, side=a.side)
+    print(machine_line(a.device, f"{a.images} {a.side}px JPEGs ready in {time.perf_counter() - t0:.0f} s"), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as runs:
         for model in a.models.split(","):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -153,18 +154,17 @@ class _Encoder:
     def __init__(self, max_size: int, quality: int, workers: int) -> None:
         self.max_size, self.quality, self.workers = max_size, quality, workers
         self.pool = None
-        self.pending: "collections.deque" = None  # futures of samples[next:submitted]
+        self.pending: deque | None = None  # futures of samples[next:submitted]
         self.samples, self.next, self.submitted = None, 0, 0
 
     def __enter__(self) -> "_Encoder":
         if self.workers > 0:
-            import collections
             from concurrent.futures import ProcessPoolExecutor
 
             from .loader import worker_context
 
             self.pool = ProcessPoolExecutor(self.workers, mp_context=worker_context(), initializer=_leave_interrupts)
-            self.pending = collections.deque()
+            self.pending = deque()
         return self
 
     def __exit__(self, *exc) -> None:
