@@ -124,14 +124,20 @@ def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
 def check_file(path: Path, fmt: str, net: torch.nn.Module, input_size: tuple[int, int], batch_size: int) -> float:
     """Largest absolute difference between the file's output and the PyTorch model's on a random batch (on the
     model's device)."""
+    return largest_difference(net, example_batch(net, batch_size, input_size, seed=1),
+                              lambda x: run_file(path, fmt, x), str(path))
+
+
+def largest_difference(net: "torch.nn.Module", x: "torch.Tensor", other, what: str) -> float:
+    """Largest absolute difference between `other(x)` and the PyTorch model's output (evaluation mode); a
+    different output shape is one line naming `what` returned it."""
     import torch
 
-    x = example_batch(net, batch_size, input_size, seed=1)
     with torch.inference_mode():
         want = net.eval()(x)
-        got = run_file(path, fmt, x)
+        got = other(x)
     if got.shape != want.shape:
-        raise BadInput(f"{path} returned shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+        raise BadInput(f"{what} returned shape {tuple(got.shape)}, expected {tuple(want.shape)}")
     return float((got.float() - want.float()).abs().max())
 
 
@@ -241,8 +247,4 @@ def _hub_folder(output: Path, force: bool) -> Path:
 def check_weights(back: "torch.nn.Module", net: "torch.nn.Module", input_size: tuple[int, int]) -> float:
     """Largest absolute difference between the model read back from the written weights and the one they came
     from, on a random batch of 3."""
-    import torch
-
-    x = example_batch(net, 3, input_size, seed=1)
-    with torch.inference_mode():
-        return float((back.eval()(x) - net.eval()(x)).abs().max())
+    return largest_difference(net, example_batch(net, 3, input_size, seed=1), back.eval(), "the weights read back")

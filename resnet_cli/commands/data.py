@@ -169,6 +169,10 @@ def _tensor_datasets():
     return choices("TensorDataset", FIXED_CLASSES)
 
 
+def _split_choice():
+    return choices("ImageSplit", ("test", "train"))
+
+
 @app.command("images")
 def images_cmd(
     dataset: Annotated[_tensor_datasets(), typer.Argument(help="The dataset.", show_default=False)],
@@ -234,7 +238,3 @@ def images_cmd(
         print_json(result)
     else:
         console().print(text, highlight=False, soft_wrap=True)
-
-
-def _split_choice():
-    return choices("ImageSplit", ("test", "train"))
