@@ -42,6 +42,14 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def main_process_limit(stages: dict[str, float], overlapped: bool) -> float:
+    """Images/s the training process itself can take: the copy to the device and the device's share of each batch
+    (seconds per image in `stages`), one after the other, or side by side where the copy runs on its own stream
+    while the device works (`overlapped`: data.prefetch on CUDA)."""
+    copy, device = stages["to_device"], stages["device"]
+    return 1 / max(max(copy, device) if overlapped else copy + device, 1e-9)
+
+
 def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, float]:
     """Seconds per image of each stage (module docstring), measured in this process on `sample` images."""
     import torch
@@ -166,8 +174,7 @@ def bench_pipeline(cfg, device_name: str = "auto", batches: int = 20, batch_size
     per_core = 1 / cpu_per_image
     workers = measured["workers"]
     per_worker = measured["img_per_s"] / workers if workers else per_core
-    # what the training process itself can take: the copy to the device and the device's share of each batch
-    main_limit = 1 / max(stages["to_device"] + stages["device"], 1e-9)
+    main_limit = main_process_limit(stages, overlapped=device.type == "cuda" and cfg.data.prefetch)
     held_by_main = workers > 0 and measured["img_per_s"] >= 0.8 * main_limit
     need = None if held_by_main else math.ceil(model["img_per_s"] / per_worker)
     rates = f"the loader feeds {measured['img_per_s']:,.0f} img/s, the model "

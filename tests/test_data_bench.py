@@ -125,3 +125,14 @@ def test_train_says_once_when_its_steps_wait_for_the_decoders(cli, tmp_path):
     assert f"`resnet data bench {tmp_path / 'f'}` says how many workers would keep up" in said[0]
     device = cli("train", "--preset", "smoke", "--device", "cpu", "--run-dir", tmp_path / "runs")
     assert device.exit_code == 0 and "input-bound" not in device.stdout
+
+
+def test_the_training_process_limit_overlaps_the_copy_only_where_it_runs_on_a_side_stream():
+    """data bench's `main_process_img_per_s`: the copy and the device's share add up (the CPU, or data.prefetch
+    off); with data.prefetch on CUDA the copy runs beside the device's work, so the slower of the two bounds it."""
+    from resnet_cli.pipeline_bench import main_process_limit
+
+    stages = {"to_device": 0.0002, "device": 0.0003}  # seconds per image
+    assert main_process_limit(stages, overlapped=False) == pytest.approx(2000)
+    assert main_process_limit(stages, overlapped=True) == pytest.approx(1 / 0.0003)
+    assert main_process_limit({"to_device": 0.0, "device": 0.0}, overlapped=True) == pytest.approx(1e9)
