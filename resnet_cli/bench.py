@@ -112,7 +112,7 @@ def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: i
     warmup = max(cfg.warmup, graphs.WARMUP + 1) if graphed else cfg.warmup  # the capture is never timed
     t: Timing = time_fn(step, device, warmup=warmup, iters=cfg.iters, repeats=cfg.repeats)
     graph = getattr(getattr(step, "train_step", None), "graph", None)
-    replayed = bool(graphed and graph is not None and graph.graph is not None and not graph.failed)
+    replayed = bool(graphed and graph is not None and graph.graph is not None)  # a failed capture leaves none
     secs = t.median_ms / 1000
     flops_per_image = 2 * fwd_macs * (3 if cfg.mode == "train" else 1)
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None

@@ -388,9 +388,8 @@ def test_a_plain_step_out_of_memory_beside_the_graph_releases_it_and_runs_again(
     cpu = torch.device("cpu")
     net = torch.nn.Linear(4, 3)
     step = TrainStep(net, make_optimizer(net, TrainConfig(), cpu), Speed("fp32", False, False), cpu)
-    step.graph = graph = graphs.StepGraph(step)
     released = []
-    step.on_graph_release = released.append
+    step.graph = graph = graphs.StepGraph(step, on_release=released.append)
 
     def capture(x, y, lr):  # what _capture leaves behind, without CUDA
         graph.static = {"x": torch.empty_like(x), "y": torch.empty_like(y), "lr": torch.tensor(0.0),

@@ -266,6 +266,7 @@ def _uploaded(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 # apply_ops' groups, in the order images are sorted into: identity, the geometric ops (one resampling), each other op
 GROUPS = (("identity", ("identity",)), ("geometric", GEOMETRIC)) + tuple(
     (name, (name,)) for name in OPS if name != "identity" and name not in GEOMETRIC)
+GROUP_OF = torch.tensor([next(g for g, (_, members) in enumerate(GROUPS) if name in members) for name in OPS])
 
 
 def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -278,10 +279,7 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor]) -
     upload (the sort order) per call, no host sync."""
     if op.device.type != "cpu":
         raise ValueError("apply_ops takes the ops on the host (a CPU tensor): reading them from the device would wait")
-    group_of = torch.empty(len(OPS), dtype=torch.long)
-    for g, (_, members) in enumerate(GROUPS):
-        group_of[[OPS.index(name) for name in members]] = g
-    groups = group_of[op]
+    groups = GROUP_OF[op]
     order = torch.argsort(groups, stable=True)
     sizes = torch.bincount(groups, minlength=len(GROUPS)).tolist()
     index = _uploaded(torch.cat([order, op[order]]), x.device)

@@ -165,7 +165,7 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
                      on_graph_fallback=lambda exc: progress.line(graphs.fallback_message(exc)))
     if step.graph is not None:  # the log says that the step replays, not only that graphs were asked for
         step.graph.on_capture = lambda: progress.line(graphs.CAPTURED)
-        step.on_graph_release = lambda held: progress.line(graphs.released_message(held))
+        step.graph.on_release = lambda held: progress.line(graphs.released_message(held))
     ema = EMA(model, t.ema) if t.ema else None
     loader = dict(device=process.device, channels_last=speed.channels_last, rank=process.rank, world=process.world)
     train_loader = make_loader(data, cfg.data, "train", t.batch_size // process.world, training=True,

@@ -71,9 +71,10 @@ class StepGraph:
     apply, and the caller takes the plain step."""
 
     def __init__(self, step, on_fallback: Callable[[BaseException], None] | None = None,
-                 on_capture: Callable[[], None] | None = None) -> None:
+                 on_capture: Callable[[], None] | None = None,
+                 on_release: Callable[[int], None] | None = None) -> None:
         self.step = step  # the TrainStep whose parts are captured
-        self.on_fallback, self.on_capture = on_fallback, on_capture
+        self.on_fallback, self.on_capture, self.on_release = on_fallback, on_capture, on_release
         self.calls = 0
         self.replays = 0  # steps replayed from the graph in this process (train's result and bench report it)
         self.pool_bytes = 0  # device memory the capture reserved: the graph's pool, beside the plain step's
@@ -162,15 +163,15 @@ class StepGraph:
                 p.grad = g
         return s["loss"], s["logits"]
 
-    def release(self) -> int:
+    def release(self) -> None:
         """Drop the captured graph and its pool (a plain step beside it ran out of memory); later steps are plain.
-        Returns the bytes its pool held."""
-        held = self.pool_bytes
+        `on_release` is told the bytes its pool held."""
         self.failed, self.graph, self.static = True, None, {}
         self.step.optimizer.zero_grad(set_to_none=True)  # the gradients were the graph's buffers
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the pool's segments, back to the device
-        return held
+        if self.on_release is not None:
+            self.on_release(self.pool_bytes)
 
     def _give_up(self, exc: BaseException | None) -> None:
         """A failed capture: forget it, and train on with the plain step (nothing ran in the capture)."""

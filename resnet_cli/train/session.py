@@ -54,7 +54,8 @@ class RunResult:
         if self.message:
             return {"event": "result", "run_dir": self.run_dir, "finished": True, "message": self.message}
         keys = ("run_dir", "model", "dataset", "epochs", "steps", "final", "best", "selected_by", "stopped_early",
-                "device", "processes", "precision", "channels_last", "compile", "wall_seconds", "target", "cuda_graph_replays")
+                "device", "processes", "precision", "channels_last", "compile", "wall_seconds", "target",
+                "cuda_graph_replays")
         return {"event": "result", **{k: getattr(self, k) for k in keys}}
 
 

@@ -97,7 +97,6 @@ class TrainStep:
         # DDP (when given) wraps the module; compilation wraps whatever is called.
         self.forward = speed.forward(call_module if call_module is not None else model, on_fallback)
         self.graph = None  # speed.cuda_graphs: the whole step replayed from a CUDA graph (graphs.py)
-        self.on_graph_release: Callable[[int], None] | None = None  # told the pool's bytes when the graph is dropped
         if speed.cuda_graphs:
             from .graphs import StepGraph
 
@@ -166,9 +165,7 @@ class TrainStep:
         except torch.cuda.OutOfMemoryError:
             if self.graph is None or self.graph.graph is None:
                 raise
-            held = self.graph.release()  # its pool made room for one set of activations too few: run without it
-            if self.on_graph_release is not None:
-                self.on_graph_release(held)
+            self.graph.release()  # its pool left room for one set of activations too few: run without it
             return self._plain_step(x, y, lr, check_finite, after_backward)
 
     def _plain_step(self, x, y, lr, check_finite, after_backward) -> StepResult:
