@@ -63,7 +63,8 @@ else
     echo "== fashion_to_93: skipped (no Fashion-MNIST found; pass its folder as the first argument)"
     failed+=("fashion_to_93(no data)")
 fi
-step bench_r20 60 $py -m resnet_cli bench resnet20 --device cuda -b 512 --repeats 3 --json
+# resnet20 compiled, as a long run trains it (a bench is too short for compile auto)
+step bench_r20 60 $py -m resnet_cli bench resnet20 --device cuda -b 512 --compile --repeats 3 --json
 # resnet50 eagerly (its compilation alone takes about a minute; gpu_speed.sh measures it compiled)
 step bench_r50v15_train 60 $py -m resnet_cli bench resnet50-v1.5 --mode train --device cuda -b 256 \
     --precision bf16 --no-compile --warmup 5 --iters 5 --repeats 3 --json

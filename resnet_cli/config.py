@@ -129,9 +129,10 @@ class TrainConfig:
     precision: Precision = "auto"  # auto: bf16 autocast on CUDA; fp32 on CPU (bf16: 0.4-0.5x); tf32: fp32 with
     #                                TF32 matmuls and convolutions (CUDA only)
     channels_last: Auto = "auto"  # auto: on for CUDA and oneDNN CPUs (measured +17-19% CPU training)
-    compile: Auto = "auto"  # torch.compile; auto: on for CUDA, and on CPU for runs of >= compile_min_steps
-    #                         (compiling costs ~20-60 s there, then trains 1.3-1.5x faster; needs a C++ compiler)
-    compile_min_steps: int = 2000  # compile auto on CPU: only runs at least this long earn the compile time back
+    compile: Auto = "auto"  # torch.compile; auto: for runs of >= compile_min_steps steps (on CPU only with a
+    #                         C++ compiler), where the time spent compiling is earned back
+    compile_min_steps: int = -1  # compile auto: only runs at least this long compile; -1: by device
+    #                              (COMPILE_MIN_STEPS: 2,000 on CPU, 20,000 on CUDA)
     compile_mode: CompileMode = "default"
     #              reduce-overhead adds CUDA graphs (CUDA only)
     cuda_graphs: Auto = "auto"  # replay the whole training step (forward, backward, optimizer) from one CUDA graph;
@@ -164,6 +165,17 @@ class TrainConfig:
 
 
 TRACKERS = ("tensorboard", "mlflow", "wandb", "jsonl")  # train.loggers' choices (train/trackers.py)
+# train.compile_min_steps=-1, by device: the steps after which torch.compile has earned back its compile time
+# (BENCHMARKS.md). CPU: 20-60 s of compiling, then 1.3-1.5x faster training. CUDA (H100, resnet20 at batch 512,
+# the step replayed from a CUDA graph either way): 18 s more warm-up, then 0.95 ms less per step (3.56 against
+# 4.51 ms), earned back after about 19,000 steps; so a fine-tune or the fashion-mnist preset (7,020 steps) starts
+# at once, and a paper-length CIFAR run (64,000) or an ImageNet run compiles.
+COMPILE_MIN_STEPS = {"cpu": 2000, "cuda": 20000}
+
+
+def min_compile_steps(device_type: str, setting: int = -1) -> int:
+    """train.compile_min_steps resolved for a device: the setting, or COMPILE_MIN_STEPS's (CPU's for others)."""
+    return setting if setting >= 0 else COMPILE_MIN_STEPS.get(device_type, COMPILE_MIN_STEPS["cpu"])
 
 
 @dataclass
@@ -524,8 +536,7 @@ def validate(cfg: Config) -> None:
               "data.val_split": d.val_split, "data.mixup": d.mixup, "data.cutmix": d.cutmix,
               "data.test_limit": d.test_limit, "data.crop_padding": d.crop_padding, "data.eval_resize": d.eval_resize,
               "run.stop_after_epochs": cfg.run.stop_after_epochs, "train.skip_nonfinite": t.skip_nonfinite,
-              "model.num_classes": cfg.model.num_classes, "model.in_channels": cfg.model.in_channels,
-              "train.compile_min_steps": t.compile_min_steps}
+              "model.num_classes": cfg.model.num_classes, "model.in_channels": cfg.model.in_channels}
     for key, value in nonneg.items():
         if value < 0:
             raise BadInput(f"{key} must not be negative, got {value}")
@@ -549,6 +560,8 @@ def validate(cfg: Config) -> None:
                        f"{cfg.run.lock_wait}")
     if d.workers < -1:
         raise BadInput(f"data.workers must be 0 or more (-1: from the cores), got {d.workers}")
+    if t.compile_min_steps < -1:
+        raise BadInput(f"train.compile_min_steps must be 0 or more (-1: by device), got {t.compile_min_steps}")
     if d.max_read_mb <= 0 or not 0 < d.read_timeout <= 7 * 86400:
         raise BadInput(f"data.max_read_mb must be positive and data.read_timeout in (0, 604800] seconds, got "
                        f"{d.max_read_mb} and {d.read_timeout}")

@@ -7,9 +7,11 @@ decisions once, from what was measured (BENCHMARKS.md):
 - precision: bf16 autocast on CUDA; fp32 on CPU (bf16 ran at 0.4-0.5x on CPUs without bf16 units).
 - channels_last: on for CUDA and for CPUs whose convolutions run on oneDNN (+17-19% training on the
   2-core CI machines).
-- compile: on for CUDA; on CPU only for runs of at least `compile_min_steps` steps and when a C++
-  compiler is found (Inductor's CPU backend needs one): compiling costs 20-60 s there, then trains
-  1.3-1.5x faster, so short runs stay eager.
+- compile: only for runs long enough to earn the compile time back (`train.compile_min_steps`, by device
+  `config.COMPILE_MIN_STEPS`): on CPU 2,000 steps, where compiling costs 20-60 s and then trains 1.3-1.5x
+  faster (and only when a C++ compiler is found: Inductor's CPU backend needs one); on CUDA 20,000 steps,
+  where it costs about 18 s more and then saves about a fifth of a step replayed from a CUDA graph. Short
+  runs stay eager; a run of unknown length (`planned_steps` None) compiles.
 
 Under `auto`, a compilation that fails falls back to eager with one line (`CompiledForward`): a run
 should not die over a speed switch it did not ask for. `on` makes that failure an error.
@@ -23,7 +25,7 @@ import shutil
 from dataclasses import dataclass, replace
 from typing import Any, Callable, get_args
 
-from .config import CompileMode
+from .config import CompileMode, min_compile_steps
 from .errors import BadInput
 
 COMPILE_MODES = get_args(CompileMode)
@@ -70,9 +72,9 @@ class Speed:
     @classmethod
     def resolve(cls, device, precision: str = "auto", channels_last: str = "auto", compile: str = "auto",
                 compile_mode: str = "default", planned_steps: int | None = None,
-                compile_min_steps: int | None = None) -> "Speed":
-        """Decide every `auto` for `device`; `planned_steps` (None: unknown, e.g. inference) gates CPU compile
-        against `compile_min_steps` (None: train.compile_min_steps's default)."""
+                compile_min_steps: int = -1) -> "Speed":
+        """Decide every `auto` for `device`; `planned_steps` (None: unknown, e.g. inference) gates compile
+        against `compile_min_steps` (-1: the device's, config.COMPILE_MIN_STEPS)."""
         cuda = device.type == "cuda"
         if precision == "auto":
             precision = "bf16" if cuda else "fp32"
@@ -82,12 +84,9 @@ class Speed:
             raise BadInput(f"compile mode {compile_mode!r} is not one of {', '.join(COMPILE_MODES)}")
         nhwc = default_channels_last(device) if channels_last == "auto" else channels_last == "on"
         if compile == "auto":
-            if compile_min_steps is None:
-                from .config import TrainConfig
-
-                compile_min_steps = TrainConfig().compile_min_steps
-            long_enough = planned_steps is None or planned_steps >= compile_min_steps
-            compile_ = cuda or (long_enough and cpp_compiler() is not None)
+            needed = min_compile_steps(device.type, compile_min_steps)
+            long_enough = planned_steps is None or planned_steps >= needed
+            compile_ = long_enough and (cuda or cpp_compiler() is not None)
         else:
             compile_ = compile == "on"
             if compile_ and device.type == "cpu" and cpp_compiler() is None:

@@ -149,7 +149,7 @@ def test_cpu_auto_switches_follow_the_measurements(monkeypatch):
     from resnet_cli.errors import BadInput
 
     cpu = torch.device("cpu")
-    threshold = C.TrainConfig().compile_min_steps
+    threshold = C.COMPILE_MIN_STEPS["cpu"]
     speed = Speed.for_train(C.resolve("smoke").train, cpu, planned_steps=threshold - 1)
     assert (speed.precision, speed.compile) == ("fp32", False)
     assert speed.channels_last == torch.backends.mkldnn.is_available()
@@ -163,6 +163,29 @@ def test_cpu_auto_switches_follow_the_measurements(monkeypatch):
         Speed.for_train(C.resolve("smoke", sets=["train.compile=on"]).train, cpu, planned_steps=10)
     off = Speed.for_train(C.resolve("smoke", sets=["train.channels_last=off"]).train, cpu, planned_steps=10)
     assert off.channels_last is False
+
+
+def test_compile_waits_for_long_runs_on_cuda_too():
+    """On CUDA `auto` compiles runs of 20,000 steps or more only (about where resnet20's compile time was earned
+    back on the H100): the fashion-mnist preset's 7,020 steps start eagerly, a paper-length CIFAR run compiles;
+    train.compile_min_steps sets the bar for every device, and train.compile=on compiles whatever the length."""
+    from resnet_cli.errors import BadInput
+
+    cuda, t = torch.device("cuda"), C.resolve("smoke").train  # resolving touches no CUDA API
+    assert t.compile_min_steps == -1 and C.COMPILE_MIN_STEPS == {"cpu": 2000, "cuda": 20000}
+    fashion = C.resolve("fashion-mnist").train
+    steps = fashion.epochs * (60000 // fashion.batch_size)  # the last partial batch is dropped
+    assert steps == 7020 and not Speed.for_train(fashion, cuda, planned_steps=steps).compile
+    assert Speed.for_train(t, cuda, planned_steps=64000).compile  # the paper's CIFAR length
+    assert not Speed.for_train(t, cuda, planned_steps=19999).compile and Speed.for_train(t, cuda, 20000).compile
+    speed = Speed.for_train(t, cuda, planned_steps=100)
+    assert (speed.precision, speed.channels_last, speed.compile) == ("bf16", True, False)
+    assert Speed.resolve(cuda).compile  # a run of unknown length (no planned steps) compiles
+    assert Speed.for_train(C.resolve("smoke", sets=["train.compile_min_steps=0"]).train, cuda, 1).compile
+    assert Speed.for_train(C.resolve("smoke", sets=["train.compile=on"]).train, cuda, 1).compile
+    assert C.min_compile_steps("mps") == C.COMPILE_MIN_STEPS["cpu"] and C.min_compile_steps("cuda", 5) == 5
+    with pytest.raises(BadInput, match="train.compile_min_steps must be 0 or more .-1: by device., got -2"):
+        C.resolve("smoke", sets=["train.compile_min_steps=-2"])
 
 
 @pytest.mark.slow  # a few seconds: the quick loop keeps under 90 s

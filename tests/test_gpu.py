@@ -1,8 +1,8 @@
-"""What only runs on a GPU: the CUDA defaults of `train` (bf16, channels_last, compile) through evaluations, a
-SIGTERM checkpoint and a resume; the recipe keys, --freeze and --init under them; eval, export and predict of a
-CUDA-trained run; `bench --detail`, `flops --device`; one-process NCCL runs under torchrun (eager and compiled);
-accumulation under CUDA graphs; evaluation without host syncs. Skipped without CUDA; `benchmarks/gpu_check.sh`
-runs them on a GPU machine."""
+"""What only runs on a GPU: the CUDA defaults of `train` (bf16, channels_last, compiled as a long run is, CUDA
+graphs) through evaluations, a SIGTERM checkpoint and a resume; the recipe keys, --freeze and --init under them;
+eval, export and predict of a CUDA-trained run; `bench --detail`, `flops --device`; one-process NCCL runs under
+torchrun (eager and compiled); accumulation under CUDA graphs; evaluation without host syncs. Skipped without CUDA;
+`benchmarks/gpu_check.sh` runs them on a GPU machine."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ pytestmark = pytest.mark.cuda  # skipped without a CUDA device (conftest)
 
 @pytest.fixture
 def gpu_smoke(smoke_args) -> list[str]:
-    return smoke_args("cuda", 512, 256, "train.log_interval=4")
+    """A smoke run on CUDA that takes the path of a long run: compiled (train.compile_min_steps=1; `auto` leaves
+    runs under 20,000 steps eager on CUDA) and replayed from a CUDA graph."""
+    return smoke_args("cuda", 512, 256, "train.log_interval=4", "train.compile_min_steps=1")
 
 
 def test_cuda_defaults_train_evaluate_and_resume(cli, tmp_path, gpu_smoke, ckpts):
@@ -93,7 +95,7 @@ def test_cuda_resume_is_exact_in_fp32_eager(cli, tmp_path, gpu_smoke):
 
 def test_bench_on_cuda_reports_memory_and_compile_time(cli):
     out = cli.json("bench", "resnet20", "--device", "cuda", "-b", "256", "--warmup", "3", "--iters", "5",
-                   "--repeats", "3", "--detail")
+                   "--repeats", "3", "--detail", "--compile")  # a bench is too short for auto to compile
     assert "cuda" not in out["device"].lower() or out["cuda"]
     for r in out["results"]:
         assert r["precision"] == "bf16" and r["channels_last"] is True and r["compile"] is True
@@ -156,14 +158,15 @@ def test_cuda_init_from_a_run_and_freeze(cli, tmp_path, gpu_smoke, ckpts, cuda_r
 
 @pytest.fixture(scope="module")
 def cuda_run(tmp_path_factory):
-    """A run trained on CUDA with the defaults (bf16, channels_last, compile), 2 epochs."""
+    """A run trained on CUDA with the defaults of a long run (bf16, channels_last, compiled), 2 epochs."""
     from conftest import smoke
     from typer.testing import CliRunner
 
     from resnet_cli.cli import app
 
     root = tmp_path_factory.mktemp("cuda_run")
-    args = [*smoke("cuda", 512, 256), "--epochs", "2", "--run-dir", str(root), "--name", "r"]
+    args = [*smoke("cuda", 512, 256, "train.compile_min_steps=1"), "--epochs", "2", "--run-dir", str(root),
+            "--name", "r"]
     result = CliRunner().invoke(app, ["train", *args])
     assert result.exit_code == 0, result.output
     return root / "r"
@@ -380,21 +383,22 @@ def test_uploads_ahead_on_a_side_stream_hand_out_every_batch_intact():
 
 def test_an_image_folder_run_with_workers_replays_its_graph(cli, tmp_path):
     """#34 item 1 end to end: one epoch on a 64-image folder, decoded by two workers into pinned memory, with the
-    CUDA defaults (graphs on): the capture succeeds beside the pin-memory thread, the log says that the step
-    replays, and every step after the warm-up did."""
+    CUDA defaults (graphs on; compile off, as for any run under 20,000 steps): the capture succeeds beside the
+    pin-memory thread, the log says that the step replays, and every step after the warm-up did."""
     from test_crops import write_folder
 
     write_folder(tmp_path / "f" / "train", classes=("a", "b"), per_class=32, size=(96, 80))
     write_folder(tmp_path / "f" / "val", classes=("a", "b"), per_class=4, size=(96, 80))
     run = cli("train", "--set", "data.dataset=imagefolder", "--data-dir", tmp_path / "f", "--model", "resnet18",
               "--set", "data.image_size=64", "--set", "data.workers=2", "--batch-size", "8", "--epochs", "1",
-              "--set", "train.compile=off", "--device", "cuda", "--run-dir", tmp_path / "runs", "--json")
+              "--device", "cuda", "--run-dir", tmp_path / "runs", "--json")
     assert run.exit_code == 0, run.output
     from resnet_cli.train.graphs import CAPTURED, WARMUP
 
     assert CAPTURED in run.stdout and "capture failed" not in run.stdout
     out = last_json(run.stdout)
     assert out["steps"] == 8 and out["cuda_graph_replays"] == 8 - WARMUP
+    assert (out["precision"], out["compile"]) == ("bf16", False)
 
 
 def test_gradient_logging_replays_the_graph_and_reads_its_gradients():

@@ -37,8 +37,10 @@ def bench(
         "--channels-last/--no-channels-last", help="NHWC memory format \\[default: on for CUDA and oneDNN CPUs].",
         show_default=False)] = None,
     compile_: Annotated[Optional[bool], typer.Option(
-        "--compile/--no-compile", help="torch.compile the model \\[default: as `train`: on for CUDA; on CPU "
-        "only for runs of >= train.compile_min_steps steps, so off for a bench].", show_default=False)] = None,
+        "--compile/--no-compile", help="torch.compile the model \\[default: as `train`: only runs of >= "
+        f"train.compile_min_steps steps ({config.COMPILE_MIN_STEPS['cpu']:,} on CPU, "
+        f"{config.COMPILE_MIN_STEPS['cuda']:,} on CUDA) compile, so off for a bench; --compile measures what a "
+        "long run trains at].", show_default=False)] = None,
     compile_mode: Annotated[CompileMode, typer.Option(
         "--compile-mode", metavar="MODE", help="torch.compile mode: " + ", ".join(m.value for m in CompileMode)
         + "; reduce-overhead adds CUDA graphs (CUDA only).")]
