@@ -138,7 +138,8 @@ class Speed:
             torch.backends.cudnn.allow_tf32 = self.precision == "tf32"
         if self.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS first starts
-        torch.use_deterministic_algorithms(self.deterministic, warn_only=True)
+        if torch.are_deterministic_algorithms_enabled() != self.deterministic:  # off unless a run turned it on:
+            torch.use_deterministic_algorithms(self.deterministic, warn_only=True)  # it imports Inductor (1-2 s)
 
     def forward(self, module, on_fallback: Callable[[BaseException], None] | None = None) -> "Callable[..., Any]":
         """The call to run `module` with: the module itself, or its compiled forward."""

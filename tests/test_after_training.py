@@ -108,6 +108,27 @@ def test_export_fails_with_exit_1_when_the_file_computes_something_else(cli, fol
     assert "differs from the PyTorch model by 1.00e-02 (> 1e-03)" in result.stderr
 
 
+@pytest.mark.slow  # 5 s: a process of its own
+def test_eval_and_predict_never_import_the_compiler(folder_run):
+    """eval and predict run eagerly, so they never import torch._dynamo and Inductor (1-2 s of their start:
+    torch.use_deterministic_algorithms imports Inductor's config, and was called at every start until
+    Speed.configure_backends set it only when it changes)."""
+    import subprocess
+    import sys
+
+    run, val = folder_run / "runs" / "f", folder_run / "images" / "val"
+    code = ("import sys\nfrom resnet_cli.cli import app\n"
+            f"for args in (['eval', {str(run)!r}, '--device', 'cpu', '--json'],\n"
+            f"             ['predict', {str(run)!r}, {str(val)!r}, '--device', 'cpu', '--json']):\n"
+            "    try:\n        app(args)\n    except SystemExit as e:\n        assert e.code in (0, None), e.code\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['torch', '_dynamo'], "
+            "['torch', '_inductor'])))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert '"top1"' in out.stdout and '"predictions"' in out.stdout  # both really ran
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_predict_gives_evals_top1_for_every_image_and_skips_a_corrupt_one(cli, folder_run, tmp_path):
     from resnet_cli import config as C
     from resnet_cli.checkpoint import model_from_checkpoint
