@@ -186,3 +186,20 @@ def test_synthetic_is_seeded_and_sized():
     assert a.train_x.shape == (30, 2, 20, 20) and a.test_x.shape == (12, 2, 20, 20)
     assert torch.equal(a.train_x, b.train_x) and a.num_classes == 4
     assert len(a.input.mean) == 2 and all(s > 0 for s in a.input.std)
+
+
+def test_channel_stats_are_the_exact_mean_and_std_of_each_channel():
+    """The normalisation of IDX and CIFAR runs: per-channel mean and (population) std in [0, 1] units, equal to a
+    float64 computation over the whole set; a constant channel gets a tiny std, not zero."""
+    from resnet_cli.data.loading import channel_stats
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.stack([torch.randint(0, 256, (300, 20, 20), generator=g),
+                     torch.randint(0, 40, (300, 20, 20), generator=g),
+                     torch.full((300, 20, 20), 7)], dim=1).to(torch.uint8)
+    mean, std = channel_stats(x)
+    f = x.double() / 255
+    assert mean.dtype == torch.float32 and mean.shape == std.shape == (3,)
+    assert torch.allclose(mean.double(), f.mean(dim=(0, 2, 3)), rtol=0, atol=1e-7)
+    assert torch.allclose(std[:2].double(), f.std(dim=(0, 2, 3), correction=0)[:2], rtol=0, atol=1e-7)
+    assert mean[2].item() == pytest.approx(7 / 255) and 0 < std[2].item() <= 1e-5

