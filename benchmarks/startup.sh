@@ -13,17 +13,18 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 old=$(mktemp -d "${TMPDIR:-/tmp}/startup.XXXXXX")
 trap 'git -C "$here" worktree remove --force "$old" >/dev/null 2>&1; rm -rf "$old"' EXIT
 git -C "$here" worktree add -f --detach "$old" "$rev" >/dev/null 2>&1 || { echo "cannot check out $rev"; exit 2; }
+label() { [ "$1" = "$here" ] && echo now || echo "$rev"; }  # label DIR: what a checkout is called
 seconds() { local t0; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || echo "failed: $*" >&2; echo "$(date +%s.%N) - $t0" | bc; }
 for _ in $(seq "$rounds"); do
     for src in "$old" "$here"; do
-        name=$([ "$src" = "$here" ] && echo now || echo "$rev")
+        name=$(label "$src")
         e=$(PYTHONPATH=$src seconds python3 -m resnet_cli eval "$run" --device cpu --json)
         p=$(PYTHONPATH=$src seconds python3 -m resnet_cli predict "$run" "$images" --device cpu --json)
         printf '%-8s eval %5.2f s  predict %5.2f s\n' "$name" "$e" "$p"
     done
 done
 for src in "$old" "$here"; do
-    name=$([ "$src" = "$here" ] && echo now || echo "$rev")
+    name=$(label "$src")
     PYTHONPATH=$src python3 - "$name" <<'PY'
 import os
 import sys
