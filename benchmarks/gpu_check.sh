@@ -24,12 +24,7 @@ export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}  # the interpreter to use: $PYTHON, else python3 on PATH
 start=$SECONDS
 
-$py - <<'PY' | tee "$logs/machine.txt"
-import datetime, platform, torch
-name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO CUDA DEVICE"
-print(f"device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}; Python {platform.python_version()}; "
-      f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-PY
+machine_line "$logs" "NO CUDA DEVICE"
 prepare_gpu gpu_check "$logs"
 
 rows=()  # name|status|seconds

@@ -1,10 +1,20 @@
-# Sourced by gpu_check.sh and gpu_speed.sh (from the repository root).
+# Sourced by the GPU scripts (gpu_check.sh, gpu_speed.sh, gpu_pipeline.sh, gpu_reproduce.sh), from the repository root.
 
 find_fashion() {  # find_fashion [DIR]: DIR, or the first Fashion-MNIST folder found; "" when none
     if [ -n "${1:-}" ]; then echo "$1"; return; fi
     for d in ../shared/data/fashion-mnist .data/fashion-mnist /usr/share/datasets/fashion-mnist; do
         if [ -e "$d/train-images-idx3-ubyte.gz" ] || [ -e "$d/train-images-idx3-ubyte" ]; then echo "$d"; return; fi
     done
+}
+
+machine_line() {  # machine_line LOG_DIR [TEXT]: the device, versions and date, shown and kept in LOG_DIR/machine.txt;
+    # TEXT names the device when CUDA sees none (default: a dry run's)
+    ${PYTHON:-python3} - "${2:-no CUDA device (dry run)}" <<'PY' | tee "$1/machine.txt"
+import datetime, platform, sys, torch
+name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else sys.argv[1]
+print(f"device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}; Python {platform.python_version()}; "
+      f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+PY
 }
 
 install_wheels() {  # install_wheels DIR LOG: the wheels in DIR into a private folder on PYTHONPATH, all at once,

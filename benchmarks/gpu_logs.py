@@ -1,4 +1,4 @@
-"""Read the logs gpu_check.sh and gpu_speed.sh keep: a command's JSON document by step name."""
+"""Read the logs gpu_check.sh and gpu_speed.sh keep: a command's JSON document, or its JSON lines, by step name."""
 
 from __future__ import annotations
 
@@ -17,3 +17,16 @@ def doc(logs: Path, name: str) -> dict:
         return json.loads(text[text.index("{"):])
     except ValueError:
         return {}
+
+
+def json_lines(logs: Path, name: str) -> list[dict]:
+    """Every line of a step's output that is one JSON object (a script printing one per measurement)."""
+    path = Path(logs) / f"{name}.txt"
+    found = []
+    for line in (path.read_text(errors="replace") if path.exists() else "").splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                pass
+    return found

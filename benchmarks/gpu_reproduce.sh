@@ -36,12 +36,7 @@ else
     $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
         echo "gpu_reproduce: FAIL (no CUDA device visible)"; exit 1; }
 fi
-$py - <<'PY' | tee "$logs/machine.txt"
-import datetime, platform, torch
-name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device (dry run)"
-print(f"device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}; Python {platform.python_version()}; "
-      f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-PY
+machine_line "$logs"
 work=/tmp/gpu_reproduce
 rm -rf "$work"
 repro() {  # repro NAME LIMIT_S ARGS...: one `resnet reproduce` in $work/NAME, its wall time in $logs/NAME.seconds

@@ -13,7 +13,7 @@ does a run of 20,000 steps, 2,000 on CPU). The first epoch of each is an untimed
 Both train the same model on the same synthetic CIFAR-size data; epochs alternate, and the
 medians are compared. Prints img/s for each and the ratio ours / reference.
 
-A third loop is "tuned": what a skilled user writes by hand (the recipe of the H100 anchor in
+A third loop is "tuned": what a skilled user writes by hand (hand_written.py's recipe, the H100 anchor's of
 ../shared/measurements/h100-2026-11-23/gpu_anchor.py, on our build_model): the data normalised once and
 kept on the device, a random flip per batch, channels_last, bf16 autocast on CUDA, torch.compile (on
 CUDA; on CPU with --tuned-compile), fused SGD on CUDA (foreach on CPU), no per-step `.item()`.
@@ -28,6 +28,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+import hand_written  # the skilled user's recipe, one owner (benchmarks/ is on sys.path)
 
 
 class PerSampleCifar(torch.utils.data.Dataset):
@@ -79,11 +80,7 @@ def tuned_epoch(forward, model, x: torch.Tensor, y: torch.Tensor, opt, batch_siz
         xb = x[sel]
         flip = torch.rand(len(sel), device=device, generator=generator) < 0.5
         xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = F.cross_entropy(forward(xb), y[sel])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        hand_written.train_step(forward, opt, xb, y[sel], device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
@@ -125,12 +122,8 @@ def main() -> None:
                                          num_workers=args.workers, pin_memory=amp,
                                          persistent_workers=args.workers > 0)
     n = len(loader) * args.batch_size
-    torch.manual_seed(0)
-    tuned_model = build_model(args.model, num_classes=data.num_classes).to(device, memory_format=torch.channels_last)
-    tuned_opt = torch.optim.SGD(tuned_model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4,
-                                **({"fused": True} if device.type == "cuda" else {"foreach": True}))
     compile_tuned = args.tuned_compile == "on" or (args.tuned_compile == "auto" and device.type == "cuda")
-    tuned_forward = torch.compile(tuned_model) if compile_tuned else tuned_model
+    tuned_model, tuned_forward, tuned_opt = hand_written.tuned(args.model, data.num_classes, device, compile_tuned)
     tx = ((data.train_x.to(device).float() / 255 - mean.to(device).view(1, -1, 1, 1))
           / std.to(device).view(1, -1, 1, 1))
     ty = data.train_y.to(device)

@@ -200,6 +200,18 @@ def fashion_dir() -> Path:
     return d
 
 
+@pytest.fixture
+def dry_run_env(tmp_path) -> dict:
+    """The environment in which a GPU script dry-runs on the CPU (DRY=1): $PYTHON is this interpreter, and the
+    python3 on PATH one that fails, so that a command the script runs with a bare python3 (not $PYTHON, as an
+    unactivated venv would) fails the test."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").write_text("#!/bin/sh\necho 'the python3 on PATH ran' >&2\nexit 3\n")
+    (shim / "python3").chmod(0o755)
+    return {**os.environ, "DRY": "1", "PYTHON": sys.executable, "PATH": f"{shim}:{os.environ['PATH']}"}
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Never touch the user's cache; never let a test reach the network by accident.

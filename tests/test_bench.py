@@ -221,3 +221,45 @@ def test_bench_table_fits_80_columns_without_cutting(cli):
     table = [ln for ln in result.stdout.splitlines() if ln[:1] in "┏┃┡│└"]
     assert table and all(len(ln) <= 80 for ln in table) and "…" not in result.stdout
     assert "train: fp32, channels_last" in result.stdout and "compile off" in result.stdout
+
+
+@pytest.mark.slow  # about 65 s: the quick loop keeps under 90 s
+def test_the_gpu_speed_script_dry_runs_on_the_cpu(tmp_path, fashion_dir, dry_run_env):
+    """benchmarks/gpu_speed.sh has never run on a GPU; DRY=1 runs its every command on the CPU at a few steps, so
+    that a flag it passes, a script it calls or its summary cannot waste a GPU call. Every figure of the summary
+    is there, ResNet-50's beside the hand-written step it is held to."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    logs = tmp_path / "logs"
+    env = {**dry_run_env, "WORK": str(tmp_path / "work")}
+    script = str(root / "benchmarks" / "gpu_speed.sh")
+    bad = subprocess.run(["bash", script, str(fashion_dir), str(logs), "r50,nope"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert bad.returncode == 2 and "PARTS are fashion, r20, r50, folder or all; got 'nope'" in bad.stdout
+    done = subprocess.run(["bash", script, str(fashion_dir), str(logs)], capture_output=True, text=True,
+                          timeout=600, env=env)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "dry run on the CPU" in out and ": exit" not in out, out
+    summary = (logs / "summary.txt").read_text().splitlines()
+    assert (logs / "machine.txt").read_text().startswith("device: no CUDA device (dry run)")
+
+    def figure(label: str) -> str:
+        line = next((x for x in summary if x.startswith(label)), None)
+        assert line is not None, f"{label!r} not in\n" + "\n".join(summary)
+        return line[46:].split()[0]
+
+    for label in ("fashion-mnist to 94.0%", "  batch 256, lr 0.2", "  the preset, compile on"):
+        assert figure(label) == "-"  # 4 steps reach no 94%, and the row says so
+    assert sum("NOT reached in" in x for x in summary) == 3
+    for label in ("resnet20 b512 train, eager", "resnet20 b512 train, reduce_overhead", "resnet20 b128 bare step",
+                  "resnet20 b128 loop: ours", "resnet20 b128 loop: tuned", "resnet20 b128 loop: reference",
+                  "resnet50-v1.5 b256 bf16 train: ours", "resnet50-v1.5 b256 bf16 infer: ours",
+                  "resnet50-v1.5 b256 bf16 train, compile only", "data bench: torchvision folder"):
+        assert float(figure(label).replace(",", "")) > 0, label
+    hand = [x for x in summary if x.startswith("  hand-written")]
+    assert len(hand) == 2 and all("target >= 1.10x:" in x for x in hand), summary
+    assert any(x.startswith("  eager step, where the time goes") and "backward" in x for x in summary), summary
+    assert any("loop / bare step" in x for x in summary), summary

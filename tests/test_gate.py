@@ -314,7 +314,7 @@ ROWS = [
         "a file is in the way"),
     Row("output path", "symlink to user file", _user_shard_names, "but no conversion of ours"),
     Row("output path", "full disk", lambda c: ["build", "resnet20", "-o", c.tmp / "new.pt"],
-        f"no space left on device writing", code=1, patch=_full_disk),
+        "no space left on device writing", code=1, patch=_full_disk),
     Row("checkpoint", "full disk", lambda c: ["train", "--preset", "smoke", "--device", "cpu", "--set",
                                               "data.synthetic_train=32", "--set", "data.synthetic_test=16",
                                               "--epochs", "1", "--run-dir", c.tmp / "runs", "--name", "full"],

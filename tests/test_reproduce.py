@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -185,20 +184,15 @@ def test_help_imports_no_torch():
 
 
 @pytest.mark.slow
-def test_the_gpu_measuring_script_dry_runs_on_the_cpu(tmp_path, fashion_dir):
+def test_the_gpu_measuring_script_dry_runs_on_the_cpu(tmp_path, fashion_dir, dry_run_env):
     """benchmarks/gpu_reproduce.sh is what a GPU session runs for issue 25's figures; DRY=1 runs its commands on
     the CPU at 4 iterations, so that the script and its summary are checked before GPU time is spent on them."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
     logs = tmp_path / "logs"
-    shim = tmp_path / "bin"  # a python3 on PATH that is not this one (an unactivated venv runs the tests)
-    shim.mkdir()
-    (shim / "python3").write_text("#!/bin/sh\necho 'the python3 on PATH ran' >&2\nexit 3\n")
-    (shim / "python3").chmod(0o755)
-    env = {**os.environ, "DRY": "1", "PYTHON": sys.executable, "PATH": f"{shim}:{os.environ['PATH']}"}
     done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_reproduce.sh"), str(fashion_dir), str(logs)],
-                          capture_output=True, text=True, timeout=600, env=env)
+                          capture_output=True, text=True, timeout=600, env=dry_run_env)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "dry run on the CPU" in out and "exit" not in out, out
