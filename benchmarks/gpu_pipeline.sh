@@ -12,6 +12,8 @@
 # 4. `benchmarks/antialias.py --device cuda`: the device time of the crop resize with and without antialiasing.
 # Each step's output goes to LOG_DIR (default $OUT, else gpu_pipeline_logs/); the end is a summary of the figures
 # and `gpu_pipeline: PASS` or `FAIL`. Wheels the image lacks come from $WHEELS (default .whl/), as in gpu_check.sh.
+# Without CUDA it fails at once; DRY=1 runs the same commands on this machine's CPU at tiny sizes (the CUDA tests
+# are collected and skip), so that a GPU call is not spent on a broken command (tests/test_bench.py runs it).
 set -u
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_common.sh
@@ -19,7 +21,21 @@ logs=${1:-${OUT:-gpu_pipeline_logs}}
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-prepare_gpu gpu_pipeline "$logs"
+# the GPU's settings; DRY=1 cuts each to what checks the command on a CPU in seconds
+device=cuda uploads=(--images 10240 --repeats 1 --models resnet50-v1.5,resnet18) aug=(--batch-size 256 --repeats 5)
+boxes=100
+if [ "${DRY:-0}" = 1 ]; then
+    device=cpu boxes=5 aug=(--batch-size 4 --size 64 --repeats 1)
+    uploads=(--images 64 --repeats 1 --models resnet18 --side 64 --image-size 64 --batch-size 8 --epochs 1 --workers 1
+             --dir "${WORK:-/tmp/gpu_pipeline}/jpegs")
+    echo "gpu_pipeline: dry run on the CPU (tiny sizes; the CUDA tests skip); no figure below is a measurement"
+    machine_line "$logs"
+    install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+else
+    machine_line "$logs" "NO CUDA DEVICE"
+    prepare_gpu gpu_pipeline "$logs"
+fi
 start=$SECONDS
 failed=()
 step() {  # step NAME LIMIT_S COMMAND...
@@ -33,9 +49,13 @@ step() {  # step NAME LIMIT_S COMMAND...
 
 step tests 150 $py -m pytest -q -ra -p no:cacheprovider tests/test_gpu.py -k \
     "pinning or workers_replays or uploads_ahead or gradient_logging or reserves or never_wait_for_the_gpu or adamw"
-step uploads 240 $py benchmarks/uploads.py --images 10240 --repeats 1 --models resnet50-v1.5,resnet18
-step randaugment 60 $py benchmarks/randaugment.py --device cuda --batch-size 256 --repeats 5
-step antialias 60 $py benchmarks/antialias.py --device cuda --boxes 100
+# a check that ran nothing fails: all seven tests passed (on a CPU, all seven were found and skipped)
+outcome=$([ "${DRY:-0}" = 1 ] && echo skipped || echo passed)
+tail -n 1 "$logs/tests.txt" | grep -Eq "^7 $outcome( in|,)" ||  # seven selected: "7 passed" is all of them
+    { [[ " ${failed[*]} " == *" tests "* ]] || failed+=(tests); echo "   tests: not all 7 $outcome"; }
+step uploads 240 $py benchmarks/uploads.py --device $device "${uploads[@]}"
+step randaugment 60 $py benchmarks/randaugment.py --device $device "${aug[@]}"
+step antialias 60 $py benchmarks/antialias.py --device $device --boxes $boxes
 
 echo
 for name in tests uploads randaugment antialias; do
@@ -43,7 +63,8 @@ for name in tests uploads randaugment antialias; do
     tail -n 12 "$logs/$name.txt" 2>/dev/null | cut -c1-118
 done | tee "$logs/summary.txt"
 if [ ${#failed[@]} -eq 0 ]; then
-    echo "gpu_pipeline: PASS (wall $((SECONDS - start)) s)"
+    if [ "${DRY:-0}" = 1 ]; then echo "gpu_pipeline: dry run done, every command ran (nothing measured, no GPU test run)"
+    else echo "gpu_pipeline: PASS (wall $((SECONDS - start)) s)"; fi
     exit 0
 fi
 echo "gpu_pipeline: FAIL (${failed[*]}; wall $((SECONDS - start)) s)"

@@ -7,7 +7,8 @@ rate for the same model and batch, with the CPU cores the run kept busy and `res
 
 The JPEGs (written once into --dir with every core, then kept) have ImageNet's spread of sizes: the shorter side
 drawn from 300-500 px, aspect ratios 3:4 to 16:9 either way, quality 90, smooth colour fields with noise (about
-the entropy, so the decode cost, of photographs); 100 classes, --val-per-class validation images each (10).
+the entropy, so the decode cost, of photographs); --classes classes (100), --val-per-class validation images each
+(10).
 `resnet data convert` (a worker per core) writes the shards once; they are kept in --dir too, and the time of
 this preparation is printed. Each training run is the preset as a user starts it (data.workers
 from the cores, CUDA graphs, compile off: a minute of compiling per run would say nothing about the input path),
@@ -125,7 +126,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=20480)
     p.add_argument("--models", default="resnet18,resnet50-v1.5")
-    p.add_argument("--val-per-class", type=int, default=10, help="validation images per class (100 classes)")
+    p.add_argument("--classes", type=int, default=CLASSES, help="class folders the images are dealt over")
+    p.add_argument("--val-per-class", type=int, default=10, help="validation images per class")
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--image-size", type=int, default=224)
@@ -137,20 +139,24 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=400)
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
+    if not 1 <= a.classes <= a.images:
+        p.error(f"--classes must be 1..--images ({a.images}): every class needs a training image")
 
     root = Path(a.dir)
     t0 = time.perf_counter()
-    make_folder(root / "folder", a.images, a.val_per_class)
-    shards = root / f"shards-{a.images}"
+    # one folder (and its shards) per shape: a folder kept from a run of another size is never mixed in
+    folder = make_folder(root / f"folder-{a.images}x{a.classes}-val{a.val_per_class}", a.images, a.val_per_class,
+                         a.classes)
+    shards = root / f"shards-{folder.name}"
     if not (shards / "index.json").exists():
-        resnet("data", "convert", str(root / "folder"), str(shards), "--max-size", "320", timeout=1800)
+        resnet("data", "convert", str(folder), str(shards), "--max-size", "320", timeout=1800)
     print(machine_line(a.device, f"{a.images:,} JPEGs and their shards ready in {time.perf_counter() - t0:.0f} s"),
           flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as runs:
         for model in a.models.split(","):
             for source in a.sources.split(","):
-                data = str(root / "folder") if source == "folder" else str(shards)
+                data = str(folder) if source == "folder" else str(shards)
                 row = measure(source, data, model, a, Path(runs))
                 rows.append(row)
                 print(json.dumps(row), flush=True)

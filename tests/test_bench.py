@@ -263,3 +263,54 @@ def test_the_gpu_speed_script_dry_runs_on_the_cpu(tmp_path, fashion_dir, dry_run
     assert len(hand) == 2 and all("target >= 1.10x:" in x for x in hand), summary
     assert any(x.startswith("  eager step, where the time goes") and "backward" in x for x in summary), summary
     assert any("loop / bare step" in x for x in summary), summary
+
+
+@pytest.mark.slow  # about 35 s: the quick loop keeps under 90 s
+def test_the_imagenet_path_script_runs_end_to_end_on_the_cpu(tmp_path):
+    """benchmarks/imagenet_path.py (#35 step 3, a GPU call of its own) at tiny settings on the CPU: the generated
+    folder and its shards, a `train --preset torchvision` on each, `bench` and `data bench` beside, one row each."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parent.parent / "benchmarks" / "imagenet_path.py")
+    args = [sys.executable, script, "--device", "cpu", "--images", "32", "--classes", "2", "--val-per-class", "2",
+            "--models", "resnet18", "--batch-size", "8", "--image-size", "48", "--epochs", "1", "--workers", "1",
+            "--data-batches", "1", "--dir", str(tmp_path), "--timeout", "120"]
+    bad = subprocess.run(args[:6] + ["--classes", "33"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--classes must be 1..--images (32)" in bad.stderr, bad.stderr
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("device: cpu; torch ") and "32 JPEGs and their shards ready" in lines[0]
+    rows = [json.loads(x) for x in lines if x.startswith("{")]
+    assert [(r["source"], r["model"]) for r in rows] == [("folder", "resnet18"), ("shards", "resnet18")]
+    for r in rows:
+        assert r["img_per_s"] > 0 and r["model_only_img_per_s"] > 0 and r["cores_used"] > 0, r
+        assert r["data_bench_bound"] in ("input", "model") and 0 <= r["test_top1"] <= 1, r
+    assert len(list((tmp_path / "folder-32x2-val2" / "train").rglob("*.JPEG"))) == 32
+    assert (tmp_path / "shards-folder-32x2-val2" / "index.json").exists()
+    assert any(x.startswith("resnet18        shards") for x in lines), lines
+
+
+@pytest.mark.slow  # about 30 s: the quick loop keeps under 90 s
+def test_the_gpu_pipeline_script_dry_runs_on_the_cpu(tmp_path, dry_run_env):
+    """benchmarks/gpu_pipeline.sh (#34's one GPU call) with DRY=1: its seven CUDA tests are found (and skip on a
+    CPU: a renamed test would leave six and fail the run), and each measuring script runs at tiny sizes."""
+    import subprocess
+    from pathlib import Path
+
+    logs = tmp_path / "logs"
+    script = str(Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_pipeline.sh")
+    done = subprocess.run(["bash", script, str(logs)], capture_output=True, text=True, timeout=400,
+                          env={**dry_run_env, "WORK": str(tmp_path / "work")})
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert out.splitlines()[-1] == "gpu_pipeline: dry run done, every command ran (nothing measured, no GPU test run)"
+    assert (logs / "tests.txt").read_text().splitlines()[-1].startswith("7 skipped, ")
+    assert (logs / "machine.txt").read_text().startswith("device: no CUDA device (dry run)")
+    uploads = (logs / "uploads.txt").read_text()
+    assert "prefetch off" in uploads and "prefetch on" in uploads and "on/off" in uploads, uploads
+    assert "randaugment_2_9_ms" in (logs / "randaugment.txt").read_text()
+    assert "interpolate antialias, per image:" in (logs / "antialias.txt").read_text()
