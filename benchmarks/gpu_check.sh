@@ -10,10 +10,8 @@
 # when set, else gpu_check_logs/); the end of the output is a summary table and `gpu_check: PASS (...)` or
 # `gpu_check: FAIL (...)`, and the exit code is 0 or 1. Without a CUDA device it fails at once.
 #
-# Packages the GPU image may lack (fvcore and its dependencies; onnx and onnxscript for the ONNX export test)
-# are installed from wheels in $WHEELS (default .whl/) into a private folder, when that folder exists:
-#   pip wheel --no-deps fvcore iopath yacs termcolor portalocker tabulate onnxscript onnx-ir pytest-xdist execnet -w .whl
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 onnx ml_dtypes -d .whl
+# Packages the GPU image lacks (fvcore, webdataset) are installed from wheels in $WHEELS (default .gpu/whl/) into a
+# private folder; `bash benchmarks/gpu_prepare.sh` makes them, and the Fashion-MNIST copy, in .gpu/ (carry it).
 set -u
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_common.sh

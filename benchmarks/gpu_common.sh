@@ -1,8 +1,10 @@
 # Sourced by the GPU scripts (gpu_check.sh, gpu_speed.sh, gpu_pipeline.sh, gpu_reproduce.sh), from the repository root.
 
+GPU_WHEELS=${WHEELS:-.gpu/whl}  # the wheels the GPU image lacks, made by gpu_prepare.sh
+
 find_fashion() {  # find_fashion [DIR]: DIR, or the first Fashion-MNIST folder found; "" when none
     if [ -n "${1:-}" ]; then echo "$1"; return; fi
-    for d in ../shared/data/fashion-mnist .data/fashion-mnist /usr/share/datasets/fashion-mnist; do
+    for d in .gpu/data/fashion-mnist ../shared/data/fashion-mnist .data/fashion-mnist /usr/share/datasets/fashion-mnist; do
         if [ -e "$d/train-images-idx3-ubyte.gz" ] || [ -e "$d/train-images-idx3-ubyte" ]; then echo "$d"; return; fi
     done
 }
@@ -17,9 +19,9 @@ print(f"device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}; Py
 PY
 }
 
-install_wheels() {  # install_wheels DIR LOG: the wheels in DIR into a private folder on PYTHONPATH, all at once,
-    # or each on its own when one does not fit this machine; the image's own packages are left alone
-    local wheels=$1 log=$2 site=/tmp/gpu_check_site
+install_wheels() {  # install_wheels LOG: the wheels in $GPU_WHEELS into a private folder on PYTHONPATH, all at
+    # once, or each on its own when one does not fit this machine; the image's own packages are left alone
+    local wheels=$GPU_WHEELS log=$1 site=/tmp/gpu_check_site
     if [ -d "$wheels" ] && [ ! -d $site ]; then
         ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --target $site "$wheels"/*.whl >"$log" 2>&1 ||
             for w in "$wheels"/*.whl; do
@@ -35,7 +37,7 @@ prepare_gpu() {  # prepare_gpu NAME LOG_DIR: fail as NAME without a CUDA device;
     local name=$1 logs=$2 py=${PYTHON:-python3}
     $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
         echo "$name: FAIL (no CUDA device visible)"; exit 1; }
-    install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
+    install_wheels "$logs/wheels.txt"
     $py -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
         $py -m pip install -q --no-deps -e . >"$logs/install.txt" 2>&1
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}

@@ -11,7 +11,8 @@
 # 3. `benchmarks/randaugment.py`: RandAugment and TrivialAugment on 256 x 224 px against a ResNet-50 step;
 # 4. `benchmarks/antialias.py --device cuda`: the device time of the crop resize with and without antialiasing.
 # Each step's output goes to LOG_DIR (default $OUT, else gpu_pipeline_logs/); the end is a summary of the figures
-# and `gpu_pipeline: PASS` or `FAIL`. Wheels the image lacks come from $WHEELS (default .whl/), as in gpu_check.sh.
+# and `gpu_pipeline: PASS` or `FAIL`. Wheels the image lacks come from $WHEELS (default .gpu/whl/, made by
+# gpu_prepare.sh), as in gpu_check.sh.
 # Without CUDA it fails at once; DRY=1 runs the same commands on this machine's CPU at tiny sizes (the CUDA tests
 # are collected and skip), so that a GPU call is not spent on a broken command (tests/test_bench.py runs it).
 set -u
@@ -30,7 +31,7 @@ if [ "${DRY:-0}" = 1 ]; then
              --dir "${WORK:-/tmp/gpu_pipeline}/jpegs")
     echo "gpu_pipeline: dry run on the CPU (tiny sizes; the CUDA tests skip); no figure below is a measurement"
     machine_line "$logs"
-    install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
+    install_wheels "$logs/wheels.txt"
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 else
     machine_line "$logs" "NO CUDA DEVICE"

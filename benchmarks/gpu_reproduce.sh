@@ -13,8 +13,9 @@
 #
 # Every command's output is kept in LOG_DIR (default $OUT, else gpu_reproduce_logs/), with each folder's
 # report.md and results.json; the end of the output is a summary. Packages the GPU image lacks come from wheels in
-# $WHEELS (default .whl/), as in gpu_check.sh. Without CUDA it fails at once; DRY=1 runs the same commands on
-# this machine's CPU at a few iterations, to check the script before GPU time is spent on it.
+# $WHEELS (default .gpu/whl/, made by gpu_prepare.sh), as in gpu_check.sh. Without CUDA it fails at once; DRY=1
+# runs the same commands on this machine's CPU at a few iterations, to check the script before GPU time is spent
+# on it.
 set -u
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_common.sh
@@ -27,7 +28,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 py=${PYTHON:-python3}  # the interpreter to use: $PYTHON, else python3 on PATH
 case $part in parallel|table6|all) ;; *) echo "gpu_reproduce: PART must be parallel, table6 or all"; exit 2;; esac
 [ -n "$data" ] || { echo "gpu_reproduce: FAIL (no Fashion-MNIST folder; give it as the first argument)"; exit 1; }
-install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
+install_wheels "$logs/wheels.txt"
 device=cuda paper=() small=()
 if [ "${DRY:-0}" = 1 ]; then
     device=cpu short=4 paper=(--steps 4) small=(--set data.train_limit=1024 --set data.val_split=256 --set data.test_limit=256)

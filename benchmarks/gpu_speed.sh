@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU fast path measured side by side, each figure beside its reference from the same call; the end of the
-# output is a compact table. Wheels the image lacks (fvcore...) come from $WHEELS (default .whl/), as in gpu_check.sh.
+# output is a compact table. Wheels the image lacks (fvcore...) come from $WHEELS (default .gpu/whl/, made by
+# gpu_prepare.sh), as in gpu_check.sh.
 #
 #   bash benchmarks/gpu_speed.sh [FASHION_MNIST_DIR] [LOG_DIR] [PARTS]
 #
@@ -40,7 +41,7 @@ want() { [[ ",$parts," == *",$1,"* ]]; }  # want PART: was it asked for?
 mkdir -p "$logs"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 py=${PYTHON:-python3}  # the interpreter to use: $PYTHON, else python3 on PATH
-install_wheels "${WHEELS:-.whl}" "$logs/wheels.txt"
+install_wheels "$logs/wheels.txt"
 # the GPU's settings; DRY=1 cuts each to what checks the command on a CPU in seconds
 device=cuda graphs=--cuda-graphs b20=512 b20s=128 b50=(-b 256) iters=(--warmup 5 --iters 20 --repeats 3)
 iters50=(--warmup 15 --iters 10 --repeats 3) short=() jpegs=2000 batches=5 bdata=256 loop=(--images 12800 --repeats 3)

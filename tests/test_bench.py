@@ -314,3 +314,32 @@ def test_the_gpu_pipeline_script_dry_runs_on_the_cpu(tmp_path, dry_run_env):
     assert "prefetch off" in uploads and "prefetch on" in uploads and "on/off" in uploads, uploads
     assert "randaugment_2_9_ms" in (logs / "randaugment.txt").read_text()
     assert "interpolate antialias, per image:" in (logs / "antialias.txt").read_text()
+
+
+def test_gpu_prepare_makes_the_folder_a_gpu_call_carries(tmp_path, fashion_dir):
+    """benchmarks/gpu_prepare.sh, in a copy of the repository's layout: the Fashion-MNIST files copied into .gpu/,
+    .gpu/ ignored by git once however often it runs, wheels already there kept (no pip call), no data refused."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    (repo / ".git" / "info").mkdir(parents=True)
+    for name in ("gpu_prepare.sh", "gpu_common.sh"):
+        shutil.copy(root / "benchmarks" / name, repo / "benchmarks" / name)
+    (repo / ".gpu" / "whl").mkdir(parents=True)
+    for name in ("fvcore-0.1.5-py3-none-any.whl", "webdataset-1.0.2-py3-none-any.whl"):
+        (repo / ".gpu" / "whl" / name).write_bytes(b"kept")
+    script = ["bash", str(repo / "benchmarks" / "gpu_prepare.sh")]
+    missing = subprocess.run(script + [str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "no Fashion-MNIST folder" in missing.stdout
+    for _ in range(2):
+        done = subprocess.run(script + [str(fashion_dir)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 wheels in .gpu/whl, Fashion-MNIST in .gpu/data/fashion-mnist; 30 MiB to carry" in done.stdout
+    for name in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        assert (repo / ".gpu/data/fashion-mnist" / name).read_bytes() == (fashion_dir / name).read_bytes()
+    assert (repo / ".git/info/exclude").read_text() == "/.gpu/\n"
+    assert (repo / ".gpu/whl/fvcore-0.1.5-py3-none-any.whl").read_bytes() == b"kept"
