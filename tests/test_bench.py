@@ -254,7 +254,8 @@ def test_the_gpu_speed_script_dry_runs_on_the_cpu(tmp_path, fashion_dir, dry_run
     for label in ("fashion-mnist to 94.0%", "  batch 256, lr 0.2", "  the preset, compile on"):
         assert figure(label) == "-"  # 4 steps reach no 94%, and the row says so
     assert sum("NOT reached in" in x for x in summary) == 3
-    for label in ("resnet20 b512 train, eager", "resnet20 b512 train, reduce_overhead", "resnet20 b128 bare step",
+    for label in ("resnet20 b512 train, eager", "resnet20 b512 train, reduce_overhead",
+                  "resnet20 b512 train, compile_graph_nchw", "resnet20 b128 bare step",
                   "resnet20 b128 loop: ours", "resnet20 b128 loop: tuned", "resnet20 b128 loop: reference",
                   "resnet50-v1.5 b256 bf16 train: ours", "resnet50-v1.5 b256 bf16 infer: ours",
                   "resnet50-v1.5 b256 bf16 train, compile only", "data bench: torchvision folder"):
@@ -263,6 +264,8 @@ def test_the_gpu_speed_script_dry_runs_on_the_cpu(tmp_path, fashion_dir, dry_run
     assert len(hand) == 2 and all("target >= 1.10x:" in x for x in hand), summary
     assert any(x.startswith("  eager step, where the time goes") and "backward" in x for x in summary), summary
     assert any("loop / bare step" in x for x in summary), summary
+    assert any(x.startswith("resnet20 b512 train, compile_graph ") and "target >= 150,000: MISSED by" in x
+               for x in summary), summary  # a CPU's few hundred img/s
 
 
 @pytest.mark.slow  # about 35 s: the quick loop keeps under 90 s
