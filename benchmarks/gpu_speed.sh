@@ -57,7 +57,7 @@ else
 fi
 machine_line "$logs"
 work=${WORK:-/tmp/gpu_speed}  # run folders and generated JPEGs, made afresh: nothing left from an earlier run is timed
-rm -rf "$work"
+rm -rf "$work/runs" "$work/jpegs" "$work/folder"  # only what this script makes there
 start=$SECONDS
 
 run() {  # run NAME LIMIT_S COMMAND...
