@@ -19,8 +19,8 @@
 # r50      resnet50-v1.5, batch 256, bf16, channels_last, training and inference: `bench` (compiled, the step
 #          replayed from a CUDA graph, as a long run trains) against the best hand-written step
 #          (`hand_written.py`: compiled, fused SGD, no graph; the target is ours >= 1.10x); training compiled
-#          without the graph; and `bench --detail`, where the step's time goes (stages; forward, backward,
-#          optimizer).
+#          without the graph; where the step's time goes: `--profile` of ours as timed (GPU busy and idle time,
+#          copies, top kernels) and `bench --detail` (eager: stages; forward, backward, optimizer).
 # folder   `resnet data bench` on 2,000 generated ImageNet-sized JPEGs with the torchvision preset, 8 workers: the
 #          device's share of the image-folder crops on this GPU (issue 24), against RN50's 5,500 img/s.
 #
@@ -96,7 +96,7 @@ if want r20; then
 fi
 if want r50; then
     bench50="$py -m resnet_cli bench resnet50-v1.5 --device $device ${b50[*]} --precision bf16 ${iters50[*]} --json"
-    run r50_ours 180 $bench50 --mode both --compile $graphs
+    run r50_ours 180 $bench50 --mode both --compile $graphs --profile  # the profile after the timing
     run r50_hand 180 $py benchmarks/hand_written.py --model resnet50-v1.5 --device $device ${b50[*]} \
         ${iters50[*]} --mode both --json
     run r50_compile 120 $bench50 --mode train --compile --no-cuda-graphs
@@ -181,6 +181,15 @@ if "r50" in parts:
         ours, hand = ips("r50_ours", mode), ips("r50_hand", mode)
         what = "compile + CUDA graph" if result("r50_ours", mode).get("cuda_graphs") else "compile"
         row(f"resnet50-v1.5 b256 bf16 {mode}: ours ({what})", fmt(ours))
+        prof = result("r50_ours", mode).get("profile") or {}
+        if prof.get("kernels_seen"):
+            top = prof["top"][0]
+            row("  profile: GPU busy / idle a step", f"{prof['busy_ms_per_step'] / prof['ms_per_step']:.0%}",
+                f"idle {prof['idle_ms_per_step']:.2f} ms, copies {prof['copy_ms_per_step']:.2f} ms; top kernel "
+                f"{top['share']:.0%}: {top['name'][:60]}")
+        elif prof:
+            row("  profile", "-", "no kernel seen (graph hidden from the profiler)" if "busy_ms_per_step" in prof
+                else f"CPU: operators' own time {prof['op_ms_per_step']:.1f} of {prof['ms_per_step']:.1f} ms")
         if ours and hand:
             ratio = ours / hand
             verdict = "met" if ratio >= 1.10 else f"MISSED by {(1.10 - ratio) / 1.10:.1%}"

@@ -30,6 +30,7 @@ class BenchConfig:
     warmup: int = 5
     iters: int = 10
     repeats: int = 5
+    profile: bool = False  # then profile `iters` more steps (step_profile.py)
 
 
 def synthetic_batch(model: torch.nn.Module, batch_size: int, input_size, speed: Speed,
@@ -116,6 +117,11 @@ def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: i
     secs = t.median_ms / 1000
     flops_per_image = 2 * fwd_macs * (3 if cfg.mode == "train" else 1)
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    profile = None
+    if cfg.profile:
+        from .step_profile import profile_step
+
+        profile = profile_step(step, device, cfg.iters, t.median_ms)
     return {"model": model_name, "family": info.family, "mode": cfg.mode, "batch_size": cfg.batch_size,
             "input_size": cfg.input_size, "precision": cfg.speed.precision,
             "channels_last": cfg.speed.channels_last, "compile": cfg.speed.compile,
@@ -128,7 +134,7 @@ def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: i
             "warmup_s": t.warmup_s, "ms_per_step": t.median_ms, "ms_min": t.min_ms, "ms_max": t.max_ms,
             "spread_pct": t.spread_pct(), "images_per_s": cfg.batch_size / secs,
             "tflops": flops_per_image * cfg.batch_size / secs / 1e12, "peak_memory_bytes": peak_mem,
-            "repeats": t.repeats, "iters": t.iters}
+            "repeats": t.repeats, "iters": t.iters, **({"profile": profile} if profile else {})}
 
 
 def stage_times(model_name: str, cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
@@ -215,9 +221,10 @@ def time_forward(net: torch.nn.Module, size: int, batch_size: int, device: torch
 
 def run_bench(name: str, modes: list[str], batch_size: int, input_size: int | None, speed: Speed,
               device: torch.device, warmup: int = 5, iters: int = 10, repeats: int = 5,
-              detail: bool = False) -> dict[str, Any]:
+              detail: bool = False, profile: bool = False) -> dict[str, Any]:
     """`resnet bench`: each mode timed (halving the batch on out-of-memory), against a matmul peak measured
-    in the same run; with `detail`, one training step split by stage and phase."""
+    in the same run; with `detail`, one training step split by stage and phase; with `profile`, where each
+    mode's step spends its time."""
     from .analysis import count_macs
     from .device import device_name
     from .models import build_model, model_info
@@ -228,7 +235,7 @@ def run_bench(name: str, modes: list[str], batch_size: int, input_size: int | No
     results = []
     for m in modes:
         def run(bs: int, m=m):
-            return measure(name, BenchConfig(m, bs, size, speed, warmup, iters, repeats), device, macs)
+            return measure(name, BenchConfig(m, bs, size, speed, warmup, iters, repeats, profile), device, macs)
 
         res, _ = run_with_backoff(run, batch_size, lambda old, new, m=m: notes.append(
             f"{m}: out of memory at batch {old}; retried at {new}"))

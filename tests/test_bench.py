@@ -263,6 +263,7 @@ def test_the_gpu_speed_script_dry_runs_on_the_cpu(tmp_path, fashion_dir, dry_run
     hand = [x for x in summary if x.startswith("  hand-written")]
     assert len(hand) == 2 and all("target >= 1.10x:" in x for x in hand), summary
     assert any(x.startswith("  eager step, where the time goes") and "backward" in x for x in summary), summary
+    assert sum(x.startswith("  profile ") and "CPU: operators' own time" in x for x in summary) == 2, summary
     assert any("loop / bare step" in x for x in summary), summary
     assert any(x.startswith("resnet20 b512 train, compile_graph ") and "target >= 150,000: MISSED by" in x
                for x in summary), summary  # a CPU's few hundred img/s
@@ -346,3 +347,28 @@ def test_gpu_prepare_makes_the_folder_a_gpu_call_carries(tmp_path, fashion_dir):
         assert (repo / ".gpu/data/fashion-mnist" / name).read_bytes() == (fashion_dir / name).read_bytes()
     assert (repo / ".git/info/exclude").read_text() == "/.gpu/\n"
     assert (repo / ".gpu/whl/fvcore-0.1.5-py3-none-any.whl").read_bytes() == b"kept"
+
+
+@pytest.mark.slow  # about 3 s: the quick loop keeps under 90 s
+def test_the_profile_counts_every_convolution_of_the_step_and_keeps_the_output_clean(cli, capfd):
+    """`bench --profile` on CPU: resnet20's 19 convolutions, each once a step forward and once backward, the
+    operators ranked by their own time, and none of the profiler's native start/stop lines on stderr."""
+    out = cli.json("bench", "resnet20", "-b", "4", "--device", "cpu", "--warmup", "0", "--iters", "2",
+                   "--repeats", "1", "--mode", "both", "--profile")
+    train, infer = (r["profile"] for r in out["results"])
+    assert train["kind"] == infer["kind"] == "cpu operators (self time)" and train["steps"] == 2
+    calls = {k["name"]: k["calls_per_step"] for k in train["top"]}
+    assert calls["aten::convolution_backward"] == 19 and calls["aten::mkldnn_convolution"] == 19, calls
+    assert "aten::convolution_backward" not in {k["name"] for k in infer["top"]}
+    for p in (train, infer):
+        shares = [k["share"] for k in p["top"]]
+        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+        assert 0 < p["op_ms_per_step"] and p["ms_per_step"] > 0
+    assert "profiler_st" not in capfd.readouterr().err
+
+
+def test_busy_time_is_the_union_of_overlapping_kernels():
+    from resnet_cli.step_profile import busy_us
+
+    assert busy_us([]) == 0
+    assert busy_us([(0, 10), (5, 15), (20, 30), (21, 22), (30, 31)]) == 26  # 0-15, 20-31

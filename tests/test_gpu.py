@@ -1,6 +1,6 @@
 """What only runs on a GPU: the CUDA defaults of `train` (bf16, channels_last, compiled as a long run is, CUDA
 graphs) through evaluations, a SIGTERM checkpoint and a resume; the recipe keys, --freeze and --init under them;
-eval, export and predict of a CUDA-trained run; `bench --detail`, `flops --device`; one-process NCCL runs under
+eval, export and predict of a CUDA-trained run; `bench --detail` and `--profile`, `flops --device`; one-process NCCL runs under
 torchrun (eager and compiled); accumulation under CUDA graphs; evaluation without host syncs. Skipped without CUDA;
 `benchmarks/gpu_check.sh` runs them on a GPU machine."""
 
@@ -102,6 +102,23 @@ def test_bench_on_cuda_reports_memory_and_compile_time(cli):
         assert r["peak_memory_bytes"] > 0 and r["images_per_s"] > 0 and r["warmup_s"] > 0
     assert out["matmul_peak"]["dtype"] == "bfloat16" and out["matmul_peak"]["tflops"] > 10
     assert set(out["detail"]["phases_ms"]) == {"forward", "backward", "optimizer"}
+
+
+@pytest.mark.parametrize("graphs", ["--no-cuda-graphs", "--cuda-graphs"])
+def test_bench_profile_on_cuda_splits_the_step_into_busy_and_idle(cli, graphs):
+    """`bench --profile`: the kernels of the step as timed (eager, or replayed from the CUDA graph), the GPU's
+    busy time within the timed step, the rest idle; the profile leaves the graph replaying."""
+    out = cli.json("bench", "resnet20", "--device", "cuda", "-b", "256", "--warmup", "3", "--iters", "5",
+                   "--repeats", "2", "--mode", "train", "--profile", graphs)
+    r = out["results"][0]
+    p = r["profile"]
+    assert r["cuda_graphs"] is (graphs == "--cuda-graphs") and p["kind"] == "cuda kernels" and p["steps"] == 5
+    if graphs == "--no-cuda-graphs":
+        assert p["kernels_seen"], p  # a graph's kernels may be hidden from the profiler; eager ones never
+    if p["kernels_seen"]:
+        assert 0 < p["busy_ms_per_step"] <= 1.2 * p["ms_per_step"], p
+        assert p["idle_ms_per_step"] == pytest.approx(max(0.0, p["ms_per_step"] - p["busy_ms_per_step"]))
+        assert p["top"][0]["ms_per_step"] > 0 and 0 < sum(k["share"] for k in p["top"]) <= 1 + 1e-9
 
 
 def test_flops_device_cuda_times_the_forward(cli):

@@ -53,6 +53,9 @@ def bench(
     iters: Annotated[int, typer.Option("--iters", help="Steps per timed repeat.")] = 10,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats (median and spread).")] = 5,
     detail: Annotated[bool, typer.Option("--detail", help="Break a training step into stages and phases.")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Profile --iters more steps, as timed: GPU busy and "
+                                          "idle time, copies, and the kernels (on CPU, the operators) that take "
+                                          "the longest.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure images/s, ms per step, peak memory and achieved TFLOP/s (vs a matmul peak measured now).
@@ -96,7 +99,7 @@ def bench(
     speed.cuda_graphs = graphs.resolve(on_off[cuda_graphs], dev, precision=speed.precision, torchrun=False, accum_steps=1,
                                        skip_nonfinite=0, compile_mode=speed.compile_mode, compile=speed.compile)
     modes = ["train", "infer"] if mode is Mode.both else [mode.value]
-    out = run_bench(name, modes, batch_size, size, speed, dev, warmup, iters, repeats, detail)
+    out = run_bench(name, modes, batch_size, size, speed, dev, warmup, iters, repeats, detail, profile)
     if json_out:
         print_json(out)
         return
@@ -156,6 +159,9 @@ def _print(out: dict) -> None:
             "first steps, compilation included.")
     for note in out["notes"]:
         c.print(note)
+    for r in out["results"]:
+        if "profile" in r:
+            _print_profile(r["mode"], r["profile"])
     if "detail" in out:
         d = out["detail"]
         t = Table(title="one training step, by stage (forward) and phase")
@@ -166,3 +172,26 @@ def _print(out: dict) -> None:
         for k, v in d["phases_ms"].items():
             t.add_row(k, f"{v:.2f}")
         c.print(t)
+
+
+def _print_profile(mode: str, prof: dict) -> None:
+    from rich.table import Table
+
+    c = console()
+    cuda = prof["kind"] == "cuda kernels"
+    t = Table(title=f"where a {mode} step's time goes ({prof['steps']} steps profiled)")
+    t.add_column("kernel" if cuda else "operator", no_wrap=True, overflow="ellipsis", max_width=48)
+    for col in ("calls", "ms/step", "share"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for k in prof["top"]:
+        t.add_row(k["name"], f"{k['calls_per_step']:g}", f"{k['ms_per_step']:.3f}", f"{k['share']:.1%}")
+    c.print(t)
+    step = prof["ms_per_step"]
+    if not cuda:
+        c.print(f"{mode}: operators' own time {prof['op_ms_per_step']:.2f} ms of a {step:.2f} ms step.")
+    elif not prof["kernels_seen"]:
+        c.print(f"{mode}: the profiler saw no kernel (a CUDA graph's may be hidden from it); try --no-cuda-graphs.")
+    else:
+        c.print(f"{mode}: the GPU was busy {prof['busy_ms_per_step']:.2f} ms of a {step:.2f} ms step "
+                f"({prof['busy_ms_per_step'] / step:.0%}); idle {prof['idle_ms_per_step']:.2f} ms (host gaps: "
+                f"launches, syncs, Python); copies {prof['copy_ms_per_step']:.2f} ms.")
