@@ -189,7 +189,7 @@ if "r50" in parts:
                 f"{top['share']:.0%}: {top['name'][:60]}")
         elif prof:
             row("  profile", "-", "no kernel seen (graph hidden from the profiler)" if "busy_ms_per_step" in prof
-                else f"CPU: operators' own time {prof['op_ms_per_step']:.1f} of {prof['ms_per_step']:.1f} ms")
+                else f"CPU: operators' own time {prof['op_ms_per_step']:.1f} of {prof['profiled_wall_ms_per_step']:.1f} ms")
         if ours and hand:
             ratio = ours / hand
             verdict = "met" if ratio >= 1.10 else f"MISSED by {(1.10 - ratio) / 1.10:.1%}"

@@ -188,7 +188,8 @@ def _print_profile(mode: str, prof: dict) -> None:
     c.print(t)
     step = prof["ms_per_step"]
     if not cuda:
-        c.print(f"{mode}: operators' own time {prof['op_ms_per_step']:.2f} ms of a {step:.2f} ms step.")
+        c.print(f"{mode}: operators' own time {prof['op_ms_per_step']:.2f} ms of a profiled step's "
+                f"{prof['profiled_wall_ms_per_step']:.2f} ms (unprofiled: {step:.2f} ms).")
     elif not prof["kernels_seen"]:
         c.print(f"{mode}: the profiler saw no kernel (a CUDA graph's may be hidden from it); try --no-cuda-graphs.")
     else:
