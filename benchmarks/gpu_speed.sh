@@ -5,8 +5,9 @@
 #
 #   bash benchmarks/gpu_speed.sh [FASHION_MNIST_DIR] [LOG_DIR] [PARTS]
 #
-# PARTS is a comma-separated list of the parts below, or all (the default). All of them take about 10 minutes on
-# one H100, more than one call may run: give a 15-minute lease two calls, `fashion,r20` then `r50,folder`.
+# PARTS is a comma-separated list of the parts below, or all (the default). All of them should take about 10
+# minutes on one H100 (an estimate from the compile and run times of 2026-11-26), more than one call may run: give
+# a 15-minute lease two calls, `fashion,r20` then `r50,folder`.
 # fashion  The fashion-mnist preset to 94.0% test top-1 in a fresh process (train.stop_at_target), the defaults
 #          (CUDA graphs on; compile off, since the run's 7,020 steps are under config.COMPILE_MIN_STEPS' 20,000
 #          for CUDA): wall time from the process start; one seed. Then the candidate recipe of BENCHMARKS.md
@@ -14,8 +15,9 @@
 #          train.compile=on (about 20 s of compiling, then faster kernels), which checks the compile threshold.
 # r20      resnet20, batch 512, 32x32, training, six ways in one process each: eager, eager replayed from a CUDA
 #          graph, compiled (default mode), compiled and replayed from a CUDA graph (the target: >= 150,000 img/s),
-#          torch.compile reduce-overhead, and compiled and graphed in NCHW. Then at batch 128 the bare step (`bench`) against the training loop
-#          (`vs_reference.py`, which also runs the usual DataLoader loop and the best hand-written loop).
+#          torch.compile reduce-overhead, and compiled and graphed in NCHW. Then at batch 128 the bare step
+#          (`bench`) against the training loop (`vs_reference.py`, which also runs the usual DataLoader loop and
+#          the best hand-written loop).
 # r50      resnet50-v1.5, batch 256, bf16, channels_last, training and inference: `bench` (compiled, the step
 #          replayed from a CUDA graph, as a long run trains) against the best hand-written step
 #          (`hand_written.py`: compiled, fused SGD, no graph; the target is ours >= 1.10x); training compiled
