@@ -37,7 +37,10 @@ logs=${2:-${OUT:-gpu_speed_logs}}
 parts=${3:-all}
 [ "$parts" = all ] && parts=fashion,r20,r50,folder
 for p in ${parts//,/ }; do
-    case $p in fashion|r20|r50|folder) ;; *) echo "gpu_speed: PARTS are fashion, r20, r50, folder or all; got '$p'"; exit 2;; esac
+    case $p in
+        fashion|r20|r50|folder) ;;
+        *) echo "gpu_speed: PARTS are fashion, r20, r50, folder or all; got '$p'"; exit 2;;
+    esac
 done
 want() { [[ ",$parts," == *",$1,"* ]]; }  # want PART: was it asked for?
 mkdir -p "$logs"
@@ -48,11 +51,13 @@ install_wheels "$logs/wheels.txt"
 device=cuda graphs=--cuda-graphs b20=512 b20s=128 b50=(-b 256) iters=(--warmup 5 --iters 20 --repeats 3)
 iters50=(--warmup 15 --iters 10 --repeats 3) short=() jpegs=2000 batches=5 bdata=256 loop=(--images 12800 --repeats 3)
 if [ "${DRY:-0}" = 1 ]; then
-    device=cpu graphs=--no-cuda-graphs b20=32 b20s=16 b50=(-b 2 --input-size 64) iters=(--warmup 1 --iters 2 --repeats 1)
+    device=cpu graphs=--no-cuda-graphs b20=32 b20s=16 b50=(-b 2 --input-size 64)
+    iters=(--warmup 1 --iters 2 --repeats 1)
     iters50=("${iters[@]}") jpegs=40 batches=1 bdata=8 loop=(--images 256 --repeats 1)
     short=(--set train.steps=4 --set data.train_limit=512 --set data.test_limit=256)
     export TORCHDYNAMO_DISABLE=1
-    echo "gpu_speed: dry run on the CPU (a few steps a run, compile a no-op, no CUDA graphs); no figure below is a measurement"
+    echo "gpu_speed: dry run on the CPU (a few steps a run, compile a no-op, no CUDA graphs);" \
+         "no figure below is a measurement"
 else
     $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
         echo "gpu_speed: FAIL (no CUDA device visible)"; exit 1; }
@@ -191,7 +196,8 @@ if "r50" in parts:
                 f"{top['share']:.0%}: {top['name'][:60]}")
         elif prof:
             row("  profile", "-", "no kernel seen (graph hidden from the profiler)" if "busy_ms_per_step" in prof
-                else f"CPU: operators' own time {prof['op_ms_per_step']:.1f} of {prof['profiled_wall_ms_per_step']:.1f} ms")
+                else f"CPU: operators' own time {prof['op_ms_per_step']:.1f} of "
+                     f"{prof['profiled_wall_ms_per_step']:.1f} ms")
         if ours and hand:
             ratio = ours / hand
             verdict = "met" if ratio >= 1.10 else f"MISSED by {(1.10 - ratio) / 1.10:.1%}"
