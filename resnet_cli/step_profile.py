@@ -25,14 +25,14 @@ def _native_stderr_silenced():
     import sys
 
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)  # written to, never read
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
+        os.dup2(null, 2)
+        yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+        os.close(null)
 
 
 def busy_us(intervals: list[tuple[float, float]]) -> float:
