@@ -8,8 +8,7 @@ from pathlib import Path
 
 def doc(logs: Path, name: str) -> dict:
     """`train --json`'s result line (JSON Lines: the result comes last), or a command's one JSON document."""
-    path = Path(logs) / f"{name}.txt"
-    text = path.read_text(errors="replace") if path.exists() else ""
+    text = _text(logs, name)
     for line in reversed(text.splitlines()):
         if line.startswith('{"event": "result"'):
             return json.loads(line)
@@ -21,12 +20,17 @@ def doc(logs: Path, name: str) -> dict:
 
 def json_lines(logs: Path, name: str) -> list[dict]:
     """Every line of a step's output that is one JSON object (a script printing one per measurement)."""
-    path = Path(logs) / f"{name}.txt"
     found = []
-    for line in (path.read_text(errors="replace") if path.exists() else "").splitlines():
+    for line in _text(logs, name).splitlines():
         if line.startswith("{"):
             try:
                 found.append(json.loads(line))
             except ValueError:
                 pass
     return found
+
+
+def _text(logs: Path, name: str) -> str:
+    """A step's whole output ("" when the step never ran)."""
+    path = Path(logs) / f"{name}.txt"
+    return path.read_text(errors="replace") if path.exists() else ""

@@ -76,11 +76,11 @@ def profile_step(step: Callable[[], Any], device: torch.device, steps: int, ms_p
         copies = sum(v[1] for k, v in names.items() if k.startswith("Memcpy")) / 1000 / steps
         out.update({"kind": "cuda kernels", "busy_ms_per_step": busy, "idle_ms_per_step": max(0.0, ms_per_step - busy),
                     "copy_ms_per_step": copies, "kernels_seen": bool(kernels)})
-        total_us = sum(v[1] for v in names.values())
     else:
         for k in prof.key_averages():
             names[k.key] = [k.count, k.self_cpu_time_total]
-        total_us = sum(v[1] for v in names.values())
+    total_us = sum(v[1] for v in names.values())
+    if not cuda:
         out.update({"kind": "cpu operators (self time)", "op_ms_per_step": total_us / 1000 / steps})
     ranked = sorted(names.items(), key=lambda kv: -kv[1][1])[:top]
     out["top"] = [{"name": name, "calls_per_step": calls / steps, "ms_per_step": us / 1000 / steps,
