@@ -4,8 +4,8 @@ run, alternating, on the same generated folder.
 
     python benchmarks/uploads.py [--device cuda] [--images 10240] [--models resnet50-v1.5,resnet18] [--json]
 
-The folder holds generated 256x256 JPEGs (two classes; imagenet_path.py's generator), written once into --dir
-with every core: small images decode fast, so the workers keep ahead of the GPU and what is measured
+The folder holds generated 256x256 JPEGs (two classes; imagenet_path.py's generator), written once with every
+core into a folder of --dir named by its shape (a folder made for other settings is never mixed in): small images decode fast, so the workers keep ahead of the GPU and what is measured
 is the step and its upload (256 x 3 x 336 x 336 uint8 canvases, 87 MB a batch at b256). Each run is the
 torchvision preset for --epochs epochs (train.compile off, so no run waits a minute compiling; the CUDA graph
 replays eager kernels), data.workers from the cores; the figure is the last epoch's img/s from metrics.csv (the
@@ -67,7 +67,7 @@ def main() -> None:
     a = p.parse_args()
 
     t0 = time.perf_counter()
-    folder = make_folder(Path(a.dir), a.images, 32, classes=2, side=a.side)
+    folder = make_folder(Path(a.dir) / f"{a.images}x2-{a.side}px-val32", a.images, 32, classes=2, side=a.side)
     print(machine_line(a.device, f"{a.images} {a.side}px JPEGs ready in {time.perf_counter() - t0:.0f} s"), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as runs:

@@ -316,6 +316,9 @@ def test_the_gpu_pipeline_script_dry_runs_on_the_cpu(tmp_path, dry_run_env):
     assert (logs / "machine.txt").read_text().startswith("device: no CUDA device (dry run)")
     uploads = (logs / "uploads.txt").read_text()
     assert "prefetch off" in uploads and "prefetch on" in uploads and "on/off" in uploads, uploads
+    made = [d.name for d in (tmp_path / "work" / "jpegs").iterdir()]
+    assert made == ["64x2-64px-val32"], made  # one folder per shape: another size is never mixed in
+    assert len(list((tmp_path / "work" / "jpegs" / made[0] / "train").rglob("*.JPEG"))) == 64
     assert "randaugment_2_9_ms" in (logs / "randaugment.txt").read_text()
     assert "interpolate antialias, per image:" in (logs / "antialias.txt").read_text()
 
