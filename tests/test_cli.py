@@ -58,7 +58,7 @@ def test_build_checkpoint_rebuilds_the_model(cli, tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "export"])
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("export", marks=pytest.mark.slow)])  # export: 1.6 s
 def test_build_other_formats_compute_the_same(cli, tmp_path, fmt):
     path = tmp_path / ("m.ts" if fmt == "torchscript" else "m.pt2")
     result = cli("build", "resnet20", "-o", path, "--format", fmt, "--seed", "3")

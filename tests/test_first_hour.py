@@ -49,6 +49,7 @@ def test_an_unknown_training_option_points_to_its_set_key(cli, option, hint):
     assert result.stderr.strip().endswith(hint) and f"No such option: {option}" in result.stderr
 
 
+@pytest.mark.slow  # 1.5 s: the quick loop keeps under 90 s
 @pytest.mark.default_device
 def test_data_dir_alone_finds_its_dataset_and_never_falls_back_to_synthetic(cli, tmp_path, fashion_dir):
     assert printed(cli, "--data-dir", fashion_dir)["data"]["dataset"] == "fashion-mnist"

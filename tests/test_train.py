@@ -57,8 +57,8 @@ def test_smoke_preset_learns_and_writes_a_run_folder(cli, tmp_path):
 
 
 def test_run_folders_are_never_overwritten(cli, tmp_path):
-    a = train(cli, tmp_path, "--epochs", "1", "--name", "same")
-    b = train(cli, tmp_path, "--epochs", "1", "--name", "same")
+    a = train(cli, tmp_path, "--steps", "1", "--name", "same")
+    b = train(cli, tmp_path, "--steps", "1", "--name", "same")
     assert a["run_dir"].endswith("same") and b["run_dir"].endswith("same-2")
 
 
@@ -97,6 +97,7 @@ def test_resume_may_change_the_speed_switches(cli, tmp_path):
     assert out["epochs"] == 2 and out["channels_last"] is True
 
 
+@pytest.mark.slow  # 1.6 s: the quick loop keeps under 90 s
 @pytest.mark.default_device
 def test_eval_on_the_checkpoint_training_wrote(cli, tmp_path):
     out = train(cli, tmp_path, "--epochs", "2")
