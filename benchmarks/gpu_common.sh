@@ -42,3 +42,16 @@ prepare_gpu() {  # prepare_gpu NAME LOG_DIR: fail as NAME without a CUDA device;
         $py -m pip install -q --no-deps -e . >"$logs/install.txt" 2>&1
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 }
+
+begin_script() {  # begin_script NAME LOG_DIR DRY_NOTE: under DRY=1 the dry run's notice, the machine line and the
+    # wheels (this CPU runs the commands); else the machine line, then fail as NAME without CUDA, or prepare_gpu
+    if [ "${DRY:-0}" = 1 ]; then
+        echo "$1: dry run on the CPU ($3); no figure below is a measurement"
+        machine_line "$2"
+        install_wheels "$2/wheels.txt"
+        export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+    else
+        machine_line "$2" "NO CUDA DEVICE"
+        prepare_gpu "$1" "$2"
+    fi
+}

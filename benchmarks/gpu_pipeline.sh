@@ -29,14 +29,8 @@ if [ "${DRY:-0}" = 1 ]; then
     device=cpu boxes=5 aug=(--batch-size 4 --size 64 --repeats 1)
     uploads=(--images 64 --repeats 1 --models resnet18 --side 64 --image-size 64 --batch-size 8 --epochs 1 --workers 1
              --dir "${WORK:-/tmp/gpu_pipeline}/jpegs")
-    echo "gpu_pipeline: dry run on the CPU (tiny sizes; the CUDA tests skip); no figure below is a measurement"
-    machine_line "$logs"
-    install_wheels "$logs/wheels.txt"
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-else
-    machine_line "$logs" "NO CUDA DEVICE"
-    prepare_gpu gpu_pipeline "$logs"
 fi
+begin_script gpu_pipeline "$logs" "tiny sizes; the CUDA tests skip"
 start=$SECONDS
 failed=()
 step() {  # step NAME LIMIT_S COMMAND...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -221,6 +223,39 @@ def test_bench_table_fits_80_columns_without_cutting(cli):
     table = [ln for ln in result.stdout.splitlines() if ln[:1] in "┏┃┡│└"]
     assert table and all(len(ln) <= 80 for ln in table) and "…" not in result.stdout
     assert "train: fp32, channels_last" in result.stdout and "compile off" in result.stdout
+
+
+@pytest.mark.slow  # about 60 s: the quick loop keeps under 90 s
+def test_the_gpu_check_script_dry_runs_on_the_cpu(tmp_path, fashion_dir, dry_run_env):
+    """benchmarks/gpu_check.sh is the first call of every GPU lease; DRY=1 runs its every command on the CPU (the
+    CUDA tests skip, tiny sizes), so that a flag or its summary cannot waste that call: all six steps pass and
+    every row of the summary carries its figure."""
+    import subprocess
+    from pathlib import Path
+
+    logs, work = tmp_path / "logs", tmp_path / "work"
+    (work / "runs" / "fashion").mkdir(parents=True)  # an earlier call's run folder: removed, never read
+    script = str(Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh")
+    done = subprocess.run(["bash", script, str(fashion_dir), str(logs)], capture_output=True, text=True,
+                          timeout=400, env={**dry_run_env, "WORK": str(work)})
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert out.splitlines()[-1].startswith("gpu_check: dry run done, every command ran (6 passed; "), out
+    assert (logs / "machine.txt").read_text().startswith("device: no CUDA device (dry run)")
+    rows = {line.split()[0]: line.split(None, 3)[1:] for line in (logs / "summary.txt").read_text().splitlines()
+            if line and not line.startswith(("step ", "wall "))}
+    assert list(rows) == ["pytest_cuda", "fashion_to_93", "bench_r20", "bench_r50v15_train", "bench_r50_infer",
+                          "flops_cuda"], rows
+    assert all(status == "ok" for status, _, _ in rows.values()), rows
+    figures = {name: figure for name, (_, _, figure) in rows.items()}
+    assert re.fullmatch(r"\d+ passed, \d+ skipped in [\d.]+s", figures["pytest_cuda"]), figures
+    assert re.fullmatch(r"0\.1% in [\d.]+ s, epoch 1; final [\d.]+%", figures["fashion_to_93"]), figures
+    assert [p.name for p in (work / "runs").iterdir()] == ["fashion"]  # the old folder went; not "fashion-2"
+    assert re.fullmatch(r"train [\d,]+ img/s; infer [\d,]+ img/s", figures["bench_r20"]), figures
+    assert re.fullmatch(r"train [\d,]+ img/s", figures["bench_r50v15_train"]), figures
+    assert re.fullmatch(r"infer [\d,]+ img/s", figures["bench_r50_infer"]), figures
+    assert re.fullmatch(r"check ok; resnet18 forward [\d.]+ TFLOP/s; resnet152 forward [\d.]+ TFLOP/s",
+                        figures["flops_cuda"]), figures
 
 
 @pytest.mark.slow  # about 65 s: the quick loop keeps under 90 s
