@@ -42,8 +42,12 @@ rm -rf "$work/runs"  # only what this script makes there
 rows=()  # name|status|seconds
 passed=() failed=()
 step() {  # step NAME LIMIT_S COMMAND...: run it under a time limit, keep its output, record the outcome
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit; limit=$(capped "$2"); shift 2
     local t0=$SECONDS status
+    if [ "$limit" = 0 ]; then
+        echo "== $name: skipped (BUDGET=$BUDGET s is spent)"; failed+=("$name(budget)"); rows+=("$name|skipped|0")
+        return
+    fi
     echo "== $name: $*"
     if timeout "$limit" "$@" >"$logs/$name.txt" 2>&1; then passed+=("$name"); status=ok
     else failed+=("$name"); status=FAILED; fi
@@ -114,7 +118,7 @@ def figure(name):
 
 print(f"{'step':<20} {'status':<7} {'s':>4}  figure")
 for name, status, secs in rows:
-    print(f"{name:<20} {status:<7} {secs:>4}  {figure(name)}"[:118])
+    print(f"{name:<20} {status:<7} {secs:>4}  {'(the budget was spent)' if status == 'skipped' else figure(name)}"[:118])
 print(f"wall {wall} s; logs in {logs}")
 PY
 summary="${#passed[@]} passed; wall $((SECONDS - start)) s"

@@ -1,6 +1,15 @@
 # Sourced by the GPU scripts (gpu_check.sh, gpu_speed.sh, gpu_pipeline.sh, gpu_reproduce.sh), from the repository root.
 
 GPU_WHEELS=${WHEELS:-.gpu/whl}  # the wheels the GPU image lacks, made by gpu_prepare.sh
+# Seconds a script may take in all (a device call allows 600 at most; give less when less is left): each step's
+# limit is cut to what is left of it, less 15 s for the summary, and a step with under 10 s left is skipped, so
+# the summary is always printed and the call is never cut off before it. $SECONDS counts from the script's start.
+BUDGET=${BUDGET:-570}
+
+capped() {  # capped LIMIT_S: LIMIT_S, or what is left of $BUDGET when that is less; 0: skip the step
+    local left=$((BUDGET - SECONDS - 15))
+    if [ "$left" -lt 10 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
 
 find_fashion() {  # find_fashion [DIR]: DIR, or the first Fashion-MNIST folder found; "" when none
     if [ -n "${1:-}" ]; then echo "$1"; return; fi

@@ -34,8 +34,9 @@ begin_script gpu_pipeline "$logs" "tiny sizes; the CUDA tests skip"
 start=$SECONDS
 failed=()
 step() {  # step NAME LIMIT_S COMMAND...
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit; limit=$(capped "$2"); shift 2
     local t0=$SECONDS
+    if [ "$limit" = 0 ]; then echo "== $name: skipped (BUDGET=$BUDGET s is spent)"; failed+=("$name"); return; fi
     echo "== $name: $*"
     timeout "$limit" "$@" >"$logs/$name.txt" 2>&1 || failed+=("$name")
     echo "   $((SECONDS - t0)) s; last lines:"

@@ -41,8 +41,9 @@ machine_line "$logs"
 work=/tmp/gpu_reproduce
 rm -rf "$work"
 repro() {  # repro NAME LIMIT_S ARGS...: one `resnet reproduce` in $work/NAME, its wall time in $logs/NAME.seconds
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit; limit=$(capped "$2"); shift 2
     local t0 t1
+    if [ "$limit" = 0 ]; then echo "$name: skipped (BUDGET=$BUDGET s is spent)"; return; fi
     t0=$(date +%s.%N)
     timeout "$limit" $py -m resnet_cli reproduce table6 --dataset fashion-mnist --data-dir "$data" --device $device \
         --out "$work/$name" --json "${small[@]}" "$@" >"$logs/$name.txt" 2>&1 || echo "   $name: exit $? (see $logs/$name.txt)"

@@ -68,8 +68,9 @@ rm -rf "$work/runs" "$work/jpegs" "$work/folder"  # only what this script makes 
 start=$SECONDS
 
 run() {  # run NAME LIMIT_S COMMAND...
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit; limit=$(capped "$2"); shift 2
     local t0=$SECONDS
+    if [ "$limit" = 0 ]; then echo "$name: skipped (BUDGET=$BUDGET s is spent)"; return; fi
     timeout "$limit" "$@" >"$logs/$name.txt" 2>&1 || echo "   $name: exit $? (see $logs/$name.txt)"
     echo "$name $((SECONDS - t0)) s"
 }

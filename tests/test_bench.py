@@ -358,6 +358,39 @@ def test_the_gpu_pipeline_script_dry_runs_on_the_cpu(tmp_path, dry_run_env):
     assert "interpolate antialias, per image:" in (logs / "antialias.txt").read_text()
 
 
+def test_a_gpu_script_step_is_cut_to_the_budget_left_and_skipped_below_ten_seconds():
+    """gpu_common.sh's `capped`: a step's limit is what is left of $BUDGET less 15 s for the summary, so that a
+    device call (600 s at most) always ends with its summary; under 10 s left, 0 (the step is skipped)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    probe = ("source benchmarks/gpu_common.sh; BUDGET=100; "
+             "for at in 0 25 50 74 75 76 200; do SECONDS=$at; capped 60; done; unset BUDGET; "
+             "source benchmarks/gpu_common.sh; SECONDS=0; capped 600")
+    done = subprocess.run(["bash", "-c", probe], cwd=root, capture_output=True, text=True, timeout=30)
+    assert done.stdout.split() == ["60", "60", "35", "11", "10", "0", "0", "555"], done.stdout + done.stderr
+
+
+@pytest.mark.slow  # 3 s: the quick loop keeps under 90 s
+def test_gpu_check_whose_budget_is_spent_skips_its_steps_and_still_prints_the_summary(tmp_path, fashion_dir,
+                                                                                     dry_run_env):
+    import subprocess
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh")
+    done = subprocess.run(["bash", script, str(fashion_dir), str(tmp_path / "logs")], capture_output=True, text=True,
+                          timeout=120, env={**dry_run_env, "WORK": str(tmp_path / "work"), "BUDGET": "20"})
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    names = ["pytest_cuda", "fashion_to_93", "bench_r20", "bench_r50v15_train", "bench_r50_infer", "flops_cuda"]
+    assert [f"== {n}: skipped (BUDGET=20 s is spent)" for n in names] == [x for x in out.splitlines()
+                                                                         if x.startswith("== ")], out
+    summary = (tmp_path / "logs" / "summary.txt").read_text()
+    assert all(f"{n:<20} skipped    0  (the budget was spent)" in summary for n in names), summary
+    assert out.splitlines()[-1].startswith("gpu_check: dry run FAILED (6 failed: pytest_cuda(budget) "), out
+
+
 def test_gpu_prepare_makes_the_folder_a_gpu_call_carries(tmp_path, fashion_dir):
     """benchmarks/gpu_prepare.sh, in a copy of the repository's layout: the Fashion-MNIST files copied into .gpu/,
     .gpu/ ignored by git once however often it runs, wheels already there kept (no pip call), no data refused."""
