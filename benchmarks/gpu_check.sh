@@ -118,7 +118,8 @@ def figure(name):
 
 print(f"{'step':<20} {'status':<7} {'s':>4}  figure")
 for name, status, secs in rows:
-    print(f"{name:<20} {status:<7} {secs:>4}  {'(the budget was spent)' if status == 'skipped' else figure(name)}"[:118])
+    shown = "(the budget was spent)" if status == "skipped" else figure(name)
+    print(f"{name:<20} {status:<7} {secs:>4}  {shown}"[:118])
 print(f"wall {wall} s; logs in {logs}")
 PY
 summary="${#passed[@]} passed; wall $((SECONDS - start)) s"

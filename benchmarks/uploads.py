@@ -5,10 +5,11 @@ run, alternating, on the same generated folder.
     python benchmarks/uploads.py [--device cuda] [--images 10240] [--models resnet50-v1.5,resnet18] [--json]
 
 The folder holds generated 256x256 JPEGs (two classes; imagenet_path.py's generator), written once with every
-core into a folder of --dir named by its shape (a folder made for other settings is never mixed in): small images decode fast, so the workers keep ahead of the GPU and what is measured
-is the step and its upload (256 x 3 x 336 x 336 uint8 canvases, 87 MB a batch at b256). Each run is the
-torchvision preset for --epochs epochs (train.compile off, so no run waits a minute compiling; the CUDA graph
-replays eager kernels), data.workers from the cores; the figure is the last epoch's img/s from metrics.csv (the
+core into a folder of --dir named by its shape (a folder made for other settings is never mixed in): small
+images decode fast, so the workers keep ahead of the GPU and what is measured is the step and its upload
+(256 x 3 x 336 x 336 uint8 canvases, 87 MB a batch at b256). Each run is the torchvision preset for --epochs
+epochs (train.compile off, so no run waits a minute compiling; the CUDA graph replays eager kernels),
+data.workers from the cores; the figure is the last epoch's img/s from metrics.csv (the
 first carries the workers' start and the capture). --repeats pairs run off, on, off, on, ...; the table gives the
 median of each and their ratio. On a CPU (--device cpu, tiny settings) it checks that the script runs.
 """
