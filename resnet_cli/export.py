@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 from .files import atomic_write, atomic_write_bytes, atomic_write_text
 from .errors import BadInput
-from .quiet import quiet_torchscript
+from .quiet import quiet_export_load, quiet_torchscript
 
 # The formats, each with the file suffix that names it; `resnet export` offers all, `resnet build` the first two.
 SUFFIXES = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx"}
@@ -111,7 +111,9 @@ def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
         with quiet_torchscript():
             return torch.jit.load(str(path))(x)
     if fmt == "export":
-        return torch.export.load(str(path)).module()(x)
+        with quiet_export_load():
+            program = torch.export.load(str(path))
+        return program.module()(x)
     try:
         import onnxruntime
     except ImportError:

@@ -18,6 +18,7 @@ from torch import nn
 from . import gate
 from .data.inputs import InputSpec
 from .errors import BadInput
+from .quiet import quiet_export_load
 
 RUNTIMES = {".onnx": "onnxruntime", ".pt2": "torch.export"}
 NEEDED = ("model", "classes", "channels", "image_size", "resize", "mean", "std")
@@ -124,7 +125,8 @@ def _pt2(path: Path, raw: bytes) -> ExportedModel:
                        "written there by resnet export; export the checkpoint again")
     metadata = _checked(path, gate.json_bytes(gate.read_file(side, gate.Limits(2**20)), str(side)), side.name)
     try:
-        program = torch.export.load(io.BytesIO(raw))
+        with quiet_export_load():
+            program = torch.export.load(io.BytesIO(raw))
     except Exception as e:  # noqa: BLE001
         raise BadInput(f"cannot load {path} with torch.export: {str(e).splitlines()[0][:160]}") from None
     device = torch.device(metadata.get("device", "cpu"))

@@ -1,8 +1,11 @@
-"""PyTorch's deprecation of TorchScript, kept from the user's terminal in one place.
+"""PyTorch's warnings that do not concern the user, kept from the user's terminal in one place.
 
 torch 2.13 warns on every `torch.jit` call, and fvcore scripts a loss function when it is imported. Where we
 write or read TorchScript on purpose, the command prints `export.TORCHSCRIPT_NOTE` once instead; where a
-dependency uses it (fvcore's import and tracing), nothing of it concerns the user."""
+dependency uses it (fvcore's import and tracing), nothing of it concerns the user. torch 2.11's
+`torch.export.load` (the GPU image's version) makes its weights with `torch.frombuffer` on the archive's
+read-only bytes and warns that they are not writable: the loaded program only infers, so nothing of it concerns
+the user either (2.13's loader copies and says nothing)."""
 
 from __future__ import annotations
 
@@ -17,4 +20,18 @@ def quiet_torchscript():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=FutureWarning)
+        yield
+
+
+# torch.frombuffer's warning, as torch 2.11's torch.export.load raises it (tensor_new.cpp)
+READ_ONLY_BUFFER = r"The given buffer is not writable"
+
+
+@contextlib.contextmanager
+def quiet_export_load():
+    """The read-only-buffer warning of torch.export.load, silenced for the block (no other warning is touched)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=READ_ONLY_BUFFER, category=UserWarning)
         yield

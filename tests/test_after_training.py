@@ -310,6 +310,43 @@ def test_the_torchvision_preset_trains_an_image_folder_with_random_resized_crops
     assert bad.exit_code == 2 and "data.crop_scale is [low, high]" in bad.stderr
 
 
+def test_loading_an_exported_program_keeps_only_the_read_only_buffer_warning_off_the_terminal():
+    """torch 2.11's torch.export.load (the GPU image's torch) makes the weights with torch.frombuffer on the
+    archive's read-only bytes, and its warning reached the terminal of `export --format export` (the check) and of
+    predict/eval/bench on a .pt2 (seen in a torch 2.11 venv; 2.13's loader copies). The filter takes exactly that
+    warning, and every other warning still comes through."""
+    import warnings
+
+    from resnet_cli.quiet import quiet_export_load
+
+    ours = ("The given buffer is not writable, and PyTorch does not support non-writable tensors. This means you "
+            "can write to the underlying (supposedly non-writable) buffer using the tensor.")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_export_load():
+            warnings.warn(ours, UserWarning)
+            warnings.warn("another warning", UserWarning)
+        warnings.warn(ours, UserWarning)
+    assert [str(w.message) for w in seen] == ["another warning", ours]
+
+
+@pytest.mark.slow  # 3 s: two fresh processes (torch warns once a process)
+def test_torchs_own_read_only_buffer_warning_is_the_one_the_filter_takes():
+    """The warning comes from C++ (tensor_new.cpp) once a process: in a fresh one, torch.frombuffer on bytes warns
+    on stderr, and inside quiet_export_load it does not."""
+    import subprocess
+    import sys
+
+    code = ("import contextlib, torch\nfrom resnet_cli.quiet import quiet_export_load\n"
+            "with {}:\n    torch.frombuffer(b'abcd', dtype=torch.uint8)\n")
+    loud = subprocess.run([sys.executable, "-c", code.format("contextlib.nullcontext()")], capture_output=True,
+                          text=True, timeout=60)
+    assert loud.returncode == 0 and "The given buffer is not writable" in loud.stderr, loud.stderr
+    quiet = subprocess.run([sys.executable, "-c", code.format("quiet_export_load()")], capture_output=True,
+                           text=True, timeout=60)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+
+
 @pytest.mark.slow  # 2 s: the quick loop keeps under 90 s
 def test_an_exported_file_without_its_metadata_is_one_line(cli, tmp_path):
     """#37 item 4: a .pt2 without the sidecar export writes (here: `resnet build --format export`, untrained)."""
