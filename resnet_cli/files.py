@@ -72,7 +72,10 @@ def atomic_write_bytes(path: str | os.PathLike, serialize: Callable[["io.BytesIO
 
     buffer = io.BytesIO()
     serialize(buffer)
-    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+    # getvalue() hands over the buffer's bytes without a copy. Never getbuffer(): its view, kept alive by a failed
+    # write's traceback, crashes Python 3.12.0 and 3.12.1 when the garbage collector frees it (CPython gh-111211):
+    # a full disk was a segfault there.
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def open_own_file(path: str | os.PathLike, what: str, append: bool = False) -> "io.TextIOWrapper":

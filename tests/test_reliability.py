@@ -86,6 +86,30 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(make_trainer, monk
     assert not list(trainer.run_dir.glob(".*.tmp.*"))  # no temp files left
 
 
+def test_a_failed_write_leaves_no_view_of_the_serialized_bytes_in_its_traceback(tmp_path, monkeypatch):
+    """A full disk's traceback keeps the frames of the write alive until the garbage collector frees them; a
+    memoryview of the io.BytesIO among their locals (BytesIO.getbuffer(), as atomic_write_bytes passed before)
+    crashed Python 3.12.0 and 3.12.1 at that moment (CPython gh-111211: seen as a segfault of the test suite under
+    3.12.1, after the gate table's full-disk row). What the write gets is the bytes themselves."""
+    from resnet_cli.files import atomic_write_bytes
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError) as failed:
+        atomic_write_bytes(tmp_path / "x.pt", lambda buffer: torch.save({"w": torch.ones(1000)}, buffer))
+    views, error = [], failed.value
+    while error is not None:
+        tb = error.__traceback__
+        while tb is not None:
+            views += [v for v in tb.tb_frame.f_locals.values() if isinstance(v, memoryview)]
+            tb = tb.tb_next
+        error = error.__context__
+    assert [v for v in views if not isinstance(v.obj, (bytes, bytearray))] == [], [type(v.obj) for v in views]
+    assert failed.value.errno == errno.ENOSPC and not list(tmp_path.iterdir())  # and no temporary file left
+
+
 @pytest.mark.slow
 def test_same_name_at_the_same_moment_gets_two_folders(tmp_path, proc, smoke_args):
     procs = [proc.start("train", *smoke_args("cpu", 256, 64, "train.log_interval=1"), "--epochs", 1, "--run-dir", tmp_path, "--name", "twin")
