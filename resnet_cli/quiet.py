@@ -12,26 +12,26 @@ from __future__ import annotations
 import contextlib
 
 
-@contextlib.contextmanager
-def quiet_torchscript():
-    """torch.jit's deprecation warnings, silenced for the block (no other warning is touched)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=FutureWarning)
-        yield
-
-
 # torch.frombuffer's warning, as torch 2.11's torch.export.load raises it (tensor_new.cpp)
 READ_ONLY_BUFFER = r"The given buffer is not writable"
 
 
 @contextlib.contextmanager
-def quiet_export_load():
-    """The read-only-buffer warning of torch.export.load, silenced for the block (no other warning is touched)."""
+def _ignoring(*rules: tuple[str, type[Warning]]):
+    """The warnings matching these (message pattern, category) rules, silenced for the block; no other."""
     import warnings
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=READ_ONLY_BUFFER, category=UserWarning)
+        for message, category in rules:
+            warnings.filterwarnings("ignore", message=message, category=category)
         yield
+
+
+def quiet_torchscript():
+    """torch.jit's deprecation warnings, silenced for the block (no other warning is touched)."""
+    return _ignoring((r".*torch\.jit.*", DeprecationWarning), (r".*torch\.jit.*", FutureWarning))
+
+
+def quiet_export_load():
+    """The read-only-buffer warning of torch.export.load, silenced for the block (no other warning is touched)."""
+    return _ignoring((READ_ONLY_BUFFER, UserWarning))
