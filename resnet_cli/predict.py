@@ -16,10 +16,13 @@ import torch
 from . import gate
 from .errors import BadInput
 
+# The bound and deadline on reading one image (predict has no data.* settings; data.max_read_mb's default).
+IMAGE_LIMITS = gate.Limits(keys=("the bound on an image file", "the deadline on an image file"))
+
 
 def list_images(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given; folders searched recursively for images, in sorted order."""
-    from .data.imagefolder import EXTENSIONS
+    from .data.image_files import EXTENSIONS
 
     found: list[Path] = []
     for p in map(Path, paths):
@@ -38,9 +41,9 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
 
 def read_image(path: Path, spec) -> torch.Tensor:
     """One image as a uint8 C x H x W tensor, transformed as the run's evaluation did (InputSpec.transform)."""
-    from PIL import Image
+    from .data import image_files
 
-    with Image.open(gate.open_regular(path, "image")) as im:
+    with image_files.opened(image_files.read(path, IMAGE_LIMITS)) as im:
         return spec.transform(im)
 
 
@@ -49,9 +52,10 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
             on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Top-k classes and probabilities for every readable image under `paths`."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        import PIL  # noqa: F401
     except ImportError:
         raise BadInput('predict reads images with Pillow: pip install "resnet-cli[images]"') from None
+    from .data import image_files
     from .checkpoint import model_from_checkpoint
     from .data import input_of_run
     from .data.augment import to_float
@@ -90,8 +94,10 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
             try:
                 tensors.append(read_image(path, spec))
                 chunk.append(path)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-                skipped.append({"path": str(path), "error": (str(e).splitlines() or [type(e).__name__])[0][:200]})
+            except BadInput as e:  # gone since it was listed, or larger than the bound
+                skipped.append({"path": str(path), "error": str(e)})
+            except image_files.errors() as e:
+                skipped.append({"path": str(path), "error": image_files.reason(e)})
         if tensors:
             x = to_float(torch.stack(tensors).to(dev), mean, std).contiguous(memory_format=speed.memory_format())
             with torch.inference_mode(), speed.autocast(dev):

@@ -141,7 +141,8 @@ def test_predict_gives_evals_top1_for_every_image_and_skips_a_corrupt_one(cli, f
     result = cli("predict", run, val, "--topk", "2", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     out = last_json(result.stdout)
-    assert out["count"] == 18 and [s["path"] for s in out["skipped"]] == [str(val / "dog" / "broken.png")]
+    assert out["count"] == 18 and out["skipped"] == [{"path": str(val / "dog" / "broken.png"),
+                                                      "error": "not an image Pillow can identify"}]
     assert "skipped" in result.stderr and "1 unreadable image(s) skipped, 18 classified" in result.stderr
     got = {row["path"].replace(str(val), ""): row["top"][0]["index"] for row in out["predictions"]}
     for row in out["predictions"]:  # top-2 of 3 classes: descending probabilities summing to less than 1

@@ -12,7 +12,8 @@ from ._common import JsonOpt, check_positive, choices, console, print_json, prog
 
 app = typer.Typer(help="The input pipeline on its own: how fast it feeds a model.", no_args_is_help=True)
 
-STAGES = {"read": "read, check shards (worker)", "decode": "decode (worker)", "crop": "cut the region, canvas (worker)", "other": "read header, draw (worker)",
+STAGES = {"read": "read the file or shard (worker)", "decode": "decode (worker)",
+          "crop": "cut the region, canvas (worker)", "other": "read header, draw (worker)",
           "collate": "collate (worker)", "to_device": "copy to the device", "device": "resize, augment (device)"}
 
 

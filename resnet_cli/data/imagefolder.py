@@ -26,9 +26,10 @@ from ..errors import BadInput
 from .inputs import DescribedByInput, InputSpec
 from .loader import batch_seed, model_batch, shard_indices, shard_len, worker_context
 from .crops import canvas_side, decode_region, finished_crop, random_resized_box, resize_crops, scale_box
+from . import image_files
+from .image_files import EXTENSIONS
 from .transforms import center_crop, eight_bit, resize_shorter, ten_crops
 
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 MARKER = "resnet-cli: cannot decode image "
 
 
@@ -126,23 +127,26 @@ def image_datasets(cfg, train: list, test: list, val: list | None = None):
     """(training, evaluation, held-out or None) datasets of these samples with `cfg`'s transforms: the crop
     data.image_size drawn as data.crop says, flipped with data.flip; evaluation at data.eval_resize (the paper's
     256/224 and [256, 480] scale kept in proportion to the crop). Image folders and shards (empty sample
-    lists: their `prepare`) both use them."""
+    lists: their `prepare`) both use them; an image file is read within data.max_read_mb and data.read_timeout."""
     size = cfg.image_size
+    limits = gate.Limits.of(cfg)
     resize = cfg.eval_resize or round(size * 256 / 224)
     crop = TrainCrop(cfg.crop, (round(size * 256 / 224), round(size * 480 / 224)), tuple(cfg.crop_scale),
                      tuple(cfg.crop_ratio))
 
     def evaluated(samples):
-        return ImageFolderDataset(samples, False, crop=size, resize=resize)
+        return ImageFolderDataset(samples, False, crop=size, resize=resize, limits=limits)
 
-    return (ImageFolderDataset(train, True, crop=size, resize=resize, flip=cfg.flip, train_crop=crop),
+    return (ImageFolderDataset(train, True, crop=size, resize=resize, flip=cfg.flip, train_crop=crop, limits=limits),
             evaluated(test), evaluated(val) if val else None)
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, samples: list[tuple[Path, int]], train: bool, crop: int = 224, resize: int = 256,
-                 train_crop: TrainCrop = TrainCrop(), flip: bool = True, ten_crop: bool = False) -> None:
+                 train_crop: TrainCrop = TrainCrop(), flip: bool = True, ten_crop: bool = False,
+                 limits: gate.Limits = gate.Limits()) -> None:
         self.samples, self.train, self.crop, self.resize = samples, train, crop, resize
+        self.limits = limits  # the bound and deadline on reading one image file (image_files.read)
         self.train_crop, self.flip = train_crop, flip
         self.ten_crop = ten_crop  # evaluation: 10 crops per image (eval --ten-crop)
         self.epoch_seed = 0
@@ -157,18 +161,15 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         evaluation: (the centre crop, or 10 crops, as uint8, label). `key` is an index, or (index, epoch seed)
         from the loader's sampler: persistent workers keep their copy of the dataset, so the epoch travels
         with each index."""
-        from PIL import Image
-
         i, epoch_seed = key if isinstance(key, tuple) else (key, self.epoch_seed)
         path, label = self.samples[i]
-        return self.prepare(lambda: Image.open(gate.open_regular(path, "image")), epoch_seed * 1_000_003 + i, label, str(path))
+        data = image_files.read(path, self.limits)
+        return self.prepare(lambda: image_files.opened(data), epoch_seed * 1_000_003 + i, label, str(path))
 
     def prepare(self, open_image, draw: int, label: int, where: str):
         """One sample from `open_image()` (a PIL image, not yet decoded): for training, its random region drawn
         from the seed `draw` (crops.py); for evaluation, the transform below. A file that cannot be decoded is
         a RuntimeError naming `where` (workers can only pass exceptions on as text; `decode_error` reads it)."""
-        from PIL import Image, UnidentifiedImageError
-
         try:
             if self.train:
                 rng = random.Random(draw)
@@ -184,8 +185,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 return canvas, torch.tensor([h, w, flip], dtype=torch.int32), label
             with open_image() as im:
                 img = eight_bit(im, "RGB")
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-            raise RuntimeError(f"{MARKER}{where} ({str(e)[:200]})") from None
+        except image_files.errors() as e:
+            raise RuntimeError(f"{MARKER}{where} ({image_files.reason(e)})") from None
         if self.ten_crop:
             return ten_crops(resize_shorter(img, self.resize), self.crop), label
         return center_crop(resize_shorter(img, self.resize), self.crop, self.crop), label
@@ -195,7 +196,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         if train == self.train:
             return self
         return ImageFolderDataset(self.samples, train, crop=self.crop, resize=self.resize, flip=self.flip,
-                                  train_crop=self.train_crop)
+                                  train_crop=self.train_crop, limits=self.limits)
 
     def finishing_for(self, device: torch.device) -> "ImageFolderDataset":
         """This training transform for a loader on `device`: on a GPU the worker leaves the resize and flip to
@@ -213,7 +214,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def for_testing(self, resize: int, ten_crop: bool) -> "ImageFolderDataset":
         """The same images evaluated after another resize, or with 10 crops each."""
         return ImageFolderDataset(self.samples, False, crop=self.crop, resize=resize, flip=self.flip,
-                                  train_crop=self.train_crop, ten_crop=ten_crop)
+                                  train_crop=self.train_crop, ten_crop=ten_crop, limits=self.limits)
 
 
 def decode_error(e: RuntimeError) -> BadInput | None:

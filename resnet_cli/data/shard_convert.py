@@ -14,6 +14,7 @@ from typing import Any, Callable
 from .. import gate
 from ..errors import BadInput
 from ..files import atomic_write, atomic_write_text, ensure_writable_dir
+from . import image_files
 from .shard_source import FORMAT, INDEX, VERSION
 
 STATE = ".convert-state.json"
@@ -222,16 +223,16 @@ class _Unreadable(Exception):
 def _encoded(path: Path, max_size: int, quality: int) -> tuple[bytes, str]:
     """The image's bytes as they will be stored, and their extension: the file itself, or (with `max_size`,
     when its longer side is larger) re-encoded as JPEG with the longer side at `max_size`."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from .transforms import eight_bit
 
     try:
-        data = gate.read_file(path)
+        data = image_files.read(path)
     except BadInput as e:
         raise _Unreadable(str(e)) from None
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with image_files.opened(data) as im:
             fmt, size = im.format, im.size
             if max_size and max(size) > max_size:
                 im.draft("RGB", (size[0] * max_size // max(size), size[1] * max_size // max(size)))
@@ -242,10 +243,8 @@ def _encoded(path: Path, max_size: int, quality: int) -> tuple[bytes, str]:
                 img.save(buffer, "JPEG", quality=quality)
                 return buffer.getvalue(), "jpg"
             im.load()  # a truncated file fails here, not in training
-    except UnidentifiedImageError:  # Pillow's message names the buffer's address: not the same twice
-        raise _Unreadable("not an image Pillow can identify") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise _Unreadable(str(e)[:200] or type(e).__name__) from None
+    except image_files.errors() as e:
+        raise _Unreadable(image_files.reason(e)) from None
     ext = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "PPM": "ppm", "TIFF": "tif"}.get(fmt)
     if ext is None:
         raise _Unreadable(f"format {fmt} is not stored in shards (JPEG, PNG, WebP, BMP, PPM, TIFF)")

@@ -34,6 +34,7 @@ import torch
 
 from .. import gate
 from ..errors import BadInput
+from . import image_files
 from .inputs import DescribedByInput, InputSpec
 from .shard_plan import sample_order, train_plan
 from .shard_source import INDEX, SHARD_SPLIT, Source, read_index
@@ -126,9 +127,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             skip = 0
 
     def _item(self, shard: int, key: str, image: bytes, label: int, draw: int):
-        from PIL import Image
-
-        return self.prepare(lambda: Image.open(io.BytesIO(image)), draw, label,
+        return self.prepare(lambda: image_files.opened(image), draw, label,
                             f"{self.source.where(self.shards[shard]['name'])}: {key}")
 
 
