@@ -18,21 +18,45 @@ import os
 import time
 from typing import Any, Callable
 
-from . import gate
 
+def _cpu_seconds(pids: list[int]) -> tuple[float, float] | None:
+    """CPU seconds the threads of these processes have run so far (Linux), and the resolution of that count:
+    each thread's nanoseconds from /proc schedstat where the kernel keeps them, else each process's user and
+    system clock ticks from /proc stat (a bench of a few batches runs for fewer ticks than it has workers);
+    None where /proc cannot tell."""
+    import glob
 
-def _cpu_seconds(pids: list[int]) -> float | None:
-    """User + system CPU seconds of these processes so far (Linux); None where /proc cannot tell."""
+    try:
+        total = 0
+        for pid in pids:
+            tasks = glob.glob(f"/proc/{pid}/task/*/schedstat")
+            if not tasks:
+                raise OSError(f"no schedstat for {pid}")
+            for task in tasks:
+                with open(task) as f:
+                    total += int(f.read().split()[0])
+        return total / 1e9, 1e-9
+    except (OSError, IndexError, ValueError):
+        pass
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0.0
+    ticks = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             return None
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    return total
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / tick, 1 / tick
+
+
+def cores_busy(before: tuple[float, float] | None, after: tuple[float, float] | None, wall: float) -> float | None:
+    """Cores kept busy over `wall` seconds between two `_cpu_seconds` counts; None where /proc could not tell,
+    or the CPU time counted is under ten steps of its resolution (a figure that is mostly rounding)."""
+    if before is None or after is None or wall <= 0:
+        return None
+    used, resolution = after[0] - before[0], max(before[1], after[1])
+    return used / wall if used >= 10 * resolution else None
 
 
 def _sync(device) -> None:
@@ -57,13 +81,11 @@ def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, fl
     from .data import make_loader
 
     loader = make_loader(data, cfg.data, "train", batch_size, device, training=True)
-    from PIL import Image
+    from .data import image_files
 
     ds = data.train_set.finishing_for(device)  # the training transform as training runs it on `device`
-    read, t0 = 0.0, time.perf_counter()
+    t0 = time.perf_counter()
     if hasattr(data, "split_shards"):  # shards: fetch and check whole shards, then decode from memory
-        import io
-
         from .data.shards import read_shard
 
         raw = []
@@ -71,12 +93,12 @@ def stage_split(data, cfg, batch_size: int, device, sample: int) -> dict[str, fl
             raw += read_shard(data.source, shard, data.num_classes)
             if len(raw) >= sample:
                 break
-        read = time.perf_counter() - t0
-        calls = [(lambda image=image: Image.open(io.BytesIO(image)), i, label, key)
-                 for i, (key, image, label) in enumerate(raw[:sample])]
-    else:
-        calls = [(lambda path=ds.samples[i][0]: Image.open(gate.open_regular(path, "image")), i, ds.samples[i][1],
-                  str(ds.samples[i][0])) for i in loader.indices(0)[:sample]]
+    else:  # image files: each read whole, as a worker reads it, then decoded from memory
+        raw = [(str(ds.samples[i][0]), image_files.read(ds.samples[i][0], ds.limits), ds.samples[i][1])
+               for i in loader.indices(0)[:sample]]
+    read = time.perf_counter() - t0
+    calls = [(lambda image=image: image_files.opened(image), i, label, key)
+             for i, (key, image, label) in enumerate(raw[:sample])]
     ds.stage_times = {}
     items, t0 = [], time.perf_counter()
     try:
@@ -130,7 +152,7 @@ def throughput(data, cfg, batch_size: int, device, batches: int,
     it.close()
     del it
     loader.close()  # the model's bench runs next: idle workers must not hold cores or memory
-    cores = (cpu1 - cpu0) / wall if cpu0 is not None and cpu1 is not None else None
+    cores = cores_busy(cpu0, cpu1, wall)
     return {"img_per_s": batches * batch_size / wall, "batches": batches, "seconds": wall, "cores_busy": cores,
             "workers": loader.workers}
 
