@@ -207,6 +207,7 @@ def stream_url(url: str, limits: Limits = Limits(), verb: str = "read") -> Itera
     except BadInput:
         raise
     except urllib.error.HTTPError as e:
+        e.close()  # the error carries the response: its socket is let go here, not by the garbage collector
         raise Unreachable(f"cannot {verb} {url}: HTTP {e.code} {e.reason}") from None
     except TimeoutError:
         if time.monotonic() >= deadline - 0.1:

@@ -149,7 +149,9 @@ def smoke_args():
 @pytest.fixture
 def make_trainer(tmp_path):
     """make_trainer(progress=None, open_dir=True, **flags): a Trainer on tiny synthetic data (smoke preset, CPU,
-    64 training images in batches of 16, one epoch, runs under tmp_path), `flags` overriding."""
+    64 training images in batches of 16, one epoch, runs under tmp_path), `flags` overriding. Each trainer made
+    is closed at teardown (its run folder's lock let go, as `resnet train` does at the end)."""
+    made = []
 
     def make(progress=None, open_dir: bool = True, **flags):
         from resnet_cli import config as C
@@ -158,11 +160,14 @@ def make_trainer(tmp_path):
         flags = {"data.synthetic_train": 64, "data.synthetic_test": 16, "train.batch_size": 16, "train.epochs": 1,
                  "run.run_dir": str(tmp_path / "runs"), "run.device": "cpu", **flags}
         trainer = Trainer.for_config(C.resolve("smoke", flags=flags), progress)
+        made.append(trainer)
         if open_dir:
             trainer.open_run_dir()
         return trainer
 
-    return make
+    yield make
+    for trainer in made:
+        trainer.close()
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

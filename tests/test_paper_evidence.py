@@ -78,6 +78,7 @@ def test_train_logs_per_stage_gradient_norms(cli, tmp_path):
     result = cli("train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--set", "train.log_grad_norms=true",
                  "--run-dir", tmp_path, "--json")
     assert result.exit_code == 0, result.output
-    rows = list(csv.DictReader(open(last_json(result.stdout)["run_dir"] + "/metrics.csv")))
+    with open(last_json(result.stdout)["run_dir"] + "/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     for col in ("grad_norm_stem", "grad_norm_conv2_x", "grad_norm_conv3_x", "grad_norm_conv4_x", "grad_norm_fc"):
         assert float(rows[0][col]) > 0
