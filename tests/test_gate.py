@@ -440,6 +440,34 @@ def test_the_table_covers_every_input_path_and_every_kind():
     assert {r.kind for r in ROWS} == set(KINDS) - {"killed worker"}  # a killed worker: the next test
 
 
+def test_an_http_error_lets_its_socket_go(server):
+    """An HTTP error is one line, and its response is closed there: the error, kept in a cycle with the frame that
+    caught it (as a command's error handler keeps it), no longer leaves an open socket to the collector."""
+    import gc
+    import warnings
+
+    from resnet_cli import gate
+
+    def failed(url):
+        try:
+            gate.read_url(url)
+        except gate.BadInput as e:
+            err = e  # the frame holds the error, the error's traceback the frame: only the collector frees them
+            return err
+
+    _, url, hits = server
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.disable()
+        try:
+            assert str(failed(f"{url}/missing.tar")) == f"cannot read {url}/missing.tar: HTTP 404 File not found"
+        finally:
+            gc.enable()
+        gc.collect()
+    assert hits == ["/missing.tar"]
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 @pytest.mark.slow  # 5 s: the quick loop keeps under 90 s
 def test_a_killed_worker_is_one_line():
     """A DataLoader worker killed (the kernel's OOM killer, a signal): one line naming it, exit 1."""
