@@ -44,6 +44,8 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
     spatial size fixed. `metadata` (strings) goes into ONNX files, and beside the others as OUTPUT.json."""
     import torch
 
+    from .exported import sidecar
+
     if fmt not in FORMATS:
         raise BadInput(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     net = net.eval().to(device or "cpu")
@@ -65,10 +67,6 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
 
 TORCHSCRIPT_NOTE = ("note: PyTorch deprecates TorchScript (torch.jit); --format export (.pt2) or onnx are its "
                     "successors")
-
-
-def sidecar(output: Path) -> Path:
-    return output.with_name(output.name + ".json")
 
 
 def _write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, Any]) -> None:
@@ -160,6 +158,7 @@ def export_checkpoint(source, output: Path, fmt: str | None = None, batch_size: 
     from .checkpoint import model_from_checkpoint
     from .data import input_of_run
     from .device import resolve_device
+    from .exported import sidecar
     from .files import output_path
 
     dev = resolve_device(device)

@@ -25,6 +25,11 @@ NEEDED = ("model", "classes", "channels", "image_size", "resize", "mean", "std")
 MAX_EXPORT_BYTES = 4 * 2**30
 
 
+def sidecar(path: Path) -> Path:
+    """Where the metadata of a file without room for it (TorchScript, .pt2) lives: FILE.json beside it."""
+    return path.with_name(path.name + ".json")
+
+
 def is_exported(source: str | Path) -> bool:
     """Whether `source` names an exported file (by its suffix) rather than a checkpoint or run folder."""
     return Path(source).suffix in RUNTIMES and not Path(source).is_dir()
@@ -116,8 +121,6 @@ def _onnx(path: Path, raw: bytes) -> ExportedModel:
 
 def _pt2(path: Path, raw: bytes) -> ExportedModel:
     import io
-
-    from .export import sidecar
 
     side = sidecar(path)
     if not side.exists():
