@@ -311,9 +311,10 @@ def run_all(o: Options, specs: list[RunSpec], on_change: Callable[[list[RunStatu
 
 def _follow(proc: subprocess.Popen, st: RunStatus, log: TextIO, lock: threading.Lock,
             changed: Callable[[], None]) -> None:
-    """Read a run's JSON Lines (progress, epoch, message, result) into its status; keep every line in its log."""
-    with log as f:
-        for line in proc.stdout:
+    """Read a run's JSON Lines (progress, epoch, message, result) into its status; keep every line in its log.
+    The reader owns the run's pipe: closed here at its end, as the log is."""
+    with log as f, proc.stdout as lines:
+        for line in lines:
             f.write(line)
             f.flush()
             try:

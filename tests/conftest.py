@@ -60,9 +60,13 @@ class Cli:
 
 
 class Proc:
-    """`resnet ARGS...` as a separate process (signals, kills, torchrun), with ENV."""
+    """`resnet ARGS...` as a separate process (signals, kills, torchrun), with ENV. Processes it started are
+    stopped, and their pipes closed, at the end of the session (`close`)."""
 
     env = ENV
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
 
     @staticmethod
     def cmd(*args) -> list[str]:
@@ -72,7 +76,18 @@ class Proc:
         return subprocess.run(self.cmd(*args), env=ENV, capture_output=True, text=True, timeout=timeout)
 
     def start(self, *args, stdout=subprocess.PIPE) -> subprocess.Popen:
-        return subprocess.Popen(self.cmd(*args), env=ENV, stdout=stdout, stderr=subprocess.PIPE, text=True)
+        started = subprocess.Popen(self.cmd(*args), env=ENV, stdout=stdout, stderr=subprocess.PIPE, text=True)
+        self.started.append(started)
+        return started
+
+    def close(self) -> None:
+        for p in self.started:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for pipe in (p.stdout, p.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 class Checkpoints:
@@ -131,8 +146,10 @@ def cli() -> Cli:
 
 
 @pytest.fixture(scope="session")
-def proc() -> Proc:
-    return Proc()
+def proc():
+    started = Proc()
+    yield started
+    started.close()
 
 
 @pytest.fixture(scope="session")

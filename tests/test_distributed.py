@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -267,8 +268,8 @@ def test_imagefolder_training_run(cli, tmp_path):
 @pytest.mark.slow
 def test_torchrun_runs_the_console_script(tmp_path, proc):
     script = os.path.join(os.path.dirname(sys.executable), "resnet")
-    if not os.path.isfile(script) or not open(script, "rb").read(2) == b"#!" or \
-            b"python" not in open(script, "rb").readline():
+    first_line = Path(script).read_bytes().split(b"\n", 1)[0] if os.path.isfile(script) else b""
+    if not first_line.startswith(b"#!") or b"python" not in first_line:
         pytest.skip("no Python console script next to the interpreter")
     cmd = [*TORCHRUN, script,
            "train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--set", "data.synthetic_train=128",

@@ -44,7 +44,7 @@ def test_finetune_a_torchvision_state_dict_with_frozen_stages(cli, tmp_path):
             assert torch.equal(after["model"][k], v), k
     assert not torch.equal(after["model"]["layer3.0.conv1.weight"], start["layer3.0.conv1.weight"])
     assert after["model"]["fc.weight"].shape == (3, 512)
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
     assert float(rows[-1]["test_top1"]) >= 0.8  # chance: 1/3
     assert after["config"]["model"]["init"] == str(tmp_path / "resnet18-tv.pth")
     assert cli.json("summary", run)["params"]["frozen"] == frozen  # summary shows the run as it trained

@@ -118,7 +118,7 @@ def test_same_name_at_the_same_moment_gets_two_folders(tmp_path, proc, smoke_arg
     assert [p.returncode for p in procs] == [0, 0], outs
     assert sorted(d.name for d in tmp_path.iterdir()) == ["twin", "twin-2"]
     for d in tmp_path.iterdir():
-        assert len(list(csv.DictReader(open(d / "metrics.csv")))) == 1
+        assert len(list(csv.DictReader((d / "metrics.csv").read_text().splitlines()))) == 1
 
 
 def test_create_run_dir_is_atomic_under_threads(tmp_path):
@@ -153,6 +153,7 @@ def test_a_held_lock_is_waited_for_up_to_run_lock_wait(tmp_path, make_trainer):
     assert 0.5 < time.monotonic() - started < 8 and lock.file is not None  # taken once the holder let go
     lock.release()
     holder.wait()
+    holder.stdout.close()
     trainer = make_trainer(**{"run.resume": "auto"})
     assert trainer.cfg.run.lock_wait == -1 and trainer.lock is not None
 

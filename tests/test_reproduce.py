@@ -52,10 +52,17 @@ def test_side_by_side_runs_start_deepest_first_and_share_the_cpu_threads_they_us
 
 @pytest.mark.slow
 def test_table6_of_chosen_depths_shows_each_runs_training_time(cli, tmp_path):
+    import gc
+    import warnings
+
     out = tmp_path / "t6"
-    result = cli("reproduce", "table6", "--depths", "20", "--seeds", "2", "--out", out, "--steps", "3", *TINY,
-                 env={"COLUMNS": "80"})
+    with warnings.catch_warnings(record=True) as caught:  # each run's pipe and log are closed, not collected
+        warnings.simplefilter("always", ResourceWarning)
+        result = cli("reproduce", "table6", "--depths", "20", "--seeds", "2", "--out", out, "--steps", "3", *TINY,
+                     env={"COLUMNS": "80"})
+        gc.collect()
     assert result.exit_code == 0, result.output
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
     results = json.loads((out / "results.json").read_text())
     assert sorted(results["runs"]) == ["resnet20-s0", "resnet20-s1"] and len(results["table6"]) == 1
     row = results["table6"][0]

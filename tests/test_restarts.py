@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -80,7 +81,7 @@ def children(pid: int) -> list[int]:
         p = todo.pop()
         try:
             kids = [int(c) for t in os.listdir(f"/proc/{p}/task")
-                    for c in open(f"/proc/{p}/task/{t}/children").read().split()]
+                    for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
         except OSError:
             kids = []
         out += kids
@@ -92,7 +93,7 @@ def worker_of_rank(pid: int, rank: int) -> int | None:
     """The torchrun worker (a descendant of `pid`) whose environment says RANK=`rank`."""
     for child in children(pid):
         try:
-            env = open(f"/proc/{child}/environ", "rb").read().split(b"\0")
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
         if f"RANK={rank}".encode() in env and any(e.startswith(b"TORCHELASTIC_RUN_ID=") for e in env):
