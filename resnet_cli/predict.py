@@ -55,9 +55,8 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         import PIL  # noqa: F401
     except ImportError:
         raise BadInput('predict reads images with Pillow: pip install "resnet-cli[images]"') from None
-    from .data import image_files
     from .checkpoint import model_from_checkpoint
-    from .data import input_of_run
+    from .data import image_files, input_of_run
     from .data.augment import to_float
     from .device import resolve_device
     from .speed import Speed

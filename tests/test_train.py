@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ def test_smoke_preset_learns_and_writes_a_run_folder(cli, tmp_path):
     assert out["final"]["test_top1"] >= 0.5, out["final"]  # chance: 10% (the run takes ~15 s on 2 idle cores)
     events = [p.name for p in run.iterdir() if p.name.startswith("events.out.tfevents.")]
     assert {p.name for p in run.iterdir()} - set(events) == {"config.yaml", "metrics.csv", "last.pt", "best.pt"}
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
     assert list(rows[0]) == METRIC_FIELDS
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert all(0 < float(r["eval_seconds"]) < float(out["wall_seconds"]) for r in rows)  # measured, apart from training
@@ -74,7 +75,7 @@ def test_resume_is_bit_identical(cli, tmp_path):
     assert a["step"] == b["step"] == 24
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    rows = list(csv.DictReader(open(f"{part['run_dir']}/metrics.csv")))
+    rows = list(csv.DictReader(Path(part["run_dir"], "metrics.csv").read_text().splitlines()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
 
 

@@ -23,10 +23,10 @@ import torch
 
 from .. import gate
 from ..errors import BadInput
+from . import image_files
 from .inputs import DescribedByInput, InputSpec
 from .loader import batch_seed, model_batch, shard_indices, shard_len, worker_context
 from .crops import canvas_side, decode_region, finished_crop, random_resized_box, resize_crops, scale_box
-from . import image_files
 from .image_files import EXTENSIONS
 from .transforms import center_crop, eight_bit, resize_shorter, ten_crops
 
