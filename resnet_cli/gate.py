@@ -99,12 +99,16 @@ def open_regular(path: str | os.PathLike, what: str = "") -> BinaryIO:
 
 def read_file(path: str | os.PathLike, limits: Limits = Limits(), what: str = "") -> bytes:
     """The bytes of a regular file, at most `limits.max_bytes` (its size checked before reading, the bound kept
-    while reading, should it grow)."""
+    while reading, should it grow); a read that fails midway (EIO, a file cut short on a network file system) is
+    one line naming the file, as a failed open is."""
     label = f"{what} {path}".strip()
     with open_regular(path, what) as f:
         if os.fstat(f.fileno()).st_size > limits.max_bytes:
             raise limits.too_large(label)
-        return _bounded(f.read, limits, label, time.monotonic() + limits.seconds)
+        try:
+            return _bounded(f.read, limits, label, time.monotonic() + limits.seconds)
+        except OSError as e:
+            raise BadInput(f"cannot read {label}: {e.strerror or e}") from None
 
 
 def digest(path: str | os.PathLike, algorithm: str = "sha256", what: str = "") -> str:

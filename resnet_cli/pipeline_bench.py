@@ -24,20 +24,27 @@ def _cpu_seconds(pids: list[int]) -> tuple[float, float] | None:
     each thread's nanoseconds from /proc schedstat where the kernel keeps them, else each process's user and
     system clock ticks from /proc stat (a bench of a few batches runs for fewer ticks than it has workers);
     None where /proc cannot tell."""
+    return _thread_nanoseconds(pids) or _process_ticks(pids)
+
+
+def _thread_nanoseconds(pids: list[int]) -> tuple[float, float] | None:
     import glob
 
-    try:
-        total = 0
-        for pid in pids:
-            tasks = glob.glob(f"/proc/{pid}/task/*/schedstat")
-            if not tasks:
-                raise OSError(f"no schedstat for {pid}")
-            for task in tasks:
+    total = 0
+    for pid in pids:
+        tasks = glob.glob(f"/proc/{pid}/task/*/schedstat")
+        if not tasks:  # no schedstat on this kernel (or the process is gone)
+            return None
+        for task in tasks:
+            try:
                 with open(task) as f:
                     total += int(f.read().split()[0])
-        return total / 1e9, 1e-9
-    except (OSError, IndexError, ValueError):
-        pass
+            except (OSError, IndexError, ValueError):
+                return None
+    return total / 1e9, 1e-9
+
+
+def _process_ticks(pids: list[int]) -> tuple[float, float] | None:
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     ticks = 0
     for pid in pids:
