@@ -155,15 +155,19 @@ def _bounded(read, limits: Limits, where: str, deadline: float) -> bytes:
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def check_url(url: str) -> None:
-    """Only https is fetched; plain http on loopback alone (a local mirror or a test server), which nothing off
-    this machine can intercept."""
+def allowed(url: str) -> bool:
+    """Whether `url` may be fetched: https, or http to a loopback host."""
     import urllib.parse
 
     parts = urllib.parse.urlparse(url)
-    if parts.scheme == "https" or parts.scheme == "http" and (parts.hostname or "") in LOOPBACK:
-        return
-    raise BadInput(f"refusing to download {url}: only https URLs are allowed (http on loopback only)")
+    return parts.scheme == "https" or parts.scheme == "http" and (parts.hostname or "") in LOOPBACK
+
+
+def check_url(url: str) -> None:
+    """Only https is fetched; plain http on loopback alone (a local mirror or a test server), which nothing off
+    this machine can intercept."""
+    if not allowed(url):
+        raise BadInput(f"refusing to download {url}: only https URLs are allowed (http on loopback only)")
 
 
 class Unreachable(BadInput):
@@ -176,20 +180,18 @@ def read_url(url: str, limits: Limits = Limits()) -> bytes:
 
 
 def stream_url(url: str, limits: Limits = Limits(), verb: str = "read") -> Iterator[bytes]:
-    """An http(s) body (https, or http on loopback; a redirect to another scheme refused) in blocks, bounded in
+    """An http(s) body (https, or http on loopback; each redirect checked before it is followed) in blocks, bounded in
     bytes and in the whole transfer's time. Each read waits at most the time left, so a server that sends a byte
     now and then is stopped at the deadline, not after a timeout per read."""
     import http.client
     import urllib.error
-    import urllib.parse
     import urllib.request
 
     check_url(url)
     deadline = time.monotonic() + limits.seconds
+    opener = urllib.request.build_opener(_checked_redirects())
     try:
-        with urllib.request.urlopen(url, timeout=max(0.1, min(60.0, limits.seconds))) as response:  # noqa: S310
-            if urllib.parse.urlparse(response.geturl()).scheme != urllib.parse.urlparse(url).scheme:
-                raise BadInput(f"refusing redirect from {url} to {response.geturl()}")
+        with opener.open(url, timeout=max(0.1, min(60.0, limits.seconds))) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limits.max_bytes:
                 raise limits.too_large(url)
@@ -212,7 +214,8 @@ def stream_url(url: str, limits: Limits = Limits(), verb: str = "read") -> Itera
         raise
     except urllib.error.HTTPError as e:
         e.close()  # the error carries the response: its socket is let go here, not by the garbage collector
-        raise Unreachable(f"cannot {verb} {url}: HTTP {e.code} {e.reason}") from None
+        reason = (str(e.reason).splitlines() or [""])[0][:200]  # urllib's own reasons can run to several lines
+        raise Unreachable(f"cannot {verb} {url}: HTTP {e.code} {reason}".rstrip()) from None
     except TimeoutError:
         if time.monotonic() >= deadline - 0.1:
             raise limits.too_slow(url) from None
@@ -220,6 +223,29 @@ def stream_url(url: str, limits: Limits = Limits(), verb: str = "read") -> Itera
     except (OSError, http.client.HTTPException, ValueError) as e:
         reason = getattr(e, "reason", None) or e
         raise Unreachable(f"cannot {verb} {url}: {str(reason)[:200] or type(e).__name__}") from None
+
+
+def _checked_redirects():
+    """A redirect handler that checks each hop before it is followed: the new URL is `allowed` and keeps the
+    first URL's scheme, so a loopback mirror cannot send the transfer off this machine over plain http, and https
+    is never downgraded. At most 5 hops."""
+    import urllib.request
+
+    class CheckedRedirects(urllib.request.HTTPRedirectHandler):
+        max_redirections = 5
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            import urllib.parse
+
+            scheme, new = urllib.parse.urlparse(req.full_url).scheme, urllib.parse.urlparse(newurl)
+            why = f"it leaves {scheme}" if new.scheme != scheme else None if allowed(newurl) else \
+                "only https URLs are allowed (http on loopback only)"
+            if why:
+                fp.close()
+                raise BadInput(f"refusing redirect from {req.full_url} to {newurl[:200]}: {why}")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return CheckedRedirects
 
 
 # ---------------------------------------------------------------- pipe: commands

@@ -30,7 +30,7 @@ INPUT_PATHS = ("config", "preset", "checkpoint", "image", "image folder", "idx",
                "http", "pipe", "run folder", "lock", "output path", "worker")
 KINDS = ("fifo", "dev-zero link", "endless", "trickle", "truncated", "oversized", "deep nesting", "traversal name",
          "shell metacharacters", "symlink to user file", "full disk", "killed worker", "error in worker",
-         "crafted record")
+         "crafted record", "redirect")
 USER_TEXT = b"the user's own file: never written by resnet\n"
 
 
@@ -286,6 +286,8 @@ ROWS = [
     Row("http", "trickle", lambda c: train_shards(f"{c.url}/trickle", "--set", "data.read_timeout=0.8"),
         "took longer than 0.8 s to read (data.read_timeout): stopped", seconds=8),
     Row("http", "truncated", lambda c: train_shards(f"{c.url}/missing"), "HTTP 404"),
+    Row("http", "redirect", lambda c: train_shards(f"{c.url}/away"),
+        "refusing redirect from http://127.0.0.1:"),
     # pipe: commands
     Row("pipe", "shell metacharacters", renamed_shard("train-000000.tar; touch {tmp}/PWNED; echo "),
         "is not one resnet data convert writes", absent=("PWNED",)),
@@ -349,7 +351,8 @@ for _i, _row in enumerate(ROWS):
 
 
 class Hostile(http.server.BaseHTTPRequestHandler):
-    """/endless: bytes without end; /trickle: a byte every 0.3 s; anything else: 404."""
+    """/endless: bytes without end; /trickle: a byte every 0.3 s; /away: a redirect off this machine, over plain
+    http; anything else: 404."""
 
     shards: Path
 
@@ -363,6 +366,11 @@ class Hostile(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 while True:
                     self.wfile.write(b"\0" * 65536)
+            if "/away" in self.path:
+                self.send_response(302)
+                self.send_header("Location", "http://192.0.2.1/index.json")  # TEST-NET-1: never a real host
+                self.end_headers()
+                return
             if "/trickle" in self.path:
                 self.send_response(200)
                 self.end_headers()
@@ -466,6 +474,70 @@ def test_an_http_error_lets_its_socket_go(server):
         gc.collect()
     assert hits == ["/missing.tar"]
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_each_redirect_is_checked_before_it_is_followed():
+    """A loopback mirror may redirect within loopback; a redirect to plain http off loopback (127.0.0.2 stands for
+    another machine here: it is not one of the loopback names), to another scheme, or in a loop is one line, and
+    the refused target never sees a request (urllib followed it before: the scheme was compared afterwards)."""
+    from resnet_cli import gate
+
+    elsewhere_hits = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            elsewhere_hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "6")
+            self.end_headers()
+            self.wfile.write(b"leaked")
+
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Elsewhere)
+    far = f"http://127.0.0.2:{elsewhere.server_address[1]}"
+    routes = {"/hop": "/data", "/away": f"{far}/secret", "/ftp": "ftp://127.0.0.2/x", "/loop": "/loop"}
+
+    class Mirror(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path in routes:
+                self.send_response(302)
+                self.send_header("Location", routes[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    mirror = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
+    for s in (elsewhere, mirror):
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{mirror.server_address[1]}"
+
+    def refusal(path: str) -> str:
+        with pytest.raises(gate.BadInput) as e:
+            gate.read_url(url + path, gate.Limits(seconds=5))
+        return str(e.value)
+
+    try:
+        assert gate.read_url(f"{url}/hop") == b"ok"
+        assert refusal("/away") == f"refusing redirect from {url}/away to {far}/secret: only https URLs are " \
+            "allowed (http on loopback only)"
+        assert refusal("/ftp") == f"refusing redirect from {url}/ftp to ftp://127.0.0.2/x: it leaves http"
+        looped = refusal("/loop")
+        assert looped.startswith(f"cannot read {url}/loop: HTTP 302 ") and "infinite loop" in looped
+        assert "\n" not in looped  # urllib's reason runs to three lines: the first is kept
+        assert elsewhere_hits == []
+    finally:
+        for s in (elsewhere, mirror):
+            s.shutdown()
+            s.server_close()
 
 
 @pytest.mark.slow  # 5 s: the quick loop keeps under 90 s
