@@ -160,6 +160,10 @@ def test_predict_gives_evals_top1_for_every_image_and_skips_a_corrupt_one(cli, f
     csv = cli("predict", run, val / "cat" / "0.png", "--csv", "--topk", "3", "--device", "cpu")
     assert csv.exit_code == 0 and csv.stdout.splitlines()[0] == "path,rank,class,index,probability"
     assert len(csv.stdout.splitlines()) == 4
+    for k, header in ((2, "runners-up"), (1, None)):  # the table: the classes after the first in one column
+        table = cli("predict", run, val / "cat" / "0.png", "--topk", str(k), "--device", "cpu")
+        heads = [line for line in table.stdout.splitlines() if "probability" in line][0].strip("┃ ").split(" ┃ ")
+        assert [h.strip() for h in heads] == ["image", "class", "probability"] + ([header] if header else [])
     none = cli("predict", run, val / "dog" / "broken.png", "--device", "cpu")
     assert none.exit_code == 2 and "no image could be read" in none.stderr
 

@@ -61,12 +61,13 @@ def predict_cmd(
 
         runtime = f" ({out['runtime']})" if out["runtime"] != "pytorch" else ""
         table = Table(title=f"{out['model']}{runtime}: top-{out['topk']} of {out['count']} image(s)")
-        for col in ("image", "class", "probability", f"top-{out['topk']}"):
+        more = out["topk"] > 1  # the classes after the first, in one column; none with --topk 1
+        for col in ("image", "class", "probability") + (("runners-up",) if more else ()):
             table.add_column(col, justify="right" if col == "probability" else "left")
         for row in out["predictions"]:
             best = row["top"][0]
-            rest = ", ".join(f"{t['class']} {t['prob']:.1%}" for t in row["top"][1:])
-            table.add_row(row["path"], best["class"], f"{best['prob']:.2%}", rest)
+            rest = (", ".join(f"{t['class']} {t['prob']:.1%}" for t in row["top"][1:]),) if more else ()
+            table.add_row(row["path"], best["class"], f"{best['prob']:.2%}", *rest)
         console().print(table)
     if out["skipped"]:
         sys.stderr.write(f"{len(out['skipped'])} unreadable image(s) skipped, {out['count']} classified\n")
