@@ -256,7 +256,7 @@ def run_bench(name: str, modes: list[str], batch_size: int, input_size: int | No
 
 
 def run_exported_bench(path, batch_size: int, device: torch.device, warmup: int = 5, iters: int = 10,
-                       repeats: int = 5) -> dict[str, Any]:
+                       repeats: int = 5, trust: bool = False) -> dict[str, Any]:
     """`resnet bench FILE.onnx|FILE.pt2 --mode infer`: the exported file timed in its own runtime (onnxruntime on
     the CPU, torch.export on the device it was traced on), beside the PyTorch model it was exported from (the
     registry model its metadata names, fp32, eager) on the same device in the same run; a file traced for one
@@ -266,7 +266,7 @@ def run_exported_bench(path, batch_size: int, device: torch.device, warmup: int 
     from .exported import load_exported
     from .models import build_model
 
-    net = load_exported(path)
+    net = load_exported(path, trust)
     size = tuple(net.spec.image_size)
     bs = net.batch or batch_size
     torch_net = build_model(net.name, num_classes=net.num_classes, in_channels=net.spec.channels).eval()

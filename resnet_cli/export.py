@@ -44,7 +44,7 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
     spatial size fixed. `metadata` (strings) goes into ONNX files, and beside the others as OUTPUT.json."""
     import torch
 
-    from .exported import sidecar
+    from .exported import remember, sidecar
 
     if fmt not in FORMATS:
         raise BadInput(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -58,8 +58,9 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
         dynamic = None if batch_size else ({0: torch.export.Dim("batch", min=1)},)
         exported = torch.export.export(net, (example,), dynamic_shapes=dynamic)
         atomic_write_bytes(output, lambda buffer: torch.export.save(exported, buffer))
+        remember(output)  # loaded again only because this user wrote it (exported.py)
     else:
-        _write_onnx(net, example, output, batch_size is None, metadata or {})
+        write_onnx(net, example, output, batch_size is None, metadata or {})
     if metadata and fmt != "onnx":
         atomic_write_text(sidecar(output), json.dumps(metadata, indent=2) + "\n")
     return output
@@ -69,35 +70,58 @@ TORCHSCRIPT_NOTE = ("note: PyTorch deprecates TorchScript (torch.jit); --format 
                     "successors")
 
 
-def _write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, Any]) -> None:
-    """torch.onnx's exporter (the torch.export-based one; needs onnxscript), metadata in `metadata_props`."""
+def onnx_exporter() -> str:
+    """Which of torch.onnx's exporters writes ONNX files here: "dynamo" (the torch.export-based one, where
+    `torch.onnx.export` takes `dynamic_shapes`: torch >= 2.5), else "torchscript" (torch 2.4's dynamo route has no
+    way to make the batch alone dynamic; its TorchScript-based exporter does, with `dynamic_axes`)."""
     import torch
 
+    return "dynamo" if "dynamic_shapes" in _parameters(torch.onnx.export) else "torchscript"
+
+
+def write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, Any], exporter: str = "") -> None:
+    """torch.onnx's exporter (`onnx_exporter()`: the torch.export-based one where torch has it, needs onnxscript),
+    the batch dimension dynamic alike, metadata in `metadata_props`."""
+    import io
     import logging
+    import warnings
+
+    import torch
 
     try:
         import onnx
         import onnxscript  # noqa: F401  (the exporter's dependency)
     except ImportError:
         raise BadInput('ONNX export needs the onnx extra: pip install "resnet-cli[onnx]"') from None
-    import warnings
-
+    names = {"input_names": ["images"], "output_names": ["logits"], "verbose": False}
     quiet = logging.getLogger("torch.onnx")  # e.g. "torchvision is not installed", which does not concern us
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations inside the exporter
-            program = torch.onnx.export(net, (example,), None, input_names=["images"], output_names=["logits"],
-                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},) if dynamic else None,
-                                        dynamo=True, verbose=False)
+            if (exporter or onnx_exporter()) == "dynamo":
+                proto = torch.onnx.export(net, (example,), None, **names, dynamo=True, dynamic_shapes=(
+                    {0: torch.export.Dim("batch", min=1)},) if dynamic else None).model_proto
+            else:
+                warnings.simplefilter("ignore", DeprecationWarning)  # newer torch deprecates this exporter
+                buffer = io.BytesIO()
+                torch.onnx.export(net, (example,), buffer, **names, opset_version=17, dynamic_axes={
+                    "images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
+                    **({"dynamo": False} if "dynamo" in _parameters(torch.onnx.export) else {}))
+                proto = onnx.load_from_string(buffer.getvalue())
     finally:
         quiet.setLevel(level)
-    proto = program.model_proto
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
     atomic_write(output, lambda tmp: onnx.save(proto, str(tmp)))
+
+
+def _parameters(fn) -> Any:
+    import inspect
+
+    return inspect.signature(fn).parameters
 
 
 def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:

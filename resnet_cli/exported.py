@@ -4,6 +4,11 @@ writes into them (ONNX `metadata_props`) or beside them (FILE.pt2.json). `predic
 they take a checkpoint, as Ultralytics' predict and val take their exports; the figures name the runtime.
 
 Every byte comes through the gate (gate.py); a file without the metadata is one line naming what is missing.
+
+A .pt2 file is code, not data: torch.export.load unpickles parts of it (falling back to a full unpickler when the
+safe one refuses) and its graph names the functions it calls, so a crafted file runs a command when it is loaded.
+One is loaded only when `resnet export` wrote it for this user (its sha256 recorded then, `remember`), or with
+--trust-exported; anything else is one line. ONNX files are data to onnxruntime and need neither.
 """
 
 from __future__ import annotations
@@ -23,6 +28,44 @@ from .quiet import quiet_export_load
 RUNTIMES = {".onnx": "onnxruntime", ".pt2": "torch.export"}
 NEEDED = ("model", "classes", "channels", "image_size", "resize", "mean", "std")
 MAX_EXPORT_BYTES = 4 * 2**30
+
+
+TRUST_FLAG = "--trust-exported"
+
+
+def trust_record() -> Path:
+    """The sha256 of every .pt2 file `resnet export` wrote for this user, a line each, in its cache folder."""
+    from .files import cache_home
+
+    return cache_home() / "exported-pt2.sha256"
+
+
+def remember(path: Path) -> None:
+    """Record that `resnet export` wrote the .pt2 file at `path`, so that predict, eval and bench load it without
+    --trust-exported. Where the record cannot be written (a read-only home), the file is simply not remembered."""
+    import hashlib
+
+    from .files import ensure_writable_dir, open_own_file
+
+    digest = hashlib.sha256(gate.read_file(path, gate.Limits(MAX_EXPORT_BYTES), "exported model")).hexdigest()
+    try:
+        ensure_writable_dir(trust_record().parent)
+        with open_own_file(trust_record(), "the record of exported files", append=True) as f:
+            f.write(f"{digest}  {path.resolve()}\n")
+    except (BadInput, OSError):
+        pass
+
+
+def written_here(raw: bytes) -> bool:
+    """Whether these bytes are a .pt2 file `resnet export` wrote for this user (`remember`)."""
+    import hashlib
+
+    record = trust_record()
+    if not record.is_file():
+        return False
+    digest = hashlib.sha256(raw).hexdigest()
+    lines = gate.read_file(record, gate.Limits(64 * 2**20), "the record of exported files").decode(errors="replace")
+    return any(line.split(" ", 1)[0] == digest for line in lines.splitlines())
 
 
 def sidecar(path: Path) -> Path:
@@ -65,14 +108,19 @@ class ExportedModel(nn.Module):
         return torch.cat(outs)
 
 
-def load_exported(source: str | Path) -> ExportedModel:
-    """The exported file at `source`, ready to run; one BadInput line for anything missing or unreadable."""
+def load_exported(source: str | Path, trust: bool = False) -> ExportedModel:
+    """The exported file at `source`, ready to run; one BadInput line for anything missing or unreadable. A .pt2
+    file loads only when this user's `resnet export` wrote it, or with `trust` (--trust-exported)."""
     path = Path(source)
     runtime = RUNTIMES[path.suffix]
     raw = gate.read_file(path, gate.Limits(MAX_EXPORT_BYTES, keys=("the bound on an exported model, 4 GiB", "")),
                          "exported model")
     if runtime == "onnxruntime":
         return _onnx(path, raw)
+    if not (trust or written_here(raw)):
+        raise BadInput(f"{path} was not written by resnet export for this user, and a .pt2 file runs code when it is "
+                       f"loaded (torch.export unpickles it): refused; pass {TRUST_FLAG} if you trust its source, or "
+                       "use its ONNX export")
     return _pt2(path, raw)
 
 

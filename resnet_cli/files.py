@@ -124,6 +124,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def cache_home() -> Path:
+    """resnet-cli's own folder in the user's cache: $XDG_CACHE_HOME/resnet-cli, else ~/.cache/resnet-cli (datasets
+    by default, the record of exported files)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-cli"
+
+
 def ensure_writable_dir(folder: str | os.PathLike) -> Path:
     """Create `folder` if needed; raise BadInput naming it when it cannot be written."""
     folder = Path(folder)

@@ -49,8 +49,9 @@ def read_image(path: Path, spec) -> torch.Tensor:
 
 def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64, device: str = "auto",
             model: str | None = None, dataset: str | None = None,
-            on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Top-k classes and probabilities for every readable image under `paths`."""
+            on_batch: Callable[[int, int], None] | None = None, trust_exported: bool = False) -> dict[str, Any]:
+    """Top-k classes and probabilities for every readable image under `paths`; `trust_exported`: load a .pt2
+    file `resnet export` did not write for this user (exported.py)."""
     try:
         import PIL  # noqa: F401
     except ImportError:
@@ -67,7 +68,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
     if is_exported(source):  # an ONNX or .pt2 file export wrote: its runtime, its metadata's input record
         if model or dataset:
             raise BadInput(f"{source} names its model and input in its metadata: --model and --dataset do not apply")
-        net = load_exported(source)
+        net = load_exported(source, trust_exported)
         spec, dev, name, runtime, where = net.spec, net.device, net.name, net.runtime, str(source)
         speed = Speed.resolve(dev, compile="off", precision="fp32", channels_last="off")
     else:

@@ -234,8 +234,21 @@ def dry_run_env(tmp_path) -> dict:
     return {**os.environ, "DRY": "1", "PYTHON": sys.executable, "PATH": f"{shim}:{os.environ['PATH']}"}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache_home(tmp_path_factory):
+    # The user's cache folder (resnet-cli's record of exported files, torch hub's, matplotlib's) is one of the
+    # session's own: a file one test exports, another may load; none is written to the user's.
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
+def _isolated_cache(tmp_path_factory, monkeypatch, _isolated_cache_home):
     # Never touch the user's cache; never let a test reach the network by accident.
     monkeypatch.setenv("RESNET_CLI_DATA", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("RESNET_CLI_DEBUG", raising=False)

@@ -3,8 +3,11 @@ own evaluation transform, eval's confusion matrix, evaluation of a folder withou
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +17,8 @@ pytest.importorskip("PIL")
 
 from PIL import Image  # noqa: E402
 from conftest import last_json
+
+from resnet_cli.exported import sidecar
 
 CLASSES = ("cat", "dog", "emu")
 
@@ -81,6 +86,34 @@ def test_export_each_format_loads_back_and_matches(cli, folder_run, tmp_path):
     assert fixed["batch_size"] == 4 and fixed["input_size"] == [32, 24] and fixed["check_batch"] == 4
     bad = cli("export", run, "-o", tmp_path / "x.bin")
     assert bad.exit_code == 2 and "cannot tell the format" in bad.stderr
+
+
+@pytest.mark.slow  # 4 s: the quick loop keeps under 90 s
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_each_onnx_exporter_writes_a_file_with_a_dynamic_batch(exporter, tmp_path):
+    """torch >= 2.5 exports ONNX through torch.export ("dynamo"); torch 2.4, which README supports, has only the
+    TorchScript-based exporter with a dynamic batch (its torch.onnx.export takes no `dynamic_shapes`: export was an
+    internal error there). Both run here, on this torch: the same input name, a batch of any size, the metadata,
+    and the model's own logits from onnxruntime."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnx
+
+    from resnet_cli.export import example_batch, onnx_exporter, run_file, write_onnx
+    from resnet_cli.models import build_model
+
+    if exporter == "dynamo" and onnx_exporter() != "dynamo":
+        pytest.skip(f"torch {torch.__version__}: its torch.onnx.export takes no dynamic_shapes")
+    torch.manual_seed(0)
+    net = build_model("resnet20").eval()
+    write_onnx(net, example_batch(net, 2, (32, 32)), tmp_path / "m.onnx", True, {"classes": ["a", "b"]}, exporter)
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    assert [i.name for i in model.graph.input] == ["images"] and [o.name for o in model.graph.output] == ["logits"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic: any batch size
+    assert {p.key: p.value for p in model.metadata_props} == {"classes": '["a", "b"]'}
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(run_file(tmp_path / "m.onnx", "onnx", x), net(x), atol=1e-4)
 
 
 @pytest.mark.slow  # 3 s: the quick loop keeps under 90 s
@@ -367,6 +400,65 @@ def test_an_exported_file_without_its_metadata_is_one_line(cli, tmp_path):
     (tmp_path / "b.pt2.json").write_text('{"model": "resnet20", "classes": ["a"]}')
     partial = cli("eval", tmp_path / "b.pt2", "--dataset", "synthetic")
     assert partial.exit_code == 2 and "has no channels, image_size, resize, mean, std in b.pt2.json" in partial.stderr
+
+
+def _with_gadget(src: Path, dst: Path, marker: Path) -> Path:
+    """`src` (a .pt2 archive) with its example inputs replaced by a torch.save pickle whose loading runs
+    `touch marker`: torch.export.load tries weights_only=True on them, then falls back to a full unpickler
+    (torch 2.13; torch 2.4 loads them with the full one straight away)."""
+    import io
+    import zipfile
+
+    class Gadget:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    buffer = io.BytesIO()
+    torch.save(Gadget(), buffer)
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w") as new:
+        for entry in old.infolist():
+            inputs = entry.filename.endswith(("sample_inputs/model.pt", "serialized_example_inputs.pt"))
+            new.writestr(entry, buffer.getvalue() if inputs else old.read(entry.filename))
+    shutil.copy(sidecar(src), sidecar(dst))
+    return dst
+
+
+@pytest.mark.slow  # 5 s: two exports; the quick loop keeps under 90 s
+def test_a_pt2_file_loads_only_when_this_user_exported_it(cli, folder_run, tmp_path, monkeypatch):
+    """A .pt2 file is code: a crafted one ran `touch` when `resnet predict` loaded it. predict, eval and bench load
+    one only when this user's `resnet export` wrote it (its sha256 in the cache folder's record), or with
+    --trust-exported; ONNX files are data and load as before."""
+    from PIL import Image
+
+    from resnet_cli.exported import trust_record
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a record of this test's own
+    run, image = folder_run / "runs" / "f", tmp_path / "x.png"
+    Image.new("RGB", (24, 24), (200, 30, 30)).save(image)
+    mine = tmp_path / "mine.pt2"
+    assert cli("export", run, "-o", mine).exit_code == 0
+    digest = hashlib.sha256(mine.read_bytes()).hexdigest()
+    assert trust_record().read_text().splitlines() == [f"{digest}  {mine.resolve()}"]
+    assert cli("predict", mine, image, "--device", "cpu").exit_code == 0  # exported here: loads
+
+    marker = tmp_path / "PWNED"
+    evil = _with_gadget(mine, tmp_path / "evil.pt2", marker)
+    refusal = (f"error: {evil} was not written by resnet export for this user, and a .pt2 file runs code when it "
+               "is loaded (torch.export unpickles it): refused; pass --trust-exported if you trust its source, or "
+               "use its ONNX export")
+    for args in (["predict", evil, image], ["eval", evil, "--dataset", "imagefolder", "--data-dir",
+                                             folder_run / "images"], ["bench", evil, "--mode", "infer"]):
+        result = cli(*args, "--device", "cpu")
+        assert result.exit_code == 2 and result.stderr.strip() == refusal, (args, result.stderr)
+        assert not marker.exists(), args
+    trusted = cli("predict", evil, image, "--device", "cpu", "--trust-exported")
+    assert marker.exists(), trusted.output  # the file really runs a command when loaded: what was refused
+    copied = tmp_path / "copied.pt2"  # another user's file, byte for byte one of ours, is ours to load
+    shutil.copy(mine, copied)
+    shutil.copy(sidecar(mine), sidecar(copied))
+    assert cli("predict", copied, image, "--device", "cpu").exit_code == 0
+    trust_record().write_text("")  # the record forgotten: the same file is refused
+    assert cli("predict", mine, image, "--device", "cpu").exit_code == 2
 
 
 @pytest.mark.slow  # a Fashion-MNIST run, two exports, and six evaluations of 10,000 images

@@ -173,7 +173,10 @@ def test_adam_step_counters_go_where_the_restored_kernels_read_them():
     opt.step()
     saved = opt.state_dict()
     device = torch.nn.Linear(3, 2, device="meta")
-    fused = torch.optim.AdamW(device.parameters(), fused=True)
+    try:
+        fused = torch.optim.AdamW(device.parameters(), fused=True)
+    except RuntimeError as e:  # torch < 2.5 has no fused kernels on the meta device: nothing stands in for CUDA
+        pytest.skip(f"torch {torch.__version__}: {str(e)[:80]}")
     load_optimizer_state(fused, saved)
     assert fused.param_groups[0]["fused"] and not fused.param_groups[0].get("foreach")
     for state in fused.state.values():

@@ -20,6 +20,9 @@ PlainOpt = Annotated[bool, typer.Option("--plain", help="The plain twin: same ne
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output file if it exists (a run's "
                                         "last.pt/best.pt never).")]
+TrustExportedOpt = Annotated[bool, typer.Option("--trust-exported", help="Load a .pt2 file that resnet export did "
+                                                "not write for you: loading one runs code from it (torch.export "
+                                                "unpickles it), so only a file whose source you trust.")]
 InputSizeOpt = Annotated[Optional[str], typer.Option(
     "--input-size", "-s", help="S, or HxW for other shapes \\[default: the model's native size, 224 or 32].",
     show_default=False)]

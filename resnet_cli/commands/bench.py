@@ -9,7 +9,7 @@ import typer
 
 from .. import config
 from ._common import (DepthOpt, InputSizeOpt, JsonOpt, ModelArg, PlainOpt, check_positive, choices, console,
-                      parse_input_size, print_json)
+                      parse_input_size, print_json, TrustExportedOpt)
 
 
 class Mode(str, Enum):
@@ -56,6 +56,7 @@ def bench(
     profile: Annotated[bool, typer.Option("--profile", help="Profile --iters more steps, as timed: GPU busy and "
                                           "idle time, copies, and the kernels (on CPU, the operators) that take "
                                           "the longest.")] = False,
+    trust_exported: TrustExportedOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure images/s, ms per step, peak memory and achieved TFLOP/s (vs a matmul peak measured now).
@@ -74,7 +75,8 @@ def bench(
         from ..bench import run_exported_bench
         from ..device import resolve_device
 
-        out = run_exported_bench(model, batch_size, resolve_device(device), warmup, iters, repeats)
+        out = run_exported_bench(model, batch_size, resolve_device(device), warmup, iters, repeats,
+                                 trust_exported)
         if json_out:
             print_json(out)
         else:

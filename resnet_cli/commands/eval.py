@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import ForceOpt, JsonOpt, check_positive, console, print_json, progress_bar
+from ._common import ForceOpt, JsonOpt, TrustExportedOpt, check_positive, console, print_json, progress_bar
 
 
 class Split(str, Enum):
@@ -53,6 +53,7 @@ def eval_cmd(
                                                    help="With --confusion: also draw it to this file (.png, .svg or .pdf; matplotlib).")]
     = None,
     force: ForceOpt = False,
+    trust_exported: TrustExportedOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a checkpoint: loss, top-1, top-5, per-class accuracy and images/s.
@@ -85,7 +86,8 @@ def eval_cmd(
     with progress_bar("evaluating", quiet=json_out) as on_batch:
         if exported:
             out = evaluate_exported(source, data_dir=data_dir, dataset=dataset, limit=limit, batch_size=batch_size,
-                                    crop_pct=crop_pct or 0.0, ten_crop=ten_crop, on_batch=on_batch)
+                                    crop_pct=crop_pct or 0.0, ten_crop=ten_crop, on_batch=on_batch,
+                                    trust=trust_exported)
         else:
             out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model,
                                       limit=limit, crop_pct=crop_pct or 0.0, ten_crop=ten_crop,

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..terminal import printable
-from ._common import JsonOpt, check_positive, console, print_json, progress_bar
+from ._common import JsonOpt, TrustExportedOpt, check_positive, console, print_json, progress_bar
 
 
 def predict_cmd(
@@ -26,6 +26,7 @@ def predict_cmd(
                                                    help="For a bare state_dict: the dataset whose normalisation "
                                                         "and classes it was trained with.")] = None,
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV: path, rank, class, index, probability.")] = False,
+    trust_exported: TrustExportedOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Classify images with a trained model: top-k classes and probabilities per image.
@@ -43,7 +44,8 @@ def predict_cmd(
     if csv_out and json_out:
         raise BadInput("choose one of --csv and --json")
     with progress_bar("classifying", quiet=json_out or csv_out) as on_batch:
-        out = predict(source, [str(p) for p in paths], topk, batch_size, device, model, dataset, on_batch)
+        out = predict(source, [str(p) for p in paths], topk, batch_size, device, model, dataset, on_batch,
+                      trust_exported)
     for s in out["skipped"]:
         sys.stderr.write(printable(f"skipped {s['path']}: {s['error']}") + "\n")
     if json_out:

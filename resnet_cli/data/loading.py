@@ -107,13 +107,15 @@ def identify_dataset(data_dir: str) -> str:
 
 
 def data_root(data_dir: str = "") -> Path:
-    """--data-dir, else $RESNET_CLI_DATA, else ~/.cache/resnet-cli."""
+    """--data-dir, else $RESNET_CLI_DATA, else ~/.cache/resnet-cli ($XDG_CACHE_HOME/resnet-cli where it is set)."""
+    from ..files import cache_home
+
     if data_dir:
         return Path(data_dir).expanduser()
     env = os.environ.get("RESNET_CLI_DATA")
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "resnet-cli"
+    return cache_home()
 
 
 def channel_stats(x) -> tuple:

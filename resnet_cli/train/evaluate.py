@@ -153,17 +153,17 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
 
 
 def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limit: int, batch_size: int,
-                      crop_pct: float, ten_crop: bool, on_batch=None) -> dict:
+                      crop_pct: float, ten_crop: bool, on_batch=None, trust: bool = False) -> dict:
     """`resnet eval` of a file `resnet export` wrote (exported.py), in its own runtime, on the test split of the
     dataset its metadata names (or `dataset`), normalised as its metadata says: the figures of the exported file
-    itself, to set beside the checkpoint's."""
+    itself, to set beside the checkpoint's. `trust`: --trust-exported (exported.py)."""
     from .. import config as C
     from ..data import load_data, make_loader
     from ..errors import BadInput
     from ..exported import load_exported
     from .evaluations import split_name
 
-    net = load_exported(source)
+    net = load_exported(source, trust)
     name = dataset or net.metadata.get("dataset") or ""
     if not name:
         raise BadInput(f"{source} does not say which dataset it was trained on: give --dataset (it is never guessed)")
