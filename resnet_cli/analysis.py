@@ -95,11 +95,12 @@ def count_macs(model: nn.Module, input_size) -> MacCount:
         per_module = analysis.by_module_and_operator()
         by_op = analysis.by_operator()
         uncounted = dict(sorted(Counter(analysis.unsupported_ops()).items()))
-    by_module = {name: sum(c.get(op, 0) for op in PAPER_OPS) for name, c in per_module.items()}
-    other = {op: n for op, n in by_op.items() if op not in PAPER_OPS + BN_OPS}
+    # Python ints (JSON, exact comparisons) whatever type fvcore's handles return (numpy int64 in older releases)
+    by_module = {name: int(sum(c.get(op, 0) for op in PAPER_OPS)) for name, c in per_module.items()}
+    other = {op: int(n) for op, n in by_op.items() if op not in PAPER_OPS + BN_OPS}
     return MacCount(
-        macs=sum(by_op.get(op, 0) for op in PAPER_OPS),
-        bn_macs=sum(by_op.get(op, 0) for op in BN_OPS),
+        macs=int(sum(by_op.get(op, 0) for op in PAPER_OPS)),
+        bn_macs=int(sum(by_op.get(op, 0) for op in BN_OPS)),
         by_module=by_module,
         other_counted=other,
         uncounted=uncounted,

@@ -67,10 +67,8 @@ WORKER_DIED = re.compile(r"DataLoader worker \(pid\(?s?\)? ?([\d, ]+)\) (?:exite
 
 
 def _click():
-    try:  # typer >= 0.20 vendors click; older releases use the click package
-        from typer._click import exceptions as click
-    except ImportError:  # pragma: no cover
-        from click import exceptions as click  # type: ignore[no-redef]
+    from typer._click import exceptions as click  # typer >= 0.26 (pyproject's bounds) vendors click
+
     return click
 
 

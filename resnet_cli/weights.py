@@ -129,7 +129,7 @@ def hub_snapshot(name: str) -> Path:
     repo, _, revision = name[len(HUB_PREFIX):].partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise BadInput(f"{name}: give a Hub repo as hf-hub:ORG/NAME (optionally @REVISION)")
-    from huggingface_hub import errors as hub_errors
+    from huggingface_hub import utils as hub_errors  # these errors are there from 0.23 on (errors.py has them later)
 
     folder = None
     try:
