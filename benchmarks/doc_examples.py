@@ -42,7 +42,7 @@ class Example:
 @dataclass
 class Plan:
     small: str = ""  # the command as the test runs it ("" = as the page shows it); {fashion} = the data folder
-    needs: tuple[str, ...] = ()  # "fashion" (the real data), "onnx" (the export extra), "run" (the quickstart run)
+    needs: tuple[str, ...] = ()  # "fashion" (the real data), "run" (the quickstart run), else a module to import
     setup: tuple[str, ...] = ()  # commands run before it (in the same folder)
     regenerate: bool = False  # cheap and exact: this script rewrites the sample from a real run
     skip: str = ""  # why the test does not run it
@@ -108,7 +108,7 @@ PLANS: dict[str, Plan] = {
                                          "sandal,sneaker,ankle-boot --count 300 --val-count 200 --data-dir {fashion} "
                                          "--force")),
     "resnet train --preset smoke --name smoke-tracked --logger jsonl --logger wandb": Plan(
-        env=(("WANDB_MODE", "offline"),), vary=("edwjqv",)),  # the W&B run id's letters
+        env=(("WANDB_MODE", "offline"),), vary=("edwjqv",), needs=("wandb",)),  # the W&B run id's letters
     "resnet train --resume runs/resnet20-synthetic --epochs 3": Plan(  # the page shows its first two lines
         setup=("resnet train --preset smoke --epochs 2",)),
     "final error %": Plan(skip="the output of benchmarks/degradation.sh: four trainings, about 15 minutes"),
