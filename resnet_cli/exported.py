@@ -43,15 +43,13 @@ def trust_record() -> Path:
 def remember(path: Path) -> None:
     """Record that `resnet export` wrote the .pt2 file at `path`, so that predict, eval and bench load it without
     --trust-exported. Where the record cannot be written (a read-only home), the file is simply not remembered."""
-    import hashlib
-
     from .files import ensure_writable_dir, open_own_file
 
-    digest = hashlib.sha256(gate.read_file(path, gate.Limits(MAX_EXPORT_BYTES), "exported model")).hexdigest()
+    digest = gate.digest(path, what="exported model")
     try:
         ensure_writable_dir(trust_record().parent)
         with open_own_file(trust_record(), "the record of exported files", append=True) as f:
-            f.write(f"{digest}  {path.resolve()}\n")
+            f.write(f"{digest}  {json.dumps(str(path.resolve()))}\n")  # quoted: a name cannot add a line
     except (BadInput, OSError):
         pass
 

@@ -438,7 +438,7 @@ def test_a_pt2_file_loads_only_when_this_user_exported_it(cli, folder_run, tmp_p
     mine = tmp_path / "mine.pt2"
     assert cli("export", run, "-o", mine).exit_code == 0
     digest = hashlib.sha256(mine.read_bytes()).hexdigest()
-    assert trust_record().read_text().splitlines() == [f"{digest}  {mine.resolve()}"]
+    assert trust_record().read_text().splitlines() == [f'{digest}  "{mine.resolve()}"']
     assert cli("predict", mine, image, "--device", "cpu").exit_code == 0  # exported here: loads
 
     marker = tmp_path / "PWNED"
