@@ -74,9 +74,11 @@ def onnx_exporter() -> str:
     """Which of torch.onnx's exporters writes ONNX files here: "dynamo" (the torch.export-based one, where
     `torch.onnx.export` takes `dynamic_shapes`: torch >= 2.5), else "torchscript" (torch 2.4's dynamo route has no
     way to make the batch alone dynamic; its TorchScript-based exporter does, with `dynamic_axes`)."""
+    import inspect
+
     import torch
 
-    return "dynamo" if "dynamic_shapes" in _parameters(torch.onnx.export) else "torchscript"
+    return "dynamo" if "dynamic_shapes" in inspect.signature(torch.onnx.export).parameters else "torchscript"
 
 
 def write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, Any], exporter: str = "") -> None:
@@ -107,8 +109,7 @@ def write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, An
                 warnings.simplefilter("ignore", DeprecationWarning)  # newer torch deprecates this exporter
                 buffer = io.BytesIO()
                 torch.onnx.export(net, (example,), buffer, **names, opset_version=17, dynamic_axes={
-                    "images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
-                    **({"dynamo": False} if "dynamo" in _parameters(torch.onnx.export) else {}))
+                    "images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None, dynamo=False)
                 proto = onnx.load_from_string(buffer.getvalue())
     finally:
         quiet.setLevel(level)
@@ -116,12 +117,6 @@ def write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, An
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
     atomic_write(output, lambda tmp: onnx.save(proto, str(tmp)))
-
-
-def _parameters(fn) -> Any:
-    import inspect
-
-    return inspect.signature(fn).parameters
 
 
 def run_file(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:

@@ -153,6 +153,7 @@ def _bounded(read, limits: Limits, where: str, deadline: float) -> bytes:
 # ---------------------------------------------------------------- http
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+ONLY_HTTPS = "only https URLs are allowed (http on loopback only)"  # why a URL, or a redirect to it, is refused
 
 
 def allowed(url: str) -> bool:
@@ -167,7 +168,7 @@ def check_url(url: str) -> None:
     """Only https is fetched; plain http on loopback alone (a local mirror or a test server), which nothing off
     this machine can intercept."""
     if not allowed(url):
-        raise BadInput(f"refusing to download {url}: only https URLs are allowed (http on loopback only)")
+        raise BadInput(f"refusing to download {url}: {ONLY_HTTPS}")
 
 
 class Unreachable(BadInput):
@@ -238,8 +239,7 @@ def _checked_redirects():
             import urllib.parse
 
             scheme, new = urllib.parse.urlparse(req.full_url).scheme, urllib.parse.urlparse(newurl)
-            why = f"it leaves {scheme}" if new.scheme != scheme else None if allowed(newurl) else \
-                "only https URLs are allowed (http on loopback only)"
+            why = f"it leaves {scheme}" if new.scheme != scheme else None if allowed(newurl) else ONLY_HTTPS
             if why:
                 fp.close()
                 raise BadInput(f"refusing redirect from {req.full_url} to {newurl[:200]}: {why}")
