@@ -8,7 +8,9 @@ Every byte comes through the gate (gate.py); a file without the metadata is one 
 A .pt2 file is code, not data: torch.export.load unpickles parts of it (falling back to a full unpickler when the
 safe one refuses) and its graph names the functions it calls, so a crafted file runs a command when it is loaded.
 One is loaded only when `resnet export` wrote it for this user (its sha256 recorded then, `remember`), or with
---trust-exported; anything else is one line. ONNX files are data to onnxruntime and need neither.
+--trust-exported; anything else is one line. ONNX files are data to onnxruntime and need neither, but an ONNX
+tensor may name a file of its own ("external data", which onnxruntime reads from the working directory, past the
+gate and its byte bound): `resnet export` writes none, so a file with one is refused.
 """
 
 from __future__ import annotations
@@ -152,6 +154,10 @@ def _onnx(path: Path, raw: bytes) -> ExportedModel:
         except ValueError:
             metadata[entry.key] = entry.value
     _checked(path, metadata, "its metadata_props")
+    outside = external_tensors(proto)
+    if outside:
+        raise BadInput(f"{path} keeps tensor {outside[0]!r} in another file: onnxruntime would read it past the "
+                       "byte bound, and resnet export writes one self-contained file: refused")
     try:
         session = onnxruntime.InferenceSession(raw, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001
@@ -163,6 +169,38 @@ def _onnx(path: Path, raw: bytes) -> ExportedModel:
         return torch.from_numpy(session.run(None, {first.name: x.cpu().numpy()})[0])
 
     return ExportedModel(path, "onnxruntime", metadata, run, torch.device("cpu"), batch)
+
+
+def external_tensors(model) -> list[str]:
+    """The names of the tensors in an ONNX ModelProto whose bytes lie in another file (external data): in any
+    graph, subgraph (If, Loop, Scan), node attribute, sparse tensor or function."""
+    from onnx import TensorProto
+
+    found: list[str] = []
+    graphs, nodes = [model.graph], [n for f in model.functions for n in f.node]
+
+    def tensor(t) -> None:
+        if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+            found.append(t.name or "(unnamed)")
+
+    while graphs or nodes:
+        if graphs:
+            g = graphs.pop()
+            for t in g.initializer:
+                tensor(t)
+            for sparse in g.sparse_initializer:
+                tensor(sparse.values)
+                tensor(sparse.indices)
+            nodes.extend(g.node)
+            continue
+        for a in nodes.pop().attribute:
+            for t in [a.t, *a.tensors]:
+                tensor(t)
+            for sparse in [a.sparse_tensor, *a.sparse_tensors]:
+                tensor(sparse.values)
+                tensor(sparse.indices)
+            graphs.extend([a.g, *a.graphs])
+    return found
 
 
 def _pt2(path: Path, raw: bytes) -> ExportedModel:

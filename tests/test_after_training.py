@@ -461,6 +461,94 @@ def test_a_pt2_file_loads_only_when_this_user_exported_it(cli, folder_run, tmp_p
     assert cli("predict", mine, image, "--device", "cpu").exit_code == 2
 
 
+def _onnx_file(path: Path, weights_at: str | None) -> Path:
+    """A small model in resnet export's ONNX form (its metadata, an N x 1 x 2 x 2 input, four logits: the pixels
+    plus a byte each), its bytes inline, or with `weights_at` kept in another file (ONNX "external data") there."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.array([4, 3, 2, 1], np.uint8), "w")
+    if weights_at is not None:
+        weight.ClearField("raw_data")
+        weight.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", weights_at), ("length", "4")):
+            entry = weight.external_data.add()
+            entry.key, entry.value = key, value
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Cast", ["w"], ["b"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["f", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    meta = {"model": "tiny", "classes": ["a", "b", "c", "d"], "channels": 1, "image_size": [2, 2], "resize": 0,
+            "mean": [0.5], "std": [0.5]}
+    helper.set_model_props(model, {k: json.dumps(v) for k, v in meta.items()})
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_an_onnx_file_that_names_another_file_is_refused(cli, tmp_path, monkeypatch):
+    """onnxruntime reads an ONNX tensor's "external data" from a path relative to the working directory, past the
+    gate and its byte bound: a crafted file fed any file there to the model as its weights (a secret's bytes, or a
+    FIFO's that never end). resnet export writes none, so predict, eval and bench refuse such a file in one line;
+    the same model with its weight inline predicts."""
+    pytest.importorskip("onnxruntime")
+    (tmp_path / "secret.bin").write_bytes(b"\x01\x02\x1e\x04")
+    monkeypatch.chdir(tmp_path)
+    image = tmp_path / "x.png"
+    Image.new("L", (2, 2), 255).save(image)
+    plain = _onnx_file(tmp_path / "plain.onnx", None)
+    assert cli.json("predict", plain, image, "--topk", "1")["predictions"][0]["top"][0]["class"] == "a"
+
+    evil = _onnx_file(tmp_path / "evil.onnx", "secret.bin")
+    import onnxruntime  # no idle threat: onnxruntime alone reads the secret into the weight, and the logits show it
+
+    leaked = onnxruntime.InferenceSession(evil.read_bytes(), providers=["CPUExecutionProvider"])
+    assert leaked.run(None, {"x": torch.zeros(1, 1, 2, 2).numpy()})[0].tolist() == [[1, 2, 30, 4]]
+    refusal = (f"error: {evil} keeps tensor 'w' in another file: onnxruntime would read it past the byte bound, "
+               "and resnet export writes one self-contained file: refused")
+    for args in (["predict", evil, image], ["eval", evil, "--dataset", "synthetic"], ["bench", evil]):
+        result = cli(*args)
+        assert result.exit_code == 2 and result.stderr.strip() == refusal, (args, result.output)
+
+
+def test_external_data_is_found_wherever_an_onnx_file_keeps_a_tensor():
+    """A node's tensor attribute (Constant), a subgraph's initializer (If), a sparse initializer and a function's
+    node each can name another file; each is found, and a model without one finds nothing."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from resnet_cli.exported import external_tensors
+
+    def far(name: str) -> TensorProto:
+        t = helper.make_tensor(name, TensorProto.FLOAT, [1], [0.0])
+        t.data_location = TensorProto.EXTERNAL
+        entry = t.external_data.add()
+        entry.key, entry.value = "location", "elsewhere.bin"
+        return t
+
+    def model(*, node_t=None, branch_t=None, sparse_t=None, function_t=None):
+        out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+        branch = helper.make_graph([helper.make_node("Identity", ["k"], ["y"])], "b", [], [out],
+                                   [branch_t or helper.make_tensor("k", TensorProto.FLOAT, [1], [1.0])])
+        nodes = [helper.make_node("Constant", [], ["c"], value=node_t or helper.make_tensor("c", 1, [1], [2.0])),
+                 helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)]
+        sparse = [helper.make_sparse_tensor(sparse_t, helper.make_tensor("i", TensorProto.INT64, [1], [0]), [1])
+                  ] if sparse_t else []
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])], [out],
+                                  sparse_initializer=sparse)
+        body = [helper.make_node("Constant", [], ["z"], value=function_t)] if function_t else []
+        functions = [helper.make_function("local", "f", [], ["z"], body, [helper.make_opsetid("", 17)])]
+        return helper.make_model(graph, functions=functions, opset_imports=[helper.make_opsetid("", 17)])
+
+    assert external_tensors(model()) == []
+    assert external_tensors(model(node_t=far("in-a-node"))) == ["in-a-node"]
+    assert external_tensors(model(branch_t=far("k"))) == ["k", "k"]  # the same graph as both branches
+    assert external_tensors(model(sparse_t=far("sparse"))) == ["sparse"]
+    assert external_tensors(model(function_t=far("in-a-function"))) == ["in-a-function"]
+    onnx.checker.check_model(model())  # the shapes above are real ONNX, not stand-ins
+
+
 @pytest.mark.slow  # a Fashion-MNIST run, two exports, and six evaluations of 10,000 images
 def test_predict_and_eval_run_exported_files_with_the_checkpoints_figures(cli, tmp_path, fashion_dir):
     """ONNX (onnxruntime) and .pt2 (torch.export) files give the checkpoint's top-1 within 0.1% on the same
