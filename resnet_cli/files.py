@@ -6,9 +6,9 @@ either the old file or the new one, never a torn one.
 
 from __future__ import annotations
 
+import errno
 import io  # noqa: F401 (annotations)
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -37,22 +37,16 @@ def output_path(path: str | os.PathLike, force: bool = False, flag: str = "-o") 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it into place.
 
-    A crash at any moment leaves either the old file or the new one, never a torn one.
+    A crash at any moment leaves either the old file or the new one, never a torn one. `write` may stream (a
+    download) and may raise to keep nothing (a checksum that does not match): the temporary file is removed.
     """
     path = Path(path)
     ensure_writable_dir(path.parent)
-    # The temp name keeps the suffix: some writers (torch.export) check it.
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.tmp.", suffix=path.suffix, dir=path.parent)
-    except OSError as e:  # name the file asked for, not the temporary one
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_beside(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any new file
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -62,6 +56,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _new_beside(path: Path) -> Path:
+    """A new empty file beside `path` for atomic_write, keeping its suffix (some writers, torch.export, check
+    it): created exclusively and never through a link, with mode 0666 less the umask like any new file. The
+    kernel applies the umask: reading it in Python means setting it, and for that moment every file another
+    thread (a DataLoader's, a tracker's) created would be world-writable."""
+    import secrets
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.stem}.tmp.{secrets.token_hex(4)}{path.suffix}")
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as e:  # name the file asked for, not the temporary one
+            raise OSError(e.errno, e.strerror, str(path)) from None
+    raise OSError(errno.EEXIST, "no free temporary name beside it", str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, serialize: Callable[["io.BytesIO"], None]) -> Path:
@@ -99,12 +113,6 @@ def open_own_file(path: str | os.PathLike, what: str, append: bool = False) -> "
         raise BadInput(f"{what} {path} is not a regular file (a FIFO, a device or a folder): refused; remove it")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "a" if append else "r+")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

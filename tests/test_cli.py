@@ -42,7 +42,14 @@ def test_list_json_and_table(cli):
     assert table.exit_code == 0 and "plain1202" in table.stdout and "resnet18 " not in table.stdout
 
 
-def test_build_checkpoint_rebuilds_the_model(cli, tmp_path):
+def test_build_checkpoint_rebuilds_the_model(cli, tmp_path, monkeypatch):
+    umask = os.umask(0)
+    os.umask(umask)
+
+    def setting_the_umask(mask):  # reading it means setting it: every file another thread makes meanwhile gets 0666
+        raise AssertionError("the umask was changed")
+
+    monkeypatch.setattr(os, "umask", setting_the_umask)
     path = tmp_path / "m.pt"
     out = cli.json("build", "--depth", "32", "--plain", "--num-classes", "100", "--in-channels", "1", "-o", path)
     assert out["params"] == sum(p.numel() for p in build_model("plain32", num_classes=100, in_channels=1).parameters())
@@ -53,8 +60,6 @@ def test_build_checkpoint_rebuilds_the_model(cli, tmp_path):
     assert ckpt["config"]["model"] == {"name": "plain32", "num_classes": 100, "in_channels": 1,
                                        "zero_init_residual": False, "shortcut": ""}
     assert not list(tmp_path.glob(".*tmp*")), "temp files left behind"
-    umask = os.umask(0)
-    os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,11 @@ def test_cifar_download_verify_and_load(fake_cifar, tmp_path):
     assert train_y.shape == (100,) and test_x.shape == (20, 3, 32, 32)
     assert names == [f"name{i}" for i in range(10)]
     assert hits == ["/cifar-10-python.tar.gz"]
-    assert not list(root.glob("*.part"))
+    assert not list(root.rglob(".*")), "temporary files left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    archive = next(root.rglob("*.tar.gz"))
+    assert archive.stat().st_mode & 0o777 == 0o666 & ~umask  # written by files.atomic_write like any new file
     # Valid files present: no network at all.
     cifar.load("cifar10", root)
     assert len(hits) == 1
@@ -50,8 +55,7 @@ def test_cifar_md5_mismatch_is_refused_and_not_kept(fake_cifar, tmp_path, monkey
     root = tmp_path / "cache"
     with pytest.raises(BadInput, match="checksum mismatch"):
         cifar.load("cifar10", root)
-    assert not (root / "cifar-10-python.tar.gz").exists()
-    assert not list(root.glob(".*part"))
+    assert root.is_dir() and not list(root.rglob("*")), "nothing is kept, no temporary file either"
 
 
 def test_cifar_offline_says_which_files_to_put_where(cli, tmp_path, monkeypatch):

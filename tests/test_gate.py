@@ -569,6 +569,7 @@ RAW_READS_ALLOWED = {
     ("files.py", "os.open"): "the folder fsync and open_own_file (O_NOFOLLOW)",
     ("train/rundir.py", "open"): "metrics.csv of the run being resumed, written by atomic_write",
     ("data/imagefolder.py", "read_text"): "the listing cache under ~/.cache, written by this package",
+    ("data/download.py", "open"): "writing a download (from the gate's stream) into atomic_write's temporary file",
     ("data/download.py", "tarfile.open"): "the archive after its md5 matched the published one",
     ("data/shards.py", "tarfile.open"): "a shard in memory, read through the gate and its sha256 checked",
     ("data/shard_convert.py", "open"): "writing a shard to our temporary file",

@@ -2,7 +2,7 @@
 
 - Through the gate (gate.stream_url): HTTPS only, plain http for loopback hosts alone (a local mirror or a
   test server), bounded in bytes and in the whole transfer's time.
-- A download goes to a temporary file, is verified, and only then renamed into place:
+- A download goes to a temporary file (files.atomic_write), is verified, and only then renamed into place:
   a partial or corrupt download is never used.
 - Extraction refuses absolute paths, `..` members, links that leave the folder and
   device files, and also applies tarfile's `data` filter where Python has it.
@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-import tempfile
 from pathlib import Path
 
 from ..errors import BadInput
+from ..files import atomic_write
 from ..gate import Limits, Unreachable, check_url, digest, stream_url
 
 MAX_DOWNLOAD_BYTES = 2 * 2**30  # CIFAR-100's archive is 161 MiB, a ResNet-152's weights 230 MiB
@@ -36,25 +36,22 @@ def download(url: str, dest: Path, md5: str | None, limits: Limits | None = None
     limits = (limits or Limits(seconds=3600.0)).at_most(MAX_DOWNLOAD_BYTES, "the bound on a download")
     check_url(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        h, sha = hashlib.md5(), hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
+
+    def fetch(tmp: Path) -> None:
+        md5_sum, sha = hashlib.md5(), hashlib.sha256()
+        with open(tmp, "wb") as out:
             for block in stream_url(url, limits, "download"):
-                h.update(block)
+                md5_sum.update(block)
                 sha.update(block)
                 out.write(block)
-        if md5 is not None and h.hexdigest() != md5:
-            raise BadInput(f"checksum mismatch for {url}: expected md5 {md5}, got {h.hexdigest()}; "
+        if md5 is not None and md5_sum.hexdigest() != md5:
+            raise BadInput(f"checksum mismatch for {url}: expected md5 {md5}, got {md5_sum.hexdigest()}; "
                            "the file was not kept")
         if sha256_prefix is not None and not sha.hexdigest().startswith(sha256_prefix):
             raise BadInput(f"checksum mismatch for {url}: its sha256 should start with {sha256_prefix}, got "
                            f"{sha.hexdigest()[:16]}...; the file was not kept")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+
+    return atomic_write(dest, fetch)
 
 
 def _check_member(member: tarfile.TarInfo, root: Path) -> None:
