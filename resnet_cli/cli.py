@@ -31,7 +31,7 @@ from .commands import reproduce as reproduce_cmd
 from .commands import summary as summary_cmd
 from .commands import train as train_cmd
 from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, describe, is_usage_error
-from .terminal import reflowed
+from .terminal import reflowed, reserved_stdout
 
 _debug = {"on": False}
 
@@ -50,8 +50,10 @@ def _fail(message: str, code: int, prefix: str = "error", as_json: bool = False)
         if as_json:
             import json
 
-            sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
-            sys.stdout.flush()
+            from .terminal import data_out
+
+            data_out().write(json.dumps({"error": message, "exit_code": code}) + "\n")
+            data_out().flush()
     sys.exit(code)
 
 
@@ -87,16 +89,20 @@ class ResnetCommand(TyperCommand):
 
 
 class ResnetGroup(TyperGroup):
-    """TyperGroup whose `main` turns known errors into one line on stderr and an exit code."""
+    """TyperGroup whose `main` turns known errors into one line on stderr and an exit code, and keeps stdout for
+    the command's own output where a program reads it (--json, --csv: terminal.reserved_stdout)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):
         args = list(sys.argv[1:] if args is None else args)
         as_json = "--json" in args
         _debug["on"] = "--debug" in args  # `resnet train ... --debug` as well as `resnet --debug train ...`
         args = [a for a in args if a != "--debug"]
+        with reserved_stdout(as_json or "--csv" in args):  # stdout read by a program: our output alone
+            self._run(args, as_json, prog_name=prog_name, complete_var=complete_var, **extra)
+
+    def _run(self, args: list[str], as_json: bool, **extra: Any) -> None:
         try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                              standalone_mode=False, **extra)
+            rv = super().main(args=args, standalone_mode=False, **extra)
         except typer.Abort:
             _fail("aborted", EXIT_INTERRUPTED, as_json=as_json)
         except KeyboardInterrupt:

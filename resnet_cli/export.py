@@ -83,7 +83,9 @@ def onnx_exporter() -> str:
 
 def write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, Any], exporter: str = "") -> None:
     """torch.onnx's exporter (`onnx_exporter()`: the torch.export-based one where torch has it, needs onnxscript),
-    the batch dimension dynamic alike, metadata in `metadata_props`."""
+    the batch dimension dynamic alike, metadata in `metadata_props`. What the exporter prints is dropped (onnxscript
+    0.6 prints "Applied 60 of general pattern rewrite rules." on stdout); its failures are exceptions."""
+    import contextlib
     import io
     import logging
     import warnings
@@ -100,7 +102,7 @@ def write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, An
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations inside the exporter
             if (exporter or onnx_exporter()) == "dynamo":
                 proto = torch.onnx.export(net, (example,), None, **names, dynamo=True, dynamic_shapes=(
@@ -111,6 +113,13 @@ def write_onnx(net, example, output: Path, dynamic: bool, metadata: dict[str, An
                 torch.onnx.export(net, (example,), buffer, **names, opset_version=17, dynamic_axes={
                     "images": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None, dynamo=False)
                 proto = onnx.load_from_string(buffer.getvalue())
+    except ModuleNotFoundError as e:  # an onnxscript older than this torch's exporter (0.5 has no torch_2_11 API)
+        if not (e.name or "").startswith("onnx"):
+            raise
+        from importlib.metadata import version
+
+        raise BadInput(f"torch {torch.__version__}'s ONNX exporter needs a newer onnxscript than "
+                       f"{version('onnxscript')} (it has no {e.name}): pip install -U onnxscript") from None
     finally:
         quiet.setLevel(level)
     for key, value in metadata.items():

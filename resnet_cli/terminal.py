@@ -4,8 +4,10 @@ never sent to the terminal. Newlines and tabs stay. JSON output needs nothing: j
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+import sys
 
 # control characters, and the lone surrogates by which Python keeps the bytes of a non-UTF-8 file name
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\udc80-\udcff]")
@@ -20,6 +22,33 @@ def printable(text: str) -> str:
     """`text` with control characters shown as \\x1b and a non-UTF-8 file name's bytes as \\xff: printable on any
     terminal, a strict UTF-8 one included."""
     return _UNPRINTABLE.sub(_shown, text)
+
+
+_data_out: list = []  # the real stdout, while a command's output on it is read by a program (reserved_stdout)
+
+
+@contextlib.contextmanager
+def reserved_stdout(on: bool):
+    """Under --json (and predict's --csv) a program reads stdout, and it carries our output alone: for the
+    command's run `sys.stdout` is stderr, so that what a dependency prints (onnxscript's exporter counts its
+    rewrite rules on stdout) reaches the terminal, not the parser. `data_out()` is the real stdout, for the
+    JSON (cli._fail, print_json, train's JSON Lines) and the CSV."""
+    if not on:
+        yield
+        return
+    real = sys.stdout
+    _data_out.append(real)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = real
+        _data_out.pop()
+
+
+def data_out():
+    """Where machine-read output goes: the real stdout (reserved_stdout), else stdout."""
+    return _data_out[-1] if _data_out else sys.stdout
 
 
 @functools.cache
@@ -43,7 +72,6 @@ def output_width() -> int | None:
     with no $COLUMNS, where a line is never broken (logs stay one line per event)."""
     import os
     import shutil
-    import sys
 
     if "COLUMNS" not in os.environ and not sys.stdout.isatty():
         return None

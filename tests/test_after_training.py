@@ -461,6 +461,31 @@ def test_a_pt2_file_loads_only_when_this_user_exported_it(cli, folder_run, tmp_p
     assert cli("predict", mine, image, "--device", "cpu").exit_code == 2
 
 
+@pytest.mark.slow  # a process of its own
+def test_an_onnxscript_older_than_the_exporter_is_one_line(folder_run, tmp_path):
+    """torch 2.13's exporter imports onnxscript's API for it (onnxscript._framework_apis.torch_2_11), which
+    onnxscript 0.5 lacks: `resnet export` said "internal error: ModuleNotFoundError" with exit 1. Now one line
+    naming the module and the upgrade, exit 2; shown in a process where that module cannot be imported."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import subprocess
+    import sys
+
+    from resnet_cli.export import onnx_exporter
+
+    lazy = pytest.importorskip("torch.onnx._internal._lazy_import")  # where torch names the API it needs
+    if onnx_exporter() != "dynamo" or not hasattr(lazy, "onnxscript_apis"):
+        pytest.skip(f"torch {torch.__version__} imports no onnxscript API module for its exporter")
+    api = lazy.onnxscript_apis._name
+    out = tmp_path / "b.onnx"
+    program = (f"import sys; sys.modules[{api!r}] = None; sys.argv = ['resnet', 'export', "
+               f"{str(folder_run / 'runs' / 'f')!r}, '-o', {str(out)!r}]; from resnet_cli.cli import main; main()")
+    older = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+    assert older.returncode == 2 and not out.exists(), older.stderr
+    assert older.stderr.startswith(f"error: torch {torch.__version__}'s ONNX exporter needs a newer onnxscript than ")
+    assert older.stderr.strip().endswith(f"(it has no {api}): pip install -U onnxscript"), older.stderr
+
+
 def _onnx_file(path: Path, weights_at: str | None) -> Path:
     """A small model in resnet export's ONNX form (its metadata, an N x 1 x 2 x 2 input, four logits: the pixels
     plus a byte each), its bytes inline, or with `weights_at` kept in another file (ONNX "external data") there."""
@@ -479,7 +504,7 @@ def _onnx_file(path: Path, weights_at: str | None) -> Path:
              helper.make_node("Add", ["f", "b"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 2, 2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # onnxruntime 1.19's
     meta = {"model": "tiny", "classes": ["a", "b", "c", "d"], "channels": 1, "image_size": [2, 2], "resize": 0,
             "mean": [0.5], "std": [0.5]}
     helper.set_model_props(model, {k: json.dumps(v) for k, v in meta.items()})

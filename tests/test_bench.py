@@ -78,6 +78,7 @@ def _rel_diff(a, b) -> float:
     return ((va - vb).norm() / vb.norm()).item()
 
 
+@pytest.mark.slow  # 3.8 s on 2026-12-06's machine: the quick loop keeps under 90 s
 def test_channels_last_and_precision_switches_keep_results(make_trainer):
     base = _one_epoch(make_trainer, **{"train.channels_last": "off"})
     nhwc = _one_epoch(make_trainer, **{"train.channels_last": "on"})

@@ -130,3 +130,37 @@ def test_help_reads_at_80_columns_for_every_command(cli):
     assert flags >= 10  # flags are listed bare: the name, then its help
     assert cli("eval", "--help").stdout.startswith("Usage: resnet eval [OPTIONS] SOURCE\n")
     assert "Usage: resnet predict [OPTIONS] SOURCE PATHS..." in cli("predict", "--help").stdout
+
+
+def test_under_json_stdout_holds_the_json_alone_whatever_a_dependency_prints(cli, monkeypatch):
+    """A program reads stdout under --json: what a dependency prints there (onnxscript 0.6's ONNX exporter prints
+    "Applied 60 of general pattern rewrite rules." during `resnet export`) goes to stderr instead, for a result and
+    for an error alike, and stdout is the command's own again afterwards."""
+    import json
+
+    from resnet_cli import analysis
+    from resnet_cli.errors import BadInput
+
+    chatter = "Applied 60 of general pattern rewrite rules."
+    real = analysis.summarize
+
+    def chatty(*args, **kwargs):
+        print(chatter)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "summarize", chatty)
+    before = sys.stdout
+    done = cli("summary", "resnet20", "--json")
+    assert done.exit_code == 0 and json.loads(done.stdout)["params"]["total"] == 269_722  # all of stdout parses
+    assert chatter in done.stderr and sys.stdout is before
+    plain = cli("summary", "resnet20")  # without --json, stdout is everyone's, as before
+    assert chatter in plain.stdout
+
+    def failing(*args, **kwargs):
+        print(chatter)
+        raise BadInput("no such thing")
+
+    monkeypatch.setattr(analysis, "summarize", failing)
+    failed = cli("summary", "resnet20", "--json")
+    assert failed.exit_code == 2 and json.loads(failed.stdout) == {"error": "no such thing", "exit_code": 2}
+    assert failed.stderr.splitlines() == [chatter, "error: no such thing"]

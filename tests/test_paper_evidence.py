@@ -74,6 +74,7 @@ def test_gradflow_leaves_the_model_untouched():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow  # 3.5 s on 2026-12-06's machine: the quick loop keeps under 90 s
 def test_train_logs_per_stage_gradient_norms(cli, tmp_path):
     result = cli("train", "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--set", "train.log_grad_norms=true",
                  "--run-dir", tmp_path, "--json")

@@ -39,6 +39,7 @@ def test_resume_auto_starts_resumes_and_stops_with_one_command_line(cli, tmp_pat
     ckpts.assert_same_weights(tmp_path / "whole" / "last.pt", folder / "last.pt")
 
 
+@pytest.mark.slow  # 2.5 s on 2026-12-06's machine: the quick loop keeps under 90 s
 def test_resume_auto_refuses_other_settings_naming_them(cli, tmp_path, smoke_args):
     assert cli(*auto(smoke_args, tmp_path, "--epochs", "1")).exit_code == 0
     other = cli(*auto(smoke_args, tmp_path, "--epochs", "1", "--lr", "0.5", "--set", "train.weight_decay=0.001"))

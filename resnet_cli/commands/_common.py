@@ -88,7 +88,9 @@ def echo(text: str, err: bool = False) -> None:
 
 
 def print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2))
+    from ..terminal import data_out
+
+    typer.echo(json.dumps(obj, indent=2), file=data_out())
 
 
 def check_positive(value: int | float | None, what: str) -> None:

@@ -53,7 +53,9 @@ def predict_cmd(
     elif csv_out:
         import csv
 
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        from ..terminal import data_out
+
+        writer = csv.writer(data_out(), lineterminator="\n")
         writer.writerow(["path", "rank", "class", "index", "probability"])
         for row in out["predictions"]:
             for rank, t in enumerate(row["top"], start=1):

@@ -149,7 +149,9 @@ def train(
     if result is None:  # not rank 0: rank 0 reports
         return
     if json_out:  # JSON Lines: the progress events, then this
-        typer.echo(json.dumps(result.as_json()))
+        from ..terminal import data_out
+
+        typer.echo(json.dumps(result.as_json()), file=data_out())
     elif result.message:
         echo(result.message)
     else:

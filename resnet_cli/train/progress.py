@@ -13,7 +13,7 @@ import contextlib
 import sys
 import time
 
-from ..terminal import fit_fields, output_width, printable
+from ..terminal import data_out, fit_fields, output_width, printable
 
 
 def eta(elapsed: float, done: int, total: int) -> str:
@@ -51,7 +51,7 @@ class Progress:
         if not self.enabled:
             return
         try:
-            print(printable(text), flush=True)
+            print(printable(text), flush=True, file=data_out())  # under --json the real stdout
         except BrokenPipeError:  # the reader went away: stop printing, keep training
             self.closed()
 
@@ -62,7 +62,7 @@ class Progress:
         self.enabled = False
         self.end_epoch()
         try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            os.dup2(os.open(os.devnull, os.O_WRONLY), data_out().fileno())
         except (OSError, ValueError):
             pass
 
