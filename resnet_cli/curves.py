@@ -27,9 +27,9 @@ class Series:
 
 
 def load_runs(runs: list[Path]) -> list[Series]:
-    """Each run folder's metrics and model name; a folder that is not a run, or has no rows yet, is refused."""
-    import yaml
-
+    """Each run folder's metrics and model name; a folder that is not a run, or has no rows yet, is refused. Both
+    files come through the gate (a run folder may come from anywhere): config.yaml as every config is read."""
+    from .config import read_yaml
     from .errors import BadInput
     from .train.rundir import read_metrics
 
@@ -40,10 +40,9 @@ def load_runs(runs: list[Path]) -> list[Series]:
         rows = read_metrics(Path(run) / "metrics.csv")
         if not rows:
             raise BadInput(f"{run}/metrics.csv has no rows yet")
-        try:
-            label = (yaml.safe_load((Path(run) / "config.yaml").read_text()) or {})["model"]["name"]
-        except (OSError, KeyError, TypeError, yaml.YAMLError):
-            label = Path(run).name
+        config = Path(run) / "config.yaml"
+        model = (read_yaml(config, "run config") if config.exists() or config.is_symlink() else {}).get("model")
+        label = str(model.get("name") or Path(run).name) if isinstance(model, dict) else Path(run).name
         series.append(Series(str(run), label, rows))
     labels = [s.label for s in series]
     for s in series:  # two runs of the same model: tell them apart by folder

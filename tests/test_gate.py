@@ -177,6 +177,18 @@ def _lock_link(c: Ctx) -> list:
     return ["train", "--resume", c.run, "--epochs", "2"]
 
 
+def _plotted(c: Ctx, name: str, change: Callable[[Path], None]) -> list:
+    """`resnet plot` of a copy of the run whose `change(folder)` made one of its files hostile (a run folder to
+    plot may come from anywhere)."""
+    import shutil
+
+    folder = c.tmp / "plotted"
+    shutil.copytree(c.run, folder)
+    (folder / name).unlink()
+    change(folder / name)
+    return ["plot", folder, "-o", c.tmp / "curves.png"]
+
+
 def _lock_fifo(c: Ctx) -> list:
     (c.run / ".lock").unlink(missing_ok=True)
     fifo(c.run / ".lock")
@@ -303,6 +315,13 @@ ROWS = [
     # run folders, the lock, outputs
     Row("run folder", "traversal name", lambda c: ["train", "--name", "a\nb", "--device", "cpu"],
         "must be a plain folder name (no slashes, no control characters)"),
+    Row("run folder", "fifo", lambda c: _plotted(c, "metrics.csv", fifo), "is a FIFO, not a regular file: refused",
+        absent=("curves.png",)),
+    Row("run folder", "dev-zero link", lambda c: _plotted(c, "metrics.csv", lambda p: link(p, "/dev/zero")),
+        "is a device, not a regular file: refused", absent=("curves.png",)),
+    Row("run folder", "deep nesting", lambda c: _plotted(c, "config.yaml", lambda p: p.write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nmodel: [*b, *b, *b]\n")),
+        "YAML aliases (*name) are not read (line 2)", absent=("curves.png",)),
     Row("lock", "symlink to user file", _lock_link, "is a symbolic link: refused"),
     Row("lock", "fifo", _lock_fifo, "is not a regular file (a FIFO, a device or a folder): refused"),
     Row("output path", "symlink to user file", lambda c: ["build", "resnet20", "-o",
@@ -567,7 +586,6 @@ RAW_READS_ALLOWED = {
     ("gate.py", "*"): "the gate itself",
     ("files.py", "open"): "writes (the write gate): fsync of our own temporary file",
     ("files.py", "os.open"): "the folder fsync and open_own_file (O_NOFOLLOW)",
-    ("train/rundir.py", "open"): "metrics.csv of the run being resumed, written by atomic_write",
     ("data/imagefolder.py", "read_text"): "the listing cache under ~/.cache, written by this package",
     ("data/download.py", "open"): "writing a download (from the gate's stream) into atomic_write's temporary file",
     ("data/download.py", "tarfile.open"): "the archive after its md5 matched the published one",
@@ -576,7 +594,6 @@ RAW_READS_ALLOWED = {
     ("checkpoint.py", "torch.load"): "load_checkpoint: a file object the gate opened, weights_only=True",
     ("reproduce.py", "torch.load"): "the runs reproduce itself trained, in its own --out folder",
     ("reproduce.py", "subprocess.Popen"): "resnet train, our own command line",
-    ("curves.py", "read_text"): "config.yaml of runs the user names, through safe_yaml's bound",
     ("pipeline_bench.py", "open"): "/proc/PID/stat of our own workers",
     ("train/progress.py", "os.open"): "os.devnull",
     ("step_profile.py", "os.open"): "os.devnull, written to while the profiler starts and stops",

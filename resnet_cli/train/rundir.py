@@ -27,6 +27,7 @@ def check_name(name: str) -> None:
 # The temporary files of this package's atomic writes of a run's own files (files.atomic_write: .<stem>.tmp.*<suffix>)
 OWN_TEMPORARIES = (".last.tmp.*.pt", ".best.tmp.*.pt", ".config.tmp.*.yaml", ".metrics.tmp.*.csv")
 LOCK = ".lock"  # held while a process trains in the folder (RunLock)
+MAX_METRICS_BYTES = 64 * 2**20
 # What a run folder holds before its first checkpoint: a start that died that early left only these.
 BEFORE_FIRST_CHECKPOINT = ("config.yaml", "events.out.tfevents.*", "trackers.json", "metrics.jsonl", "wandb", LOCK,
                            *OWN_TEMPORARIES)  # trackers.json, metrics.jsonl, wandb/: train/trackers.py
@@ -156,12 +157,15 @@ def write_metrics(path: Path, rows: list[dict], fields: list[str] | None = None)
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """Rows of a metrics.csv, numbers parsed."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise BadInput(f"no metrics.csv in {path.parent}") from None
+    """Rows of a metrics.csv, numbers parsed; through the gate (`plot` reads run folders from anywhere), at most
+    MAX_METRICS_BYTES (a row an epoch is about 300 bytes)."""
+    from .. import gate
+
+    if not path.exists() and not path.is_symlink():
+        raise BadInput(f"no metrics.csv in {path.parent}")
+    raw = gate.read_file(path, gate.Limits(MAX_METRICS_BYTES, keys=("the bound on a metrics.csv, 64 MiB", "")),
+                         "metrics")
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8", errors="replace"), newline="")))
     out = []
     for row in rows:
         parsed = {}
