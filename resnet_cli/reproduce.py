@@ -226,14 +226,14 @@ class RunStatus:
 
 def finished_earlier(run_dir: Path) -> bool:
     """A run folder whose last.pt says the run is finished (read without building anything)."""
+    from .checkpoint import load_checkpoint
+
     last = run_dir / "last.pt"
     if not last.is_file():
         return False
-    import torch
-
     try:
-        return bool(torch.load(last, map_location="cpu", weights_only=True).get("finished"))
-    except Exception:  # noqa: BLE001 - unreadable: let `resnet train` say what is wrong with it
+        return bool(load_checkpoint(last).get("finished"))
+    except BadInput:  # unreadable: let `resnet train` say what is wrong with it
         return False
 
 
@@ -340,6 +340,7 @@ def _follow(proc: subprocess.Popen, st: RunStatus, log: TextIO, lock: threading.
 def run_result(run_dir: Path) -> dict[str, Any]:
     """A finished run's figures: the epoch selected on validation (test error there), the last epoch, wall time."""
     from . import config as C
+    from .checkpoint import load_checkpoint
     from .train.evaluations import selection_metric
     from .train.rundir import read_metrics
     from .train.state import best_row
@@ -350,10 +351,8 @@ def run_result(run_dir: Path) -> dict[str, Any]:
     best = best_row(rows, metric)
     wall = None
     try:
-        import torch
-
-        wall = float(torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True).get("wall_seconds", 0))
-    except Exception:  # noqa: BLE001 - the figures stand without it
+        wall = float(load_checkpoint(run_dir / "last.pt").get("wall_seconds", 0))
+    except (BadInput, TypeError, ValueError):  # the figures stand without it
         pass
     return {"run_dir": str(run_dir), "model": cfg.model.name, "seed": cfg.run.seed, "steps": rows[-1]["step"],
             "selected_by": metric, "selected_epoch": best["epoch"], "test_error": 100 * (1 - best["test_top1"]),

@@ -592,7 +592,6 @@ RAW_READS_ALLOWED = {
     ("data/shards.py", "tarfile.open"): "a shard in memory, read through the gate and its sha256 checked",
     ("data/shard_convert.py", "open"): "writing a shard to our temporary file",
     ("checkpoint.py", "torch.load"): "load_checkpoint: a file object the gate opened, weights_only=True",
-    ("reproduce.py", "torch.load"): "the runs reproduce itself trained, in its own --out folder",
     ("reproduce.py", "subprocess.Popen"): "resnet train, our own command line",
     ("pipeline_bench.py", "open"): "/proc/PID/stat of our own workers",
     ("train/progress.py", "os.open"): "os.devnull",
