@@ -5,7 +5,9 @@ write or read TorchScript on purpose, the command prints `export.TORCHSCRIPT_NOT
 dependency uses it (fvcore's import and tracing), nothing of it concerns the user. torch 2.11's
 `torch.export.load` (the GPU image's version) makes its weights with `torch.frombuffer` on the archive's
 read-only bytes and warns that they are not writable: the loaded program only infers, so nothing of it concerns
-the user either (2.13's loader copies and says nothing)."""
+the user either (2.13's loader copies and says nothing). torch 2.4's loader calls `torch.load` without
+`weights_only` and warns, a paragraph, that a pickle can run code: we load a .pt2 file only when this user's
+`resnet export` wrote it or they passed --trust-exported (exported.py), the decision that warning asks for."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import contextlib
 
 # torch.frombuffer's warning, as torch 2.11's torch.export.load raises it (tensor_new.cpp)
 READ_ONLY_BUFFER = r"The given buffer is not writable"
+# torch.load's, as torch 2.4's torch.export.load raises it (torch/serialization.py)
+FULL_UNPICKLER = r"You are using `torch.load` with `weights_only=False`"
 
 
 @contextlib.contextmanager
@@ -33,5 +37,6 @@ def quiet_torchscript():
 
 
 def quiet_export_load():
-    """The read-only-buffer warning of torch.export.load, silenced for the block (no other warning is touched)."""
-    return _ignoring((READ_ONLY_BUFFER, UserWarning))
+    """torch.export.load's warnings (a read-only buffer; torch.load's full unpickler), silenced for the block, no
+    other warning touched: call it only where the file is trusted (exported.load_exported decides)."""
+    return _ignoring((READ_ONLY_BUFFER, UserWarning), (FULL_UNPICKLER, FutureWarning))

@@ -348,24 +348,32 @@ def test_the_torchvision_preset_trains_an_image_folder_with_random_resized_crops
     assert bad.exit_code == 2 and "data.crop_scale is [low, high]" in bad.stderr
 
 
-def test_loading_an_exported_program_keeps_only_the_read_only_buffer_warning_off_the_terminal():
+def test_loading_an_exported_program_keeps_only_its_loaders_warnings_off_the_terminal():
     """torch 2.11's torch.export.load (the GPU image's torch) makes the weights with torch.frombuffer on the
     archive's read-only bytes, and its warning reached the terminal of `export --format export` (the check) and of
-    predict/eval/bench on a .pt2 (seen in a torch 2.11 venv; 2.13's loader copies). The filter takes exactly that
-    warning, and every other warning still comes through."""
+    predict/eval/bench on a .pt2 (seen in a torch 2.11 venv; 2.13's loader copies); torch 2.4's calls torch.load
+    without weights_only and printed a paragraph about pickles (seen in benchmarks/lowest_versions.sh's venv),
+    where the file is one load_exported trusts. The filter takes exactly those warnings; every other comes
+    through, a FutureWarning too."""
     import warnings
 
     from resnet_cli.quiet import quiet_export_load
 
     ours = ("The given buffer is not writable, and PyTorch does not support non-writable tensors. This means you "
             "can write to the underlying (supposedly non-writable) buffer using the tensor.")
+    pickles = ("You are using `torch.load` with `weights_only=False` (the current default value), which uses the "
+               "default pickle module implicitly. It is possible to construct malicious pickle data which will "
+               "execute arbitrary code during unpickling")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         with quiet_export_load():
             warnings.warn(ours, UserWarning)
+            warnings.warn(pickles, FutureWarning)
             warnings.warn("another warning", UserWarning)
+            warnings.warn("a deprecation", FutureWarning)
         warnings.warn(ours, UserWarning)
-    assert [str(w.message) for w in seen] == ["another warning", ours]
+        warnings.warn(pickles, FutureWarning)
+    assert [str(w.message) for w in seen] == ["another warning", "a deprecation", ours, pickles]
 
 
 @pytest.mark.slow  # 3 s: two fresh processes (torch warns once a process)
