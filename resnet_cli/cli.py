@@ -31,7 +31,7 @@ from .commands import reproduce as reproduce_cmd
 from .commands import summary as summary_cmd
 from .commands import train as train_cmd
 from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, describe, is_usage_error
-from .terminal import reflowed, reserved_stdout
+from .terminal import data_out, reflowed, reserved_stdout
 
 _debug = {"on": False}
 
@@ -49,8 +49,6 @@ def _fail(message: str, code: int, prefix: str = "error", as_json: bool = False)
         sys.stderr.flush()
         if as_json:
             import json
-
-            from .terminal import data_out
 
             data_out().write(json.dumps({"error": message, "exit_code": code}) + "\n")
             data_out().flush()

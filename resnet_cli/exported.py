@@ -174,33 +174,27 @@ def _onnx(path: Path, raw: bytes) -> ExportedModel:
 def external_tensors(model) -> list[str]:
     """The names of the tensors in an ONNX ModelProto whose bytes lie in another file (external data): in any
     graph, subgraph (If, Loop, Scan), node attribute, sparse tensor or function."""
+    from itertools import chain
+
     from onnx import TensorProto
 
-    found: list[str] = []
-    graphs, nodes = [model.graph], [n for f in model.functions for n in f.node]
+    def in_graph(graph):
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        for node in graph.node:
+            yield from in_node(node)
 
-    def tensor(t) -> None:
-        if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
-            found.append(t.name or "(unnamed)")
+    def in_node(node):
+        for a in node.attribute:
+            yield from (a.t, *a.tensors)
+            for sparse in (a.sparse_tensor, *a.sparse_tensors):
+                yield from (sparse.values, sparse.indices)
+            for graph in (a.g, *a.graphs):
+                yield from in_graph(graph)
 
-    while graphs or nodes:
-        if graphs:
-            g = graphs.pop()
-            for t in g.initializer:
-                tensor(t)
-            for sparse in g.sparse_initializer:
-                tensor(sparse.values)
-                tensor(sparse.indices)
-            nodes.extend(g.node)
-            continue
-        for a in nodes.pop().attribute:
-            for t in [a.t, *a.tensors]:
-                tensor(t)
-            for sparse in [a.sparse_tensor, *a.sparse_tensors]:
-                tensor(sparse.values)
-                tensor(sparse.indices)
-            graphs.extend([a.g, *a.graphs])
-    return found
+    every = chain(in_graph(model.graph), *(in_node(n) for f in model.functions for n in f.node))
+    return [t.name or "(unnamed)" for t in every if t.data_location == TensorProto.EXTERNAL or len(t.external_data)]
 
 
 def _pt2(path: Path, raw: bytes) -> ExportedModel:

@@ -35,7 +35,6 @@ def download(url: str, dest: Path, md5: str | None, limits: Limits | None = None
     more than MAX_DOWNLOAD_BYTES."""
     limits = (limits or Limits(seconds=3600.0)).at_most(MAX_DOWNLOAD_BYTES, "the bound on a download")
     check_url(url)
-    dest.parent.mkdir(parents=True, exist_ok=True)
 
     def fetch(tmp: Path) -> None:
         md5_sum, sha = hashlib.md5(), hashlib.sha256()
