@@ -119,6 +119,42 @@ def test_a_folders_listing_is_kept_and_walked_again_when_it_changes(tmp_path, mo
     assert scan(tmp_path / "train", cache_dir=tmp_path / "index")[0] == scan(tmp_path / "train")[0]
 
 
+def test_a_kept_listing_is_read_through_the_gate_and_names_only_images_in_their_class_folders(tmp_path, monkeypatch):
+    """The cache folder may be shared ($RESNET_CLI_DATA): a listing there is outside bytes. One that is a FIFO,
+    too large, or names a file outside its class folder is walked past (and rewritten), never followed."""
+    import json
+    import os
+    from pathlib import Path
+
+    from resnet_cli.data import imagefolder
+    from resnet_cli.data.imagefolder import scan
+
+    write_folder(tmp_path / "train")
+    truth, _ = scan(tmp_path / "train")
+    cache = tmp_path / "index"
+    scan(tmp_path / "train", cache_dir=cache)
+    (index,) = cache.iterdir()
+    kept = json.loads(index.read_text())
+    (tmp_path / "secret.png").write_bytes(b"not yours")
+    for planted in (["a/../../secret.png"], [str(tmp_path / "secret.png")], ["b/0.jpg"], ["a/notes.txt"], [3]):
+        index.write_text(json.dumps({**kept, "classes": {**kept["classes"], "a": planted}}))
+        assert scan(tmp_path / "train", cache_dir=cache)[0] == truth, planted
+        assert json.loads(index.read_text()) == kept  # walked again, and the listing rewritten
+    index.write_text(json.dumps({**kept, "classes": {"..": kept["classes"]["a"], "b": kept["classes"]["b"]}}))
+    assert scan(tmp_path / "train", cache_dir=cache)[0] == truth
+    walks = []
+    real = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, p: walks.append(self) or real(self, p))
+    assert scan(tmp_path / "train", cache_dir=cache)[0] == truth and walks == []  # the listing, read
+    monkeypatch.setattr(imagefolder, "MAX_LISTING_BYTES", index.stat().st_size - 1)  # past its bound: not read
+    assert scan(tmp_path / "train", cache_dir=cache)[0] == truth and walks
+    monkeypatch.undo()
+    index.unlink()
+    os.mkfifo(index)  # a FIFO in its place: not opened for a blocking read, walked past, replaced
+    assert scan(tmp_path / "train", cache_dir=cache)[0] == truth and index.is_file()
+    assert json.loads(index.read_text()) == kept
+
+
 @pytest.mark.slow  # worker processes
 def test_training_workers_persist_across_epochs_and_each_epoch_draws_anew(tmp_path):
     from resnet_cli.data.imagefolder import FolderLoader, ImageFolderDataset, TrainCrop, scan

@@ -26,7 +26,8 @@ def fake_cifar(server, monkeypatch):
     spec = cifar.SPECS["cifar10"]
     patched = dataclasses.replace(
         spec, url=f"{base}/cifar-10-python.tar.gz", md5=md5_file(archive),
-        train=tuple((n, member_md5[n]) for n, _ in spec.train), test=(("test_batch", member_md5["test_batch"]),))
+        train=tuple((n, member_md5[n]) for n, _ in spec.train), test=(("test_batch", member_md5["test_batch"]),),
+        meta=("batches.meta", member_md5["batches.meta"]))
     monkeypatch.setitem(cifar.SPECS, "cifar10", patched)
     return archive, hits
 
@@ -138,6 +139,36 @@ def test_cifar_pickle_with_code_is_refused(tmp_path):
     with pytest.raises(BadInput, match="not a valid CIFAR batch"):
         cifar._load_batch(tmp_path / "batch")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_cifar_batch_is_read_within_its_bound_and_a_record_cannot_claim_what_the_file_lacks(tmp_path, monkeypatch):
+    import struct
+
+    claim = b"\x80\x04\x8e" + struct.pack("<Q", 2**60) + b"abc"  # BINBYTES8: 2^60 bytes follow (3 do)
+    (tmp_path / "claims").write_bytes(claim)
+    with pytest.raises(BadInput, match="claims is not a valid CIFAR batch: a record claims more bytes than the file holds"):
+        cifar._load_batch(tmp_path / "claims")
+    monkeypatch.setattr(cifar, "MAX_BATCH_BYTES", 1000)
+    (tmp_path / "large").write_bytes(b"\0" * 1001)
+    with pytest.raises(BadInput, match=r"CIFAR batch .*large is larger than 1,000 bytes \(the bound on a CIFAR batch\)"):
+        cifar._load_batch(tmp_path / "large")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(BadInput, match="is a FIFO, not a regular file"):
+        cifar._load_batch(tmp_path / "fifo")
+
+
+def test_cifar_meta_file_is_checked_like_the_batches(fake_cifar, tmp_path):
+    """The class names' file has a published md5 too: a changed one is put back from the verified archive, and
+    with no archive to take it from, refused by name."""
+    root = tmp_path / "cache"
+    names = cifar.load("cifar10", root)[4]
+    meta = root / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(meta.read_bytes().replace(b"name3", b"evil3"))
+    assert cifar.load("cifar10", root)[4] == names  # extracted again from the archive
+    meta.write_bytes(meta.read_bytes().replace(b"name3", b"evil3"))
+    (root / "cifar-10-python.tar.gz").unlink()
+    with pytest.raises(BadInput, match="not available"):
+        cifar.load("cifar10", root, download_ok=False)
 
 
 @pytest.mark.parametrize("gz", [True, False])

@@ -586,7 +586,6 @@ RAW_READS_ALLOWED = {
     ("gate.py", "*"): "the gate itself",
     ("files.py", "open"): "writes (the write gate): fsync of our own temporary file",
     ("files.py", "os.open"): "the folder fsync and open_own_file (O_NOFOLLOW)",
-    ("data/imagefolder.py", "read_text"): "the listing cache under ~/.cache, written by this package",
     ("data/download.py", "open"): "writing a download (from the gate's stream) into atomic_write's temporary file",
     ("data/download.py", "tarfile.open"): "the archive after its md5 matched the published one",
     ("data/shards.py", "tarfile.open"): "a shard in memory, read through the gate and its sha256 checked",

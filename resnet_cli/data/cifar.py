@@ -1,7 +1,9 @@
 """CIFAR-10 and CIFAR-100 from the official python-version archives, without torchvision.
 
-The batches are pickles; they are read with an unpickler that accepts only the
-numpy array types the official files contain, so a doctored file cannot run code.
+Every file is checked against its published md5 (the archive, each batch and the meta file, as torchvision
+checks them) before it is read. The batches are pickles; they are read whole through the gate (at most
+MAX_BATCH_BYTES), then by an unpickler that accepts only the numpy array types the official files contain, so a
+doctored file cannot run code, nor make the reader allocate what the file does not hold.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class CifarSpec:
     train: tuple[tuple[str, str], ...]  # (file, md5)
     test: tuple[tuple[str, str], ...]
     label_key: str
-    meta: str
+    meta: tuple[str, str]  # (file, md5): the class names
     names_key: str
     classes: int
 
@@ -36,12 +38,14 @@ SPECS = {
         (("data_batch_1", "c99cafc152244af753f735de768cd75f"), ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
          ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"), ("data_batch_4", "634d18415352ddfa80567beed471001a"),
          ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb")),
-        (("test_batch", "40351d587109b95175f43aff81a1287e"),), "labels", "batches.meta", "label_names", 10),
+        (("test_batch", "40351d587109b95175f43aff81a1287e"),), "labels",
+        ("batches.meta", "5ff9c542aee3614f3951f8cda6e48888"), "label_names", 10),
     "cifar100": CifarSpec(
         "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
         "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python",
         (("train", "16019d7e3df5f24257cddd939b257f8d"),), (("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),),
-        "fine_labels", "meta", "fine_label_names", 100),
+        "fine_labels",
+        ("meta", "7973b15100ade9c7d40fb424638fde48"), "fine_label_names", 100),
 }
 
 
@@ -58,10 +62,17 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
 
 
+MAX_BATCH_BYTES = 512 * 2**20  # CIFAR-100's train batch, the largest, is 155 MiB
+
+
 def _load_batch(path: Path) -> dict:
+    import io
+
+    raw = gate.read_file(path, gate.Limits().at_most(MAX_BATCH_BYTES, "the bound on a CIFAR batch"), "CIFAR batch")
     try:
-        with gate.open_regular(path, "CIFAR batch") as f:
-            obj = _ArrayUnpickler(f, encoding="bytes").load()
+        obj = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except MemoryError:  # a record claiming more bytes than any machine holds (the file holds at most the bound)
+        raise BadInput(f"{path} is not a valid CIFAR batch: a record claims more bytes than the file holds") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
         raise BadInput(f"{path} is not a valid CIFAR batch: {e}") from None
     if not isinstance(obj, dict):
@@ -85,8 +96,8 @@ def prepare(dataset: str, root: Path, download_ok: bool = True, url: str = "", l
     """Make sure the extracted, verified batches are under `root`; return their folder."""
     spec = SPECS[dataset]
     folder = root / spec.folder
-    needed = spec.train + spec.test
-    if _files_ok(folder, needed) and (folder / spec.meta).is_file():
+    needed = spec.train + spec.test + (spec.meta,)
+    if _files_ok(folder, needed):
         return folder  # valid files present: no network
     archive = root / spec.archive
     if not (archive.is_file() and md5_file(archive) == spec.md5):
@@ -137,6 +148,6 @@ def load(dataset: str, root: Path, download_ok: bool = True, url: str = "", limi
 
     train_x, train_y = read(spec.train)
     test_x, test_y = read(spec.test)
-    meta = _load_batch(folder / spec.meta)
+    meta = _load_batch(folder / spec.meta[0])
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(spec.names_key, [])]
     return train_x, train_y, test_x, test_y, names or [str(i) for i in range(spec.classes)]

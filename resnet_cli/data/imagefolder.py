@@ -34,6 +34,7 @@ MARKER = "resnet-cli: cannot decode image "
 
 
 INDEX_VERSION = 1
+MAX_LISTING_BYTES = 2**30  # ImageNet's 1.28M files list in about 60 MB
 
 
 def listing(split_dir: Path, cache_dir: Path | None = None) -> dict[str, list[str]]:
@@ -47,14 +48,8 @@ def listing(split_dir: Path, cache_dir: Path | None = None) -> dict[str, list[st
 
     root = split_dir.resolve()
     index = cache_dir / f"{hashlib.sha256(str(root).encode()).hexdigest()[:24]}.json" if cache_dir else None
-    if index is not None and index.is_file():
-        try:
-            saved = json.loads(index.read_text())
-            if saved["version"] == INDEX_VERSION and saved["root"] == str(root) and all(
-                    os.stat(root / rel).st_mtime_ns == mtime for rel, mtime in saved["dirs"].items()):
-                return saved["classes"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass  # stale, unreadable or not ours: walk again
+    if index is not None and (saved := _saved_listing(index, root)) is not None:
+        return saved
     dirs = {".": os.stat(root).st_mtime_ns}
     classes: dict[str, list[str]] = {}
     for c in sorted(d.name for d in root.iterdir() if d.is_dir()):
@@ -76,6 +71,33 @@ def listing(split_dir: Path, cache_dir: Path | None = None) -> dict[str, list[st
         except OSError:
             pass  # a read-only cache costs the next start a walk, nothing else
     return classes
+
+
+def _saved_listing(index: Path, root: Path) -> dict[str, list[str]] | None:
+    """The listing kept in `index` if it is still `root`'s (every folder's mtime unchanged) and names only image
+    files inside their class folders; None (walk again) when it is stale, unreadable, too large or not ours. Read
+    through the gate: the cache folder may be shared ($RESNET_CLI_DATA), so the file is outside bytes."""
+    import os
+
+    try:
+        raw = gate.read_file(index, gate.Limits().at_most(MAX_LISTING_BYTES, "the bound on a folder listing"))
+        saved = gate.json_bytes(raw, str(index))
+        if saved["version"] != INDEX_VERSION or saved["root"] != str(root) or not all(
+                os.stat(root / rel).st_mtime_ns == mtime for rel, mtime in saved["dirs"].items()):
+            return None
+        classes = saved["classes"]
+        for c, files in classes.items():
+            if c in ("", ".", "..") or "/" in c or not all(_inside(rel, c) for rel in files):
+                return None
+        return classes
+    except (BadInput, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # stale, unreadable or not ours: walk again
+
+
+def _inside(rel: object, folder: str) -> bool:
+    """Whether `rel` (from a saved listing) names an image file below `folder`: relative, no `..` part."""
+    return isinstance(rel, str) and rel.startswith(folder + "/") and ".." not in rel.split("/") \
+        and Path(rel).suffix.lower() in EXTENSIONS
 
 
 def scan(split_dir: Path, classes: list[str] | None = None,
