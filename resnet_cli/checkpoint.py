@@ -52,10 +52,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         if not zipfile.is_zipfile(f):  # torch.save has written zip archives since PyTorch 1.6
             raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint (not a PyTorch file)")
         f.seek(0)
-        with zipfile.ZipFile(f) as archive:
-            if any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist()):
-                raise BadInput(f"{path} is a TorchScript file (resnet build/export --format torchscript), not a "
-                               "checkpoint: give the checkpoint or run folder it was made from")
+        size = os.fstat(f.fileno()).st_size
+        try:
+            with zipfile.ZipFile(f) as archive:
+                members = archive.infolist()
+        except (zipfile.BadZipFile, ValueError, OSError) as e:
+            raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint ({str(e)[:160]})") from None
+        if any(m.filename.endswith("constants.pkl") or "/code/" in m.filename for m in members):
+            raise BadInput(f"{path} is a TorchScript file (resnet build/export --format torchscript), not a "
+                           "checkpoint: give the checkpoint or run folder it was made from")
+        # torch.save stores every record uncompressed; torch.load would inflate a compressed one to the size the
+        # archive claims, so a small file could ask for terabytes: refused before a byte is inflated
+        packed = max((m for m in members if m.compress_type != zipfile.ZIP_STORED or m.file_size > size),
+                     key=lambda m: m.file_size, default=None)
+        if packed is not None:
+            raise BadInput(f"refusing to load {path}: its record {packed.filename} is compressed to "
+                           f"{packed.compress_size:,} of {packed.file_size:,} bytes, and torch.save compresses "
+                           "nothing (it would inflate past any bound)")
         f.seek(0)
         try:
             obj = torch.load(f, map_location=map_location, weights_only=True)

@@ -157,6 +157,23 @@ def _record_classes(c: Ctx, n: int) -> Path:
     return c.tmp / "record.pt"
 
 
+def _deflated(src: Path, dst: Path) -> Path:
+    """The run's checkpoint with a first tensor of 64 MiB of zeros, deflated: a 2 MiB file torch.load would inflate
+    (and allocate) to 66 MiB."""
+    import zipfile
+
+    ckpt = torch.load(src, weights_only=True)
+    ckpt = {"bomb": torch.zeros(2**24), **ckpt}  # the first storage, data/0
+    torch.save(ckpt, dst)
+    with zipfile.ZipFile(dst) as stored:
+        records = [(m, stored.read(m)) for m in stored.infolist()]
+    with zipfile.ZipFile(dst, "w") as out:
+        for m, data in records:
+            out.writestr(m, data, compress_type=zipfile.ZIP_DEFLATED)
+    assert dst.stat().st_size < 2**22
+    return dst
+
+
 def _png(path: Path) -> Path:
     from PIL import Image
 
@@ -243,6 +260,8 @@ ROWS = [
         "truncated or not a checkpoint"),
     Row("checkpoint", "oversized", lambda c: ["summary", _checkpoint_asking(c, 10**12)],
         "num_classes is 1,000,000,000,000: at most 100,000"),
+    Row("checkpoint", "oversized", lambda c: ["eval", _deflated(c.run / "last.pt", c.tmp / "inflates.pt")],
+        "its record inflates/data/0 is compressed to"),
     Row("checkpoint", "crafted record", lambda c: ["predict", _record_classes(c, 1), _png(c.tmp / "ok.png"),
                                                    "--device", "cpu"],
         "input record names 1 class of 3-channel images for a 10-output"),
