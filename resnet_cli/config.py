@@ -385,6 +385,23 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key, value
 
 
+def set_arg(key: str, value: Any) -> str:
+    """The `--set` argument that `parse_set` reads back as exactly (`key`, `value`): plain where the plain text
+    means the value (`train.lr=0.1`, `train.milestones=[2,3]`), else the value quoted as JSON, which YAML reads
+    as written: a folder named `my data #2` would lose its `#2` to a YAML comment, `2026` become a number and
+    `a: b` a mapping."""
+    import json
+
+    value = os.fspath(value) if isinstance(value, os.PathLike) else value
+    plain = "[" + ",".join(map(str, value)) + "]" if isinstance(value, (list, tuple)) else str(value)
+    try:
+        if parse_set(f"{key}={plain}")[1] == (list(value) if isinstance(value, tuple) else value):
+            return f"{key}={plain}"
+    except BadInput:
+        pass
+    return f"{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}"
+
+
 def _shown(value: Any) -> str:
     """A value in an error message, cut short: a crafted config must not make a message gigabytes long."""
     text = repr(value)

@@ -8,6 +8,7 @@ then the training data's per-channel normalisation. An unreadable file is named 
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -75,7 +76,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         loaded = model_from_checkpoint(source, model, dataset)
         if loaded.from_run and not loaded.trained:
             raise BadInput(f"{loaded.path} holds untrained weights (written by resnet build): its predictions would "
-                           f"be noise; train it first (resnet train --init {loaded.path} ...)")
+                           f"be noise; train it first (resnet train --init {shlex.quote(str(loaded.path))} ...)")
         spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None,
                             f"{loaded.path} {loaded.unknown_data}")
         dev = resolve_device(device)

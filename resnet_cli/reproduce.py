@@ -184,10 +184,11 @@ def run_flags(o: Options, spec: RunSpec) -> dict[str, Any]:
 
 def train_command(o: Options, spec: RunSpec) -> list[str]:
     """The `resnet train` process of one run (what a user would type to run it alone)."""
+    from . import config as C
+
     cmd = [sys.executable, "-m", "resnet_cli", "train", "--preset", "cifar", "--json"]
     for key, value in run_flags(o, spec).items():
-        text = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
-        cmd += ["--set", f"{key}={text}"]
+        cmd += ["--set", C.set_arg(key, value)]
     for item in o.sets:
         cmd += ["--set", item]
     return cmd

@@ -137,6 +137,15 @@ class SignalOnStep(torch.nn.Module):
         return torch.nn.functional.cross_entropy(logits, y)
 
 
+def test_the_resume_command_is_quoted_for_a_shell(make_trainer, tmp_path):
+    import shlex
+
+    trainer = make_trainer(**{"run.run_dir": str(tmp_path / "my runs"), "run.name": "r$HOME 1"})
+    typed = trainer.resume_command()
+    assert typed == f"resnet train --resume '{tmp_path / 'my runs' / 'r$HOME 1'}'"
+    assert shlex.split(typed) == ["resnet", "train", "--resume", str(tmp_path / "my runs" / "r$HOME 1")]
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGUSR1, 138), (signal.SIGTERM, 143)])
 def test_each_stop_signal_saves_at_its_step_and_exits_128_plus_it(make_trainer, ckpts, sig, code):
     from resnet_cli.errors import Interrupted

@@ -82,6 +82,24 @@ def test_scaled_runs_shorten_the_milestones_alike(tmp_path):
     assert "train.steps" not in paper and "milestones" not in paper  # the preset's own 64k and [32k, 48k]
 
 
+def test_a_runs_folders_reach_its_train_command_exactly_whatever_their_names(tmp_path):
+    """Each value goes through `--set`, which reads YAML: `#` starts a comment, `2026` is a number, `a: b` a
+    mapping. The folders must arrive as written, or the runs would read another folder's data."""
+    from resnet_cli import config as C
+
+    for data_dir, out in (("my data #2", "out"), ("2026", "yes"), ("a: b", "[x]"), ("null", "~"),
+                          ("'quoted' \"twice\"", "tab\there"), ("données/ünï", "{x}")):
+        opts = Options("table6", tmp_path / out, data_dir=str(tmp_path / data_dir), device="cuda:0", scale=0.01)
+        cmd = train_command(opts, RunSpec("resnet20", 3))
+        sets = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
+        cfg = C.resolve("cifar", sets=sets)
+        assert (cfg.data.data_dir, cfg.run.run_dir) == (str(tmp_path / data_dir), str(tmp_path / out / "runs"))
+        assert (cfg.run.device, cfg.run.seed, cfg.run.name, cfg.train.milestones) == (
+            "cuda:0", 3, "resnet20-s3", [320, 480])
+    plain = train_command(Options("table6", tmp_path / "out", data_dir=str(tmp_path / "d")), RunSpec("resnet20", 0))
+    assert f"data.data_dir={tmp_path / 'd'}" in plain and "run.seed=0" in plain  # plain where plain is exact
+
+
 @pytest.mark.slow
 def test_figure1_resumes_an_interrupted_run_and_skips_finished_ones(cli, tmp_path, ckpts):
     out = tmp_path / "r"

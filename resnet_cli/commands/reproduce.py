@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -60,7 +61,8 @@ def reproduce_cmd(
                    steps / PAPER_STEPS if steps is not None else (1.0 if scale is None else scale),
                    parallel, device, with_110, list(sets or []), parse_depths(depths))
     view = _View(enabled=not json_out)
-    command = "resnet " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else f"resnet reproduce {experiment}"
+    command = shlex.join(["resnet", *sys.argv[1:]]) if sys.argv[1:2] == ["reproduce"] else \
+        f"resnet reproduce {experiment}"
     with _sigterm_as_interrupt():
         try:
             with view:

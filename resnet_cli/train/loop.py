@@ -239,7 +239,10 @@ class Trainer:
 
     # ------------------------------------------------------------ stopping
     def resume_command(self) -> str:
-        return f"resnet train --resume {self.run_dir}"
+        """What to type to go on, quoted for a shell: a run folder's path may hold spaces or `$`."""
+        import shlex
+
+        return f"resnet train --resume {shlex.quote(str(self.run_dir))}"
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal:  # a second signal: stop now, without a checkpoint
@@ -337,7 +340,9 @@ class Trainer:
             return
         self._said_input_bound = True
         decoders = f"data.workers={workers}" if workers else "data.workers=0 (decoding in the training process)"
-        where = self.cfg.data.data_dir or "DATA_DIR"
+        import shlex
+
+        where = shlex.quote(self.cfg.data.data_dir) if self.cfg.data.data_dir else "DATA_DIR"
         self.progress.line(f"input-bound: the steps waited for decoded batches {waited / steady:.0%} of epoch "
                            f"{epoch} ({waited:.2f} of {steady:.2f} s) with {decoders}; `resnet data bench {where}` "
                            "says how many workers would keep up")
