@@ -155,6 +155,16 @@ def test_a_kept_listing_is_read_through_the_gate_and_names_only_images_in_their_
     assert json.loads(index.read_text()) == kept
 
 
+def test_a_saved_listings_names_are_checked_name_by_name():
+    from resnet_cli.data.imagefolder import _all_inside
+
+    for bad in (["cat/../x.jpg"], ["cat/a/../../x.jpg"], ["/etc/x.jpg"], ["cat/x.txt"], ["cat/x"], [None], [["x"]],
+                ["catalogue/a.jpg"], ["dog/a.jpg"]):
+        assert not _all_inside(["cat/ok.jpg", *bad], "cat"), bad
+    assert not _all_inside(["../a.jpg"], "..") and not _all_inside(["a/b.jpg"], "a/b") and not _all_inside("cat/", "cat")
+    assert _all_inside(["cat/..a.jpg", "cat/d.e/F.PNG", "cat/x.y.webp"], "cat") and _all_inside([], "cat")
+
+
 @pytest.mark.slow  # worker processes
 def test_training_workers_persist_across_epochs_and_each_epoch_draws_anew(tmp_path):
     from resnet_cli.data.imagefolder import FolderLoader, ImageFolderDataset, TrainCrop, scan

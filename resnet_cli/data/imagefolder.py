@@ -86,18 +86,21 @@ def _saved_listing(index: Path, root: Path) -> dict[str, list[str]] | None:
                 os.stat(root / rel).st_mtime_ns == mtime for rel, mtime in saved["dirs"].items()):
             return None
         classes = saved["classes"]
-        for c, files in classes.items():
-            if c in ("", ".", "..") or "/" in c or not all(_inside(rel, c) for rel in files):
-                return None
-        return classes
+        if all(_all_inside(files, c) for c, files in classes.items()):
+            return classes
+        return None
     except (BadInput, OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # stale, unreadable or not ours: walk again
 
 
-def _inside(rel: object, folder: str) -> bool:
-    """Whether `rel` (from a saved listing) names an image file below `folder`: relative, no `..` part."""
-    return isinstance(rel, str) and rel.startswith(folder + "/") and ".." not in rel.split("/") \
-        and Path(rel).suffix.lower() in EXTENSIONS
+def _all_inside(files: list, folder: str) -> bool:
+    """Whether every name in `files` (from a saved listing) is an image file below `folder`: relative, no `..`
+    part. One pass in about a microsecond a name (ImageNet's 1.28M in about a second; Path() would take ten)."""
+    if not isinstance(folder, str) or folder in ("", ".", "..") or "/" in folder or not isinstance(files, list):
+        return False
+    prefix = folder + "/"
+    return all(type(rel) is str and rel.startswith(prefix) and rel[rel.rfind("."):].lower() in EXTENSIONS
+               and not (".." in rel and ".." in rel.split("/")) for rel in files)
 
 
 def scan(split_dir: Path, classes: list[str] | None = None,
