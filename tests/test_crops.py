@@ -111,7 +111,7 @@ def test_a_folders_listing_is_kept_and_walked_again_when_it_changes(tmp_path, mo
     assert scan(tmp_path / "train", cache_dir=tmp_path / "index") == (first, classes) and walks == []  # from the index
     smooth_image(64, 48).save(tmp_path / "train" / "b" / "deeper" / "y.png")  # a new file two folders down
     again, _ = scan(tmp_path / "train", cache_dir=tmp_path / "index")
-    assert len(again) == 18 and walks and again[-1][0].name == "y.png"
+    assert len(again) == 18 and walks and again[-1][0].endswith("/b/deeper/y.png")
     (tmp_path / "train" / "a" / "0.jpg").unlink()
     assert len(scan(tmp_path / "train", cache_dir=tmp_path / "index")[0]) == 17
     for index in (tmp_path / "index").iterdir():
@@ -153,6 +153,35 @@ def test_a_kept_listing_is_read_through_the_gate_and_names_only_images_in_their_
     os.mkfifo(index)  # a FIFO in its place: not opened for a blocking read, walked past, replaced
     assert scan(tmp_path / "train", cache_dir=cache)[0] == truth and index.is_file()
     assert json.loads(index.read_text()) == kept
+
+
+def test_samples_hold_an_image_folders_pairs_in_three_objects(tmp_path):
+    """What every DataLoader worker gets (pickled, from a fork server): the names' bytes and 16 bytes a sample,
+    whatever their number, not an object per sample (ImageNet's 1.28M Path tuples were 475 MB, 17 s to unpickle
+    in each worker: BENCHMARKS.md)."""
+    import os
+    import pickle
+
+    from resnet_cli.data.imagefolder import scan
+    from resnet_cli.data.samples import Samples
+
+    names = ["cat/0.jpg", "cat/sub dir/1.png", "dog/été.jpg", os.fsdecode(b"dog/\xff\xfe.jpg")]  # not UTF-8: kept
+    samples = Samples.of(tmp_path, names, [0, 0, 1, 1])
+    assert list(samples) == [(f"{tmp_path}/{n}", y) for n, y in zip(names, [0, 0, 1, 1])]
+    assert os.fsencode(samples[3][0]).endswith(b"\xff\xfe.jpg") and samples[-1] == samples[3]
+    assert samples[1:3] == [samples[1], samples[2]] and isinstance(samples[1:3], Samples)
+    assert samples.take([3, 0, 3]) == [samples[3], samples[0], samples[3]] and len(samples[5:]) == 0
+    with pytest.raises(IndexError):
+        samples[4]
+    blob = pickle.dumps(samples, protocol=pickle.HIGHEST_PROTOCOL)
+    assert pickle.loads(blob) == samples
+    many = Samples.of(tmp_path, [f"c{i % 10}/{i}.jpg" for i in range(20_000)], [i % 10 for i in range(20_000)])
+    held = sum(len(f"c{i % 10}/{i}.jpg") for i in range(20_000)) + 16 * 20_000
+    assert held < len(pickle.dumps(many, protocol=pickle.HIGHEST_PROTOCOL)) < held + 1024
+    write_folder(tmp_path / "train")
+    found, classes = scan(tmp_path / "train")
+    assert isinstance(found, Samples) and len(found) == 16 and classes == ["a", "b"]
+    assert [y for _, y in found] == sorted(y for _, y in found) and found[0][0].startswith(f"{tmp_path}/train/a/")
 
 
 def test_a_saved_listings_names_are_checked_name_by_name():

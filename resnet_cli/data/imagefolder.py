@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from .. import gate
@@ -26,6 +27,7 @@ from ..errors import BadInput
 from . import image_files
 from .inputs import DescribedByInput, InputSpec
 from .loader import batch_seed, model_batch, shard_indices, shard_len, worker_context
+from .samples import Samples
 from .crops import canvas_side, decode_region, finished_crop, random_resized_box, resize_crops, scale_box
 from .image_files import EXTENSIONS
 from .transforms import center_crop, eight_bit, resize_shorter, ten_crops
@@ -104,9 +106,9 @@ def _all_inside(files: list, folder: str) -> bool:
 
 
 def scan(split_dir: Path, classes: list[str] | None = None,
-         cache_dir: Path | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
-    """(path, label) pairs, classes in sorted folder-name order (as torchvision's ImageFolder); the folder's
-    listing from `cache_dir`'s index when nothing changed (`listing`)."""
+         cache_dir: Path | None = None) -> tuple[Samples, list[str]]:
+    """(path, label) pairs (`Samples`: paths as str, under `split_dir`), classes in sorted folder-name order (as
+    torchvision's ImageFolder); the folder's listing from `cache_dir`'s index when nothing changed (`listing`)."""
     if not split_dir.is_dir():
         raise BadInput(f"image folder {split_dir} does not exist (expected train/<class>/* and val/<class>/*)")
     files = listing(split_dir, cache_dir)
@@ -115,15 +117,15 @@ def scan(split_dir: Path, classes: list[str] | None = None,
     if not classes:
         raise BadInput(f"{split_dir} has no class folders")
     index = {c: i for i, c in enumerate(classes)}
-    samples = []
     for c in found:
         if c not in index:
             raise BadInput(f"{split_dir / c} is a class the training split does not have")
-        samples.extend((split_dir / rel, index[c]) for rel in files[c])
-    if not samples:
+    samples = Samples.of(split_dir, [rel for c in found for rel in files[c]],
+                         [index[c] for c in found for _ in files[c]])
+    if not len(samples):
         raise BadInput(f"{split_dir} holds no images ({', '.join(sorted(EXTENSIONS))})")
     if classes is found:  # the split that names the classes: a class without images could never be learnt
-        present = {label for _, label in samples}
+        present = set(np.unique(samples.labels).tolist())
         empty = [c for c in found if index[c] not in present]
         if empty:
             raise BadInput(f"{split_dir / empty[0]} holds no images ({', '.join(sorted(EXTENSIONS))}); a class "
@@ -148,7 +150,7 @@ class TrainCrop:
         return scale_box(w, h, rng, crop, self.scale)
 
 
-def image_datasets(cfg, train: list, test: list, val: list | None = None):
+def image_datasets(cfg, train: Samples | list, test: Samples | list, val: Samples | None = None):
     """(training, evaluation, held-out or None) datasets of these samples with `cfg`'s transforms: the crop
     data.image_size drawn as data.crop says, flipped with data.flip; evaluation at data.eval_resize (the paper's
     256/224 and [256, 480] scale kept in proportion to the crop). Image folders and shards (empty sample
@@ -167,7 +169,7 @@ def image_datasets(cfg, train: list, test: list, val: list | None = None):
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
-    def __init__(self, samples: list[tuple[Path, int]], train: bool, crop: int = 224, resize: int = 256,
+    def __init__(self, samples: Samples | list, train: bool, crop: int = 224, resize: int = 256,
                  train_crop: TrainCrop = TrainCrop(), flip: bool = True, ten_crop: bool = False,
                  limits: gate.Limits = gate.Limits()) -> None:
         self.samples, self.train, self.crop, self.resize = samples, train, crop, resize

@@ -246,8 +246,8 @@ def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train
         train = test
     val = None
     if cfg.val_split and has_train:
-        keep, held = stratified_split(torch.tensor([label for _, label in train]), cfg.val_split)
-        val, train = [train[i] for i in held.tolist()], [train[i] for i in keep.tolist()]
+        keep, held = stratified_split(torch.from_numpy(train.labels), cfg.val_split)
+        val, train = train.take(held.numpy()), train.take(keep.numpy())
     if cfg.train_limit:
         train = train[: cfg.train_limit]
     if cfg.test_limit:

@@ -40,7 +40,9 @@ def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0,
         raise BadInput("give the shard size as --shard-images N or --shard-mb M (one of them)")
     train, classes = scan(folder / "train")
     val, _ = scan(folder / "val", classes) if (folder / "val").is_dir() else ([], classes)
-    random.Random(f"convert {len(train)}").shuffle(train)
+    order = list(range(len(train)))
+    random.Random(f"convert {len(train)}").shuffle(order)  # the order a shuffle of the pairs themselves had
+    train = train.take(order)
     settings = {"shard_images": shard_images, "shard_mb": shard_mb, "max_size": max_size, "quality": quality,
                 "classes": classes, "train": len(train), "val": len(val)}
     ensure_writable_dir(out)
