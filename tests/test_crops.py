@@ -96,8 +96,7 @@ def write_folder(root, classes=("a", "b"), per_class=8, size=(64, 48)):
 
 
 def test_a_folders_listing_is_kept_and_walked_again_when_it_changes(tmp_path, monkeypatch):
-    from pathlib import Path
-
+    from resnet_cli.data import imagefolder
     from resnet_cli.data.imagefolder import scan
 
     write_folder(tmp_path / "train")
@@ -106,8 +105,8 @@ def test_a_folders_listing_is_kept_and_walked_again_when_it_changes(tmp_path, mo
     first, classes = scan(tmp_path / "train", cache_dir=tmp_path / "index")
     assert len(first) == 17 and classes == ["a", "b"] and len(list((tmp_path / "index").iterdir())) == 1
     walks = []
-    real = Path.rglob
-    monkeypatch.setattr(Path, "rglob", lambda self, p: walks.append(self) or real(self, p))
+    real = imagefolder._files_under
+    monkeypatch.setattr(imagefolder, "_files_under", lambda *a: walks.append(a[1]) or real(*a))
     assert scan(tmp_path / "train", cache_dir=tmp_path / "index") == (first, classes) and walks == []  # from the index
     smooth_image(64, 48).save(tmp_path / "train" / "b" / "deeper" / "y.png")  # a new file two folders down
     again, _ = scan(tmp_path / "train", cache_dir=tmp_path / "index")
@@ -124,7 +123,6 @@ def test_a_kept_listing_is_read_through_the_gate_and_names_only_images_in_their_
     too large, or names a file outside its class folder is walked past (and rewritten), never followed."""
     import json
     import os
-    from pathlib import Path
 
     from resnet_cli.data import imagefolder
     from resnet_cli.data.imagefolder import scan
@@ -143,8 +141,8 @@ def test_a_kept_listing_is_read_through_the_gate_and_names_only_images_in_their_
     index.write_text(json.dumps({**kept, "classes": {"..": kept["classes"]["a"], "b": kept["classes"]["b"]}}))
     assert scan(tmp_path / "train", cache_dir=cache)[0] == truth
     walks = []
-    real = Path.rglob
-    monkeypatch.setattr(Path, "rglob", lambda self, p: walks.append(self) or real(self, p))
+    real = imagefolder._files_under
+    monkeypatch.setattr(imagefolder, "_files_under", lambda *a: walks.append(a[1]) or real(*a))
     assert scan(tmp_path / "train", cache_dir=cache)[0] == truth and walks == []  # the listing, read
     monkeypatch.setattr(imagefolder, "MAX_LISTING_BYTES", index.stat().st_size - 1)  # past its bound: not read
     assert scan(tmp_path / "train", cache_dir=cache)[0] == truth and walks
@@ -182,6 +180,44 @@ def test_samples_hold_an_image_folders_pairs_in_three_objects(tmp_path):
     found, classes = scan(tmp_path / "train")
     assert isinstance(found, Samples) and len(found) == 16 and classes == ["a", "b"]
     assert [y for _, y in found] == sorted(y for _, y in found) and found[0][0].startswith(f"{tmp_path}/train/a/")
+
+
+def test_the_walk_finds_what_sorted_rglob_found_in_its_order(tmp_path):
+    """`listing` walks with os.scandir (a minute of CPU less at ImageNet's size): the same files, folders and
+    order as the rglob walk it replaced, on a tree with every kind of name and link."""
+    import json
+    import os
+
+    from resnet_cli.data.imagefolder import EXTENSIONS, listing
+
+    root = tmp_path / "train"
+    for rel in ("b/x.jpg", "b/a/y.PNG", "b/a/z/deep.webp", "b/a.jpg", "b/a-b.jpg", "b/A.JPEG", "b/.hidden.jpg",
+                "b/..two.jpg", "b/.jpg", "b/noext", "b/notes.txt", "b/a.", "a/1.jpg", "c d/é.jpg", "c d/z/0.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    (root / "b" / "empty").mkdir()
+    os.symlink(root / "a", root / "b" / "linked-folder")  # noted, not entered
+    os.symlink(root / "a" / "1.jpg", root / "b" / "linked.jpg")  # a file through a link: listed
+    os.symlink(root / "nowhere.jpg", root / "b" / "dangling.jpg")
+    os.symlink(root / "a", root / "linked-class")  # a class folder through a link: entered
+    (root / "stray.jpg").write_bytes(b"")  # not in a class folder
+    dirs, classes = {".": os.stat(root).st_mtime_ns}, {}
+    for c in sorted(d.name for d in root.iterdir() if d.is_dir()):  # the walk before (imagefolder.py, 2026-12-06)
+        dirs[c] = os.stat(root / c).st_mtime_ns
+        files = []
+        for p in sorted((root / c).rglob("*")):
+            if p.is_dir():
+                dirs[str(p.relative_to(root))] = p.stat().st_mtime_ns
+            elif p.suffix.lower() in EXTENSIONS and p.is_file():
+                files.append(str(p.relative_to(root)))
+        classes[c] = files
+    assert listing(root) == classes
+    assert classes["b"][:7] == ["b/..two.jpg", "b/.hidden.jpg", "b/A.JPEG", "b/a/y.PNG", "b/a/z/deep.webp",
+                               "b/a-b.jpg", "b/a.jpg"]  # a folder where its name sorts, as a component
+    assert "b/a/z/deep.webp" in classes["b"] and classes["linked-class"] == ["linked-class/1.jpg"]
+    listing(root, tmp_path / "cache")
+    (saved,) = (tmp_path / "cache").iterdir()
+    assert json.loads(saved.read_text())["dirs"] == dirs
 
 
 def test_a_saved_listings_names_are_checked_name_by_name():

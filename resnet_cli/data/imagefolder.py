@@ -53,16 +53,7 @@ def listing(split_dir: Path, cache_dir: Path | None = None) -> dict[str, list[st
     if index is not None and (saved := _saved_listing(index, root)) is not None:
         return saved
     dirs = {".": os.stat(root).st_mtime_ns}
-    classes: dict[str, list[str]] = {}
-    for c in sorted(d.name for d in root.iterdir() if d.is_dir()):
-        dirs[c] = os.stat(root / c).st_mtime_ns
-        files = []
-        for p in sorted((root / c).rglob("*")):
-            if p.is_dir():
-                dirs[str(p.relative_to(root))] = p.stat().st_mtime_ns
-            elif p.suffix.lower() in EXTENSIONS and p.is_file():
-                files.append(str(p.relative_to(root)))
-        classes[c] = files
+    classes = {c: _files_under(root, c, dirs) for c in sorted(e.name for e in _entries(root) if e.is_dir())}
     if index is not None:
         from ..files import atomic_write_text
 
@@ -73,6 +64,50 @@ def listing(split_dir: Path, cache_dir: Path | None = None) -> dict[str, list[st
         except OSError:
             pass  # a read-only cache costs the next start a walk, nothing else
     return classes
+
+
+def _files_under(root: Path, top: str, dirs: dict[str, int]) -> list[str]:
+    """The image files below `root/top` (paths relative to `root`), each folder's entries in name order and a
+    subfolder's files where its name sorts (the order of sorted(Path.rglob)); every folder's mtime goes into
+    `dirs`. A symlink to a folder is noted, not entered. os.scandir's entries, not a Path a file: ImageNet's
+    1.28M names in seconds where rglob took a minute of CPU."""
+    import os
+
+    dirs[top] = os.stat(root / top).st_mtime_ns
+    files: list[str] = []
+    stack = [(top, iter(_entries(root / top)))]
+    while stack:
+        rel, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        child = f"{rel}/{entry.name}"
+        if entry.is_dir():
+            dirs[child] = entry.stat().st_mtime_ns
+            if not entry.is_symlink():
+                stack.append((child, iter(_entries(root / child))))
+        elif _suffix(entry.name).lower() in EXTENSIONS and entry.is_file():
+            files.append(child)
+    return files
+
+
+def _entries(folder: Path) -> list:
+    """`folder`'s entries (os.DirEntry), by name; a folder that cannot be read is one line, never skipped (its
+    images would be missing from every count)."""
+    import os
+
+    try:
+        with os.scandir(folder) as found:
+            return sorted(found, key=lambda e: e.name)
+    except OSError as e:
+        raise BadInput(f"cannot list {folder}: {e.strerror or e}") from None
+
+
+def _suffix(name: str) -> str:
+    """Path(name).suffix, without making a Path."""
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
 
 
 def _saved_listing(index: Path, root: Path) -> dict[str, list[str]] | None:
