@@ -63,7 +63,7 @@ class Samples(Sequence):
                 and np.array_equal(self.labels, other.labels)
         return isinstance(other, (list, tuple)) and list(self) == list(other)
 
-    __hash__ = None  # mutable-free but compared by content, as a list is
+    __hash__ = None  # compared by content, as a list is: not hashable either
 
     def __repr__(self) -> str:
         return f"Samples({len(self)} under {self.root!r})"

@@ -198,7 +198,7 @@ def _leave_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def encode_job(job: tuple[Path, int, int]) -> tuple[bytes | None, str]:
+def encode_job(job: tuple[str, int, int]) -> tuple[bytes | None, str]:
     """`_encoded` for a worker process: (bytes, extension), or (None, the reason) for an unreadable image."""
     try:
         return _encoded(*job)
@@ -222,7 +222,7 @@ class _Unreadable(Exception):
     pass
 
 
-def _encoded(path: Path, max_size: int, quality: int) -> tuple[bytes, str]:
+def _encoded(path: str, max_size: int, quality: int) -> tuple[bytes, str]:
     """The image's bytes as they will be stored, and their extension: the file itself, or (with `max_size`,
     when its longer side is larger) re-encoded as JPEG with the longer side at `max_size`."""
     from PIL import Image
