@@ -129,6 +129,22 @@ def test_summary_resnet50_output_sizes(cli):
     assert sum(s["macs"] for s in out["stages"]) == out["total"]["macs"]
 
 
+@pytest.mark.slow  # four summaries, 2-3 s: the quick loop keeps under 90 s
+def test_summary_in_80_columns_stacks_each_stage_as_table_1_does(cli):
+    """Wide (a log, a pipe), a stage's block is one line; in a terminal of 80 columns, where that line would wrap
+    mid-phrase, its convolutions are stacked as in the paper's Table 1, and nothing wraps or passes column 80."""
+    wide = cli("summary", "--depth", "50").stdout
+    assert "│ [1x1, 64 / 3x3, 64 / 1x1, 256] x 3    │" in wide and "│ 3x3 max pool, stride 2  " in wide
+    for model, cells in (("resnet50", ["│ [1x1, 64 ]      ", "│ [3x3, 64 ] x 3  ", "│ [1x1, 256]      ",
+                                       "│ [1x1, 256 ]     ", "│ [3x3, 256 ] x 6 ", "│ [1x1, 1024]     ",
+                                       "│ 3x3 max pool,   ", "│ stride 2        ", "│ global average pool, │"]),
+                         ("resnet110", ["│ [3x3, 16] x 18 ", "│ [3x3, 16]      ", "│ 3x3, 16        "]),
+                         ("vgg19", ["│ [3x3, 512] x 4 ", "│ 2x2 max pool   "])):
+        narrow = cli("summary", model, env={"COLUMNS": "80"}).stdout
+        table = narrow[:narrow.index("Multiply-adds")]
+        assert max(map(len, narrow.splitlines())) <= 80 and all(cell in table for cell in cells), (model, narrow)
+
+
 def test_summary_cifar_sizes_follow_input_size(cli):
     out = cli.json("summary", "resnet20")
     assert [s["output_size"][0] for s in out["stages"] if s["layer"].startswith("conv")] == [32, 32, 16, 8]

@@ -66,20 +66,29 @@ def summary(
     size = f"{size}x{size}" if isinstance(size, int) else "x".join(map(str, size))
     title = f"{name} at {size} ({out['family']} family, {out['depth']} layers" + \
         (", no shortcuts" if out["plain"] else f", shortcuts {out['shortcut']}") + f", {out['num_classes']} classes)"
-    table = Table(title=title, show_footer=True)
-    table.add_column("layer", footer="total")
-    table.add_column("output size", justify="right")
-    table.add_column("channels", justify="right")
-    table.add_column("block")
-    table.add_column("params", justify="right", footer=fmt_int(total["params"]))
     unit, scale = ("G", 1e9) if total["macs"] >= 1e9 else ("M", 1e6)  # a CIFAR net's stages in G would read 0.0xx
     places = 3 if unit == "G" else 2
-    table.add_column(f"{unit}MACs", justify="right", footer=f"{total['macs'] / scale:.{places}f}")
-    for r in out["stages"]:
-        h, w = r["output_size"]
-        table.add_row(r["layer"], f"{h}x{w}", str(r["channels"]), r["block"], fmt_int(r["params"]),
-                      f"{r['macs'] / scale:.{places}f}")
+
+    def stage_table(block) -> Table:
+        table = Table(title=title, show_footer=True)
+        table.add_column("layer", footer="total")
+        table.add_column("output size", justify="right")
+        table.add_column("channels", justify="right")
+        table.add_column("block")
+        table.add_column("params", justify="right", footer=fmt_int(total["params"]))
+        table.add_column(f"{unit}MACs", justify="right", footer=f"{total['macs'] / scale:.{places}f}")
+        for r in out["stages"]:
+            h, w = r["output_size"]
+            table.add_row(r["layer"], f"{h}x{w}", str(r["channels"]), block(r["block"]), fmt_int(r["params"]),
+                          f"{r['macs'] / scale:.{places}f}")
+        return table
+
+    from rich.measure import Measurement
+
     c = console()
+    table = stage_table(str)
+    if Measurement.get(c, c.options.update_width(10_000), table).maximum > c.width:  # narrow: the paper's cells
+        table = stage_table(stacked)
     c.print(table)
     c.print(f"Multiply-adds count conv + fc, as the paper's \"FLOPs\" do; "
             f"BatchNorm would add {total['bn_macs'] / scale:.{2 if unit == 'G' else 1}f} {unit}.")
@@ -102,3 +111,20 @@ def summary(
             shape = "x".join(map(str, r["output_shape"])) if r["output_shape"] else "-"
             t.add_row("  " * (r["depth"] - 1) + r["name"], r["type"], shape, fmt_m(r["params"]), fmt_m(r["macs"]))
         c.print(t)
+
+
+def stacked(block: str) -> str:
+    """A stage's block as the paper's Table 1 sets it, one convolution a line and the count beside the middle
+    one ("[1x1, 64 ]", "[3x3, 64 ] x 3", "[1x1, 256]"), what follows (VGG's pool) on a line of its own; any
+    other cell (the stem, a pool, the classifier) longer than those lines broken after its last comma."""
+    import re
+
+    found = re.fullmatch(r"\[(.+)\] x (\d+)(?:, )?(.*)", block)
+    if found is None:
+        head, comma, tail = block.rpartition(", ")
+        return f"{head},\n{tail}" if comma and len(block) > 16 else block  # "[1x1, 1024] x 6" is 15
+    convs, count, rest = found[1].split(" / "), found[2], found[3]
+    width = max(map(len, convs))
+    lines = [f"[{conv.ljust(width)}]" + (f" x {count}" if i == (len(convs) - 1) // 2 else "")
+             for i, conv in enumerate(convs)]
+    return "\n".join(lines + ([rest] if rest else []))
