@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from .errors import BadInput
 
 SUFFIX = ".safetensors"
 HUB_PREFIX = "hf-hub:"
+HUB_REPO = re.compile(r"[A-Za-z0-9_.-]{1,96}/[A-Za-z0-9_.-]{1,96}")  # the Hub's rule for a repo id, as its client checks
 HUB_FILES = ("model.safetensors", "config.json")  # what a Hub repo must hold for us; the card and config are extra
 SAFETENSORS_EXTRA = 'pip install "resnet-cli[safetensors]"'
 HUB_EXTRA = 'pip install "resnet-cli[hub]"'
@@ -127,8 +129,11 @@ def hub_snapshot(name: str) -> Path:
     HF_HUB_OFFLINE=1 when fetched before). Every failure is one line saying how to get the repo."""
     hub = require("huggingface_hub", HUB_EXTRA, f"{name}")
     repo, _, revision = name[len(HUB_PREFIX):].partition("@")
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise BadInput(f"{name}: give a Hub repo as hf-hub:ORG/NAME (optionally @REVISION)")
+    if not HUB_REPO.fullmatch(repo) or any(part[0] in "-." or part[-1] in "-." or "--" in part or ".." in part
+                                           for part in repo.split("/")):
+        raise BadInput(f"{name[:120]!r}: give a Hub repo as hf-hub:ORG/NAME (optionally @REVISION); each part of "
+                       "it letters, digits, '-', '_' or '.', at most 96 characters, not starting or ending with "
+                       "'-' or '.'")
     from huggingface_hub import utils as hub_errors  # these errors are there from 0.23 on (errors.py has them later)
 
     folder = None
@@ -142,7 +147,7 @@ def hub_snapshot(name: str) -> Path:
                        f"now (offline): fetch it once with `hf download {repo}`") from None
     except hub_errors.EntryNotFoundError:
         raise BadInput(f"{name} has no {file}: not a model repo written by resnet export --format hub") from None
-    except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError) as e:
+    except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError, hub_errors.HFValidationError) as e:
         raise BadInput(f"{name}: {str(e).splitlines()[0][:200]}") from None
     except (OSError, hub_errors.HfHubHTTPError) as e:
         raise BadInput(f"{name}: could not fetch it ({str(e).splitlines()[0][:200]})") from None

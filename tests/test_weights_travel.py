@@ -172,6 +172,19 @@ def test_a_hub_folder_loads_through_huggingface_hubs_cache_offline(tmp_path, tra
                                    "once with `hf download someone/not-fetched`")
 
 
+def test_a_hub_name_the_hub_would_refuse_is_one_line(cli, monkeypatch, tmp_path):
+    """huggingface_hub's own check raised HFValidationError, which reached the user as an internal error."""
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("a;b/c d", "-a/b", "a/b..c", "a", "a/b/c", "a/" + "b" * 97, "org/name."):
+        result = cli("eval", f"hf-hub:{name}")
+        assert result.exit_code == 2 and result.stderr.startswith(f"error: 'hf-hub:{name}"[:127]), result.output
+        assert "give a Hub repo as hf-hub:ORG/NAME" in result.stderr and len(result.stderr.splitlines()) == 1
+    fine = cli("eval", "hf-hub:Org-1/tiny_resnet.v2@main")  # a valid name: offline, not cached, said so
+    assert fine.exit_code == 2 and "is not in the Hugging Face cache" in fine.stderr
+
+
 @pytest.mark.slow
 def test_a_hub_folder_of_a_v15_resnet_is_timms_network(tmp_path, cli):
     """config.json names timm's architecture where it computes the same network, and timm (where installed) builds
