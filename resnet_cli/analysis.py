@@ -292,6 +292,66 @@ def memory(model: nn.Module, input_size, batch_size: int, shapes: dict[str, tupl
             "training_estimate": 3 * params + buffers + acts}
 
 
+def cpu_memory_left() -> int | None:
+    """Bytes this process may still take on the CPU: the kernel's MemAvailable, or less where a cgroup v2 limit
+    (a container, a SLURM job) is nearer; None where neither can be read (not Linux)."""
+    import re
+    from pathlib import Path
+
+    from . import gate
+    from .errors import BadInput
+
+    def read(path: str) -> str:
+        try:
+            return gate.read_file(path, gate.Limits(2**20, 5.0)).decode(errors="replace")
+        except BadInput:
+            return ""
+
+    left = []
+    if found := re.search(r"^MemAvailable:\s+(\d+) kB", read("/proc/meminfo"), re.M):
+        left.append(int(found[1]) * 1024)
+    for line in read("/proc/self/cgroup").splitlines():  # "0::/path" (v2), "4:memory:/path" (v1)
+        _, controllers, own = line.split(":", 2) if line.count(":") >= 2 else ("", "-", "")
+        if controllers not in ("", "memory"):
+            continue
+        top = Path("/sys/fs/cgroup/memory" if controllers else "/sys/fs/cgroup")
+        files = ("memory.limit_in_bytes", "memory.usage_in_bytes") if controllers else ("memory.max", "memory.current")
+        group = top / own.strip("/")
+        for folder in (group, *group.parents):  # the job's limit may be set on a parent (SLURM's job, not step)
+            cap, used = (read(str(folder / name)).strip() for name in files)
+            if cap.isdigit() and used.isdigit():  # the page cache counts as used there, yet gives way: not counted
+                cache = re.search(r"^(?:total_cache|file) (\d+)$", read(str(folder / "memory.stat")), re.M)
+                left.append(int(cap) - int(used) + (int(cache[1]) if cache else 0))
+            if folder == top:
+                break
+    return min(left) if left else None
+
+
+def cpu_shortfall(model: nn.Module, input_size, batch_size: int) -> str | None:
+    """Why one training step of `model` at `batch_size` certainly cannot fit in the CPU memory left ("one
+    training step at batch 99,999 needs about 151.1 GiB and 21.3 GiB are left"): `memory`'s training estimate,
+    which leaves out the kernels' workspaces, is more than `cpu_memory_left`. None when it may fit, or nothing
+    says how much is left. The kernel would kill the process part-way instead (no exception on the CPU), and
+    a training run with it; asked before, it is one line."""
+    left = cpu_memory_left()
+    if left is None:
+        return None
+    shapes = output_shapes(_meta_twin(model), input_size)
+    need = memory(model, input_size, batch_size, shapes)["training_estimate"]
+    if need <= left:
+        return None
+    return (f"one training step at batch {batch_size:,} and {size_text(input_size)} needs about "
+            f"{need / 2**30:.1f} GiB and {max(left, 0) / 2**30:.1f} GiB are left")
+
+
+def _meta_twin(model: nn.Module) -> nn.Module:
+    """`model` with every tensor on the meta device (shapes only): its output shapes cost no memory or time."""
+    import copy
+
+    memo = {id(t): t.to("meta") for t in [*model.parameters(), *model.buffers()]}
+    return copy.deepcopy(model, memo)
+
+
 def measured_training_peak(model: nn.Module, input_size, batch_size: int, device) -> int:
     """Bytes a CUDA device's allocator held at its peak for one fp32 training step of a copy of `model` (forward,
     cross-entropy backward, SGD with momentum) at `batch_size`: weights, gradients, momentum, activations and the

@@ -444,3 +444,34 @@ def test_busy_time_is_the_union_of_overlapping_kernels():
 
     assert busy_us([]) == 0
     assert busy_us([(0, 10), (5, 15), (20, 30), (21, 22), (30, 31)]) == 26  # 0-15, 20-31
+
+
+@pytest.mark.slow  # a bench at batch 256 on the CPU, 5-15 s
+def test_a_cpu_step_that_cannot_fit_is_refused_or_halved_before_it_is_tried(cli, monkeypatch, tmp_path):
+    """On the CPU an allocation past the memory left is no exception: the kernel kills the process (a gradflow at
+    batch 99,999 was killed at 23 GB on a 24 GB machine). The step's memory is estimated first (`summary`'s
+    training estimate): gradflow and train refuse in one line, bench halves its batch as it does on a GPU."""
+    from resnet_cli import analysis
+    from resnet_cli.models import build_model
+
+    left = analysis.cpu_memory_left()
+    meminfo = dict(line.split(":", 1) for line in open("/proc/meminfo"))
+    assert 0 < left <= int(meminfo["MemAvailable"].split()[0]) * 1024  # this machine's own figure, or its cgroup's
+    per_image = analysis.memory(build_model("resnet20"), 32, 1, analysis.output_shapes(build_model("resnet20"), 32))
+    monkeypatch.setattr(analysis, "cpu_memory_left", lambda: 512 * 2**20)  # a machine with 512 MiB left
+    assert analysis.cpu_shortfall(build_model("resnet20"), 32, 64) is None
+    why = analysis.cpu_shortfall(build_model("resnet20"), 32, 4096)
+    need = per_image["training_estimate"] + 4095 * per_image["forward_activations"]
+    assert why == f"one training step at batch 4,096 and 32x32 needs about {need / 2**30:.1f} GiB and 0.5 GiB are left"
+    flow = cli("gradflow", "resnet20", "--batch-size", "4096")
+    assert flow.exit_code == 2 and flow.stderr == f"error: --batch-size 4096: resnet20's {why} on this machine; use " \
+                                                  "a smaller batch\n"
+    train = cli("train", "--preset", "smoke", "--device", "cpu", "--batch-size", "4096", "--set",
+                "data.synthetic_train=4096", "--run-dir", tmp_path / "runs")
+    assert train.exit_code == 2 and f"train.batch_size 4096: resnet20's {why} on this machine" in train.stderr
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
+    out = cli.json("bench", "resnet20", "--mode", "train", "-b", "4096", "--warmup", "0", "--iters", "1",
+                   "--repeats", "1", "--device", "cpu")
+    (res,) = out["results"]
+    assert res["batch_size"] == 256 and out["notes"] == [
+        f"train: out of memory at batch {b}; retried at {b // 2}" for b in (4096, 2048, 1024, 512)]
