@@ -187,8 +187,12 @@ def test_the_walk_finds_what_sorted_rglob_found_in_its_order(tmp_path):
     order as the rglob walk it replaced, on a tree with every kind of name and link."""
     import json
     import os
+    import sys
 
-    from resnet_cli.data.imagefolder import EXTENSIONS, listing
+    from resnet_cli.data.imagefolder import listing
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from listing_cost import rglob_walk
 
     root = tmp_path / "train"
     for rel in ("b/x.jpg", "b/a/y.PNG", "b/a/z/deep.webp", "b/a.jpg", "b/a-b.jpg", "b/A.JPEG", "b/.hidden.jpg",
@@ -201,16 +205,7 @@ def test_the_walk_finds_what_sorted_rglob_found_in_its_order(tmp_path):
     os.symlink(root / "nowhere.jpg", root / "b" / "dangling.jpg")
     os.symlink(root / "a", root / "linked-class")  # a class folder through a link: entered
     (root / "stray.jpg").write_bytes(b"")  # not in a class folder
-    dirs, classes = {".": os.stat(root).st_mtime_ns}, {}
-    for c in sorted(d.name for d in root.iterdir() if d.is_dir()):  # the walk before (imagefolder.py, 2026-12-06)
-        dirs[c] = os.stat(root / c).st_mtime_ns
-        files = []
-        for p in sorted((root / c).rglob("*")):
-            if p.is_dir():
-                dirs[str(p.relative_to(root))] = p.stat().st_mtime_ns
-            elif p.suffix.lower() in EXTENSIONS and p.is_file():
-                files.append(str(p.relative_to(root)))
-        classes[c] = files
+    classes, dirs = rglob_walk(root)  # the walk before (imagefolder.py until 2026-12-07)
     assert listing(root) == classes
     assert classes["b"][:7] == ["b/..two.jpg", "b/.hidden.jpg", "b/A.JPEG", "b/a/y.PNG", "b/a/z/deep.webp",
                                "b/a-b.jpg", "b/a.jpg"]  # a folder where its name sorts, as a component
