@@ -392,14 +392,14 @@ def set_arg(key: str, value: Any) -> str:
     `a: b` a mapping."""
     import json
 
-    value = os.fspath(value) if isinstance(value, os.PathLike) else value
-    plain = "[" + ",".join(map(str, value)) + "]" if isinstance(value, (list, tuple)) else str(value)
+    value = os.fspath(value) if isinstance(value, os.PathLike) else list(value) if isinstance(value, tuple) else value
+    plain = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
     try:
-        if parse_set(f"{key}={plain}")[1] == (list(value) if isinstance(value, tuple) else value):
+        if parse_set(f"{key}={plain}")[1] == value:
             return f"{key}={plain}"
     except BadInput:
         pass
-    return f"{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}"
+    return f"{key}={json.dumps(value)}"
 
 
 def _shown(value: Any) -> str:

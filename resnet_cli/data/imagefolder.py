@@ -136,7 +136,7 @@ def _all_inside(files: list, folder: str) -> bool:
     if not isinstance(folder, str) or folder in ("", ".", "..") or "/" in folder or not isinstance(files, list):
         return False
     prefix = folder + "/"
-    return all(type(rel) is str and rel.startswith(prefix) and rel[rel.rfind("."):].lower() in EXTENSIONS
+    return all(type(rel) is str and rel.startswith(prefix) and _suffix(rel).lower() in EXTENSIONS
                and not (".." in rel and ".." in rel.split("/")) for rel in files)
 
 
