@@ -128,6 +128,11 @@ def test_extraction_refuses_links_out_and_devices(tmp_path):
         safe_extract(dev, tmp_path / "out2")
 
 
+def _published(path: Path) -> list[tuple[str, str]]:
+    """`path` as a file a spec lists, with its own md5: what a doctored copy of a published file would be."""
+    return [(path.name, md5_file(path))]
+
+
 def test_cifar_pickle_with_code_is_refused(tmp_path):
     import pickle
 
@@ -137,7 +142,7 @@ def test_cifar_pickle_with_code_is_refused(tmp_path):
 
     (tmp_path / "batch").write_bytes(pickle.dumps({"data": Evil()}))
     with pytest.raises(BadInput, match="not a valid CIFAR batch"):
-        cifar._load_batch(tmp_path / "batch")
+        cifar._read_verified(tmp_path, _published(tmp_path / "batch"))
     assert not (tmp_path / "pwned").exists()
 
 
@@ -147,14 +152,30 @@ def test_a_cifar_batch_is_read_within_its_bound_and_a_record_cannot_claim_what_t
     claim = b"\x80\x04\x8e" + struct.pack("<Q", 2**60) + b"abc"  # BINBYTES8: 2^60 bytes follow (3 do)
     (tmp_path / "claims").write_bytes(claim)
     with pytest.raises(BadInput, match="claims is not a valid CIFAR batch: a record claims more bytes than the file holds"):
-        cifar._load_batch(tmp_path / "claims")
+        cifar._read_verified(tmp_path, _published(tmp_path / "claims"))
     monkeypatch.setattr(cifar, "MAX_BATCH_BYTES", 1000)
     (tmp_path / "large").write_bytes(b"\0" * 1001)
-    with pytest.raises(BadInput, match=r"CIFAR batch .*large is larger than 1,000 bytes \(the bound on a CIFAR batch\)"):
-        cifar._load_batch(tmp_path / "large")
+    with pytest.raises(cifar._Stale, match="large"):  # not read: extracted again from the archive, over it
+        cifar._read_verified(tmp_path, _published(tmp_path / "large"))
     os.mkfifo(tmp_path / "fifo")
-    with pytest.raises(BadInput, match="is a FIFO, not a regular file"):
-        cifar._load_batch(tmp_path / "fifo")
+    with pytest.raises(BadInput, match="is a FIFO, not a regular file"):  # refused, not extracted over (would block)
+        cifar._read_verified(tmp_path, [("fifo", "0" * 32)])
+
+
+def test_a_cifar_file_is_read_once_and_checked_on_the_bytes_it_unpickles(fake_cifar, tmp_path, monkeypatch):
+    """The md5 is taken on the bytes the unpickler gets: one read per file (no window for the file to change
+    between its check and its use, no second pass over 180 MB)."""
+    from resnet_cli import gate
+
+    root = tmp_path / "cache"
+    cifar.load("cifar10", root)
+    reads = []
+    real = gate.read_file
+    monkeypatch.setattr(gate, "read_file", lambda path, *a, **k: reads.append(Path(path).name) or real(path, *a, **k))
+    monkeypatch.setattr(cifar, "md5_file", lambda path: pytest.fail(f"{path} hashed apart from its read"))
+    cifar.load("cifar10", root)
+    spec = cifar.SPECS["cifar10"]
+    assert sorted(reads) == sorted(name for name, _ in spec.train + spec.test + (spec.meta,))
 
 
 def test_cifar_meta_file_is_checked_like_the_batches(fake_cifar, tmp_path):

@@ -1,13 +1,16 @@
 """CIFAR-10 and CIFAR-100 from the official python-version archives, without torchvision.
 
 Every file is checked against its published md5 (the archive, each batch and the meta file, as torchvision
-checks them) before it is read. The batches are pickles; they are read whole through the gate (at most
-MAX_BATCH_BYTES), then by an unpickler that accepts only the numpy array types the official files contain, so a
-doctored file cannot run code, nor make the reader allocate what the file does not hold.
+checks them) before it is used. The batches are pickles; each is read once, whole, through the gate (at most
+MAX_BATCH_BYTES), its md5 taken on those very bytes, which then go to an unpickler that accepts only the numpy
+array types the official files contain, so a doctored file cannot run code, nor make the reader allocate what
+the file does not hold.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +68,9 @@ class _ArrayUnpickler(pickle.Unpickler):
 MAX_BATCH_BYTES = 512 * 2**20  # CIFAR-100's train batch, the largest, is 155 MiB
 
 
-def _load_batch(path: Path) -> dict:
+def _unpickle(raw: bytes, path: Path) -> dict:
     import io
 
-    raw = gate.read_file(path, gate.Limits().at_most(MAX_BATCH_BYTES, "the bound on a CIFAR batch"), "CIFAR batch")
     try:
         obj = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except MemoryError:  # a record claiming more bytes than any machine holds (the file holds at most the bound)
@@ -80,8 +82,24 @@ def _load_batch(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-def _files_ok(folder: Path, files) -> bool:
-    return all((folder / name).is_file() and md5_file(folder / name) == md5 for name, md5 in files)
+class _Stale(Exception):
+    """A file the dataset needs is absent, or is not the published one: extract it again from the archive."""
+
+
+def _read_verified(folder: Path, files) -> dict[str, dict]:
+    """Each file's dict, its md5 taken on the very bytes that are unpickled: every file is read once, and cannot
+    change between its check and its use. _Stale(name) when one is absent or differs from its published md5."""
+    out = {}
+    for name, md5 in files:
+        path = folder / name
+        if not os.path.lexists(path) or (path.is_file() and path.stat().st_size > MAX_BATCH_BYTES):
+            raise _Stale(name)  # absent, or too large to be the published file: extracted again over it
+        raw = gate.read_file(path, gate.Limits().at_most(MAX_BATCH_BYTES, "the bound on a CIFAR batch"),
+                             "CIFAR batch")  # a FIFO, a folder or a dangling link there: refused, one line
+        if hashlib.md5(raw).hexdigest() != md5:
+            raise _Stale(name)
+        out[name] = _unpickle(raw, path)
+    return out
 
 
 def identify(root: Path) -> str | None:
@@ -92,13 +110,10 @@ def identify(root: Path) -> str | None:
     return found[0] if found else None
 
 
-def prepare(dataset: str, root: Path, download_ok: bool = True, url: str = "", limits=None) -> Path:
-    """Make sure the extracted, verified batches are under `root`; return their folder."""
+def _extract(dataset: str, root: Path, download_ok: bool, url: str, limits) -> None:
+    """Put the archive's files under `root` again: from the archive there when it is the published one, else
+    downloaded (verified before it is kept)."""
     spec = SPECS[dataset]
-    folder = root / spec.folder
-    needed = spec.train + spec.test + (spec.meta,)
-    if _files_ok(folder, needed):
-        return folder  # valid files present: no network
     archive = root / spec.archive
     if not (archive.is_file() and md5_file(archive) == spec.md5):
         if archive.is_file() and not download_ok:
@@ -111,10 +126,6 @@ def prepare(dataset: str, root: Path, download_ok: bool = True, url: str = "", l
         except DownloadError as e:
             raise BadInput(_missing(dataset, root, str(e))) from None
     safe_extract(archive, root)
-    if not _files_ok(folder, needed):
-        bad = [name for name, md5 in needed if not (folder / name).is_file() or md5_file(folder / name) != md5]
-        raise BadInput(f"{dataset}: {', '.join(bad)} in {folder} fail their checksum after extraction")
-    return folder
 
 
 def _missing(dataset: str, root: Path, reason: str) -> str:
@@ -129,12 +140,21 @@ def load(dataset: str, root: Path, download_ok: bool = True, url: str = "", limi
     import torch
 
     spec = SPECS[dataset]
-    folder = prepare(dataset, root, download_ok, url, limits)
+    folder = root / spec.folder
+    needed = spec.train + spec.test + (spec.meta,)
+    try:
+        batches = _read_verified(folder, needed)  # valid files present: no network
+    except _Stale:
+        _extract(dataset, root, download_ok, url, limits)
+        try:
+            batches = _read_verified(folder, needed)
+        except _Stale as e:
+            raise BadInput(f"{dataset}: {e} in {folder} fails its checksum after extraction") from None
 
     def read(files):
         xs, ys = [], []
         for name, _ in files:
-            batch = _load_batch(folder / name)
+            batch = batches.pop(name)
             try:
                 data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
                 labels = np.asarray(batch[spec.label_key], dtype=np.int64)
@@ -148,6 +168,6 @@ def load(dataset: str, root: Path, download_ok: bool = True, url: str = "", limi
 
     train_x, train_y = read(spec.train)
     test_x, test_y = read(spec.test)
-    meta = _load_batch(folder / spec.meta[0])
+    meta = batches.pop(spec.meta[0])
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(spec.names_key, [])]
     return train_x, train_y, test_x, test_y, names or [str(i) for i in range(spec.classes)]
