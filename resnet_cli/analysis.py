@@ -327,29 +327,54 @@ def cpu_memory_left() -> int | None:
     return min(left) if left else None
 
 
-def cpu_shortfall(model: nn.Module, input_size, batch_size: int) -> str | None:
+def inference_floor(model: nn.Module, input_size, batch_size: int) -> int:
+    """Bytes one fp32 forward pass of `model` at `batch_size` takes at the least: parameters and buffers, and
+    the largest input and output one leaf module holds at once (both are alive while it runs; once where it
+    works in place). Shapes are taken from one forward pass of `model` at batch 1, where it is: on the meta
+    device, the first pass imports the compiler (1.8 s of an eval's start here)."""
+    largest = 0
+
+    def hook(module, inputs, out):
+        nonlocal largest
+        held = out.numel() if isinstance(out, torch.Tensor) else 0
+        if not getattr(module, "inplace", False):
+            held += sum(t.numel() for t in inputs if isinstance(t, torch.Tensor))
+        largest = max(largest, held)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with inspection_mode(model):
+            model(example_input(model, input_size))
+    finally:
+        for h in handles:
+            h.remove()
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return weights + largest * batch_size * 4
+
+
+def cpu_shortfall(model: nn.Module, input_size, batch_size: int, inference: bool = False) -> str | None:
     """Why one training step of `model` at `batch_size` certainly cannot fit in the CPU memory left ("one
     training step at batch 99,999 needs about 151.1 GiB and 21.3 GiB are left"): `memory`'s training estimate,
-    which leaves out the kernels' workspaces, is more than `cpu_memory_left`. None when it may fit, or nothing
-    says how much is left. The kernel would kill the process part-way instead (no exception on the CPU), and
-    a training run with it; asked before, it is one line."""
+    which leaves out the kernels' workspaces, is more than `cpu_memory_left`; `inference`: one forward pass,
+    `inference_floor`. None when it may fit, or nothing says how much is left. The kernel would kill the
+    process part-way instead (no exception on the CPU), and a training run with it; asked before, it is one
+    line."""
     left = cpu_memory_left()
     if left is None:
         return None
-    shapes = output_shapes(_meta_twin(model), input_size)
-    need = memory(model, input_size, batch_size, shapes)["training_estimate"]
+    if inference:
+        need, what = inference_floor(model, input_size, batch_size), "one forward pass"
+    else:
+        shapes = output_shapes(model, input_size)
+        need, what = memory(model, input_size, batch_size, shapes)["training_estimate"], "one training step"
     if need <= left:
         return None
-    return (f"one training step at batch {batch_size:,} and {size_text(input_size)} needs about "
-            f"{need / 2**30:.1f} GiB and {max(left, 0) / 2**30:.1f} GiB are left")
+    return (f"{what} at batch {batch_size:,} and {size_text(input_size)} needs {'at least' if inference else 'about'} "
+            f"{_amount(need)} and {_amount(max(left, 0))} are left")
 
 
-def _meta_twin(model: nn.Module) -> nn.Module:
-    """`model` with every tensor on the meta device (shapes only): its output shapes cost no memory or time."""
-    import copy
-
-    memo = {id(t): t.to("meta") for t in [*model.parameters(), *model.buffers()]}
-    return copy.deepcopy(model, memo)
+def _amount(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def measured_training_peak(model: nn.Module, input_size, batch_size: int, device) -> int:

@@ -100,14 +100,15 @@ def run_with_backoff(run: Callable[[int], Any], batch_size: int, on_retry: Calla
 
 
 def measure(model_name: str, cfg: BenchConfig, device: torch.device, fwd_macs: int) -> dict[str, Any]:
-    """Build, warm up and time one mode; returns the reported figures. On the CPU, a training step that cannot
-    fit is out of memory before it is tried (the kernel would kill the process, not raise)."""
+    """Build, warm up and time one mode; returns the reported figures. On the CPU, a step (or a forward pass)
+    that cannot fit is out of memory before it is tried (the kernel would kill the process, not raise)."""
     from .analysis import cpu_shortfall
     from .models import build_model, model_info
 
     info = model_info(model_name)
     model = build_model(model_name)
-    if device.type == "cpu" and cfg.mode == "train" and (short := cpu_shortfall(model, cfg.input_size, cfg.batch_size)):
+    if device.type == "cpu" and (short := cpu_shortfall(model, cfg.input_size, cfg.batch_size,
+                                                         inference=cfg.mode == "infer")):
         raise RuntimeError(f"out of memory on the CPU, before trying: {short}")  # run_with_backoff halves the batch
     model = model.to(device)
     cfg.speed.configure_backends(device)

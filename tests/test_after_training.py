@@ -201,6 +201,38 @@ def test_predict_gives_evals_top1_for_every_image_and_skips_a_corrupt_one(cli, f
     assert none.exit_code == 2 and "no image could be read" in none.stderr
 
 
+def test_eval_and_predict_refuse_a_forward_pass_the_cpu_memory_left_cannot_hold(cli, folder_run, monkeypatch):
+    """On the CPU, memory past what is left is no exception: the kernel kills the process. eval (default batch
+    1,024; 10 crops an image) and predict check their largest forward pass first, at the batch they will really
+    run (no more images than the split holds), against `inference_floor`: weights and the largest input and
+    output one layer holds at once."""
+    from resnet_cli import analysis
+    from resnet_cli.checkpoint import model_from_checkpoint
+
+    run = folder_run / "runs" / "f"
+    net = model_from_checkpoint(run).model
+    floor = analysis.inference_floor(net, 24, 1)
+    per_image = analysis.inference_floor(net, 24, 2) - floor
+    assert floor == sum(p.numel() for p in net.parameters()) * 4 + sum(b.numel() * b.element_size() for b in net.buffers()) \
+        + per_image  # a stage-1 conv: 16 x 24 x 24 in and out (the largest pair), per image
+    assert per_image == 2 * 16 * 24 * 24 * 4
+    monkeypatch.setattr(analysis, "cpu_memory_left", lambda: analysis.inference_floor(net, 24, 100))
+    assert cli.json("eval", run, "--device", "cpu")["count"] == 18  # batch 1,024 asked, 18 images: it fits
+    ten = cli("eval", run, "--device", "cpu", "--ten-crop")
+    need = analysis.inference_floor(net, 24, 180) / 2**20
+    left = analysis.inference_floor(net, 24, 100) / 2**20
+    assert ten.exit_code == 2 and ten.stderr == (
+        f"error: --batch-size 1024: resnet20's one forward pass at batch 180 and 24x24 needs at least {need:.0f} MiB "
+        f"and {left:.0f} MiB are left on this machine; use a smaller batch\n")
+    assert cli.json("eval", run, "--device", "cpu", "--ten-crop", "-b", "90")["crops"] == 10  # 9 images, 90 crops
+    monkeypatch.setattr(analysis, "cpu_memory_left", lambda: analysis.inference_floor(net, 24, 10))
+    val = folder_run / "images" / "val"
+    refused = cli("predict", run, val, "--device", "cpu")
+    assert refused.exit_code == 2 and "--batch-size 64: resnet20's one forward pass at batch 18 and 24x24 needs " \
+                                      "at least" in refused.stderr
+    assert cli.json("predict", run, val, "--device", "cpu", "-b", "8")["count"] == 18
+
+
 def test_eval_confusion_matrix_and_a_folder_without_train(cli, folder_run, tmp_path):
     run = folder_run / "runs" / "f"
     out = cli.json("eval", run, "--confusion", "--device", "cpu")

@@ -462,7 +462,7 @@ def test_a_cpu_step_that_cannot_fit_is_refused_or_halved_before_it_is_tried(cli,
     assert analysis.cpu_shortfall(build_model("resnet20"), 32, 64) is None
     why = analysis.cpu_shortfall(build_model("resnet20"), 32, 4096)
     need = per_image["training_estimate"] + 4095 * per_image["forward_activations"]
-    assert why == f"one training step at batch 4,096 and 32x32 needs about {need / 2**30:.1f} GiB and 0.5 GiB are left"
+    assert why == f"one training step at batch 4,096 and 32x32 needs about {need / 2**30:.1f} GiB and 512 MiB are left"
     flow = cli("gradflow", "resnet20", "--batch-size", "4096")
     assert flow.exit_code == 2 and flow.stderr == f"error: --batch-size 4096: resnet20's {why} on this machine; use " \
                                                   "a smaller batch\n"
@@ -475,3 +475,9 @@ def test_a_cpu_step_that_cannot_fit_is_refused_or_halved_before_it_is_tried(cli,
     (res,) = out["results"]
     assert res["batch_size"] == 256 and out["notes"] == [
         f"train: out of memory at batch {b}; retried at {b // 2}" for b in (4096, 2048, 1024, 512)]
+    forward = analysis.inference_floor(build_model("resnet20"), 32, 4096)
+    assert 512 * 2**20 < forward < 1024 * 2**20  # a forward pass at 4,096 does not fit either; at 2,048 it does
+    out = cli.json("bench", "resnet20", "--mode", "infer", "-b", "4096", "--warmup", "0", "--iters", "1",
+                   "--repeats", "1", "--device", "cpu")
+    assert out["results"][0]["batch_size"] == 2048
+    assert out["notes"] == ["infer: out of memory at batch 4096; retried at 2048"]

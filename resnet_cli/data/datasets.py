@@ -39,6 +39,10 @@ class TensorData(DescribedByInput):
     def train_count(self) -> int:
         return len(self.train_x)
 
+    def count(self, split: str) -> int:
+        """Images in `split` (train, val, test)."""
+        return len({"train": self.train_x, "val": self.val_x if self.has_val else (), "test": self.test_x}[split])
+
     def epoch_steps(self, batch_size: int, world: int = 1) -> int:
         """Optimizer steps in an epoch at the global `batch_size` (every rank takes an equal share)."""
         return self.train_count // batch_size
@@ -82,6 +86,11 @@ class FolderData(DescribedByInput):
     @property
     def train_count(self) -> int:
         return len(self.train_set)
+
+    def count(self, split: str) -> int:
+        """Images in `split` (train, val, test)."""
+        found = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
+        return len(found) if found is not None else 0
 
     def epoch_steps(self, batch_size: int, world: int = 1) -> int:
         """Optimizer steps in an epoch at the global `batch_size` (every rank takes an equal share)."""

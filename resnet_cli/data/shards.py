@@ -158,6 +158,10 @@ class ShardData(DescribedByInput):
                                      max(1, batch_size // world))
         return len(roles) * per_role
 
+    def count(self, split: str) -> int:
+        """Images in `split` (train, test: the index's val), as the index counts them."""
+        return sum(int(shard["count"]) for shard in self.split_shards(split))
+
     def split_shards(self, split: str) -> list[dict]:
         name = SHARD_SPLIT[split]
         entry = self.index["splits"].get(name)

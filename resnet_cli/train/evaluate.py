@@ -102,6 +102,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     train's for the device (speed.py), with its kernel choices (configure_backends), without compiling.
     """
     from .. import config as C
+    from ..analysis import cpu_shortfall
     from ..checkpoint import model_from_checkpoint
     from ..data import load_data, make_loader
     from ..device import resolve_device
@@ -142,6 +143,9 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     net = loaded.model.to(dev, memory_format=speed.memory_format())
     images = max(1, batch_size // 10) if ten_crop else batch_size  # a batch of images is 10x the crops
     loader = make_loader(data, cfg.data, split, images, dev, training=False, channels_last=speed.channels_last)
+    forward_batch = min(images, data.count(split)) * (10 if ten_crop else 1)
+    if dev.type == "cpu" and (short := cpu_shortfall(net, data.input.image_size, forward_batch, inference=True)):
+        raise BadInput(f"--batch-size {batch_size}: {cfg.model.name}'s {short} on this machine; use a smaller batch")
     res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision, on_batch=on_batch)
     per_class = [{"class": name, "accuracy": acc, "count": n}
                  for name, acc, n in zip(data.classes, res.per_class, res.class_counts)]
