@@ -135,19 +135,26 @@ def output_shapes(model: nn.Module, input_size) -> dict[str, tuple[int, ...]]:
     A module called more than once (the shared ReLU of a block) keeps its last output.
     """
     shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        def hook(_m, _inp, out, name=name):
-            if isinstance(out, torch.Tensor):
-                shapes[name] = tuple(out.shape[1:])
-        handles.append(module.register_forward_hook(hook))
+    names = {module: name for name, module in model.named_modules()}
+
+    def hook(module, _inp, out):
+        if isinstance(out, torch.Tensor):
+            shapes[names[module]] = tuple(out.shape[1:])
+
+    _probe(model, input_size, names, hook)
+    return shapes
+
+
+def _probe(model: nn.Module, input_size, modules, hook) -> None:
+    """One forward pass of `model` at batch 1 (inspection_mode) with `hook(module, inputs, output)` on each of
+    `modules`."""
+    handles = [m.register_forward_hook(hook) for m in modules]
     try:
         with inspection_mode(model):
             model(example_input(model, input_size))
     finally:
         for h in handles:
             h.remove()
-    return shapes
 
 
 @dataclass
@@ -341,13 +348,7 @@ def inference_floor(model: nn.Module, input_size, batch_size: int) -> int:
             held += sum(t.numel() for t in inputs if isinstance(t, torch.Tensor))
         largest = max(largest, held)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with inspection_mode(model):
-            model(example_input(model, input_size))
-    finally:
-        for h in handles:
-            h.remove()
+    _probe(model, input_size, [m for m in model.modules() if not list(m.children())], hook)
     weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     return weights + largest * batch_size * 4
 

@@ -44,7 +44,8 @@ def write_model(net: torch.nn.Module, fmt: str, output: Path, input_size: tuple[
     spatial size fixed. `metadata` (strings) goes into ONNX files, and beside the others as OUTPUT.json."""
     import torch
 
-    from .exported import remember, sidecar
+    from .exported import sidecar
+    from .trust import remember
 
     if fmt not in FORMATS:
         raise BadInput(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")

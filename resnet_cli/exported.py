@@ -7,7 +7,7 @@ Every byte comes through the gate (gate.py); a file without the metadata is one 
 
 A .pt2 file is code, not data: torch.export.load unpickles parts of it (falling back to a full unpickler when the
 safe one refuses) and its graph names the functions it calls, so a crafted file runs a command when it is loaded.
-One is loaded only when `resnet export` wrote it for this user (its sha256 recorded then, `remember`), or with
+One is loaded only when `resnet export` wrote it for this user (its sha256 recorded then: trust.py), or with
 --trust-exported; anything else is one line. ONNX files are data to onnxruntime and need neither, but an ONNX
 tensor may name a file of its own ("external data", which onnxruntime reads from the working directory, past the
 gate and its byte bound): `resnet export` writes none, so a file with one is refused.
@@ -26,46 +26,11 @@ from . import gate
 from .data.inputs import InputSpec
 from .errors import BadInput
 from .quiet import quiet_export_load
+from .trust import TRUST_FLAG, written_here
 
 RUNTIMES = {".onnx": "onnxruntime", ".pt2": "torch.export"}
 NEEDED = ("model", "classes", "channels", "image_size", "resize", "mean", "std")
 MAX_EXPORT_BYTES = 4 * 2**30
-
-
-TRUST_FLAG = "--trust-exported"
-
-
-def trust_record() -> Path:
-    """The sha256 of every .pt2 file `resnet export` wrote for this user, a line each, in its cache folder."""
-    from .files import cache_home
-
-    return cache_home() / "exported-pt2.sha256"
-
-
-def remember(path: Path) -> None:
-    """Record that `resnet export` wrote the .pt2 file at `path`, so that predict, eval and bench load it without
-    --trust-exported. Where the record cannot be written (a read-only home), the file is simply not remembered."""
-    from .files import ensure_writable_dir, open_own_file
-
-    digest = gate.digest(path, what="exported model")
-    try:
-        ensure_writable_dir(trust_record().parent)
-        with open_own_file(trust_record(), "the record of exported files", append=True) as f:
-            f.write(f"{digest}  {json.dumps(str(path.resolve()))}\n")  # quoted: a name cannot add a line
-    except (BadInput, OSError):
-        pass
-
-
-def written_here(raw: bytes) -> bool:
-    """Whether these bytes are a .pt2 file `resnet export` wrote for this user (`remember`)."""
-    import hashlib
-
-    record = trust_record()
-    if not record.is_file():
-        return False
-    digest = hashlib.sha256(raw).hexdigest()
-    lines = gate.read_file(record, gate.Limits(64 * 2**20), "the record of exported files").decode(errors="replace")
-    return any(line.split(" ", 1)[0] == digest for line in lines.splitlines())
 
 
 def sidecar(path: Path) -> Path:

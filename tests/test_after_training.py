@@ -470,7 +470,7 @@ def test_a_pt2_file_loads_only_when_this_user_exported_it(cli, folder_run, tmp_p
     --trust-exported; ONNX files are data and load as before."""
     from PIL import Image
 
-    from resnet_cli.exported import trust_record
+    from resnet_cli.trust import trust_record
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a record of this test's own
     run, image = folder_run / "runs" / "f", tmp_path / "x.png"

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..trust import TRUST_FLAG  # no torch there
+
 ModelArg = Annotated[Optional[str], typer.Argument(
     help="Registry name, e.g. resnet50, resnet50-v1.5, resnet56, plain20 (see `resnet list`).",
     show_default=False)]
@@ -20,7 +22,7 @@ PlainOpt = Annotated[bool, typer.Option("--plain", help="The plain twin: same ne
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output file if it exists (a run's "
                                         "last.pt/best.pt never).")]
-TrustExportedOpt = Annotated[bool, typer.Option("--trust-exported", help="Load a .pt2 file that resnet export did "
+TrustExportedOpt = Annotated[bool, typer.Option(TRUST_FLAG, help="Load a .pt2 file that resnet export did "
                                                 "not write for you: loading one runs code from it (torch.export "
                                                 "unpickles it), so only a file whose source you trust.")]
 InputSizeOpt = Annotated[Optional[str], typer.Option(
