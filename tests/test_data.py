@@ -128,6 +128,39 @@ def test_extraction_refuses_links_out_and_devices(tmp_path):
         safe_extract(dev, tmp_path / "out2")
 
 
+def test_extraction_never_writes_through_a_link_inside_the_folder(fake_cifar, tmp_path):
+    """A batch that is a link to a user's file (in the data folder, so tarfile's filter lets it be) fails its
+    md5 and is extracted again: through the link, that overwrote the user's file. Refused, one line; a link in a
+    folder on the way too; nothing is written."""
+    root = tmp_path / "cache"
+    cifar.load("cifar10", root)
+    batch = root / "cifar-10-batches-py" / "data_batch_2"
+    notes = root / "notes.txt"
+    notes.write_text("mine")
+    batch.unlink()
+    batch.symlink_to("../notes.txt")
+    with pytest.raises(BadInput, match=r"data_batch_2 is a symbolic link: extracting cifar-10-batches-py/data_batch_2 "
+                                       r"would write through it, over the file it names; remove the link"):
+        cifar.load("cifar10", root)
+    assert notes.read_text() == "mine"
+    batch.unlink()
+    folder = root / "cifar-10-batches-py"
+    folder.rename(root / "elsewhere")
+    folder.symlink_to("elsewhere")
+    (root / "elsewhere" / "data_batch_2").symlink_to("../notes.txt")
+    with pytest.raises(BadInput, match="cifar-10-batches-py is a symbolic link"):
+        cifar.load("cifar10", root)
+    assert notes.read_text() == "mine"
+    (root / "elsewhere" / "data_batch_2").unlink()
+    folder.unlink()
+    os.mkfifo(folder)
+    with pytest.raises(BadInput, match=r"cifar-10-batches-py is in the way of extracting cifar-10-batches-py\S* "
+                                       r"\(it is not a folder\); remove it"):
+        cifar.load("cifar10", root)
+    folder.unlink()
+    assert cifar.load("cifar10", root)[0].shape == (100, 3, 32, 32)  # the links gone: extracted, loaded
+
+
 def _published(path: Path) -> list[tuple[str, str]]:
     """`path` as a file a spec lists, with its own md5: what a doctored copy of a published file would be."""
     return [(path.name, md5_file(path))]

@@ -5,7 +5,8 @@
 - A download goes to a temporary file (files.atomic_write), is verified, and only then renamed into place:
   a partial or corrupt download is never used.
 - Extraction refuses absolute paths, `..` members, links that leave the folder and
-  device files, and also applies tarfile's `data` filter where Python has it.
+  device files, and also applies tarfile's `data` filter where Python has it; it never writes through a
+  symbolic link already on a member's path (that would overwrite the file the link names).
 """
 
 from __future__ import annotations
@@ -68,17 +69,43 @@ def _check_member(member: tarfile.TarInfo, root: Path) -> None:
             raise BadInput(f"refusing archive link that points outside the folder: {name} -> {member.linkname}")
 
 
+def _check_target(member: tarfile.TarInfo, root: Path) -> None:
+    """Extraction opens a member's path and writes: through a symbolic link there (or in a folder on its way) it
+    would overwrite the file the link names, a file of the user's (tarfile's `data` filter stops links that
+    leave `root`, not those inside it). Such a path is refused, as is a FIFO or a device there (it would block).
+    A link member replaces a link at its own path (tarfile removes it first)."""
+    parts = Path(member.name).parts
+    path = root
+    for i, part in enumerate(parts):
+        path = path / part
+        last = i == len(parts) - 1
+        if last and (member.issym() or member.islnk()):
+            return
+        if path.is_symlink():
+            raise BadInput(f"{path} is a symbolic link: extracting {member.name} would write through it, over the "
+                           "file it names; remove the link and run again")
+        if not path.exists():
+            return
+        folder = member.isdir() or not last
+        if not (path.is_dir() if folder else path.is_file()):
+            raise BadInput(f"{path} is in the way of extracting {member.name} (it is not a "
+                           f"{'folder' if folder else 'regular file'}); remove it and run again")
+
+
 def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a tar archive into `dest`, refusing anything that could land outside it."""
+    """Extract a tar archive into `dest`, refusing anything that could land outside it, or write through a link."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             for m in members:
                 _check_member(m, dest)
+                _check_target(m, dest)
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(dest, members=members, filter="data")
             else:  # pragma: no cover - Python < 3.10.12 / 3.11.4
                 tar.extractall(dest, members=members)
     except tarfile.TarError as e:
         raise BadInput(f"cannot extract {archive}: {e}") from None
+    except OSError as e:  # a full disk, a read-only folder
+        raise BadInput(f"cannot extract {archive} into {dest}: {e.strerror or e}") from None
