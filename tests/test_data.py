@@ -245,6 +245,13 @@ def test_idx_truncated_and_bad_magic(tmp_path):
     (tmp_path / "magic").write_bytes(b"\x01\x02" + raw[2:])
     with pytest.raises(BadInput, match="bad magic"):
         idx.read_idx(tmp_path / "magic")
+    import struct
+
+    wraps = struct.pack(">HBB", 0, 8, 4) + struct.pack(">4I", *(2**16,) * 4)  # 2^64 bytes claimed: 0 in int64
+    (tmp_path / "wraps").write_bytes(wraps)
+    with pytest.raises(BadInput, match=r"wraps is truncated: 20 bytes, expected 18446744073709551636 for shape "
+                                       r"\(65536, 65536, 65536, 65536\)"):
+        idx.read_idx(tmp_path / "wraps")
 
 
 def test_idx_missing_files_offline(tmp_path):

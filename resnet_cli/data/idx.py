@@ -9,6 +9,7 @@ decompressed bytes, because Debian re-compressed its copies.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,7 @@ def read_idx(path: Path, md5: str | None = None):
     if len(raw) < header:
         raise BadInput(f"{path} is truncated: header cut short")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # exact: numpy's int64 product wraps (2^16 x 4 dims is 0)
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "longer than its header says"
         raise BadInput(f"{path} is {what}: {len(raw)} bytes, expected {expected} for shape {tuple(dims)}")
