@@ -374,6 +374,15 @@ def cpu_shortfall(model: nn.Module, input_size, batch_size: int, inference: bool
             f"{_amount(need)} and {_amount(max(left, 0))} are left")
 
 
+def refuse_cpu_forward(model: nn.Module, input_size, batch_size: int, asked: int, name: str) -> None:
+    """One line (BadInput) when one forward pass of `model` at `batch_size` (what `--batch-size asked` comes to)
+    certainly cannot fit in the CPU memory left: eval and predict, on the CPU."""
+    from .errors import BadInput
+
+    if short := cpu_shortfall(model, input_size, batch_size, inference=True):
+        raise BadInput(f"--batch-size {asked}: {name}'s {short} on this machine; use a smaller batch")
+
+
 def _amount(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 

@@ -57,7 +57,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         import PIL  # noqa: F401
     except ImportError:
         raise BadInput('predict reads images with Pillow: pip install "resnet-cli[images]"') from None
-    from .analysis import cpu_shortfall
+    from .analysis import refuse_cpu_forward
     from .checkpoint import model_from_checkpoint
     from .data import image_files, input_of_run
     from .data.augment import to_float
@@ -84,9 +84,8 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         speed = Speed.resolve(dev, compile="off")
         net = loaded.model.to(dev, memory_format=speed.memory_format())
         name, runtime, where = loaded.config.model.name, "pytorch", str(loaded.path)
-        batch = min(batch_size, len(images))
-        if dev.type == "cpu" and (short := cpu_shortfall(net, spec.image_size, batch, inference=True)):
-            raise BadInput(f"--batch-size {batch_size}: {name}'s {short} on this machine; use a smaller batch")
+        if dev.type == "cpu":
+            refuse_cpu_forward(net, spec.image_size, min(batch_size, len(images)), batch_size, name)
     speed.configure_backends(dev)  # as train and eval run on the device, whatever ran before in the process
     mean, std = spec.normalizer(dev)
     classes = spec.classes

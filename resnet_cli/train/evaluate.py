@@ -76,6 +76,16 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
                       confusion=matrix.cpu())
 
 
+def figures(res: EvalResult, classes: list[str]) -> dict:
+    """What `resnet eval` reports of `res` on a dataset with these classes: counts, loss, accuracies, speed, per
+    class and the confusion matrix (a model with more outputs than classes: the classes' rows and columns)."""
+    n = len(classes)
+    return {"count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5, "img_per_s": res.img_per_s,
+            "per_class": [{"class": c, "accuracy": acc, "count": k}
+                          for c, acc, k in zip(classes, res.per_class, res.class_counts)],
+            "classes": list(classes), "confusion": res.confusion[:n, :n].tolist()}
+
+
 def normalised_as(data, mean, std, resize: int | None = None):
     """`data` normalised with the statistics a model was trained with (its run's record: a run on
     data.train_limit images has its own, not those of the split loaded now), and resized as it was evaluated."""
@@ -102,9 +112,10 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     train's for the device (speed.py), with its kernel choices (configure_backends), without compiling.
     """
     from .. import config as C
-    from ..analysis import cpu_shortfall
+    from ..analysis import refuse_cpu_forward
     from ..checkpoint import model_from_checkpoint
     from ..data import load_data, make_loader
+    from ..data.shard_source import refuse_saved_command
     from ..device import resolve_device
     from ..errors import BadInput
     from ..speed import Speed
@@ -115,8 +126,6 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
         raise BadInput(f"{loaded.path} {loaded.unknown_data}: say which dataset to evaluate it on with --dataset (it is never "
                        "guessed)")
     flat = C.flatten(loaded.config.to_dict(), "config")
-    from ..data.shard_source import refuse_saved_command
-
     refuse_saved_command(flat.get("data.data_dir", ""), data_dir, str(loaded.path))
     flat.update({k: v for k, v in {"data.data_dir": data_dir, "data.dataset": dataset}.items() if v is not None})
     flat["data.test_limit"] = limit
@@ -143,17 +152,14 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     net = loaded.model.to(dev, memory_format=speed.memory_format())
     images = max(1, batch_size // 10) if ten_crop else batch_size  # a batch of images is 10x the crops
     loader = make_loader(data, cfg.data, split, images, dev, training=False, channels_last=speed.channels_last)
-    forward_batch = min(images, data.count(split)) * (10 if ten_crop else 1)
-    if dev.type == "cpu" and (short := cpu_shortfall(net, data.input.image_size, forward_batch, inference=True)):
-        raise BadInput(f"--batch-size {batch_size}: {cfg.model.name}'s {short} on this machine; use a smaller batch")
+    if dev.type == "cpu":  # the largest batch: no more images than the split holds, ten crops each
+        refuse_cpu_forward(net, data.input.image_size, min(images, data.count(split)) * (10 if ten_crop else 1),
+                           batch_size, cfg.model.name)
     res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision, on_batch=on_batch)
-    per_class = [{"class": name, "accuracy": acc, "count": n}
-                 for name, acc, n in zip(data.classes, res.per_class, res.class_counts)]
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
-            "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights, "crops": 10 if ten_crop else 1, "resize": data.input.resize,
-            "count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5, "img_per_s": res.img_per_s,
-            "device": str(dev), "precision": speed.precision, "per_class": per_class, "classes": list(data.classes),
-            "confusion": res.confusion[:data.num_classes, :data.num_classes].tolist()}
+            "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights,
+            "crops": 10 if ten_crop else 1, "resize": data.input.resize, **figures(res, data.classes),
+            "device": str(dev), "precision": speed.precision}
 
 
 def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limit: int, batch_size: int,
@@ -185,10 +191,6 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
     images = max(1, batch_size // 10) if ten_crop else batch_size
     loader = make_loader(data, cfg.data, "test", images, net.device, training=False)
     res = evaluate(net, loader, net.num_classes, net.device, "fp32", on_batch=on_batch)
-    per_class = [{"class": c, "accuracy": acc, "count": n}
-                 for c, acc, n in zip(data.classes, res.per_class, res.class_counts)]
     return {"checkpoint": str(source), "model": net.name, "runtime": net.runtime, "dataset": name, "split": "test",
             "split_name": split_name(name, "test"), "weights": "exported", "crops": 10 if ten_crop else 1,
-            "resize": data.input.resize, "count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5,
-            "img_per_s": res.img_per_s, "device": str(net.device), "precision": "fp32", "per_class": per_class,
-            "classes": list(data.classes), "confusion": res.confusion.tolist()}
+            "resize": data.input.resize, **figures(res, data.classes), "device": str(net.device), "precision": "fp32"}
