@@ -267,15 +267,16 @@ def run_exported_bench(path, batch_size: int, device: torch.device, warmup: int 
     the CPU, torch.export on the device it was traced on), beside the PyTorch model it was exported from (the
     registry model its metadata names, fp32, eager) on the same device in the same run; a file traced for one
     batch size runs at that one."""
-    from .analysis import count_macs
+    from .analysis import count_macs, refuse_cpu_forward
     from .device import device_name
     from .exported import load_exported
-    from .models import build_model
 
     net = load_exported(path, trust)
     size = tuple(net.spec.image_size)
-    bs = net.batch or batch_size
-    torch_net = build_model(net.name, num_classes=net.num_classes, in_channels=net.spec.channels).eval()
+    bs = net.forward_batch(batch_size)
+    torch_net = net.twin()
+    if net.device.type == "cpu":  # onnxruntime's activations are at least the model's
+        refuse_cpu_forward(torch_net, size, bs, batch_size, net.name)
     macs = count_macs(torch_net, size).macs
     x = torch.randn(bs, net.spec.channels, *size)
     results = []

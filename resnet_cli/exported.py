@@ -60,6 +60,17 @@ class ExportedModel(nn.Module):
     def num_classes(self) -> int:
         return len(self.spec.classes)
 
+    def twin(self) -> nn.Module:
+        """The registry model this file was exported from, in eval mode, with fresh weights: the same shapes (the
+        reference bench times beside it, the memory a batch of it needs)."""
+        from .models import build_model
+
+        return build_model(self.name, num_classes=self.num_classes, in_channels=self.spec.channels).eval()
+
+    def forward_batch(self, batch: int) -> int:
+        """The batch the runtime sees for `batch` images: a file traced for one batch size runs at that one."""
+        return self.batch or batch
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().contiguous()
         if self.batch is None or len(x) == self.batch:

@@ -615,7 +615,7 @@ def test_external_data_is_found_wherever_an_onnx_file_keeps_a_tensor():
 
 
 @pytest.mark.slow  # a Fashion-MNIST run, two exports, and six evaluations of 10,000 images
-def test_predict_and_eval_run_exported_files_with_the_checkpoints_figures(cli, tmp_path, fashion_dir):
+def test_predict_and_eval_run_exported_files_with_the_checkpoints_figures(cli, tmp_path, fashion_dir, monkeypatch):
     """ONNX (onnxruntime) and .pt2 (torch.export) files give the checkpoint's top-1 within 0.1% on the same
     images, and its predictions, naming the runtime; their metadata carries classes and normalisation."""
     pytest.importorskip("onnxruntime")
@@ -647,3 +647,23 @@ def test_predict_and_eval_run_exported_files_with_the_checkpoints_figures(cli, t
         got = cli.json("predict", tmp_path / f"f{suffix}", *images)
         assert [r["top"][0]["class"] for r in got["predictions"]] == [r["top"][0]["class"] for r in want]
         assert all(abs(a["top"][0]["prob"] - b["top"][0]["prob"]) < 1e-4 for a, b in zip(got["predictions"], want))
+    # On the CPU, a batch past the memory left is refused before its runtime takes it (the model's shapes: the
+    # runtime holds no less): eval's default 1,024 of 10,000 images, bench's -b, predict's 3 images.
+    from resnet_cli import analysis
+    from resnet_cli.models import build_model
+
+    twin = build_model("resnet20", num_classes=10, in_channels=1)
+    monkeypatch.setattr(analysis, "cpu_memory_left", lambda: analysis.inference_floor(twin, 28, 100))
+    for suffix in (".onnx", ".pt2"):
+        exported = tmp_path / f"f{suffix}"
+        for args, batch in ((["eval", exported, "--data-dir", fashion_dir], "1,024"),
+                            (["bench", exported, "--mode", "infer", "-b", "512"], "512")):
+            refused = cli(*args)
+            assert refused.exit_code == 2 and f"resnet20's one forward pass at batch {batch} and 28x28 needs at " \
+                                              "least" in refused.stderr, refused.output
+        assert cli.json("bench", exported, "--mode", "infer", "-b", "64", "--iters", "1", "--repeats", "1")
+        monkeypatch.setattr(analysis, "cpu_memory_left", lambda: analysis.inference_floor(twin, 28, 2))
+        refused = cli("predict", exported, *images)
+        assert refused.exit_code == 2 and "--batch-size 64: resnet20's one forward pass at batch 3" in refused.stderr
+        assert cli.json("predict", exported, *images, "-b", "2")["count"] == 3
+        monkeypatch.setattr(analysis, "cpu_memory_left", lambda: analysis.inference_floor(twin, 28, 100))

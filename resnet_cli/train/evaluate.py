@@ -168,6 +168,7 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
     dataset its metadata names (or `dataset`), normalised as its metadata says: the figures of the exported file
     itself, to set beside the checkpoint's. `trust`: --trust-exported (exported.py)."""
     from .. import config as C
+    from ..analysis import refuse_cpu_forward
     from ..data import load_data, make_loader
     from ..errors import BadInput
     from ..exported import load_exported
@@ -190,6 +191,10 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
     data = data.tested(crop_pct, ten_crop)
     images = max(1, batch_size // 10) if ten_crop else batch_size
     loader = make_loader(data, cfg.data, "test", images, net.device, training=False)
+    if net.device.type == "cpu":  # onnxruntime's activations are at least the model's
+        refuse_cpu_forward(net.twin(), data.input.image_size,
+                           net.forward_batch(min(images, data.count("test")) * (10 if ten_crop else 1)), batch_size,
+                           net.name)
     res = evaluate(net, loader, net.num_classes, net.device, "fp32", on_batch=on_batch)
     return {"checkpoint": str(source), "model": net.name, "runtime": net.runtime, "dataset": name, "split": "test",
             "split_name": split_name(name, "test"), "weights": "exported", "crops": 10 if ten_crop else 1,
