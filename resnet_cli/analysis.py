@@ -374,12 +374,13 @@ def cpu_shortfall(model: nn.Module, input_size, batch_size: int, inference: bool
             f"{_amount(need)} and {_amount(max(left, 0))} are left")
 
 
-def refuse_cpu_forward(model: nn.Module, input_size, batch_size: int, asked: int, name: str) -> None:
+def refuse_cpu_forward(model: nn.Module | None, input_size, batch_size: int, asked: int, name: str) -> None:
     """One line (BadInput) when one forward pass of `model` at `batch_size` (what `--batch-size asked` comes to)
-    certainly cannot fit in the CPU memory left: eval and predict, on the CPU."""
+    certainly cannot fit in the CPU memory left: eval and predict, on the CPU. None: no model to take shapes
+    from (an exported file naming a model this registry lacks), nothing to check."""
     from .errors import BadInput
 
-    if short := cpu_shortfall(model, input_size, batch_size, inference=True):
+    if model is not None and (short := cpu_shortfall(model, input_size, batch_size, inference=True)):
         raise BadInput(f"--batch-size {asked}: {name}'s {short} on this machine; use a smaller batch")
 
 

@@ -60,12 +60,18 @@ class ExportedModel(nn.Module):
     def num_classes(self) -> int:
         return len(self.spec.classes)
 
-    def twin(self) -> nn.Module:
+    def twin(self, strict: bool = True) -> nn.Module | None:
         """The registry model this file was exported from, in eval mode, with fresh weights: the same shapes (the
-        reference bench times beside it, the memory a batch of it needs)."""
+        reference bench times beside it, the memory a batch of it needs). A name this registry lacks (a newer
+        resnet-cli's model): one line, or with `strict` False None (the file still runs)."""
         from .models import build_model
 
-        return build_model(self.name, num_classes=self.num_classes, in_channels=self.spec.channels).eval()
+        try:
+            return build_model(self.name, num_classes=self.num_classes, in_channels=self.spec.channels).eval()
+        except BadInput:
+            if strict:
+                raise
+            return None
 
     def forward_batch(self, batch: int) -> int:
         """The batch the runtime sees for `batch` images: a file traced for one batch size runs at that one."""

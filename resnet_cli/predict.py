@@ -73,7 +73,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         net = load_exported(source, trust_exported)
         spec, dev, name, runtime, where = net.spec, net.device, net.name, net.runtime, str(source)
         speed = Speed.resolve(dev, compile="off", precision="fp32", channels_last="off")
-        shaped, batch = net.twin, net.forward_batch(min(batch_size, len(images)))  # its runtime holds no less
+        shaped, batch = lambda: net.twin(strict=False), net.forward_batch(min(batch_size, len(images)))
     else:
         loaded = model_from_checkpoint(source, model, dataset)
         if loaded.from_run and not loaded.trained:
@@ -86,7 +86,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         net = loaded.model.to(dev, memory_format=speed.memory_format())
         name, runtime, where = loaded.config.model.name, "pytorch", str(loaded.path)
         shaped, batch = lambda: net, min(batch_size, len(images))
-    if dev.type == "cpu":
+    if dev.type == "cpu":  # an exported file: its model's shapes (its runtime holds no less)
         refuse_cpu_forward(shaped(), spec.image_size, batch, batch_size, name)
     speed.configure_backends(dev)  # as train and eval run on the device, whatever ran before in the process
     mean, std = spec.normalizer(dev)

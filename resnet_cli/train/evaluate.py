@@ -192,7 +192,7 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
     images = max(1, batch_size // 10) if ten_crop else batch_size
     loader = make_loader(data, cfg.data, "test", images, net.device, training=False)
     if net.device.type == "cpu":  # onnxruntime's activations are at least the model's
-        refuse_cpu_forward(net.twin(), data.input.image_size,
+        refuse_cpu_forward(net.twin(strict=False), data.input.image_size,
                            net.forward_batch(min(images, data.count("test")) * (10 if ten_crop else 1)), batch_size,
                            net.name)
     res = evaluate(net, loader, net.num_classes, net.device, "fp32", on_batch=on_batch)
