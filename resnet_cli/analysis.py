@@ -337,8 +337,8 @@ def cpu_memory_left() -> int | None:
 def inference_floor(model: nn.Module, input_size, batch_size: int) -> int:
     """Bytes one fp32 forward pass of `model` at `batch_size` takes at the least: parameters and buffers, and
     the largest input and output one leaf module holds at once (both are alive while it runs; once where it
-    works in place). Shapes are taken from one forward pass of `model` at batch 1, where it is: on the meta
-    device, the first pass imports the compiler (1.8 s of an eval's start here)."""
+    works in place). Shapes come from one batch-1 pass of `model` itself: a pass on the meta device would
+    import the compiler (1.8 s of an eval's start here)."""
     largest = 0
 
     def hook(module, inputs, out):
@@ -374,14 +374,15 @@ def cpu_shortfall(model: nn.Module, input_size, batch_size: int, inference: bool
             f"{_amount(need)} and {_amount(max(left, 0))} are left")
 
 
-def refuse_cpu_forward(model: nn.Module | None, input_size, batch_size: int, asked: int, name: str) -> None:
-    """One line (BadInput) when one forward pass of `model` at `batch_size` (what `--batch-size asked` comes to)
-    certainly cannot fit in the CPU memory left: eval and predict, on the CPU. None: no model to take shapes
-    from (an exported file naming a model this registry lacks), nothing to check."""
+def refuse_on_cpu(model: nn.Module | None, input_size, batch_size: int, setting: str, name: str,
+                  inference: bool = False, advice: str = "use a smaller batch") -> None:
+    """One line (BadInput) when a step of `model` at `batch_size` (what `setting`, "--batch-size 4096", comes
+    to) certainly cannot fit in the CPU memory left (`cpu_shortfall`): train, gradflow, eval, predict. None: no
+    model to take shapes from (an exported file naming a model this registry lacks), nothing to check."""
     from .errors import BadInput
 
-    if model is not None and (short := cpu_shortfall(model, input_size, batch_size, inference=True)):
-        raise BadInput(f"--batch-size {asked}: {name}'s {short} on this machine; use a smaller batch")
+    if model is not None and (short := cpu_shortfall(model, input_size, batch_size, inference)):
+        raise BadInput(f"{setting}: {name}'s {short} on this machine; {advice}")
 
 
 def _amount(n: int) -> str:

@@ -267,7 +267,7 @@ def run_exported_bench(path, batch_size: int, device: torch.device, warmup: int 
     the CPU, torch.export on the device it was traced on), beside the PyTorch model it was exported from (the
     registry model its metadata names, fp32, eager) on the same device in the same run; a file traced for one
     batch size runs at that one."""
-    from .analysis import count_macs, refuse_cpu_forward
+    from .analysis import count_macs, refuse_on_cpu
     from .device import device_name
     from .exported import load_exported
 
@@ -276,7 +276,7 @@ def run_exported_bench(path, batch_size: int, device: torch.device, warmup: int 
     bs = net.forward_batch(batch_size)
     torch_net = net.twin()
     if net.device.type == "cpu":  # onnxruntime's activations are at least the model's
-        refuse_cpu_forward(torch_net, size, bs, batch_size, net.name)
+        refuse_on_cpu(torch_net, size, bs, f"--batch-size {batch_size}", net.name, inference=True)
     macs = count_macs(torch_net, size).macs
     x = torch.randn(bs, net.spec.channels, *size)
     results = []

@@ -72,7 +72,7 @@ def gradflow_report(names: list[str], dataset: str = "synthetic", data_dir: str 
     """`resnet gradflow`: for each model, freshly initialised with `seed`, the per-layer gradient norms on one
     seeded batch of `dataset`'s training images (the same batch for every model), computed on `device` (fp32)."""
     from . import config as C
-    from .analysis import cpu_shortfall
+    from .analysis import refuse_on_cpu
     from .data import load_data
     from .data.augment import to_float
     from .device import resolve_device
@@ -95,8 +95,8 @@ def gradflow_report(names: list[str], dataset: str = "synthetic", data_dir: str 
     for name in names:
         torch.manual_seed(seed)  # the same initial weights on every device: built on the CPU, then moved
         model = build_model(name, num_classes=data.num_classes, in_channels=data.channels)
-        if dev.type == "cpu" and (short := cpu_shortfall(model, tuple(x.shape[-2:]), batch_size)):
-            raise BadInput(f"--batch-size {batch_size}: {name}'s {short} on this machine; use a smaller batch")
+        if dev.type == "cpu":
+            refuse_on_cpu(model, tuple(x.shape[-2:]), batch_size, f"--batch-size {batch_size}", name)
         model = model.to(dev)
         layers, loss = conv_grad_norms(model, x, y)
         first, last = layers[0].norm, layers[-1].norm

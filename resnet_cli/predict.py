@@ -57,7 +57,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         import PIL  # noqa: F401
     except ImportError:
         raise BadInput('predict reads images with Pillow: pip install "resnet-cli[images]"') from None
-    from .analysis import refuse_cpu_forward
+    from .analysis import refuse_on_cpu
     from .checkpoint import model_from_checkpoint
     from .data import image_files, input_of_run
     from .data.augment import to_float
@@ -73,7 +73,9 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         net = load_exported(source, trust_exported)
         spec, dev, name, runtime, where = net.spec, net.device, net.name, net.runtime, str(source)
         speed = Speed.resolve(dev, compile="off", precision="fp32", channels_last="off")
-        shaped, batch = lambda: net.twin(strict=False), net.forward_batch(min(batch_size, len(images)))
+        if dev.type == "cpu":  # its model's shapes: its runtime holds no less
+            refuse_on_cpu(net.twin(strict=False), spec.image_size, net.forward_batch(min(batch_size, len(images))),
+                          f"--batch-size {batch_size}", name, inference=True)
     else:
         loaded = model_from_checkpoint(source, model, dataset)
         if loaded.from_run and not loaded.trained:
@@ -85,9 +87,9 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         speed = Speed.resolve(dev, compile="off")
         net = loaded.model.to(dev, memory_format=speed.memory_format())
         name, runtime, where = loaded.config.model.name, "pytorch", str(loaded.path)
-        shaped, batch = lambda: net, min(batch_size, len(images))
-    if dev.type == "cpu":  # an exported file: its model's shapes (its runtime holds no less)
-        refuse_cpu_forward(shaped(), spec.image_size, batch, batch_size, name)
+        if dev.type == "cpu":
+            refuse_on_cpu(net, spec.image_size, min(batch_size, len(images)), f"--batch-size {batch_size}", name,
+                          inference=True)
     speed.configure_backends(dev)  # as train and eval run on the device, whatever ran before in the process
     mean, std = spec.normalizer(dev)
     classes = spec.classes

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..analysis import cpu_shortfall
+from ..analysis import refuse_on_cpu
 from ..config import Config, from_dict
 from ..data import Data, load_data, make_loader
 from ..data.loader import Loader
@@ -159,10 +159,10 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
     cfg = cfg.fitted(data.num_classes, data.channels, data.input.image_size[0])
     model = build_network(cfg, process, speed, progress, resuming)
     t = cfg.train
-    micro = t.batch_size // process.world // t.accum_steps
-    if process.device.type == "cpu" and (short := cpu_shortfall(model, data.input.image_size, micro)):
-        raise BadInput(f"train.batch_size {t.batch_size}: {cfg.model.name}'s {short} on this machine; use a "
-                       "smaller batch, or train.accum_steps to keep it as the global batch")
+    if process.device.type == "cpu":  # one micro-batch of one process
+        refuse_on_cpu(model, data.input.image_size, t.batch_size // process.world // t.accum_steps,
+                      f"train.batch_size {t.batch_size}", cfg.model.name,
+                      advice="use a smaller batch, or train.accum_steps to keep it as the global batch")
     step = TrainStep(model, make_optimizer(model, t, process.device), speed, process.device,
                      torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), t.grad_clip,
                      call_module=process.wrap(model), on_fallback=lambda exc: progress.line(fallback_message(exc)),

@@ -86,6 +86,13 @@ def figures(res: EvalResult, classes: list[str]) -> dict:
             "classes": list(classes), "confusion": res.confusion[:n, :n].tolist()}
 
 
+def batches(data, split: str, batch_size: int, ten_crop: bool) -> tuple[int, int]:
+    """(images per batch, the largest batch the model sees): `batch_size` counts crops, ten per image under
+    `ten_crop`, and no batch holds more images than the split."""
+    images = max(1, batch_size // 10) if ten_crop else batch_size
+    return images, min(images, data.count(split)) * (10 if ten_crop else 1)
+
+
 def normalised_as(data, mean, std, resize: int | None = None):
     """`data` normalised with the statistics a model was trained with (its run's record: a run on
     data.train_limit images has its own, not those of the split loaded now), and resized as it was evaluated."""
@@ -112,7 +119,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     train's for the device (speed.py), with its kernel choices (configure_backends), without compiling.
     """
     from .. import config as C
-    from ..analysis import refuse_cpu_forward
+    from ..analysis import refuse_on_cpu
     from ..checkpoint import model_from_checkpoint
     from ..data import load_data, make_loader
     from ..data.shard_source import refuse_saved_command
@@ -150,11 +157,11 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     speed = Speed.resolve(dev, compile="off")
     speed.configure_backends(dev)
     net = loaded.model.to(dev, memory_format=speed.memory_format())
-    images = max(1, batch_size // 10) if ten_crop else batch_size  # a batch of images is 10x the crops
+    images, largest = batches(data, split, batch_size, ten_crop)
     loader = make_loader(data, cfg.data, split, images, dev, training=False, channels_last=speed.channels_last)
-    if dev.type == "cpu":  # the largest batch: no more images than the split holds, ten crops each
-        refuse_cpu_forward(net, data.input.image_size, min(images, data.count(split)) * (10 if ten_crop else 1),
-                           batch_size, cfg.model.name)
+    if dev.type == "cpu":
+        refuse_on_cpu(net, data.input.image_size, largest, f"--batch-size {batch_size}", cfg.model.name,
+                      inference=True)
     res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision, on_batch=on_batch)
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
             "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights,
@@ -168,7 +175,7 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
     dataset its metadata names (or `dataset`), normalised as its metadata says: the figures of the exported file
     itself, to set beside the checkpoint's. `trust`: --trust-exported (exported.py)."""
     from .. import config as C
-    from ..analysis import refuse_cpu_forward
+    from ..analysis import refuse_on_cpu
     from ..data import load_data, make_loader
     from ..errors import BadInput
     from ..exported import load_exported
@@ -189,12 +196,11 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
                        f"{data.channels}-channel images of {data.num_classes}")
     data = normalised_as(data, net.spec.mean, net.spec.std, net.spec.resize if name in C.DECODED else None)
     data = data.tested(crop_pct, ten_crop)
-    images = max(1, batch_size // 10) if ten_crop else batch_size
+    images, largest = batches(data, "test", batch_size, ten_crop)
     loader = make_loader(data, cfg.data, "test", images, net.device, training=False)
     if net.device.type == "cpu":  # onnxruntime's activations are at least the model's
-        refuse_cpu_forward(net.twin(strict=False), data.input.image_size,
-                           net.forward_batch(min(images, data.count("test")) * (10 if ten_crop else 1)), batch_size,
-                           net.name)
+        refuse_on_cpu(net.twin(strict=False), data.input.image_size, net.forward_batch(largest),
+                      f"--batch-size {batch_size}", net.name, inference=True)
     res = evaluate(net, loader, net.num_classes, net.device, "fp32", on_batch=on_batch)
     return {"checkpoint": str(source), "model": net.name, "runtime": net.runtime, "dataset": name, "split": "test",
             "split_name": split_name(name, "test"), "weights": "exported", "crops": 10 if ten_crop else 1,
