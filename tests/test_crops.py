@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from resnet_cli.data.crops import canvas_side, decode_region, random_resized_box, resize_crops, scale_box
-from resnet_cli.data.transforms import eight_bit
+from resnet_cli.data.transforms import upright_8bit
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -23,7 +23,7 @@ def smooth_image(w: int, h: int, seed: int = 0):
 
 
 def region(path, box, canvas):
-    return decode_region(lambda: Image.open(path), box, canvas, lambda im: eight_bit(im, "RGB"))
+    return decode_region(lambda: Image.open(path), box, canvas, lambda im: upright_8bit(im, "RGB"))
 
 
 def test_regions_are_drawn_as_the_paper_and_torchvision_draw_them():
@@ -315,13 +315,13 @@ def test_a_draft_decoded_jpeg_whose_sides_are_not_multiples_of_the_factor_crops_
     crop failed with Pillow's "box can't exceed original image size" (a run stopped at "cannot decode image").
     Both crops now reach the edges and agree with a full decode."""
     from resnet_cli.data import crops
-    from resnet_cli.data.transforms import eight_bit
+    from resnet_cli.data.transforms import upright_8bit
 
     path = tmp_path / "odd.jpg"
     smooth_image(526, 319).save(path, quality=90)
 
     def rgb(im):
-        return eight_bit(im, "RGB")
+        return upright_8bit(im, "RGB")
 
     for box in ((0, 0, 526, 319), (200, 100, 326, 219), (0, 150, 300, 169)):
         drafted = crops.finished_crop(lambda: Image.open(path), box, 32, 0, rgb)
@@ -332,3 +332,86 @@ def test_a_draft_decoded_jpeg_whose_sides_are_not_multiples_of_the_factor_crops_
         assert drafted.shape == full.shape == (3, 32, 32)
         assert (drafted.float() - full.float()).abs().mean() < 6, box
         assert canvas[:, h - 1, :w].float().mean() > 20  # the region's last row is image, not the black past it
+
+
+def quadrants(w: int, h: int):
+    """Four solid colours, one per quadrant: any wrong turn or mirror moves them, by far more than JPEG's noise."""
+    import numpy as np
+
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:h // 2, :w // 2], a[:h // 2, w // 2:] = (230, 20, 20), (20, 230, 20)
+    a[h // 2:, :w // 2], a[h // 2:, w // 2:] = (20, 20, 230), (230, 230, 20)
+    return Image.fromarray(a)
+
+
+def tagged(img, orientation: int, fmt: str) -> bytes:
+    """`img` saved as `fmt` with an EXIF Orientation tag (a TIFF's own tag for a TIFF), as a phone saves a photo."""
+    import io
+
+    buffer, exif = io.BytesIO(), Image.Exif()
+    exif[0x0112] = orientation
+    extra = {"tiffinfo": {0x0112: orientation}} if fmt == "TIFF" else {"exif": exif.tobytes()}
+    img.save(buffer, fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}), **extra)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_every_reader_sees_an_image_as_a_viewer_shows_it(fmt, tmp_path):
+    """A phone stores a portrait photo's pixels sideways with an EXIF Orientation tag. Training crops (on the
+    device's canvas and finished in a CPU worker), the evaluation crop and predict's transform all turn it as
+    Pillow's own exif_transpose does (sizes included: a crop box is drawn on the image as shown); a TIFF, which
+    Pillow's decoder turns itself, is turned once. Each reader gives the tagged file what it gives an upright copy
+    without a tag (saved again in its format); before, the pixels went in as stored (a wrong turn differs by about 100 levels, not 8)."""
+    import io
+
+    import numpy as np
+    from PIL import ImageOps
+
+    from resnet_cli.data import image_files
+    from resnet_cli.data.imagefolder import ImageFolderDataset, TrainCrop
+    from resnet_cli.data.inputs import InputSpec
+
+    spec = InputSpec.of(["a"], 3, 16, 18, (0.5,) * 3, (0.5,) * 3)
+    for orientation in range(1, 9):
+        data = tagged(quadrants(96, 48), orientation, fmt)
+        shown = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")  # Pillow's: the reference
+        assert image_files.shown_size(image_files.opened(data)) == shown.size == ((48, 96) if orientation >= 5
+                                                                                 else (96, 48))
+        assert np.array_equal(np.asarray(upright_8bit(image_files.opened(data), "RGB")), np.asarray(shown))
+        (tmp_path / "tagged").write_bytes(data)
+        shown.save(tmp_path / "upright", fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+        files = [ImageFolderDataset([(tmp_path / name, 0)], False, crop=16, resize=18) for name in ("tagged",
+                                                                                               "upright")]
+        pairs = [(files[0][0][0], files[1][0][0])]  # the evaluation crop
+        pairs.append(tuple(spec.transform(image_files.opened((tmp_path / n).read_bytes()))
+                           for n in ("tagged", "upright")))  # predict
+        for seed in range(3):  # training: the canvas for the device, and the crop a CPU worker finishes
+            train = [ImageFolderDataset(d.samples, True, crop=16, train_crop=TrainCrop("random-resized"))
+                     for d in files]
+            pairs.append(tuple(d[(0, seed)][0] for d in train))
+            pairs.append(tuple(d.finishing_for(torch.device("cpu"))[(0, seed)][0] for d in train))
+            assert train[0][(0, seed)][1].tolist() == train[1][(0, seed)][1].tolist()  # the same region's size
+        for a, b in pairs:
+            assert a.shape == b.shape and (a.float() - b.float()).abs().mean() < 8, (orientation, fmt)
+
+
+def test_a_damaged_exif_block_leaves_the_pixels_as_stored_without_a_warning():
+    """EXIF is untrusted metadata: a block Pillow cannot parse counts as no tag (viewers show the pixels as stored),
+    with no warning on stderr per image and per worker, and never refuses an image that decodes."""
+    import io
+    import warnings
+
+    import numpy as np
+
+    from resnet_cli.data import image_files
+
+    img, buffer = quadrants(40, 20), io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(buffer, "JPEG", quality=95, exif=exif.tobytes()[:-7])  # the orientation entry cut short
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = upright_8bit(image_files.opened(buffer.getvalue()), "RGB")
+    assert caught == [] and out.size == (40, 20)
+    assert np.abs(np.asarray(out, int) - np.asarray(img, int)).mean() < 8
+    assert image_files.orientation(image_files.opened(tagged(img, 9, "JPEG"))) == 1  # no such orientation

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from test_crops import smooth_image
+from test_crops import smooth_image, tagged
 
 pytest.importorskip("PIL")
 pytest.importorskip("webdataset")
@@ -149,15 +149,24 @@ def test_unreadable_images_are_named_and_counted_and_max_size_reencodes(folder, 
     shutil.copytree(folder, tmp_path / "f")
     (tmp_path / "f" / "train" / "red" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     smooth_image(400, 300).save(tmp_path / "f" / "train" / "blue" / "big.png")
+    (tmp_path / "f" / "train" / "blue" / "phone.jpg").write_bytes(tagged(smooth_image(400, 300), 6, "JPEG"))
+    small = tagged(smooth_image(40, 30), 6, "JPEG")
+    (tmp_path / "f" / "train" / "blue" / "small.jpg").write_bytes(small)
     result = cli("data", "convert", tmp_path / "f", tmp_path / "s", "--shard-images", "100", "--max-size", "64")
     assert result.exit_code == 0, result.output
     assert f"unreadable, left out: {tmp_path / 'f' / 'train' / 'red' / 'broken.jpg'}" in result.stderr
-    assert "49 train images in 1 shards" in result.stdout and "1 unreadable image(s) left out" in result.stdout
+    assert "51 train images in 1 shards" in result.stdout and "1 unreadable image(s) left out" in result.stdout
     index = read_index(Source(str(tmp_path / "s")))
     assert index["unreadable"] == 1 and index["max_size"] == 64
     samples = read_shard(Source(str(tmp_path / "s")), index["splits"]["train"]["shards"][0], 3)
-    sizes = [Image.open(__import__("io").BytesIO(image)).size for _, image, _ in samples]
+    opened = [Image.open(__import__("io").BytesIO(image)) for _, image, _ in samples]
+    sizes = [im.size for im in opened]
     assert (64, 48) in sizes and all(max(s) <= 64 for s in sizes)  # the 400x300 PNG, now a 64x48 JPEG
+    # a phone's portrait photo (stored 400x300, tagged to turn) re-encoded upright, without its tag; one under
+    # --max-size is kept byte for byte, tag and all (every reader turns it)
+    assert sorted((im.size, 0x0112 in im.getexif()) for im in opened if max(im.size) == 64) == [((48, 64), False),
+                                                                                               ((64, 48), False)]
+    assert sum(image == small for _, image, _ in samples) == 1
 
 
 def test_convert_then_train_then_eval_counts_equal_the_folders(cli, folder, shards, tmp_path):

@@ -63,9 +63,12 @@ def random_resized_box(w: int, h: int, rng: random.Random, scale: tuple[float, f
 def _decoded(open_image, need: int, to_rgb):
     """(the image `open_image()` returns, decoded by `to_rgb`, its horizontal and vertical scales): libjpeg's DCT
     scaling (1/2, 1/4, 1/8) does up to `need` of a shrink the caller will make anyway, when it is at least 2. The
-    two scales differ where a side is not a multiple of the factor (526 x 319 at 1/8 decodes to 66 x 40)."""
+    two scales differ where a side is not a multiple of the factor (526 x 319 at 1/8 decodes to 66 x 40). Sizes
+    and scales are the image's as shown (`to_rgb` turns it upright: image_files.shown_size)."""
+    from .image_files import shown_size
+
     with open_image() as im:
-        full_w, full_h = im.size
+        full_w, full_h = shown_size(im)
         if DRAFT and need >= 2 and im.format == "JPEG":
             im.draft("RGB", (max(1, im.size[0] // need), max(1, im.size[1] // need)))
         img = to_rgb(im)
@@ -76,8 +79,9 @@ def decode_region(open_image, box: tuple[int, int, int, int], canvas: int, to_rg
                   times: dict[str, float] | None = None) -> tuple[torch.Tensor, int, int]:
     """Decode `box` of the image `open_image()` returns (a PIL image, not yet loaded), shrunk by integer factors
     until it fits `canvas`, into the top-left of a uint8 3 x canvas x canvas tensor; (canvas, height, width).
-    `to_rgb(img)` gives the decoded image in 8-bit RGB (transforms.eight_bit). `times`, when given, adds the
-    seconds spent decoding and cropping (`resnet data bench`)."""
+    `to_rgb(img)` gives the decoded image upright in 8-bit RGB (transforms.upright_8bit), and `box` is in the
+    coordinates of the image as shown. `times`, when given, adds the seconds spent decoding and cropping
+    (`resnet data bench`)."""
     import time
 
     import numpy as np

@@ -6,12 +6,18 @@ read whole and closed at once, so no descriptor is left for the garbage collecto
 file object it was given); Pillow then opens them from memory, as it opens a shard's members. A file Pillow
 cannot read is one reason, the same every time: Pillow's own message for a file it cannot identify names the
 object it read from (`<_io.BytesIO object at 0x7f...>`), which no user can act on.
+
+An image is used as a viewer shows it: a camera or phone often stores a portrait photo's pixels sideways with an
+EXIF Orientation tag saying how to turn them, and every reader here turns them (transforms.upright_8bit), sizes
+and training crops included (`shown_size`), as Ultralytics does; torchvision's and timm's loaders ignore the tag.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import warnings
 
 from .. import gate
 
@@ -27,7 +33,47 @@ def opened(data: bytes):
     """A PIL image of an image file's bytes: the header read, the pixels not yet decoded."""
     from PIL import Image
 
-    return Image.open(io.BytesIO(data))
+    with quiet_exif():  # Pillow parses a JPEG's EXIF block as it opens it
+        return Image.open(io.BytesIO(data))
+
+
+@contextlib.contextmanager
+def quiet_exif():
+    """Pillow warns on stderr about a damaged EXIF block (its EXIF reader is the TIFF plugin's), per image and per
+    worker: untrusted metadata we do without (`orientation`), and no user can act on it. Its other warnings (a
+    decompression bomb's) stay."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+        yield
+
+
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 as stored, 2-8 mirrored and/or turned (5-8 swap the sides)
+
+
+def orientation(im) -> int:
+    """How the pixels of an opened PIL image are still to be turned once decoded, as its EXIF orientation says
+    (1-8; 1: as they are), read from its header before any pixel is decoded. Pillow's TIFF decoder turns a TIFF
+    itself (1 here). A PNG's eXIf chunk counts where Pillow's writer puts it, before the pixels; one after them
+    is not looked for (Pillow would decode the image to reach it)."""
+    from PIL import Image
+
+    if im.format == "TIFF":
+        return 1
+    try:
+        with quiet_exif():
+            value = Image.Image.getexif(im).get(ORIENTATION_TAG, 1)  # the base method: PNG's own would decode
+    except Exception:  # noqa: BLE001 - older Pillows raise struct.error, SyntaxError, KeyError... on a damaged
+        return 1       # block of untrusted metadata; a viewer then shows the pixels as stored, and so do we
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def shown_size(im) -> tuple[int, int]:
+    """(width, height) of an opened PIL image as shown, once decoded and turned upright (5-8 swap the sides)."""
+    if im.format == "TIFF":
+        im.load()  # Pillow < 11 gives a TIFF's stored size until it decodes (and turns) it
+        return im.size
+    w, h = im.size
+    return (h, w) if orientation(im) >= 5 else (w, h)
 
 
 def errors() -> tuple[type[BaseException], ...]:

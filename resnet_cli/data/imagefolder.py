@@ -30,7 +30,7 @@ from .loader import batch_seed, model_batch, shard_indices, shard_len, worker_co
 from .samples import Samples
 from .crops import canvas_side, decode_region, finished_crop, random_resized_box, resize_crops, scale_box
 from .image_files import EXTENSIONS
-from .transforms import center_crop, eight_bit, resize_shorter, ten_crops
+from .transforms import center_crop, upright_8bit, resize_shorter, ten_crops
 
 MARKER = "resnet-cli: cannot decode image "
 
@@ -236,17 +236,17 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             if self.train:
                 rng = random.Random(draw)
                 im = open_image()  # opened once: the header gives the size, then decode_region decodes and closes
-                box = self.train_crop.box(*im.size, rng, self.crop)
+                box = self.train_crop.box(*image_files.shown_size(im), rng, self.crop)  # upright
                 flip = int(self.flip and rng.random() < 0.5)
                 if self.finish_in_worker:  # the crop itself, mirrored: nothing is left for the (CPU) device
-                    done = finished_crop(lambda: im, box, self.crop, flip, lambda im: eight_bit(im, "RGB"),
+                    done = finished_crop(lambda: im, box, self.crop, flip, lambda im: upright_8bit(im, "RGB"),
                                          self.stage_times)
                     return done, torch.tensor([self.crop, self.crop, 0], dtype=torch.int32), label
                 canvas, h, w = decode_region(lambda: im, box, canvas_side(self.crop),
-                                             lambda im: eight_bit(im, "RGB"), self.stage_times)
+                                             lambda im: upright_8bit(im, "RGB"), self.stage_times)
                 return canvas, torch.tensor([h, w, flip], dtype=torch.int32), label
             with open_image() as im:
-                img = eight_bit(im, "RGB")
+                img = upright_8bit(im, "RGB")
         except image_files.errors() as e:
             raise RuntimeError(f"{MARKER}{where} ({image_files.reason(e)})") from None
         if self.ten_crop:

@@ -224,10 +224,11 @@ class _Unreadable(Exception):
 
 def _encoded(path: str, max_size: int, quality: int) -> tuple[bytes, str]:
     """The image's bytes as they will be stored, and their extension: the file itself, or (with `max_size`,
-    when its longer side is larger) re-encoded as JPEG with the longer side at `max_size`."""
+    when its longer side is larger) re-encoded as JPEG with the longer side at `max_size`, turned upright as its
+    EXIF orientation says (a file kept as it is keeps its tag, which every reader applies)."""
     from PIL import Image
 
-    from .transforms import eight_bit
+    from .transforms import upright_8bit
 
     try:
         data = image_files.read(path)
@@ -235,10 +236,10 @@ def _encoded(path: str, max_size: int, quality: int) -> tuple[bytes, str]:
         raise _Unreadable(str(e)) from None
     try:
         with image_files.opened(data) as im:
-            fmt, size = im.format, im.size
+            fmt, size = im.format, image_files.shown_size(im)  # re-encoded upright: its EXIF tag is not kept
             if max_size and max(size) > max_size:
-                im.draft("RGB", (size[0] * max_size // max(size), size[1] * max_size // max(size)))
-                img = eight_bit(im, "RGB")
+                im.draft("RGB", (im.size[0] * max_size // max(size), im.size[1] * max_size // max(size)))
+                img = upright_8bit(im, "RGB")
                 scale = max_size / max(size)
                 img = img.resize((max(1, round(size[0] * scale)), max(1, round(size[1] * scale))), Image.BICUBIC)
                 buffer = io.BytesIO()

@@ -12,21 +12,33 @@ import torch
 HIGH_BIT_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
 
 
-def eight_bit(img, mode: str):
-    """A PIL image in 8-bit `mode` (L or RGB). High-bit-depth integer images (16-bit PNGs open as I;16, or as I)
-    are scaled to 0-255, where PIL's own convert would clip every value above 255 to white."""
+# How Pillow turns decoded pixels upright for each EXIF orientation (2-8; 1 leaves them as stored).
+UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+           7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def upright_8bit(img, mode: str):
+    """An opened PIL image decoded for a model: turned as a viewer shows it (its EXIF orientation, read before
+    decoding: image_files.orientation), in 8-bit `mode` (L or RGB). High-bit-depth integer images (16-bit PNGs
+    open as I;16, or as I) are scaled to 0-255, where PIL's own convert would clip every value above 255 to
+    white."""
     from PIL import Image
 
+    from .image_files import orientation
+
+    turn = UPRIGHT.get(orientation(img))
     full = HIGH_BIT_MODES.get(img.mode)
     if full is None:
-        return img.convert(mode)
-    import numpy as np
+        out = img.convert(mode)
+    else:
+        import numpy as np
 
-    values = np.asarray(img, dtype=np.float64)
-    if img.mode == "I" and values.size and values.max() > 65535:  # a 32-bit integer image: its own range
-        full = float(values.max())
-    gray = Image.fromarray(np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8), "L")
-    return gray.convert(mode)
+        values = np.asarray(img, dtype=np.float64)
+        if img.mode == "I" and values.size and values.max() > 65535:  # a 32-bit integer image: its own range
+            full = float(values.max())
+        gray = Image.fromarray(np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+        out = gray.convert(mode)
+    return out.transpose(getattr(Image, turn)) if turn else out
 
 
 def resize_shorter(img, size: int):
