@@ -22,13 +22,15 @@ IMAGE_LIMITS = gate.Limits(keys=("the bound on an image file", "the deadline on 
 
 
 def list_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders searched recursively for images, in sorted order."""
-    from .data.image_files import EXTENSIONS
+    """Files as given; folders searched recursively for images, in sorted order, hidden names left out (macOS's
+    `._photo.jpg`, `.ipynb_checkpoints/`: image_files.hidden)."""
+    from .data.image_files import EXTENSIONS, hidden
 
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS)
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in EXTENSIONS
+                            and not any(map(hidden, f.relative_to(p).parts)) and f.is_file())
         elif p.is_file():
             found.append(p)
         elif p.exists():  # a FIFO or a device: the gate names which, and refuses it

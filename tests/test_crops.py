@@ -153,6 +153,51 @@ def test_a_kept_listing_is_read_through_the_gate_and_names_only_images_in_their_
     assert json.loads(index.read_text()) == kept
 
 
+def test_hidden_files_and_folders_are_neither_images_nor_classes(tmp_path, cli):
+    """macOS writes `._0.jpg` (AppleDouble metadata) beside each file it copies to a drive or share: a run
+    stopped at the first with "cannot decode image". Jupyter's `.ipynb_checkpoints/` was a class "holding no
+    images" (torchvision's ImageFolder makes it a class). Hidden names are left out of every folder search:
+    training and evaluation splits, a listing kept from before (version 1 could hold them), --data-dir alone,
+    `predict` on a folder; a file named on predict's command line is read whatever its name."""
+    import json
+
+    from resnet_cli.data import imagefolder
+    from resnet_cli.data.imagefolder import scan
+    from resnet_cli.predict import list_images
+
+    apple_double = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
+    write_folder(tmp_path / "d" / "train", per_class=3, size=(24, 24))
+    write_folder(tmp_path / "d" / "val", per_class=1, size=(24, 24))
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "d" / split / c / "._0.jpg").write_bytes(apple_double)
+        (tmp_path / "d" / split / ".ipynb_checkpoints").mkdir()
+        (tmp_path / "d" / split / ".ipynb_checkpoints" / "x-checkpoint.ipynb").write_text("{}")
+    (tmp_path / "d" / "train" / "a" / ".thumbs").mkdir()
+    smooth_image(24, 24).save(tmp_path / "d" / "train" / "a" / ".thumbs" / "0.jpg")
+    cache = tmp_path / "index"
+    samples, classes = scan(tmp_path / "d" / "train", cache_dir=cache)
+    assert classes == ["a", "b"] and [p for p, _ in samples] == [str(tmp_path / "d" / "train" / c / f"{i}.jpg")
+                                                                 for c in "ab" for i in range(3)]
+    (index,) = cache.iterdir()
+    kept = json.loads(index.read_text())
+    index.write_text(json.dumps({**kept, "version": 1, "classes": {**kept["classes"], "a": ["a/._0.jpg"]}}))
+    assert scan(tmp_path / "d" / "train", cache_dir=cache)[0] == samples  # walked again, not read
+    assert imagefolder.INDEX_VERSION == 2 and json.loads(index.read_text()) == kept
+    out = cli.json("train", "--data-dir", tmp_path / "d", "--model", "resnet20", "--image-size", "16", "--epochs",
+                   "1", "--batch-size", "3", "--workers", "0", "--device", "cpu", "--run-dir", tmp_path / "runs")
+    assert out["dataset"] == "imagefolder" and out["steps"] == 2  # 6 images of batch 3
+    evaluated = cli.json("eval", out["run_dir"], "--device", "cpu")
+    assert evaluated["count"] == 2 and [c["class"] for c in evaluated["per_class"]] == ["a", "b"]
+    (tmp_path / "d" / "train" / "a").rename(tmp_path / "d" / "train" / ".a")
+    (tmp_path / "d" / "train" / "b").rename(tmp_path / "d" / "train" / ".b")
+    refused = cli("train", "--data-dir", tmp_path / "d", "--print-config")
+    assert refused.exit_code == 2 and "cannot tell which dataset" in refused.stderr
+    val = tmp_path / "d" / "val"
+    assert list_images([val]) == [val / "a" / "0.jpg", val / "b" / "0.jpg"]
+    assert list_images([val / "a" / "._0.jpg"]) == [val / "a" / "._0.jpg"]
+
+
 def test_samples_hold_an_image_folders_pairs_in_three_objects(tmp_path):
     """What every DataLoader worker gets (pickled, from a fork server): the names' bytes and 16 bytes a sample,
     whatever their number, not an object per sample (ImageNet's 1.28M Path tuples were 475 MB, 17 s to unpickle
@@ -184,7 +229,8 @@ def test_samples_hold_an_image_folders_pairs_in_three_objects(tmp_path):
 
 def test_the_walk_finds_what_sorted_rglob_found_in_its_order(tmp_path):
     """`listing` walks with os.scandir (a minute of CPU less at ImageNet's size): the same files, folders and
-    order as the rglob walk it replaced, on a tree with every kind of name and link."""
+    order as the rglob walk it replaced, on a tree with every kind of name and link, hidden names (which that
+    walk listed) left out."""
     import json
     import os
     import sys
@@ -196,7 +242,8 @@ def test_the_walk_finds_what_sorted_rglob_found_in_its_order(tmp_path):
 
     root = tmp_path / "train"
     for rel in ("b/x.jpg", "b/a/y.PNG", "b/a/z/deep.webp", "b/a.jpg", "b/a-b.jpg", "b/A.JPEG", "b/.hidden.jpg",
-                "b/..two.jpg", "b/.jpg", "b/noext", "b/notes.txt", "b/a.", "a/1.jpg", "c d/é.jpg", "c d/z/0.png"):
+                "b/..two.jpg", "b/.jpg", "b/noext", "b/notes.txt", "b/a.", "a/1.jpg", "c d/é.jpg", "c d/z/0.png",
+                "b/.thumbs/0.jpg", ".ipynb_checkpoints/x.jpg", "b/a..b.jpg"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"")
     (root / "b" / "empty").mkdir()
@@ -206,9 +253,12 @@ def test_the_walk_finds_what_sorted_rglob_found_in_its_order(tmp_path):
     os.symlink(root / "a", root / "linked-class")  # a class folder through a link: entered
     (root / "stray.jpg").write_bytes(b"")  # not in a class folder
     classes, dirs = rglob_walk(root)  # the walk before (imagefolder.py until 2026-12-07)
-    assert listing(root) == classes
-    assert classes["b"][:7] == ["b/..two.jpg", "b/.hidden.jpg", "b/A.JPEG", "b/a/y.PNG", "b/a/z/deep.webp",
-                               "b/a-b.jpg", "b/a.jpg"]  # a folder where its name sorts, as a component
+    shown = {c: [f for f in files if "/." not in f] for c, files in classes.items() if not c.startswith(".")}
+    dirs = {d: mtime for d, mtime in dirs.items() if d == "." or not any(p[0] == "." for p in d.split("/"))}
+    assert listing(root) == shown and len(shown) == len(classes) - 1 and "b/.hidden.jpg" in classes["b"]
+    classes = shown
+    assert classes["b"][:6] == ["b/A.JPEG", "b/a/y.PNG", "b/a/z/deep.webp", "b/a-b.jpg", "b/a..b.jpg",
+                               "b/a.jpg"]  # a folder where its name sorts, as a component
     assert "b/a/z/deep.webp" in classes["b"] and classes["linked-class"] == ["linked-class/1.jpg"]
     listing(root, tmp_path / "cache")
     (saved,) = (tmp_path / "cache").iterdir()
@@ -219,10 +269,11 @@ def test_a_saved_listings_names_are_checked_name_by_name():
     from resnet_cli.data.imagefolder import _all_inside
 
     for bad in (["cat/../x.jpg"], ["cat/a/../../x.jpg"], ["/etc/x.jpg"], ["cat/x.txt"], ["cat/x"], [None], [["x"]],
-                ["catalogue/a.jpg"], ["dog/a.jpg"]):
+                ["catalogue/a.jpg"], ["dog/a.jpg"], ["cat/._a.jpg"], ["cat/.ipynb_checkpoints/a.jpg"]):
         assert not _all_inside(["cat/ok.jpg", *bad], "cat"), bad
     assert not _all_inside(["../a.jpg"], "..") and not _all_inside(["a/b.jpg"], "a/b") and not _all_inside("cat/", "cat")
-    assert _all_inside(["cat/..a.jpg", "cat/d.e/F.PNG", "cat/x.y.webp"], "cat") and _all_inside([], "cat")
+    assert not _all_inside([".a/b.jpg"], ".a") and not _all_inside([], "")
+    assert _all_inside(["cat/a..b.jpg", "cat/d.e/F.PNG", "cat/x.y.webp"], "cat") and _all_inside([], "cat")
 
 
 @pytest.mark.slow  # worker processes

@@ -24,6 +24,15 @@ from .. import gate
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
 
+def hidden(name: str) -> bool:
+    """Whether a file or folder name is hidden (starts with '.'): never an image or a class when a folder is
+    searched. macOS writes `._photo.jpg` (AppleDouble metadata, not an image) beside every file it copies to a
+    drive or share without its metadata, which stopped a run at the first such file; Jupyter makes
+    `.ipynb_checkpoints`, which torchvision's ImageFolder takes for a class. A file named on the command line
+    is read whatever its name."""
+    return name.startswith(".")
+
+
 def read(path: str | os.PathLike, limits: gate.Limits = gate.Limits()) -> bytes:
     """The bytes of the image file `path`, through the gate (each refusal one line naming the image)."""
     return gate.read_file(path, limits, "image")

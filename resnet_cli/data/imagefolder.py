@@ -29,13 +29,13 @@ from .inputs import DescribedByInput, InputSpec
 from .loader import batch_seed, model_batch, shard_indices, shard_len, worker_context
 from .samples import Samples
 from .crops import canvas_side, decode_region, finished_crop, random_resized_box, resize_crops, scale_box
-from .image_files import EXTENSIONS
+from .image_files import EXTENSIONS, hidden
 from .transforms import center_crop, upright_8bit, resize_shorter, ten_crops
 
 MARKER = "resnet-cli: cannot decode image "
 
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: hidden names left out (a listing kept by version 1 may hold them)
 MAX_LISTING_BYTES = 2**30  # ImageNet's 1.28M files list in about 60 MB
 
 
@@ -53,7 +53,8 @@ def listing(split_dir: Path, cache_dir: Path | None = None) -> dict[str, list[st
     if index is not None and (saved := _saved_listing(index, root)) is not None:
         return saved
     dirs = {".": os.stat(root).st_mtime_ns}
-    classes = {c: _files_under(root, c, dirs) for c in sorted(e.name for e in _entries(root) if e.is_dir())}
+    classes = {c: _files_under(root, c, dirs) for c in sorted(e.name for e in _entries(root)
+                                                              if not hidden(e.name) and e.is_dir())}
     if index is not None:
         from ..files import atomic_write_text
 
@@ -68,8 +69,8 @@ def listing(split_dir: Path, cache_dir: Path | None = None) -> dict[str, list[st
 
 def _files_under(root: Path, top: str, dirs: dict[str, int]) -> list[str]:
     """The image files below `root/top` (paths relative to `root`), each folder's entries in name order and a
-    subfolder's files where its name sorts (the order of sorted(Path.rglob)); every folder's mtime goes into
-    `dirs`. A symlink to a folder is noted, not entered. os.scandir's entries, not a Path a file: ImageNet's
+    subfolder's files where its name sorts (the order of sorted(Path.rglob)), hidden names left out
+    (image_files.hidden); every folder's mtime goes into `dirs`. A symlink to a folder is noted, not entered. os.scandir's entries, not a Path a file: ImageNet's
     1.28M names in seconds where rglob took a minute of CPU."""
     import os
 
@@ -81,6 +82,8 @@ def _files_under(root: Path, top: str, dirs: dict[str, int]) -> list[str]:
         entry = next(entries, None)
         if entry is None:
             stack.pop()
+            continue
+        if hidden(entry.name):  # macOS's ._photo.jpg, .ipynb_checkpoints/
             continue
         child = f"{rel}/{entry.name}"
         if entry.is_dir():
@@ -131,13 +134,13 @@ def _saved_listing(index: Path, root: Path) -> dict[str, list[str]] | None:
 
 
 def _all_inside(files: list, folder: str) -> bool:
-    """Whether every name in `files` (from a saved listing) is an image file below `folder`: relative, no `..`
+    """Whether every name in `files` (from a saved listing) is an image file below `folder`: relative, no hidden
     part. One pass in about a microsecond a name (ImageNet's 1.28M in about a second; Path() would take ten)."""
-    if not isinstance(folder, str) or folder in ("", ".", "..") or "/" in folder or not isinstance(files, list):
+    if not isinstance(folder, str) or not folder or hidden(folder) or "/" in folder or not isinstance(files, list):
         return False
     prefix = folder + "/"
     return all(type(rel) is str and rel.startswith(prefix) and _suffix(rel).lower() in EXTENSIONS
-               and not (".." in rel and ".." in rel.split("/")) for rel in files)
+               and "/." not in rel for rel in files)  # no hidden part, so no `..` either
 
 
 def scan(split_dir: Path, classes: list[str] | None = None,

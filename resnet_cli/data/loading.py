@@ -88,7 +88,7 @@ def identify_dataset(data_dir: str) -> str:
     their published checksums), CIFAR-10/100 batches, or image folders (train/<class>/). Anything else is one
     BadInput line: the dataset is never guessed, and never replaced by synthetic data."""
     from . import cifar, idx
-
+    from .image_files import hidden
     from .shard_source import Source
 
     if Source.recognises(data_dir):  # a URL, a pipe: command, or a folder with our shard index
@@ -97,7 +97,7 @@ def identify_dataset(data_dir: str) -> str:
     if not root.is_dir():
         raise BadInput(f"--data-dir {data_dir}: no such folder")
     found = [d for d in (idx.identify(root), cifar.identify(root)) if d]
-    if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
+    if (root / "train").is_dir() and any(not hidden(p.name) and p.is_dir() for p in (root / "train").iterdir()):
         found.append("imagefolder")
     if len(found) != 1:
         what = f"both {' and '.join(found)}" if found else "no IDX files, CIFAR batches or train/<class>/ folders"
