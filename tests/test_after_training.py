@@ -340,7 +340,7 @@ def test_an_image_folders_val_is_named_val(cli, folder_run, tmp_path):
     epoch = next(line for line in text.stdout.splitlines() if line.startswith("epoch 1/1  train loss"))
     assert "  val loss " in epoch and "test" not in epoch
     assert "val top-1" in text.stdout and "test top-1" not in text.stdout
-    assert "metrics.csv's test columns are the image folder's val/" in text.stdout
+    assert "metrics.csv's test columns are the image folder's val split" in text.stdout
     assert "test_top1" in (tmp_path / "t" / "metrics.csv").read_text().splitlines()[0]
     held = cli("train", "--set", "data.dataset=imagefolder", "--data-dir", folder_run / "images", "--image-size",
                "24", "--workers", "0", "--batch-size", "6", "--epochs", "1", "--device", "cpu", "--set",

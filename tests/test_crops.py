@@ -198,6 +198,33 @@ def test_hidden_files_and_folders_are_neither_images_nor_classes(tmp_path, cli):
     assert list_images([val / "a" / "._0.jpg"]) == [val / "a" / "._0.jpg"]
 
 
+def test_an_image_folders_evaluation_split_is_val_or_a_name_timm_reads_for_it(tmp_path, cli):
+    """Roboflow's and many Kaggle exports name it valid/: such a folder was refused ("k/val does not exist").
+    valid/, validation/, eval/ and evaluation/ are read as val/ (timm's names for it) by train, eval and data
+    convert; two of them are one line (never guessed), and test/ is never taken for it: the refusal says so."""
+    from resnet_cli import config as C
+    from resnet_cli.data import load_data
+
+    root = tmp_path / "k"
+    write_folder(root / "train", per_class=3, size=(24, 24))
+    write_folder(root / "valid", per_class=2, size=(24, 24))
+    cfg = C.build_config({"data.dataset": "imagefolder", "data.data_dir": str(root), "data.image_size": 16})
+    data = load_data(cfg.data)
+    assert (data.count("train"), data.count("test"), data.input.classes) == (6, 4, ("a", "b"))
+    assert load_data(cfg.data, need_train=False).count("test") == 4
+    converted = cli("data", "convert", root, tmp_path / "s", "--shard-images", "100")
+    assert converted.exit_code == 0 and "6 train images in 1 shards, 4 val images in 1 shards" in converted.stdout
+    write_folder(root / "evaluation", per_class=1, size=(24, 24))
+    both = cli("train", "--data-dir", root, "--model", "resnet20", "--epochs", "1", "--device", "cpu")
+    assert both.exit_code == 2 and both.stderr.strip() == (f"error: {root} has both valid/ and evaluation/: which one "
+                                                           "is the evaluation split is never guessed; keep one "
+                                                           "(move or rename the other)")
+    for name in ("valid", "evaluation"):
+        (root / name).rename(root / ("test" if name == "valid" else "elsewhere"))
+    refused = cli("train", "--data-dir", root, "--model", "resnet20", "--epochs", "1", "--device", "cpu")
+    assert refused.exit_code == 2 and refused.stderr.strip().endswith("it has test/: to evaluate on it, name it val/")
+
+
 def test_samples_hold_an_image_folders_pairs_in_three_objects(tmp_path):
     """What every DataLoader worker gets (pickled, from a fork server): the names' bytes and 16 bytes a sample,
     whatever their number, not an object per sample (ImageNet's 1.28M Path tuples were 475 MB, 17 s to unpickle

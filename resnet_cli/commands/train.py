@@ -170,7 +170,7 @@ def _render(r) -> None:
 
     table = Table(title=f"{r.model} on {r.dataset}: {plural(r.epochs, 'epoch')}, {plural(r.steps, 'step')}")
     table.caption = f"best: the epoch with the highest {r.selected_by} (best.pt)" + \
-        ("; metrics.csv's test columns are the image folder's val/" if split_name(r.dataset, "test") != "test" else "")
+        ("; metrics.csv's test columns are the image folder's val split" if split_name(r.dataset, "test") != "test" else "")
     for col in ("", "epoch", "train loss", "train top-1", *map(header, r.columns), "img/s"):
         table.add_column(col, justify="left" if not col else "right")
     for label, row in (("final", r.final), ("best", r.best)):

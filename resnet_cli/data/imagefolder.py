@@ -143,6 +143,29 @@ def _all_inside(files: list, folder: str) -> bool:
                and "/." not in rel for rel in files)  # no hidden part, so no `..` either
 
 
+# An image folder's evaluation split: val/ (ImageNet's, torchvision's), or one of the names timm also reads for
+# it: valid/ (Roboflow's and many Kaggle exports), validation/, eval/, evaluation/. Never test/: a test split is
+# held out from every choice a run makes, best.pt's included.
+EVAL_FOLDERS = ("val", "valid", "validation", "eval", "evaluation")
+
+
+def eval_folder(root: Path) -> Path | None:
+    """The evaluation split's folder under `root` (EVAL_FOLDERS), None where it has none; two of them are one
+    BadInput line (which one is meant is never guessed)."""
+    found = [root / name for name in EVAL_FOLDERS if (root / name).is_dir()]
+    if len(found) > 1:
+        raise BadInput(f"{root} has both {found[0].name}/ and {found[1].name}/: which one is the evaluation split is "
+                       "never guessed; keep one (move or rename the other)")
+    return found[0] if found else None
+
+
+def missing_eval_folder(root: Path) -> BadInput:
+    """The refusal for an image folder with train/ and no evaluation split."""
+    test = "; it has test/: to evaluate on it, name it val/" if (root / "test").is_dir() else ""
+    return BadInput(f"{root} has train/ but no val/ (the evaluation split, expected as val/<class>/*; valid/, "
+                    f"validation/, eval/ or evaluation/ are read as it too){test}")
+
+
 def scan(split_dir: Path, classes: list[str] | None = None,
          cache_dir: Path | None = None) -> tuple[Samples, list[str]]:
     """(path, label) pairs (`Samples`: paths as str, under `split_dir`), classes in sorted folder-name order (as

@@ -178,7 +178,7 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
     """Load the dataset named by a DataConfig, apply the train/test limits, compute normalisation stats.
 
     Image folders only: `classes` fixes the label order (a checkpoint's), and with `need_train` False a
-    folder without train/ evaluates val/ (or, without that either, its own class folders)."""
+    folder without train/ evaluates val/ (imagefolder.eval_folder; without one, its own class folders)."""
     import torch
 
     from .shard_source import Source
@@ -229,7 +229,7 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
 def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train: bool = True) -> FolderData:
     import torch
 
-    from .imagefolder import image_datasets, scan
+    from .imagefolder import eval_folder, image_datasets, missing_eval_folder, scan
     from .inputs import IMAGENET_MEAN, IMAGENET_STD
 
     try:
@@ -238,11 +238,14 @@ def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train
         raise BadInput('image folders need Pillow: pip install "resnet-cli[images]"') from None
     has_train = need_train or (root / "train").is_dir()
     index = data_root() / "index"  # the folders' listings, kept in the cache folder (imagefolder.listing)
+    evaluated = eval_folder(root)  # val/, or a name timm also reads for it (valid/, ...)
     if has_train:
-        train, classes = scan(root / "train", classes, index)
-        test, _ = scan(root / "val", classes, index)
-    else:  # evaluation only: val/, or a plain folder of class folders
-        test, classes = scan(root / "val" if (root / "val").is_dir() else root, classes, index)
+        if evaluated is None and (root / "train").is_dir():
+            raise missing_eval_folder(root)
+        train, classes = scan(root / "train", classes, index)  # without train/: one line saying so
+        test, _ = scan(evaluated or root / "val", classes, index)
+    else:  # evaluation only: val/ (or its other names), or a plain folder of class folders
+        test, classes = scan(evaluated or root, classes, index)
         train = test
     val = None
     if cfg.val_split and has_train:

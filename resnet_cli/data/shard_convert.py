@@ -32,14 +32,15 @@ def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0,
     Deterministic: the same folder and settings give the same bytes, whatever `workers` (processes that read,
     check and re-encode the images ahead of the writer, in order; 0: this process). Shards written before an
     interruption are kept (checked against their sha256) and the rest written; `force` starts over."""
-    from .imagefolder import scan
+    from .imagefolder import eval_folder, scan
 
     if not 0 < quality <= 100:
         raise BadInput(f"--quality must be 1..100, got {quality}")
     if (shard_images > 0) == (shard_mb > 0):
         raise BadInput("give the shard size as --shard-images N or --shard-mb M (one of them)")
     train, classes = scan(folder / "train")
-    val, _ = scan(folder / "val", classes) if (folder / "val").is_dir() else ([], classes)
+    evaluated = eval_folder(folder)  # val/, or a name timm also reads for it (valid/, ...); the shards' "val"
+    val, _ = scan(evaluated, classes) if evaluated else ([], classes)
     order = list(range(len(train)))
     random.Random(f"convert {len(train)}").shuffle(order)  # the order a shuffle of the pairs themselves had
     train = train.take(order)
