@@ -270,7 +270,7 @@ def test_the_walk_finds_what_sorted_rglob_found_in_its_order(tmp_path):
     root = tmp_path / "train"
     for rel in ("b/x.jpg", "b/a/y.PNG", "b/a/z/deep.webp", "b/a.jpg", "b/a-b.jpg", "b/A.JPEG", "b/.hidden.jpg",
                 "b/..two.jpg", "b/.jpg", "b/noext", "b/notes.txt", "b/a.", "a/1.jpg", "c d/é.jpg", "c d/z/0.png",
-                "b/.thumbs/0.jpg", ".ipynb_checkpoints/x.jpg", "b/a..b.jpg"):
+                "b/.thumbs/0.jpg", ".ipynb_checkpoints/x.jpg", "b/a..b.jpg", "b/gray.pgm"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"")
     (root / "b" / "empty").mkdir()
@@ -283,6 +283,7 @@ def test_the_walk_finds_what_sorted_rglob_found_in_its_order(tmp_path):
     shown = {c: [f for f in files if "/." not in f] for c, files in classes.items() if not c.startswith(".")}
     dirs = {d: mtime for d, mtime in dirs.items() if d == "." or not any(p[0] == "." for p in d.split("/"))}
     assert listing(root) == shown and len(shown) == len(classes) - 1 and "b/.hidden.jpg" in classes["b"]
+    assert "b/gray.pgm" in shown["b"]  # every extension torchvision's ImageFolder reads
     classes = shown
     assert classes["b"][:6] == ["b/A.JPEG", "b/a/y.PNG", "b/a/z/deep.webp", "b/a-b.jpg", "b/a..b.jpg",
                                "b/a.jpg"]  # a folder where its name sorts, as a component

@@ -21,7 +21,8 @@ import warnings
 
 from .. import gate
 
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+# An image file's extensions when a folder is searched: torchvision's ImageFolder's (its counts are ours).
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 
 
 def hidden(name: str) -> bool:
