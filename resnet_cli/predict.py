@@ -3,7 +3,8 @@
 The transform is the one evaluation used in training, from what the checkpoint carries (data.InputSpec,
 `transform`): grayscale or RGB as the model expects; for image-folder runs the shorter side resized to
 `resize` and a centre crop (exactly `resnet eval`'s), otherwise a resize to the training image size;
-then the training data's per-channel normalisation. An unreadable file is named and skipped.
+then the training data's per-channel normalisation. Images are files, folders or http(s) URLs (as Ultralytics
+takes them; through the gate: https, or http on loopback). An unreadable file or URL is named and skipped.
 """
 
 from __future__ import annotations
@@ -21,13 +22,23 @@ from .errors import BadInput
 IMAGE_LIMITS = gate.Limits(keys=("the bound on an image file", "the deadline on an image file"))
 
 
-def list_images(paths: Iterable[str | Path]) -> list[Path]:
+def is_url(item: str | Path) -> bool:
+    return isinstance(item, str) and item.startswith(("https://", "http://"))
+
+
+def list_images(paths: Iterable[str | Path]) -> list[Path | str]:
     """Files as given; folders searched recursively for images, in sorted order, hidden names left out (macOS's
-    `._photo.jpg`, `.ipynb_checkpoints/`: image_files.hidden)."""
+    `._photo.jpg`, `.ipynb_checkpoints/`: image_files.hidden); http(s) URLs as given (str), each one the gate
+    allows (https; http on loopback alone)."""
     from .data.image_files import EXTENSIONS, hidden
 
-    found: list[Path] = []
-    for p in map(Path, paths):
+    found: list[Path | str] = []
+    for item in paths:
+        if is_url(item):
+            gate.check_url(str(item))
+            found.append(str(item))
+            continue
+        p = Path(item)
         if p.is_dir():
             found += sorted(f for f in p.rglob("*") if f.suffix.lower() in EXTENSIONS
                             and not any(map(hidden, f.relative_to(p).parts)) and f.is_file())
@@ -42,11 +53,13 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def read_image(path: Path, spec) -> torch.Tensor:
-    """One image as a uint8 C x H x W tensor, transformed as the run's evaluation did (InputSpec.transform)."""
+def read_image(item: Path | str, spec) -> torch.Tensor:
+    """One image (a file, or a URL: its body fetched through the gate, within the same bound and deadline) as a
+    uint8 C x H x W tensor, transformed as the run's evaluation did (InputSpec.transform)."""
     from .data import image_files
 
-    with image_files.opened(image_files.read(path, IMAGE_LIMITS)) as im:
+    data = gate.read_url(item, IMAGE_LIMITS) if is_url(item) else image_files.read(item, IMAGE_LIMITS)
+    with image_files.opened(data) as im:
         return spec.transform(im)
 
 
@@ -104,7 +117,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
             try:
                 tensors.append(read_image(path, spec))
                 chunk.append(path)
-            except BadInput as e:  # gone since it was listed, or larger than the bound
+            except BadInput as e:  # gone since it was listed, larger than the bound, a URL that did not answer
                 skipped.append({"path": str(path), "error": str(e)})
             except image_files.errors() as e:
                 skipped.append({"path": str(path), "error": image_files.reason(e)})

@@ -201,6 +201,25 @@ def test_predict_gives_evals_top1_for_every_image_and_skips_a_corrupt_one(cli, f
     assert none.exit_code == 2 and "no image could be read" in none.stderr
 
 
+def test_predict_reads_images_from_urls_through_the_gate(cli, folder_run, server, tmp_path):
+    """`resnet predict RUN https://.../cat.png`, as Ultralytics takes a URL: the body comes through the gate (https,
+    or http on loopback: this test's server), bounded and within a deadline, and is classified exactly as the same
+    file is; a URL that does not answer is named and skipped, as an unreadable file is; plain http to another host
+    is refused before anything is sent."""
+    root, url, hits = server
+    run, image = folder_run / "runs" / "f", folder_run / "images" / "val" / "cat" / "0.png"
+    shutil.copy(image, root / "cat.png")
+    out = cli.json("predict", run, image, f"{url}/cat.png", f"{url}/gone.png", "--device", "cpu", "--topk", "3")
+    assert [row["path"] for row in out["predictions"]] == [str(image), f"{url}/cat.png"]
+    assert out["predictions"][0]["top"] == out["predictions"][1]["top"] and hits == ["/cat.png", "/gone.png"]
+    assert out["skipped"] == [{"path": f"{url}/gone.png", "error": f"cannot read {url}/gone.png: HTTP 404 File not "
+                                                                   "found"}]
+    refused = cli("predict", run, "http://example.com/cat.png", "--device", "cpu")
+    assert refused.exit_code == 2 and refused.stderr.strip() == ("error: refusing to download "
+                                                                 "http://example.com/cat.png: only https URLs are "
+                                                                 "allowed (http on loopback only)")
+
+
 def test_eval_and_predict_refuse_a_forward_pass_the_cpu_memory_left_cannot_hold(cli, folder_run, monkeypatch):
     """On the CPU, memory past what is left is no exception: the kernel kills the process. eval (default batch
     1,024; 10 crops an image) and predict check their largest forward pass first, at the batch they will really

@@ -129,7 +129,7 @@ def test_help_reads_at_80_columns_for_every_command(cli):
         flags += len(re.findall(r"^  --(plain|json|force|ten-crop|confusion)\s{2,}\S", out, re.M))
     assert flags >= 10  # flags are listed bare: the name, then its help
     assert cli("eval", "--help").stdout.startswith("Usage: resnet eval [OPTIONS] SOURCE\n")
-    assert "Usage: resnet predict [OPTIONS] SOURCE PATHS..." in cli("predict", "--help").stdout
+    assert "Usage: resnet predict [OPTIONS] SOURCE IMAGES..." in cli("predict", "--help").stdout
 
 
 def test_under_json_stdout_holds_the_json_alone_whatever_a_dependency_prints(cli, monkeypatch):

@@ -15,8 +15,8 @@ from ._common import JsonOpt, TrustExportedOpt, check_positive, console, print_j
 def predict_cmd(
     source: Annotated[Path, typer.Argument(help="A checkpoint, a run folder (its best.pt), or a bare state_dict "
                                            "with --model.", show_default=False)],
-    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (searched recursively).",
-                                                show_default=False)],
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) and https URLs.",
+                                               metavar="IMAGES...", show_default=False)],
     topk: Annotated[int, typer.Option("--topk", "-k", help="Classes to show per image.")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -32,7 +32,7 @@ def predict_cmd(
     """Classify images with a trained model: top-k classes and probabilities per image.
 
     Each image gets the run's own evaluation transform (size, crop, grayscale or RGB, normalisation).
-    Unreadable files are named on stderr and skipped.
+    Unreadable files and URLs are named on stderr and skipped.
 
     Example: [bold]resnet predict runs/resnet20-fashion-mnist shirt.png photos/ --topk 3[/bold]
     """
