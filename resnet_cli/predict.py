@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -65,16 +65,18 @@ def read_image(item: Path | str, spec) -> torch.Tensor:
 
 def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64, device: str = "auto",
             model: str | None = None, dataset: str | None = None,
-            on_batch: Callable[[int, int], None] | None = None, trust_exported: bool = False) -> dict[str, Any]:
+            on_batch: Callable[[int, int], None] | None = None, trust_exported: bool = False,
+            workers: int | None = None) -> dict[str, Any]:
     """Top-k classes and probabilities for every readable image under `paths`; `trust_exported`: load a .pt2
-    file `resnet export` did not write for this user (exported.py)."""
+    file `resnet export` did not write for this user (exported.py); `workers`: threads reading the images
+    (`read_batches`; None: one a core)."""
     try:
         import PIL  # noqa: F401
     except ImportError:
         raise BadInput('predict reads images with Pillow: pip install "resnet-cli[images]"') from None
     from .analysis import refuse_on_cpu
     from .checkpoint import model_from_checkpoint
-    from .data import image_files, input_of_run
+    from .data import input_of_run
     from .data.augment import to_float
     from .device import resolve_device
     from .speed import Speed
@@ -111,25 +113,69 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
     k = min(topk, len(classes))
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    for first in range(0, len(images), batch_size):
-        chunk, tensors = [], []
-        for path in images[first:first + batch_size]:
-            try:
-                tensors.append(read_image(path, spec))
-                chunk.append(path)
-            except BadInput as e:  # gone since it was listed, larger than the bound, a URL that did not answer
-                skipped.append({"path": str(path), "error": str(e)})
-            except image_files.errors() as e:
-                skipped.append({"path": str(path), "error": image_files.reason(e)})
-        if tensors:
-            x = to_float(torch.stack(tensors).to(dev), mean, std).contiguous(memory_format=speed.memory_format())
+    done = 0
+    for batch, x, why in read_batches(images, spec, batch_size, workers):
+        skipped += [{"path": str(item), "error": w} for item, w in zip(batch, why) if w]
+        if x is not None:
+            x = to_float(x.to(dev), mean, std).contiguous(memory_format=speed.memory_format())
             with torch.inference_mode(), speed.autocast(dev):
                 probs = torch.softmax(net(x).float(), dim=1)
             p, idx = probs.topk(k, dim=1)
-            for path, ps, ids in zip(chunk, p.tolist(), idx.tolist()):
-                rows.append({"path": str(path), "top": [{"class": classes[i], "index": i, "prob": q}
+            for item, ps, ids in zip([item for item, w in zip(batch, why) if not w], p.tolist(), idx.tolist()):
+                rows.append({"path": str(item), "top": [{"class": classes[i], "index": i, "prob": q}
                                                         for q, i in zip(ps, ids)]})
+        done += len(batch)
         if on_batch is not None:
-            on_batch(min(first + batch_size, len(images)), len(images))
+            on_batch(done, len(images))
     return {"checkpoint": where, "model": name, "runtime": runtime,
             "device": str(dev), "topk": k, "predictions": rows, "skipped": skipped, "count": len(rows)}
+
+
+def read_one(item: Path | str, spec) -> tuple[Path | str, torch.Tensor | None, str]:
+    """(the image, its uint8 tensor or None, why it could not be read: "" when it could)."""
+    from .data import image_files
+
+    try:
+        return item, read_image(item, spec), ""
+    except BadInput as e:  # gone since it was listed, larger than the bound, a URL that did not answer
+        return item, None, str(e)
+    except image_files.errors() as e:
+        return item, None, image_files.reason(e)
+
+
+def collate(samples: list) -> tuple[list[Path | str], torch.Tensor | None, list[str]]:
+    """`read_one`'s samples as a batch: (its images, the readable ones' tensors stacked, why each could not be
+    read, "" where it could)."""
+    good = [x for _, x, _ in samples if x is not None]
+    return [item for item, _, _ in samples], torch.stack(good) if good else None, [why for _, _, why in samples]
+
+
+def read_batches(items: list[Path | str], spec, batch_size: int,
+                 workers: int | None = None) -> Iterator[tuple[list[Path | str], torch.Tensor | None, list[str]]]:
+    """`collate`d batches of `items`, in order, read and transformed by `workers` threads (0: in this thread;
+    None: one a core this process may use, at most 32) up to two batches ahead, so the next batches decode while
+    the model runs this one. Threads, not processes: Pillow decodes and resizes outside the GIL, and a thread
+    starts at once where a DataLoader worker from a fork server costs seconds (its import of torch): measured in
+    BENCHMARKS.md, "predict's readers"."""
+    if workers is None:
+        from .config import usable_cores
+
+        workers = min(32, usable_cores())
+    if workers == 0:
+        for first in range(0, len(items), batch_size):
+            yield collate([read_one(item, spec) for item in items[first:first + batch_size]])
+        return
+    import itertools
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="resnet-predict-read")
+    ahead = iter(items)
+    pending = deque(pool.submit(read_one, item, spec) for item in itertools.islice(ahead, 2 * batch_size))
+    try:
+        while pending:
+            batch = [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
+            pending.extend(pool.submit(read_one, item, spec) for item in itertools.islice(ahead, batch_size))
+            yield collate(batch)  # the model runs on it while the next two batches are read
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a loop stopped early leaves no reads running

@@ -220,6 +220,46 @@ def test_predict_reads_images_from_urls_through_the_gate(cli, folder_run, server
                                                                  "allowed (http on loopback only)")
 
 
+def test_predict_reads_the_next_batches_in_threads_in_order_and_stops_with_its_loop(tmp_path):
+    """predict's readers (threads: Pillow decodes outside the GIL) give the batches reading in this thread gives,
+    in order, an unreadable file in its place; they read at most two batches ahead, and a loop that stops early
+    leaves no read running or queued."""
+    import threading
+    import time
+
+    from PIL import Image
+
+    from resnet_cli.data.inputs import InputSpec
+    from resnet_cli.predict import read_batches
+
+    items = []
+    for i in range(10):
+        Image.new("RGB", (12 + i, 10), (20 * i, 0, 0)).save(tmp_path / f"{i}.png")
+        items.append(tmp_path / f"{i}.png")
+    (tmp_path / "3.png").write_bytes(b"not an image")
+    spec = InputSpec.of(["a"], 3, 8, 0, (0.5,) * 3, (0.5,) * 3)
+    alone = list(read_batches(items, spec, 4, workers=0))
+    for workers in (1, 3):
+        threaded = list(read_batches(items, spec, 4, workers=workers))
+        assert [b[0] for b in threaded] == [b[0] for b in alone] == [items[:4], items[4:8], items[8:]]
+        assert [b[2] for b in threaded] == [b[2] for b in alone] and alone[0][2][3] == "not an image Pillow can identify"
+        assert all(torch.equal(a[1], b[1]) for a, b in zip(alone, threaded)) and alone[0][1].shape == (3, 3, 8, 8)
+
+    class Counting:  # the spec's transform, counted
+        calls = 0
+
+        def transform(self, im):
+            Counting.calls += 1
+            return spec.transform(im)
+
+    reader = read_batches(items * 10, Counting(), 4, workers=2)  # 100 images, batches of 4
+    next(reader)
+    time.sleep(0.5)  # the readers, given time: they stop two batches ahead of the loop
+    assert 4 < Counting.calls <= 12  # the first batch and two more (one unreadable each), not all 100
+    reader.close()  # the loop stops: nothing is read after it, and the threads are gone
+    assert Counting.calls <= 12 and not [t for t in threading.enumerate() if t.name.startswith("resnet-predict")]
+
+
 def test_eval_and_predict_refuse_a_forward_pass_the_cpu_memory_left_cannot_hold(cli, folder_run, monkeypatch):
     """On the CPU, memory past what is left is no exception: the kernel kills the process. eval (default batch
     1,024; 10 crops an image) and predict check their largest forward pass first, at the batch they will really

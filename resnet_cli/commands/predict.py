@@ -20,6 +20,9 @@ def predict_cmd(
     topk: Annotated[int, typer.Option("--topk", "-k", help="Classes to show per image.")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[Optional[int], typer.Option("--workers", "-j", show_default=False,
+                                                   help="Threads reading and transforming the next images "
+                                                        "while the model runs; 0: none [default: one a core]")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", show_default=False,
                                                  help="Model name, for a bare state_dict.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", show_default=False,
@@ -36,16 +39,19 @@ def predict_cmd(
 
     Example: [bold]resnet predict runs/resnet20-fashion-mnist shirt.png photos/ --topk 3[/bold]
     """
+    from ..errors import BadInput
+
     check_positive(topk, "--topk")
     check_positive(batch_size, "--batch-size")
-    from ..errors import BadInput
+    if workers is not None and workers < 0:
+        raise BadInput(f"--workers must not be negative, got {workers}")
     from ..predict import predict
 
     if csv_out and json_out:
         raise BadInput("choose one of --csv and --json")
     with progress_bar("classifying", quiet=json_out or csv_out) as on_batch:
         out = predict(source, [str(p) for p in paths], topk, batch_size, device, model, dataset, on_batch,
-                      trust_exported)
+                      trust_exported, workers)
     for s in out["skipped"]:
         sys.stderr.write(printable(f"skipped {s['path']}: {s['error']}") + "\n")
     if json_out:
