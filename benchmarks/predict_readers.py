@@ -77,7 +77,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run = trained_run(root, o.model, o.image_size)
-        sets = {"2,000 at 500x375": folder(root, 2000, (500, 375)), "200 at 2000x1500": folder(root, 200, (2000, 1500))}
+        sets = {"2,000 at 500x375": folder(root, 2000, (500, 375)),
+                "200 at 2000x1500": folder(root, 200, (2000, 1500))}
         results = {}
         for name, images in sets.items():
             times: dict[int, list[float]] = {w: [] for w in settings}

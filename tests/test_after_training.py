@@ -242,7 +242,8 @@ def test_predict_reads_the_next_batches_in_threads_in_order_and_stops_with_its_l
     for workers in (1, 3):
         threaded = list(read_batches(items, spec, 4, workers=workers))
         assert [b[0] for b in threaded] == [b[0] for b in alone] == [items[:4], items[4:8], items[8:]]
-        assert [b[2] for b in threaded] == [b[2] for b in alone] and alone[0][2][3] == "not an image Pillow can identify"
+        assert [b[2] for b in threaded] == [b[2] for b in alone]
+        assert alone[0][2][3] == "not an image Pillow can identify"
         assert all(torch.equal(a[1], b[1]) for a, b in zip(alone, threaded)) and alone[0][1].shape == (3, 3, 8, 8)
 
     class Counting:  # the spec's transform, counted

@@ -440,7 +440,8 @@ def test_every_reader_sees_an_image_as_a_viewer_shows_it(fmt, tmp_path):
     device's canvas and finished in a CPU worker), the evaluation crop and predict's transform all turn it as
     Pillow's own exif_transpose does (sizes included: a crop box is drawn on the image as shown); a TIFF, which
     Pillow's decoder turns itself, is turned once. Each reader gives the tagged file what it gives an upright copy
-    without a tag (saved again in its format); before, the pixels went in as stored (a wrong turn differs by about 100 levels, not 8)."""
+    without a tag (saved again in its format); before, the pixels went in as stored (a wrong turn differs by
+    about 100 levels, not 8)."""
     import io
 
     import numpy as np

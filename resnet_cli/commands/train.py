@@ -169,8 +169,9 @@ def _render(r) -> None:
         return " ".join(filter(None, (weights, split_name(r.dataset, split), "top-1")))
 
     table = Table(title=f"{r.model} on {r.dataset}: {plural(r.epochs, 'epoch')}, {plural(r.steps, 'step')}")
+    folder = split_name(r.dataset, "test") != "test"
     table.caption = f"best: the epoch with the highest {r.selected_by} (best.pt)" + \
-        ("; metrics.csv's test columns are the image folder's val split" if split_name(r.dataset, "test") != "test" else "")
+        ("; metrics.csv's test columns are the image folder's val split" if folder else "")
     for col in ("", "epoch", "train loss", "train top-1", *map(header, r.columns), "img/s"):
         table.add_column(col, justify="left" if not col else "right")
     for label, row in (("final", r.final), ("best", r.best)):

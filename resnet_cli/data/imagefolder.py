@@ -30,7 +30,7 @@ from .loader import batch_seed, model_batch, shard_indices, shard_len, worker_co
 from .samples import Samples
 from .crops import canvas_side, decode_region, finished_crop, random_resized_box, resize_crops, scale_box
 from .image_files import EXTENSIONS, hidden
-from .transforms import center_crop, upright_8bit, resize_shorter, ten_crops
+from .transforms import center_crop, resize_shorter, ten_crops, upright_8bit
 
 MARKER = "resnet-cli: cannot decode image "
 
@@ -70,8 +70,8 @@ def listing(split_dir: Path, cache_dir: Path | None = None) -> dict[str, list[st
 def _files_under(root: Path, top: str, dirs: dict[str, int]) -> list[str]:
     """The image files below `root/top` (paths relative to `root`), each folder's entries in name order and a
     subfolder's files where its name sorts (the order of sorted(Path.rglob)), hidden names left out
-    (image_files.hidden); every folder's mtime goes into `dirs`. A symlink to a folder is noted, not entered. os.scandir's entries, not a Path a file: ImageNet's
-    1.28M names in seconds where rglob took a minute of CPU."""
+    (image_files.hidden); every folder's mtime goes into `dirs`. A symlink to a folder is noted, not entered.
+    os.scandir's entries, not a Path a file: ImageNet's 1.28M names in seconds where rglob took a minute of CPU."""
     import os
 
     dirs[top] = os.stat(root / top).st_mtime_ns

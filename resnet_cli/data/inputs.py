@@ -84,7 +84,7 @@ class InputSpec:
     def transform(self, img):
         """The evaluation transform of a PIL image: grayscale or RGB as the model expects, then the shorter side
         to `resize` and a centre crop (image folders), or a resize to `image_size`; a uint8 C x H x W tensor."""
-        from .transforms import center_crop, upright_8bit, resize_shorter, to_tensor
+        from .transforms import center_crop, resize_shorter, to_tensor, upright_8bit
 
         img = upright_8bit(img, "L" if self.channels == 1 else "RGB")
         h, w = self.image_size
