@@ -78,7 +78,7 @@ def read_shard(source: Source, shard: dict[str, Any], num_classes: int) -> list[
     return out
 
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")
+IMAGE_EXTS = frozenset(ext.lstrip(".") for ext in image_files.EXTENSIONS)  # a member's, as a folder's files
 
 
 class ShardStream(torch.utils.data.IterableDataset):
