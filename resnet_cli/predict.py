@@ -156,7 +156,9 @@ def read_batches(items: list[Path | str], spec, batch_size: int,
     None: one a core this process may use, at most 32) up to two batches ahead, so the next batches decode while
     the model runs this one. Threads, not processes: Pillow decodes and resizes outside the GIL, and a thread
     starts at once where a DataLoader worker from a fork server costs seconds (its import of torch): measured in
-    BENCHMARKS.md, "predict's readers"."""
+    BENCHMARKS.md, "predict's readers". A loop that stops early leaves no read queued, and waits for those
+    running (a file's take milliseconds); Ctrl-C does not wait: the readers are daemon threads, so a URL read
+    still waiting on its server (up to a minute, the gate's longest wait for a packet) keeps no one."""
     if workers is None:
         from .config import usable_cores
 
@@ -165,17 +167,58 @@ def read_batches(items: list[Path | str], spec, batch_size: int,
         for first in range(0, len(items), batch_size):
             yield collate([read_one(item, spec) for item in items[first:first + batch_size]])
         return
-    import itertools
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
+    import queue
+    import threading
 
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="resnet-predict-read")
-    ahead = iter(items)
-    pending = deque(pool.submit(read_one, item, spec) for item in itertools.islice(ahead, 2 * batch_size))
+    todo: queue.SimpleQueue = queue.SimpleQueue()  # (index, image), then one None per reader: stop
+    done: dict[int, Any] = {}  # index -> read_one's sample, or what it raised
+    arrived = threading.Condition()
+    awaited = [-1]  # the index the loop waits for: only its arrival wakes the loop
+
+    def reader() -> None:
+        while (job := todo.get()) is not None:
+            try:
+                got: Any = read_one(job[1], spec)
+            except BaseException as e:  # noqa: BLE001 - raised again in the loop's thread, where it belongs
+                got = e
+            with arrived:
+                done[job[0]] = got
+                if job[0] == awaited[0]:
+                    arrived.notify()
+
+    readers = [threading.Thread(target=reader, name="resnet-predict-read", daemon=True) for _ in range(workers)]
+    for t in readers:
+        t.start()
+    queued, interrupted = 0, False
     try:
-        while pending:
-            batch = [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
-            pending.extend(pool.submit(read_one, item, spec) for item in itertools.islice(ahead, batch_size))
+        for first in range(0, len(items), batch_size):
+            last = min(first + batch_size, len(items))
+            while queued < min(last + 2 * batch_size, len(items)):  # this batch and the two after it
+                todo.put((queued, items[queued]))
+                queued += 1
+            with arrived:
+                for i in range(first, last):
+                    awaited[0] = i
+                    while i not in done:
+                        arrived.wait()
+                batch = [done.pop(i) for i in range(first, last)]
+            for got in batch:
+                if isinstance(got, BaseException):
+                    raise got
             yield collate(batch)  # the model runs on it while the next two batches are read
+    except GeneratorExit:
+        raise
+    except BaseException:
+        interrupted = True
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # a loop stopped early leaves no reads running
+        while True:  # what is queued is not read
+            try:
+                todo.get_nowait()
+            except queue.Empty:
+                break
+        for _ in readers:
+            todo.put(None)
+        if not interrupted:
+            for t in readers:
+                t.join()

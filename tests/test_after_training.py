@@ -222,8 +222,9 @@ def test_predict_reads_images_from_urls_through_the_gate(cli, folder_run, server
 
 def test_predict_reads_the_next_batches_in_threads_in_order_and_stops_with_its_loop(tmp_path):
     """predict's readers (threads: Pillow decodes outside the GIL) give the batches reading in this thread gives,
-    in order, an unreadable file in its place; they read at most two batches ahead, and a loop that stops early
-    leaves no read running or queued."""
+    in order, an unreadable file in its place; they read at most two batches ahead, a loop that stops early
+    leaves no read running or queued, Ctrl-C does not wait for a read that hangs, and a reader's own error is
+    raised where the loop runs."""
     import threading
     import time
 
@@ -259,6 +260,28 @@ def test_predict_reads_the_next_batches_in_threads_in_order_and_stops_with_its_l
     assert 4 < Counting.calls <= 12  # the first batch and two more (one unreadable each), not all 100
     reader.close()  # the loop stops: nothing is read after it, and the threads are gone
     assert Counting.calls <= 12 and not [t for t in threading.enumerate() if t.name.startswith("resnet-predict")]
+
+    class Stalled:  # the second batch's reads wait (a URL whose server stopped sending), the third's fail
+        release = threading.Event()
+
+        def transform(self, im):
+            if im.size[0] >= 16:
+                raise RuntimeError("a reader's own error")
+            if im.size[0] >= 14:
+                Stalled.release.wait(30)
+            return spec.transform(im)
+
+    reader = read_batches(items[:2] + items[2:3] * 2, Stalled(), 2, workers=2)  # widths 12, 13, then 14, 14
+    assert len(next(reader)[0]) == 2
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while the model runs: nothing waits for the stalled reads
+        reader.throw(KeyboardInterrupt)
+    assert time.perf_counter() - started < 5
+    Stalled.release.set()
+    failing = read_batches(items[:2] + items[6:8], Stalled(), 2, workers=2)  # widths 12, 13, then 18, 19
+    next(failing)
+    with pytest.raises(RuntimeError, match="a reader's own error"):  # raised in the loop's thread, not lost
+        next(failing)
 
 
 def test_eval_and_predict_refuse_a_forward_pass_the_cpu_memory_left_cannot_hold(cli, folder_run, monkeypatch):
