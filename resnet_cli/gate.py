@@ -156,6 +156,11 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ONLY_HTTPS = "only https URLs are allowed (http on loopback only)"  # why a URL, or a redirect to it, is refused
 
 
+def is_url(text: object) -> bool:
+    """Whether `text` names an http(s) URL (to be fetched through `stream_url`, which checks it), not a path."""
+    return isinstance(text, str) and text.startswith(("http://", "https://"))
+
+
 def allowed(url: str) -> bool:
     """Whether `url` may be fetched: https, or http to a loopback host."""
     import urllib.parse

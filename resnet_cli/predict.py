@@ -22,10 +22,6 @@ from .errors import BadInput
 IMAGE_LIMITS = gate.Limits(keys=("the bound on an image file", "the deadline on an image file"))
 
 
-def is_url(item: str | Path) -> bool:
-    return isinstance(item, str) and item.startswith(("https://", "http://"))
-
-
 def list_images(paths: Iterable[str | Path]) -> list[Path | str]:
     """Files as given; folders searched recursively for images, in sorted order, hidden names left out (macOS's
     `._photo.jpg`, `.ipynb_checkpoints/`: image_files.hidden); http(s) URLs as given (str), each one the gate
@@ -34,7 +30,7 @@ def list_images(paths: Iterable[str | Path]) -> list[Path | str]:
 
     found: list[Path | str] = []
     for item in paths:
-        if is_url(item):
+        if gate.is_url(item):
             gate.check_url(str(item))
             found.append(str(item))
             continue
@@ -58,7 +54,7 @@ def read_image(item: Path | str, spec) -> torch.Tensor:
     uint8 C x H x W tensor, transformed as the run's evaluation did (InputSpec.transform)."""
     from .data import image_files
 
-    data = gate.read_url(item, IMAGE_LIMITS) if is_url(item) else image_files.read(item, IMAGE_LIMITS)
+    data = gate.read_url(item, IMAGE_LIMITS) if gate.is_url(item) else image_files.read(item, IMAGE_LIMITS)
     with image_files.opened(data) as im:
         return spec.transform(im)
 
@@ -206,10 +202,8 @@ def read_batches(items: list[Path | str], spec, batch_size: int,
                 if isinstance(got, BaseException):
                     raise got
             yield collate(batch)  # the model runs on it while the next two batches are read
-    except GeneratorExit:
-        raise
-    except BaseException:
-        interrupted = True
+    except BaseException as e:
+        interrupted = not isinstance(e, GeneratorExit)  # Ctrl-C or an error: running reads are not waited for
         raise
     finally:
         while True:  # what is queued is not read

@@ -240,10 +240,10 @@ def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train
     index = data_root() / "index"  # the folders' listings, kept in the cache folder (imagefolder.listing)
     evaluated = eval_folder(root)  # val/, or a name timm also reads for it (valid/, ...)
     if has_train:
-        if evaluated is None and (root / "train").is_dir():
-            raise missing_eval_folder(root)
         train, classes = scan(root / "train", classes, index)  # without train/: one line saying so
-        test, _ = scan(evaluated or root / "val", classes, index)
+        if evaluated is None:
+            raise missing_eval_folder(root)
+        test, _ = scan(evaluated, classes, index)
     else:  # evaluation only: val/ (or its other names), or a plain folder of class folders
         test, classes = scan(evaluated or root, classes, index)
         train = test

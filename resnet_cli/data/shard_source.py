@@ -34,14 +34,14 @@ class Source:
     def kind(self) -> str:
         if self.location.startswith("pipe:"):
             return "pipe"
-        if self.location.startswith(("http://", "https://")):
+        if gate.is_url(self.location):
             return "http"
         return "local"
 
     @staticmethod
     def recognises(location: str) -> bool:
         """A URL or a pipe, or a folder holding our index."""
-        if location.startswith(("pipe:", "http://", "https://")):
+        if location.startswith("pipe:") or gate.is_url(location):
             return True
         return is_our_index(Path(location).expanduser() / INDEX)
 
