@@ -7,6 +7,8 @@ The rules (docs/failures.md):
   (the file is opened non-blocking and checked with fstat, so not even the open can block);
 - a byte bound enforced while reading: at most `limit + 1` bytes are ever held, whatever the source sends;
 - a deadline for the whole transfer, not per read: a server that trickles, or a command that sleeps, is stopped;
+- a transfer another library makes (huggingface_hub's, into its cache) has its declared size checked before it
+  starts and runs under the same deadline; its bytes are then read from disk through `read_file`;
 - a name read from an index reaches a shell only when it is one of the names `resnet data convert` writes, and
   then quoted; the user's own command line stays theirs.
 Every refusal is one `BadInput` line naming the source and, where a setting decides it, the setting.
@@ -20,11 +22,12 @@ import shlex
 import stat
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 
 from .errors import BadInput
 
 CHUNK = 1 << 20
+T = TypeVar("T")
 
 # Sizes that decide an allocation, bounded before it: far above any real dataset or model, far below what would
 # take the machine down. One table, so that a config, an index and a checkpoint meet the same bounds.
@@ -229,6 +232,42 @@ def stream_url(url: str, limits: Limits = Limits(), verb: str = "read") -> Itera
     except (OSError, http.client.HTTPException, ValueError) as e:
         reason = getattr(e, "reason", None) or e
         raise Unreachable(f"cannot {verb} {url}: {str(reason)[:200] or type(e).__name__}") from None
+
+
+def declared_size(size: int | None, limits: Limits, where: str) -> int:
+    """The size a server declares for a transfer another library will make (huggingface_hub's, into its cache),
+    checked before a byte of it is fetched: unknown or above the bound is one line."""
+    if size is None:
+        raise BadInput(f"{where}: the server did not say how large it is: refused (its size is checked before it "
+                       "is fetched)")
+    if size > limits.max_bytes:
+        raise limits.too_large(where)
+    return size
+
+
+def within_deadline(transfer: Callable[[], T], limits: Limits, where: str) -> T:
+    """`transfer()`, a transfer another library makes (huggingface_hub's download into its cache), under this
+    gate's deadline for the whole of it. It runs in a daemon thread; past the deadline the caller gets the one
+    line, and the thread, left behind, ends with the process (the library resumes its partial file next time).
+    Its size is checked before (`declared_size`) and its bytes when read (`read_file`)."""
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = transfer()
+        except BaseException as e:  # handed to the caller's thread, which raises it
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run, name="resnet-transfer", daemon=True)
+    worker.start()
+    worker.join(limits.seconds)
+    if worker.is_alive():
+        raise limits.too_slow(where)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _checked_redirects():

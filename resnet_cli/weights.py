@@ -7,7 +7,8 @@
   the same network, and ours under `resnet_cli`), `train_config.yaml` (the run's config: `resnet train --config`
   trains it again) and a `README.md` model card.
 - `hf-hub:ORG/NAME[@REVISION]` is such a repo, resolved through huggingface_hub's cache (offline when it was
-  fetched before).
+  fetched before); a file is downloaded only after the Hub said its size and the size is within the file's
+  bound, and under one deadline.
 
 `read` turns any of them into the checkpoint dict `checkpoint.load_checkpoint` returns for our own files, so every
 command that takes a checkpoint takes these. Bytes come through the gate (bounded, regular files only); nothing is
@@ -35,6 +36,7 @@ HUB_EXTRA = 'pip install "resnet-cli[hub]"'
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on the JSON header
 MAX_WEIGHTS_BYTES = 16 * 2**30
 MAX_CONFIG_BYTES = 2**20
+HUB_SECONDS = 3600.0  # the deadline on one file's download from the Hub (a ResNet-152's weights are 230 MB)
 META_CONFIG, META_INPUT, META_WEIGHTS = "resnet_cli.config", "resnet_cli.input", "resnet_cli.weights"
 
 # Our ImageNet nets that compute exactly what a timm architecture computes, with the same tensor names: timm's
@@ -126,7 +128,9 @@ def _config_json(path: Path) -> dict[str, Any]:
 
 def hub_snapshot(name: str) -> Path:
     """`hf-hub:ORG/NAME[@REVISION]` as a local folder, through huggingface_hub (its cache, $HF_HOME; offline under
-    HF_HUB_OFFLINE=1 when fetched before). Every failure is one line saying how to get the repo."""
+    HF_HUB_OFFLINE=1, or when the Hub cannot be reached, from what was fetched before). Each file is fetched only
+    after the Hub said its size and the size is within its bound, and under one deadline (HUB_SECONDS); every
+    failure is one line saying how to get the repo."""
     hub = require("huggingface_hub", HUB_EXTRA, f"{name}")
     repo, _, revision = name[len(HUB_PREFIX):].partition("@")
     if not HUB_REPO.fullmatch(repo) or any(part[0] in "-." or part[-1] in "-." or "--" in part or ".." in part
@@ -139,12 +143,9 @@ def hub_snapshot(name: str) -> Path:
     folder = None
     try:
         for file in HUB_FILES:
-            folder = Path(hub.hf_hub_download(repo, file, revision=revision or None)).parent
+            folder = Path(_hub_file(hub, name, repo, file, revision or None)).parent
     except hub_errors.LocalEntryNotFoundError:
-        from huggingface_hub import constants
-
-        raise BadInput(f"{name} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and cannot be fetched "
-                       f"now (offline): fetch it once with `hf download {repo}`") from None
+        raise _not_cached(name, repo, "offline") from None
     except hub_errors.EntryNotFoundError:
         raise BadInput(f"{name} has no {file}: not a model repo written by resnet export --format hub") from None
     except (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError, hub_errors.HFValidationError) as e:
@@ -153,6 +154,38 @@ def hub_snapshot(name: str) -> Path:
         raise BadInput(f"{name}: could not fetch it ({str(e).splitlines()[0][:200]})") from None
     assert folder is not None
     return folder
+
+
+def _not_cached(name: str, repo: str, why: str) -> BadInput:
+    from huggingface_hub import constants
+
+    return BadInput(f"{name} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and cannot be fetched now "
+                    f"({why}): fetch it once with `hf download {repo}`")
+
+
+def _hub_file(hub, name: str, repo: str, file: str, revision: str | None) -> str:
+    """One file of a Hub repo, in huggingface_hub's cache: its size asked first (a HEAD request) and checked
+    against the file's bound, then the download under the deadline. Where the Hub cannot be asked (offline, no
+    network, a server error), only the cache is looked in: nothing is fetched whose size was not checked."""
+    from huggingface_hub import utils as hub_errors
+
+    limits = gate.Limits(MAX_WEIGHTS_BYTES if file == "model.safetensors" else MAX_CONFIG_BYTES, HUB_SECONDS,
+                         keys=(f"the bound on a {file}", "the deadline on a Hub download"))
+    where = f"{name}: {file}"
+    try:
+        size = hub.get_hf_file_metadata(hub.hf_hub_url(repo, file, revision=revision)).size
+    except (hub_errors.EntryNotFoundError, hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError,
+            hub_errors.HFValidationError):
+        raise  # the Hub answered: the repo, the revision or the file is not there
+    except Exception as e:  # not asked (offline mode, no network, an error of the server's): the cache alone
+        why = "offline" if isinstance(e, hub_errors.OfflineModeIsEnabled) else \
+            (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        try:
+            return hub.hf_hub_download(repo, file, revision=revision, local_files_only=True)
+        except hub_errors.LocalEntryNotFoundError:
+            raise _not_cached(name, repo, why) from None
+    gate.declared_size(size, limits, where)
+    return gate.within_deadline(lambda: hub.hf_hub_download(repo, file, revision=revision), limits, where)
 
 
 # ------------------------------------------------------------------------------------------------ writing

@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,174 @@ def test_a_hub_folder_loads_through_huggingface_hubs_cache_offline(tmp_path, tra
     assert done.stderr.strip() == (f"error: hf-hub:someone/not-fetched is not in the Hugging Face cache "
                                    f"({tmp_path / 'hf' / 'hub'}) and cannot be fetched now (offline): fetch it "
                                    "once with `hf download someone/not-fetched`")
+
+
+class FakeHub:
+    """The Hub's resolve endpoint on loopback (HF_ENDPOINT points huggingface_hub at it), for `repos` (name ->
+    {file: bytes}; a repo missing here is an empty one): HEAD says a file's commit, ETag and size (`declared`,
+    {repo: {file: size}}, overrides a size; None leaves it out), GET sends the bytes (one each `trickle` seconds,
+    when given). Records every request."""
+
+    def __init__(self, repos: dict[str, dict[str, bytes]], declared: dict | None = None,
+                 trickle: float = 0.0) -> None:
+        import http.server
+        import re
+        import threading
+        import time
+
+        self.hits: list[tuple[str, str]] = []
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _headers(self) -> bytes | None:
+                hub.hits.append((self.command, self.path))
+                found = re.fullmatch(r"/([^/]+/[^/]+)/resolve/[^/]+/(.+)", self.path)
+                files = repos.get(found[1], {}) if found else {}
+                if not found or found[2] not in files:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound" if found else "RepoNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                body = files[found[2]]
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", hashlib.sha1(found[1].encode()).hexdigest())
+                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+                size = (declared or {}).get(found[1], {}).get(found[2], len(body))
+                if size is not None:
+                    self.send_header("Content-Length", str(size))
+                self.end_headers()
+                return body
+
+            def do_HEAD(self):
+                self._headers()
+
+            def do_GET(self):
+                body = self._headers() or b""
+                step = 1 if trickle else max(1, len(body))
+                for i in range(0, len(body), step):
+                    self.wfile.write(body[i:i + step])
+                    self.wfile.flush()
+                    time.sleep(trickle)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def fetched(self) -> list[str]:
+        return [path.rsplit("/", 1)[1] for verb, path in self.hits if verb == "GET" and "/resolve/" in path]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_hub():
+    made: list[FakeHub] = []
+    yield lambda *args, **kw: made.append(FakeHub(*args, **kw)) or made[-1]
+    for hub in made:
+        hub.close()
+
+
+def _hub_env(tmp_path, hub: FakeHub | None, **extra) -> dict:
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1", "COLUMNS": "200", **extra}
+    env.pop("HF_HUB_OFFLINE", None)
+    if hub is not None:
+        env["HF_ENDPOINT"] = hub.url
+    return env
+
+
+@pytest.mark.slow
+def test_a_hub_repo_is_fetched_from_the_hub_then_read_from_the_cache(tmp_path, trained, cli, fake_hub):
+    """Fetched over http from a Hub on loopback (sizes asked first), then read again with the Hub gone: offline
+    mode, and a Hub that refuses the connection, both read the cache."""
+    pytest.importorskip("huggingface_hub")
+    from PIL import Image
+
+    done = cli("export", str(trained / "runs" / "r"), "--format", "hub", "-o", str(tmp_path / "repo"))
+    assert done.exit_code == 0, done.output
+    hub = fake_hub({"someone/tiny-resnet": {f.name: f.read_bytes() for f in (tmp_path / "repo").iterdir()}})
+    Image.new("L", (28, 28), 128).save(tmp_path / "gray.png")
+    direct = _resnet("predict", tmp_path / "repo", tmp_path / "gray.png", "--json", env=_hub_env(tmp_path, None))
+    assert direct.returncode == 0, direct.stderr
+
+    done = _resnet("predict", "hf-hub:someone/tiny-resnet", tmp_path / "gray.png", "--json",
+                   env=_hub_env(tmp_path, hub))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["predictions"] == json.loads(direct.stdout)["predictions"]
+    assert hub.fetched() == ["model.safetensors", "config.json"]  # the card and the training config are not
+    resolve = [hit for hit in hub.hits if "/resolve/" in hit[1]]
+    for file in ("model.safetensors", "config.json"):
+        verbs = [verb for verb, path in resolve if path.endswith("/" + file)]
+        assert verbs[0] == "HEAD" and verbs.count("GET") == 1, resolve  # the size is asked before the bytes
+    snapshot = tmp_path / "hf" / "hub" / "models--someone--tiny-resnet" / "snapshots"
+    assert sorted(p.name for p in next(snapshot.iterdir()).iterdir()) == ["config.json", "model.safetensors"]
+
+    hub.close()
+    for extra in ({"HF_HUB_OFFLINE": "1"}, {}):  # offline mode; a Hub that refuses the connection
+        again = _resnet("predict", "hf-hub:someone/tiny-resnet", tmp_path / "gray.png", "--json",
+                        env=_hub_env(tmp_path, hub, **extra))
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["predictions"] == json.loads(direct.stdout)["predictions"]
+    gone = _resnet("eval", "hf-hub:someone/other", env=_hub_env(tmp_path, hub))
+    assert gone.returncode == 2 and len(gone.stderr.strip().splitlines()) == 1, gone.stderr
+    assert gone.stderr.startswith("error: hf-hub:someone/other is not in the Hugging Face cache (")
+    assert "and cannot be fetched now (" in gone.stderr and "hf download someone/other" in gone.stderr
+
+
+HUB_SNAPSHOTS = """
+import sys
+from resnet_cli import weights
+from resnet_cli.errors import BadInput
+weights.HUB_SECONDS = float(sys.argv[1])
+for name in sys.argv[2:]:
+    try:
+        print(weights.hub_snapshot(name))
+    except BadInput as e:
+        print(e)
+"""
+
+
+def _hub_snapshots(tmp_path, hub: FakeHub, *names: str, seconds: float = 3600.0) -> list[str]:
+    """What `weights.hub_snapshot` makes of each name, with huggingface_hub pointed at `hub` (HF_ENDPOINT is read
+    when it is imported: a process of its own); torch is not imported."""
+    done = subprocess.run([sys.executable, "-c", HUB_SNAPSHOTS, str(seconds), *names], env=_hub_env(tmp_path, hub),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_a_hub_file_too_large_or_of_unknown_size_is_refused_before_it_is_fetched(tmp_path, fake_hub):
+    pytest.importorskip("huggingface_hub")
+    files = {"model.safetensors": b"{}", "config.json": b"{}"}
+    hub = fake_hub({"a/huge": files, "a/config": files, "a/unsized": files, "a/no-weights": {"config.json": b"{}"}},
+                   declared={"a/huge": {"model.safetensors": 17 * 2**30}, "a/config": {"config.json": 2**20 + 1},
+                             "a/unsized": {"model.safetensors": None}})
+    said = _hub_snapshots(tmp_path, hub, "hf-hub:a/huge", "hf-hub:a/config", "hf-hub:a/unsized", "hf-hub:a/no-weights")
+    assert said == [
+        "hf-hub:a/huge: model.safetensors is larger than 16384 MiB (the bound on a model.safetensors): refused",
+        "hf-hub:a/config: config.json is larger than 1 MiB (the bound on a config.json): refused",
+        "hf-hub:a/unsized: model.safetensors: the server did not say how large it is: refused (its size is checked "
+        "before it is fetched)",
+        "hf-hub:a/no-weights has no model.safetensors: not a model repo written by resnet export --format hub"]
+    assert hub.fetched() == ["model.safetensors"]  # a/config's weights, whose size was within the bound
+
+
+def test_a_hub_download_is_stopped_at_its_deadline(tmp_path, fake_hub):
+    """A server that sends a byte now and then (each within huggingface_hub's 10 s read timeout) is stopped at
+    the deadline on the whole download, not after its 1,000 bytes take 100 s."""
+    pytest.importorskip("huggingface_hub")
+    hub = fake_hub({"a/slow": {"model.safetensors": b"x" * 1000, "config.json": b"{}"}}, trickle=0.1)
+    started = time.monotonic()
+    assert _hub_snapshots(tmp_path, hub, "hf-hub:a/slow", seconds=1.5) == [
+        "hf-hub:a/slow: model.safetensors took longer than 1.5 s to read (the deadline on a Hub download): stopped"]
+    assert time.monotonic() - started < 30
+    assert hub.fetched() == ["model.safetensors"]
 
 
 def test_a_hub_name_the_hub_would_refuse_is_one_line(cli, monkeypatch, tmp_path):
