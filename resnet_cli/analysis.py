@@ -256,12 +256,11 @@ def inspected_model(source: str, plain: bool = False, num_classes: int | None = 
     """What `summary` and `flops` look at: (model, registry name, checkpoint path or None, input size). `source`
     is a registry name (built with `num_classes`/`in_channels`; its native size), or a checkpoint or run folder
     (its trained model, at the size it was trained on when the checkpoint records it)."""
-    from pathlib import Path
-
+    from .checkpoint import names_weights
     from .errors import BadInput
     from .models import build_model, model_info, resolve_name
 
-    if Path(source).exists():
+    if names_weights(source):
         from .checkpoint import model_from_checkpoint
 
         loaded = model_from_checkpoint(source)

@@ -90,6 +90,12 @@ def is_full_checkpoint(obj: dict[str, Any]) -> bool:
         and isinstance(obj["config"].get("model"), dict)
 
 
+def names_weights(source: str | os.PathLike) -> bool:
+    """Whether a MODEL argument names trained weights (a file or folder that exists, or an `hf-hub:` name) rather
+    than a registry name: what `summary` and `flops` load instead of building."""
+    return weights.is_hub_name(source) or Path(source).exists()
+
+
 def checkpoint_file(source: str | os.PathLike, prefer: str = "best") -> Path:
     """A checkpoint file as given, or a run folder's `best.pt` (else `last.pt`); `prefer="last"` for resuming.
     Weights that travel (a .safetensors file, a Hub repo folder or an `hf-hub:` name) are their safetensors file."""

@@ -161,6 +161,10 @@ def test_a_hub_folder_loads_through_huggingface_hubs_cache_offline(tmp_path, tra
     assert done.returncode == 0, done.stderr
     direct = _resnet("predict", tmp_path / "repo", tmp_path / "gray.png", "--json", env=env)
     assert json.loads(done.stdout)["predictions"] == json.loads(direct.stdout)["predictions"]  # the same weights, the same input
+    done = _resnet("summary", "hf-hub:someone/tiny-resnet", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["model"], summary["num_classes"], summary["input_size"]) == ("resnet20", 5, 28)
     done = _resnet("eval", "hf-hub:someone/tiny-resnet", "--json", env=env)
     assert done.returncode == 0, done.stderr  # the run's config travels: its (synthetic) test set is rebuilt
     direct = _resnet("eval", trained / "runs" / "r", "--json", env=env)
@@ -350,8 +354,10 @@ def test_a_hub_name_the_hub_would_refuse_is_one_line(cli, monkeypatch, tmp_path)
         result = cli("eval", f"hf-hub:{name}")
         assert result.exit_code == 2 and result.stderr.startswith(f"error: 'hf-hub:{name}"[:127]), result.output
         assert "give a Hub repo as hf-hub:ORG/NAME" in result.stderr and len(result.stderr.splitlines()) == 1
-    fine = cli("eval", "hf-hub:Org-1/tiny_resnet.v2@main")  # a valid name: offline, not cached, said so
-    assert fine.exit_code == 2 and "is not in the Hugging Face cache" in fine.stderr
+    for command in ("eval", "summary", "flops", "export"):  # a valid name: offline, not cached, said so
+        fine = cli(command, "hf-hub:Org-1/tiny_resnet.v2@main", *(["-o", str(tmp_path / "x.onnx")]
+                                                                 if command == "export" else []))
+        assert fine.exit_code == 2 and "is not in the Hugging Face cache" in fine.stderr, (command, fine.stderr)
 
 
 @pytest.mark.slow

@@ -6,15 +6,38 @@ import json
 import os
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from ..trust import TRUST_FLAG  # no torch there
 
-ModelArg = Annotated[Optional[str], typer.Argument(
-    help="Registry name, e.g. resnet50, resnet50-v1.5, resnet56, plain20 (see `resnet list`).",
-    show_default=False)]
+from ..device import DEVICE_CHOICES  # no torch there
+
+MODEL_HELP = "Registry name, e.g. resnet50, resnet50-v1.5, resnet56, plain20 (see `resnet list`)"
+# What every command that loads trained weights takes (checkpoint.checkpoint_file, weights.weights_file), and what
+# eval, predict and bench also run in its own runtime (exported.py)
+TRAINED = ("a run folder (its best.pt, else last.pt)", "a checkpoint", "a .safetensors file", "a Hub repo folder",
+           "hf-hub:ORG/NAME")
+EXPORTED = "an .onnx or .pt2 file from resnet export"
+
+
+def one_of(items: tuple[str, ...], first: bool = False) -> str:
+    text = ", ".join(items[:-1]) + " or " + items[-1]
+    return text[0].upper() + text[1:] if first else text
+
+
+ModelArg = Annotated[Optional[str], typer.Argument(help=MODEL_HELP + ".", show_default=False)]
+ModelOrTrainedArg = Annotated[Optional[str], typer.Argument(
+    help=f"{MODEL_HELP}; or {one_of(TRAINED)} (the trained model).", show_default=False)]
+ModelOrExportedArg = Annotated[Optional[str], typer.Argument(help=f"{MODEL_HELP}; or {EXPORTED}.",
+                                                             show_default=False)]
+TrainedArg = Annotated[Path, typer.Argument(help=f"{one_of(TRAINED, True)}; or a bare state_dict with "
+                                            "--model.", show_default=False)]
+TrainedOrExportedArg = Annotated[Path, typer.Argument(
+    help=f"{one_of(TRAINED + (EXPORTED,), True)}; or a bare state_dict with --model.", show_default=False)]
+DeviceOpt = Annotated[str, typer.Option("--device", help=f"{DEVICE_CHOICES}.")]
 DepthOpt = Annotated[Optional[int], typer.Option(
     "--depth", "-d", help="Depth instead of a name: 18/34/50/101/152 (ImageNet) or 20/32/44/56/110/1202 (CIFAR).",
     show_default=False)]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional, get_args
 import typer
 
 from .. import config
-from ._common import (DepthOpt, InputSizeOpt, JsonOpt, ModelArg, PlainOpt, check_positive, choices, console,
+from ._common import (DepthOpt, DeviceOpt, InputSizeOpt, JsonOpt, ModelOrExportedArg, PlainOpt, check_positive, choices, console,
                       parse_input_size, print_json, TrustExportedOpt)
 
 
@@ -23,7 +23,7 @@ CompileMode = choices("CompileMode", get_args(config.CompileMode))
 
 
 def bench(
-    model: ModelArg = None,
+    model: ModelOrExportedArg = None,
     depth: DepthOpt = None,
     plain: PlainOpt = False,
     mode: Annotated[Mode, typer.Option("--mode", help="Time training steps, inference, or both.")] = Mode.both,
@@ -48,7 +48,7 @@ def bench(
     cuda_graphs: Annotated[Optional[bool], typer.Option(
         "--cuda-graphs/--no-cuda-graphs", help="Replay the training step from one CUDA graph \\[default: as "
         "`train`: on for CUDA where it applies].", show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps first.")] = 5,
     iters: Annotated[int, typer.Option("--iters", help="Steps per timed repeat.")] = 10,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats (median and spread).")] = 5,

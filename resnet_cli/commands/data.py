@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ._common import JsonOpt, check_positive, choices, console, print_json, progress_bar
+from ._common import DeviceOpt, JsonOpt, check_positive, choices, console, print_json, progress_bar
 
 app = typer.Typer(help="The input pipeline on its own: how fast it feeds a model.", no_args_is_help=True)
 
@@ -36,7 +36,7 @@ def bench_cmd(
     image_size: Annotated[Optional[int], typer.Option("--image-size", show_default=False,
                                                       help="data.image_size: the crop.")] = None,
     batches: Annotated[int, typer.Option("--batches", help="Batches to time after the first.")] = 20,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     target: Annotated[Optional[float], typer.Option("--target-img-s", show_default=False,
                                                     help="The model's training images/s, when known (else "
                                                          "measured here with bench's step).")] = None,

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import ForceOpt, JsonOpt, TrustExportedOpt, check_positive, console, print_json, progress_bar
+from ._common import (DeviceOpt, ForceOpt, JsonOpt, TrainedOrExportedArg, TrustExportedOpt, check_positive, console,
+                      print_json, progress_bar)
 
 
 class Split(str, Enum):
@@ -24,8 +25,7 @@ class Weights(str, Enum):
 
 
 def eval_cmd(
-    source: Annotated[Path, typer.Argument(help="A checkpoint file, or a run folder (its best.pt, else last.pt).",
-                                           show_default=False)],
+    source: TrainedOrExportedArg,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", show_default=False,
                                                     help="Where the dataset is \\[default: as trained]")] = None,
     split: Annotated[Split, typer.Option("--split", help="Which split to evaluate: test is the dataset's "
@@ -34,7 +34,7 @@ def eval_cmd(
     weights: Annotated[Weights, typer.Option("--weights", help="auto: the EMA weights when the run kept them "
                                              "(train.ema), else the raw ones.")] = Weights.auto,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Evaluation batch size.")] = 1024,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     model: Annotated[Optional[str], typer.Option("--model", "-m", show_default=False,
                                                  help="Model name, for a bare state_dict (e.g. torchvision's).")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", show_default=False,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..export import EXPORT_FORMATS
-from ._common import ForceOpt, JsonOpt, choices, echo, parse_input_size, print_json
+from ._common import ForceOpt, JsonOpt, TrainedArg, choices, echo, parse_input_size, print_json
 
 
 Format = choices("Format", EXPORT_FORMATS)
@@ -18,8 +18,7 @@ MAX_EXPORT_BATCH = 4096
 
 
 def export_cmd(
-    source: Annotated[Path, typer.Argument(help="A checkpoint, a run folder (its best.pt), or a bare state_dict "
-                                           "with --model.", show_default=False)],
+    source: TrainedArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write.", show_default=False)] = ...,
     fmt: Annotated[Optional[Format], typer.Option("--format", "-f", show_default=False,
                                                   help="A program: onnx, export (torch.export .pt2), "

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, PlainOpt, ShortcutOpt, check_positive,
-                      console, fmt_m, parse_input_size, print_json, progress_bar)
+from ._common import (TRAINED, InChannelsOpt, InputSizeOpt, JsonOpt, NumClassesOpt, PlainOpt, ShortcutOpt,
+                      check_positive, console, fmt_m, one_of, parse_input_size, print_json, progress_bar)
 
 DEFAULT_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 V15_NOTE = ("v1.5 (torchvision) strides the 3x3 conv instead of the first 1x1 conv in downsampling "
@@ -16,7 +16,8 @@ V15_NOTE = ("v1.5 (torchvision) strides the 3x3 conv instead of the first 1x1 co
 
 def flops(
     models: Annotated[Optional[list[str]], typer.Argument(
-        help="Models to count: registry names, checkpoints or run folders \\[default: resnet18, 34, 50, 101, 152].",
+        help=f"Models to count: registry names, or {one_of(TRAINED)} (the trained model) \\[default: resnet18, "
+        "34, 50, 101, 152].",
         show_default=False)] = None,
     depth: Annotated[Optional[list[int]], typer.Option(
         "--depth", "-d", help="Depths instead of names (repeatable).", show_default=False)] = None,
@@ -57,14 +58,14 @@ def flops(
     check_positive(in_channels, "--in-channels")
     if not 0 <= tolerance < 1:  # NaN fails it too
         raise BadInput(f"--tolerance must be in [0, 1), got {tolerance}")
-    from pathlib import Path
+    from ..checkpoint import names_weights
 
-    names = [m if Path(m).exists() else resolve_name(m, None, plain) for m in models or []]
+    names = [m if names_weights(m) else resolve_name(m, None, plain) for m in models or []]
     names += [name_for_depth(d, plain) for d in depth or []]
     if not names:
         names = [resolve_name(m, None, plain) for m in DEFAULT_MODELS]
     if v15:
-        names += [f"{n}-v1.5" for n in list(names) if not Path(n).exists() and model_info(n).block == "bottleneck"
+        names += [f"{n}-v1.5" for n in list(names) if not names_weights(n) and model_info(n).block == "bottleneck"
                   and model_info(n).family == "imagenet" and not n.endswith("-v1.5")]
     names = list(dict.fromkeys(names))
     dev = None

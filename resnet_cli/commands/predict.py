@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..terminal import printable
-from ._common import JsonOpt, TrustExportedOpt, check_positive, console, print_json, progress_bar
+from ._common import DeviceOpt, JsonOpt, TrainedOrExportedArg, TrustExportedOpt, check_positive, console, print_json, progress_bar
 
 
 def predict_cmd(
-    source: Annotated[Path, typer.Argument(help="A checkpoint, a run folder (its best.pt), or a bare state_dict "
-                                           "with --model.", show_default=False)],
+    source: TrainedOrExportedArg,
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) and https URLs.",
                                                metavar="IMAGES...", show_default=False)],
     topk: Annotated[int, typer.Option("--topk", "-k", help="Classes to show per image.")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 64,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     workers: Annotated[Optional[int], typer.Option("--workers", "-j", show_default=False,
                                                    help="Threads reading and transforming the next images "
                                                         "while the model runs; 0: none [default: one a core]")] = None,

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import (DepthOpt, InChannelsOpt, InputSizeOpt, JsonOpt, ModelArg, NumClassesOpt, PlainOpt, ShortcutOpt,
+from ._common import (DepthOpt, InChannelsOpt, InputSizeOpt, JsonOpt, ModelOrTrainedArg, NumClassesOpt, PlainOpt, ShortcutOpt,
                       check_positive, console, fmt_int, fmt_m, parse_input_size, print_json)
 
 
 def summary(
-    model: ModelArg = None,
+    model: ModelOrTrainedArg = None,
     depth: DepthOpt = None,
     plain: PlainOpt = False,
     input_size: InputSizeOpt = None,
@@ -31,7 +30,7 @@ def summary(
 ) -> None:
     """Show a model laid out as the paper's Table 1: output size, block, parameters and multiply-adds per stage.
 
-    MODEL is a registry name, or a checkpoint or run folder (the trained model, its class count included).
+    MODEL is a registry name, or trained weights (the trained model, its class count included).
     Output sizes come from running the model, so they follow --input-size (S or HxW).
     Multiply-adds count conv and fc layers, as the paper does (BatchNorm is left out).
     Memory: parameters, forward activations for --batch-size, and a training estimate; with --device, one
@@ -47,7 +46,9 @@ def summary(
     for value, what in ((num_classes, "--num-classes"), (in_channels, "--in-channels"), (batch_size, "--batch-size"),
                         (max_depth, "--max-depth")):
         check_positive(value, what)
-    if model is not None and depth is None and Path(model).exists():
+    from ..checkpoint import names_weights
+
+    if model is not None and depth is None and names_weights(model):
         source = model
     else:
         source = resolve_name(model, depth, plain)
