@@ -10,7 +10,7 @@ import typer
 
 from .. import config as C
 from ..terminal import plural
-from ._common import ShortcutOpt, choices, console, echo
+from ._common import TRAINED, ShortcutOpt, choices, console, echo, one_of
 
 # Shorthands for common keys; each is one config key, named in its help (choices from the config's types).
 Dataset = choices("Dataset", get_args(get_type_hints(C.DataConfig)["dataset"]))
@@ -43,9 +43,10 @@ def train(
                                                       help="train.batch_size")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", show_default=False, help="train.lr")] = None,
     init: Annotated[Optional[str], typer.Option("--init", show_default=False,
-                                                help="model.init: start from these weights (a run folder, a "
-                                                     "checkpoint, a torchvision .pth, or torchvision:resnet50 "
-                                                     "by name); a new head when the class count differs")] = None,
+                                                help="model.init: start from these weights: "
+                                                     + one_of(TRAINED + ("a torchvision .pth",
+                                                                         "torchvision:resnet50 by name"))
+                                                     + "; a new head when the class count differs")] = None,
     freeze: Annotated[Optional[str], typer.Option("--freeze", show_default=False,
                                                   help="train.freeze: stages to keep fixed, comma-separated as "
                                                        "`resnet summary` names them (conv1,conv2_x,conv3_x)")] = None,
