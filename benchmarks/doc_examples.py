@@ -68,6 +68,11 @@ README_REGENERATE = ("resnet summary --depth 50",)  # cheap and exact: rewritten
 
 CLASSES = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Ankle", "boot")
 PLANS: dict[str, Plan] = {
+    "resnet data imagenet ~/Downloads/ilsvrc2012 /data/imagenet": Plan(
+        skip="needs ImageNet's archives; tests/test_imagenet_archives.py prepares miniatures of the same names "
+             "and layout"),
+    "resnet train --preset imagenet --data-dir /data/imagenet": Plan(
+        skip="an ImageNet run; tests/test_imagenet_archives.py reads the folders it prepares as image folders"),
     "resnet data convert /data/imagenet /data/imagenet-wds --max-size 320": Plan(
         skip="needs an ImageNet folder; tests/test_shards.py converts generated folders"),
     "resnet train --preset imagenet --data-dir /data/imagenet-wds": Plan(

@@ -33,7 +33,13 @@ def cifar10_archive(path: Path, per_batch: int = 20, seed: int = 0) -> dict[str,
 
 
 def write_tar(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> None:
-    with tarfile.open(path, "w:gz") as tar:
+    path.write_bytes(tar_bytes(files, links))
+
+
+def tar_bytes(files: dict[str, bytes], links: dict[str, str] | None = None, gz: bool = True) -> bytes:
+    """A tar archive (gzipped unless `gz` is False) of `files` and symbolic links `links` (name -> target)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -43,6 +49,7 @@ def write_tar(path: Path, files: dict[str, bytes], links: dict[str, str] | None 
             info.type = tarfile.SYMTYPE
             info.linkname = target
             tar.addfile(info)
+    return buf.getvalue()
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

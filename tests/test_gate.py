@@ -608,6 +608,10 @@ RAW_READS_ALLOWED = {
     ("data/download.py", "open"): "writing a download (from the gate's stream) into atomic_write's temporary file",
     ("data/download.py", "tarfile.open"): "the archive after its md5 matched the published one",
     ("data/shards.py", "tarfile.open"): "a shard in memory, read through the gate and its sha256 checked",
+    ("data/imagenet.py", "tarfile.open"): "ImageNet's archives: the devkit in memory, read through the gate and its "
+                                          "md5 checked; the image tars streamed from a file the gate opened (regular "
+                                          "files only), each member's size bounded before it is read, the md5 "
+                                          "checked at the end",
     ("data/shard_convert.py", "open"): "writing a shard to our temporary file",
     ("checkpoint.py", "torch.load"): "load_checkpoint: a file object the gate opened, weights_only=True",
     ("reproduce.py", "subprocess.Popen"): "resnet train, our own command line",

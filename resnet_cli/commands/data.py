@@ -1,5 +1,5 @@
-"""`resnet data`: the input pipeline on its own (`data bench`), shards (`data convert`), and a dataset written out as
-PNG files (`data images`)."""
+"""`resnet data`: the input pipeline on its own (`data bench`), shards (`data convert`), a dataset written out as
+PNG files (`data images`), and ImageNet's archives as image folders (`data imagenet`)."""
 
 from __future__ import annotations
 
@@ -239,3 +239,37 @@ def images_cmd(
         print_json(result)
     else:
         console().print(text, highlight=False, soft_wrap=True)
+
+
+@app.command("imagenet")
+def imagenet_cmd(
+    archives: Annotated[Path, typer.Argument(help="The folder holding ImageNet's archives as image-net.org gives "
+                                             "them: ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and "
+                                             "ILSVRC2012_devkit_t12.tar.gz.", show_default=False)],
+    out: Annotated[Path, typer.Argument(help="The folder to write train/<wnid>/ and val/<wnid>/ to.",
+                                        show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Write into a folder that is not empty, and read every "
+                                        "archive again.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Turn ImageNet's ILSVRC2012 archives into the image folders train reads: train/<wnid>/*.JPEG and
+    val/<wnid>/*.JPEG (the validation images sorted into classes by the devkit), as torchvision's ImageNet
+    dataset lays them out.
+
+    Each archive is read once, in order, its md5 checked against the published one; only the names ImageNet's
+    archives hold are written. Stopped, it goes on where it was when run again. Needs scipy for the devkit:
+    pip install "resnet-cli\\[imagenet]".
+
+    Example: [bold]resnet data imagenet ~/Downloads/ilsvrc2012 /data/imagenet[/bold]
+    """
+    from ..data.imagenet import prepare
+
+    with progress_bar("reading the archives", quiet=json_out) as on_progress:
+        result = prepare(archives, out, force, on_progress)
+    if json_out:
+        print_json(result)
+        return
+    parts = [f"{result[key]:,} {key} images" for key in ("train", "val") if key in result]
+    kept = f" ({result['kept']:,} in place already)" if result["kept"] else ""
+    console().print(f"wrote {out}/: {' and '.join(parts)} in {result['classes']:,} classes{kept}; train on it with "
+                    f"resnet train --preset imagenet --data-dir {out}", highlight=False, soft_wrap=True)
