@@ -235,3 +235,12 @@ def test_a_full_disk_is_one_line_with_the_command_that_goes_on(cli, tmp_path, ar
     done = cli("data", "imagenet", str(src), str(out), "--json")
     assert done.exit_code == 0 and json.loads(done.stdout)["kept"] == 4, done.output
     assert {p.name: p.read_bytes() for p in (out / "train").rglob("*.JPEG")} == train
+
+
+def test_training_on_the_archives_folder_says_how_to_make_the_image_folders(cli, archives):
+    src = archives[0]
+    done = cli("train", "--preset", "smoke", "--set", "data.dataset=imagefolder", "--data-dir", str(src))
+    assert done.exit_code == 2 and done.stderr.strip() == (
+        f"error: image folder {src / 'train'} does not exist (expected train/<class>/* and val/<class>/*); {src} "
+        f"holds ImageNet's archives: make the image folders with resnet data imagenet {src} OUT, then train with "
+        "--data-dir OUT")

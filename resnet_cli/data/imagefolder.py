@@ -171,7 +171,10 @@ def scan(split_dir: Path, classes: list[str] | None = None,
     """(path, label) pairs (`Samples`: paths as str, under `split_dir`), classes in sorted folder-name order (as
     torchvision's ImageFolder); the folder's listing from `cache_dir`'s index when nothing changed (`listing`)."""
     if not split_dir.is_dir():
-        raise BadInput(f"image folder {split_dir} does not exist (expected train/<class>/* and val/<class>/*)")
+        from .imagenet import archives_hint
+
+        raise BadInput(f"image folder {split_dir} does not exist (expected train/<class>/* and val/<class>/*)"
+                       + archives_hint(split_dir.parent))
     files = listing(split_dir, cache_dir)
     found = list(files)
     classes = classes or found

@@ -75,6 +75,16 @@ def archives_in(src: Path) -> dict[str, Path]:
     return found
 
 
+def archives_hint(folder: Path) -> str:
+    """For a folder given as an image folder: how to make one of it, when it holds ImageNet's archives ("" if not)."""
+    if not any((folder / name).is_file() for name, _ in ARCHIVES.values()):
+        return ""
+    import shlex
+
+    return (f"; {folder} holds ImageNet's archives: make the image folders with resnet data imagenet "
+            f"{shlex.quote(str(folder))} OUT, then train with --data-dir OUT")
+
+
 def read_devkit(path: Path) -> Devkit:
     """The devkit's classes and validation labels, checked: its md5, its two files, 1..N class numbers that all
     name a class."""
