@@ -164,3 +164,21 @@ def test_under_json_stdout_holds_the_json_alone_whatever_a_dependency_prints(cli
     failed = cli("summary", "resnet20", "--json")
     assert failed.exit_code == 2 and json.loads(failed.stdout) == {"error": "no such thing", "exit_code": 2}
     assert failed.stderr.splitlines() == [chatter, "error: no such thing"]
+
+
+def test_progress_is_plain_lines_in_a_log_and_none_for_a_short_command(monkeypatch, capsys):
+    """Where stderr is not a terminal (a log, CI, a SLURM job) a long command says how far it is, at most every
+    PLAIN_EVERY seconds, with an ETA from the rate since its first update; a short one says nothing."""
+    import time
+
+    from resnet_cli.commands import _common
+
+    clock = iter([100.0, 120.0, 131.0, 140.0, 170.0, 200.0])  # one reading an update
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+    with _common.progress_bar("converting") as update:  # stderr is captured here: not a terminal
+        for done in (0, 10, 40, 50, 90, 100):
+            update(done, 100)
+    assert capsys.readouterr().err.splitlines() == ["converting: 40/100 (40%), eta 0:46",
+                                                    "converting: 90/100 (90%), eta 0:08"]
+    with _common.progress_bar("converting", quiet=True) as update:
+        assert update is None

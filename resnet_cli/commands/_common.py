@@ -133,19 +133,29 @@ def fmt_m(n: float) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n >= 1e3 else str(int(n))
 
 
+PLAIN_EVERY = 30.0  # seconds between plain progress lines where stderr is not a terminal (a log, CI)
+
+
 class progress_bar:
-    """`with progress_bar("classifying", quiet) as update:` a bar on stderr with an ETA, moved by
-    `update(done, total)` (the work's own count, so no device sync), for a terminal; `update` is None when quiet
-    or stderr is not a terminal (logs get only the result). Transient: the result replaces it."""
+    """`with progress_bar("classifying", quiet) as update:` a bar on stderr with an ETA, moved by `update(done,
+    total)` (the work's own count, so no device sync), on a terminal; elsewhere (a log, CI, a SLURM job) plain
+    lines on stderr, at most one every PLAIN_EVERY seconds, so a short command prints none and a long one (`data
+    convert`, `data imagenet`) is seen moving. `update` is None when quiet. Transient: the result replaces the
+    bar."""
 
     def __init__(self, label: str, quiet: bool = False) -> None:
-        self.label, self.quiet = label, quiet or not sys.stderr.isatty()
+        self.label, self.quiet, self.plain = label, quiet, not sys.stderr.isatty()
         self.bar = self.task = None
+        self.first: tuple[float, int] | None = None  # (when, done) at the first update: the rate is from there
+        self.said = 0.0
 
     def __enter__(self):
         return None if self.quiet else self.update
 
     def update(self, done: int, total: int) -> None:
+        if self.plain:
+            self._line(done, total)
+            return
         if self.bar is None:
             from rich.console import Console
 
@@ -155,6 +165,23 @@ class progress_bar:
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=total)
         self.bar.update(self.task, completed=done, total=total)
+
+    def _line(self, done: int, total: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if self.first is None:
+            self.first, self.said = (now, done), now
+            return
+        if now - self.said < PLAIN_EVERY or done >= total:
+            return
+        from ..train.progress import eta
+
+        self.said = now
+        share = f" ({done / total:.0%})" if total > 0 else ""
+        left = eta(now - self.first[0], done - self.first[1], total - self.first[1])
+        sys.stderr.write(f"{self.label}: {done:,}/{total:,}{share}, eta {left}\n")
+        sys.stderr.flush()
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:

@@ -264,8 +264,9 @@ def imagenet_cmd(
     """
     from ..data.imagenet import prepare
 
-    with progress_bar("reading the archives", quiet=json_out) as on_progress:
-        result = prepare(archives, out, force, on_progress)
+    with progress_bar("reading the archives, MB", quiet=json_out) as on_progress:
+        result = prepare(archives, out, force, on_progress and (lambda done, total: on_progress(done // 10**6,
+                                                                                                total // 10**6)))
     if json_out:
         print_json(result)
         return
