@@ -750,3 +750,33 @@ def test_predict_and_eval_run_exported_files_with_the_checkpoints_figures(cli, t
         assert refused.exit_code == 2 and "--batch-size 64: resnet20's one forward pass at batch 3" in refused.stderr
         assert cli.json("predict", exported, *images, "-b", "2")["count"] == 3
         monkeypatch.setattr(analysis, "cpu_memory_left", lambda: analysis.inference_floor(twin, 28, 100))
+
+
+def test_eval_shows_every_class_up_to_twenty_and_the_ends_of_the_ranking_beyond():
+    """ImageNet's 1,000 classes were 1,000 rows: past 20 classes the table is the 10 lowest and 10 highest
+    (--json keeps every class), as the confusions beyond 20 classes are the most frequent ones."""
+    import io
+
+    from rich.console import Console
+
+    from resnet_cli.commands.eval import per_class_table
+
+    def shown(rows) -> list[str]:
+        console = Console(file=io.StringIO(), width=100)
+        console.print(per_class_table(rows))
+        return console.file.getvalue().splitlines()
+
+    rows = [{"class": f"n{i:08d}", "count": 50, "accuracy": (i * 7919 % 1000) / 1000} for i in range(1000)]
+    lines = shown(rows)
+    assert lines[0].strip() == "10 lowest, 10 highest of 1,000 classes"
+    assert lines[-1].strip() == "per-class top-1; --json: every class"
+    by_accuracy = sorted(rows, key=lambda r: r["accuracy"])
+    for row in by_accuracy[:10] + by_accuracy[-10:]:
+        assert any(row["class"] in line and f"{row['accuracy']:.2%}" in line for line in lines), row
+    assert not any(row["class"] in " ".join(lines) for row in by_accuracy[10:-10])
+    assert len(lines) < 30 and any(line.split("│")[1].strip() == "..." for line in lines if "│" in line)
+    few = rows[:25]
+    for row in few[3:]:
+        row["count"] = 0  # classes with no test images are not ranked
+    assert "the 3 classes with images, of 25" in " ".join(" ".join(shown(few)).split())
+    assert sum("n0000" in line for line in shown(rows[:20])) == 20  # up to 20: every class, in order

@@ -99,8 +99,6 @@ def eval_cmd(
     if json_out:
         print_json(out)
         return
-    from rich.table import Table
-
     c = console()
     crops = " (10-crop)" if out["crops"] == 10 else ""
     runtime = f" ({out['runtime']})" if out.get("runtime") else ""
@@ -108,17 +106,43 @@ def eval_cmd(
             f"loss {out['loss']:.4f}, "
             f"top-1 {out['top1']:.2%}, " + (f"top-5 {out['top5']:.2%}, " if out["top5"] is not None else "")
             + f"{out['img_per_s']:,.0f} img/s on {out['device']}")
-    table = Table(title="per-class accuracy")
-    table.add_column("class")
-    table.add_column("images", justify="right")
-    table.add_column("top-1", justify="right")
-    for row in out["per_class"]:
-        table.add_row(row["class"], str(row["count"]), "-" if row["count"] == 0 else f"{row['accuracy']:.2%}")
-    c.print(table)
+    c.print(per_class_table(out["per_class"]))
     if confusion:
         _print_confusion(c, out)
     if output is not None:
         c.print(f"wrote {output}")
+
+
+PER_CLASS_ROWS = 20  # a table of every class up to this many; beyond (ImageNet's 1,000), the ends of the ranking
+
+
+def per_class_table(rows: list[dict]):
+    """Each class's images and top-1; past PER_CLASS_ROWS classes, the PER_CLASS_ROWS / 2 lowest and highest
+    (classes without images left out of the ranking), as the confusions are the most frequent ones: --json has
+    every class."""
+    from rich.table import Table
+
+    shown, title, caption = rows, "per-class accuracy", None
+    if len(rows) > PER_CLASS_ROWS:
+        half = PER_CLASS_ROWS // 2
+        ranked = sorted((r for r in rows if r["count"]), key=lambda r: (r["accuracy"], r["class"]))
+        if len(ranked) > PER_CLASS_ROWS:
+            shown = ranked[:half] + [None] + ranked[-half:]
+            title = f"{half} lowest, {half} highest of {len(rows):,} classes"
+        else:
+            shown = ranked
+            title = f"the {len(ranked)} classes with images, of {len(rows):,}"
+        caption = "per-class top-1; --json: every class"
+    table = Table(title=title, caption=caption, min_width=len(title))  # the title on one line
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    table.add_column("top-1", justify="right")
+    for row in shown:
+        if row is None:
+            table.add_row("...", "", "")
+        else:
+            table.add_row(row["class"], str(row["count"]), "-" if row["count"] == 0 else f"{row['accuracy']:.2%}")
+    return table
 
 
 def confusions(out: dict, top: int = 20) -> list[tuple[str, str, int]]:
