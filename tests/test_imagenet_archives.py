@@ -197,9 +197,14 @@ def test_what_is_refused_before_a_byte_is_written(cli, tmp_path, archives):
     (linked / "val").mkdir(parents=True)
     (linked / imagenet.MARKER).write_text("{}")
     os.symlink(other, linked / "val" / CLASSES[2])
-    done = cli("data", "imagenet", str(src), str(linked))
-    assert done.exit_code == 2 and "is a link or a file where a class folder goes" in done.stderr
-    assert list(other.iterdir()) == []
+    os.symlink(other, linked / "train")
+    for where in ("train", "val/" + CLASSES[2]):  # a split's folder, then a class folder
+        done = cli("data", "imagenet", str(src), str(linked))
+        assert done.exit_code == 2 and f"{linked / where} is a link or a file where a folder of images goes" \
+            in done.stderr, done.stderr
+        assert list(other.iterdir()) == []
+        if where == "train":
+            (linked / "train").unlink()
 
     devkit.unlink()
     done = cli("data", "imagenet", str(src), str(tmp_path / "x"))

@@ -179,6 +179,7 @@ def _finished(marker: Path) -> dict[str, int]:
 
 
 def _train(path: Path, root: Path, devkit: Devkit | None, moved) -> tuple[int, int, set[str]]:
+    _folder(root)
     written = kept = 0
     classes: set[str] = set()
     for member, outer in _members(path, moved):
@@ -200,6 +201,7 @@ def _train(path: Path, root: Path, devkit: Devkit | None, moved) -> tuple[int, i
 
 def _val(path: Path, root: Path, devkit: Devkit | None, moved) -> tuple[int, int, set[str]]:
     assert devkit is not None  # archives_in asks for it
+    _folder(root)
     written = kept = 0
     numbers: set[int] = set()
     for member, tar in _members(path, moved):
@@ -276,8 +278,8 @@ def _named(pattern: re.Pattern, member: tarfile.TarInfo, path: Path, inside: str
 
 def _folder(folder: Path) -> Path:
     if folder.is_symlink() or folder.exists() and not folder.is_dir():
-        raise BadInput(f"{folder} is a link or a file where a class folder goes: refused (it would be written "
-                       "through)")
+        raise BadInput(f"{folder} is a link or a file where a folder of images goes: refused (it would be "
+                       "written through)")
     return ensure_writable_dir(folder)
 
 
