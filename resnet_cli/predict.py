@@ -118,8 +118,11 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
                 probs = torch.softmax(net(x).float(), dim=1)
             p, idx = probs.topk(k, dim=1)
             for item, ps, ids in zip([item for item, w in zip(batch, why) if not w], p.tolist(), idx.tolist()):
-                rows.append({"path": str(item), "top": [{"class": classes[i], "index": i, "prob": q}
-                                                        for q, i in zip(ps, ids)]})
+                top = [{"class": classes[i], "index": i, "prob": q} for q, i in zip(ps, ids)]
+                if spec.descriptions:
+                    for t in top:
+                        t["description"] = spec.description(t["index"])
+                rows.append({"path": str(item), "top": top})
         done += len(batch)
         if on_batch is not None:
             on_batch(done, len(images))

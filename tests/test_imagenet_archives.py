@@ -22,6 +22,8 @@ from resnet_cli.data import imagenet  # noqa: E402
 
 # The devkit numbers its classes in its own order (not the WordNet IDs' sorted order): ID 1 is the shark here.
 CLASSES = {1: "n01484850", 2: "n01440764", 3: "n01443537"}
+WORDS = {"n01484850": "great white shark, white shark, man-eater", "n01440764": "tench, Tinca tinca",
+         "n01443537": "goldfish, Carassius auratus"}
 TRUTH = [2, 1, 3, 3, 2, 1, 1]  # the class number of validation image 1, 2, ...
 
 
@@ -41,7 +43,7 @@ def _meta_mat() -> bytes:
     """meta.mat as the devkit has it: a struct array `synsets`, the classes (no children) and a synset above them."""
     fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"), ("num_children", "O"),
               ("children", "O"), ("wordnet_height", "O"), ("num_train_images", "O")]
-    rows = [(n, w, f"class {n}", "a fish", 0, np.zeros(0), 0, 3) for n, w in CLASSES.items()]
+    rows = [(n, w, WORDS[w], "a fish", 0, np.zeros(0), 0, 3) for n, w in CLASSES.items()]
     rows.append((4, "n01440000", "fishes", "above them", 3, np.array([1, 2, 3]), 1, 0))
     buf = io.BytesIO()
     scipy_io.savemat(buf, {"synsets": np.array(rows, dtype=fields).reshape(-1, 1)})
@@ -88,6 +90,7 @@ def test_the_archives_become_the_image_folders_train_reads(cli, tmp_path, archiv
     got = _tree(out)
     assert json.loads(got.pop(imagenet.MARKER)) == {"finished": {"train": 9, "train_classes": 3, "val": 7,
                                                                  "val_classes": 3}}
+    assert got.pop("synset_words.txt").decode() == "".join(f"{w} {WORDS[w]}\n" for w in sorted(WORDS))
     assert got == expected  # every image byte for byte, each validation image in its devkit class
     assert sorted(p.name for p in (out / "val").iterdir()) == sorted(CLASSES.values())
 
@@ -249,3 +252,58 @@ def test_training_on_the_archives_folder_says_how_to_make_the_image_folders(cli,
         f"error: image folder {src / 'train'} does not exist (expected train/<class>/* and val/<class>/*); {src} "
         f"holds ImageNet's archives: make the image folders with resnet data imagenet {src} OUT, then train with "
         "--data-dir OUT")
+
+
+def test_what_each_class_is_travels_from_the_folder_to_the_checkpoint_and_back():
+    """synset_words.txt (Caffe's lines; data imagenet writes it) describes an image folder's classes: the input
+    record carries the descriptions (a record without them reads as before), checked as the rest of it."""
+    import pytest
+
+    from resnet_cli.data.inputs import InputSpec, labelled
+    from resnet_cli.errors import BadInput
+
+    spec = InputSpec.of(["n01440764", "n01443537"], 3, 224, 256, (0.5,) * 3, (0.2,) * 3,
+                        ["tench, Tinca tinca", ""])
+    record = spec.as_dict()
+    assert record["descriptions"] == ["tench, Tinca tinca", ""] and InputSpec.from_dict(record) == spec
+    assert "descriptions" not in InputSpec.of(["a"], 1, 28, 0, (0.5,), (0.2,)).as_dict()
+    assert spec.for_outputs(3).descriptions == ("tench, Tinca tinca", "", "")
+    assert [labelled(c, spec.description(i)) for i, c in enumerate(spec.classes)] == ["tench (n01440764)",
+                                                                                     "n01443537"]
+    for bad in (["only one"], [1, 2], ["x" * 1001, ""]):
+        with pytest.raises(BadInput, match="input record"):
+            InputSpec.from_dict({**record, "descriptions": bad})
+
+
+def test_an_image_folders_synset_words_names_what_each_class_is(tmp_path):
+    from resnet_cli.data.imagefolder import descriptions
+
+    (tmp_path / "synset_words.txt").write_text("n01440764 tench, Tinca tinca\nn09999999 another\n\nbad\n")
+    assert descriptions(tmp_path, ["n01440764", "n01443537"]) == ("tench, Tinca tinca", "")
+    assert descriptions(tmp_path, ["cat", "dog"]) == ()  # a file about other classes says nothing of these
+    assert descriptions(tmp_path / "elsewhere", ["n01440764"]) == ()
+
+
+@pytest.mark.slow
+def test_predict_eval_and_shards_say_what_each_imagenet_class_is(cli, tmp_path, archives, smoke_args):
+    src = archives[0]
+    out = tmp_path / "imagenet"
+    assert cli("data", "imagenet", str(src), str(out)).exit_code == 0
+    done = cli("train", *smoke_args("cpu", 9, 7, "data.dataset=imagefolder", "data.image_size=16",
+                                    "data.workers=0"), "--data-dir", str(out), "--epochs", "1", "--batch-size", "3",
+               "--run-dir", str(tmp_path / "runs"), "--name", "fish")
+    assert done.exit_code == 0, done.output
+    run, image = tmp_path / "runs" / "fish", next((out / "val" / "n01440764").iterdir())
+    found = json.loads(cli("predict", str(run), str(image), "--json", "-k", "3").stdout)["predictions"][0]["top"]
+    assert {t["class"]: t["description"] for t in found} == {w: WORDS[w] for w in WORDS}
+    table = cli("predict", str(run), str(image), "-k", "3").stdout
+    assert all(f"{WORDS[w].split(',')[0]} ({w})" in table for w in WORDS), table
+    csv = cli("predict", str(run), str(image), "--csv").stdout.splitlines()
+    assert csv[0] == "path,rank,class,index,probability,description"
+    assert csv[1].endswith(f',"{WORDS[found[0]["class"]]}"')  # quoted: the description holds commas
+    per_class = json.loads(cli("eval", str(run), "--json").stdout)["per_class"]
+    assert {r["class"]: r["description"] for r in per_class} == WORDS
+    assert "tench (n01440764)" in cli("eval", str(run)).stdout
+    assert cli("data", "convert", str(out), str(tmp_path / "shards"), "--workers", "0").exit_code == 0
+    index = json.loads((tmp_path / "shards" / "index.json").read_text())
+    assert index["descriptions"] == [WORDS[w] for w in index["classes"]]

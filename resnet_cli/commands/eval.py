@@ -122,6 +122,8 @@ def per_class_table(rows: list[dict]):
     every class."""
     from rich.table import Table
 
+    from ..data.inputs import labelled
+
     shown, title, caption = rows, "per-class accuracy", None
     if len(rows) > PER_CLASS_ROWS:
         half = PER_CLASS_ROWS // 2
@@ -141,7 +143,8 @@ def per_class_table(rows: list[dict]):
         if row is None:
             table.add_row("...", "", "")
         else:
-            table.add_row(row["class"], str(row["count"]), "-" if row["count"] == 0 else f"{row['accuracy']:.2%}")
+            table.add_row(labelled(row["class"], row.get("description", "")), str(row["count"]),
+                          "-" if row["count"] == 0 else f"{row['accuracy']:.2%}")
     return table
 
 

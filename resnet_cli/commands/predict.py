@@ -60,12 +60,16 @@ def predict_cmd(
         from ..terminal import data_out
 
         writer = csv.writer(data_out(), lineterminator="\n")
-        writer.writerow(["path", "rank", "class", "index", "probability"])
+        described = any("description" in t for row in out["predictions"] for t in row["top"])
+        writer.writerow(["path", "rank", "class", "index", "probability"] + (["description"] if described else []))
         for row in out["predictions"]:
             for rank, t in enumerate(row["top"], start=1):
-                writer.writerow([printable(row["path"]), rank, printable(t["class"]), t["index"], f"{t['prob']:.6f}"])
+                writer.writerow([printable(row["path"]), rank, printable(t["class"]), t["index"], f"{t['prob']:.6f}"]
+                                + ([printable(t.get("description", ""))] if described else []))
     else:
         from rich.table import Table
+
+        from ..data.inputs import labelled
 
         runtime = f" ({out['runtime']})" if out["runtime"] != "pytorch" else ""
         table = Table(title=f"{out['model']}{runtime}: top-{out['topk']} of {out['count']} image(s)")
@@ -74,8 +78,10 @@ def predict_cmd(
             table.add_column(col, justify="right" if col == "probability" else "left")
         for row in out["predictions"]:
             best = row["top"][0]
-            rest = (", ".join(f"{t['class']} {t['prob']:.1%}" for t in row["top"][1:]),) if more else ()
-            table.add_row(row["path"], best["class"], f"{best['prob']:.2%}", *rest)
+            rest = (", ".join(f"{labelled(t['class'], t.get('description', ''))} {t['prob']:.1%}"
+                              for t in row["top"][1:]),) if more else ()
+            table.add_row(row["path"], labelled(best["class"], best.get("description", "")), f"{best['prob']:.2%}",
+                          *rest)
         console().print(table)
     if out["skipped"]:
         sys.stderr.write(f"{len(out['skipped'])} unreadable image(s) skipped, {out['count']} classified\n")

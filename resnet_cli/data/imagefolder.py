@@ -159,6 +159,29 @@ def eval_folder(root: Path) -> Path | None:
     return found[0] if found else None
 
 
+MAX_DESCRIPTIONS_BYTES = 16 * 2**20
+
+
+def descriptions(root: Path, classes: list[str]) -> tuple[str, ...]:
+    """What each class is, from synset_words.txt (imagenet.DESCRIPTIONS) beside train/ and val/: a line per
+    class, its folder name, a space, its description (`resnet data imagenet` writes it from ImageNet's devkit;
+    Caffe's has the same lines). () without the file, "" for a class it does not name. Display only: the
+    classes stay the folder names."""
+    from .imagenet import DESCRIPTIONS
+
+    path = root / DESCRIPTIONS
+    if not path.is_file():
+        return ()
+    raw = gate.read_file(path, gate.Limits(MAX_DESCRIPTIONS_BYTES, keys=(f"the bound on {DESCRIPTIONS}",
+                                                                         "data.read_timeout")))
+    said: dict[str, str] = {}
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        name, _, text = line.strip().partition(" ")
+        if name and text.strip():
+            said[name] = text.strip()[:1000]
+    return tuple(said.get(c, "") for c in classes) if any(c in said for c in classes) else ()
+
+
 def missing_eval_folder(root: Path) -> BadInput:
     """The refusal for an image folder with train/ and no evaluation split."""
     test = "; it has test/: to evaluate on it, name it val/" if (root / "test").is_dir() else ""

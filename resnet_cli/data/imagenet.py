@@ -46,6 +46,8 @@ DEVKIT_TRUTH = "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.tx
 MAX_IMAGE_BYTES = 64 * 2**20  # ImageNet's largest training image is under 16 MB
 MAX_DEVKIT_BYTES = 64 * 2**20  # the devkit is 2.5 MB
 MARKER = ".resnet-data-imagenet"
+DESCRIPTIONS = "synset_words.txt"  # Caffe's file for ImageNet, `n01440764 tench, Tinca tinca` a line: written
+#                                    beside train/ and val/, read by any image folder (imagefolder.descriptions)
 WNID = r"n[0-9]{8}"
 CLASS_TAR = re.compile(rf"({WNID})\.tar")
 TRAIN_IMAGE = re.compile(rf"({WNID})_[0-9]{{1,8}}\.JPEG")
@@ -55,9 +57,11 @@ SCIPY_EXTRA = 'pip install "resnet-cli[imagenet]"'
 
 @dataclass(frozen=True)
 class Devkit:
-    """What the devkit says: each validation image's class, its WordNet ID (image N is val_wnids[N - 1])."""
+    """What the devkit says: each validation image's class, its WordNet ID (image N is val_wnids[N - 1]), and
+    what each class is ("tench, Tinca tinca")."""
 
     val_wnids: tuple[str, ...]
+    words: dict[str, str]
 
 
 def archives_in(src: Path) -> dict[str, Path]:
@@ -109,6 +113,7 @@ def read_devkit(path: Path) -> Devkit:
         synsets = scipy.io.loadmat(io.BytesIO(members[DEVKIT_META]), squeeze_me=True)["synsets"]
         leaves = synsets[synsets["num_children"] == 0]
         by_number = {int(n): str(w) for n, w in zip(leaves["ILSVRC2012_ID"], leaves["WNID"])}
+        words = {str(w): " ".join(str(text).split()) for w, text in zip(leaves["WNID"], leaves["words"])}
         truth = [int(line) for line in members[DEVKIT_TRUTH].decode("ascii").split()]
     except Exception as e:  # noqa: BLE001 - scipy's and numpy's errors for a damaged meta.mat are many
         raise BadInput(f"cannot read the classes in {path}: {str(e).splitlines()[0][:200] if str(e) else e!r}") \
@@ -118,7 +123,7 @@ def read_devkit(path: Path) -> Devkit:
         raise BadInput(f"{path}: its validation labels name classes its meta.mat does not have ({unknown[:5]})")
     if bad := [w for w in by_number.values() if not re.fullmatch(WNID, w)][:3]:
         raise BadInput(f"{path}: its meta.mat names classes that are not WordNet IDs ({bad})")
-    return Devkit(tuple(by_number[n] for n in truth))
+    return Devkit(tuple(by_number[n] for n in truth), words)
 
 
 def prepare(src: Path, out: Path, force: bool = False,
@@ -152,6 +157,8 @@ def prepare(src: Path, out: Path, force: bool = False,
         finished[f"{key}_classes"] = len(classes)
         atomic_write_text(marker, json.dumps({"finished": finished}))
         read_before += found[key].stat().st_size
+    if devkit is not None:  # what each class is, for predict and eval to say (imagefolder.descriptions)
+        atomic_write_text(out / DESCRIPTIONS, "".join(f"{w} {devkit.words[w]}\n" for w in sorted(devkit.words)))
     counts = {key: finished[key] for key in ("train", "val") if key in finished}
     return {"out": str(out), **counts, "classes": max(v for k, v in finished.items() if k.endswith("_classes")),
             "kept": kept}

@@ -28,16 +28,22 @@ class InputSpec:
     resize: int  # > 0: shorter side resized to this, then a centre crop to image_size; 0: resized straight to it
     mean: tuple[float, ...]  # per channel, in [0, 1] units
     std: tuple[float, ...]
+    # what each class is, where the data says ("tench, Tinca tinca" for ImageNet's n01440764: an image folder's
+    # synset_words.txt, imagefolder.descriptions); () where it does not, "" for a class it leaves out
+    descriptions: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     @classmethod
-    def of(cls, classes, channels: int, image_size, resize: int, mean, std) -> "InputSpec":
+    def of(cls, classes, channels: int, image_size, resize: int, mean, std, descriptions=()) -> "InputSpec":
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
         return cls(tuple(str(c) for c in classes), int(channels), (int(h), int(w)), int(resize),
-                   tuple(float(v) for v in mean), tuple(float(v) for v in std))
+                   tuple(float(v) for v in mean), tuple(float(v) for v in std), tuple(str(d) for d in descriptions))
+
+    def description(self, index: int) -> str:
+        return self.descriptions[index] if self.descriptions else ""
 
     @classmethod
     def imagenet(cls, num_classes: int) -> "InputSpec":
@@ -46,8 +52,11 @@ class InputSpec:
 
     def as_dict(self) -> dict[str, Any]:
         """The checkpoint's "input" entry (plain lists: checkpoints hold no objects)."""
-        return {"classes": list(self.classes), "channels": self.channels, "image_size": list(self.image_size),
-                "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
+        out = {"classes": list(self.classes), "channels": self.channels, "image_size": list(self.image_size),
+               "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
+        if self.descriptions:  # only where there are some: a record without them reads as before
+            out["descriptions"] = list(self.descriptions)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
@@ -56,8 +65,11 @@ class InputSpec:
         try:
             classes, channels, resize = d["classes"], d["channels"], d["resize"]
             size, mean, std = tuple(d["image_size"]), list(d["mean"]), list(d["std"])
+            descriptions = d.get("descriptions") or []
             ok = (isinstance(classes, (list, tuple)) and 0 < len(classes) <= MAX_CLASSES
                   and all(isinstance(c, str) and len(c) <= 1000 for c in classes)
+                  and isinstance(descriptions, (list, tuple)) and len(descriptions) in (0, len(classes))
+                  and all(isinstance(c, str) and len(c) <= 1000 for c in descriptions)
                   and channels in (1, 3) and len(mean) == len(std) == channels
                   and all(isinstance(v, (int, float)) and math.isfinite(v) for v in mean + std)
                   and all(v > 0 for v in std) and len(size) == 2
@@ -68,12 +80,13 @@ class InputSpec:
         if not ok:
             raise BadInput("the checkpoint's input record (classes, channels, image size, mean/std) is not valid: "
                            "the file is damaged or was not written by resnet-cli")
-        return cls.of(classes, channels, size, resize, mean, std)
+        return cls.of(classes, channels, size, resize, mean, std, descriptions)
 
     def for_outputs(self, num_classes: int) -> "InputSpec":
         """This spec for a model with `num_classes` outputs: outputs past the named classes are numbered."""
         extra = tuple(str(i) for i in range(len(self.classes), num_classes))
-        return replace(self, classes=self.classes + extra)
+        return replace(self, classes=self.classes + extra,
+                       descriptions=self.descriptions + ("",) * len(extra) if self.descriptions else ())
 
     def normalizer(self, device):
         """(mean, std) as float32 tensors on `device`."""
@@ -95,6 +108,13 @@ class InputSpec:
 
             img = img.resize((w, h), Image.BILINEAR)
         return to_tensor(img)
+
+
+def labelled(name: str, description: str = "") -> str:
+    """A class as a person reads it: its description's first name and the class ("tench (n01440764)"), or the
+    class alone where it has no description."""
+    first = description.split(",")[0].strip()
+    return f"{first} ({name})" if first and first != name else name
 
 
 class DescribedByInput:

@@ -229,7 +229,7 @@ def load_data(cfg, classes: list[str] | None = None, need_train: bool = True) ->
 def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train: bool = True) -> FolderData:
     import torch
 
-    from .imagefolder import eval_folder, image_datasets, missing_eval_folder, scan
+    from .imagefolder import descriptions, eval_folder, image_datasets, missing_eval_folder, scan
     from .inputs import IMAGENET_MEAN, IMAGENET_STD
 
     try:
@@ -257,5 +257,6 @@ def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train
         test = test[: cfg.test_limit]
     train_set, test_set, val_set = image_datasets(cfg, train, test, val)
     return FolderData(train_set, test_set,
-                      InputSpec.of(classes, 3, test_set.crop, test_set.resize, IMAGENET_MEAN, IMAGENET_STD),
+                      InputSpec.of(classes, 3, test_set.crop, test_set.resize, IMAGENET_MEAN, IMAGENET_STD,
+                                   descriptions(root, classes)),
                       val_set=val_set, workers=cfg.workers, prefetch=cfg.prefetch)

@@ -32,7 +32,7 @@ def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0,
     Deterministic: the same folder and settings give the same bytes, whatever `workers` (processes that read,
     check and re-encode the images ahead of the writer, in order; 0: this process). Shards written before an
     interruption are kept (checked against their sha256) and the rest written; `force` starts over."""
-    from .imagefolder import eval_folder, scan
+    from .imagefolder import descriptions, eval_folder, scan
 
     if not 0 < quality <= 100:
         raise BadInput(f"--quality must be 1..100, got {quality}")
@@ -71,7 +71,9 @@ def convert(folder: Path, out: Path, shard_images: int = 0, shard_mb: float = 0,
                                            encoder, on_progress, on_unreadable)
     if not splits.get("train") and not splits.get("val"):
         raise BadInput(f"no image of {folder} could be read")
-    index = {"format": FORMAT, "version": VERSION, "classes": classes, "splits": splits,
+    described = descriptions(folder, classes)  # what each class is, where the folder says (synset_words.txt)
+    index = {"format": FORMAT, "version": VERSION, "classes": classes, **({"descriptions": list(described)}
+                                                                         if described else {}), "splits": splits,
              "max_size": max_size or None, "quality": quality if max_size else None,
              "unreadable": len(unreadable), "unreadable_files": unreadable[:1000]}
     atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")

@@ -246,5 +246,6 @@ def load_shards(cfg, location: str, classes: list[str] | None = None) -> ShardDa
     if classes is not None and list(classes) != index["classes"]:
         raise BadInput(f"{source.where(INDEX)} has other classes than the checkpoint was trained on")
     train, test, _ = image_datasets(cfg, [], [])
-    spec = InputSpec.of(index["classes"], 3, test.crop, test.resize, IMAGENET_MEAN, IMAGENET_STD)
+    spec = InputSpec.of(index["classes"], 3, test.crop, test.resize, IMAGENET_MEAN, IMAGENET_STD,
+                        index.get("descriptions", ()))
     return ShardData(source, index, spec, train, test, workers=cfg.workers, prefetch=cfg.prefetch)

@@ -76,14 +76,18 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
                       confusion=matrix.cpu())
 
 
-def figures(res: EvalResult, classes: list[str]) -> dict:
-    """What `resnet eval` reports of `res` on a dataset with these classes: counts, loss, accuracies, speed, per
-    class and the confusion matrix (a model with more outputs than classes: the classes' rows and columns)."""
+def figures(res: EvalResult, spec) -> dict:
+    """What `resnet eval` reports of `res` on a dataset of this input (data.InputSpec: its classes, and what they
+    are where the data says): counts, loss, accuracies, speed, per class and the confusion matrix (a model with
+    more outputs than classes: the classes' rows and columns)."""
+    classes = list(spec.classes)
     n = len(classes)
+    per_class = [{"class": c, "accuracy": acc, "count": k}
+                 for c, acc, k in zip(classes, res.per_class, res.class_counts)]
+    for row, description in zip(per_class, spec.descriptions):
+        row["description"] = description
     return {"count": res.count, "loss": res.loss, "top1": res.top1, "top5": res.top5, "img_per_s": res.img_per_s,
-            "per_class": [{"class": c, "accuracy": acc, "count": k}
-                          for c, acc, k in zip(classes, res.per_class, res.class_counts)],
-            "classes": list(classes), "confusion": res.confusion[:n, :n].tolist()}
+            "per_class": per_class, "classes": classes, "confusion": res.confusion[:n, :n].tolist()}
 
 
 def batches(data, split: str, batch_size: int, ten_crop: bool) -> tuple[int, int]:
@@ -165,7 +169,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision, on_batch=on_batch)
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
             "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights,
-            "crops": 10 if ten_crop else 1, "resize": data.input.resize, **figures(res, data.classes),
+            "crops": 10 if ten_crop else 1, "resize": data.input.resize, **figures(res, data.input),
             "device": str(dev), "precision": speed.precision}
 
 
@@ -204,4 +208,4 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
     res = evaluate(net, loader, net.num_classes, net.device, "fp32", on_batch=on_batch)
     return {"checkpoint": str(source), "model": net.name, "runtime": net.runtime, "dataset": name, "split": "test",
             "split_name": split_name(name, "test"), "weights": "exported", "crops": 10 if ten_crop else 1,
-            "resize": data.input.resize, **figures(res, data.classes), "device": str(net.device), "precision": "fp32"}
+            "resize": data.input.resize, **figures(res, data.input), "device": str(net.device), "precision": "fp32"}
