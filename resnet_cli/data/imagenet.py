@@ -18,6 +18,7 @@ How:
   preparation goes on (the archive is read again; the writing is what is saved).
 - The folder carries a marker (`.resnet-data-imagenet`, a hidden name the image-folder reader skips) saying
   what was written; a folder that is neither empty nor marked is written into only with --force.
+- `synset_words.txt` beside train/ and val/ says what each class is (the devkit's words), for predict and eval.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ ARCHIVES = {"train": ("ILSVRC2012_img_train.tar", "1d675b47d978889d74fa0da5fadfb
             "devkit": ("ILSVRC2012_devkit_t12.tar.gz", "fa75699e90414af021442c21a62c3abf")}
 DEVKIT_META = "ILSVRC2012_devkit_t12/data/meta.mat"
 DEVKIT_TRUTH = "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt"
-MAX_IMAGE_BYTES = 64 * 2**20  # ImageNet's largest training image is under 16 MB
+MAX_IMAGE_BYTES = 64 * 2**20  # far above any of ImageNet's images (a few MB at most)
 MAX_DEVKIT_BYTES = 64 * 2**20  # the devkit is 2.5 MB
 MARKER = ".resnet-data-imagenet"
 DESCRIPTIONS = "synset_words.txt"  # Caffe's file for ImageNet, `n01440764 tench, Tinca tinca` a line: written
