@@ -316,6 +316,7 @@ def test_eval_and_predict_refuse_a_forward_pass_the_cpu_memory_left_cannot_hold(
     assert cli.json("predict", run, val, "--device", "cpu", "-b", "8")["count"] == 18
 
 
+@pytest.mark.slow  # 1.2-1.4 s in the quick loop (CONTRIBUTING: a second or more goes to slow)
 def test_eval_confusion_matrix_and_a_folder_without_train(cli, folder_run, tmp_path):
     run = folder_run / "runs" / "f"
     out = cli.json("eval", run, "--confusion", "--device", "cpu")

@@ -50,6 +50,7 @@ def test_finetune_a_torchvision_state_dict_with_frozen_stages(cli, tmp_path):
     assert cli.json("summary", run)["params"]["frozen"] == frozen  # summary shows the run as it trained
 
 
+@pytest.mark.slow  # 1.0 s in the quick loop (CONTRIBUTING: a second or more goes to slow)
 def test_model_init_refuses_what_does_not_fit(cli, tmp_path):
     torch.save(build_model("resnet34").state_dict(), tmp_path / "r34.pth")
     out = cli("train", *SMALL, "--model", "resnet18", "--init", tmp_path / "r34.pth", "--run-dir", tmp_path / "r")

@@ -169,6 +169,7 @@ def test_unreadable_images_are_named_and_counted_and_max_size_reencodes(folder, 
     assert sum(image == small for _, image, _ in samples) == 1
 
 
+@pytest.mark.slow  # 1.0 s in the quick loop (CONTRIBUTING: a second or more goes to slow)
 def test_convert_then_train_then_eval_counts_equal_the_folders(cli, folder, shards, tmp_path):
     args = ("--model", "resnet20", "--image-size", "24", "--workers", "0", "--batch-size", "8", "--device", "cpu",
             "--lr", "0.05", "--run-dir", tmp_path)

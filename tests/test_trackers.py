@@ -27,6 +27,7 @@ def resnet(*args, env=None, cwd=None, timeout=300) -> subprocess.CompletedProces
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # 1.1 s in the quick loop (CONTRIBUTING: a second or more goes to slow)
 def test_jsonl_logs_the_config_every_epoch_and_the_end_and_a_resume_appends(cli, tmp_path, ckpts):
     run = tmp_path / "runs" / "j"
     out = cli("train", *SMOKE, "--epochs", "2", "--logger", "jsonl", "--run-dir", tmp_path / "runs", "--name", "j")
