@@ -11,9 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..trust import TRUST_FLAG  # no torch there
-
 from ..device import DEVICE_CHOICES  # no torch there
+from ..trust import TRUST_FLAG  # no torch there
 
 MODEL_HELP = "Registry name, e.g. resnet50, resnet50-v1.5, resnet56, plain20 (see `resnet list`)"
 # What every command that loads trained weights takes (checkpoint.checkpoint_file, weights.weights_file), and what

@@ -8,8 +8,8 @@ from typing import Annotated, Optional, get_args
 import typer
 
 from .. import config
-from ._common import (DepthOpt, DeviceOpt, InputSizeOpt, JsonOpt, ModelOrExportedArg, PlainOpt, check_positive, choices, console,
-                      parse_input_size, print_json, TrustExportedOpt)
+from ._common import (DepthOpt, DeviceOpt, InputSizeOpt, JsonOpt, ModelOrExportedArg, PlainOpt, TrustExportedOpt,
+                      check_positive, choices, console, parse_input_size, print_json)
 
 
 class Mode(str, Enum):

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..terminal import printable
-from ._common import DeviceOpt, JsonOpt, TrainedOrExportedArg, TrustExportedOpt, check_positive, console, print_json, progress_bar
+from ._common import (DeviceOpt, JsonOpt, TrainedOrExportedArg, TrustExportedOpt, check_positive, console, print_json,
+                      progress_bar)
 
 
 def predict_cmd(

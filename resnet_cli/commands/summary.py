@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import (DepthOpt, InChannelsOpt, InputSizeOpt, JsonOpt, ModelOrTrainedArg, NumClassesOpt, PlainOpt, ShortcutOpt,
-                      check_positive, console, fmt_int, fmt_m, parse_input_size, print_json)
+from ._common import (DepthOpt, InChannelsOpt, InputSizeOpt, JsonOpt, ModelOrTrainedArg, NumClassesOpt, PlainOpt,
+                      ShortcutOpt, check_positive, console, fmt_int, fmt_m, parse_input_size, print_json)
 
 
 def summary(

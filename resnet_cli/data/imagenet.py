@@ -137,11 +137,11 @@ def prepare(src: Path, out: Path, force: bool = False,
     _check_out(out, force)
     marker = out / MARKER
     finished = {} if force else _finished(marker)
-    streams = [key for key in ("train", "val") if key in found and key not in finished]
-    total = sum(found[key].stat().st_size for key in streams)
+    sizes = {key: found[key].stat().st_size for key in ("train", "val") if key in found and key not in finished}
+    total = sum(sizes.values())
     read_before, kept = 0, sum(finished.get(key, 0) for key in ("train", "val"))
     atomic_write_text(marker, json.dumps({"finished": finished}))  # first: a stopped run is ours to go on with
-    for key in streams:
+    for key in sizes:
         def moved(n: int, base: int = read_before) -> None:
             if on_progress is not None:
                 on_progress(base + n, total)
@@ -157,7 +157,7 @@ def prepare(src: Path, out: Path, force: bool = False,
         finished[key], kept = written + in_place, kept + in_place
         finished[f"{key}_classes"] = len(classes)
         atomic_write_text(marker, json.dumps({"finished": finished}))
-        read_before += found[key].stat().st_size
+        read_before += sizes[key]
     if devkit is not None:  # what each class is, for predict and eval to say (imagefolder.descriptions)
         atomic_write_text(out / DESCRIPTIONS, "".join(f"{w} {devkit.words[w]}\n" for w in sorted(devkit.words)))
     counts = {key: finished[key] for key in ("train", "val") if key in finished}
@@ -181,9 +181,9 @@ def _finished(marker: Path) -> dict[str, int]:
         return {}
     if not isinstance(saved, dict):
         return {}
-    keys = ("train", "val", "train_classes", "val_classes")
-    found = {k: v for k, v in saved.items() if k in keys and type(v) is int and v >= 0}
-    return {k: v for k, v in found.items() if k.split("_")[0] in found and f"{k.split('_')[0]}_classes" in found}
+    counts = {k: v for k, v in saved.items() if type(v) is int and v >= 0}
+    splits = [s for s in ("train", "val") if s in counts and f"{s}_classes" in counts]  # a split with both
+    return {k: counts[k] for s in splits for k in (s, f"{s}_classes")}
 
 
 def _train(path: Path, root: Path, devkit: Devkit | None, moved) -> tuple[int, int, set[str]]:

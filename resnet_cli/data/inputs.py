@@ -68,8 +68,7 @@ class InputSpec:
             descriptions = d.get("descriptions") or []
             ok = (isinstance(classes, (list, tuple)) and 0 < len(classes) <= MAX_CLASSES
                   and all(isinstance(c, str) and len(c) <= 1000 for c in classes)
-                  and isinstance(descriptions, (list, tuple)) and len(descriptions) in (0, len(classes))
-                  and all(isinstance(c, str) and len(c) <= 1000 for c in descriptions)
+                  and valid_descriptions(descriptions, len(classes))
                   and channels in (1, 3) and len(mean) == len(std) == channels
                   and all(isinstance(v, (int, float)) and math.isfinite(v) for v in mean + std)
                   and all(v > 0 for v in std) and len(size) == 2
@@ -108,6 +107,13 @@ class InputSpec:
 
             img = img.resize((w, h), Image.BILINEAR)
         return to_tensor(img)
+
+
+def valid_descriptions(descriptions: Any, count: int) -> bool:
+    """Whether `descriptions` from a file (a checkpoint's input record, a shard index) can describe `count`
+    classes: none, or one text (at most 1,000 characters) per class."""
+    return isinstance(descriptions, (list, tuple)) and len(descriptions) in (0, count) \
+        and all(isinstance(d, str) and len(d) <= 1000 for d in descriptions)
 
 
 def labelled(name: str, description: str = "") -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import gate
 from ..errors import BadInput
+from .inputs import valid_descriptions
 
 INDEX = gate.INDEX_NAME
 FORMAT = "resnet-cli-shards"
@@ -97,9 +98,7 @@ def read_index(source: Source) -> dict[str, Any]:
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise BadInput(f"{where}: classes must be a non-empty list of names")
     gate.check_count(f"{where}: the number of classes", len(classes), gate.MAX_CLASSES)
-    described = index.get("descriptions", [])  # optional: what each class is (the folder's synset_words.txt)
-    if not isinstance(described, list) or len(described) not in (0, len(classes)) \
-            or not all(isinstance(d, str) and len(d) <= 1000 for d in described):
+    if not valid_descriptions(index.get("descriptions", []), len(classes)):  # optional: what each class is
         raise BadInput(f"{where}: descriptions must be a list of one text per class")
     splits = index.get("splits")
     if not isinstance(splits, dict) or "train" not in splits and "val" not in splits:
