@@ -24,6 +24,7 @@ Auto = Literal["auto", "on", "off"]
 # Choice lists written once: the commands' options derive from these (commands/_common.choices).
 Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 ShortcutOption = Literal["", "A", "B", "C"]  # models.SHORTCUT_OPTIONS, and "" for the model's own
+Interpolation = Literal["bilinear", "bicubic"]  # an evaluation resize's filter (data.transforms.resample)
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
@@ -93,6 +94,8 @@ class DataConfig:
     crop_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])  # random-resized: aspect ratio range
     eval_resize: int = 0  # imagefolder evaluation: shorter side before the centre crop; 0 = crop * 256 / 224 (the
     #                       paper's 256 for 224); torchvision's v2 weights evaluate at 232
+    eval_interpolation: Interpolation = "bilinear"  # imagefolder evaluation and predict: the resize's filter
+    #                       (torchvision's weights: bilinear; timm's recipes, and their Hub repos: bicubic)
     val_split: int = 0  # hold out N training images (stratified; the same N images for every seed) to select
     #                     best.pt, stop early and time train.target_top1; the test set is then reported only.
     #                     The paper tuned on CIFAR's 45k/5k split (the cifar presets hold out 5000)
@@ -471,6 +474,8 @@ def build_config(flat: dict[str, Any]) -> Config:
                 kwargs[f.name] = _coerce(key, flat[key], hints[f.name])
         sections[name] = cls(**kwargs)
     cfg = Config(**sections)
+    if cfg.data.workers == -1:  # resolved here, so a config from a file that leaves it out (timm's) runs too
+        cfg.data.workers = auto_workers()
     validate(cfg)
     return cfg
 
@@ -509,10 +514,7 @@ def resolve(preset: str | None = None, config_file: str | os.PathLike | None = N
                 flat[key] = value
     if identify is not None and "data.dataset" not in flat and flat.get("data.data_dir"):
         flat["data.dataset"] = identify(str(flat["data.data_dir"]))
-    cfg = build_config(flat)
-    if cfg.data.workers == -1:
-        cfg.data.workers = auto_workers()
-    return cfg
+    return build_config(flat)
 
 
 def usable_cores() -> int:

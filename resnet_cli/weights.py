@@ -100,15 +100,72 @@ def read(path: Path) -> dict[str, Any]:
         raise BadInput(f"cannot read {path}: {str(e).splitlines()[0][:200]}") from None
     config, spec = _json_meta(meta.get(META_CONFIG), path), _json_meta(meta.get(META_INPUT), path)
     beside = path.parent / "config.json"
-    if config is None and beside.is_file():  # a Hub folder: config.json names the model
-        ours = _config_json(beside).get("resnet_cli") or {}
-        config, spec = ours.get("config"), spec or ours.get("input")
+    if config is None and beside.is_file():  # a Hub folder: config.json names the model, as we or timm wrote it
+        found = _config_json(beside)
+        ours = found.get("resnet_cli")
+        if isinstance(ours, dict):
+            config, spec = ours.get("config"), spec or ours.get("input")
+        elif "architecture" in found:
+            config, spec = from_timm(found, str(beside))
     if not isinstance(config, dict):
         return state
     out = {"version": 1, "model": state, "config": config, "weights": meta.get(META_WEIGHTS, "raw")}
     if isinstance(spec, dict):
         out["input"] = spec
     return out
+
+
+def from_timm(found: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(our config, our input record) from timm's config.json for one of its ResNets that are ours (TIMM): the
+    network its `architecture` names, and the evaluation its `pretrained_cfg` describes (input size, crop_pct
+    as timm applies it, interpolation, mean/std, label_names; timm's defaults where it is silent). Classes it
+    does not name are ImageNet-1k's for 1000 outputs (timm's own rule), else numbered. What we cannot do as timm
+    does (a crop_mode other than center, another filter) is refused in one line, never approximated."""
+    from .data.inputs import IMAGENET_MEAN, IMAGENET_STD, interpolations, named_outputs, resize_of
+
+    ours = {timm: name for name, timm in TIMM.items()}
+    arch = found["architecture"]
+    if arch not in ours:
+        raise BadInput(f"{where} names timm's {str(arch)[:80]!r}, which resnet-cli does not build (of timm's "
+                       f"networks it builds {', '.join(ours)})")
+    pre = found.get("pretrained_cfg", found)  # timm's older config.json is one flat dict
+    args = found.get("model_args") or {}
+    if not isinstance(pre, dict) or not isinstance(args, dict):
+        raise BadInput(f"{where}: pretrained_cfg and model_args must be JSON objects")
+    classes = found.get("num_classes", pre.get("num_classes", 1000))
+    size = pre.get("input_size", [3, 224, 224])
+    crop_pct, mode = pre.get("crop_pct", 0.875), pre.get("crop_mode", "center")
+    interpolation = pre.get("interpolation") or "bicubic"  # timm's default where its config is silent
+    if not (isinstance(classes, int) and 0 < classes <= gate.MAX_CLASSES and isinstance(size, list)
+            and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size) and size[1] == size[2]
+            and isinstance(crop_pct, (int, float)) and 0 < crop_pct <= 1):
+        raise BadInput(f"{where}: num_classes, input_size ([C, H, H]) or crop_pct (a fraction in (0, 1]) is not "
+                       "valid: the file is damaged or not timm's")
+    if mode != "center" or interpolation not in interpolations():
+        raise BadInput(f"{where} evaluates with crop_mode {str(mode)[:40]!r} and interpolation "
+                       f"{str(interpolation)[:40]!r}; resnet-cli evaluates a center crop, "
+                       f"{' or '.join(interpolations())}")
+    names, described = named_outputs(classes)
+    labels = found.get("label_names", pre.get("label_names"))
+    if isinstance(labels, dict):  # timm's id -> name where the ids have gaps
+        labels = [labels.get(str(i), str(i)) for i in range(classes)]
+    if labels is not None:
+        said = found.get("label_descriptions", pre.get("label_descriptions")) or {}
+        if not isinstance(labels, list) or not isinstance(said, dict):
+            raise BadInput(f"{where}: label_names must be a list (or an object of ids) and label_descriptions an "
+                           "object")
+        names, described = labels, [said.get(n, "") if isinstance(n, str) else "" for n in labels] if said else ()
+    channels, h = args.get("in_chans", size[0]), size[1]
+    resize = resize_of(h, crop_pct)
+    config = {"model": {"name": ours[arch], "num_classes": classes, "in_channels": channels},
+              "data": {"dataset": "imagefolder", "image_size": h, "eval_resize": resize,
+                       "eval_interpolation": interpolation}}
+    spec = {"classes": list(names), "channels": channels, "image_size": [h, h], "resize": resize,
+            "mean": pre.get("mean", list(IMAGENET_MEAN)), "std": pre.get("std", list(IMAGENET_STD)),
+            "interpolation": interpolation}
+    if described:
+        spec["descriptions"] = list(described)
+    return config, spec  # both checked where every checkpoint's are (config.from_dict, InputSpec.from_dict)
 
 
 def _json_meta(text: str | None, path: Path) -> Any:
@@ -205,15 +262,20 @@ def config_json(config: dict[str, Any], spec: dict[str, Any], weights: str) -> d
     channels, (h, w) = spec["channels"], spec["image_size"]
     resize = spec.get("resize") or 0
     out: dict[str, Any] = {}
+    from .data.inputs import crop_pct_of
+
     timm_name = TIMM.get(name)
     if timm_name and not config["model"].get("plain") and config["model"].get("shortcut") in (None, "", "B"):
         classes = config["model"].get("num_classes") or len(spec["classes"])
         out = {"architecture": timm_name, "num_classes": classes, "num_features": 512 if
                name in ("resnet18", "resnet34") else 2048,
                "pretrained_cfg": {"input_size": [channels, h, w], "mean": spec["mean"], "std": spec["std"],
-                                  "crop_pct": round(h / resize, 4) if resize else 1.0, "crop_mode": "center",
-                                  "interpolation": "bilinear", "num_classes": classes,
+                                  "crop_pct": crop_pct_of(h, resize) if resize else 1.0, "crop_mode": "center",
+                                  "interpolation": spec.get("interpolation", "bilinear"), "num_classes": classes,
                                   "label_names": spec["classes"], "first_conv": "conv1", "classifier": "fc"}}
+        if spec.get("descriptions"):  # timm's words for each class, as its config.json holds them
+            out["pretrained_cfg"]["label_descriptions"] = {c: d for c, d in zip(spec["classes"], spec["descriptions"])
+                                                           if d}
         if channels != 3:
             out["model_args"] = {"in_chans": channels}
     out["resnet_cli"] = {"model": name, "timm": timm_name if "architecture" in out else None, "weights": weights,

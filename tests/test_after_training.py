@@ -409,7 +409,13 @@ def test_ten_crop_and_crop_pct_evaluate_image_folders_as_the_paper_did(cli, fold
     wide = cli.json("eval", run, "--device", "cpu", "--crop-pct", "0.75")
     assert wide["resize"] == 32 and wide["count"] == 18
     text = cli("eval", run, "--device", "cpu", "--ten-crop")
-    assert "on imagefolder val (10-crop) (18 images)" in text.stdout
+    assert "on imagefolder val (24 from 27, bilinear, 10-crop) (18 images)" in text.stdout
+    # another crop (timm's test_input_size): the run's crop_pct kept (24 / 27 -> 32 from 36), or --crop-pct's
+    large = cli.json("eval", run, "--device", "cpu", "--image-size", "32")
+    assert (large["image_size"], large["resize"], large["count"]) == (32, 36, 18)
+    whole = cli.json("eval", run, "--device", "cpu", "--image-size", "32", "--crop-pct", "1.0")
+    assert (whole["image_size"], whole["resize"]) == (32, 32) and whole["top1"] != large["top1"] or \
+        whole["loss"] != large["loss"]
     bad = cli("eval", run, "--device", "cpu", "--crop-pct", "1.5")
     assert bad.exit_code == 2 and "--crop-pct is a fraction in (0, 1]" in bad.stderr
 

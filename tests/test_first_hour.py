@@ -180,8 +180,9 @@ def test_messages_name_what_went_wrong(cli, tmp_path, mnist_run):
            in bent.stderr
     blocked = cli("build", "resnet20", "-o", "/proc/x.pt")
     assert blocked.exit_code == 2 and blocked.stderr.strip().endswith(": /proc/x.pt")
-    whole = cli("eval", run, "--ten-crop")
-    assert whole.exit_code == 2 and "--crop-pct and --ten-crop are for image folders" in whole.stderr
+    for flag in (["--ten-crop"], ["--image-size", "64"]):
+        whole = cli("eval", run, *flag)
+        assert whole.exit_code == 2 and "--crop-pct, --ten-crop and --image-size are for image folders" in whole.stderr
     from resnet_cli.errors import BadInput
 
     loud = cli("summary", "--depth", "7", "--debug")  # --debug after the command: the exception, not the line

@@ -429,3 +429,138 @@ def test_header_parsing_refuses_what_is_not_safetensors():
         with pytest.raises(BadInput) as e:
             header(raw, "f")
         assert words in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------------ timm's repos
+
+def _timm_config(**pretrained) -> dict:
+    """config.json as timm writes it for resnet18.a1_in1k (its keys; crop_pct and interpolation of that recipe)."""
+    cfg = {"tag": "a1_in1k", "custom_load": False, "input_size": [3, 224, 224], "test_input_size": [3, 288, 288],
+           "fixed_input_size": False, "interpolation": "bicubic", "crop_pct": 0.95, "test_crop_pct": 1.0,
+           "crop_mode": "center", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "num_classes": 1000,
+           "pool_size": [7, 7], "first_conv": "conv1", "classifier": "fc"}
+    return {"architecture": "resnet18", "num_classes": 1000, "num_features": 512, "global_pool": "avg",
+            "pretrained_cfg": {**cfg, **pretrained}}
+
+
+def test_timms_config_json_names_our_network_its_evaluation_and_imagenets_classes():
+    """timm's config.json for one of its ResNets that are ours: the network, the input as timm evaluates it
+    (resize floor(224 / 0.95) = 235, bicubic), ImageNet-1k's classes for 1000 unnamed outputs (timm's rule);
+    label_names where it gives them; what we would only approximate is refused in one line."""
+    from resnet_cli.data.inputs import InputSpec
+    from resnet_cli.errors import BadInput
+    from resnet_cli.weights import from_timm
+
+    config, spec = from_timm(_timm_config(), "config.json")
+    assert config == {"model": {"name": "resnet18", "num_classes": 1000, "in_channels": 3},
+                      "data": {"dataset": "imagefolder", "image_size": 224, "eval_resize": 235,
+                               "eval_interpolation": "bicubic"}}
+    record = InputSpec.from_dict(spec)
+    assert (record.image_size, record.resize, record.interpolation) == ((224, 224), 235, "bicubic")
+    assert record.classes[:2] == ("n01440764", "n01443537") and len(record.classes) == 1000
+    assert record.descriptions[0] == "tench, Tinca tinca" and record.classes[281] == "n02123045"
+    assert record.descriptions[281] == "tabby, tabby cat"
+    assert from_timm({**_timm_config(), "architecture": "resnet50"}, "c")[0]["model"]["name"] == "resnet50-v1.5"
+    legacy = {"architecture": "resnet34", "num_classes": 3, "input_size": [1, 64, 64], "crop_pct": 1.0,
+              "interpolation": "bilinear", "label_names": ["a", "b", "c"]}  # timm's older flat config.json
+    config, spec = from_timm(legacy, "c")
+    assert config["model"] == {"name": "resnet34", "num_classes": 3, "in_channels": 1}
+    assert (spec["classes"], spec["resize"], spec["interpolation"]) == (["a", "b", "c"], 64, "bilinear")
+    gaps = {**legacy, "input_size": [3, 64, 64], "label_names": {"0": "cat", "2": "dog"},
+            "label_descriptions": {"cat": "a small feline"}}
+    spec = from_timm(gaps, "c")[1]
+    assert spec["classes"] == ["cat", "1", "dog"] and spec["descriptions"] == ["a small feline", "", ""]
+    silent = from_timm({"architecture": "resnet18", "num_classes": 10, "pretrained_cfg": {}}, "c")[1]
+    assert (silent["resize"], silent["interpolation"], silent["classes"][:2]) == (256, "bicubic", ["0", "1"])
+    for found, said in [({**_timm_config(), "architecture": "resnet50d"},
+                         "c names timm's 'resnet50d', which resnet-cli does not build (of timm's networks it builds "
+                         "resnet18, resnet34, resnet50, resnet101, resnet152)"),
+                        (_timm_config(crop_mode="squash"), "c evaluates with crop_mode 'squash' and interpolation "
+                                                          "'bicubic'; resnet-cli evaluates a center crop, bilinear or "
+                                                          "bicubic"),
+                        (_timm_config(interpolation="lanczos"), "interpolation 'lanczos'"),
+                        (_timm_config(crop_pct=1.5), "crop_pct (a fraction in (0, 1]) is not valid"),
+                        (_timm_config(input_size=[3, 224, 192]), "input_size ([C, H, H])"),
+                        ({**_timm_config(), "num_classes": 0}, "num_classes"),
+                        ({**_timm_config(), "pretrained_cfg": []}, "pretrained_cfg and model_args must be JSON")]:
+        with pytest.raises(BadInput, match=None) as e:
+            from_timm(found, "c")
+        assert said in str(e.value), str(e.value)
+
+
+def test_timms_crop_pct_is_applied_as_timm_applies_it_and_written_so_timm_reads_it_back():
+    """resize = floor(crop / crop_pct), timm's rule (224 / 0.95 -> 235, where rounding gives 236); the crop_pct a
+    Hub repo's config.json says gives back the resize we evaluated at, under that rule."""
+    from resnet_cli.data.inputs import crop_pct_of, resize_of
+
+    assert (resize_of(224, 0.95), resize_of(224, 0.875), resize_of(24, 0.75)) == (235, 256, 32)
+    assert crop_pct_of(224, 256) == 0.875
+    assert all(resize_of(h, crop_pct_of(h, r)) == r for h in (24, 28, 32, 224, 288) for r in range(h, 2 * h))
+
+
+@pytest.mark.slow
+def test_a_timm_hub_repo_predicts_and_evaluates_as_timm_would(tmp_path, cli, fake_hub):
+    """`hf-hub:timm/...`: no --model, the image prepared as timm prepares it (shorter side floor(224 / 0.95),
+    bicubic, centre crop, its mean/std: the probabilities equal a forward pass on that by hand), ImageNet-1k's
+    class names; eval on a folder of ImageNet classes needs only --data-dir; a bare torchvision state_dict with
+    1000 outputs is named the same way. ~11 s: the hub fetch runs in a process of its own, and ONNX exports."""
+    pytest.importorskip("huggingface_hub")
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from resnet_cli.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("resnet18", num_classes=1000).eval()
+    with torch.no_grad():
+        net.fc.bias.copy_(torch.linspace(-3, 3, 1000))  # a spread of probabilities that names one class
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    save_file(state, str(repo / "model.safetensors"))  # timm's file: no metadata of ours
+    (repo / "config.json").write_text(json.dumps(_timm_config()))
+    hub = fake_hub({"timm/resnet18.a1_in1k": {f.name: f.read_bytes() for f in repo.iterdir()}})
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+
+    done = _resnet("predict", "hf-hub:timm/resnet18.a1_in1k", tmp_path / "photo.png", "--json", "--device", "cpu",
+                   env=_hub_env(tmp_path, hub))
+    assert done.returncode == 0, done.stderr
+    top = json.loads(done.stdout)["predictions"][0]["top"]
+
+    img = Image.open(tmp_path / "photo.png").convert("RGB").resize((313, 235), Image.BICUBIC)  # 400 x 300 -> 235
+    left, up = (313 - 224) // 2, (235 - 224) // 2
+    x = torch.from_numpy(np.asarray(img.crop((left, up, left + 224, up + 224)), dtype=np.float32) / 255)
+    x = ((x - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])).permute(2, 0, 1)
+    with torch.no_grad():
+        p, i = torch.softmax(net(x[None]), 1)[0].topk(5)
+    assert [t["index"] for t in top] == i.tolist()
+    assert [t["prob"] for t in top] == pytest.approx(p.tolist(), abs=1e-4)
+    from resnet_cli.data.imagenet_classes import imagenet_1k
+
+    wnids, words = imagenet_1k()
+    assert [(t["class"], t["description"]) for t in top] == [(wnids[k], words[k]) for k in i.tolist()]
+
+    summary = cli("summary", repo)  # the folder `hf download timm/resnet18.a1_in1k --local-dir repo` makes
+    assert summary.exit_code == 0 and "resnet18 at 224x224" in summary.stdout, summary.output
+    for wnid in wnids[:2]:
+        (tmp_path / "inet" / "val" / wnid).mkdir(parents=True)
+        Image.open(tmp_path / "photo.png").save(tmp_path / "inet" / "val" / wnid / "a.png")
+    ev = cli.json("eval", repo, "--data-dir", tmp_path / "inet", "--device", "cpu")
+    assert (ev["count"], ev["resize"]) == (2, 235)
+    assert [c["description"] for c in ev["per_class"]][:2] == ["tench, Tinca tinca", "goldfish, Carassius auratus"]
+    pytest.importorskip("onnxruntime")
+    out = cli("export", repo, "-o", tmp_path / "r18.onnx")  # the record travels: bicubic, 224 from 235
+    assert out.exit_code == 0, out.output
+    again = cli.json("eval", tmp_path / "r18.onnx", "--data-dir", tmp_path / "inet", "--dataset", "imagefolder")
+    assert (again["resize"], again["interpolation"]) == (235, "bicubic")
+    assert again["loss"] == pytest.approx(ev["loss"], abs=1e-4)
+    onnx = cli.json("predict", tmp_path / "r18.onnx", tmp_path / "photo.png")
+    assert [t["prob"] for t in onnx["predictions"][0]["top"]] == pytest.approx(p.tolist(), abs=1e-4)
+    nowhere = cli("eval", repo, "--device", "cpu", env={"RESNET_CLI_DATA": ""})
+    assert nowhere.exit_code == 2 and "does not say where its imagefolder data is" in nowhere.stderr
+
+    torch.save(state, tmp_path / "torchvision.pth")  # a bare state_dict: ImageNet's conventions and classes
+    bare = cli.json("predict", tmp_path / "torchvision.pth", tmp_path / "photo.png", "--model", "resnet18")
+    assert bare["predictions"][0]["top"][0]["class"] in wnids and bare["predictions"][0]["top"][0]["description"]

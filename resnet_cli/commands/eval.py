@@ -47,6 +47,8 @@ def eval_cmd(
                                                       help="Image folders: resize the shorter side to crop / "
                                                            "crop-pct before cropping (0.875: 224 from 256) "
                                                            "\\[default: as trained]")] = None,
+    image_size: Annotated[int, typer.Option("--image-size", help="Image folders: evaluate at this crop (timm's "
+                                            "test_input_size: 288 for its a1 recipe; 0 = as trained).")] = 0,
     confusion: Annotated[bool, typer.Option("--confusion", help="Print the confusion matrix (a table up to 20 "
                                             "classes, the most frequent confusions beyond).")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", show_default=False,
@@ -77,6 +79,10 @@ def eval_cmd(
 
     if crop_pct is not None and not 0 < crop_pct <= 1:
         raise BadInput(f"--crop-pct is a fraction in (0, 1] (0.875 for 224 from 256), got {crop_pct}")
+    from ..gate import MAX_IMAGE_SIZE
+
+    if not 0 <= image_size <= MAX_IMAGE_SIZE:
+        raise BadInput(f"--image-size is a side of 1-{MAX_IMAGE_SIZE} pixels (0: as trained), got {image_size}")
     from ..exported import is_exported
 
     exported = is_exported(source)  # an ONNX or .pt2 file export wrote: run in its own runtime
@@ -86,11 +92,11 @@ def eval_cmd(
     with progress_bar("evaluating", quiet=json_out) as on_batch:
         if exported:
             out = evaluate_exported(source, data_dir=data_dir, dataset=dataset, limit=limit, batch_size=batch_size,
-                                    crop_pct=crop_pct or 0.0, ten_crop=ten_crop, on_batch=on_batch,
-                                    trust=trust_exported)
+                                    crop_pct=crop_pct or 0.0, ten_crop=ten_crop, image_size=image_size,
+                                    on_batch=on_batch, trust=trust_exported)
         else:
             out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model,
-                                      limit=limit, crop_pct=crop_pct or 0.0, ten_crop=ten_crop,
+                                      limit=limit, crop_pct=crop_pct or 0.0, ten_crop=ten_crop, image_size=image_size,
                                       batch_size=batch_size, device=device, weights=weights.value, on_batch=on_batch)
     if not confusion:
         out.pop("confusion")
@@ -100,7 +106,9 @@ def eval_cmd(
         print_json(out)
         return
     c = console()
-    crops = " (10-crop)" if out["crops"] == 10 else ""
+    seen = [f"{out['image_size']} from {out['resize']}, {out['interpolation']}" if out["resize"] else "",
+            "10-crop" if out["crops"] == 10 else ""]  # an image folder's crop, and how it was resized to it
+    crops = f" ({', '.join(filter(None, seen))})" if any(seen) else ""
     runtime = f" ({out['runtime']})" if out.get("runtime") else ""
     c.print(f"{out['model']}{runtime} on {out['dataset']} {out['split_name']}{crops} ({out['count']:,} images): "
             f"loss {out['loss']:.4f}, "

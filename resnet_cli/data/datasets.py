@@ -51,10 +51,10 @@ class TensorData(DescribedByInput):
         """The training images and labels, for work that reads them whole (`gradflow`)."""
         return self.train_x, self.train_y
 
-    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False) -> "TensorData":
-        if crop_pct or ten_crop:
-            raise BadInput("--crop-pct and --ten-crop are for image folders (the paper's ImageNet test protocol); "
-                           "these images are evaluated whole")
+    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False, image_size: int = 0) -> "TensorData":
+        if crop_pct or ten_crop or image_size:
+            raise BadInput("--crop-pct, --ten-crop and --image-size are for image folders (the paper's ImageNet test "
+                           "protocol); these images are evaluated whole")
         return self
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
@@ -99,14 +99,15 @@ class FolderData(DescribedByInput):
     def train_tensors(self, what: str):
         raise BadInput(f"{what} reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
 
-    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False) -> "FolderData":
-        """These folders evaluated with the shorter side resized to crop / `crop_pct` (timm's rule; 0: as trained)
-        and/or with 10 crops per image (the paper's test protocol)."""
-        crop = self.input.image_size[0]
-        resize = round(crop / crop_pct) if crop_pct else self.input.resize
-        splits = {k: (getattr(self, k).for_testing(resize, ten_crop) if getattr(self, k) is not None else None)
+    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False, image_size: int = 0) -> "FolderData":
+        """These folders evaluated at another crop (`image_size`, 0: as trained), with the shorter side resized to
+        crop / `crop_pct` (timm's rule; 0: as trained, in proportion to the crop), and/or with 10 crops per image
+        (the paper's test protocol)."""
+        crop, resize = self.input.tested_at(crop_pct, image_size)
+        splits = {k: (getattr(self, k).for_testing(resize, ten_crop, crop) if getattr(self, k) is not None else None)
                   for k in ("train_set", "test_set", "val_set")}
-        return FolderData(splits["train_set"], splits["test_set"], dataclasses.replace(self.input, resize=resize),
+        return FolderData(splits["train_set"], splits["test_set"],
+                          dataclasses.replace(self.input, image_size=(crop, crop), resize=resize),
                           val_set=splits["val_set"], workers=self.workers, prefetch=self.prefetch)
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,

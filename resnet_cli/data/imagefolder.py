@@ -249,17 +249,19 @@ def image_datasets(cfg, train: Samples | list, test: Samples | list, val: Sample
                      tuple(cfg.crop_ratio))
 
     def evaluated(samples):
-        return ImageFolderDataset(samples, False, crop=size, resize=resize, limits=limits)
+        return ImageFolderDataset(samples, False, crop=size, resize=resize, limits=limits,
+                                  interpolation=cfg.eval_interpolation)
 
-    return (ImageFolderDataset(train, True, crop=size, resize=resize, flip=cfg.flip, train_crop=crop, limits=limits),
-            evaluated(test), evaluated(val) if val else None)
+    return (ImageFolderDataset(train, True, crop=size, resize=resize, flip=cfg.flip, train_crop=crop, limits=limits,
+                               interpolation=cfg.eval_interpolation), evaluated(test), evaluated(val) if val else None)
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, samples: Samples | list, train: bool, crop: int = 224, resize: int = 256,
                  train_crop: TrainCrop = TrainCrop(), flip: bool = True, ten_crop: bool = False,
-                 limits: gate.Limits = gate.Limits()) -> None:
+                 limits: gate.Limits = gate.Limits(), interpolation: str = "bilinear") -> None:
         self.samples, self.train, self.crop, self.resize = samples, train, crop, resize
+        self.interpolation = interpolation  # the evaluation resize's filter (data.eval_interpolation)
         self.limits = limits  # the bound and deadline on reading one image file (image_files.read)
         self.train_crop, self.flip = train_crop, flip
         self.ten_crop = ten_crop  # evaluation: 10 crops per image (eval --ten-crop)
@@ -301,16 +303,15 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 img = upright_8bit(im, "RGB")
         except image_files.errors() as e:
             raise RuntimeError(f"{MARKER}{where} ({image_files.reason(e)})") from None
-        if self.ten_crop:
-            return ten_crops(resize_shorter(img, self.resize), self.crop), label
-        return center_crop(resize_shorter(img, self.resize), self.crop, self.crop), label
+        img = resize_shorter(img, self.resize, self.interpolation)
+        return (ten_crops(img, self.crop) if self.ten_crop else center_crop(img, self.crop, self.crop)), label
 
     def for_training(self, train: bool) -> "ImageFolderDataset":
         """The same images with the training (random) or evaluation (centre crop) transform."""
         if train == self.train:
             return self
         return ImageFolderDataset(self.samples, train, crop=self.crop, resize=self.resize, flip=self.flip,
-                                  train_crop=self.train_crop, limits=self.limits)
+                                  train_crop=self.train_crop, limits=self.limits, interpolation=self.interpolation)
 
     def finishing_for(self, device: torch.device) -> "ImageFolderDataset":
         """This training transform for a loader on `device`: on a GPU the worker leaves the resize and flip to
@@ -325,10 +326,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         out.finish_in_worker = finish
         return out
 
-    def for_testing(self, resize: int, ten_crop: bool) -> "ImageFolderDataset":
-        """The same images evaluated after another resize, or with 10 crops each."""
-        return ImageFolderDataset(self.samples, False, crop=self.crop, resize=resize, flip=self.flip,
-                                  train_crop=self.train_crop, ten_crop=ten_crop, limits=self.limits)
+    def for_testing(self, resize: int, ten_crop: bool, crop: int = 0) -> "ImageFolderDataset":
+        """The same images evaluated after another resize, at another crop (0: this one), or with 10 crops each."""
+        return ImageFolderDataset(self.samples, False, crop=crop or self.crop, resize=resize, flip=self.flip,
+                                  train_crop=self.train_crop, ten_crop=ten_crop, limits=self.limits,
+                                  interpolation=self.interpolation)
 
 
 def decode_error(e: RuntimeError) -> BadInput | None:

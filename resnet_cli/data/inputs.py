@@ -31,24 +31,30 @@ class InputSpec:
     # what each class is, where the data says ("tench, Tinca tinca" for ImageNet's n01440764: an image folder's
     # synset_words.txt, imagefolder.descriptions); () where it does not, "" for a class it leaves out
     descriptions: tuple[str, ...] = ()
+    interpolation: str = "bilinear"  # the filter of the evaluation resize (config.Interpolation; timm's: bicubic)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     @classmethod
-    def of(cls, classes, channels: int, image_size, resize: int, mean, std, descriptions=()) -> "InputSpec":
+    def of(cls, classes, channels: int, image_size, resize: int, mean, std, descriptions=(),
+           interpolation: str = "bilinear") -> "InputSpec":
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
         return cls(tuple(str(c) for c in classes), int(channels), (int(h), int(w)), int(resize),
-                   tuple(float(v) for v in mean), tuple(float(v) for v in std), tuple(str(d) for d in descriptions))
+                   tuple(float(v) for v in mean), tuple(float(v) for v in std), tuple(str(d) for d in descriptions),
+                   str(interpolation))
 
     def description(self, index: int) -> str:
         return self.descriptions[index] if self.descriptions else ""
 
     @classmethod
     def imagenet(cls, num_classes: int) -> "InputSpec":
-        """torchvision's conventions, the classes numbered (a bare ImageNet state_dict carries no names)."""
-        return cls.of(range(num_classes), 3, IMAGENET_SIZE, IMAGENET_RESIZE, IMAGENET_MEAN, IMAGENET_STD)
+        """torchvision's conventions for a bare ImageNet state_dict, which carries no names: 1000 outputs are
+        ImageNet-1k's classes (imagenet_classes: torchvision's and timm's weights, as timm's inference names
+        them), any other count numbered."""
+        classes, descriptions = named_outputs(num_classes)
+        return cls.of(classes, 3, IMAGENET_SIZE, IMAGENET_RESIZE, IMAGENET_MEAN, IMAGENET_STD, descriptions)
 
     def as_dict(self) -> dict[str, Any]:
         """The checkpoint's "input" entry (plain lists: checkpoints hold no objects)."""
@@ -56,6 +62,8 @@ class InputSpec:
                "resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
         if self.descriptions:  # only where there are some: a record without them reads as before
             out["descriptions"] = list(self.descriptions)
+        if self.interpolation != "bilinear":  # likewise
+            out["interpolation"] = self.interpolation
         return out
 
     @classmethod
@@ -66,6 +74,7 @@ class InputSpec:
             classes, channels, resize = d["classes"], d["channels"], d["resize"]
             size, mean, std = tuple(d["image_size"]), list(d["mean"]), list(d["std"])
             descriptions = d.get("descriptions") or []
+            interpolation = d.get("interpolation", "bilinear")
             ok = (isinstance(classes, (list, tuple)) and 0 < len(classes) <= MAX_CLASSES
                   and all(isinstance(c, str) and len(c) <= 1000 for c in classes)
                   and valid_descriptions(descriptions, len(classes))
@@ -73,13 +82,25 @@ class InputSpec:
                   and all(isinstance(v, (int, float)) and math.isfinite(v) for v in mean + std)
                   and all(v > 0 for v in std) and len(size) == 2
                   and all(isinstance(v, int) and 0 < v <= MAX_IMAGE_SIDE for v in size)
-                  and isinstance(resize, int) and 0 <= resize <= MAX_IMAGE_SIDE)
+                  and isinstance(resize, int) and 0 <= resize <= MAX_IMAGE_SIDE
+                  and interpolation in interpolations())
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
             raise BadInput("the checkpoint's input record (classes, channels, image size, mean/std) is not valid: "
                            "the file is damaged or was not written by resnet-cli")
-        return cls.of(classes, channels, size, resize, mean, std, descriptions)
+        return cls.of(classes, channels, size, resize, mean, std, descriptions, interpolation)
+
+    def tested_at(self, crop_pct: float = 0.0, image_size: int = 0) -> tuple[int, int]:
+        """(crop, resize) of an evaluation at another crop and/or crop_pct (`eval --image-size/--crop-pct`): the
+        crop `image_size` (0: this one), the shorter side floor(crop / crop_pct) (timm's rule), with this record's
+        crop_pct where none is given."""
+        crop = image_size or self.image_size[0]
+        if crop_pct:
+            return crop, resize_of(crop, crop_pct)
+        if image_size and self.resize:
+            return crop, max(crop, resize_of(crop, crop_pct_of(self.image_size[0], self.resize)))
+        return crop, self.resize
 
     def for_outputs(self, num_classes: int) -> "InputSpec":
         """This spec for a model with `num_classes` outputs: outputs past the named classes are numbered."""
@@ -98,15 +119,44 @@ class InputSpec:
         to `resize` and a centre crop (image folders), or a resize to `image_size`; a uint8 C x H x W tensor."""
         from .transforms import center_crop, resize_shorter, to_tensor, upright_8bit
 
+        from .transforms import resample
+
         img = upright_8bit(img, "L" if self.channels == 1 else "RGB")
         h, w = self.image_size
         if self.resize:
-            return center_crop(resize_shorter(img, self.resize), h, w)
+            return center_crop(resize_shorter(img, self.resize, self.interpolation), h, w)
         if img.size != (w, h):
-            from PIL import Image
-
-            img = img.resize((w, h), Image.BILINEAR)
+            img = img.resize((w, h), resample(self.interpolation))
         return to_tensor(img)
+
+
+def resize_of(crop: int, crop_pct: float) -> int:
+    """The shorter side before a centre crop of `crop` that keeps `crop_pct` of it, as timm computes it."""
+    return math.floor(crop / crop_pct)
+
+
+def crop_pct_of(crop: int, resize: int) -> float:
+    """The crop_pct timm reads back as this resize (resize_of): 4 decimals where they do (0.875), more where not."""
+    for digits in (4, 6, 8):
+        if resize_of(crop, round(crop / resize, digits)) == resize:
+            return round(crop / resize, digits)
+    return crop / (resize + 0.5)
+
+
+def interpolations() -> tuple[str, ...]:
+    from typing import get_args
+
+    from ..config import Interpolation
+
+    return get_args(Interpolation)
+
+
+def named_outputs(num_classes: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(classes, descriptions) of a model's outputs when nothing names them: ImageNet-1k's for 1000 outputs,
+    else numbered (and no descriptions)."""
+    from .imagenet_classes import COUNT, imagenet_1k
+
+    return imagenet_1k() if num_classes == COUNT else (tuple(map(str, range(num_classes))), ())
 
 
 def valid_descriptions(descriptions: Any, count: int) -> bool:

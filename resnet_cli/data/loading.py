@@ -258,5 +258,5 @@ def _image_folders(cfg, root: Path, classes: list[str] | None = None, need_train
     train_set, test_set, val_set = image_datasets(cfg, train, test, val)
     return FolderData(train_set, test_set,
                       InputSpec.of(classes, 3, test_set.crop, test_set.resize, IMAGENET_MEAN, IMAGENET_STD,
-                                   descriptions(root, classes)),
+                                   descriptions(root, classes), test_set.interpolation),
                       val_set=val_set, workers=cfg.workers, prefetch=cfg.prefetch)

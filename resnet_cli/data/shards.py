@@ -172,13 +172,13 @@ class ShardData(DescribedByInput):
     def train_tensors(self, what: str):
         raise BadInput(f"{what} reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
 
-    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False) -> "ShardData":
+    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False, image_size: int = 0) -> "ShardData":
+        """As FolderData.tested: another crop, resize or 10 crops for evaluation."""
         import dataclasses
 
-        crop = self.input.image_size[0]
-        resize = round(crop / crop_pct) if crop_pct else self.input.resize
-        return dataclasses.replace(self, test_set=self.test_set.for_testing(resize, ten_crop),
-                                   input=dataclasses.replace(self.input, resize=resize))
+        crop, resize = self.input.tested_at(crop_pct, image_size)
+        return dataclasses.replace(self, test_set=self.test_set.for_testing(resize, ten_crop, crop),
+                                   input=dataclasses.replace(self.input, image_size=(crop, crop), resize=resize))
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
                channels_last: bool = False, rank: int = 0, world: int = 1):
@@ -247,5 +247,5 @@ def load_shards(cfg, location: str, classes: list[str] | None = None) -> ShardDa
         raise BadInput(f"{source.where(INDEX)} has other classes than the checkpoint was trained on")
     train, test, _ = image_datasets(cfg, [], [])
     spec = InputSpec.of(index["classes"], 3, test.crop, test.resize, IMAGENET_MEAN, IMAGENET_STD,
-                        index.get("descriptions", ()))
+                        index.get("descriptions", ()), test.interpolation)
     return ShardData(source, index, spec, train, test, workers=cfg.workers, prefetch=cfg.prefetch)

@@ -41,14 +41,20 @@ def upright_8bit(img, mode: str):
     return out.transpose(getattr(Image, turn)) if turn else out
 
 
-def resize_shorter(img, size: int):
-    """A PIL image with its shorter side resized to `size` (bilinear), the aspect ratio kept."""
+def resample(interpolation: str):
+    """Pillow's filter for an interpolation's name (config.Interpolation)."""
     from PIL import Image
 
+    return {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[interpolation]
+
+
+def resize_shorter(img, size: int, interpolation: str = "bilinear"):
+    """A PIL image with its shorter side resized to `size` (bilinear, or as `interpolation` says), the aspect ratio
+    kept."""
     w, h = img.size
     if w <= h:
-        return img.resize((size, max(1, round(h * size / w))), Image.BILINEAR)
-    return img.resize((max(1, round(w * size / h)), size), Image.BILINEAR)
+        return img.resize((size, max(1, round(h * size / w))), resample(interpolation))
+    return img.resize((max(1, round(w * size / h)), size), resample(interpolation))
 
 
 def to_tensor(img) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -106,6 +107,35 @@ def normalised_as(data, mean, std, resize: int | None = None):
         data.input, mean=tuple(mean), std=tuple(std), resize=resize or data.input.resize))
 
 
+def seen_as(spec) -> dict:
+    """How the images were prepared: the crop, the shorter side before it (0: resized whole) and the filter."""
+    return {"image_size": spec.image_size[0], "resize": spec.resize, "interpolation": spec.interpolation}
+
+
+def checkpoint_data(loaded, cfg, split: str, dataset: str | None):
+    """The data `cfg` names, as `loaded`'s record says it was seen: its classes (image folders are read in the
+    checkpoint's class order), its normalisation where it was trained on this dataset, and what each class is
+    where the checkpoint says and the data does not (ImageNet-1k's words for a timm repo)."""
+    import dataclasses
+
+    from .. import config as C
+    from ..data import load_data
+    from ..data.inputs import InputSpec
+    from ..errors import BadInput
+
+    if cfg.data.dataset in C.DECODED and not cfg.data.data_dir and not os.environ.get("RESNET_CLI_DATA"):
+        raise BadInput(f"{loaded.path} does not say where its {cfg.data.dataset} data is (its weights were made "
+                       "elsewhere): give --data-dir (an image folder with val/<class>/*, or shards)")
+    record = InputSpec.from_dict(loaded.saved_input) if loaded.saved_input else None
+    data = load_data(cfg.data, classes=list(record.classes) if record and cfg.data.dataset in C.DECODED else None,
+                     need_train=split in ("train", "val"))
+    if record and trained_on(loaded, dataset):
+        data = normalised_as(data, record.mean, record.std)
+    if record and record.descriptions and not data.input.descriptions and record.classes == data.input.classes:
+        data = dataclasses.replace(data, input=dataclasses.replace(data.input, descriptions=record.descriptions))
+    return data
+
+
 def trained_on(loaded, dataset: str | None) -> bool:
     """Whether `loaded` was trained on the dataset evaluated (`dataset`, None: its own)."""
     return loaded.trained and (dataset is None or dataset == loaded.config.data.dataset)
@@ -113,19 +143,20 @@ def trained_on(loaded, dataset: str | None) -> bool:
 
 def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = None, dataset: str | None = None,
                         model: str | None = None, limit: int = 0, batch_size: int = 1024, device: str = "auto",
-                        weights: str = "auto", crop_pct: float = 0.0, ten_crop: bool = False, on_batch=None) -> dict:
+                        weights: str = "auto", crop_pct: float = 0.0, ten_crop: bool = False, image_size: int = 0,
+                        on_batch=None) -> dict:
     """`resnet eval`: a checkpoint (or run folder, or bare state_dict with `model`) on a dataset split.
 
     The data is the run's own unless `dataset`/`data_dir` say otherwise ("val" is the run's held-out split);
-    `weights` picks the EMA or raw weights (checkpoint.state_dict_of); image folders may be evaluated after
-    another resize (`crop_pct`: shorter side to crop / crop_pct) or with 10 crops per image (`ten_crop`, the
-    paper's protocol: corners, centre and their mirrors, probabilities averaged). Precision and memory layout are
+    `weights` picks the EMA or raw weights (checkpoint.state_dict_of); image folders may be evaluated at another
+    crop (`image_size`), after another resize (`crop_pct`: shorter side to crop / crop_pct) or with 10 crops per
+    image (`ten_crop`, the paper's protocol: corners, centre and their mirrors, probabilities averaged). Precision and memory layout are
     train's for the device (speed.py), with its kernel choices (configure_backends), without compiling.
     """
     from .. import config as C
     from ..analysis import refuse_on_cpu
     from ..checkpoint import model_from_checkpoint
-    from ..data import load_data, make_loader
+    from ..data import make_loader
     from ..data.shard_source import refuse_saved_command
     from ..device import resolve_device
     from ..errors import BadInput
@@ -148,12 +179,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
                        f"train{folder}")
     cfg = C.build_config(flat)
     dev = resolve_device(device)
-    saved = loaded.saved_input
-    data = load_data(cfg.data, classes=saved["classes"] if saved and cfg.data.dataset in C.DECODED else None,
-                     need_train=split in ("train", "val"))
-    if saved and trained_on(loaded, dataset):
-        data = normalised_as(data, saved["mean"], saved["std"])
-    data = data.tested(crop_pct, ten_crop)
+    data = checkpoint_data(loaded, cfg, split, dataset).tested(crop_pct, ten_crop, image_size)
     cfg.model.fitted(data.num_classes, data.channels, cfg.data.dataset, str(loaded.path))  # it can take the data
     if not trained_on(loaded, dataset) and cfg.model.num_classes != data.num_classes:  # extra outputs: as trained
         raise BadInput(f"{loaded.path} has {cfg.model.num_classes} outputs but {cfg.data.dataset} has "
@@ -169,12 +195,13 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision, on_batch=on_batch)
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
             "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights,
-            "crops": 10 if ten_crop else 1, "resize": data.input.resize, **figures(res, data.input),
+            "crops": 10 if ten_crop else 1, **seen_as(data.input), **figures(res, data.input),
             "device": str(dev), "precision": speed.precision}
 
 
 def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limit: int, batch_size: int,
-                      crop_pct: float, ten_crop: bool, on_batch=None, trust: bool = False) -> dict:
+                      crop_pct: float, ten_crop: bool, image_size: int = 0, on_batch=None,
+                      trust: bool = False) -> dict:
     """`resnet eval` of a file `resnet export` wrote (exported.py), in its own runtime, on the test split of the
     dataset its metadata names (or `dataset`), normalised as its metadata says: the figures of the exported file
     itself, to set beside the checkpoint's. `trust`: --trust-exported (exported.py)."""
@@ -191,7 +218,10 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
         raise BadInput(f"{source} does not say which dataset it was trained on: give --dataset (it is never guessed)")
     flags = {"data.dataset": name, "data.data_dir": data_dir, "data.test_limit": limit}
     if name in C.DECODED:
-        flags["data.image_size"] = net.spec.image_size[0]
+        flags["data.image_size"], flags["data.eval_interpolation"] = net.spec.image_size[0], net.spec.interpolation
+    if image_size and image_size != net.spec.image_size[0]:
+        raise BadInput(f"{source} takes {net.spec.image_size[0]}x{net.spec.image_size[1]} images, as it was exported: "
+                       "--image-size applies to checkpoints (export it again at another size)")
     cfg = C.resolve(flags=flags)
     data = load_data(cfg.data, classes=list(net.spec.classes) if name in C.DECODED else None,
                      need_train=False)
@@ -208,4 +238,4 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
     res = evaluate(net, loader, net.num_classes, net.device, "fp32", on_batch=on_batch)
     return {"checkpoint": str(source), "model": net.name, "runtime": net.runtime, "dataset": name, "split": "test",
             "split_name": split_name(name, "test"), "weights": "exported", "crops": 10 if ten_crop else 1,
-            "resize": data.input.resize, **figures(res, data.input), "device": str(net.device), "precision": "fp32"}
+            **seen_as(data.input), **figures(res, data.input), "device": str(net.device), "precision": "fp32"}
