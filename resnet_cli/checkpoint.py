@@ -173,6 +173,12 @@ class LoadedModel:
         return self.from_run and isinstance(self.checkpoint["config"].get("data"), dict)
 
     @property
+    def recipe(self) -> bool:
+        """Trained by a resnet-cli run, whose config (its train section) trains them again: not a bare state_dict,
+        not `resnet build`'s, not another tool's weights with a config.json (timm's repo says no recipe)."""
+        return self.trained and isinstance(self.checkpoint["config"].get("train"), dict)
+
+    @property
     def unknown_data(self) -> str:
         """How to name, in a message, weights whose data we do not know (neither a run's nor given)."""
         return "holds untrained weights (resnet build)" if self.from_run else "is a bare state_dict"

@@ -247,10 +247,14 @@ def export_weights(source, output: Path, fmt: str, tolerance: float = 1e-3, mode
         metrics = loaded.checkpoint.get("metrics") if loaded.from_run else None
         from .train.evaluations import selection_metric
 
+        elsewhere = "" if loaded.recipe else "untrained weights (resnet build)" if loaded.from_run and not \
+            loaded.trained else f"weights from {source}, not trained by resnet-cli"
         card = W.model_card(config, spec, cfg_json, metrics if isinstance(metrics, list) else [],
-                            selection_metric(loaded.config), loaded.weights, params)
-        for name, text in (("config.json", json.dumps(cfg_json, indent=2) + "\n"),
-                           ("train_config.yaml", to_yaml(loaded.config)), ("README.md", card)):
+                            selection_metric(loaded.config), loaded.weights, params, elsewhere)
+        files = [("config.json", json.dumps(cfg_json, indent=2) + "\n"), ("README.md", card)]
+        if loaded.recipe:  # a run's config trains it again; weights made elsewhere have none to give
+            files.insert(1, ("train_config.yaml", to_yaml(loaded.config)))
+        for name, text in files:
             written.append(atomic_write_text(folder / name, text))
     back = model_from_checkpoint(folder if fmt == "hub" else target)
     diff = check_weights(back.model, loaded.model, tuple(spec["image_size"]))
@@ -259,7 +263,7 @@ def export_weights(source, output: Path, fmt: str, tolerance: float = 1e-3, mode
             "bytes": sum(f.stat().st_size for f in written), "files": [str(f) for f in written],
             "weights": loaded.weights, "timm": W.TIMM.get(loaded.config.model.name) if fmt == "hub" else None,
             "batch_size": "any", "input_size": list(spec["image_size"]), "device": "cpu", "check_batch": 3,
-            "metadata": "config.json, train_config.yaml, README.md" if fmt == "hub" else "in the file (metadata)",
+            "metadata": ", ".join(f.name for f in written[1:]) if fmt == "hub" else "in the file (metadata)",
             "max_abs_diff": diff, "tolerance": tolerance, "ok": diff <= tolerance}
 
 

@@ -296,8 +296,11 @@ def build_command(model: dict[str, Any]) -> str:
 
 
 def model_card(config: dict[str, Any], spec: dict[str, Any], cfg_json: dict[str, Any], metrics: list[dict],
-               selected_by: str, weights: str, params: int) -> str:
-    """README.md of a Hub repo: what the model is, what it was trained on and how, how well, how to use it."""
+               selected_by: str, weights: str, params: int, made_elsewhere: str = "") -> str:
+    """README.md of a Hub repo: what the model is, what it was trained on and how, how well, how to use it.
+    `made_elsewhere`: what weights are that no resnet-cli run trained ("weights from PATH, not trained by
+    resnet-cli": a bare state_dict, timm's repo; untrained ones of `resnet build`): the card then gives no recipe
+    (export writes no train_config.yaml: there is none to give)."""
     model, data, train = config["model"], config.get("data") or {}, config.get("train") or {}
     name, dataset = model["name"], data.get("dataset", "unknown")
     best = max(metrics, key=lambda r: r.get(selected_by, -1.0)) if metrics else None
@@ -307,8 +310,10 @@ def model_card(config: dict[str, Any], spec: dict[str, Any], cfg_json: dict[str,
              "tags:", "- image-classification", "- resnet", "- resnet-cli", *(["- timm"] if timm_name else []),
              "---", "", f"# {name} on {dataset}", "",
              f"A {name} ({model.get('family', '') or 'ResNet'}, He et al. 2015: \"Deep Residual Learning for Image "
-             f"Recognition\") with {params:,} parameters, trained with resnet-cli on "
-             f"{dataset}: {len(spec['classes'])} classes, {spec['channels']}-channel {h}x{w} input"
+             f"Recognition\") with {params:,} parameters, "
+             + (f"{made_elsewhere}, for " if made_elsewhere else
+                "trained with resnet-cli on ")
+             + f"{dataset}: {len(spec['classes'])} classes, {spec['channels']}-channel {h}x{w} input"
              + (" (the EMA weights)." if weights == "ema" else "."), ""]
     if best is not None:
         rows = [(k, best[k]) for k in sorted(best) if k.endswith("top1") or k.endswith("top5")]
@@ -319,10 +324,12 @@ def model_card(config: dict[str, Any], spec: dict[str, Any], cfg_json: dict[str,
               ("batch size", train.get("batch_size")), ("epochs", train.get("epochs")),
               ("weight decay", train.get("weight_decay")), ("label smoothing", train.get("label_smoothing")),
               ("EMA", train.get("ema") or None)]
-    lines += ["## Training", "", "| setting | value |", "| --- | --- |",
-              *[f"| {k} | {v} |" for k, v in recipe if v not in (None, "")], "",
-              "The run's whole config is `train_config.yaml`; this trains the model again:", "", "```bash",
-              "resnet train --config train_config.yaml", "```", "", "## Use", "",
+    if not made_elsewhere:
+        lines += ["## Training", "", "| setting | value |", "| --- | --- |",
+                  *[f"| {k} | {v} |" for k, v in recipe if v not in (None, "")], "",
+                  "The run's whole config is `train_config.yaml`; this trains the model again:", "", "```bash",
+                  "resnet train --config train_config.yaml", "```", ""]
+    lines += ["## Use", "",
               f"The architecture alone, untrained: `{cfg_json['resnet_cli']['build']}`.", "", "```bash",
               "resnet predict hf-hub:ORG/NAME image.png      # this repo, once uploaded (hf upload ORG/NAME .)",
               "resnet eval hf-hub:ORG/NAME", "```", ""]

@@ -558,6 +558,15 @@ def test_a_timm_hub_repo_predicts_and_evaluates_as_timm_would(tmp_path, cli, fak
     assert again["loss"] == pytest.approx(ev["loss"], abs=1e-4)
     onnx = cli.json("predict", tmp_path / "r18.onnx", tmp_path / "photo.png")
     assert [t["prob"] for t in onnx["predictions"][0]["top"]] == pytest.approx(p.tolist(), abs=1e-4)
+    out = cli("export", repo, "--format", "hub", "-o", tmp_path / "again")  # and back out, for timm to read
+    assert out.exit_code == 0, out.output
+    assert sorted(f.name for f in (tmp_path / "again").iterdir()) == ["README.md", "config.json",
+                                                                       "model.safetensors"]  # no recipe to give
+    card = (tmp_path / "again" / "README.md").read_text()
+    assert f"weights from {repo}, not trained by resnet-cli, for imagefolder" in card and "## Training" not in card
+    written = json.loads((tmp_path / "again" / "config.json").read_text())["pretrained_cfg"]
+    assert (written["crop_pct"], written["interpolation"]) == (0.953191, "bicubic")  # timm reads 235 back
+    assert written["label_descriptions"]["n01440764"] == "tench, Tinca tinca"
     nowhere = cli("eval", repo, "--device", "cpu", env={"RESNET_CLI_DATA": ""})
     assert nowhere.exit_code == 2 and "does not say where its imagefolder data is" in nowhere.stderr
 
