@@ -573,3 +573,26 @@ def test_a_timm_hub_repo_predicts_and_evaluates_as_timm_would(tmp_path, cli, fak
     torch.save(state, tmp_path / "torchvision.pth")  # a bare state_dict: ImageNet's conventions and classes
     bare = cli.json("predict", tmp_path / "torchvision.pth", tmp_path / "photo.png", "--model", "resnet18")
     assert bare["predictions"][0]["top"][0]["class"] in wnids and bare["predictions"][0]["top"][0]["description"]
+
+
+@pytest.mark.slow
+def test_init_refuses_the_other_stride_of_the_same_tensors(tmp_path):
+    """timm's resnet50 is our resnet50-v1.5: its tensors load into the paper's resnet50 and compute another
+    function, so --init refuses that pairing and names the model to train (as it does for torchvision:resnet50).
+    ~1 s: two ResNet-50s."""
+    from safetensors.torch import save_file
+
+    from resnet_cli.errors import BadInput
+    from resnet_cli.models import build_model
+    from resnet_cli.train.init_weights import init_from
+
+    (tmp_path / "repo").mkdir()
+    state = build_model("resnet50-v1.5", num_classes=1000).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "repo" / "model.safetensors"))
+    (tmp_path / "repo" / "config.json").write_text(json.dumps(_timm_config()).replace('"resnet18"', '"resnet50"'))
+    with pytest.raises(BadInput) as e:
+        init_from(build_model("resnet50", num_classes=3), tmp_path / "repo", "resnet50")
+    assert "its weights are a resnet50-v1.5, not a resnet50 (the same tensors" in str(e.value)
+    assert str(e.value).endswith("train --model resnet50-v1.5")
+    said = init_from(build_model("resnet50-v1.5", num_classes=3), tmp_path / "repo", "resnet50-v1.5")
+    assert said.startswith("model.init: loaded 318 of 320 tensors") and "new head fc (1000 -> 3 classes)" in said

@@ -80,8 +80,13 @@ def init_from(model: Any, source: str | os.PathLike, name: str) -> str:
     state = state_dict_of(ckpt)
     target = model.state_dict()
     where = f"model.init {path}"
-    if is_full_checkpoint(ckpt) and ckpt["config"]["model"].get("name") not in (None, name):
-        where += f" (a {ckpt['config']['model']['name']})"
+    saved = ckpt["config"]["model"].get("name") if is_full_checkpoint(ckpt) else None
+    if saved not in (None, name):
+        if str(saved).removesuffix("-v1.5") == name.removesuffix("-v1.5"):  # resnet50 and resnet50-v1.5
+            raise BadInput(f"{where}: its weights are a {saved}, not a {name} (the same tensors, the stride on "
+                           f"another convolution: they would load and compute another function): train --model "
+                           f"{saved}")
+        where += f" (a {saved})"
     missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in target]
     if missing or unexpected:
