@@ -105,7 +105,7 @@ def read(path: Path) -> dict[str, Any]:
         ours = found.get("resnet_cli")
         if isinstance(ours, dict):
             config, spec = ours.get("config"), spec or ours.get("input")
-        elif "architecture" in found:
+        elif "architecture" in found and found.get("num_classes") != 0:  # 0: a headless backbone, for --init
             config, spec = from_timm(found, str(beside))
     if not isinstance(config, dict):
         return state
@@ -117,8 +117,9 @@ def read(path: Path) -> dict[str, Any]:
 
 def from_timm(found: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(our config, our input record) from timm's config.json for one of its ResNets that are ours (TIMM): the
-    network its `architecture` names, and the evaluation its `pretrained_cfg` describes (input size, crop_pct
-    as timm applies it, interpolation, mean/std, label_names; timm's defaults where it is silent). Classes it
+    network its `architecture` names, and the evaluation its `pretrained_cfg` describes, as timm's validate.py
+    reads it (test_input_size and test_crop_pct where it has them, else input_size and crop_pct, applied as timm
+    applies it; interpolation, mean/std, label_names; timm's defaults where it is silent). Classes it
     does not name are ImageNet-1k's for 1000 outputs (timm's own rule), else numbered. What we cannot do as timm
     does (a crop_mode other than center, another filter) is refused in one line, never approximated."""
     from .data.inputs import IMAGENET_MEAN, IMAGENET_STD, interpolations, named_outputs, resize_of
@@ -133,8 +134,8 @@ def from_timm(found: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[s
     if not isinstance(pre, dict) or not isinstance(args, dict):
         raise BadInput(f"{where}: pretrained_cfg and model_args must be JSON objects")
     classes = found.get("num_classes", pre.get("num_classes", 1000))
-    size = pre.get("input_size", [3, 224, 224])
-    crop_pct, mode = pre.get("crop_pct", 0.875), pre.get("crop_mode", "center")
+    size = pre.get("test_input_size") or pre.get("input_size", [3, 224, 224])  # as timm's validate.py evaluates
+    crop_pct, mode = pre.get("test_crop_pct") or pre.get("crop_pct", 0.875), pre.get("crop_mode", "center")
     interpolation = pre.get("interpolation") or "bicubic"  # timm's default where its config is silent
     if not (isinstance(classes, int) and 0 < classes <= gate.MAX_CLASSES and isinstance(size, list)
             and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size) and size[1] == size[2]
@@ -146,7 +147,7 @@ def from_timm(found: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[s
                        f"{str(interpolation)[:40]!r}; resnet-cli evaluates a center crop, "
                        f"{' or '.join(interpolations())}")
     names, described = named_outputs(classes)
-    labels = found.get("label_names", pre.get("label_names"))
+    labels = found.get("label_names", pre.get("label_names", pre.get("labels")))  # "labels": timm's older name
     if isinstance(labels, dict):  # timm's id -> name where the ids have gaps
         labels = [labels.get(str(i), str(i)) for i in range(classes)]
     if labels is not None:

@@ -444,8 +444,9 @@ def _timm_config(**pretrained) -> dict:
 
 
 def test_timms_config_json_names_our_network_its_evaluation_and_imagenets_classes():
-    """timm's config.json for one of its ResNets that are ours: the network, the input as timm evaluates it
-    (resize floor(224 / 0.95) = 235, bicubic), ImageNet-1k's classes for 1000 unnamed outputs (timm's rule);
+    """timm's config.json for one of its ResNets that are ours: the network, the input as timm's validate.py
+    evaluates it (test_input_size and test_crop_pct where given: 288 of 288; else input_size 224 and resize
+    floor(224 / 0.95) = 235; bicubic), ImageNet-1k's classes for 1000 unnamed outputs (timm's rule);
     label_names where it gives them; what we would only approximate is refused in one line."""
     from resnet_cli.data.inputs import InputSpec
     from resnet_cli.errors import BadInput
@@ -453,20 +454,25 @@ def test_timms_config_json_names_our_network_its_evaluation_and_imagenets_classe
 
     config, spec = from_timm(_timm_config(), "config.json")
     assert config == {"model": {"name": "resnet18", "num_classes": 1000, "in_channels": 3},
-                      "data": {"dataset": "imagefolder", "image_size": 224, "eval_resize": 235,
+                      "data": {"dataset": "imagefolder", "image_size": 288, "eval_resize": 288,
                                "eval_interpolation": "bicubic"}}
     record = InputSpec.from_dict(spec)
-    assert (record.image_size, record.resize, record.interpolation) == ((224, 224), 235, "bicubic")
+    assert (record.image_size, record.resize, record.interpolation) == ((288, 288), 288, "bicubic")
+    spec = from_timm(_timm_config(test_input_size=None, test_crop_pct=None), "c")[1]
+    assert (spec["image_size"], spec["resize"]) == ([224, 224], 235)
+    spec = from_timm(_timm_config(input_size=[3, 176, 176], test_input_size=[3, 224, 224], test_crop_pct=0.965,
+                                  crop_pct=0.875, interpolation="bilinear"), "c")[1]  # torchvision's v2 recipe
+    assert (spec["image_size"], spec["resize"], spec["interpolation"]) == ([224, 224], 232, "bilinear")
     assert record.classes[:2] == ("n01440764", "n01443537") and len(record.classes) == 1000
     assert record.descriptions[0] == "tench, Tinca tinca" and record.classes[281] == "n02123045"
     assert record.descriptions[281] == "tabby, tabby cat"
     assert from_timm({**_timm_config(), "architecture": "resnet50"}, "c")[0]["model"]["name"] == "resnet50-v1.5"
     legacy = {"architecture": "resnet34", "num_classes": 3, "input_size": [1, 64, 64], "crop_pct": 1.0,
-              "interpolation": "bilinear", "label_names": ["a", "b", "c"]}  # timm's older flat config.json
+              "interpolation": "bilinear", "labels": ["a", "b", "c"]}  # timm's older flat config.json
     config, spec = from_timm(legacy, "c")
     assert config["model"] == {"name": "resnet34", "num_classes": 3, "in_channels": 1}
     assert (spec["classes"], spec["resize"], spec["interpolation"]) == (["a", "b", "c"], 64, "bilinear")
-    gaps = {**legacy, "input_size": [3, 64, 64], "label_names": {"0": "cat", "2": "dog"},
+    gaps = {**legacy, "input_size": [3, 64, 64], "labels": None, "label_names": {"0": "cat", "2": "dog"},
             "label_descriptions": {"cat": "a small feline"}}
     spec = from_timm(gaps, "c")[1]
     assert spec["classes"] == ["cat", "1", "dog"] and spec["descriptions"] == ["a small feline", "", ""]
@@ -479,8 +485,8 @@ def test_timms_config_json_names_our_network_its_evaluation_and_imagenets_classe
                                                           "'bicubic'; resnet-cli evaluates a center crop, bilinear or "
                                                           "bicubic"),
                         (_timm_config(interpolation="lanczos"), "interpolation 'lanczos'"),
-                        (_timm_config(crop_pct=1.5), "crop_pct (a fraction in (0, 1]) is not valid"),
-                        (_timm_config(input_size=[3, 224, 192]), "input_size ([C, H, H])"),
+                        (_timm_config(test_crop_pct=1.5), "crop_pct (a fraction in (0, 1]) is not valid"),
+                        (_timm_config(test_input_size=[3, 224, 192]), "input_size ([C, H, H])"),
                         ({**_timm_config(), "num_classes": 0}, "num_classes"),
                         ({**_timm_config(), "pretrained_cfg": []}, "pretrained_cfg and model_args must be JSON")]:
         with pytest.raises(BadInput, match=None) as e:
@@ -500,8 +506,9 @@ def test_timms_crop_pct_is_applied_as_timm_applies_it_and_written_so_timm_reads_
 
 @pytest.mark.slow
 def test_a_timm_hub_repo_predicts_and_evaluates_as_timm_would(tmp_path, cli, fake_hub):
-    """`hf-hub:timm/...`: no --model, the image prepared as timm prepares it (shorter side floor(224 / 0.95),
-    bicubic, centre crop, its mean/std: the probabilities equal a forward pass on that by hand), ImageNet-1k's
+    """`hf-hub:timm/...`: no --model, the image prepared as timm's validate.py prepares it (test_input_size 288,
+    test_crop_pct 1.0, bicubic, centre crop, its mean/std: the probabilities equal a forward pass on that by hand;
+    eval --image-size 224 --crop-pct 0.95 is its training size, 224 from floor(224 / 0.95)), ImageNet-1k's
     class names; eval on a folder of ImageNet classes needs only --data-dir; a bare torchvision state_dict with
     1000 outputs is named the same way. ~11 s: the hub fetch runs in a process of its own, and ONNX exports."""
     pytest.importorskip("huggingface_hub")
@@ -529,9 +536,9 @@ def test_a_timm_hub_repo_predicts_and_evaluates_as_timm_would(tmp_path, cli, fak
     assert done.returncode == 0, done.stderr
     top = json.loads(done.stdout)["predictions"][0]["top"]
 
-    img = Image.open(tmp_path / "photo.png").convert("RGB").resize((313, 235), Image.BICUBIC)  # 400 x 300 -> 235
-    left, up = (313 - 224) // 2, (235 - 224) // 2
-    x = torch.from_numpy(np.asarray(img.crop((left, up, left + 224, up + 224)), dtype=np.float32) / 255)
+    img = Image.open(tmp_path / "photo.png").convert("RGB").resize((384, 288), Image.BICUBIC)  # 400 x 300 -> 288
+    left, up = (384 - 288) // 2, 0
+    x = torch.from_numpy(np.asarray(img.crop((left, up, left + 288, up + 288)), dtype=np.float32) / 255)
     x = ((x - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])).permute(2, 0, 1)
     with torch.no_grad():
         p, i = torch.softmax(net(x[None]), 1)[0].topk(5)
@@ -543,18 +550,20 @@ def test_a_timm_hub_repo_predicts_and_evaluates_as_timm_would(tmp_path, cli, fak
     assert [(t["class"], t["description"]) for t in top] == [(wnids[k], words[k]) for k in i.tolist()]
 
     summary = cli("summary", repo)  # the folder `hf download timm/resnet18.a1_in1k --local-dir repo` makes
-    assert summary.exit_code == 0 and "resnet18 at 224x224" in summary.stdout, summary.output
+    assert summary.exit_code == 0 and "resnet18 at 288x288" in summary.stdout, summary.output
     for wnid in wnids[:2]:
         (tmp_path / "inet" / "val" / wnid).mkdir(parents=True)
         Image.open(tmp_path / "photo.png").save(tmp_path / "inet" / "val" / wnid / "a.png")
     ev = cli.json("eval", repo, "--data-dir", tmp_path / "inet", "--device", "cpu")
-    assert (ev["count"], ev["resize"]) == (2, 235)
+    assert (ev["count"], ev["image_size"], ev["resize"]) == (2, 288, 288)
+    train_size = cli.json("eval", repo, "--data-dir", tmp_path / "inet", "--image-size", "224", "--crop-pct", "0.95")
+    assert (train_size["image_size"], train_size["resize"], train_size["interpolation"]) == (224, 235, "bicubic")
     assert [c["description"] for c in ev["per_class"]][:2] == ["tench, Tinca tinca", "goldfish, Carassius auratus"]
     pytest.importorskip("onnxruntime")
     out = cli("export", repo, "-o", tmp_path / "r18.onnx")  # the record travels: bicubic, 224 from 235
     assert out.exit_code == 0, out.output
     again = cli.json("eval", tmp_path / "r18.onnx", "--data-dir", tmp_path / "inet", "--dataset", "imagefolder")
-    assert (again["resize"], again["interpolation"]) == (235, "bicubic")
+    assert (again["resize"], again["interpolation"]) == (288, "bicubic")
     assert again["loss"] == pytest.approx(ev["loss"], abs=1e-4)
     onnx = cli.json("predict", tmp_path / "r18.onnx", tmp_path / "photo.png")
     assert [t["prob"] for t in onnx["predictions"][0]["top"]] == pytest.approx(p.tolist(), abs=1e-4)
@@ -565,7 +574,7 @@ def test_a_timm_hub_repo_predicts_and_evaluates_as_timm_would(tmp_path, cli, fak
     card = (tmp_path / "again" / "README.md").read_text()
     assert f"weights from {repo}, not trained by resnet-cli, for imagefolder" in card and "## Training" not in card
     written = json.loads((tmp_path / "again" / "config.json").read_text())["pretrained_cfg"]
-    assert (written["crop_pct"], written["interpolation"]) == (0.953191, "bicubic")  # timm reads 235 back
+    assert (written["input_size"], written["crop_pct"], written["interpolation"]) == ([3, 288, 288], 1.0, "bicubic")
     assert written["label_descriptions"]["n01440764"] == "tench, Tinca tinca"
     nowhere = cli("eval", repo, "--device", "cpu", env={"RESNET_CLI_DATA": ""})
     assert nowhere.exit_code == 2 and "does not say where its imagefolder data is" in nowhere.stderr
@@ -578,8 +587,8 @@ def test_a_timm_hub_repo_predicts_and_evaluates_as_timm_would(tmp_path, cli, fak
 @pytest.mark.slow
 def test_init_refuses_the_other_stride_of_the_same_tensors(tmp_path):
     """timm's resnet50 is our resnet50-v1.5: its tensors load into the paper's resnet50 and compute another
-    function, so --init refuses that pairing and names the model to train (as it does for torchvision:resnet50).
-    ~1 s: two ResNet-50s."""
+    function, so --init refuses that pairing and names the model to train (as it does for torchvision:resnet50);
+    a headless backbone (timm's num_classes=0) starts a new head. ~1.5 s: three ResNet-50s."""
     from safetensors.torch import save_file
 
     from resnet_cli.errors import BadInput
@@ -596,3 +605,9 @@ def test_init_refuses_the_other_stride_of_the_same_tensors(tmp_path):
     assert str(e.value).endswith("train --model resnet50-v1.5")
     said = init_from(build_model("resnet50-v1.5", num_classes=3), tmp_path / "repo", "resnet50-v1.5")
     assert said.startswith("model.init: loaded 318 of 320 tensors") and "new head fc (1000 -> 3 classes)" in said
+    # a feature extractor (timm's num_classes=0: no fc): its tensors start a new head
+    save_file({k: v.contiguous() for k, v in state.items() if not k.startswith("fc.")},
+              str(tmp_path / "repo" / "model.safetensors"))
+    (tmp_path / "repo" / "config.json").write_text(json.dumps({"architecture": "resnet50", "num_classes": 0}))
+    said = init_from(build_model("resnet50-v1.5", num_classes=3), tmp_path / "repo", "resnet50-v1.5")
+    assert said.startswith("model.init: loaded 318 of 320 tensors") and "new head fc (none -> 3 classes)" in said

@@ -47,8 +47,8 @@ def eval_cmd(
                                                       help="Image folders: resize the shorter side to crop / "
                                                            "crop-pct before cropping (0.875: 224 from 256) "
                                                            "\\[default: as trained]")] = None,
-    image_size: Annotated[int, typer.Option("--image-size", help="Image folders: evaluate at this crop (timm's "
-                                            "test_input_size: 288 for its a1 recipe; 0 = as trained).")] = 0,
+    image_size: Annotated[int, typer.Option("--image-size", help="Image folders: evaluate at this crop size, the "
+                                            "resize in proportion (0 = as trained, or as a timm repo says).")] = 0,
     confusion: Annotated[bool, typer.Option("--confusion", help="Print the confusion matrix (a table up to 20 "
                                             "classes, the most frequent confusions beyond).")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", show_default=False,

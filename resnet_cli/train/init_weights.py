@@ -69,7 +69,8 @@ def init_from(model: Any, source: str | os.PathLike, name: str) -> str:
     state_dict) into `model`, a freshly built `name`, and return the one line that says what happened.
 
     Every tensor is matched by name and shape. A head (fc) or stem convolution of another shape (another
-    num_classes or in_channels) keeps the new net's own initialisation; anything else that does not fit is
+    num_classes or in_channels), or a head the source lacks (a feature extractor's, timm's num_classes=0), keeps
+    the new net's own initialisation; anything else that does not fit is
     one BadInput line. BatchNorm's batch counters may be absent (older torchvision files)."""
     path = checkpoint_file(weights_file(source, name))
     if not path.exists():
@@ -87,7 +88,9 @@ def init_from(model: Any, source: str | os.PathLike, name: str) -> str:
                            f"another convolution: they would load and compute another function): train --model "
                            f"{saved}")
         where += f" (a {saved})"
-    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    headless = "fc.weight" not in state and "fc.bias" not in state  # a feature extractor's (timm's num_classes=0)
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")
+               and not (headless and k in ("fc.weight", "fc.bias"))]
     unexpected = [k for k in state if k not in target]
     if missing or unexpected:
         from ..models.registry import shortcut_mismatch
@@ -115,7 +118,7 @@ def init_from(model: Any, source: str | os.PathLike, name: str) -> str:
     model.load_state_dict({k: v for k, v in state.items() if k not in differ}, strict=False)
     loaded = sum(1 for k in state if k not in differ)
     line = f"model.init: loaded {loaded} of {len(target)} tensors from {path}"
-    new = []
+    new = [f"new head fc (none -> {target['fc.weight'].shape[0]} classes)"] if headless else []
     if "fc.weight" in differ:
         new.append(f"new head fc ({state['fc.weight'].shape[0]} -> {target['fc.weight'].shape[0]} classes)")
     if "conv1.weight" in differ:
