@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gate, weights
+from . import gate, torchvision_weights, weights
 from .errors import BadInput
 from .files import atomic_write_bytes
 
@@ -82,7 +82,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             raise BadInput(f"cannot read checkpoint {path}: truncated or not a checkpoint ({first[:160]})") from None
     if not isinstance(obj, dict):
         raise BadInput(f"{path} does not hold a checkpoint dict (found {type(obj).__name__})")
-    return obj
+    known = None if is_full_checkpoint(obj) else torchvision_weights.published(path)
+    return torchvision_weights.as_checkpoint(obj, *known) if known else obj
 
 
 def is_full_checkpoint(obj: dict[str, Any]) -> bool:
@@ -93,12 +94,15 @@ def is_full_checkpoint(obj: dict[str, Any]) -> bool:
 def names_weights(source: str | os.PathLike) -> bool:
     """Whether a MODEL argument names trained weights (a file or folder that exists, or an `hf-hub:` name) rather
     than a registry name: what `summary` and `flops` load instead of building."""
-    return weights.is_hub_name(source) or Path(source).exists()
+    return weights.is_hub_name(source) or torchvision_weights.is_name(source) or Path(source).exists()
 
 
 def checkpoint_file(source: str | os.PathLike, prefer: str = "best") -> Path:
     """A checkpoint file as given, or a run folder's `best.pt` (else `last.pt`); `prefer="last"` for resuming.
-    Weights that travel (a .safetensors file, a Hub repo folder or an `hf-hub:` name) are their safetensors file."""
+    Weights that travel (a .safetensors file, a Hub repo folder or an `hf-hub:` name) are their safetensors file;
+    `torchvision:NAME` is torchvision's file, fetched once (torchvision_weights)."""
+    if torchvision_weights.is_name(source):
+        return torchvision_weights.fetch(source)
     travelling = weights.weights_file(source)
     if travelling is not None:
         return travelling
@@ -201,14 +205,17 @@ def model_from_checkpoint(source: str | os.PathLike, model: str | None = None,
     ckpt = load_checkpoint(path)
     cfg = config_from_checkpoint(ckpt, path, model, dataset)
     net = build_model(**cfg.model.architecture())
+    state = state_dict_of(ckpt, weights)
+    # BatchNorm's batch counters, which older torchvision files lack, count training steps: nothing evaluates them
+    state = {**{k: v for k, v in net.state_dict().items() if k.endswith("num_batches_tracked")}, **state}
     try:
-        net.load_state_dict(state_dict_of(ckpt, weights), strict=True)
+        net.load_state_dict(state, strict=True)
     except RuntimeError as e:  # "Error(s) in loading state_dict for ResNet:", then the details, one per line
         details = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e).strip()]
         more = f" ({len(details) - 1} more)" if len(details) > 1 else ""
         from .models.registry import shortcut_mismatch
 
-        shortcuts = shortcut_mismatch(net.state_dict(), state_dict_of(ckpt, weights))
+        shortcuts = shortcut_mismatch(net.state_dict(), state)
         raise BadInput(f"{path} does not fit {cfg.model.name}: {shortcuts or details[0][:240] + more}") from None
     bad = next((k for k, v in net.state_dict().items() if v.is_floating_point() and not v.isfinite().all()), None)
     if bad is not None:  # its every output would be NaN: no accuracy or prediction of it is a number

@@ -225,13 +225,14 @@ def test_torchscript_is_still_written_with_one_note_and_no_pytorch_warning(tmp_p
 @pytest.mark.slow  # a few seconds: the quick loop keeps under 90 s
 def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_path, server, monkeypatch):
     """`--init torchvision:resnet18`: torchvision's file from a (loopback) mirror, its sha256 checked against the
-    name, kept in torch hub's cache and reused offline; a wrong file is not kept; offline is one line."""
+    name, kept in torch hub's cache and reused offline; a wrong file is not kept; offline is one line. eval,
+    predict and summary take the name, or the file, as what it is (torchvision's evaluation, ImageNet's classes)."""
     import hashlib
 
     import torch
 
+    from resnet_cli import torchvision_weights as tv
     from resnet_cli.models import build_model
-    from resnet_cli.train import init_weights
 
     www, url, hits = server
     torch.manual_seed(1)
@@ -240,7 +241,8 @@ def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_
     digest = hashlib.sha256((www / "blob").read_bytes()).hexdigest()
     name = f"resnet18-{digest[:8]}.pth"
     (www / "blob").rename(www / name)
-    monkeypatch.setitem(init_weights.TORCHVISION, "resnet18", ("resnet18", name))
+    monkeypatch.setitem(tv.NAMES, "resnet18", name)
+    monkeypatch.setitem(tv.FILES, name, ("resnet18", 232))  # evaluated as the v2 recipe's are: 224 from 232
     monkeypatch.setenv("RESNET_CLI_TORCHVISION_URL", url)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     train = ["train", "--preset", "smoke", "--model", "resnet18", "--device", "cpu", "--epochs", "1",
@@ -252,14 +254,34 @@ def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_
     assert f"model.init: loaded 120 of 122 tensors from {cached}; new head fc (1000 -> 10 classes)" in first.stdout
     again = cli(*train, "--init", "torchvision:resnet18")  # from the cache: no second request
     assert again.exit_code == 0 and hits == [f"/{name}"]
+    # eval, predict and summary take the name (or the file, known by its name and checksum) without --model:
+    # torchvision's evaluation of it, ImageNet-1k's classes
+    from PIL import Image
+
+    for wnid in ("n01440764", "n01443537"):
+        (tmp_path / "inet" / "val" / wnid).mkdir(parents=True)
+        Image.new("RGB", (300, 240), (90, 120, 30)).save(tmp_path / "inet" / "val" / wnid / "a.png")
+    ev = cli.json("eval", "torchvision:resnet18", "--data-dir", tmp_path / "inet", "--device", "cpu")
+    assert (ev["model"], ev["count"], ev["image_size"], ev["resize"]) == ("resnet18", 2, 224, 232)
+    assert ev["per_class"][0]["description"] == "tench, Tinca tinca"
+    shown = cli.json("predict", cached, tmp_path / "inet", "--topk", "1")
+    assert shown["model"] == "resnet18" and shown["predictions"][0]["top"][0]["description"]
+    assert cli("summary", "torchvision:resnet18").exit_code == 0
+    (tmp_path / "renamed.pth").write_bytes(cached.read_bytes())  # not by its published name: a bare state_dict
+    bare = cli("predict", tmp_path / "renamed.pth", tmp_path / "inet")
+    assert bare.exit_code == 2 and "is a bare state_dict; say which model it is with --model" in bare.stderr
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / name).write_bytes(cached.read_bytes() + b"\0")  # its name, not its checksum: the same
+    bare = cli("predict", tmp_path / "other" / name, tmp_path / "inet")
+    assert bare.exit_code == 2 and "is a bare state_dict" in bare.stderr
     wrong = f"resnet34-{'0' * 8}.pth"
     (www / wrong).write_bytes((www / name).read_bytes())
-    monkeypatch.setitem(init_weights.TORCHVISION, "resnet34", ("resnet18", wrong))
+    monkeypatch.setitem(tv.NAMES, "resnet34", wrong)
+    monkeypatch.setitem(tv.FILES, wrong, ("resnet18", 256))
     bad = cli(*train, "--init", "torchvision:resnet34")
     assert bad.exit_code == 2 and "its sha256 should start with 00000000" in bad.stderr
     assert not (tmp_path / "torch" / "hub" / "checkpoints" / wrong).exists()
     monkeypatch.setenv("RESNET_CLI_TORCHVISION_URL", "http://127.0.0.1:9/")  # nothing listens: offline
-    monkeypatch.setitem(init_weights.TORCHVISION, "resnet18:v1", ("resnet18", "resnet18-f37072fd.pth"))
     offline = cli(*train, "--init", "torchvision:resnet18:v1")
     assert offline.exit_code == 2
     assert "offline, put http://127.0.0.1:9/resnet18-f37072fd.pth at " \

@@ -15,10 +15,10 @@ from ..device import DEVICE_CHOICES  # no torch there
 from ..trust import TRUST_FLAG  # no torch there
 
 MODEL_HELP = "Registry name, e.g. resnet50, resnet50-v1.5, resnet56, plain20 (see `resnet list`)"
-# What every command that loads trained weights takes (checkpoint.checkpoint_file, weights.weights_file), and what
-# eval, predict and bench also run in its own runtime (exported.py)
+# What every command that loads trained weights takes (checkpoint.checkpoint_file, weights.weights_file,
+# torchvision_weights), and what eval, predict and bench also run in its own runtime (exported.py)
 TRAINED = ("a run folder (its best.pt, else last.pt)", "a checkpoint", "a .safetensors file", "a Hub repo folder",
-           "hf-hub:ORG/NAME")
+           "hf-hub:ORG/NAME", "torchvision:resnet50 (torchvision's weights by name)")
 EXPORTED = "an .onnx or .pt2 file from resnet export"
 
 

@@ -44,8 +44,7 @@ def train(
     lr: Annotated[Optional[float], typer.Option("--lr", show_default=False, help="train.lr")] = None,
     init: Annotated[Optional[str], typer.Option("--init", show_default=False,
                                                 help="model.init: start from these weights: "
-                                                     + one_of(TRAINED + ("a torchvision .pth",
-                                                                         "torchvision:resnet50 by name"))
+                                                     + one_of(TRAINED + ("a torchvision .pth",))
                                                      + "; a new head when the class count differs")] = None,
     freeze: Annotated[Optional[str], typer.Option("--freeze", show_default=False,
                                                   help="train.freeze: stages to keep fixed, comma-separated as "

@@ -1,67 +1,16 @@
-"""model.init: a new run's weights copied from a run folder, one of our checkpoints or a torchvision file, or
-torchvision's published ImageNet weights by name (`torchvision:resnet50`)."""
+"""model.init: a new run's weights copied from a run folder, one of our checkpoints, weights that travel (a
+safetensors file, a Hub repo) or a torchvision file, or torchvision's published ImageNet weights by name
+(`torchvision:resnet50`: torchvision_weights.py)."""
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any
 
+from .. import torchvision_weights
 from ..checkpoint import checkpoint_file, is_full_checkpoint, load_checkpoint, state_dict_of
-from .. import gate
 from ..errors import BadInput
-
-
-TORCHVISION_URL = "https://download.pytorch.org/models/"  # $RESNET_CLI_TORCHVISION_URL: a mirror
-# torchvision's ImageNet weights by name: (our architecture, file). A name alone is torchvision's DEFAULT (V2 where
-# there is one, 80.9% top-1 for resnet50); ":v1" the weights that reproduce the paper (76.1%). The 8 hex digits
-# of a file name are the start of its sha256. torchvision's bottleneck nets are the v1.5 design.
-TORCHVISION = {
-    "resnet18": ("resnet18", "resnet18-f37072fd.pth"), "resnet18:v1": ("resnet18", "resnet18-f37072fd.pth"),
-    "resnet34": ("resnet34", "resnet34-b627a593.pth"), "resnet34:v1": ("resnet34", "resnet34-b627a593.pth"),
-    "resnet50": ("resnet50-v1.5", "resnet50-11ad3fa6.pth"), "resnet50:v2": ("resnet50-v1.5", "resnet50-11ad3fa6.pth"),
-    "resnet50:v1": ("resnet50-v1.5", "resnet50-0676ba61.pth"),
-    "resnet101": ("resnet101-v1.5", "resnet101-cd907fc2.pth"),
-    "resnet101:v2": ("resnet101-v1.5", "resnet101-cd907fc2.pth"),
-    "resnet101:v1": ("resnet101-v1.5", "resnet101-63fe2227.pth"),
-    "resnet152": ("resnet152-v1.5", "resnet152-f82ba261.pth"),
-    "resnet152:v2": ("resnet152-v1.5", "resnet152-f82ba261.pth"),
-    "resnet152:v1": ("resnet152-v1.5", "resnet152-394f9c45.pth"),
-}
-
-
-def weights_file(source: str | os.PathLike, name: str) -> str | os.PathLike:
-    """model.init's source as a file. `torchvision:NAME[:v1|v2]` is torchvision's published file, downloaded once
-    into torch hub's cache ($TORCH_HOME/hub/checkpoints, where torchvision's own downloads are reused) and
-    checked against the sha256 its name carries; anything else is returned as given."""
-    if not str(source).startswith("torchvision:"):
-        return source
-    key = str(source).split(":", 1)[1]
-    if key not in TORCHVISION:
-        raise BadInput(f"model.init {source}: torchvision publishes {', '.join(sorted(TORCHVISION))}")
-    arch, filename = TORCHVISION[key]
-    if name != arch:
-        raise BadInput(f"model.init {source}: torchvision's weights are a {arch}"
-                       + (" (stride on the 3x3 convolution)" if arch.endswith("v1.5") else "")
-                       + f", not a {name}: train --model {arch}")
-    import torch
-
-    from ..data.download import DownloadError, download
-
-    dest = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    prefix = filename.rsplit("-", 1)[1][:8]
-    if dest.is_file():
-        if not gate.digest(dest).startswith(prefix):
-            raise BadInput(f"model.init {source}: {dest} fails its checksum (sha256 {prefix}...): delete it to "
-                           "download it again")
-        return dest
-    url = os.environ.get("RESNET_CLI_TORCHVISION_URL", TORCHVISION_URL).rstrip("/") + "/" + filename
-    try:
-        return download(url, dest, None, sha256_prefix=prefix)
-    except DownloadError as e:
-        raise BadInput(f"model.init {source}: {e}; offline, put {url} at {dest} (or pass the file's path to "
-                       "--init)") from None
 
 
 def init_from(model: Any, source: str | os.PathLike, name: str) -> str:
@@ -72,22 +21,9 @@ def init_from(model: Any, source: str | os.PathLike, name: str) -> str:
     num_classes or in_channels), or a head the source lacks (a feature extractor's, timm's num_classes=0), keeps
     the new net's own initialisation; anything else that does not fit is
     one BadInput line. BatchNorm's batch counters may be absent (older torchvision files)."""
-    path = checkpoint_file(weights_file(source, name))
-    if not path.exists():
-        known = re.fullmatch(r"(resnet\d+)-[0-9a-f]{8}\.pth", path.name)
-        hint = f"; torchvision's file is at https://download.pytorch.org/models/{path.name}" if known else ""
-        raise BadInput(f"model.init: {path} not found{hint}")
-    ckpt = load_checkpoint(path)
+    path, ckpt, where = _source(source, name)
     state = state_dict_of(ckpt)
     target = model.state_dict()
-    where = f"model.init {path}"
-    saved = ckpt["config"]["model"].get("name") if is_full_checkpoint(ckpt) else None
-    if saved not in (None, name):
-        if str(saved).removesuffix("-v1.5") == name.removesuffix("-v1.5"):  # resnet50 and resnet50-v1.5
-            raise BadInput(f"{where}: its weights are a {saved}, not a {name} (the same tensors, the stride on "
-                           f"another convolution: they would load and compute another function): train --model "
-                           f"{saved}")
-        where += f" (a {saved})"
     headless = "fc.weight" not in state and "fc.bias" not in state  # a feature extractor's (timm's num_classes=0)
     missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")
                and not (headless and k in ("fc.weight", "fc.bias"))]
@@ -125,3 +61,28 @@ def init_from(model: Any, source: str | os.PathLike, name: str) -> str:
         new.append(f"new stem conv1 ({state['conv1.weight'].shape[1]} -> {target['conv1.weight'].shape[1]} "
                    "input channels)")
     return line + ("; " + ", ".join(new) if new else "; nothing re-initialised")
+
+
+def _source(source: str | os.PathLike, name: str) -> tuple[Any, dict[str, Any], str]:
+    """(the file, its checkpoint, how errors name it) of model.init's `source` for a `name` to train; weights of
+    another network that its tensors would fit (resnet50-v1.5's into resnet50) are refused here."""
+    if torchvision_weights.is_name(source) and torchvision_weights.architecture(source) != name:
+        arch = torchvision_weights.architecture(source)  # said before anything is fetched
+        raise BadInput(f"model.init {source}: torchvision's weights are a {arch}"
+                       + (" (stride on the 3x3 convolution)" if arch.endswith("v1.5") else "")
+                       + f", not a {name}: train --model {arch}")
+    path = checkpoint_file(source)
+    if not path.exists():
+        known = re.fullmatch(r"(resnet\d+)-[0-9a-f]{8}\.pth", path.name)
+        hint = f"; torchvision's file is at https://download.pytorch.org/models/{path.name}" if known else ""
+        raise BadInput(f"model.init: {path} not found{hint}")
+    ckpt = load_checkpoint(path)
+    where = f"model.init {path}"
+    saved = ckpt["config"]["model"].get("name") if is_full_checkpoint(ckpt) else None
+    if saved not in (None, name):
+        if str(saved).removesuffix("-v1.5") == name.removesuffix("-v1.5"):  # resnet50 and resnet50-v1.5
+            raise BadInput(f"{where}: its weights are a {saved}, not a {name} (the same tensors, the stride on "
+                           f"another convolution: they would load and compute another function): train --model "
+                           f"{saved}")
+        where += f" (a {saved})"
+    return path, ckpt, where
