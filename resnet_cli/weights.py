@@ -126,7 +126,7 @@ def from_timm(found: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[s
 
     ours = {timm: name for name, timm in TIMM.items()}
     arch = found["architecture"]
-    if arch not in ours:
+    if not isinstance(arch, str) or arch not in ours:
         raise BadInput(f"{where} names timm's {str(arch)[:80]!r}, which resnet-cli does not build (of timm's "
                        f"networks it builds {', '.join(ours)})")
     pre = found.get("pretrained_cfg", found)  # timm's older config.json is one flat dict

@@ -488,7 +488,10 @@ def test_timms_config_json_names_our_network_its_evaluation_and_imagenets_classe
                         (_timm_config(test_crop_pct=1.5), "crop_pct (a fraction in (0, 1]) is not valid"),
                         (_timm_config(test_input_size=[3, 224, 192]), "input_size ([C, H, H])"),
                         ({**_timm_config(), "num_classes": 0}, "num_classes"),
-                        ({**_timm_config(), "pretrained_cfg": []}, "pretrained_cfg and model_args must be JSON")]:
+                        ({**_timm_config(), "pretrained_cfg": []}, "pretrained_cfg and model_args must be JSON"),
+                        ({**_timm_config(), "architecture": ["resnet18"]}, "names timm's \"['resnet18']\""),
+                        (_timm_config(test_crop_pct=float("nan")), "crop_pct (a fraction in (0, 1]) is not valid"),
+                        ({**_timm_config(), "label_names": "abc"}, "label_names must be a list")]:
         with pytest.raises(BadInput, match=None) as e:
             from_timm(found, "c")
         assert said in str(e.value), str(e.value)
