@@ -9,6 +9,8 @@
 - `hf-hub:ORG/NAME[@REVISION]` is such a repo, resolved through huggingface_hub's cache (offline when it was
   fetched before); a file is downloaded only after the Hub said its size and the size is within the file's
   bound, and under one deadline.
+- timm's own repos of the ResNets that are ours (`hf-hub:timm/resnet50.a1_in1k`) are read through their
+  config.json (`from_timm`): the network, timm's evaluation of it, the class names (ImageNet-1k's by default).
 
 `read` turns any of them into the checkpoint dict `checkpoint.load_checkpoint` returns for our own files, so every
 command that takes a checkpoint takes these. Bytes come through the gate (bounded, regular files only); nothing is
@@ -260,11 +262,11 @@ def config_json(config: dict[str, Any], spec: dict[str, Any], weights: str) -> d
     """config.json of a Hub repo: timm's keys (`architecture`, `num_classes`, `pretrained_cfg`) where timm has the
     same network, and ours under `resnet_cli` (the run's config, its input record) to rebuild it with `resnet`."""
     name = config["model"]["name"]
+    from .data.inputs import crop_pct_of
+
     channels, (h, w) = spec["channels"], spec["image_size"]
     resize = spec.get("resize") or 0
     out: dict[str, Any] = {}
-    from .data.inputs import crop_pct_of
-
     timm_name = TIMM.get(name)
     if timm_name and not config["model"].get("plain") and config["model"].get("shortcut") in (None, "", "B"):
         classes = config["model"].get("num_classes") or len(spec["classes"])
