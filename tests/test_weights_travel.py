@@ -497,6 +497,23 @@ def test_timms_config_json_names_our_network_its_evaluation_and_imagenets_classe
         assert said in str(e.value), str(e.value)
 
 
+def test_classes_named_by_imagenet_wnids_are_described_without_a_synset_words_file(tmp_path):
+    """An image folder of ImageNet's WordNet ids says what each is from the shipped list (the 1000 in output
+    order), its own synset_words.txt first; classes that are not all ImageNet-1k's get no words."""
+    from resnet_cli.data.imagefolder import descriptions
+    from resnet_cli.data.imagenet_classes import imagenet_1k
+    from resnet_cli.data.inputs import InputSpec
+
+    wnids, words = imagenet_1k()
+    assert len(wnids) == 1000 and list(wnids) == sorted(wnids) and wnids[0] == "n01440764"
+    assert descriptions(tmp_path, ["n01443537", "n01440764"]) == ("goldfish, Carassius auratus", "tench, Tinca tinca")
+    assert descriptions(tmp_path, ["n01440764", "cat"]) == ()
+    (tmp_path / "synset_words.txt").write_text("n01440764 a fish of our own\n")
+    assert descriptions(tmp_path, ["n01440764", "n01443537"]) == ("a fish of our own", "")
+    named = InputSpec.imagenet(1000)
+    assert named.classes == wnids and named.descriptions == words and InputSpec.imagenet(10).descriptions == ()
+
+
 def test_timms_crop_pct_is_applied_as_timm_applies_it_and_written_so_timm_reads_it_back():
     """resize = floor(crop / crop_pct), timm's rule (224 / 0.95 -> 235, where rounding gives 236); the crop_pct a
     Hub repo's config.json says gives back the resize we evaluated at, under that rule."""

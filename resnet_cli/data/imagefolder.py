@@ -165,13 +165,14 @@ MAX_DESCRIPTIONS_BYTES = 16 * 2**20
 def descriptions(root: Path, classes: list[str]) -> tuple[str, ...]:
     """What each class is, from synset_words.txt (imagenet.DESCRIPTIONS) beside train/ and val/: a line per
     class, its folder name, a space, its description (`resnet data imagenet` writes it from ImageNet's devkit;
-    Caffe's has the same lines). () without the file, "" for a class it does not name. Display only: the
-    classes stay the folder names."""
+    Caffe's has the same lines), "" for a class it does not name. Without the file, classes that are all
+    ImageNet-1k's WordNet ids get their words from the shipped list; else (). Display only: the classes stay the
+    folder names."""
     from .imagenet import DESCRIPTIONS
 
     path = root / DESCRIPTIONS
     if not path.is_file():
-        return ()
+        return wordnet_words(classes)
     raw = gate.read_file(path, gate.Limits(MAX_DESCRIPTIONS_BYTES, keys=(f"the bound on {DESCRIPTIONS}",
                                                                          "data.read_timeout")))
     said: dict[str, str] = {}
@@ -180,6 +181,15 @@ def descriptions(root: Path, classes: list[str]) -> tuple[str, ...]:
         if name and text.strip():
             said[name] = text.strip()[:1000]
     return tuple(said.get(c, "") for c in classes) if any(c in said for c in classes) else ()
+
+
+def wordnet_words(classes: list[str]) -> tuple[str, ...]:
+    """ImageNet-1k's words for classes that are all its WordNet ids (n01440764: "tench, Tinca tinca"), else ()."""
+    from .imagenet_classes import imagenet_1k
+
+    wnids, words = imagenet_1k()
+    said = dict(zip(wnids, words))
+    return tuple(said[c] for c in classes) if classes and all(c in said for c in classes) else ()
 
 
 def missing_eval_folder(root: Path) -> BadInput:
