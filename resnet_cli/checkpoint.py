@@ -120,7 +120,7 @@ def config_from_checkpoint(ckpt: dict[str, Any], path: Path, model: str | None =
     """The run config a checkpoint was made with; for a bare state_dict (torchvision's, say), one built from
     `model` and the weights' shapes. `model`, when given with a full checkpoint, must name what it holds."""
     from . import config as C
-    from .models import model_info, resolve_name
+    from .models import resolve_name
 
     if is_full_checkpoint(ckpt):
         cfg = C.from_dict(ckpt["config"], f"config in {path}")
@@ -135,10 +135,9 @@ def config_from_checkpoint(ckpt: dict[str, Any], path: Path, model: str | None =
     except (KeyError, AttributeError, IndexError):
         raise BadInput(f"{path} does not look like a ResNet state_dict (no fc.weight / conv1.weight)") from None
     # the dataset is never guessed: commands that need one (eval) ask for --dataset; an image folder is cropped
-    # at the network's own input size (224 for the ImageNet family), as its weights were evaluated
-    size = model_info(resolve_name(model)).input_size if dataset in C.DECODED else None
+    # at the network's own input size (config.resolve: 224 for the ImageNet family), as its weights were evaluated
     return C.resolve(flags={"model.name": resolve_name(model), "model.num_classes": num_classes,
-                            "model.in_channels": in_channels, "data.dataset": dataset, "data.image_size": size})
+                            "model.in_channels": in_channels, "data.dataset": dataset})
 
 
 def state_dict_of(ckpt: dict[str, Any], weights: str = "auto") -> dict[str, Any]:

@@ -74,7 +74,8 @@ class DataConfig:
     crop_padding: int = 4  # zero padding before the random crop (paper: 4 on CIFAR); 0 = no crop
     flip: bool = True  # random horizontal flip (paper, CIFAR)
     normalize: bool = True  # subtract the per-channel mean, divide by the std
-    image_size: int = 32  # synthetic: height and width; imagefolder: the crop (224 in the paper)
+    image_size: int = 32  # synthetic: height and width; image folders and shards: the crop, unset the network's own
+    #                       input size (224 for the ImageNet family, as in the paper; 32 for the CIFAR nets)
     channels: int = 3  # synthetic only
     classes: int = 10  # synthetic: how many to make; any other dataset: recorded from the data
     synthetic_train: int = 512  # synthetic only: training images
@@ -514,6 +515,10 @@ def resolve(preset: str | None = None, config_file: str | os.PathLike | None = N
                 flat[key] = value
     if identify is not None and "data.dataset" not in flat and flat.get("data.data_dir"):
         flat["data.dataset"] = identify(str(flat["data.data_dir"]))
+    if flat.get("data.dataset") in DECODED and "data.image_size" not in flat:  # photos: the network's own size
+        from .models import model_info
+
+        flat["data.image_size"] = model_info(str(flat.get("model.name", ModelConfig.name))).input_size
     return build_config(flat)
 
 

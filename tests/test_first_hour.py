@@ -37,6 +37,20 @@ def test_each_training_flag_is_its_config_key(cli):
     assert bad.exit_code == 2 and "'lamb' is not one of 'sgd', 'adamw'" in bad.stderr
 
 
+def test_an_image_folder_is_cropped_at_the_networks_own_size_unless_told(cli, tmp_path):
+    """--data-dir PHOTOS alone: an ImageNet net crops 224 (its input size, the paper's), a CIFAR net 32; a
+    flag, --set or preset that says the size wins."""
+    for split in ("train", "val"):
+        (tmp_path / "photos" / split / "cat").mkdir(parents=True)
+    folder = ["--data-dir", tmp_path / "photos"]
+    assert printed(cli, *folder, "--model", "resnet18")["data"]["image_size"] == 224
+    assert printed(cli, *folder, "--model", "resnet50-v1.5")["data"]["image_size"] == 224
+    assert printed(cli, *folder)["data"]["image_size"] == 32  # resnet20, the default model
+    assert printed(cli, *folder, "--model", "resnet18", "--image-size", "64")["data"]["image_size"] == 64
+    assert printed(cli, *folder, "--model", "resnet18", "--set", "data.image_size=96")["data"]["image_size"] == 96
+    assert printed(cli, "--preset", "finetune", *folder, "--model", "resnet20")["data"]["image_size"] == 224
+
+
 @pytest.mark.parametrize("option, hint", [
     ("--momentum", "; to set train.momentum, use --set train.momentum=VALUE"),
     ("--warmup-length", "; to set train.warmup_length, use --set train.warmup_length=VALUE"),
@@ -311,6 +325,7 @@ def test_print_config_is_fitted_to_the_data_and_never_downloads(cli, fashion_dir
     assert yaml.safe_load(missing.stdout)["model"]["name"] == "resnet20"
 
 
+@pytest.mark.slow  # 1.3 s: the quick loop keeps under 90 s
 def test_gradflow_takes_a_device(cli):
     out = cli.json("gradflow", "resnet20", "--device", "cpu")
     assert out["device"] == "cpu" and out["models"][0]["model"] == "resnet20"

@@ -281,7 +281,7 @@ def test_an_image_folders_synset_words_names_what_each_class_is(tmp_path):
     (tmp_path / "synset_words.txt").write_text("n01440764 tench, Tinca tinca\nn09999999 another\n\nbad\n")
     assert descriptions(tmp_path, ["n01440764", "n01443537"]) == ("tench, Tinca tinca", "")
     assert descriptions(tmp_path, ["cat", "dog"]) == ()  # a file about other classes says nothing of these
-    assert descriptions(tmp_path / "elsewhere", ["n01440764"]) == ()
+    assert descriptions(tmp_path / "elsewhere", ["n01440764"]) == ("tench, Tinca tinca",)  # the shipped list
 
 
 @pytest.mark.slow
