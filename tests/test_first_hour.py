@@ -284,7 +284,8 @@ def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_
     (tmp_path / "renamed.pth").write_bytes(cached.read_bytes())  # not by its published name: a bare state_dict
     bare = cli("predict", tmp_path / "renamed.pth", tmp_path / "inet")
     assert bare.exit_code == 2 and "is a bare state_dict; say which model it is with --model" in bare.stderr
-    named = cli.json("eval", tmp_path / "renamed.pth", "--model", "resnet18", "--dataset", "imagefolder",
+    torch.save(build_model("resnet18", num_classes=2).state_dict(), tmp_path / "two.pth")
+    named = cli.json("eval", tmp_path / "two.pth", "--model", "resnet18", "--dataset", "imagefolder",
                      "--data-dir", tmp_path / "inet", "--device", "cpu")  # at the net's own 224, not data's 32
     assert (named["image_size"], named["resize"]) == (224, 256)
     assert named["per_class"][1]["description"] == "goldfish, Carassius auratus"  # the folder's wnids, described
