@@ -117,9 +117,7 @@ class InputSpec:
     def transform(self, img):
         """The evaluation transform of a PIL image: grayscale or RGB as the model expects, then the shorter side
         to `resize` and a centre crop (image folders), or a resize to `image_size`; a uint8 C x H x W tensor."""
-        from .transforms import center_crop, resize_shorter, to_tensor, upright_8bit
-
-        from .transforms import resample
+        from .transforms import center_crop, resample, resize_shorter, to_tensor, upright_8bit
 
         img = upright_8bit(img, "L" if self.channels == 1 else "RGB")
         h, w = self.image_size

@@ -150,8 +150,9 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     The data is the run's own unless `dataset`/`data_dir` say otherwise ("val" is the run's held-out split);
     `weights` picks the EMA or raw weights (checkpoint.state_dict_of); image folders may be evaluated at another
     crop (`image_size`), after another resize (`crop_pct`: shorter side to crop / crop_pct) or with 10 crops per
-    image (`ten_crop`, the paper's protocol: corners, centre and their mirrors, probabilities averaged). Precision and memory layout are
-    train's for the device (speed.py), with its kernel choices (configure_backends), without compiling.
+    image (`ten_crop`, the paper's protocol: corners, centre and their mirrors, probabilities averaged).
+    Precision and memory layout are train's for the device (speed.py), with its kernel choices
+    (configure_backends), without compiling.
     """
     from .. import config as C
     from ..analysis import refuse_on_cpu
