@@ -126,8 +126,8 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
         done += len(batch)
         if on_batch is not None:
             on_batch(done, len(images))
-    return {"checkpoint": where, "model": name, "runtime": runtime,
-            "device": str(dev), "topk": k, "predictions": rows, "skipped": skipped, "count": len(rows)}
+    return {"checkpoint": where, "model": name, "runtime": runtime, "device": str(dev), "input": spec.prepared(),
+            "topk": k, "predictions": rows, "skipped": skipped, "count": len(rows)}
 
 
 def read_one(item: Path | str, spec) -> tuple[Path | str, torch.Tensor | None, str]:

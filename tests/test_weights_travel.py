@@ -555,6 +555,7 @@ def test_a_timm_hub_repo_predicts_and_evaluates_as_timm_would(tmp_path, cli, fak
                    env=_hub_env(tmp_path, hub))
     assert done.returncode == 0, done.stderr
     top = json.loads(done.stdout)["predictions"][0]["top"]
+    assert json.loads(done.stdout)["input"] == {"image_size": 288, "resize": 288, "interpolation": "bicubic"}
 
     img = Image.open(tmp_path / "photo.png").convert("RGB").resize((384, 288), Image.BICUBIC)  # 400 x 300 -> 288
     left, up = (384 - 288) // 2, 0

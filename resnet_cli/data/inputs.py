@@ -91,6 +91,11 @@ class InputSpec:
                            "the file is damaged or was not written by resnet-cli")
         return cls.of(classes, channels, size, resize, mean, std, descriptions, interpolation)
 
+    def prepared(self) -> dict[str, Any]:
+        """How an image is prepared, for a report: the crop's side, the shorter side before it (0: resized whole
+        to image_size) and the resize's filter."""
+        return {"image_size": self.image_size[0], "resize": self.resize, "interpolation": self.interpolation}
+
     def tested_at(self, crop_pct: float = 0.0, image_size: int = 0) -> tuple[int, int]:
         """(crop, resize) of an evaluation at another crop and/or crop_pct (`eval --image-size/--crop-pct`): the
         crop `image_size` (0: this one), the shorter side floor(crop / crop_pct) (timm's rule), with this record's

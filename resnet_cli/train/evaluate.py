@@ -107,11 +107,6 @@ def normalised_as(data, mean, std, resize: int | None = None):
         data.input, mean=tuple(mean), std=tuple(std), resize=resize or data.input.resize))
 
 
-def seen_as(spec) -> dict:
-    """How the images were prepared: the crop, the shorter side before it (0: resized whole) and the filter."""
-    return {"image_size": spec.image_size[0], "resize": spec.resize, "interpolation": spec.interpolation}
-
-
 def checkpoint_data(loaded, cfg, split: str, dataset: str | None):
     """The data `cfg` names, as `loaded`'s record says it was seen: its classes (image folders are read in the
     checkpoint's class order), its normalisation where it was trained on this dataset, and what each class is
@@ -196,7 +191,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision, on_batch=on_batch)
     return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
             "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights,
-            "crops": 10 if ten_crop else 1, **seen_as(data.input), **figures(res, data.input),
+            "crops": 10 if ten_crop else 1, **data.input.prepared(), **figures(res, data.input),
             "device": str(dev), "precision": speed.precision}
 
 
@@ -239,4 +234,4 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
     res = evaluate(net, loader, net.num_classes, net.device, "fp32", on_batch=on_batch)
     return {"checkpoint": str(source), "model": net.name, "runtime": net.runtime, "dataset": name, "split": "test",
             "split_name": split_name(name, "test"), "weights": "exported", "crops": 10 if ten_crop else 1,
-            **seen_as(data.input), **figures(res, data.input), "device": str(net.device), "precision": "fp32"}
+            **data.input.prepared(), **figures(res, data.input), "device": str(net.device), "precision": "fp32"}
