@@ -289,6 +289,17 @@ def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_
                      "--data-dir", tmp_path / "inet", "--device", "cpu")  # at the net's own 224, not data's 32
     assert (named["image_size"], named["resize"]) == (224, 256)
     assert named["per_class"][1]["description"] == "goldfish, Carassius auratus"  # the folder's wnids, described
+    # 1000 outputs on a folder of some of ImageNet's classes (Imagenette): read in ImageNet's order, as predict
+    # names the outputs; on a folder of other classes, refused as before (which output is which is not known)
+    part = cli.json("eval", tmp_path / "renamed.pth", "--model", "resnet18", "--dataset", "imagefolder",
+                    "--data-dir", tmp_path / "inet", "--device", "cpu")
+    assert part["count"] == 2 and len(part["per_class"]) == 1000
+    assert [c["class"] for c in part["per_class"] if c["count"]] == ["n01440764", "n01443537"]
+    (tmp_path / "inet" / "val" / "cat").mkdir()
+    Image.new("RGB", (300, 240)).save(tmp_path / "inet" / "val" / "cat" / "a.png")
+    other = cli("eval", tmp_path / "renamed.pth", "--model", "resnet18", "--dataset", "imagefolder",
+                "--data-dir", tmp_path / "inet", "--device", "cpu")
+    assert other.exit_code == 2 and "has 1000 outputs but imagefolder has 3 classes" in other.stderr
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / name).write_bytes(cached.read_bytes() + b"\0")  # its name, not its checksum: the same
     bare = cli("predict", tmp_path / "other" / name, tmp_path / "inet")

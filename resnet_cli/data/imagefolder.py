@@ -183,6 +183,16 @@ def descriptions(root: Path, classes: list[str]) -> tuple[str, ...]:
     return tuple(said.get(c, "") for c in classes) if any(c in said for c in classes) else ()
 
 
+def of_imagenet(root: Path) -> bool:
+    """Whether the class folders of `root`'s evaluation split (or of `root` itself, with none) are all
+    ImageNet-1k's WordNet ids: a 1000-output ImageNet net's outputs then say which output is which class."""
+    from .imagenet_classes import imagenet_1k
+
+    folder = eval_folder(root) or root
+    names = {p.name for p in folder.iterdir() if p.is_dir() and not hidden(p.name)} if folder.is_dir() else set()
+    return bool(names) and names <= set(imagenet_1k()[0])
+
+
 def wordnet_words(classes: list[str]) -> tuple[str, ...]:
     """ImageNet-1k's words for classes that are all its WordNet ids (n01440764: "tench, Tinca tinca"), else ()."""
     from .imagenet_classes import imagenet_1k

@@ -121,7 +121,7 @@ def checkpoint_data(loaded, cfg, split: str, dataset: str | None):
     if cfg.data.dataset in C.DECODED and not cfg.data.data_dir and not os.environ.get("RESNET_CLI_DATA"):
         raise BadInput(f"{loaded.path} does not say where its {cfg.data.dataset} data is (its weights were made "
                        "elsewhere): give --data-dir (an image folder with val/<class>/*, or shards)")
-    record = InputSpec.from_dict(loaded.saved_input) if loaded.saved_input else None
+    record = InputSpec.from_dict(loaded.saved_input) if loaded.saved_input else imagenet_outputs(loaded, cfg)
     data = load_data(cfg.data, classes=list(record.classes) if record and cfg.data.dataset in C.DECODED else None,
                      need_train=split in ("train", "val"))
     if record and trained_on(loaded, dataset):
@@ -129,6 +129,22 @@ def checkpoint_data(loaded, cfg, split: str, dataset: str | None):
     if record and record.descriptions and not data.input.descriptions and record.classes == data.input.classes:
         data = dataclasses.replace(data, input=dataclasses.replace(data.input, descriptions=record.descriptions))
     return data
+
+
+def imagenet_outputs(loaded, cfg):
+    """ImageNet-1k's record for a bare 1000-output ImageNet state_dict evaluated on an image folder whose classes
+    are all ImageNet's WordNet ids (Imagenette, a part of ImageNet's val/): its outputs are ImageNet's classes,
+    as predict names them, so the folder is read in their order. None otherwise (the classes are the folder's)."""
+    from ..data.imagefolder import of_imagenet
+    from ..data.imagenet_classes import COUNT
+    from ..data.inputs import InputSpec
+    from ..data.loading import data_root
+    from ..models import model_info
+
+    if loaded.from_run or cfg.data.dataset != "imagefolder" or cfg.model.num_classes != COUNT \
+            or model_info(cfg.model.name).family != "imagenet" or not of_imagenet(data_root(cfg.data.data_dir)):
+        return None
+    return InputSpec.imagenet(COUNT)
 
 
 def trained_on(loaded, dataset: str | None) -> bool:
