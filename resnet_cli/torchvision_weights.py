@@ -62,29 +62,45 @@ def fetch(source: str | os.PathLike) -> Path:
 
     filename = _file(source)
     dest = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    prefix = _sha256_prefix(filename)
     if dest.is_file():
-        if not gate.digest(dest).startswith(prefix):
-            raise BadInput(f"{source}: {dest} fails its checksum (sha256 {prefix}...): delete it to download it "
-                           "again")
+        if not _checksum_matches(dest):
+            raise BadInput(f"{source}: {dest} fails its checksum (sha256 {_sha256_prefix(filename)}...): delete it "
+                           "to download it again")
         return dest
     url = os.environ.get("RESNET_CLI_TORCHVISION_URL", URL).rstrip("/") + "/" + filename
     try:
-        return download(url, dest, None, sha256_prefix=prefix)
+        done = download(url, dest, None, sha256_prefix=_sha256_prefix(filename))  # checked while it was written
     except DownloadError as e:
         raise BadInput(f"{source}: {e}; offline, put {url} at {dest} (or give the file's path)") from None
+    _MATCHED.add(_key(done))
+    return done
 
 
 def _sha256_prefix(filename: str) -> str:
     return filename.rsplit("-", 1)[1][:8]
 
 
+_MATCHED: set[tuple[str, int, int]] = set()  # (path, size, mtime) of files whose checksum matched their name
+
+
+def _checksum_matches(path: Path) -> bool:
+    """Whether `path`'s sha256 starts as its name says; hashed once per process while the file is unchanged (a
+    ResNet-152's file is 230 MB: fetch checks it, then load_checkpoint asks again through `published`)."""
+    key = _key(path)
+    if key not in _MATCHED and gate.digest(path).startswith(_sha256_prefix(path.name)):
+        _MATCHED.add(key)
+    return key in _MATCHED
+
+
+def _key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
 def published(path: Path) -> tuple[str, int] | None:
     """(architecture, evaluation resize) of a file that is one of torchvision's, by its published name and the
     checksum that name carries; None for any other file (a renamed or altered one is just a state_dict)."""
-    if path.name not in FILES or not gate.digest(path).startswith(_sha256_prefix(path.name)):
-        return None
-    return FILES[path.name]
+    return FILES[path.name] if path.name in FILES and _checksum_matches(path) else None
 
 
 def as_checkpoint(state: dict[str, Any], arch: str, resize: int) -> dict[str, Any]:

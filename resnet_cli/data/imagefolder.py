@@ -186,11 +186,9 @@ def descriptions(root: Path, classes: list[str]) -> tuple[str, ...]:
 def of_imagenet(root: Path) -> bool:
     """Whether the class folders of `root`'s evaluation split (or of `root` itself, with none) are all
     ImageNet-1k's WordNet ids: a 1000-output ImageNet net's outputs then say which output is which class."""
-    from .imagenet_classes import imagenet_1k
-
     folder = eval_folder(root) or root
-    names = {p.name for p in folder.iterdir() if p.is_dir() and not hidden(p.name)} if folder.is_dir() else set()
-    return bool(names) and names <= set(imagenet_1k()[0])
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not hidden(p.name)) if folder.is_dir() else []
+    return bool(wordnet_words(names))
 
 
 def wordnet_words(classes: list[str]) -> tuple[str, ...]:
