@@ -83,6 +83,7 @@ PLANS: dict[str, Plan] = {
         small="resnet data images fashion-mnist bags --split train --count 4 --classes bag,sneaker "
               "--data-dir {fashion}", needs=("fashion",)),
     "resnet flops": Plan(regenerate=True),
+    "resnet list --pretrained 'resnet50*'": Plan(regenerate=True),
     "resnet presets": Plan(regenerate=True, vary=("work", "main")),  # its title names the checkout's folder
     "resnet export runs/fashion -o fashion.pt2 --format export": Plan(needs=("fashion", "run"),
                                                                       small="resnet export runs/fashion -o "

@@ -9,20 +9,41 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import gate
 from .errors import BadInput
 
 PREFIX = "torchvision:"
 URL = "https://download.pytorch.org/models/"  # $RESNET_CLI_TORCHVISION_URL: a mirror
-# torchvision's files: (our architecture, the shorter side torchvision resizes to before the 224 crop). The 8 hex
-# digits of a name are the start of its sha256. torchvision's bottleneck nets are the v1.5 design.
+
+
+class Published(NamedTuple):
+    """One of torchvision's files, as torchvision's `ResNet*_Weights` describe it."""
+    arch: str      # our network (torchvision's bottleneck nets are the v1.5 design)
+    resize: int    # the shorter side torchvision resizes to before the 224 crop
+    top1: float    # torchvision's published ImageNet-1k validation accuracy (acc@1, %), not measured by us
+    top5: float    # acc@5
+    params: int    # torchvision's num_params (tests check our network has exactly these)
+    enum: str      # torchvision's name for them
+
+
+# torchvision's files by name; the 8 hex digits of a name are the start of its sha256
 FILES = {
-    "resnet18-f37072fd.pth": ("resnet18", 256), "resnet34-b627a593.pth": ("resnet34", 256),
-    "resnet50-0676ba61.pth": ("resnet50-v1.5", 256), "resnet50-11ad3fa6.pth": ("resnet50-v1.5", 232),
-    "resnet101-63fe2227.pth": ("resnet101-v1.5", 256), "resnet101-cd907fc2.pth": ("resnet101-v1.5", 232),
-    "resnet152-394f9c45.pth": ("resnet152-v1.5", 256), "resnet152-f82ba261.pth": ("resnet152-v1.5", 232),
+    "resnet18-f37072fd.pth": Published("resnet18", 256, 69.758, 89.078, 11689512, "ResNet18_Weights.IMAGENET1K_V1"),
+    "resnet34-b627a593.pth": Published("resnet34", 256, 73.314, 91.420, 21797672, "ResNet34_Weights.IMAGENET1K_V1"),
+    "resnet50-0676ba61.pth": Published("resnet50-v1.5", 256, 76.130, 92.862, 25557032,
+                                       "ResNet50_Weights.IMAGENET1K_V1"),
+    "resnet50-11ad3fa6.pth": Published("resnet50-v1.5", 232, 80.858, 95.434, 25557032,
+                                       "ResNet50_Weights.IMAGENET1K_V2"),
+    "resnet101-63fe2227.pth": Published("resnet101-v1.5", 256, 77.374, 93.546, 44549160,
+                                        "ResNet101_Weights.IMAGENET1K_V1"),
+    "resnet101-cd907fc2.pth": Published("resnet101-v1.5", 232, 81.886, 95.780, 44549160,
+                                        "ResNet101_Weights.IMAGENET1K_V2"),
+    "resnet152-394f9c45.pth": Published("resnet152-v1.5", 256, 78.312, 94.046, 60192808,
+                                        "ResNet152_Weights.IMAGENET1K_V1"),
+    "resnet152-f82ba261.pth": Published("resnet152-v1.5", 232, 82.284, 96.002, 60192808,
+                                        "ResNet152_Weights.IMAGENET1K_V2"),
 }
 # Names: a name alone is torchvision's DEFAULT (V2 where there is one, 80.9% top-1 for resnet50); ":v1" the
 # weights that reproduce the paper (76.1%).
@@ -35,6 +56,31 @@ NAMES = {
     "resnet152": "resnet152-f82ba261.pth", "resnet152:v2": "resnet152-f82ba261.pth",
     "resnet152:v1": "resnet152-394f9c45.pth",
 }
+
+
+def listing(pattern: str = "*") -> list[dict[str, Any]]:
+    """One row per published file whose name (or any other name of it) matches `pattern` (`resnet5*`,
+    `torchvision:resnet50*`): its shortest name first, the others, what torchvision publishes of it, and whether
+    it is in the cache already (nothing is fetched, torch is not imported)."""
+    from fnmatch import fnmatchcase
+
+    rows = []
+    for filename, pub in FILES.items():
+        names = sorted((k for k, v in NAMES.items() if v == filename), key=lambda k: (len(k), k))
+        if not any(fnmatchcase(n, pattern) or fnmatchcase(PREFIX + n, pattern) for n in names):
+            continue
+        rows.append({"name": PREFIX + names[0], "names": [PREFIX + n for n in names], "model": pub.arch,
+                     "file": filename, "torchvision": pub.enum, "image_size": 224, "resize": pub.resize,
+                     "interpolation": "bilinear", "top1": pub.top1, "top5": pub.top5, "params": pub.params,
+                     "cached": (cache_dir() / filename).is_file()})
+    return rows
+
+
+def cache_dir() -> Path:
+    """torch hub's checkpoints folder, where torchvision keeps these files too: $TORCH_HOME/hub/checkpoints
+    ($TORCH_HOME defaults to $XDG_CACHE_HOME/torch, that to ~/.cache/torch), as torch.hub.get_dir() has it."""
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub" / "checkpoints"
 
 
 def is_name(source: str | os.PathLike) -> bool:
@@ -50,18 +96,16 @@ def _file(source: str | os.PathLike) -> str:
 
 def architecture(source: str | os.PathLike) -> str:
     """The network a `torchvision:` name's weights are (nothing is fetched)."""
-    return FILES[_file(source)][0]
+    return FILES[_file(source)].arch
 
 
 def fetch(source: str | os.PathLike) -> Path:
     """A `torchvision:` name's file, from torch hub's cache ($TORCH_HOME/hub/checkpoints, where torchvision's own
     downloads are reused) or downloaded there once; either way checked against the sha256 its name carries."""
-    import torch
-
     from .data.download import DownloadError, download
 
     filename = _file(source)
-    dest = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    dest = cache_dir() / filename
     if dest.is_file():
         if not _checksum_matches(dest):
             raise BadInput(f"{source}: {dest} fails its checksum (sha256 {_sha256_prefix(filename)}...): delete it "
@@ -97,9 +141,9 @@ def _key(path: Path) -> tuple[str, int, int]:
     return str(path.resolve()), st.st_size, st.st_mtime_ns
 
 
-def published(path: Path) -> tuple[str, int] | None:
-    """(architecture, evaluation resize) of a file that is one of torchvision's, by its published name and the
-    checksum that name carries; None for any other file (a renamed or altered one is just a state_dict)."""
+def published(path: Path) -> Published | None:
+    """What torchvision publishes of a file that is one of theirs, known by its published name and the checksum
+    that name carries; None for any other file (a renamed or altered one is just a state_dict)."""
     return FILES[path.name] if path.name in FILES and _checksum_matches(path) else None
 
 

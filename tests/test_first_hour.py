@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -117,17 +118,57 @@ def test_list_counts_parameters_from_the_table(cli):
     assert rows[0]["params"] == 25_557_032  # torchvision's resnet50
 
 
+def test_list_pretrained_names_torchvisions_weights_as_published(cli, tmp_path, monkeypatch):
+    """`resnet list --pretrained` (timm's list_pretrained): every torchvision:NAME, its network (with exactly
+    torchvision's num_params), torchvision's evaluation and published accuracy, and whether it is cached in
+    torch hub's folder, found as torch.hub finds it, without importing torch."""
+    import torch.hub
+
+    from resnet_cli import torchvision_weights as tv
+    from resnet_cli.models import model_info
+
+    for env in ({"TORCH_HOME": str(tmp_path / "th")}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, {}):
+        for var in ("TORCH_HOME", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(var, raising=False)
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
+        assert tv.cache_dir() == Path(torch.hub.get_dir()) / "checkpoints", env
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    tv.cache_dir().mkdir(parents=True)
+    (tv.cache_dir() / "resnet50-0676ba61.pth").write_bytes(b"")
+    rows = cli.json("list", "--pretrained")
+    assert [r["name"] for r in rows] == [
+        "torchvision:resnet18", "torchvision:resnet34", "torchvision:resnet50:v1", "torchvision:resnet50",
+        "torchvision:resnet101:v1", "torchvision:resnet101", "torchvision:resnet152:v1", "torchvision:resnet152"]
+    assert all(model_info(r["model"]).params == r["params"] for r in rows)  # torchvision's counts, exactly
+    assert {n for r in rows for n in r["names"]} == {tv.PREFIX + n for n in tv.NAMES}
+    assert all(tv.architecture(n) == r["model"] for r in rows for n in r["names"])
+    v1 = rows[2]
+    assert (v1["model"], v1["resize"], v1["top1"], v1["top5"], v1["cached"]) == ("resnet50-v1.5", 256, 76.13,
+                                                                                 92.862, True)
+    assert rows[3]["names"] == ["torchvision:resnet50", "torchvision:resnet50:v2"] and not rows[3]["cached"]
+    assert [r["name"] for r in cli.json("list", "--pretrained", "resnet50*")] == [v1["name"], rows[3]["name"]]
+    assert [r["name"] for r in cli.json("list", "--pretrained", "torchvision:*:v2")] == [
+        "torchvision:resnet50", "torchvision:resnet101", "torchvision:resnet152"]
+    table = cli("list", "--pretrained", env={"COLUMNS": "80"})
+    assert table.exit_code == 0 and max(map(len, table.stdout.splitlines())) <= 80
+    assert "│ resnet50:v1  │ resnet50-v1.5  │ 25.56M │    256 │ 76.130 │ 92.862 │ yes    │" in table.stdout
+    none = cli("list", "--pretrained", "vgg*")
+    assert none.exit_code == 0 and "no published weights match 'vgg*'" in none.stdout
+
+
 @pytest.mark.slow
 def test_list_is_fast_and_needs_no_torch():
-    code = "import sys, time; t = time.perf_counter(); from resnet_cli.cli import main; sys.argv = ['resnet', 'list']\n" \
-           "try:\n    main()\nexcept SystemExit:\n    pass\n" \
-           "print('torch' in sys.modules, time.perf_counter() - t, file=sys.stderr)"
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - t0
-    torch_loaded, seconds = out.stderr.split()[-2:]
-    assert torch_loaded == "False" and "resnet1202" in out.stdout
-    assert float(seconds) < 1.0 and wall < 3.0, (seconds, wall)
+    for args, shown in ((["list"], "resnet1202"), (["list", "--pretrained"], "resnet152:v1")):
+        code = "import sys, time; t = time.perf_counter(); from resnet_cli.cli import main\n" \
+               f"sys.argv = {['resnet', *args]}\ntry:\n    main()\nexcept SystemExit:\n    pass\n" \
+               "print('torch' in sys.modules, time.perf_counter() - t, file=sys.stderr)"
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - t0
+        torch_loaded, seconds = out.stderr.split()[-2:]
+        assert torch_loaded == "False" and shown in out.stdout, args
+        assert float(seconds) < 1.0 and wall < 3.0, (args, seconds, wall)
 
 
 def test_presets_lists_every_preset_with_its_description(cli):
@@ -256,7 +297,7 @@ def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_
     name = f"resnet18-{digest[:8]}.pth"
     (www / "blob").rename(www / name)
     monkeypatch.setitem(tv.NAMES, "resnet18", name)
-    monkeypatch.setitem(tv.FILES, name, ("resnet18", 232))  # evaluated as the v2 recipe's are: 224 from 232
+    monkeypatch.setitem(tv.FILES, name, tv.FILES["resnet50-11ad3fa6.pth"]._replace(arch="resnet18"))  # 224 from 232
     monkeypatch.setenv("RESNET_CLI_TORCHVISION_URL", url)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     train = ["train", "--preset", "smoke", "--model", "resnet18", "--device", "cpu", "--epochs", "1",
@@ -307,7 +348,7 @@ def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_
     wrong = f"resnet34-{'0' * 8}.pth"
     (www / wrong).write_bytes((www / name).read_bytes())
     monkeypatch.setitem(tv.NAMES, "resnet34", wrong)
-    monkeypatch.setitem(tv.FILES, wrong, ("resnet18", 256))
+    monkeypatch.setitem(tv.FILES, wrong, tv.FILES["resnet18-f37072fd.pth"])
     bad = cli(*train, "--init", "torchvision:resnet34")
     assert bad.exit_code == 2 and "its sha256 should start with 00000000" in bad.stderr
     assert not (tmp_path / "torch" / "hub" / "checkpoints" / wrong).exists()
