@@ -93,6 +93,10 @@ class DataConfig:
     #                     (shorter side in [256, 480] for 224, then a random crop) or torchvision's RandomResizedCrop
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random-resized: area fraction range
     crop_ratio: list[float] = field(default_factory=lambda: [0.75, 4 / 3])  # random-resized: aspect ratio range
+    eval_image_size: int = 0  # image folders and shards: the evaluation crop (each epoch's, and eval, predict and
+    #                       export after: the checkpoint records it); 0 = data.image_size. A larger one than the
+    #                       training crop evaluates better (Touvron et al. 2019, "FixRes"): torchvision's v2 weights
+    #                       train at 176 and evaluate at 224, timm's A1 recipe trains at 224 and tests at 288
     eval_resize: int = 0  # imagefolder evaluation: shorter side before the centre crop; 0 = crop * 256 / 224 (the
     #                       paper's 256 for 224); torchvision's v2 weights evaluate at 232
     eval_interpolation: Interpolation = "bilinear"  # imagefolder evaluation and predict: the resize's filter
@@ -216,6 +220,8 @@ class Config:
         (ModelConfig.fitted), and data.image_size and data.channels recording what its images are (28 and 1 for
         Fashion-MNIST), so that config.yaml and checkpoints say what the model was trained on."""
         where = source or f"{self.model.name} (model.num_classes/in_channels)"
+        if self.data.dataset in DECODED:  # photos: the crops are the config's (data.image_size, eval_image_size)
+            size = self.data.image_size
         return dataclasses.replace(self, model=self.model.fitted(classes, channels, self.data.dataset, where),
                                    data=dataclasses.replace(self.data, image_size=size, channels=channels,
                                                             classes=classes))
@@ -559,12 +565,14 @@ def validate(cfg: Config) -> None:
               "train.grad_clip": t.grad_clip, "data.train_limit": d.train_limit, "train.patience": t.patience,
               "data.val_split": d.val_split, "data.mixup": d.mixup, "data.cutmix": d.cutmix,
               "data.test_limit": d.test_limit, "data.crop_padding": d.crop_padding, "data.eval_resize": d.eval_resize,
+              "data.eval_image_size": d.eval_image_size,
               "run.stop_after_epochs": cfg.run.stop_after_epochs, "train.skip_nonfinite": t.skip_nonfinite,
               "model.num_classes": cfg.model.num_classes, "model.in_channels": cfg.model.in_channels}
     for key, value in nonneg.items():
         if value < 0:
             raise BadInput(f"{key} must not be negative, got {value}")
     bounded = {"data.image_size": (d.image_size, gate.MAX_IMAGE_SIZE, "pixels a side"),
+               "data.eval_image_size": (d.eval_image_size, gate.MAX_IMAGE_SIZE, "pixels a side"),
                "data.eval_resize": (d.eval_resize, gate.MAX_IMAGE_SIZE * 2, "pixels a side"),
                "data.channels": (d.channels, gate.MAX_CHANNELS, ""), "data.classes": (d.classes, gate.MAX_CLASSES, ""),
                "model.num_classes": (cfg.model.num_classes, gate.MAX_CLASSES, ""),
@@ -592,9 +600,13 @@ def validate(cfg: Config) -> None:
     for key, pair, low, high in (("data.crop_scale", d.crop_scale, 0, 1), ("data.crop_ratio", d.crop_ratio, 0, 100)):
         if len(pair) != 2 or not low < pair[0] <= pair[1] <= high:
             raise BadInput(f"{key} is [low, high] with {low} < low <= high <= {high}, got {pair}")
-    if d.eval_resize and d.eval_resize < d.image_size:
-        raise BadInput(f"data.eval_resize ({d.eval_resize}) is smaller than the crop data.image_size "
-                       f"({d.image_size})")
+    if d.eval_image_size and d.dataset not in DECODED:
+        raise BadInput(f"data.eval_image_size applies to image folders and shards ({d.dataset} is evaluated at its "
+                       "own size)")
+    crop_key, crop = ("data.eval_image_size", d.eval_image_size) if d.eval_image_size else ("data.image_size",
+                                                                                           d.image_size)
+    if d.eval_resize and d.eval_resize < crop:
+        raise BadInput(f"data.eval_resize ({d.eval_resize}) is smaller than the crop {crop_key} ({crop})")
     if t.epochs == 0 and t.steps == 0:
         raise BadInput("train.epochs must be positive (or set train.steps)")
     if not 0 <= t.target_top1 <= 1:

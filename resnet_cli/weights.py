@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import gate
+from .config import DECODED
 from .errors import BadInput
 
 SUFFIX = ".safetensors"
@@ -276,6 +277,12 @@ def config_json(config: dict[str, Any], spec: dict[str, Any], weights: str) -> d
                                   "crop_pct": crop_pct_of(h, resize) if resize else 1.0, "crop_mode": "center",
                                   "interpolation": spec.get("interpolation", "bilinear"), "num_classes": classes,
                                   "label_names": spec["classes"], "first_conv": "conv1", "classifier": "fc"}}
+        data = config.get("data") or {}
+        trained = data.get("image_size") if data.get("dataset") in DECODED else None
+        if trained and resize and (trained, trained) != (h, w):  # evaluated at another crop than it trained at:
+            cfg = out["pretrained_cfg"]  # timm's input_size is the training size, test_input_size the evaluation's
+            cfg["test_input_size"], cfg["test_crop_pct"] = [channels, h, w], cfg["crop_pct"]
+            cfg["input_size"] = [channels, trained, trained]
         if spec.get("descriptions"):  # timm's words for each class, as its config.json holds them
             out["pretrained_cfg"]["label_descriptions"] = {c: d for c, d in zip(spec["classes"], spec["descriptions"])
                                                            if d}

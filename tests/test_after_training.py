@@ -420,6 +420,52 @@ def test_ten_crop_and_crop_pct_evaluate_image_folders_as_the_paper_did(cli, fold
     assert bad.exit_code == 2 and "--crop-pct is a fraction in (0, 1]" in bad.stderr
 
 
+def test_a_run_trains_at_one_crop_and_evaluates_at_another(cli, folder_run, tmp_path):
+    """data.eval_image_size (torchvision's --val-crop-size, timm's test_input_size): training batches at
+    data.image_size, every evaluation (each epoch's, then eval's and predict's, from the checkpoint's record) at
+    the other crop, resized in proportion; config.json tells timm both; refused where images have one size."""
+    from resnet_cli import config as C
+    from resnet_cli.data import load_data, make_loader
+    from resnet_cli.weights import config_json
+
+    images = folder_run / "images"
+    flags = {"data.dataset": "imagefolder", "data.data_dir": str(images), "data.image_size": 24,
+             "data.eval_image_size": 32, "data.workers": 0}
+    cfg = C.resolve(flags=flags)
+    data = load_data(cfg.data)
+    assert (data.train_set.crop, data.test_set.crop, data.input.image_size, data.input.resize) == (24, 32, (32, 32),
+                                                                                                  37)
+    train = make_loader(data, cfg.data, "train", 6, torch.device("cpu"), training=True)
+    test = make_loader(data, cfg.data, "test", 6, torch.device("cpu"), training=False)
+    seen = make_loader(data, cfg.data, "train", 6, torch.device("cpu"), training=False)  # the training images
+    assert [next(x.batches())[0].shape[-1] for x in (train, test, seen)] == [24, 32, 32]
+    for loader in (train, test, seen):
+        loader.close()
+    out = cli("train", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", images, "--image-size", "24",
+              "--set", "data.eval_image_size=32", "--epochs", "1", "-b", "6", "--device", "cpu", "--workers", "0",
+              "--run-dir", tmp_path / "runs", "--name", "fix")
+    assert out.exit_code == 0, out.output
+    saved = yaml.safe_load((tmp_path / "runs" / "fix" / "config.yaml").read_text())["data"]
+    assert (saved["image_size"], saved["eval_image_size"]) == (24, 32)
+    ev = cli.json("eval", tmp_path / "runs" / "fix", "--device", "cpu")
+    assert (ev["image_size"], ev["resize"], ev["count"]) == (32, 37, 18)
+    shown = cli.json("predict", tmp_path / "runs" / "fix", images / "val" / "cat" / "0.png")
+    assert (shown["input"]["image_size"], shown["input"]["resize"]) == (32, 37)
+    config = {"model": {"name": "resnet18", "num_classes": 3, "shortcut": ""}, "data": saved}
+    spec = {"classes": list(CLASSES), "channels": 3, "image_size": [32, 32], "resize": 37, "mean": [0.5] * 3,
+            "std": [0.5] * 3}
+    timm = config_json(config, spec, "raw")["pretrained_cfg"]
+    assert (timm["input_size"], timm["test_input_size"]) == ([3, 24, 24], [3, 32, 32])
+    assert timm["test_crop_pct"] == timm["crop_pct"] and int(32 / timm["crop_pct"]) == 37
+    for bad, said in ((["--dataset", "fashion-mnist", "--set", "data.eval_image_size=32"],
+                       "data.eval_image_size applies to image folders and shards"),
+                      (["--dataset", "imagefolder", "--set", "data.eval_image_size=300", "--set",
+                        "data.eval_resize=256"],
+                       "data.eval_resize (256) is smaller than the crop data.eval_image_size (300)")):
+        refused = cli("train", *bad, "--print-config")
+        assert refused.exit_code == 2 and said in refused.stderr, refused.output
+
+
 def test_an_image_folders_val_is_named_val(cli, folder_run, tmp_path):
     """An image folder evaluates on its val/ folder: output calls it "val" (images held out of train/ would be
     "holdout"); metrics.csv, --split and JSON keep the "test" key, and the table's caption says so."""

@@ -257,28 +257,30 @@ class TrainCrop:
 
 def image_datasets(cfg, train: Samples | list, test: Samples | list, val: Samples | None = None):
     """(training, evaluation, held-out or None) datasets of these samples with `cfg`'s transforms: the crop
-    data.image_size drawn as data.crop says, flipped with data.flip; evaluation at data.eval_resize (the paper's
-    256/224 and [256, 480] scale kept in proportion to the crop). Image folders and shards (empty sample
+    data.image_size drawn as data.crop says, flipped with data.flip; evaluation at data.eval_image_size (0: the
+    same) from data.eval_resize (the paper's 256/224 and [256, 480] scale kept in proportion to each crop). Image folders and shards (empty sample
     lists: their `prepare`) both use them; an image file is read within data.max_read_mb and data.read_timeout."""
-    size = cfg.image_size
+    size, tested = cfg.image_size, cfg.eval_image_size or cfg.image_size
     limits = gate.Limits.of(cfg)
-    resize = cfg.eval_resize or round(size * 256 / 224)
+    resize = cfg.eval_resize or round(tested * 256 / 224)
     crop = TrainCrop(cfg.crop, (round(size * 256 / 224), round(size * 480 / 224)), tuple(cfg.crop_scale),
                      tuple(cfg.crop_ratio))
 
     def evaluated(samples):
-        return ImageFolderDataset(samples, False, crop=size, resize=resize, limits=limits,
+        return ImageFolderDataset(samples, False, crop=tested, resize=resize, limits=limits,
                                   interpolation=cfg.eval_interpolation)
 
     return (ImageFolderDataset(train, True, crop=size, resize=resize, flip=cfg.flip, train_crop=crop, limits=limits,
-                               interpolation=cfg.eval_interpolation), evaluated(test), evaluated(val) if val else None)
+                               interpolation=cfg.eval_interpolation, eval_crop=tested),
+            evaluated(test), evaluated(val) if val else None)
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, samples: Samples | list, train: bool, crop: int = 224, resize: int = 256,
                  train_crop: TrainCrop = TrainCrop(), flip: bool = True, ten_crop: bool = False,
-                 limits: gate.Limits = gate.Limits(), interpolation: str = "bilinear") -> None:
+                 limits: gate.Limits = gate.Limits(), interpolation: str = "bilinear", eval_crop: int = 0) -> None:
         self.samples, self.train, self.crop, self.resize = samples, train, crop, resize
+        self.eval_crop = eval_crop or crop  # a training set's evaluation crop (data.eval_image_size); else `crop`
         self.interpolation = interpolation  # the evaluation resize's filter (data.eval_interpolation)
         self.limits = limits  # the bound and deadline on reading one image file (image_files.read)
         self.train_crop, self.flip = train_crop, flip
@@ -328,7 +330,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         """The same images with the training (random) or evaluation (centre crop) transform."""
         if train == self.train:
             return self
-        return ImageFolderDataset(self.samples, train, crop=self.crop, resize=self.resize, flip=self.flip,
+        if train:
+            raise ValueError("an evaluation set has no training crop")  # only training sets are also evaluated
+        return ImageFolderDataset(self.samples, False, crop=self.eval_crop, resize=self.resize, flip=self.flip,
                                   train_crop=self.train_crop, limits=self.limits, interpolation=self.interpolation)
 
     def finishing_for(self, device: torch.device) -> "ImageFolderDataset":
@@ -346,7 +350,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def for_testing(self, resize: int, ten_crop: bool, crop: int = 0) -> "ImageFolderDataset":
         """The same images evaluated after another resize, at another crop (0: this one), or with 10 crops each."""
-        return ImageFolderDataset(self.samples, False, crop=crop or self.crop, resize=resize, flip=self.flip,
+        return ImageFolderDataset(self.samples, False, crop=crop or self.eval_crop, resize=resize, flip=self.flip,
                                   train_crop=self.train_crop, ten_crop=ten_crop, limits=self.limits,
                                   interpolation=self.interpolation)
 

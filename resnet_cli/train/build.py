@@ -19,7 +19,7 @@ import torch
 
 from .. import __version__
 from ..analysis import refuse_on_cpu
-from ..config import Config, from_dict
+from ..config import DECODED, Config, from_dict
 from ..data import Data, load_data, make_loader
 from ..data.loader import Loader
 from ..errors import BadInput
@@ -160,7 +160,8 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
     model = build_network(cfg, process, speed, progress, resuming)
     t = cfg.train
     if process.device.type == "cpu":  # one micro-batch of one process
-        refuse_on_cpu(model, data.input.image_size, t.batch_size // process.world // t.accum_steps,
+        crop = (cfg.data.image_size,) * 2 if cfg.data.dataset in DECODED else data.input.image_size  # training's
+        refuse_on_cpu(model, crop, t.batch_size // process.world // t.accum_steps,
                       f"train.batch_size {t.batch_size}", cfg.model.name,
                       advice="use a smaller batch, or train.accum_steps to keep it as the global batch")
     step = TrainStep(model, make_optimizer(model, t, process.device), speed, process.device,
