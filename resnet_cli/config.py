@@ -107,6 +107,10 @@ class DataConfig:
     randaugment: str = ""  # "N,M": RandAugment, N random ops of magnitude M in 0-30 ("2,9" is the usual);
     #                        "trivial": TrivialAugment (one op, random magnitude); "": off. Batched on the device
     random_erasing: float = 0.0  # probability of erasing one random rectangle per image (Zhong et al.; timm: 0.25)
+    aug_repeats: int = 1  # > 1: repeated augmentation (Hoffer et al. 2019, Berman et al. 2019; timm's --aug-repeats,
+    #                       torchvision's --ra-sampler): each epoch takes n / K images, K times each, every copy
+    #                       augmented its own way and, under torchrun, on another process. DeiT uses 3,
+    #                       torchvision's v2 ResNet-50 recipe 4. Image folders and in-memory data (not shards)
     mixup: float = 0.0  # > 0: mixup with lambda ~ Beta(a, a) per batch (timm, torchvision recipes: 0.2 or 0.8)
     cutmix: float = 0.0  # > 0: cutmix with lambda ~ Beta(a, a) (recipes: 1.0); with mixup, each batch picks one
 
@@ -600,6 +604,11 @@ def validate(cfg: Config) -> None:
     for key, pair, low, high in (("data.crop_scale", d.crop_scale, 0, 1), ("data.crop_ratio", d.crop_ratio, 0, 100)):
         if len(pair) != 2 or not low < pair[0] <= pair[1] <= high:
             raise BadInput(f"{key} is [low, high] with {low} < low <= high <= {high}, got {pair}")
+    if not 1 <= d.aug_repeats <= 16:
+        raise BadInput(f"data.aug_repeats is how many times each image is drawn (1-16; 1: off), got {d.aug_repeats}")
+    if d.aug_repeats > 1 and d.dataset == "shards":
+        raise BadInput("data.aug_repeats applies to image folders and datasets in memory: shards are streamed, "
+                       "each image once an epoch")
     if d.eval_image_size and d.dataset not in DECODED:
         raise BadInput(f"data.eval_image_size applies to image folders and shards ({d.dataset} is evaluated at its "
                        "own size)")

@@ -466,6 +466,39 @@ def test_a_run_trains_at_one_crop_and_evaluates_at_another(cli, folder_run, tmp_
         assert refused.exit_code == 2 and said in refused.stderr, refused.output
 
 
+def test_repeated_augmentation_crops_each_copy_of_an_image_its_own_way(cli, folder_run, tmp_path):
+    """data.aug_repeats on an image folder: the copies of a picture in one batch (one process) are cropped and
+    flipped from seeds of their own, copy 0 as without repeats; train takes it; shards and bad values refused."""
+    from resnet_cli import config as C
+    from resnet_cli.data import load_data, make_loader
+
+    images = folder_run / "images"
+    cfg = C.resolve(flags={"data.dataset": "imagefolder", "data.data_dir": str(images), "data.image_size": 24,
+                           "data.aug_repeats": 3, "data.workers": 0, "data.crop": "random-resized"})
+    loader = make_loader(load_data(cfg.data), cfg.data, "train", 6, torch.device("cpu"), training=True)
+    x, y = next(loader.batches(epoch=1))
+    keys = loader._order.keys[:6]
+    assert [k[0] for k in keys[:3]] == [keys[0][0]] * 3 and [k[2] for k in keys] == [0, 1, 2, 0, 1, 2]
+    assert len(set(y.tolist()[:3])) == 1 and not torch.equal(x[0], x[1]) and not torch.equal(x[1], x[2])
+    ds = loader.dataset
+    first = ds[keys[0]]
+    ds.epoch_seed = keys[0][1]
+    assert torch.equal(first[0], ds[keys[0][0]][0])  # copy 0: the crop it had without repeats
+    assert not torch.equal(first[0], ds[keys[1]][0])
+    loader.close()
+    out = cli("train", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", images, "--image-size", "24",
+              "--set", "data.aug_repeats=3", "--epochs", "1", "-b", "6", "--device", "cpu", "--workers", "0",
+              "--run-dir", tmp_path / "runs", "--name", "ra")
+    assert out.exit_code == 0, out.output
+    saved = yaml.safe_load((tmp_path / "runs" / "ra" / "config.yaml").read_text())["data"]
+    assert saved["aug_repeats"] == 3
+    for bad, said in ((["--dataset", "shards", "--set", "data.aug_repeats=2"],
+                       "data.aug_repeats applies to image folders and datasets in memory: shards are streamed"),
+                      (["--set", "data.aug_repeats=0"], "data.aug_repeats is how many times each image is drawn")):
+        refused = cli("train", *bad, "--print-config")
+        assert refused.exit_code == 2 and said in refused.stderr, refused.output
+
+
 def test_an_image_folders_val_is_named_val(cli, folder_run, tmp_path):
     """An image folder evaluates on its val/ folder: output calls it "val" (images held out of train/ would be
     "holdout"); metrics.csv, --split and JSON keep the "test" key, and the table's caption says so."""

@@ -222,6 +222,27 @@ def test_ema_follows_the_weights_with_a_ramped_decay():
 
 # ---------------------------------------------------------------- validation split
 
+def test_repeated_augmentation_draws_each_image_k_times_on_k_ranks():
+    """data.aug_repeats K (timm's RepeatAugSampler, torchvision's RASampler): the epoch keeps its n samples,
+    n / K images K times each, a picture's copies dealt to K different ranks; each position knows its copy."""
+    from resnet_cli.data.loader import shard_copies, shard_indices
+
+    n, batch, world, k = 48, 4, 3, 3
+    ranks = [shard_indices(n, batch, True, r, world, seed=5, epoch=2, repeats=k) for r in range(world)]
+    assert [len(r) for r in ranks] == [16, 16, 16]  # the epoch's length, as without repeats
+    dealt = torch.stack(ranks, 1).flatten()  # back in the permutation's order
+    assert torch.equal(dealt.view(-1, k), dealt.view(-1, k)[:, :1].expand(-1, k))  # K copies in a row
+    assert len(set(dealt.tolist())) == n // k  # n / K distinct images
+    assert all(len({int(r[j]) for r in ranks}) == 1 for j in range(16))  # each picture on the K=3 ranks at once
+    copies = [shard_copies(n, batch, r, world, k) for r in range(world)]
+    assert copies == [[0] * 16, [1] * 16, [2] * 16]
+    one = shard_indices(n, batch, True, 0, 1, seed=5, epoch=2, repeats=2)  # one process: copies share a batch
+    assert torch.equal(one[0::2], one[1::2]) and shard_copies(n, batch, 0, 1, 2) == [0, 1] * 24
+    plain = shard_indices(n, batch, True, 0, 1, seed=5, epoch=2)
+    assert sorted(plain.tolist()) == list(range(n)) and not torch.equal(plain, one)
+    assert torch.equal(plain[:24], one[0::2])  # the same permutation, its first n / K images
+
+
 def test_stratified_split_is_fixed_disjoint_and_proportional():
     y = torch.tensor([0] * 500 + [1] * 300 + [2] * 200)[torch.randperm(1000, generator=gen(0))]
     train, val = stratified_split(y, 100)

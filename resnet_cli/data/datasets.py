@@ -58,13 +58,13 @@ class TensorData(DescribedByInput):
         return self
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
-               channels_last: bool = False, rank: int = 0, world: int = 1):
+               channels_last: bool = False, rank: int = 0, world: int = 1, repeats: int = 1):
         from .loader import DeviceLoader
 
         x, y = {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y),
                 "test": (self.test_x, self.test_y)}[split]
         return DeviceLoader(x, y, batch_size, self.input, device, train=training, augment=augment, seed=seed,
-                            channels_last=channels_last, rank=rank, world=world)
+                            channels_last=channels_last, rank=rank, world=world, repeats=repeats)
 
 
 @dataclass
@@ -111,13 +111,13 @@ class FolderData(DescribedByInput):
                           val_set=splits["val_set"], workers=self.workers, prefetch=self.prefetch)
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
-               channels_last: bool = False, rank: int = 0, world: int = 1):
+               channels_last: bool = False, rank: int = 0, world: int = 1, repeats: int = 1):
         from .imagefolder import FolderLoader
 
         dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
         return FolderLoader(dataset, batch_size, self.input, device, train=training, seed=seed,
                             channels_last=channels_last, rank=rank, world=world, workers=self.workers,
-                            augment=augment, prefetch=self.prefetch)
+                            augment=augment, prefetch=self.prefetch, repeats=repeats)
 
 
 Data = TensorData | FolderData  # and shards.ShardData
@@ -135,4 +135,5 @@ def make_loader(data: Data, cfg, split: str, batch_size: int, device, *, trainin
     augment = TrainAugment.from_config(cfg, num_classes or data.num_classes,
                                        decoded_with_crop=data.crops_while_decoding) if training else None
     return data.loader(split, batch_size, device, training=training, augment=augment, seed=seed,
-                       channels_last=channels_last, rank=rank, world=world)
+                       channels_last=channels_last, rank=rank, world=world,
+                       repeats=cfg.aug_repeats if training else 1)

@@ -26,7 +26,7 @@ from .. import gate
 from ..errors import BadInput
 from . import image_files
 from .inputs import DescribedByInput, InputSpec
-from .loader import batch_seed, model_batch, shard_indices, shard_len, worker_context
+from .loader import batch_seed, model_batch, shard_copies, shard_indices, shard_len, worker_context
 from .samples import Samples
 from .crops import canvas_side, decode_region, finished_crop, random_resized_box, resize_crops, scale_box
 from .image_files import EXTENSIONS, hidden
@@ -294,13 +294,14 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]):
         """Training: (canvas, (h, w, flip), label), the crop's region for the device to resize (crops.py);
-        evaluation: (the centre crop, or 10 crops, as uint8, label). `key` is an index, or (index, epoch seed)
-        from the loader's sampler: persistent workers keep their copy of the dataset, so the epoch travels
-        with each index."""
-        i, epoch_seed = key if isinstance(key, tuple) else (key, self.epoch_seed)
+        evaluation: (the centre crop, or 10 crops, as uint8, label). `key` is an index, or (index, epoch seed[,
+        copy]) from the loader's sampler: persistent workers keep their copy of the dataset, so the epoch travels
+        with each index, and which copy of the image it is (data.aug_repeats: each copy its own crop)."""
+        i, epoch_seed, copy = (*key, 0)[:3] if isinstance(key, tuple) else (key, self.epoch_seed, 0)
         path, label = self.samples[i]
         data = image_files.read(path, self.limits)
-        return self.prepare(lambda: image_files.opened(data), epoch_seed * 1_000_003 + i, label, str(path))
+        return self.prepare(lambda: image_files.opened(data), epoch_seed * 1_000_003 + i + copy * 998_244_353, label,
+                            str(path))
 
     def prepare(self, open_image, draw: int, label: int, where: str):
         """One sample from `open_image()` (a PIL image, not yet decoded): for training, its random region drawn
@@ -363,10 +364,11 @@ def decode_error(e: RuntimeError) -> BadInput | None:
 
 
 class _Order(torch.utils.data.Sampler):
-    """The keys of this epoch's samples, (index, epoch seed), in order; set by the loader before each epoch."""
+    """The keys of this epoch's samples, (index, epoch seed, copy), in order; set by the loader before each
+    epoch."""
 
     def __init__(self) -> None:
-        self.keys: list[tuple[int, int]] = []
+        self.keys: list[tuple[int, int, int]] = []
 
     def __iter__(self):
         return iter(self.keys)
@@ -382,8 +384,9 @@ class FolderLoader(DescribedByInput):
 
     def __init__(self, dataset: ImageFolderDataset, batch_size: int, input: InputSpec, device: torch.device,
                  train: bool, seed: int = 0, channels_last: bool = False, rank: int = 0, world: int = 1,
-                 workers: int = 4, augment=None, prefetch: bool = True) -> None:
+                 workers: int = 4, augment=None, prefetch: bool = True, repeats: int = 1) -> None:
         self.dataset = dataset.for_training(train).finishing_for(device)
+        self.repeats = repeats if train else 1  # data.aug_repeats
         self.batch_size, self.device, self.train = batch_size, device, train
         self.input = input
         self.mean, self.std = input.normalizer(device)
@@ -398,7 +401,7 @@ class FolderLoader(DescribedByInput):
 
     def indices(self, epoch: int) -> list[int]:
         return shard_indices(len(self.dataset), self.batch_size, self.train, self.rank, self.world, self.seed,
-                             epoch).tolist()
+                             epoch, repeats=self.repeats).tolist()
 
     def data_loader(self) -> torch.utils.data.DataLoader:
         """The one DataLoader of this loader, its sampler reset each epoch (`_Order`)."""
@@ -414,8 +417,11 @@ class FolderLoader(DescribedByInput):
         self._loader = None
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch_seed = self.seed * 7_919 + epoch
-        self._order.keys = [(i, epoch_seed) for i in self.indices(epoch)[start * self.batch_size:]]
+        epoch_seed, first = self.seed * 7_919 + epoch, start * self.batch_size
+        copies = shard_copies(len(self.dataset), self.batch_size, self.rank, self.world, self.repeats) \
+            if self.repeats > 1 else None
+        self._order.keys = [(i, epoch_seed, copies[first + k] if copies else 0)
+                            for k, i in enumerate(self.indices(epoch)[first:])]
         yield from on_device(self, self.data_loader(), self.dataset.crop, epoch, start)
 
 

@@ -61,17 +61,30 @@ def shard_len(n: int, batch_size: int, train: bool, rank: int = 0, world: int = 
 
 
 def shard_indices(n: int, batch_size: int, train: bool, rank: int, world: int, seed: int, epoch: int,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+                  device: torch.device | str = "cpu", repeats: int = 1) -> torch.Tensor:
     """This rank's sample indices for an epoch.
 
-    Training: a disjoint, equal share of one seeded permutation (the same on every rank).
+    Training: a disjoint, equal share of one seeded permutation (the same on every rank). With `repeats` K > 1
+    (data.aug_repeats: repeated augmentation, timm's RepeatAugSampler, torchvision's RASampler), each of the
+    first n / K images of the permutation K times in a row, so the epoch keeps n samples; dealt out rank by
+    rank, a picture's copies go to K different processes (or, on one, into the same batch), each augmented
+    its own way.
     Evaluation: every sample exactly once across ranks, in order.
     """
     if not train:
         return torch.arange(rank, n, world, device=device)
     g = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
     perm = torch.randperm(n, generator=g, device=device)
+    if repeats > 1:
+        perm = perm.repeat_interleave(repeats)[:n]
     return perm[: shard_len(n, batch_size, True, rank, world) * batch_size * world][rank::world]
+
+
+def shard_copies(n: int, batch_size: int, rank: int, world: int, repeats: int) -> list[int]:
+    """Which copy (0 .. repeats - 1) of its image each of `shard_indices`' training positions is, so that a
+    worker draws each copy's crop from its own seed."""
+    return (torch.arange(shard_len(n, batch_size, True, rank, world) * batch_size * world) % repeats)[rank::world] \
+        .tolist()
 
 
 def model_batch(x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
@@ -92,7 +105,7 @@ class DeviceLoader(DescribedByInput):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, input: InputSpec,
                  device: torch.device, train: bool, augment: TrainAugment | None = None, seed: int = 0,
-                 channels_last: bool = False, rank: int = 0, world: int = 1) -> None:
+                 channels_last: bool = False, rank: int = 0, world: int = 1, repeats: int = 1) -> None:
         self.x = x.to(device, non_blocking=True)
         self.y = y.to(device, non_blocking=True)
         self.input = input
@@ -101,13 +114,14 @@ class DeviceLoader(DescribedByInput):
         self.augment = augment or TrainAugment()
         self.seed, self.device, self.channels_last = seed, device, channels_last
         self.rank, self.world = rank, world
+        self.repeats = repeats  # data.aug_repeats (training): each batch's augmentation differs per copy already
 
     def __len__(self) -> int:
         return shard_len(len(self.x), self.batch_size, self.train, self.rank, self.world)
 
     def indices(self, epoch: int) -> torch.Tensor:
         return shard_indices(len(self.x), self.batch_size, self.train, self.rank, self.world, self.seed, epoch,
-                             self.device)
+                             self.device, self.repeats)
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of `epoch`, from batch number `start` on (a run resumed mid-epoch)."""

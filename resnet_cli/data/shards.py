@@ -181,7 +181,9 @@ class ShardData(DescribedByInput):
                                    input=dataclasses.replace(self.input, image_size=(crop, crop), resize=resize))
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
-               channels_last: bool = False, rank: int = 0, world: int = 1):
+               channels_last: bool = False, rank: int = 0, world: int = 1, repeats: int = 1):
+        if repeats > 1:  # config.validate refuses it first, in one line
+            raise BadInput("data.aug_repeats applies to image folders and datasets in memory: shards are streamed")
         if split == "val":
             raise BadInput("shards carry their own splits (train, val): data.val_split holds images out of an "
                            "image folder only")
