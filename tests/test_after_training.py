@@ -549,6 +549,29 @@ def test_the_torchvision_preset_trains_an_image_folder_with_random_resized_crops
     assert bad.exit_code == 2 and "data.crop_scale is [low, high]" in bad.stderr
 
 
+def test_the_torchvision_v2_preset_is_torchvisions_new_recipe_and_trains(cli, folder_run, tmp_path):
+    """`--preset torchvision-v2`: the flags of torchvision's IMAGENET1K_V2 ResNet-50 (its README's command), each
+    as a key; shrunk, it trains an image folder with all of them on (176 -> 24 px training crops, evaluation at
+    224 -> 32 from 232 -> 37, TrivialAugment, mixup/cutmix, 4 repeats, EMA) and records the evaluation crop."""
+    cfg = yaml.safe_load(cli("train", "--preset", "torchvision-v2", "--print-config").stdout)
+    m, d, t = cfg["model"], cfg["data"], cfg["train"]
+    assert (m["name"], d["image_size"], d["eval_image_size"], d["eval_resize"], d["crop"]) == \
+        ("resnet50-v1.5", 176, 224, 232, "random-resized")
+    assert (d["randaugment"], d["random_erasing"], d["mixup"], d["cutmix"], d["aug_repeats"]) == \
+        ("trivial", 0.1, 0.2, 1.0, 4)
+    assert (t["epochs"], t["batch_size"], t["lr"], t["weight_decay"], t["no_wd_bn_bias"], t["label_smoothing"],
+            t["schedule"], t["warmup"], t["warmup_length"], t["warmup_factor"]) == \
+        (600, 1024, 0.5, 2e-5, True, 0.1, "cosine", "linear", "5ep", 0.01)
+    assert t["ema"] == pytest.approx((1 - min(1.0, (1 - 0.99998) * 1024 * 32 / 600)) ** (1 / 32), abs=1e-7)
+    out = cli.json("train", "--preset", "torchvision-v2", "--data-dir", folder_run / "images", "--set",
+                   "model.name=resnet20", "--image-size", "24", "--set", "data.eval_image_size=32", "--set",
+                   "data.eval_resize=37", "--set", "train.warmup_length=1ep", "--workers", "0", "--batch-size", "6",
+                   "--epochs", "2", "--device", "cpu", "--run-dir", tmp_path, "--name", "tv2")
+    assert out["final"]["epoch"] == 2 and "ema_test_top1" in out["final"]
+    saved = torch.load(tmp_path / "tv2" / "last.pt", weights_only=True)
+    assert saved["input"]["resize"] == 37 and saved["input"]["image_size"] == [32, 32]
+
+
 def test_loading_an_exported_program_keeps_only_its_loaders_warnings_off_the_terminal():
     """torch 2.11's torch.export.load (the GPU image's torch) makes the weights with torch.frombuffer on the
     archive's read-only bytes, and its warning reached the terminal of `export --format export` (the check) and of
