@@ -107,6 +107,9 @@ class DataConfig:
     randaugment: str = ""  # "N,M": RandAugment, N random ops of magnitude M in 0-30 ("2,9" is the usual);
     #                        "trivial": TrivialAugment (one op, random magnitude); "": off. Batched on the device
     random_erasing: float = 0.0  # probability of erasing one random rectangle per image (Zhong et al.; timm: 0.25)
+    random_erasing_mode: Literal["pixel", "const"] = "pixel"  # what fills the rectangle: N(0, 1) noise per pixel
+    #                       (timm's --remode pixel, its default) or zeros after normalisation, the mean colour
+    #                       (const: torchvision's RandomErasing, value=0)
     aug_repeats: int = 1  # > 1: repeated augmentation (Hoffer et al. 2019, Berman et al. 2019; timm's --aug-repeats,
     #                       torchvision's --ra-sampler): each epoch takes n / K images, K times each, every copy
     #                       augmented its own way and, under torchrun, on another process. DeiT uses 3,

@@ -557,8 +557,8 @@ def test_the_torchvision_v2_preset_is_torchvisions_new_recipe_and_trains(cli, fo
     m, d, t = cfg["model"], cfg["data"], cfg["train"]
     assert (m["name"], d["image_size"], d["eval_image_size"], d["eval_resize"], d["crop"]) == \
         ("resnet50-v1.5", 176, 224, 232, "random-resized")
-    assert (d["randaugment"], d["random_erasing"], d["mixup"], d["cutmix"], d["aug_repeats"]) == \
-        ("trivial", 0.1, 0.2, 1.0, 4)
+    assert (d["randaugment"], d["random_erasing"], d["random_erasing_mode"], d["mixup"], d["cutmix"],
+            d["aug_repeats"]) == ("trivial", 0.1, "const", 0.2, 1.0, 4)
     assert (t["epochs"], t["batch_size"], t["lr"], t["weight_decay"], t["no_wd_bn_bias"], t["label_smoothing"],
             t["schedule"], t["warmup"], t["warmup_length"], t["warmup_factor"]) == \
         (600, 1024, 0.5, 2e-5, True, 0.1, "cosine", "linear", "5ep", 0.01)

@@ -43,6 +43,8 @@ def test_random_erasing_replaces_one_rectangle_in_the_chosen_images():
     assert torch.equal(out, A.random_erasing(x, 0.5, gen(1)))  # seeded
     assert torch.equal(A.random_erasing(x, 0.0, gen(1)), x)
     assert bool((A.random_erasing(x, 1.0, gen(2)) != 7.0).any(dim=(1, 2, 3)).all())
+    zeros = A.random_erasing(x, 0.5, gen(1), mode="const")  # torchvision's value=0: the same rectangles, zeroed
+    assert torch.equal(zeros == 0, changed) and torch.equal(zeros[~changed], x[~changed])
 
 
 # ---------------------------------------------------------------- mixup and cutmix

@@ -59,6 +59,7 @@ class TrainAugment:
     flip: bool = False
     policy: tuple[str, int, int] | None = None  # config.parse_randaugment: ("rand", N, M) or ("trivial", 1, 0)
     erasing: float = 0.0
+    erasing_mode: str = "pixel"  # data.random_erasing_mode: "pixel" (N(0, 1) noise) or "const" (zeros)
     mixup: float = 0.0
     cutmix: float = 0.0
     num_classes: int = 0  # the model's outputs: the width of soft targets
@@ -68,8 +69,8 @@ class TrainAugment:
         from ..config import parse_randaugment
 
         return cls(padding=0 if decoded_with_crop else cfg.crop_padding, flip=cfg.flip and not decoded_with_crop,
-                   policy=parse_randaugment(cfg.randaugment), erasing=cfg.random_erasing, mixup=cfg.mixup,
-                   cutmix=cfg.cutmix, num_classes=num_classes)
+                   policy=parse_randaugment(cfg.randaugment), erasing=cfg.random_erasing,
+                   erasing_mode=cfg.random_erasing_mode, mixup=cfg.mixup, cutmix=cfg.cutmix, num_classes=num_classes)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                  seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +78,7 @@ class TrainAugment:
         x = augment(x, self.padding, self.flip, g)
         if self.policy is not None:
             x = auto_augment(x, *self.policy, generator=g)
-        x = random_erasing(to_float(x, mean, std), self.erasing, g)
+        x = random_erasing(to_float(x, mean, std), self.erasing, g, mode=self.erasing_mode)
         mix = draw_mix(random.Random(seed), self.mixup, self.cutmix, x.shape[-2], x.shape[-1])
         if mix is not None:
             x, y = mix_batch(x, y, self.num_classes, mix)
@@ -87,11 +88,13 @@ class TrainAugment:
 # ---------------------------------------------------------------- random erasing
 
 def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator | None = None,
-                   scale: tuple[float, float] = (0.02, 1 / 3), ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+                   scale: tuple[float, float] = (0.02, 1 / 3), ratio: tuple[float, float] = (0.3, 3.3),
+                   mode: str = "pixel") -> torch.Tensor:
     """Zhong et al. (2017) on a normalised float batch: with probability `p` per image, one rectangle of a
     random area (`scale` of the image) and aspect ratio (`ratio`, log-uniform) is replaced by N(0, 1) noise
-    (timm's "pixel" mode; 0 is the dataset mean after normalisation). torchvision retries a rectangle that
-    does not fit; here its sides are clipped to the image instead, so it always fits."""
+    (`mode` "pixel", timm's default) or by zeros ("const": the dataset mean after normalisation, torchvision's
+    RandomErasing default, value=0). torchvision retries a rectangle that does not fit; here its sides are
+    clipped to the image instead, so it always fits."""
     if p <= 0:
         return x
     n, c, h, w = x.shape
@@ -107,6 +110,8 @@ def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator | None 
     cols = torch.arange(w, device=dev).view(1, 1, w)
     mask = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1)) & (cols >= left.view(n, 1, 1))
             & (cols < (left + ew).view(n, 1, 1)) & apply.view(n, 1, 1))
+    if mode == "const":
+        return x.masked_fill(mask.unsqueeze(1), 0.0)
     noise = torch.randn(x.shape, device=dev, dtype=x.dtype, generator=generator)
     return torch.where(mask.unsqueeze(1), noise, x)
 
