@@ -28,7 +28,7 @@ def export_cmd(
     batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="A fixed batch size, or dynamic.")]
     = "dynamic",
     input_size: Annotated[Optional[str], typer.Option("--input-size", "-s", show_default=False,
-                                                      help="S or HxW \\[default: the training image size]")] = None,
+                                                      help="S or HxW \\[default: the size it is evaluated at]")] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed |file - PyTorch| on the "
                                              "check batch; exit 1 above it.")] = 1e-3,
     model: Annotated[Optional[str], typer.Option("--model", "-m", show_default=False,
