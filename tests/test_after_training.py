@@ -201,6 +201,46 @@ def test_predict_gives_evals_top1_for_every_image_and_skips_a_corrupt_one(cli, f
     assert none.exit_code == 2 and "no image could be read" in none.stderr
 
 
+def test_load_model_gives_python_what_predict_computes(cli, folder_run, tmp_path):
+    """`resnet_cli.load_model` (timm's create_model + create_transform, torchvision's weights.transforms()): the
+    network, its classes and the evaluation transform; its predictions are `resnet predict`'s; untrained weights
+    and a bare state_dict without its model are refused as the commands refuse them."""
+    from resnet_cli import build_model, load_model
+    from resnet_cli.errors import BadInput
+
+    run = folder_run / "runs" / "f"
+    clf = load_model(run)
+    assert (clf.name, clf.classes, clf.source) == ("resnet20", CLASSES, str(run / "best.pt"))
+    assert not clf.model.training and next(clf.model.parameters()).device.type == "cpu"
+    images = [Image.open(folder_run / "images" / "val" / c / "1.png") for c in CLASSES]
+    x = clf.transform(images[0])
+    assert x.shape == (3, 24, 24) and x.dtype == torch.float32 and abs(float(x.mean())) < 3
+    shown = cli.json("predict", run, *[folder_run / "images" / "val" / c / "1.png" for c in CLASSES], "--topk", "2",
+                     "--device", "cpu")
+    got = clf.predict(images, topk=2)
+    assert [[label for label, _ in top] for top in got] == [[t["class"] for t in row["top"]]
+                                                           for row in shown["predictions"]]
+    assert [p for top in got for _, p in top] == pytest.approx([t["prob"] for row in shown["predictions"]
+                                                                for t in row["top"]], abs=1e-5)
+    from resnet_cli import config as C
+    from resnet_cli.data import load_data, make_loader
+
+    cfg = C.build_config({**C.flatten(yaml.safe_load((run / "config.yaml").read_text()), "c"),
+                          "data.data_dir": str(folder_run / "images")})
+    data = load_data(cfg.data)
+    batch, _ = next(make_loader(data, cfg.data, "test", 64, torch.device("cpu"), training=False).batches())
+    where = [str(p) for p, _ in data.test_set.samples].index(str(folder_run / "images" / "val" / "cat" / "1.png"))
+    assert torch.allclose(x, batch[where], atol=1e-6)  # exactly what evaluation feeds the network
+    assert clf.predict(images[0], topk=1)[0][0][0] == got[0][0][0]  # one image alone
+    assert clf.label(0) == "cat"
+    assert cli("build", "resnet20", "-o", tmp_path / "built.pt").exit_code == 0
+    with pytest.raises(BadInput, match="holds untrained weights"):
+        load_model(tmp_path / "built.pt")
+    torch.save(build_model("resnet20", num_classes=3).state_dict(), tmp_path / "bare.pth")
+    with pytest.raises(BadInput, match="say which model it is with --model"):
+        load_model(tmp_path / "bare.pth")
+
+
 def test_predict_reads_images_from_urls_through_the_gate(cli, folder_run, server, tmp_path):
     """`resnet predict RUN https://.../cat.png`, as Ultralytics takes a URL: the body comes through the gate (https,
     or http on loopback: this test's server), bounded and within a deadline, and is classified exactly as the same

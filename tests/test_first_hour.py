@@ -322,6 +322,11 @@ def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_
     shown = cli.json("predict", cached, tmp_path / "inet", "--topk", "1")
     assert shown["model"] == "resnet18" and shown["predictions"][0]["top"][0]["description"]
     assert cli("summary", "torchvision:resnet18").exit_code == 0
+    from resnet_cli import load_model
+
+    clf = load_model("torchvision:resnet18")  # the Python API reads the name as the commands do
+    assert (clf.name, clf.input.resize, clf.label(0), len(clf.classes)) == ("resnet18", 232, "tench (n01440764)",
+                                                                            1000)
     (tmp_path / "renamed.pth").write_bytes(cached.read_bytes())  # not by its published name: a bare state_dict
     bare = cli("predict", tmp_path / "renamed.pth", tmp_path / "inet")
     assert bare.exit_code == 2 and "is a bare state_dict; say which model it is with --model" in bare.stderr

@@ -83,6 +83,20 @@ def workdir(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_the_load_model_example_runs_in_the_quickstarts_folder(workdir, monkeypatch):
+    """docs/after-training.md's Python: load_model on README's run, its transform and predict, in the folder
+    README's quickstart leaves."""
+    if FASHION is None:
+        pytest.skip("real Fashion-MNIST not found")
+    page = (ROOT / "docs" / "after-training.md").read_text()
+    code = re.search(r"```python\n(from PIL import Image\nfrom resnet_cli import load_model.*?)```", page, re.S).group(1)
+    monkeypatch.chdir(workdir)
+    scope: dict = {}
+    exec(compile(code, "after-training.md", "exec"), scope)
+    assert scope["x"].shape == (1, 28, 28) and scope["clf"].classes[6] == "Shirt"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("page,example", PAGE_EXAMPLES,
                          ids=[f"{p.stem}-{re.sub(r'[^A-Za-z0-9]+', '-', e.command)[:50]}" for p, e in PAGE_EXAMPLES])
 def test_page_example_runs_and_has_the_shape_shown(page, example, workdir, tmp_path):
