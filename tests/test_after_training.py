@@ -460,6 +460,15 @@ def test_ten_crop_and_crop_pct_evaluate_image_folders_as_the_paper_did(cli, fold
     assert bad.exit_code == 2 and "--crop-pct is a fraction in (0, 1]" in bad.stderr
 
 
+def _one_epoch(cli, images: Path, run: Path, setting: str) -> dict:
+    """One epoch of resnet20 on the image folder at 24 px with `setting`; the run's data section as saved."""
+    out = cli("train", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", images, "--image-size", "24",
+              "--set", setting, "--epochs", "1", "-b", "6", "--device", "cpu", "--workers", "0",
+              "--run-dir", run.parent, "--name", run.name)
+    assert out.exit_code == 0, out.output
+    return yaml.safe_load((run / "config.yaml").read_text())["data"]
+
+
 def test_a_run_trains_at_one_crop_and_evaluates_at_another(cli, folder_run, tmp_path):
     """data.eval_image_size (torchvision's --val-crop-size, timm's test_input_size): training batches at
     data.image_size, every evaluation (each epoch's, then eval's and predict's, from the checkpoint's record) at
@@ -481,11 +490,7 @@ def test_a_run_trains_at_one_crop_and_evaluates_at_another(cli, folder_run, tmp_
     assert [next(x.batches())[0].shape[-1] for x in (train, test, seen)] == [24, 32, 32]
     for loader in (train, test, seen):
         loader.close()
-    out = cli("train", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", images, "--image-size", "24",
-              "--set", "data.eval_image_size=32", "--epochs", "1", "-b", "6", "--device", "cpu", "--workers", "0",
-              "--run-dir", tmp_path / "runs", "--name", "fix")
-    assert out.exit_code == 0, out.output
-    saved = yaml.safe_load((tmp_path / "runs" / "fix" / "config.yaml").read_text())["data"]
+    saved = _one_epoch(cli, images, tmp_path / "runs" / "fix", "data.eval_image_size=32")
     assert (saved["image_size"], saved["eval_image_size"]) == (24, 32)
     ev = cli.json("eval", tmp_path / "runs" / "fix", "--device", "cpu")
     assert (ev["image_size"], ev["resize"], ev["count"]) == (32, 37, 18)
@@ -526,11 +531,7 @@ def test_repeated_augmentation_crops_each_copy_of_an_image_its_own_way(cli, fold
     assert torch.equal(first[0], ds[keys[0][0]][0])  # copy 0: the crop it had without repeats
     assert not torch.equal(first[0], ds[keys[1]][0])
     loader.close()
-    out = cli("train", "--model", "resnet20", "--dataset", "imagefolder", "--data-dir", images, "--image-size", "24",
-              "--set", "data.aug_repeats=3", "--epochs", "1", "-b", "6", "--device", "cpu", "--workers", "0",
-              "--run-dir", tmp_path / "runs", "--name", "ra")
-    assert out.exit_code == 0, out.output
-    saved = yaml.safe_load((tmp_path / "runs" / "ra" / "config.yaml").read_text())["data"]
+    saved = _one_epoch(cli, images, tmp_path / "runs" / "ra", "data.aug_repeats=3")
     assert saved["aug_repeats"] == 3
     for bad, said in ((["--dataset", "shards", "--set", "data.aug_repeats=2"],
                        "data.aug_repeats applies to image folders and datasets in memory: shards are streamed"),
