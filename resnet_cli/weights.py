@@ -137,11 +137,13 @@ def from_timm(found: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[s
     if not isinstance(pre, dict) or not isinstance(args, dict):
         raise BadInput(f"{where}: pretrained_cfg and model_args must be JSON objects")
     classes = found.get("num_classes", pre.get("num_classes", 1000))
-    size = pre.get("test_input_size") or pre.get("input_size", [3, 224, 224])  # as timm's validate.py evaluates
+    trained = pre.get("input_size", [3, 224, 224])  # the size it was trained at (timm's default for everything)
+    size = pre.get("test_input_size") or trained  # the size it is evaluated at, as timm's validate.py takes it
     crop_pct, mode = pre.get("test_crop_pct") or pre.get("crop_pct", 0.875), pre.get("crop_mode", "center")
     interpolation = pre.get("interpolation") or "bicubic"  # timm's default where its config is silent
-    if not (isinstance(classes, int) and 0 < classes <= gate.MAX_CLASSES and isinstance(size, list)
-            and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size) and size[1] == size[2]
+    if not (isinstance(classes, int) and 0 < classes <= gate.MAX_CLASSES
+            and all(isinstance(v, list) and len(v) == 3 and all(isinstance(n, int) and n > 0 for n in v)
+                    and v[1] == v[2] for v in (size, trained))
             and isinstance(crop_pct, (int, float)) and 0 < crop_pct <= 1):
         raise BadInput(f"{where}: num_classes, input_size ([C, H, H]) or crop_pct (a fraction in (0, 1]) is not "
                        "valid: the file is damaged or not timm's")
@@ -162,8 +164,8 @@ def from_timm(found: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[s
     channels, h = args.get("in_chans", size[0]), size[1]
     resize = resize_of(h, crop_pct)
     config = {"model": {"name": ours[arch], "num_classes": classes, "in_channels": channels},
-              "data": {"dataset": "imagefolder", "image_size": h, "eval_resize": resize,
-                       "eval_interpolation": interpolation}}
+              "data": {"dataset": "imagefolder", "image_size": trained[1], "eval_image_size": h,
+                       "eval_resize": resize, "eval_interpolation": interpolation}}
     spec = {"classes": list(names), "channels": channels, "image_size": [h, h], "resize": resize,
             "mean": pre.get("mean", list(IMAGENET_MEAN)), "std": pre.get("std", list(IMAGENET_STD)),
             "interpolation": interpolation}

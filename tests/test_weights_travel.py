@@ -450,12 +450,15 @@ def test_timms_config_json_names_our_network_its_evaluation_and_imagenets_classe
     label_names where it gives them; what we would only approximate is refused in one line."""
     from resnet_cli.data.inputs import InputSpec
     from resnet_cli.errors import BadInput
-    from resnet_cli.weights import from_timm
+    from resnet_cli.weights import config_json, from_timm
 
     config, spec = from_timm(_timm_config(), "config.json")
     assert config == {"model": {"name": "resnet18", "num_classes": 1000, "in_channels": 3},
-                      "data": {"dataset": "imagefolder", "image_size": 288, "eval_resize": 288,
-                               "eval_interpolation": "bicubic"}}
+                      "data": {"dataset": "imagefolder", "image_size": 224, "eval_image_size": 288,
+                               "eval_resize": 288, "eval_interpolation": "bicubic"}}  # trained at 224, tested 288
+    again = config_json(config, spec, "raw")["pretrained_cfg"]  # exported again, timm reads both sizes back
+    assert (again["input_size"], again["test_input_size"], again["test_crop_pct"]) == ([3, 224, 224],
+                                                                                      [3, 288, 288], 1.0)
     record = InputSpec.from_dict(spec)
     assert (record.image_size, record.resize, record.interpolation) == ((288, 288), 288, "bicubic")
     spec = from_timm(_timm_config(test_input_size=None, test_crop_pct=None), "c")[1]
