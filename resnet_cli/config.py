@@ -611,7 +611,7 @@ def validate(cfg: Config) -> None:
         raise BadInput(f"data.aug_repeats is how many times each image is drawn (1-16; 1: off), got {d.aug_repeats}")
     if d.aug_repeats > 1 and d.dataset == "shards":
         raise BadInput("data.aug_repeats applies to image folders and datasets in memory: shards are streamed, "
-                       "each image once an epoch")
+                       "each image once an epoch (--set data.aug_repeats=1)")
     if d.eval_image_size and d.dataset not in DECODED:
         raise BadInput(f"data.eval_image_size applies to image folders and shards ({d.dataset} is evaluated at its "
                        "own size)")

@@ -185,6 +185,10 @@ def test_convert_then_train_then_eval_counts_equal_the_folders(cli, folder, shar
     assert preset.exit_code == 0 and "dataset: imagefolder" in preset.stdout
     tiny = cli.json("train", "--preset", "imagenet", "--data-dir", shards, *args, "--epochs", "1", "--name", "p")
     assert tiny["steps"] == 6
+    # a folder run trained with repeated augmentation is evaluated on the shards of the same images
+    cli.json("train", "--data-dir", folder, *args, "--epochs", "1", "--set", "data.aug_repeats=2", "--name", "ra")
+    assert cli.json("eval", tmp_path / "ra", "--dataset", "shards", "--data-dir", shards, "--device", "cpu")[
+        "count"] == 12
 
 
 @pytest.mark.slow  # trainings: the quick loop keeps under 90 s

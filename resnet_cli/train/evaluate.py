@@ -184,6 +184,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     flat.update({k: v for k, v in {"data.data_dir": data_dir, "data.dataset": dataset}.items() if v is not None})
     flat["data.test_limit"] = limit
     flat["data.train_limit"] = limit if split == "train" else 0
+    flat["data.aug_repeats"] = 1  # the training sampler's: evaluation reads each image once (shards too)
     if split == "val" and not loaded.config.data.val_split:
         folder = " (an image folder's val/ is --split test, its evaluation set)" \
             if (dataset or loaded.config.data.dataset) in C.DECODED else ""
