@@ -96,8 +96,8 @@ def train(
 
     Recipe keys (--set KEY=VALUE; each explained in resnet_cli/config.py and docs/training.md):
     train.optimizer=adamw, train.ema=0.999, data.mixup=0.2, data.cutmix=1.0, data.random_erasing=0.25,
-    data.randaugment=2,9 (or trivial), data.val_split=5000, train.patience=N, train.accum_steps=K,
-    train.warmup_length=400|2ep|5%.
+    data.randaugment=2,9 (or trivial), data.aug_repeats=3, data.eval_image_size=224, data.val_split=5000,
+    train.patience=N, train.accum_steps=K, train.warmup_length=400|2ep|5%.
 
     Example: [bold]resnet train --preset fashion-mnist --data-dir ../shared/data/fashion-mnist[/bold]
 
