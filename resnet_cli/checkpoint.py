@@ -83,7 +83,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     if not isinstance(obj, dict):
         raise BadInput(f"{path} does not hold a checkpoint dict (found {type(obj).__name__})")
     known = None if is_full_checkpoint(obj) else torchvision_weights.published(path)
-    return torchvision_weights.as_checkpoint(obj, known.arch, known.resize) if known else obj
+    return torchvision_weights.as_checkpoint(obj, known) if known else obj
 
 
 def is_full_checkpoint(obj: dict[str, Any]) -> bool:

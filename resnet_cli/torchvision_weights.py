@@ -147,14 +147,40 @@ def published(path: Path) -> Published | None:
     return FILES[path.name] if path.name in FILES and _checksum_matches(path) else None
 
 
-def as_checkpoint(state: dict[str, Any], arch: str, resize: int) -> dict[str, Any]:
+IMAGENET_VAL = 50_000  # the images of ImageNet-1k's validation set, on which torchvision's figures are measured
+
+
+def as_checkpoint(state: dict[str, Any], pub: Published) -> dict[str, Any]:
     """torchvision's state_dict as one of our checkpoints: the network, and its evaluation as torchvision gives
-    it (ImageNet's conventions and classes, the 224 crop from `resize`)."""
+    it (ImageNet's conventions and classes, the 224 crop from its resize)."""
     from dataclasses import replace
 
     from .data.inputs import IMAGENET_SIZE, InputSpec
 
-    spec = replace(InputSpec.imagenet(1000), resize=resize)
+    spec = replace(InputSpec.imagenet(1000), resize=pub.resize)
     return {"version": 1, "model": state, "weights": "raw", "input": spec.as_dict(),
-            "config": {"model": {"name": arch, "num_classes": 1000, "in_channels": 3},
-                       "data": {"dataset": "imagefolder", "image_size": IMAGENET_SIZE, "eval_resize": resize}}}
+            "config": {"model": {"name": pub.arch, "num_classes": 1000, "in_channels": 3},
+                       "data": {"dataset": "imagefolder", "image_size": IMAGENET_SIZE, "eval_resize": pub.resize}}}
+
+
+def beside_published(path: Path, report: dict[str, Any]) -> dict[str, Any] | None:
+    """What torchvision publishes of the weights in `path` that an `eval` report is of (known by the file's name
+    and checksum, never by what the file says), and whether the report measured the same thing (all of
+    ImageNet-1k's validation images, one crop, torchvision's evaluation): then the difference in points, a
+    check of this evaluation pipeline. None for any other file."""
+    from .data.imagenet_classes import imagenet_1k
+    from .data.inputs import IMAGENET_SIZE
+
+    pub = published(path)
+    if pub is None:
+        return None
+    published_as = {"by": "torchvision", "weights": pub.enum, "top1": round(pub.top1 / 100, 5),
+                    "top5": round(pub.top5 / 100, 5), "images": IMAGENET_VAL, "image_size": IMAGENET_SIZE, "resize": pub.resize,
+                    "interpolation": "bilinear"}
+    same = (report["split"] == "test" and report["count"] == IMAGENET_VAL and report["crops"] == 1
+            and all(report[k] == published_as[k] for k in ("image_size", "resize", "interpolation"))
+            and report["classes"] == list(imagenet_1k()[0]))
+    out = {**published_as, "comparable": same}
+    if same:
+        out["difference"] = {k: round(100 * (report[k] - published_as[k]), 3) for k in ("top1", "top5")}
+    return out

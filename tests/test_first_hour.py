@@ -319,6 +319,18 @@ def test_torchvision_weights_by_name_are_downloaded_checked_and_cached(cli, tmp_
     ev = cli.json("eval", "torchvision:resnet18", "--data-dir", tmp_path / "inet", "--device", "cpu")
     assert (ev["model"], ev["count"], ev["image_size"], ev["resize"]) == ("resnet18", 2, 224, 232)
     assert ev["per_class"][0]["description"] == "tench, Tinca tinca"
+    pub = ev["published"]  # torchvision's figures beside ours, compared only where the evaluation is theirs
+    assert (pub["weights"], pub["top1"], pub["comparable"]) == ("ResNet50_Weights.IMAGENET1K_V2", 0.80858, False)
+    text = cli("eval", "torchvision:resnet18", "--data-dir", tmp_path / "inet", "--device", "cpu")
+    assert "torchvision publishes top-1 80.86%, top-5 95.43% for ResNet50_Weights.IMAGENET1K_V2, on ImageNet-1k's " \
+           "50,000 validation images at 224 from 232, bilinear, one crop: not what was evaluated here" in text.stdout
+    monkeypatch.setattr(tv, "IMAGENET_VAL", 2)  # as if these two were ImageNet's validation set
+    same = cli.json("eval", "torchvision:resnet18", "--data-dir", tmp_path / "inet", "--device", "cpu")
+    assert same["published"]["comparable"] and same["published"]["difference"]["top1"] == pytest.approx(
+        100 * same["top1"] - 80.858, abs=1e-3)
+    assert not cli.json("eval", "torchvision:resnet18", "--data-dir", tmp_path / "inet", "--device", "cpu",
+                        "--crop-pct", "0.875")["published"]["comparable"]  # 224 from 256: not torchvision's 232
+    monkeypatch.setattr(tv, "IMAGENET_VAL", 50_000)
     shown = cli.json("predict", cached, tmp_path / "inet", "--topk", "1")
     assert shown["model"] == "resnet18" and shown["predictions"][0]["top"][0]["description"]
     assert cli("summary", "torchvision:resnet18").exit_code == 0

@@ -114,11 +114,24 @@ def eval_cmd(
             f"loss {out['loss']:.4f}, "
             f"top-1 {out['top1']:.2%}, " + (f"top-5 {out['top5']:.2%}, " if out["top5"] is not None else "")
             + f"{out['img_per_s']:,.0f} img/s on {out['device']}")
+    if out.get("published"):
+        c.print(published_line(out["published"]))
     c.print(per_class_table(out["per_class"]))
     if confusion:
         _print_confusion(c, out)
     if output is not None:
         c.print(f"wrote {output}")
+
+
+def published_line(pub: dict) -> str:
+    """torchvision's figures for these weights beside ours: the difference where the evaluation is the one they
+    were measured with, else what that evaluation is."""
+    said = f"{pub['by']} publishes top-1 {pub['top1']:.2%}, top-5 {pub['top5']:.2%} for {pub['weights']}"
+    if pub["comparable"]:
+        d = pub["difference"]
+        return f"{said}: {d['top1']:+.2f} / {d['top5']:+.2f} points here"
+    return (f"{said}, on ImageNet-1k's {pub['images']:,} validation images at {pub['image_size']} from "
+            f"{pub['resize']}, {pub['interpolation']}, one crop: not what was evaluated here")
 
 
 PER_CLASS_ROWS = 20  # a table of every class up to this many; beyond (ImageNet's 1,000), the ends of the ranking

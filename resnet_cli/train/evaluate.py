@@ -206,10 +206,14 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
         refuse_on_cpu(net, data.input.image_size, largest, f"--batch-size {batch_size}", cfg.model.name,
                       inference=True)
     res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision, on_batch=on_batch)
-    return {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
-            "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights,
-            "crops": 10 if ten_crop else 1, **data.input.prepared(), **figures(res, data.input),
-            "device": str(dev), "precision": speed.precision}
+    report = {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
+              "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights,
+              "crops": 10 if ten_crop else 1, **data.input.prepared(), **figures(res, data.input),
+              "device": str(dev), "precision": speed.precision}
+    from ..torchvision_weights import beside_published
+
+    published = beside_published(loaded.path, report)
+    return {**report, "published": published} if published else report
 
 
 def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limit: int, batch_size: int,
