@@ -71,7 +71,8 @@ def listing(pattern: str = "*") -> list[dict[str, Any]]:
             continue
         rows.append({"name": PREFIX + names[0], "names": [PREFIX + n for n in names], "model": pub.arch,
                      "file": filename, "torchvision": pub.enum, "image_size": 224, "resize": pub.resize,
-                     "interpolation": "bilinear", "top1": pub.top1, "top5": pub.top5, "params": pub.params,
+                     "interpolation": "bilinear", "top1": round(pub.top1 / 100, 5),
+                     "top5": round(pub.top5 / 100, 5), "params": pub.params,
                      "cached": (cache_dir() / filename).is_file()})
     return rows
 

@@ -144,15 +144,15 @@ def test_list_pretrained_names_torchvisions_weights_as_published(cli, tmp_path, 
     assert {n for r in rows for n in r["names"]} == {tv.PREFIX + n for n in tv.NAMES}
     assert all(tv.architecture(n) == r["model"] for r in rows for n in r["names"])
     v1 = rows[2]
-    assert (v1["model"], v1["resize"], v1["top1"], v1["top5"], v1["cached"]) == ("resnet50-v1.5", 256, 76.13,
-                                                                                 92.862, True)
+    assert (v1["model"], v1["resize"], v1["top1"], v1["top5"], v1["cached"]) == ("resnet50-v1.5", 256, 0.7613,
+                                                                                 0.92862, True)  # as eval's
     assert rows[3]["names"] == ["torchvision:resnet50", "torchvision:resnet50:v2"] and not rows[3]["cached"]
     assert [r["name"] for r in cli.json("list", "--pretrained", "resnet50*")] == [v1["name"], rows[3]["name"]]
     assert [r["name"] for r in cli.json("list", "--pretrained", "torchvision:*:v2")] == [
         "torchvision:resnet50", "torchvision:resnet101", "torchvision:resnet152"]
     table = cli("list", "--pretrained", env={"COLUMNS": "80"})
     assert table.exit_code == 0 and max(map(len, table.stdout.splitlines())) <= 80
-    assert "│ resnet50:v1  │ resnet50-v1.5  │ 25.56M │    256 │ 76.130 │ 92.862 │ yes    │" in table.stdout
+    assert "│ resnet50:v1  │ resnet50-v1.5  │ 25.56M │    256 │ 76.130% │ 92.862% │ yes    │" in table.stdout
     none = cli("list", "--pretrained", "vgg*")
     assert none.exit_code == 0 and "no published weights match 'vgg*'" in none.stdout
 

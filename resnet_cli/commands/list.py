@@ -75,5 +75,5 @@ def _list_pretrained(pattern: str, json_out: bool) -> None:
         table.add_column(col, justify=justify, no_wrap=True)
     for r in rows:
         table.add_row(r["name"][len(tv.PREFIX):], r["model"], fmt_m(model_info(r["model"]).params),
-                      str(r["resize"]), f"{r['top1']:.3f}", f"{r['top5']:.3f}", "yes" if r["cached"] else "no")
+                      str(r["resize"]), f"{r['top1']:.3%}", f"{r['top5']:.3%}", "yes" if r["cached"] else "no")
     console().print(table)
