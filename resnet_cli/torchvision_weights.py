@@ -27,6 +27,11 @@ class Published(NamedTuple):
     params: int    # torchvision's num_params (tests check our network has exactly these)
     enum: str      # torchvision's name for them
 
+    @property
+    def accuracy(self) -> dict[str, float]:
+        """top1 and top5 as fractions, as `eval` reports accuracies."""
+        return {"top1": round(self.top1 / 100, 5), "top5": round(self.top5 / 100, 5)}
+
 
 # torchvision's files by name; the 8 hex digits of a name are the start of its sha256
 FILES = {
@@ -71,8 +76,7 @@ def listing(pattern: str = "*") -> list[dict[str, Any]]:
             continue
         rows.append({"name": PREFIX + names[0], "names": [PREFIX + n for n in names], "model": pub.arch,
                      "file": filename, "torchvision": pub.enum, "image_size": 224, "resize": pub.resize,
-                     "interpolation": "bilinear", "top1": round(pub.top1 / 100, 5),
-                     "top5": round(pub.top5 / 100, 5), "params": pub.params,
+                     "interpolation": "bilinear", **pub.accuracy, "params": pub.params,
                      "cached": (cache_dir() / filename).is_file()})
     return rows
 
@@ -175,9 +179,8 @@ def beside_published(path: Path, report: dict[str, Any]) -> dict[str, Any] | Non
     pub = published(path)
     if pub is None:
         return None
-    published_as = {"by": "torchvision", "weights": pub.enum, "top1": round(pub.top1 / 100, 5),
-                    "top5": round(pub.top5 / 100, 5), "images": IMAGENET_VAL, "image_size": IMAGENET_SIZE, "resize": pub.resize,
-                    "interpolation": "bilinear"}
+    published_as = {"by": "torchvision", "weights": pub.enum, **pub.accuracy, "images": IMAGENET_VAL,
+                    "image_size": IMAGENET_SIZE, "resize": pub.resize, "interpolation": "bilinear"}
     same = (report["split"] == "test" and report["count"] == IMAGENET_VAL and report["crops"] == 1
             and all(report[k] == published_as[k] for k in ("image_size", "resize", "interpolation"))
             and report["classes"] == list(imagenet_1k()[0]))

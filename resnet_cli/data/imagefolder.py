@@ -258,8 +258,9 @@ class TrainCrop:
 def image_datasets(cfg, train: Samples | list, test: Samples | list, val: Samples | None = None):
     """(training, evaluation, held-out or None) datasets of these samples with `cfg`'s transforms: the crop
     data.image_size drawn as data.crop says, flipped with data.flip; evaluation at data.eval_image_size (0: the
-    same) from data.eval_resize (the paper's 256/224 and [256, 480] scale kept in proportion to each crop). Image folders and shards (empty sample
-    lists: their `prepare`) both use them; an image file is read within data.max_read_mb and data.read_timeout."""
+    same) from data.eval_resize (the paper's 256/224 and [256, 480] scale kept in proportion to each crop).
+    Image folders and shards (empty sample lists: their `prepare`) both use them; an image file is read within
+    data.max_read_mb and data.read_timeout."""
     size, tested = cfg.image_size, cfg.eval_image_size or cfg.image_size
     limits = gate.Limits.of(cfg)
     resize = cfg.eval_resize or round(tested * 256 / 224)
