@@ -241,6 +241,34 @@ def test_load_model_gives_python_what_predict_computes(cli, folder_run, tmp_path
         load_model(tmp_path / "bare.pth")
 
 
+def test_torch_hub_builds_every_network_and_loads_trained_weights(folder_run):
+    """hubconf.py (torch.hub, as torchvision's and timm's repositories): an entrypoint per registered network,
+    fresh or with `weights` (what load_model reads), and load_model itself; other networks' weights refused."""
+    import importlib.util
+
+    from resnet_cli import list_models, load_model
+    from resnet_cli.errors import BadInput
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("hubconf", root / "hubconf.py")
+    hub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hub)
+    entries = {n for n in dir(hub) if callable(getattr(hub, n)) and not n.startswith("_")}
+    assert entries == {n.replace("-", "_").replace(".", "_") for n in list_models()} | {"load_model"}
+    assert hub.dependencies == ["torch"]
+    fresh = torch.hub.load(str(root), "resnet50_v1_5", source="local", num_classes=7, in_channels=1)
+    assert (fresh.fc.out_features, fresh.conv1.in_channels, fresh.layer2[0].conv2.stride) == (7, 1, (2, 2))
+    run = folder_run / "runs" / "f"
+    trained = torch.hub.load(str(root), "resnet20", source="local", weights=str(run))
+    mine = load_model(run).model.state_dict()
+    assert not trained.training and all(torch.equal(v, mine[k]) for k, v in trained.state_dict().items())
+    assert torch.hub.load(str(root), "load_model", str(run), source="local").classes == CLASSES
+    with pytest.raises(BadInput, match="are a resnet20, not a resnet32: load them with its entrypoint, resnet20"):
+        hub.resnet32(weights=str(run))
+    with pytest.raises(BadInput, match="no other arguments"):
+        hub.resnet20(weights=str(run), num_classes=5)
+
+
 def test_predict_reads_images_from_urls_through_the_gate(cli, folder_run, server, tmp_path):
     """`resnet predict RUN https://.../cat.png`, as Ultralytics takes a URL: the body comes through the gate (https,
     or http on loopback: this test's server), bounded and within a deadline, and is classified exactly as the same

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..speed import autocast
+from ..torchvision_weights import beside_published
 
 
 @dataclass
@@ -210,9 +211,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
               "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights,
               "crops": 10 if ten_crop else 1, **data.input.prepared(), **figures(res, data.input),
               "device": str(dev), "precision": speed.precision}
-    from ..torchvision_weights import beside_published
-
-    published = beside_published(loaded.path, report)
+    published = beside_published(loaded.path, report)  # torchvision's figures, where the weights are theirs
     return {**report, "published": published} if published else report
 
 
