@@ -598,7 +598,8 @@ def test_a_timm_hub_repo_predicts_and_evaluates_as_timm_would(tmp_path, cli, fak
     card = (tmp_path / "again" / "README.md").read_text()
     assert f"weights from {repo}, not trained by resnet-cli, for imagefolder" in card and "## Training" not in card
     written = json.loads((tmp_path / "again" / "config.json").read_text())["pretrained_cfg"]
-    assert (written["input_size"], written["crop_pct"], written["interpolation"]) == ([3, 288, 288], 1.0, "bicubic")
+    assert (written["input_size"], written["test_input_size"], written["test_crop_pct"], written["interpolation"]) \
+        == ([3, 224, 224], [3, 288, 288], 1.0, "bicubic")  # trained at 224, evaluated at 288 / 1.0, as it came
     assert written["label_descriptions"]["n01440764"] == "tench, Tinca tinca"
     nowhere = cli("eval", repo, "--device", "cpu", env={"RESNET_CLI_DATA": ""})
     assert nowhere.exit_code == 2 and "does not say where its imagefolder data is" in nowhere.stderr
