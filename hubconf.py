@@ -16,6 +16,10 @@ from resnet_cli import list_models as _list_models  # noqa: E402  (torch.hub rea
 from resnet_cli import load_model  # noqa: E402,F401
 
 
+def _python_name(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")  # resnet50-v1.5 -> resnet50_v1_5
+
+
 def _entrypoint(name: str):
     def build(weights: str | None = None, **kwargs):
         from resnet_cli import build_model
@@ -29,10 +33,10 @@ def _entrypoint(name: str):
         trained = load_model(weights)
         if trained.name != name:
             raise BadInput(f"{weights} are a {trained.name}, not a {name}: load them with its entrypoint, "
-                           f"{trained.name.replace('-', '_').replace('.', '_')}")
+                           f"{_python_name(trained.name)}")
         return trained.model
 
-    build.__name__ = build.__qualname__ = name.replace("-", "_").replace(".", "_")
+    build.__name__ = build.__qualname__ = _python_name(name)
     build.__doc__ = (f"{name} as resnet_cli.build_model builds it (keyword arguments: num_classes, in_channels, "
                      f"shortcut, zero_init_residual), or with `weights` trained ones, in eval mode.")
     return build

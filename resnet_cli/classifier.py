@@ -62,13 +62,16 @@ def load_model(source: str | os.PathLike, *, model: str | None = None, dataset: 
     """Trained weights as a `Classifier` (its `model` is a plain `torch.nn.Module`). `model` names the network of
     a bare state_dict, `dataset` what it was trained on; `weights` "auto" takes the run's EMA weights where it
     kept them ("raw": the others). Untrained weights (`resnet build`'s) and unknown inputs are refused with
-    `BadInput`, as the commands refuse them."""
+    `BadInput`; `resnet predict` reads its weights here."""
+    import shlex
+
     from .checkpoint import model_from_checkpoint
     from .data import input_of_run
 
     loaded = model_from_checkpoint(source, model, dataset, weights)
     if loaded.from_run and not loaded.trained:
-        raise BadInput(f"{loaded.path} holds untrained weights (written by resnet build): nothing to classify with")
+        raise BadInput(f"{loaded.path} holds untrained weights (written by resnet build): its predictions would "
+                       f"be noise; train it first (resnet train --init {shlex.quote(str(loaded.path))} ...)")
     spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None,
                         f"{loaded.path} {loaded.unknown_data}")
     return Classifier(loaded.model.eval(), spec, loaded.config.model.name, str(loaded.path), loaded.weights)

@@ -9,7 +9,6 @@ takes them; through the gate: https, or http on loopback). An unreadable file or
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -71,8 +70,7 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
     except ImportError:
         raise BadInput('predict reads images with Pillow: pip install "resnet-cli[images]"') from None
     from .analysis import refuse_on_cpu
-    from .checkpoint import model_from_checkpoint
-    from .data import input_of_run
+    from .classifier import load_model
     from .data.augment import to_float
     from .device import resolve_device
     from .speed import Speed
@@ -90,16 +88,12 @@ def predict(source, paths: list[str | Path], topk: int = 5, batch_size: int = 64
             refuse_on_cpu(net.twin(strict=False), spec.image_size, net.forward_batch(min(batch_size, len(images))),
                           f"--batch-size {batch_size}", name, inference=True)
     else:
-        loaded = model_from_checkpoint(source, model, dataset)
-        if loaded.from_run and not loaded.trained:
-            raise BadInput(f"{loaded.path} holds untrained weights (written by resnet build): its predictions would "
-                           f"be noise; train it first (resnet train --init {shlex.quote(str(loaded.path))} ...)")
-        spec = input_of_run(loaded.config, loaded.saved_input, loaded.trained or dataset is not None,
-                            f"{loaded.path} {loaded.unknown_data}")
+        clf = load_model(source, model=model, dataset=dataset)  # the network and its input record
+        spec = clf.input
         dev = resolve_device(device)
         speed = Speed.resolve(dev, compile="off")
-        net = loaded.model.to(dev, memory_format=speed.memory_format())
-        name, runtime, where = loaded.config.model.name, "pytorch", str(loaded.path)
+        net = clf.model.to(dev, memory_format=speed.memory_format())
+        name, runtime, where = clf.name, "pytorch", clf.source
         if dev.type == "cpu":
             refuse_on_cpu(net, spec.image_size, min(batch_size, len(images)), f"--batch-size {batch_size}", name,
                           inference=True)
