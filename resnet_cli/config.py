@@ -34,6 +34,9 @@ class ModelConfig:
     num_classes: int = 0  # 0: take the dataset's class count
     in_channels: int = 0  # 0: take the dataset's channel count (1 for MNIST-like data)
     zero_init_residual: bool = False  # Goyal et al.; not in the paper, so off
+    drop_path: float = 0.0  # stochastic depth (Huang et al. 2016; timm's --drop-path): in training, each block's
+    #                         residual branch is skipped per image with a chance rising from 0 (first block) to this
+    #                         (last); 0.05 in timm's "ResNet strikes back" A1/A2 recipes. Needs shortcuts
     shortcut: ShortcutOption = ""  # the paper's section 3.3 / Table 3: A zero-pads where shapes change, B projects
     #                                there, C projects on every block; "": the paper's choice (B ImageNet, A CIFAR)
     init: str = ""  # start from these weights: a run folder, one of our checkpoints, or a torchvision-format
@@ -44,7 +47,7 @@ class ModelConfig:
         """The `build_model` arguments: everything but `init` (where the weights came from). The one builder of
         this dict: checkpoints, `resnet build` and training all rebuild a model from it."""
         return {"name": self.name, "num_classes": self.num_classes, "in_channels": self.in_channels,
-                "zero_init_residual": self.zero_init_residual, "shortcut": self.shortcut}
+                "zero_init_residual": self.zero_init_residual, "shortcut": self.shortcut, "drop_path": self.drop_path}
 
     def fitted(self, classes: int, channels: int, dataset: str, source: str) -> "ModelConfig":
         """This model section fitted to data of `classes` classes and `channels` channels: 0 (not given) takes
@@ -124,8 +127,9 @@ class TrainConfig:
     steps: int = 0  # > 0: stop after this many optimizer steps instead (paper CIFAR: 64k)
     batch_size: int = 128  # GLOBAL batch per optimizer step, split over torchrun processes (paper: 128 CIFAR, 256 ImageNet)
     eval_batch_size: int = 1024  # evaluation needs no gradients, so a large batch is cheap
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw: Loshchilov & Hutter; betas (0.9, 0.999). Unless set,
-    #                                               adamw changes lr to 1e-3, weight_decay to 0.05, no_wd_bn_bias on
+    optimizer: Literal["sgd", "adamw", "lamb"] = "sgd"  # adamw: Loshchilov & Hutter, betas (0.9, 0.999); lamb:
+    #                   You et al. as timm runs it (train/lamb.py), for batches of thousands ("ResNet strikes back").
+    #                   Unless set, each brings its own lr, weight_decay and no_wd_bn_bias (OPTIMIZER_DEFAULTS)
     lr: float = 0.1  # peak learning rate (paper: 0.1)
     momentum: float = 0.9  # SGD momentum (paper: 0.9)
     nesterov: bool = False  # the paper used plain momentum
@@ -133,6 +137,11 @@ class TrainConfig:
     no_wd_bn_bias: bool = False  # exempt BatchNorm and bias parameters from weight decay
     grad_clip: float = 0.0  # > 0: clip the global gradient norm to this value
     label_smoothing: float = 0.0  # not in the paper
+    loss: Literal["ce", "bce"] = "ce"  # ce: softmax cross-entropy (the paper's); bce: a sigmoid per class, as timm's
+    #                   --bce-loss and its "ResNet strikes back" recipes (train/losses.py). Evaluation reports
+    #                   cross-entropy either way
+    bce_threshold: float = 0.0  # bce: a class counts as present (target 1) where its share of a mixed or smoothed
+    #                   label exceeds this, else 0 (timm's --bce-target-thresh; the recipes: 0.2); 0: soft targets
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"  # lr after warm-up
     milestones: list[int] = field(default_factory=list)  # multistep: where lr is multiplied by `gamma`
     milestone_unit: Literal["epochs", "steps"] = "epochs"  # what `milestones` count
@@ -252,7 +261,15 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "run
 RENAMED = {"train.warmup_steps": "train.warmup_length"}
 
 # Defaults that depend on another key, applied only where the key was not set (optimizer -> its own lr etc.).
-ADAMW_DEFAULTS = {"train.lr": 1e-3, "train.weight_decay": 0.05, "train.no_wd_bn_bias": True}
+# lamb's are the "ResNet strikes back" A2/A3 figures (Wightman et al. 2021, Table 1; lr 5e-3 for a batch of 2048).
+OPTIMIZER_DEFAULTS = {"adamw": {"train.lr": 1e-3, "train.weight_decay": 0.05, "train.no_wd_bn_bias": True},
+                      "lamb": {"train.lr": 5e-3, "train.weight_decay": 0.02, "train.no_wd_bn_bias": True}}
+
+
+def optimizer_defaults(flat: dict[str, Any]) -> dict[str, Any]:
+    """The defaults train.optimizer brings in a flat config (none for sgd, or for a value that is no name)."""
+    name = flat.get("train.optimizer")
+    return OPTIMIZER_DEFAULTS.get(name, {}) if isinstance(name, str) else {}
 
 
 # ---------------------------------------------------------------- presets and files
@@ -476,8 +493,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 
 def build_config(flat: dict[str, Any]) -> Config:
-    if flat.get("train.optimizer") == "adamw":
-        flat = {**ADAMW_DEFAULTS, **flat}
+    flat = {**optimizer_defaults(flat), **flat}
     sections = {}
     for name, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
@@ -502,9 +518,9 @@ def resolve(preset: str | None = None, config_file: str | os.PathLike | None = N
     `identify` (data.identify_dataset) names the dataset in data.data_dir when no layer names one, so that
     `--data-dir DIR` alone never trains on the default synthetic data.
 
-    Choosing adamw in one layer also replaces the SGD-minded lr, weight decay and no_wd_bn_bias of the layers
-    below it (a preset's lr 0.1, say) with ADAMW_DEFAULTS, unless that layer or a higher one sets them too
-    (flags and --set count as one layer: the command line)."""
+    Choosing adamw or lamb in one layer also replaces the SGD-minded lr, weight decay and no_wd_bn_bias of the
+    layers below it (a preset's lr 0.1, say) with its OPTIMIZER_DEFAULTS, unless that layer or a higher one sets
+    them too (flags and --set count as one layer: the command line)."""
     layers: list[dict[str, Any]] = []
     if preset:
         layers.append(flatten(load_preset(preset), f"preset {preset}"))
@@ -522,8 +538,8 @@ def resolve(preset: str | None = None, config_file: str | os.PathLike | None = N
     for i, layer in enumerate(layers):
         flat.update(layer)
         level.update(dict.fromkeys(layer, min(i, len(layers) - 2)))  # flags and --set: both the command line
-    if flat.get("train.optimizer") == "adamw":
-        for key, value in ADAMW_DEFAULTS.items():
+    if optimizer_defaults(flat):
+        for key, value in optimizer_defaults(flat).items():
             if level.get(key, -1) < level["train.optimizer"]:
                 flat[key] = value
     if identify is not None and "data.dataset" not in flat and flat.get("data.data_dir"):
@@ -625,7 +641,10 @@ def validate(cfg: Config) -> None:
         raise BadInput(f"train.target_top1 is a fraction in [0, 1] (0.94 for 94%), got {t.target_top1}")
     if t.stop_at_target and not t.target_top1:
         raise BadInput("train.stop_at_target needs train.target_top1")
-    for key, value in {"train.momentum": t.momentum, "train.label_smoothing": t.label_smoothing}.items():
+    if t.bce_threshold and t.loss != "bce":
+        raise BadInput(f"train.bce_threshold applies to train.loss bce (the loss is {t.loss})")
+    for key, value in {"train.momentum": t.momentum, "train.label_smoothing": t.label_smoothing,
+                       "train.bce_threshold": t.bce_threshold}.items():
         if not 0 <= value < 1:
             raise BadInput(f"{key} must be in [0, 1), got {value}")
     for key, value in {"train.gamma": t.gamma, "train.warmup_factor": t.warmup_factor}.items():
@@ -650,7 +669,12 @@ def validate(cfg: Config) -> None:
         raise BadInput(f"train.freeze names a stage twice: {t.freeze}")
     from .models import model_info
 
-    model_info(cfg.model.name)  # unknown model: did-you-mean
+    info = model_info(cfg.model.name)  # unknown model: did-you-mean
+    if not 0 <= cfg.model.drop_path < 1:
+        raise BadInput(f"model.drop_path is a probability in [0, 1) (0.05; 0 = off), got {cfg.model.drop_path}")
+    if cfg.model.drop_path and info.plain:
+        raise BadInput(f"model.drop_path needs shortcuts: {cfg.model.name} has none (stochastic depth skips residual "
+                       "branches)")
 
 
 def parse_interval(text: str, key: str = "interval") -> tuple[int, float]:

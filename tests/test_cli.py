@@ -58,7 +58,7 @@ def test_build_checkpoint_rebuilds_the_model(cli, tmp_path, monkeypatch):
     model = build_model(**ckpt["config"]["model"])
     model.load_state_dict(ckpt["model"], strict=True)
     assert ckpt["config"]["model"] == {"name": "plain32", "num_classes": 100, "in_channels": 1,
-                                       "zero_init_residual": False, "shortcut": ""}
+                                       "zero_init_residual": False, "shortcut": "", "drop_path": 0.0}
     assert not list(tmp_path.glob(".*tmp*")), "temp files left behind"
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 

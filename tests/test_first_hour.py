@@ -34,8 +34,8 @@ def test_each_training_flag_is_its_config_key(cli):
     for key in ("data.dataset", "data.workers", "data.image_size", "train.optimizer", "train.weight_decay",
                 "train.schedule", "train.precision", "train.ema", "train.label_smoothing"):
         assert key in help_text, key
-    bad = cli("train", "--opt", "lamb")
-    assert bad.exit_code == 2 and "'lamb' is not one of 'sgd', 'adamw'" in bad.stderr
+    bad = cli("train", "--opt", "lion")
+    assert bad.exit_code == 2 and "'lion' is not one of 'sgd', 'adamw', 'lamb'" in bad.stderr
 
 
 def test_an_image_folder_is_cropped_at_the_networks_own_size_unless_told(cli, tmp_path):

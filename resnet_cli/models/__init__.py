@@ -19,7 +19,8 @@ __all__ = ["ArchSpec", "CIFAR_DEPTHS", "IMAGENET_DEPTHS", "ModelInfo", "ResNet",
 
 
 def _entrypoint(spec):
-    def build(*, num_classes: int, in_channels: int = 3, zero_init_residual: bool = False, shortcut: str = ""):
+    def build(*, num_classes: int, in_channels: int = 3, zero_init_residual: bool = False, shortcut: str = "",
+              drop_path: float = 0.0):
         if isinstance(spec, VGGSpec):
             from .vgg import VGG  # torch, only when a model is built
 
@@ -27,7 +28,8 @@ def _entrypoint(spec):
         from .resnet import ResNet
 
         arch = replace(spec, shortcut=shortcut) if shortcut else spec
-        return ResNet(arch, num_classes=num_classes, in_channels=in_channels, zero_init_residual=zero_init_residual)
+        return ResNet(arch, num_classes=num_classes, in_channels=in_channels, zero_init_residual=zero_init_residual,
+                      drop_path=drop_path)
     return build
 
 

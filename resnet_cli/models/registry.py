@@ -3,8 +3,8 @@
 Every command (summary, flops, train, eval, bench) goes through `build_model`,
 so what `summary` shows is what `train` trains. Entrypoints register with
 `@register_model` (as in timm) and all have the same shape:
-`fn(*, num_classes, in_channels, zero_init_residual[, shortcut]) -> nn.Module` (`shortcut` is passed only
-when one is asked for, and only to a model with shortcuts).
+`fn(*, num_classes, in_channels, zero_init_residual[, shortcut][, drop_path]) -> nn.Module` (`shortcut` and
+`drop_path` are passed only when asked for, and only to a model with shortcuts).
 
 Neither this module nor the table of built-in models (specs.py) imports torch:
 the CLI lists, describes and checks names before paying for that import, and
@@ -120,11 +120,19 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int = 3,
 
     gate.check_count("number of classes", num_classes, gate.MAX_CLASSES)  # a checkpoint's config is outside bytes
     gate.check_count("input channels", in_channels, gate.MAX_CHANNELS)
-    unknown = set(options) - {"zero_init_residual", "shortcut"}
+    unknown = set(options) - {"zero_init_residual", "shortcut", "drop_path"}
     if unknown:
-        raise BadInput(f"unknown model option(s): {', '.join(sorted(unknown))}; known: zero_init_residual, shortcut")
+        raise BadInput(f"unknown model option(s): {', '.join(sorted(unknown))}; known: zero_init_residual, shortcut, "
+                       "drop_path")
     if options.get("zero_init_residual") and info.plain:
         raise BadInput(f"{name} has no shortcuts, so zero_init_residual would zero its output")
+    rate = options.pop("drop_path", 0.0) or 0.0
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
+        raise BadInput(f"drop_path (stochastic depth) is a probability in [0, 1), got {rate!r}")
+    if rate and info.plain:
+        raise BadInput(f"{name} has no shortcuts, so drop_path (stochastic depth) would cut the network itself")
+    if rate:
+        options["drop_path"] = float(rate)
     shortcut = check_shortcut(name, options.pop("shortcut", "") or "")
     if shortcut:  # an entrypoint without shortcut options (a plain net, one a user registered) is asked for none
         options["shortcut"] = shortcut

@@ -51,14 +51,26 @@ class PadShortcut(nn.Module):
         return f"stride={self.stride}, out_planes={self.out_planes}"
 
 
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016), as timm's DropPath: in training, each image's residual branch is
+    dropped with probability `rate` (its block is the identity for that image) and the kept ones are scaled by
+    1 / (1 - rate), so that evaluation, which keeps every branch, sees the same expected sum."""
+    if not rate or not training:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (paper Fig. 5 left)."""
 
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
-                 residual: bool, stride_in_1x1: bool = True) -> None:
+                 residual: bool, stride_in_1x1: bool = True, drop_path: float = 0.0) -> None:
         super().__init__()
+        self.drop_path = drop_path  # stochastic depth: the chance that training skips this block's branch
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -71,8 +83,12 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            out = drop_path(out, self.drop_path, self.training) + (x if self.downsample is None else
+                                                                  self.downsample(x))
         return self.relu(out)
+
+    def extra_repr(self) -> str:
+        return f"drop_path={self.drop_path:g}" if self.drop_path else ""
 
 
 class Bottleneck(nn.Module):
@@ -89,8 +105,9 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
-                 residual: bool, stride_in_1x1: bool = True) -> None:
+                 residual: bool, stride_in_1x1: bool = True, drop_path: float = 0.0) -> None:
         super().__init__()
+        self.drop_path = drop_path
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(inplanes, planes, s1)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -107,8 +124,12 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            out = drop_path(out, self.drop_path, self.training) + (x if self.downsample is None else
+                                                                  self.downsample(x))
         return self.relu(out)
+
+    def extra_repr(self) -> str:
+        return f"drop_path={self.drop_path:g}" if self.drop_path else ""
 
 
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -131,7 +152,7 @@ class ResNet(nn.Module):
     """A residual (or plain) network built from an `ArchSpec`."""
 
     def __init__(self, spec: ArchSpec, num_classes: int = 1000, in_channels: int = 3,
-                 zero_init_residual: bool = False) -> None:
+                 zero_init_residual: bool = False, drop_path: float = 0.0) -> None:
         super().__init__()
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
@@ -139,6 +160,10 @@ class ResNet(nn.Module):
             raise ValueError(f"in_channels must be positive, got {in_channels}")
         if zero_init_residual and spec.shortcut == "none":
             raise ValueError("zero_init_residual needs shortcuts; a plain net would output a constant")
+        if not 0 <= drop_path < 1:
+            raise ValueError(f"drop_path is a probability in [0, 1), got {drop_path}")
+        if drop_path and spec.shortcut == "none":
+            raise ValueError("drop_path needs shortcuts; a plain net's block is its only path")
         self.spec = spec
         self.frozen: tuple[str, ...] = ()  # stages fixed by freeze()
         block = BLOCKS[spec.block]
@@ -151,8 +176,11 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         # The CIFAR nets have no max pool; an Identity keeps forward() uniform.
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if spec.stem == "imagenet" else nn.Identity()
+        # stochastic depth's rate grows linearly from 0 (the first block) to drop_path (the last), as in timm
+        blocks = sum(spec.layers)
+        rates = iter([drop_path * b / max(1, blocks - 1) for b in range(blocks)])
         for i, (n, width) in enumerate(zip(spec.layers, spec.widths)):
-            self.add_module(f"layer{i + 1}", self._make_layer(block, width, n, stride=1 if i == 0 else 2))
+            self.add_module(f"layer{i + 1}", self._make_layer(block, width, n, 1 if i == 0 else 2, rates))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(spec.widths[-1] * block.expansion, num_classes)
         self._init_weights(zero_init_residual)
@@ -206,7 +234,7 @@ class ResNet(nn.Module):
                         m.eval()
         return self
 
-    def _make_layer(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    def _make_layer(self, block, planes: int, blocks: int, stride: int, drop_rates) -> nn.Sequential:
         spec = self.spec
         out_planes = planes * block.expansion
         residual = spec.shortcut != "none"
@@ -214,7 +242,7 @@ class ResNet(nn.Module):
         for b in range(blocks):
             s = stride if b == 0 else 1
             layers.append(block(self.inplanes, planes, s, self._shortcut(self.inplanes, out_planes, s), residual,
-                                spec.stride_in_1x1))
+                                spec.stride_in_1x1, next(drop_rates)))
             self.inplanes = out_planes
         return nn.Sequential(*layers)
 

@@ -31,6 +31,7 @@ from .ema import EMA
 from .evaluations import splits
 from .init_weights import init_from
 from .progress import Progress
+from .losses import make_loss
 from .schedule import LRSchedule
 from .step import TrainStep, load_optimizer_state, make_optimizer
 
@@ -77,6 +78,15 @@ class Run:
     def eval_forward(self):
         """What evaluation calls on the raw weights (the process decides: compiled forward, or the bare module)."""
         return self.process.eval_forward(self.model, self.step.forward)
+
+    def seed_step(self, step: int) -> None:
+        """Stochastic depth (model.drop_path) draws from torch's own generator: seeded before each step from (run
+        seed, step, rank), so that a run resumed anywhere, mid-epoch too, draws what the uninterrupted one draws,
+        and each torchrun process draws its own. Nothing else in a step draws from it (augmentations have their
+        batch's generator)."""
+        if self.cfg.model.drop_path:
+            torch.manual_seed((self.cfg.run.seed * 1_000_003 + step * 7_919 + self.process.rank * 65_537 + 54_321)
+                              % (2**63 - 1))
 
     def schedule(self, plan: dict[str, Any] | None = None) -> LRSchedule:
         """The lr schedule, laid out for this run or (resuming) as a checkpoint's `plan` says."""
@@ -165,7 +175,7 @@ def build_run(cfg: Config, process: Process, progress: Progress, resuming: bool 
                       f"train.batch_size {t.batch_size}", cfg.model.name,
                       advice="use a smaller batch, or train.accum_steps to keep it as the global batch")
     step = TrainStep(model, make_optimizer(model, t, process.device), speed, process.device,
-                     torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing), t.grad_clip,
+                     make_loss(t), t.grad_clip,
                      call_module=process.wrap(model), on_fallback=lambda exc: progress.line(fallback_message(exc)),
                      accum_steps=t.accum_steps, all_true=process.all_true,
                      on_graph_fallback=lambda exc: progress.line(graphs.fallback_message(exc)))

@@ -309,6 +309,7 @@ class Trainer:
                 lr = self.lr_at(state.step)
                 capture = (lambda: grad_norms.update(stage_grad_norms(run.model))) \
                     if t.log_grad_norms and i == steps - 1 else None
+                run.seed_step(state.step)
                 out = run.step(x, y, lr, check_finite=t.skip_nonfinite > 0, after_backward=capture)
                 if not out.updated:  # train.skip_nonfinite: the loss was NaN/Inf, no update was made
                     self._skip(epoch, out.loss)

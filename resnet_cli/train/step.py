@@ -31,9 +31,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float, no_wd_bn_bias: boo
 
 
 def make_optimizer(model: torch.nn.Module, t, device: torch.device) -> torch.optim.Optimizer:
-    """SGD or AdamW from a `train` config section, over the parameters that train (frozen ones have no
-    gradient and no weight decay): fused kernels on CUDA, foreach (multi-tensor) on CPU."""
+    """SGD, AdamW or LAMB from a `train` config section, over the parameters that train (frozen ones have no
+    gradient and no weight decay): fused kernels on CUDA, foreach (multi-tensor) on CPU; LAMB's are foreach on
+    either (lamb.py)."""
     groups = param_groups(model, t.weight_decay, t.no_wd_bn_bias)
+    if t.optimizer == "lamb":
+        from .lamb import Lamb
+
+        return Lamb(groups, lr=t.lr)
     kernels = {"fused": True} if device.type == "cuda" else {"foreach": True}
     if t.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.999), eps=1e-8, **kernels)
