@@ -641,6 +641,40 @@ def test_the_torchvision_v2_preset_is_torchvisions_new_recipe_and_trains(cli, fo
     assert saved["input"]["resize"] == 37 and saved["input"]["image_size"] == [32, 32]
 
 
+@pytest.mark.parametrize("preset, epochs, lr, size, eval_size, magnitude, drop_path, repeats, mixup", [
+    ("timm-a2", 300, 5e-3, 224, 0, "2,21", 0.05, 3, 0.1),
+    ("timm-a3", 100, 8e-3, 160, 224, "2,18", 0.0, 1, 0.1)])
+def test_the_timm_presets_are_the_strikes_back_procedures(cli, preset, epochs, lr, size, eval_size, magnitude,
+                                                          drop_path, repeats, mixup):
+    """`--preset timm-a2` / `timm-a3`: procedures A2 and A3 of "ResNet strikes back" (Table 1), each flag of
+    timm's command a key: LAMB, BCE with a 0.2 target threshold, cosine after 5 warm-up epochs, a global batch
+    of 2048, crop-pct 0.95 with bicubic evaluation."""
+    cfg = yaml.safe_load(cli("train", "--preset", preset, "--print-config").stdout)
+    m, d, t = cfg["model"], cfg["data"], cfg["train"]
+    assert (m["name"], m["drop_path"]) == ("resnet50-v1.5", drop_path)
+    assert (d["image_size"], d["eval_image_size"], d["eval_resize"], d["eval_interpolation"], d["crop"]) == \
+        (size, eval_size, 235, "bicubic", "random-resized")
+    assert (d["randaugment"], d["random_erasing"], d["mixup"], d["cutmix"], d["aug_repeats"]) == \
+        (magnitude, 0.0, mixup, 1.0, repeats)
+    assert (t["epochs"], t["batch_size"], t["optimizer"], t["lr"], t["weight_decay"], t["no_wd_bn_bias"],
+            t["loss"], t["bce_threshold"], t["label_smoothing"], t["schedule"], t["warmup"], t["warmup_length"],
+            t["ema"]) == (epochs, 2048, "lamb", lr, 0.02, True, "bce", 0.2, 0.0, "cosine", "linear", "5ep", 0.0)
+    assert t["lr"] * t["warmup_factor"] == pytest.approx(1e-4)  # timm's --warmup-lr
+
+
+def test_the_timm_a2_preset_trains_an_image_folder(cli, folder_run, tmp_path):
+    out = cli.json("train", "--preset", "timm-a2", "--data-dir", folder_run / "images", "--set",
+                   "model.name=resnet20", "--image-size", "24", "--set", "data.eval_resize=28", "--set",
+                   "train.warmup_length=1ep", "--workers", "0", "--batch-size", "6", "--epochs", "2", "--device",
+                   "cpu", "--run-dir", tmp_path, "--name", "a2")
+    assert out["final"]["epoch"] == 2 and out["final"]["test_top1"] >= 0
+    saved = torch.load(tmp_path / "a2" / "last.pt", weights_only=True)
+    assert saved["config"]["model"]["drop_path"] == 0.05 and saved["config"]["train"]["loss"] == "bce"
+    assert saved["input"]["resize"] == 28 and saved["input"]["interpolation"] == "bicubic"
+    ev = cli.json("eval", tmp_path / "a2", "--device", "cpu")
+    assert ev["top1"] == pytest.approx(out["final"]["test_top1"])
+
+
 def test_loading_an_exported_program_keeps_only_its_loaders_warnings_off_the_terminal():
     """torch 2.11's torch.export.load (the GPU image's torch) makes the weights with torch.frombuffer on the
     archive's read-only bytes, and its warning reached the terminal of `export --format export` (the check) and of
