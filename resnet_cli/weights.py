@@ -335,7 +335,8 @@ def model_card(config: dict[str, Any], spec: dict[str, Any], cfg_json: dict[str,
     recipe = [("optimizer", train.get("optimizer")), ("lr", train.get("lr")), ("schedule", train.get("schedule")),
               ("batch size", train.get("batch_size")), ("epochs", train.get("epochs")),
               ("weight decay", train.get("weight_decay")), ("label smoothing", train.get("label_smoothing")),
-              ("EMA", train.get("ema") or None)]
+              ("loss", train.get("loss") if train.get("loss", "ce") != "ce" else None),
+              ("stochastic depth", model.get("drop_path") or None), ("EMA", train.get("ema") or None)]
     if not made_elsewhere:
         lines += ["## Training", "", "| setting | value |", "| --- | --- |",
                   *[f"| {k} | {v} |" for k, v in recipe if v not in (None, "")], "",

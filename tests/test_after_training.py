@@ -673,6 +673,10 @@ def test_the_timm_a2_preset_trains_an_image_folder(cli, folder_run, tmp_path):
     assert saved["input"]["resize"] == 28 and saved["input"]["interpolation"] == "bicubic"
     ev = cli.json("eval", tmp_path / "a2", "--device", "cpu")
     assert ev["top1"] == pytest.approx(out["final"]["test_top1"])
+    hub = cli("export", tmp_path / "a2", "--format", "hub", "-o", tmp_path / "a2-hub")
+    assert hub.exit_code == 0, hub.output
+    card = (tmp_path / "a2-hub" / "README.md").read_text()
+    assert "| optimizer | lamb |" in card and "| loss | bce |" in card and "| stochastic depth | 0.05 |" in card
 
 
 def test_loading_an_exported_program_keeps_only_its_loaders_warnings_off_the_terminal():

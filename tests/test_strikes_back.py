@@ -239,3 +239,15 @@ def test_each_step_draws_its_stochastic_depth_from_the_seed_the_step_and_the_ran
     torch.manual_seed(3)
     plain.seed_step(7)
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_the_drop_path_flag_is_its_key_and_a_plain_net_refuses_it(cli):
+    import yaml
+
+    out = cli("train", "--preset", "smoke", "--drop-path", "0.05", "--opt", "lamb", "--print-config")
+    assert out.exit_code == 0, out.output
+    cfg = yaml.safe_load(out.stdout)
+    assert cfg["model"]["drop_path"] == 0.05 and cfg["train"]["optimizer"] == "lamb"
+    bad = cli("train", "--preset", "smoke", "--depth", "20", "--plain", "--drop-path", "0.05", "--print-config")
+    assert bad.exit_code == 2 and bad.stderr.strip().splitlines() == [
+        "error: model.drop_path needs shortcuts: plain20 has none (stochastic depth skips residual branches)"]

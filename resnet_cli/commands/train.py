@@ -34,6 +34,8 @@ def train(
                                                  show_default=False)] = None,
     plain: Annotated[bool, typer.Option("--plain", help="The plain twin of --model/--depth.")] = False,
     shortcut: ShortcutOpt = None,
+    drop_path: Annotated[Optional[float], typer.Option("--drop-path", show_default=False,
+                                                       help="model.drop_path: stochastic depth (0.05)")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", show_default=False,
                                                   help="train.epochs")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", show_default=False,
@@ -95,9 +97,10 @@ def train(
     tensorboard extra is installed; --logger mlflow, wandb or jsonl for more).
 
     Recipe keys (--set KEY=VALUE; each explained in resnet_cli/config.py and docs/training.md):
-    train.optimizer=adamw, train.ema=0.999, data.mixup=0.2, data.cutmix=1.0, data.random_erasing=0.25,
+    train.optimizer=adamw (or lamb), train.ema=0.999, data.mixup=0.2, data.cutmix=1.0, data.random_erasing=0.25,
     data.randaugment=2,9 (or trivial), data.aug_repeats=3, data.eval_image_size=224, data.val_split=5000,
-    train.patience=N, train.accum_steps=K, train.warmup_length=400|2ep|5%.
+    train.loss=bce, train.bce_threshold=0.2, model.drop_path=0.05, train.patience=N, train.accum_steps=K,
+    train.warmup_length=400|2ep|5%.
 
     Example: [bold]resnet train --preset fashion-mnist --data-dir ../shared/data/fashion-mnist[/bold]
 
@@ -111,7 +114,8 @@ def train(
     if plain and model is None and depth is None:
         raise BadInput("--plain needs --model or --depth")
     model_name = resolve_name(model, depth, plain) if (model is not None or depth is not None) else None
-    flags: dict[str, Any] = {"model.name": model_name, "model.shortcut": shortcut, "train.epochs": epochs, "train.steps": steps,
+    flags: dict[str, Any] = {"model.name": model_name, "model.shortcut": shortcut, "model.drop_path": drop_path,
+                             "train.epochs": epochs, "train.steps": steps,
                              "train.batch_size": batch_size,
                              "train.lr": lr, "data.data_dir": data_dir, "run.device": device,
                              "run.run_dir": run_dir, "run.name": name, "run.seed": seed, "model.init": init,
