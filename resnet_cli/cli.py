@@ -57,10 +57,13 @@ def _fail(message: str, code: int, prefix: str = "error", as_json: bool = False)
 
 def _set_hint(option: str) -> str:
     """`resnet train --momentum 0.8`: every config key is reachable with --set; name the one meant."""
-    from .config import key_for_option
+    from .config import set_for_option
 
-    key = key_for_option(option)
-    return f"; to set {key}, use --set {key}=VALUE" if key else "; any config key: --set SECTION.KEY=VALUE"
+    target = set_for_option(option)
+    if target is None:
+        return "; any config key: --set SECTION.KEY=VALUE"
+    key = target.split("=", 1)[0]
+    return f"; to set {key}, use --set {target}"
 
 
 class ResnetCommand(TyperCommand):

@@ -393,6 +393,34 @@ def check_key(key: str, source: str) -> None:
         raise BadInput(f"{source}: unknown key {key!r}{_suggest(key, options)}")
 
 
+# timm's train.py and torchvision's references/classification name some keys otherwise: what each of their
+# options is here, for the hint an unknown option gets (`--bce-loss` -> --set train.loss=bce).
+OTHER_TOOLS_OPTIONS = {
+    "bce_loss": "train.loss=bce", "bce_target_thresh": "train.bce_threshold=VALUE",
+    "aug_repeats": "data.aug_repeats=VALUE", "ra_sampler": "data.aug_repeats=3", "ra_reps": "data.aug_repeats=VALUE",
+    "reprob": "data.random_erasing=VALUE", "random_erase": "data.random_erasing=VALUE",
+    "remode": "data.random_erasing_mode=pixel", "aa": "data.randaugment=2,9", "auto_augment": "data.randaugment=2,9",
+    "mixup_alpha": "data.mixup=VALUE", "cutmix_alpha": "data.cutmix=VALUE", "model_ema": "train.ema=0.9998",
+    "model_ema_decay": "train.ema=VALUE", "clip_grad": "train.grad_clip=VALUE",
+    "warmup_epochs": "train.warmup_length=5ep", "lr_warmup_epochs": "train.warmup_length=5ep",
+    "train_crop_size": "data.image_size=VALUE", "val_crop_size": "data.eval_image_size=VALUE",
+    "val_resize_size": "data.eval_resize=VALUE", "crop_pct": "data.eval_resize=VALUE (the crop / crop_pct)",
+    "norm_weight_decay": "train.no_wd_bn_bias=true", "lr_scheduler": "train.schedule=cosine",
+    "amp": "train.precision=bf16", "channels_last": "train.channels_last=on",
+}
+
+
+def set_for_option(option: str) -> str | None:
+    """What an unknown command-line option is here, as the `--set` to write: another tool's option
+    (OTHER_TOOLS_OPTIONS: --bce-loss -> train.loss=bce), else the config key it most likely meant (--momentum ->
+    train.momentum=VALUE); None when nothing is close."""
+    leaf = option.lstrip("-").replace("-", "_").lower()
+    if leaf in OTHER_TOOLS_OPTIONS:
+        return OTHER_TOOLS_OPTIONS[leaf]
+    key = key_for_option(option)
+    return f"{key}=VALUE" if key else None
+
+
 def key_for_option(option: str) -> str | None:
     """The config key an unknown command-line option most likely meant (--momentum -> train.momentum), for the
     hint that points to --set; None when nothing is close."""

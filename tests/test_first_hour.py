@@ -57,11 +57,28 @@ def test_an_image_folder_is_cropped_at_the_networks_own_size_unless_told(cli, tm
     ("--warmup-length", "; to set train.warmup_length, use --set train.warmup_length=VALUE"),
     ("--val-split", "; to set data.val_split, use --set data.val_split=VALUE"),
     ("--frobnicate", "; any config key: --set SECTION.KEY=VALUE"),
+    ("--bce-loss", "; to set train.loss, use --set train.loss=bce"),  # timm's names
+    ("--aug-repeats", "; to set data.aug_repeats, use --set data.aug_repeats=VALUE"),
+    ("--reprob", "; to set data.random_erasing, use --set data.random_erasing=VALUE"),
+    ("--warmup-epochs", "; to set train.warmup_length, use --set train.warmup_length=5ep"),
+    ("--val-resize-size", "; to set data.eval_resize, use --set data.eval_resize=VALUE"),  # torchvision's
 ])
 def test_an_unknown_training_option_points_to_its_set_key(cli, option, hint):
     result = cli("train", option, "1")
     assert result.exit_code == 2
     assert result.stderr.strip().endswith(hint) and f"No such option: {option}" in result.stderr
+
+
+def test_other_tools_options_name_real_keys_and_none_is_an_option_of_ours(cli):
+    import re
+
+    from resnet_cli import config as C
+
+    help_text = cli("train", "--help", env={"COLUMNS": "200"}).stdout
+    for leaf, target in C.OTHER_TOOLS_OPTIONS.items():
+        C.check_key(target.split("=", 1)[0], "OTHER_TOOLS_OPTIONS")  # a real key
+        option = "--" + leaf.replace("_", "-")
+        assert not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", help_text), option  # else never reached
 
 
 @pytest.mark.slow  # 1.5 s: the quick loop keeps under 90 s

@@ -30,8 +30,8 @@ from .distributed import Process
 from .ema import EMA
 from .evaluations import splits
 from .init_weights import init_from
-from .progress import Progress
 from .losses import make_loss
+from .progress import Progress
 from .schedule import LRSchedule
 from .step import TrainStep, load_optimizer_state, make_optimizer
 
