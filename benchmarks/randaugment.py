@@ -4,8 +4,9 @@
 
 Times, per batch of uint8 images (smooth colour fields with noise), median of --repeats after a warm-up, with the
 device synchronised around each: `auto_augment` as the imagenet recipes use it (RandAugment 2,9 and
-TrivialAugment), equalize alone on the whole batch (the heaviest op), and, with --step (default on CUDA), one
-ResNet-50 v1.5 training step (bf16, channels_last, eager) on the same batch: the augmentation's share of it.
+TrivialAugment), timm's RandAugment as the timm presets use it (`timm_rand_augment`, rand-m9-mstd0.5-inc1),
+equalize alone on the whole batch (the heaviest op), and, with --step (default on CUDA), one ResNet-50 v1.5
+training step (bf16, channels_last, eager) on the same batch: the augmentation's share of it.
 Also the device memory the augmentation allocated at its peak (CUDA). Any commit that has `auto_augment` runs it,
 so the same command times the code before and after a change.
 """
@@ -96,6 +97,10 @@ def main() -> None:
     if device.type == "cuda":
         out["randaugment_peak_mb"] = round((torch.cuda.max_memory_allocated(device) - base) / 2**20)
     out["trivialaugment_ms"] = timed(lambda: A.auto_augment(x, "trivial", 1, 0, seeded()), device, a.repeats)
+    if hasattr(A, "timm_rand_augment"):  # commits from 2026-12-07 on: timm's rand-m9-mstd0.5-inc1
+        fill = torch.tensor([124.0, 116.0, 104.0], device=device)
+        out["timm_rand_m9_mstd05_inc1_ms"] = timed(
+            lambda: A.timm_rand_augment(x, 2, 9.0, 0.5, 10.0, True, 0.5, seeded(), fill), device, a.repeats)
     xf = x.float()
     out["equalize_whole_batch_ms"] = timed(lambda: A._equalize(xf), device, a.repeats)
     if a.step if a.step is not None else device.type == "cuda":

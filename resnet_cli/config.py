@@ -108,7 +108,9 @@ class DataConfig:
     #                     best.pt, stop early and time train.target_top1; the test set is then reported only.
     #                     The paper tuned on CIFAR's 45k/5k split (the cifar presets hold out 5000)
     randaugment: str = ""  # "N,M": RandAugment, N random ops of magnitude M in 0-30 ("2,9" is the usual);
-    #                        "trivial": TrivialAugment (one op, random magnitude); "": off. Batched on the device
+    #                        "trivial": TrivialAugment (one op, random magnitude); timm's strings ("rand-m9-mstd0.5-
+    #                        inc1": timm's op set, magnitude 9 of 10 drawn per op with std 0.5, each op applied with
+    #                        probability 0.5); "": off. Batched on the device
     random_erasing: float = 0.0  # probability of erasing one random rectangle per image (Zhong et al.; timm: 0.25)
     random_erasing_mode: Literal["pixel", "const"] = "pixel"  # what fills the rectangle: N(0, 1) noise per pixel
     #                       (timm's --remode pixel, its default) or zeros after normalisation, the mean colour
@@ -399,7 +401,9 @@ OTHER_TOOLS_OPTIONS = {
     "bce_loss": "train.loss=bce", "bce_target_thresh": "train.bce_threshold=VALUE",
     "aug_repeats": "data.aug_repeats=VALUE", "ra_sampler": "data.aug_repeats=3", "ra_reps": "data.aug_repeats=VALUE",
     "reprob": "data.random_erasing=VALUE", "random_erase": "data.random_erasing=VALUE",
-    "remode": "data.random_erasing_mode=pixel", "aa": "data.randaugment=2,9", "auto_augment": "data.randaugment=2,9",
+    "remode": "data.random_erasing_mode=pixel",
+    "aa": "data.randaugment=VALUE (timm's string as it is: rand-m9-mstd0.5-inc1)",
+    "auto_augment": "data.randaugment=2,9 (torchvision's ra; ta_wide: trivial)",
     "mixup_alpha": "data.mixup=VALUE", "cutmix_alpha": "data.cutmix=VALUE", "model_ema": "train.ema=0.9998",
     "model_ema_decay": "train.ema=VALUE", "clip_grad": "train.grad_clip=VALUE",
     "warmup_epochs": "train.warmup_length=5ep", "lr_warmup_epochs": "train.warmup_length=5ep",
@@ -736,8 +740,11 @@ def parse_length(text: str, key: str = "length") -> tuple[int, float, float]:
     return 0, value, 0.0
 
 
-def parse_randaugment(text: str) -> tuple[str, int, int] | None:
-    """"2,9" -> ("rand", 2 ops, magnitude 9); "trivial" -> ("trivial", 1, 0); "" or "0" -> None (off)."""
+def parse_randaugment(text: str) -> tuple | None:
+    """data.randaugment read: "2,9" -> ("rand", 2 ops, magnitude 9 of 30: torchvision's RandAugment);
+    "trivial" -> ("trivial", 1, 0); timm's config strings, "rand-m9-mstd0.5-inc1" -> ("timm", layers 2,
+    magnitude 9.0 of mmax, std 0.5, mmax 10.0, increasing True, prob 0.5) (timm's keys m, n, mstd, mmax, inc, p and
+    their defaults; mstd over 100 is timm's "uniform in [0, m]", kept as inf); "" or "0" -> None (off)."""
     import re
 
     text = str(text).strip().lower()
@@ -745,11 +752,38 @@ def parse_randaugment(text: str) -> tuple[str, int, int] | None:
         return None
     if text in ("trivial", "trivialaugment", "ta"):
         return "trivial", 1, 0
+    if text.startswith("rand-") or text == "rand":
+        return _parse_timm_randaugment(text)
     m = re.fullmatch(r"(\d+)\s*[,/ ]\s*(\d+)", text)
     if not m or not 1 <= int(m.group(1)) <= 10 or not 0 <= int(m.group(2)) <= 30:
-        raise BadInput(f"data.randaugment: expected N,M (1-10 ops, magnitude 0-30; e.g. 2,9), \"trivial\" or "
-                       f"\"\" (off), got {text!r}")
+        raise BadInput(f"data.randaugment: expected N,M (1-10 ops, magnitude 0-30; e.g. 2,9), \"trivial\", timm's "
+                       f"\"rand-m9-mstd0.5-inc1\" or \"\" (off), got {text!r}")
     return "rand", int(m.group(1)), int(m.group(2))
+
+
+TIMM_RANDAUGMENT_KEYS = {"m": "magnitude", "n": "ops per image", "mstd": "magnitude std", "mmax": "magnitude's upper "
+                         "bound", "inc": "increasing-severity ops (0 or 1)", "p": "each op's probability"}
+
+
+def _parse_timm_randaugment(text: str) -> tuple:
+    """timm's `rand_augment_transform` config string, as timm reads it (its defaults: m 10, n 2, mstd 0, mmax 10,
+    inc 0, p 0.5); `w` (op weights) is refused: every op here is equally likely."""
+    import re
+
+    values = {"m": 10.0, "n": 2.0, "mstd": 0.0, "mmax": 10.0, "inc": 0.0, "p": 0.5}
+    for part in text.split("-")[1:]:
+        m = re.fullmatch(r"([a-z]+)(\d+(?:\.\d+)?)", part)
+        if not m or m.group(1) not in TIMM_RANDAUGMENT_KEYS:
+            known = ", ".join(f"{k} ({v})" for k, v in TIMM_RANDAUGMENT_KEYS.items())
+            raise BadInput(f"data.randaugment {text!r}: {part!r} is not one of timm's RandAugment keys here: {known}")
+        values[m.group(1)] = float(m.group(2))
+    std = math.inf if values["mstd"] > 100 else values["mstd"]
+    layers, magnitude, top, prob = int(values["n"]), values["m"], values["mmax"], values["p"]
+    if not 1 <= layers <= 10 or not 0 < top <= 30 or not 0 <= magnitude <= top or not 0 < prob <= 1 \
+            or values["inc"] not in (0, 1) or values["n"] != layers:
+        raise BadInput(f"data.randaugment {text!r}: expected n 1-10 ops, m in [0, mmax], mmax in (0, 30], p in "
+                       "(0, 1], inc 0 or 1")
+    return "timm", layers, magnitude, std, top, bool(values["inc"]), prob
 
 
 def to_yaml(cfg: Config) -> str:

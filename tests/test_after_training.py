@@ -642,8 +642,8 @@ def test_the_torchvision_v2_preset_is_torchvisions_new_recipe_and_trains(cli, fo
 
 
 @pytest.mark.parametrize("preset, epochs, lr, size, eval_size, magnitude, drop_path, repeats, mixup", [
-    ("timm-a2", 300, 5e-3, 224, 0, "2,21", 0.05, 3, 0.1),
-    ("timm-a3", 100, 8e-3, 160, 224, "2,18", 0.0, 1, 0.1)])
+    ("timm-a2", 300, 5e-3, 224, 0, "rand-m7-mstd0.5-inc1", 0.05, 3, 0.1),
+    ("timm-a3", 100, 8e-3, 160, 224, "rand-m6-mstd0.5-inc1", 0.0, 1, 0.1)])
 def test_the_timm_presets_are_the_strikes_back_procedures(cli, preset, epochs, lr, size, eval_size, magnitude,
                                                           drop_path, repeats, mixup):
     """`--preset timm-a2` / `timm-a3`: procedures A2 and A3 of "ResNet strikes back" (Table 1), each flag of

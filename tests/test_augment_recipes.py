@@ -89,8 +89,8 @@ def test_draw_mix_is_seeded_and_picks_one_of_the_two():
 def one_op(x: torch.Tensor, name: str, value: float) -> torch.Tensor:
     """Apply op `name` with magnitude `value` to every image of a uint8 batch."""
     n = x.shape[0]
-    op = torch.full((n,), A.OPS.index(name))
-    mag = {k: torch.zeros(n) for k in A.magnitudes("rand", x.shape[-2], x.shape[-1])}
+    op = torch.full((n,), A.ALL_OPS.index(name))
+    mag = {k: torch.zeros(n) for k in (*A.magnitudes("rand", x.shape[-2], x.shape[-1]), "solarize_add")}
     mag["posterize"] = torch.full((n,), 8.0)
     mag["solarize"] = torch.full((n,), 256.0)
     mag[name] = torch.full((n,), float(value))
@@ -182,6 +182,74 @@ def test_auto_augment_draws_an_op_per_image_and_is_seeded():
     assert A.magnitudes("trivial", 32, 32)["rotate"][30] == pytest.approx(135.0)
 
 
+def test_timms_two_extra_ops_and_its_mean_colour_fill():
+    x = images()
+    f = x.float()
+    assert torch.equal(one_op(x, "invert", 0), 255 - f)
+    assert torch.equal(one_op(x, "solarize_add", 77), torch.where(f < 128, (f + 77).clamp(max=255), f))
+    small = images(n=2, c=3, h=12, w=12)
+    op, fill = torch.full((2,), A.ALL_OPS.index("translate_x")), torch.tensor([10.0, 20.0, 30.0])
+    mag = {k: torch.zeros(2) for k in A.GEOMETRIC}
+    mag["translate_x"] = torch.full((2,), 3.0)
+    moved = A.apply_ops(small.float(), op, mag, fill)
+    assert torch.equal(moved[..., 3:], small.float()[..., :-3])
+    assert torch.equal(moved[..., :3], fill.view(1, 3, 1, 1).expand(2, 3, 12, 3))  # timm fills with the mean
+
+
+@pytest.mark.parametrize("increasing, expected", [
+    (True, {"rotate": 21.0, "shear_x": 0.21, "translate_x": 31.5, "translate_y": 18.9, "brightness": 0.63,
+            "posterize": 2.0, "solarize": 77.0, "solarize_add": 77.0}),
+    (False, {"rotate": 21.0, "shear_x": 0.21, "translate_x": 31.5, "brightness": 0.36, "posterize": 2.0,
+             "solarize": 179.0, "solarize_add": 77.0})])
+def test_timm_arguments_at_magnitude_7_are_timms(increasing, expected):
+    """timm's level-to-argument rules at level 7 (_LEVEL_DENOM 10; translate 0.45 of a 100 x 60 image's side),
+    worked out by hand: posterize keeps int(2.8) = 2 bits (4 - 2 increasing), solarize from int(179.2) = 179
+    (256 - 179 increasing), solarize_add adds int(77.0) = 77, the enhance ops blend by 1 + 0.9 x 0.7 x sign
+    (increasing) or 0.1 + 1.8 x 0.7 = 1.36."""
+    args = A.timm_arguments(torch.tensor([7.0]), torch.tensor([1.0]), increasing, h=60, w=100)
+    for name, value in expected.items():
+        assert float(args[name][0]) == pytest.approx(value, abs=1e-5), name
+
+
+def test_timm_rand_augment_applies_each_op_with_its_probability_and_is_seeded():
+    x = torch.randint(60, 120, (400, 3, 32, 32), generator=gen(7), dtype=torch.uint8)  # every op changes these
+    changed = lambda out: int((out != x).flatten(1).any(1).sum())  # noqa: E731
+    always = A.timm_rand_augment(x, 1, 9.0, 0.0, 10.0, True, 1.0, gen(1))
+    assert always.dtype == torch.uint8 and always.shape == x.shape and changed(always) == 400
+    half = A.timm_rand_augment(x, 1, 9.0, 0.0, 10.0, True, 0.5, gen(1))
+    assert 160 < changed(half) < 240  # p = 0.5
+    assert torch.equal(half, A.timm_rand_augment(x, 1, 9.0, 0.0, 10.0, True, 0.5, gen(1)))
+    assert not torch.equal(half, A.timm_rand_augment(x, 1, 9.0, 0.0, 10.0, True, 0.5, gen(2)))
+    noisy = A.timm_rand_augment(x, 1, 9.0, 0.5, 10.0, True, 1.0, gen(1))  # the same ops, magnitudes around 9
+    assert not torch.equal(noisy, always)
+    zero = A.timm_rand_augment(x, 2, 0.0, 0.0, 10.0, False, 1.0, gen(1))  # level 0, not increasing: posterize to
+    assert changed(zero) > 300  # 0 bits, solarize everything, enhance by 0.1: nearly every image changes
+
+
+@pytest.mark.parametrize("text, policy", [
+    ("rand-m9-mstd0.5-inc1", ("timm", 2, 9.0, 0.5, 10.0, True, 0.5)),
+    ("rand-m7-mstd0.5-inc1", ("timm", 2, 7.0, 0.5, 10.0, True, 0.5)),
+    ("rand-m6-n3-mstd101-p0.7", ("timm", 3, 6.0, math.inf, 10.0, False, 0.7)),
+    ("rand", ("timm", 2, 10.0, 0.0, 10.0, False, 0.5)),
+    ("2,9", ("rand", 2, 9)), ("trivial", ("trivial", 1, 0)), ("", None)])
+def test_randaugment_reads_timms_strings_with_timms_defaults(text, policy):
+    from resnet_cli.config import parse_randaugment
+
+    assert parse_randaugment(text) == policy
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rand-m9-w0", "'w0' is not one of timm's RandAugment keys here"),
+    ("rand-m11", "m in [0, mmax]"), ("rand-n0", "n 1-10 ops"), ("rand-m9-inc2", "inc 0 or 1"),
+    ("3;9", "expected N,M")])
+def test_randaugment_strings_are_checked(text, message):
+    from resnet_cli.config import parse_randaugment
+    from resnet_cli.errors import BadInput
+
+    with pytest.raises(BadInput, match=message.replace("[", r"\[").replace("(", r"\(")):
+        parse_randaugment(text)
+
+
 def test_train_augment_runs_the_pipeline_from_one_seed():
     aug = A.TrainAugment(padding=2, flip=True, policy=("rand", 2, 9), erasing=0.5, mixup=0.2, cutmix=1.0,
                          num_classes=10)
@@ -193,6 +261,9 @@ def test_train_augment_runs_the_pipeline_from_one_seed():
     assert a[0].dtype == torch.float32 and a[1].shape == (16, 10)  # soft targets
     plain = A.TrainAugment()(x, y, mean, std, seed=123)
     assert torch.equal(plain[0], A.to_float(x, mean, std)) and torch.equal(plain[1], y)
+    timm = A.TrainAugment(policy=("timm", 2, 9.0, 0.5, 10.0, True, 0.5))
+    assert torch.equal(timm(x, y, mean, std, seed=5)[0], timm(x, y, mean, std, seed=5)[0])
+    assert not torch.equal(timm(x, y, mean, std, seed=5)[0], A.to_float(x, mean, std))
 
 
 # ---------------------------------------------------------------- EMA

@@ -275,7 +275,7 @@ def test_evaluation_never_waits_for_the_gpu_inside_its_loop():
 
 def test_the_training_augmentations_on_cuda_never_wait_for_the_gpu():
     """#34 item 7: RandAugment plans its ops on the host (one small upload), so the whole batch pipeline of the
-    imagenet recipes (RandAugment or TrivialAugment, random erasing, mixup/cutmix) runs without a host sync; and
+    imagenet recipes (RandAugment, timm's or TrivialAugment, random erasing, mixup/cutmix) runs without a host sync; and
     its result on CUDA is the CPU's for the same ops and magnitudes."""
     from resnet_cli.data import augment as A
 
@@ -283,7 +283,7 @@ def test_the_training_augmentations_on_cuda_never_wait_for_the_gpu():
     x = torch.randint(0, 256, (64, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     xc, y = x.to(cuda), torch.arange(64, device=cuda) % 10
     mean, std = torch.full((3,), 0.5, device=cuda), torch.full((3,), 0.25, device=cuda)
-    for policy in (("rand", 2, 9), ("trivial", 1, 0)):
+    for policy in (("rand", 2, 9), ("trivial", 1, 0), ("timm", 2, 9.0, 0.5, 10.0, True, 0.5)):
         aug = A.TrainAugment(policy=policy, erasing=0.25, mixup=0.2, cutmix=1.0, num_classes=10)
         aug(xc, y, mean, std, seed=1)  # warm-up: the magnitude tables, the kernels
         torch.cuda.synchronize()

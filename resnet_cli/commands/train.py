@@ -98,7 +98,7 @@ def train(
 
     Recipe keys (--set KEY=VALUE; each explained in resnet_cli/config.py and docs/training.md):
     train.optimizer=adamw (or lamb), train.ema=0.999, data.mixup=0.2, data.cutmix=1.0, data.random_erasing=0.25,
-    data.randaugment=2,9 (or trivial), data.aug_repeats=3, data.eval_image_size=224, data.val_split=5000,
+    data.randaugment=2,9 (or trivial, or timm's rand-m9-mstd0.5-inc1), data.aug_repeats=3, data.eval_image_size=224, data.val_split=5000,
     train.loss=bce, train.bce_threshold=0.2, model.drop_path=0.05, train.patience=N, train.accum_steps=K,
     train.warmup_length=400|2ep|5%.
 

@@ -57,7 +57,7 @@ class TrainAugment:
 
     padding: int = 0
     flip: bool = False
-    policy: tuple[str, int, int] | None = None  # config.parse_randaugment: ("rand", N, M) or ("trivial", 1, 0)
+    policy: tuple | None = None  # config.parse_randaugment: ("rand", N, M), ("trivial", 1, 0) or ("timm", ...)
     erasing: float = 0.0
     erasing_mode: str = "pixel"  # data.random_erasing_mode: "pixel" (N(0, 1) noise) or "const" (zeros)
     mixup: float = 0.0
@@ -76,7 +76,9 @@ class TrainAugment:
                  seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator(device=x.device).manual_seed(seed)
         x = augment(x, self.padding, self.flip, g)
-        if self.policy is not None:
+        if self.policy is not None and self.policy[0] == "timm":
+            x = timm_rand_augment(x, *self.policy[1:], generator=g, fill=(mean * 255).round())
+        elif self.policy is not None:
             x = auto_augment(x, *self.policy, generator=g)
         x = random_erasing(to_float(x, mean, std), self.erasing, g, mode=self.erasing_mode)
         mix = draw_mix(random.Random(seed), self.mixup, self.cutmix, x.shape[-2], x.shape[-1])
@@ -170,6 +172,11 @@ OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate",
        "sharpness", "posterize", "solarize", "autocontrast", "equalize")
 GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
 BINS = 31  # magnitudes 0..30, as torchvision's num_magnitude_bins
+# timm's RandAugment has two ops torchvision's lacks; apply_ops knows all of them (auto_augment draws from OPS only)
+ALL_OPS = OPS + ("invert", "solarize_add")
+# timm's op set (its _RAND_TRANSFORMS, or with inc1 the increasing-severity _RAND_INCREASING_TRANSFORMS): no identity
+TIMM_OPS = ("autocontrast", "equalize", "invert", "rotate", "posterize", "solarize", "solarize_add", "color",
+            "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y")
 
 
 @functools.lru_cache(maxsize=16)
@@ -238,9 +245,12 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
     return torch.where(step > 0, out, idx.to(x.dtype)).view(n, c, h, w)
 
 
-def _affine(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The geometric ops as one affine map per image about its centre (nearest pixel, zero fill), in a single
-    grid_sample; images whose op is not geometric get the identity. torchvision shears about the corner."""
+def _affine(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor],
+            fill: torch.Tensor | None = None) -> torch.Tensor:
+    """The geometric ops as one affine map per image about its centre (nearest pixel; the uncovered area zero, as
+    torchvision fills it, or the colour `fill`, one value per channel in [0, 255], as timm does with the mean), in a
+    single grid_sample; images whose op is not geometric get the identity. torchvision and timm shear about the
+    corner."""
     n, _, h, w = x.shape
     zero = torch.zeros(n, device=x.device)
 
@@ -257,7 +267,12 @@ def _affine(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor]) -> 
     theta = torch.stack([torch.stack([a, b * h / w, -amount("translate_x") * 2 / w], 1),
                          torch.stack([c * w / h, d, -amount("translate_y") * 2 / h], 1)], 1)
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    return torch.nn.functional.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    if fill is None:
+        return out
+    inside = torch.nn.functional.grid_sample(torch.ones_like(x[:, :1]), grid, mode="nearest", padding_mode="zeros",
+                                             align_corners=False)
+    return torch.where(inside > 0, out, fill.to(out.dtype).view(1, -1, 1, 1))
 
 
 def _uploaded(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -270,12 +285,14 @@ def _uploaded(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 # apply_ops' groups, in the order images are sorted into: identity, the geometric ops (one resampling), each other op
 GROUPS = (("identity", ("identity",)), ("geometric", GEOMETRIC)) + tuple(
-    (name, (name,)) for name in OPS if name != "identity" and name not in GEOMETRIC)
-GROUP_OF = torch.tensor([next(g for g, (_, members) in enumerate(GROUPS) if name in members) for name in OPS])
+    (name, (name,)) for name in ALL_OPS if name != "identity" and name not in GEOMETRIC)
+GROUP_OF = torch.tensor([next(g for g, (_, members) in enumerate(GROUPS) if name in members) for name in ALL_OPS])
 
 
-def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Apply op `op[i]` with magnitude `mag[name][i]` to image i of a float batch in [0, 255].
+def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor],
+              fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply op `op[i]` (an index into ALL_OPS) with magnitude `mag[name][i]` to image i of a float batch in
+    [0, 255]; geometric ops fill the uncovered area with `fill` (see `_affine`).
 
     `op` is on the host (drawn there), so which images take which op is known without reading the device: the
     batch is sorted by op once (`GROUPS`), each op runs on its own images only (a slice), and the results go back
@@ -295,12 +312,13 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor]) -
     for (name, _), size in zip(GROUPS, sizes):
         if size:
             part = slice(at, at + size)
-            parts.append(_one_op(name, xs[part], sorted_op[part], {k: v[part] for k, v in ms.items()}))
+            parts.append(_one_op(name, xs[part], sorted_op[part], {k: v[part] for k, v in ms.items()}, fill))
         at += size
     return torch.empty_like(x).index_copy_(0, where, torch.cat(parts)).round()
 
 
-def _one_op(name: str, x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor]) -> torch.Tensor:
+def _one_op(name: str, x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.Tensor],
+            fill: torch.Tensor | None = None) -> torch.Tensor:
     """Op `name` on every image of `x` ("geometric": each image's own geometric op, `op`, in one resampling)."""
     def factor() -> torch.Tensor:
         return (1 + mag[name]).view(-1, 1, 1, 1)
@@ -308,7 +326,7 @@ def _one_op(name: str, x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.T
     if name == "identity":
         return x
     if name == "geometric":
-        return _affine(x, op, mag)
+        return _affine(x, op, mag, fill)
     if name == "brightness":
         return _blend(x, torch.zeros_like(x), factor())
     if name == "color":
@@ -324,6 +342,10 @@ def _one_op(name: str, x: torch.Tensor, op: torch.Tensor, mag: dict[str, torch.T
         return torch.where(x >= mag["solarize"].view(-1, 1, 1, 1), 255 - x, x)
     if name == "autocontrast":
         return _autocontrast(x)
+    if name == "invert":
+        return 255 - x
+    if name == "solarize_add":  # timm's: below 128, raised by the amount (at most 255)
+        return torch.where(x < 128, (x + mag["solarize_add"].view(-1, 1, 1, 1)).clamp(max=255), x)
     return _equalize(x)
 
 
@@ -349,4 +371,52 @@ def auto_augment(x: torch.Tensor, policy: str, layers: int, magnitude: int,
         mag = {name: values[level] * (sign if name not in ("posterize", "solarize") else 1.0)
                for name, values in table.items()}
         out = apply_ops(out, op, mag)
+    return out.clamp(0, 255).to(torch.uint8)
+
+
+def timm_arguments(level: torch.Tensor, sign: torch.Tensor, increasing: bool, h: int, w: int
+                   ) -> dict[str, torch.Tensor]:
+    """Each op's argument at `level` (per image, in timm's units: 10 is its usual top) as timm's RandAugment maps
+    it: rotate 30 x L/10 degrees, shear 0.3 x L/10, translate 0.45 x L/10 of the side, signed by `sign`;
+    brightness, colour, contrast and sharpness blend by 1 + 0.9 x L/10 x sign (increasing) or 0.1 + 1.8 x L/10;
+    posterize keeps 4 - int(0.4 L) bits (increasing) or int(0.4 L); solarize from 256 - int(25.6 L) (increasing)
+    or int(25.6 L); solarize_add adds int(11 L) below 128."""
+    def of(top: float) -> torch.Tensor:  # top x L / 10, multiplied first: whole levels give timm's integers exactly
+        return level * top / 10
+
+    enhance = of(0.9) * sign if increasing else of(1.8) + 0.1 - 1  # apply_ops blends by 1 + this
+    bits, threshold = of(4).floor(), of(256).floor()
+    return {"rotate": of(30) * sign, "shear_x": of(0.3) * sign, "shear_y": of(0.3) * sign,
+            "translate_x": of(0.45 * w) * sign, "translate_y": of(0.45 * h) * sign,
+            "brightness": enhance, "color": enhance, "contrast": enhance, "sharpness": enhance,
+            "posterize": 4 - bits if increasing else bits, "solarize": 256 - threshold if increasing else threshold,
+            "solarize_add": of(110).floor()}
+
+
+TIMM_INDEX = torch.tensor([ALL_OPS.index(name) for name in TIMM_OPS])
+
+
+def timm_rand_augment(x: torch.Tensor, layers: int, magnitude: float, std: float, top: float, increasing: bool,
+                      prob: float, generator: torch.Generator | None = None,
+                      fill: torch.Tensor | None = None) -> torch.Tensor:
+    """timm's RandAugment (`rand_augment_transform`, "rand-m9-mstd0.5-inc1") on a uint8 batch, batched: `layers`
+    ops per image drawn from timm's set (TIMM_OPS, with replacement), each applied with probability `prob`, at a
+    magnitude drawn per op and image from N(`magnitude`, `std`) (uniform in [0, magnitude] for std inf) and
+    clipped to [0, `top`]; geometric ops fill with `fill` (timm: the dataset's mean colour). Where it differs
+    from timm's PIL ops: geometric ops resample the nearest pixel (timm: bilinear or bicubic at random) and rotate
+    and shear about the centre (timm shears about the corner)."""
+    n, _, h, w = x.shape
+    dev = x.device
+    host = torch.Generator().manual_seed(generator.initial_seed() + 2) if generator is not None else None
+    out = x.float()
+    for _ in range(layers):
+        op = TIMM_INDEX[torch.randint(0, len(TIMM_OPS), (n,), generator=host)]
+        op = torch.where(torch.rand(n, generator=host) < prob, op, 0)  # not applied: the identity (ALL_OPS[0])
+        if math.isinf(std):
+            level = torch.rand(n, device=dev, generator=generator) * magnitude
+        else:
+            level = magnitude + std * torch.randn(n, device=dev, generator=generator)
+        level = level.clamp(0, top)
+        sign = torch.where(torch.rand(n, device=dev, generator=generator) < 0.5, -1.0, 1.0)
+        out = apply_ops(out, op, timm_arguments(level, sign, increasing, h, w), fill)
     return out.clamp(0, 255).to(torch.uint8)
