@@ -44,7 +44,7 @@ def test_smoke_preset_learns_and_writes_a_run_folder(cli, tmp_path):
     assert losses[-1] < losses[0] * 0.9, losses
     ckpt = torch.load(run / "last.pt", weights_only=True)
     assert ckpt["config"]["model"] == {"name": "resnet20", "num_classes": 10, "in_channels": 3,
-                                       "zero_init_residual": False, "shortcut": "", "init": ""}
+                                       "zero_init_residual": False, "shortcut": "", "drop_path": 0.0, "init": ""}
     assert ckpt["epoch"] == 3 and ckpt["step"] == 48 and ckpt["finished"]
     assert {"optimizer", "scheduler", "scaler", "rng", "metrics"} <= set(ckpt)
     if tensorboard.available():  # the same scalars as metrics.csv, at the same steps
