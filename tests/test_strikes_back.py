@@ -191,7 +191,8 @@ def test_drop_path_settings_are_checked(sets, message):
 
 
 STRIKES_BACK = ["train.optimizer=lamb", "train.loss=bce", "train.bce_threshold=0.2", "model.drop_path=0.1",
-                "data.mixup=0.2", "data.cutmix=1.0", "data.aug_repeats=2", "train.warmup=linear",
+                "data.randaugment=rand-m7-mstd0.5-inc1", "data.mixup=0.2", "data.cutmix=1.0", "data.aug_repeats=2",
+                "train.warmup=linear",
                 "train.warmup_length=0.5ep", "train.schedule=cosine"]
 
 
