@@ -38,7 +38,7 @@ def _entrypoint(name: str):
 
     build.__name__ = build.__qualname__ = _python_name(name)
     build.__doc__ = (f"{name} as resnet_cli.build_model builds it (keyword arguments: num_classes, in_channels, "
-                     f"shortcut, zero_init_residual), or with `weights` trained ones, in eval mode.")
+                     f"shortcut, zero_init_residual, drop_path), or with `weights` trained ones, in eval mode.")
     return build
 
 

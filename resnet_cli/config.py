@@ -570,10 +570,9 @@ def resolve(preset: str | None = None, config_file: str | os.PathLike | None = N
     for i, layer in enumerate(layers):
         flat.update(layer)
         level.update(dict.fromkeys(layer, min(i, len(layers) - 2)))  # flags and --set: both the command line
-    if optimizer_defaults(flat):
-        for key, value in optimizer_defaults(flat).items():
-            if level.get(key, -1) < level["train.optimizer"]:
-                flat[key] = value
+    for key, value in optimizer_defaults(flat).items():  # none unless a layer names adamw or lamb
+        if level.get(key, -1) < level["train.optimizer"]:
+            flat[key] = value
     if identify is not None and "data.dataset" not in flat and flat.get("data.data_dir"):
         flat["data.dataset"] = identify(str(flat["data.data_dir"]))
     if flat.get("data.dataset") in DECODED and "data.image_size" not in flat:  # photos: the network's own size

@@ -62,7 +62,24 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     return x * mask.div_(keep)
 
 
-class BasicBlock(nn.Module):
+class _Block(nn.Module):
+    """What both blocks do after their branch: add the shortcut (`downsample`, else the identity) unless the
+    block is plain, the branch dropped per image in training with stochastic depth (`drop_path`)."""
+
+    downsample: nn.Module | None
+    residual: bool
+    drop_path: float
+
+    def _join(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not self.residual:
+            return out
+        return drop_path(out, self.drop_path, self.training) + (x if self.downsample is None else self.downsample(x))
+
+    def extra_repr(self) -> str:
+        return f"drop_path={self.drop_path:g}" if self.drop_path else ""
+
+
+class BasicBlock(_Block):
     """Two 3x3 convolutions (paper Fig. 5 left)."""
 
     expansion = 1
@@ -82,16 +99,10 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.residual:
-            out = drop_path(out, self.drop_path, self.training) + (x if self.downsample is None else
-                                                                  self.downsample(x))
-        return self.relu(out)
-
-    def extra_repr(self) -> str:
-        return f"drop_path={self.drop_path:g}" if self.drop_path else ""
+        return self.relu(self._join(out, x))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """1x1 reduce, 3x3, 1x1 expand (paper Fig. 5 right).
 
     Where the stride goes is the one difference between the paper and torchvision:
@@ -123,13 +134,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.residual:
-            out = drop_path(out, self.drop_path, self.training) + (x if self.downsample is None else
-                                                                  self.downsample(x))
-        return self.relu(out)
-
-    def extra_repr(self) -> str:
-        return f"drop_path={self.drop_path:g}" if self.drop_path else ""
+        return self.relu(self._join(out, x))
 
 
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}

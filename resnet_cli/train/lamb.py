@@ -82,16 +82,13 @@ class Lamb(torch.optim.Optimizer):
         torch._foreach_add_(denom, group["eps"])
         update = torch._foreach_div(exp_avgs, correction1)
         torch._foreach_div_(update, denom)
-        lr = group["lr"]
+        lr = group["lr"]  # a float, or a CUDA graph's device tensor (read from device memory when replayed)
         if group["weight_decay"]:
             torch._foreach_add_(update, params, alpha=group["weight_decay"])
             w_norm = torch.stack(torch._foreach_norm(params))
             u_norm = torch.stack(torch._foreach_norm(update))
             trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
             torch._foreach_mul_(update, list((trust * lr).unbind()))
-            torch._foreach_sub_(params, update)
-        elif torch.is_tensor(lr):  # a CUDA graph's lr: read from device memory when replayed
-            torch._foreach_mul_(update, lr)
-            torch._foreach_sub_(params, update)
         else:
-            torch._foreach_add_(params, update, alpha=-lr)
+            torch._foreach_mul_(update, lr)
+        torch._foreach_sub_(params, update)
