@@ -92,10 +92,11 @@ def reference(path, r):
 def before(path, r):
     from PIL import Image
 
-    from resnet_cli.data.transforms import resize_shorter, to_tensor
+    from resnet_cli.data.transforms import shorter_side_size, to_tensor
 
     with Image.open(path) as im:
-        img = resize_shorter(im.convert("RGB"), r.randint(256, 480))
+        img = im.convert("RGB")
+        img = img.resize(shorter_side_size(*img.size, r.randint(256, 480)), Image.BILINEAR)
     w, h = img.size
     x, y = r.randint(0, w - 224), r.randint(0, h - 224)
     img = img.crop((x, y, x + 224, y + 224))

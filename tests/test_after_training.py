@@ -462,12 +462,17 @@ def test_summary_any_class_count_channels_and_shape():
 def test_ten_crop_and_crop_pct_evaluate_image_folders_as_the_paper_did(cli, folder_run):
     """`eval --ten-crop`: four corners and the centre, and their mirrors, probabilities averaged; --crop-pct:
     another resize before the crop (timm's rule); both refused where images are evaluated whole."""
-    from resnet_cli.data.transforms import center_crop, resize_shorter, ten_crops
+    import numpy as np
+
+    from resnet_cli.data.transforms import center_crop, ten_crops
 
     img = Image.open(folder_run / "images" / "val" / "cat" / "0.png").convert("RGB")
-    crops = ten_crops(resize_shorter(img, 27), 24)
+    crops = ten_crops(img, 27, 24)
     assert crops.shape == (10, 3, 24, 24)
-    assert torch.equal(crops[4], center_crop(resize_shorter(img, 27), 24, 24))  # the centre crop is one of them
+    assert torch.equal(crops[4], center_crop(img, 27, 24, 24))  # the centre crop is one of them
+    whole = img.resize((36, 27), Image.BILINEAR)  # 40 x 30 to a shorter side of 27, as torchvision's Resize(27)
+    corner = torch.from_numpy(np.array(whole.crop((12, 3, 36, 27)))).permute(2, 0, 1)  # TenCrop's bottom right
+    assert img.size == (40, 30) and torch.equal(crops[3], corner)
     assert all(torch.equal(crops[5 + k], crops[k].flip(-1)) for k in range(5))  # each crop's mirror image
     run = folder_run / "runs" / "f"
     one = cli.json("eval", run, "--device", "cpu")

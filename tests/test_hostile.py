@@ -340,3 +340,60 @@ def test_image_files_are_read_through_the_gate_and_closed(cli, tmp_path, run, mo
     big = tmp_path / "images" / "val" / "b" / "big.png"
     assert out["count"] == 3 and out["skipped"] == [
         {"path": str(big), "error": f"image {big} is larger than 1 MiB (the bound on an image file): refused"}]
+
+
+@pytest.fixture
+def bounded_resizes(monkeypatch):
+    """Every Pillow resize refused (before it allocates) when its output is over 32 times a 256 x 256 square, and
+    each output size recorded: an image's shape must never decide how much memory its evaluation takes."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    import types
+
+    seen = types.SimpleNamespace(sizes=[], unguarded=Image.Image.resize)
+
+    def guarded(self, size, *args, **kwargs):
+        assert size[0] * size[1] <= 32 * 256 * 256, f"a {size[0]} x {size[1]} resize of a {self.size} image"
+        seen.sizes.append(tuple(size))
+        return seen.unguarded(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", guarded)
+    return seen
+
+
+def test_an_image_of_extreme_aspect_ratio_is_never_resized_whole(tmp_path, bounded_resizes):
+    """A 40,000 x 1 PNG is 201 bytes; resized whole to a shorter side of 256 it was 10,240,000 x 256 pixels
+    (10.5 GB resident, measured), in predict (any URL), image-folder and shard evaluation, 10-crop too. Only the
+    crops are resized now, from their own part of the image, to within 1 of a whole resize's pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from resnet_cli.data.imagefolder import ImageFolderDataset
+    from resnet_cli.data.inputs import InputSpec
+    from resnet_cli.data.transforms import MAX_WHOLE_ASPECT, center_crop, ten_crops
+
+    Image.new("RGB", (40_000, 1), (200, 10, 30)).save(tmp_path / "thin.png")
+    assert (tmp_path / "thin.png").stat().st_size < 1_000
+    spec = InputSpec.of(["a", "b"], 3, 224, 256, (0.5,) * 3, (0.5,) * 3)
+    with Image.open(tmp_path / "thin.png") as im:
+        out = spec.transform(im)  # what predict applies
+    assert out.shape == (3, 224, 224) and out.flatten(1).unique(dim=1).tolist() == [[200], [10], [30]]
+    folder = ImageFolderDataset([(str(tmp_path / "thin.png"), 1)], False, crop=224, resize=256, ten_crop=True)
+    crops, label = folder[0]
+    assert crops.shape == (10, 3, 224, 224) and label == 1 and crops.flatten(2).unique(dim=2).numel() == 3 * 10
+    assert max(w * h for w, h in bounded_resizes.sizes) == 224 * 224
+
+    # a gradient 100 times wider than high: the crops of the region path against a whole resize
+    x = torch.arange(2_000, dtype=torch.float64) * 255 / 1_999
+    pixels = (x.view(1, -1, 1).expand(20, -1, 3) + torch.arange(20).view(-1, 1, 1)).clamp(0, 255).to(torch.uint8)
+    img = Image.fromarray(pixels.numpy())
+    assert 2_000 / 20 > MAX_WHOLE_ASPECT
+    whole = torch.from_numpy(np.array(bounded_resizes.unguarded(img, (25_600, 256), Image.BILINEAR)))
+    whole = whole.permute(2, 0, 1)
+    left = (25_600 - 224) // 2
+    centre = center_crop(img, 256, 224, 224)
+    assert (centre.int() - whole[:, 16:240, left:left + 224].int()).abs().max() <= 1
+    ten = ten_crops(img, 256, 224)
+    assert (ten[1].int() - whole[:, :224, -224:].int()).abs().max() <= 1  # the top-right corner
+    assert torch.equal(ten[6], ten[1].flip(-1)) and torch.equal(ten[4], centre)

@@ -30,7 +30,7 @@ from .loader import batch_seed, model_batch, shard_copies, shard_indices, shard_
 from .samples import Samples
 from .crops import canvas_side, decode_region, finished_crop, random_resized_box, resize_crops, scale_box
 from .image_files import EXTENSIONS, hidden
-from .transforms import center_crop, resize_shorter, ten_crops, upright_8bit
+from .transforms import center_crop, ten_crops, upright_8bit
 
 MARKER = "resnet-cli: cannot decode image "
 
@@ -325,8 +325,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 img = upright_8bit(im, "RGB")
         except image_files.errors() as e:
             raise RuntimeError(f"{MARKER}{where} ({image_files.reason(e)})") from None
-        img = resize_shorter(img, self.resize, self.interpolation)
-        return (ten_crops(img, self.crop) if self.ten_crop else center_crop(img, self.crop, self.crop)), label
+        if self.ten_crop:
+            return ten_crops(img, self.resize, self.crop, self.interpolation), label
+        return center_crop(img, self.resize, self.crop, self.crop, self.interpolation), label
 
     def for_training(self, train: bool) -> "ImageFolderDataset":
         """The same images with the training (random) or evaluation (centre crop) transform."""

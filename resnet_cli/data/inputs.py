@@ -122,12 +122,12 @@ class InputSpec:
     def transform(self, img):
         """The evaluation transform of a PIL image: grayscale or RGB as the model expects, then the shorter side
         to `resize` and a centre crop (image folders), or a resize to `image_size`; a uint8 C x H x W tensor."""
-        from .transforms import center_crop, resample, resize_shorter, to_tensor, upright_8bit
+        from .transforms import center_crop, resample, to_tensor, upright_8bit
 
         img = upright_8bit(img, "L" if self.channels == 1 else "RGB")
         h, w = self.image_size
         if self.resize:
-            return center_crop(resize_shorter(img, self.resize, self.interpolation), h, w)
+            return center_crop(img, self.resize, h, w, self.interpolation)
         if img.size != (w, h):
             img = img.resize((w, h), resample(self.interpolation))
         return to_tensor(img)

@@ -48,13 +48,50 @@ def resample(interpolation: str):
     return {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[interpolation]
 
 
-def resize_shorter(img, size: int, interpolation: str = "bilinear"):
-    """A PIL image with its shorter side resized to `size` (bilinear, or as `interpolation` says), the aspect ratio
-    kept."""
-    w, h = img.size
+MAX_WHOLE_ASPECT = 32  # an image whose sides differ more than this is never resized whole (see `resized_regions`)
+
+
+def shorter_side_size(w: int, h: int, size: int) -> tuple[int, int]:
+    """(width, height) of a `w` x `h` image with its shorter side resized to `size`, the aspect ratio kept."""
     if w <= h:
-        return img.resize((size, max(1, round(h * size / w))), resample(interpolation))
-    return img.resize((max(1, round(w * size / h)), size), resample(interpolation))
+        return size, max(1, round(h * size / w))
+    return max(1, round(w * size / h)), size
+
+
+def resized_regions(img, size: int, boxes, interpolation: str = "bilinear") -> list:
+    """The regions `boxes` ((left, top, right, bottom), in pixels of the image resized so that its shorter side is
+    `size`) of the PIL image `img` so resized (bilinear, or as `interpolation` says): an evaluation's centre crop,
+    or its ten crops.
+
+    Resized whole, an image of extreme aspect ratio costs memory without bound: a 200-byte PNG of 40,000 x 1
+    pixels resized to a shorter side of 256 is 10,240,000 x 256 pixels, 7.3 GiB, from any image folder, shard or
+    URL given to `predict`. Where the resized image's longer side would be over MAX_WHOLE_ASPECT times its shorter
+    one, only the regions are resized, each from its own part of the image (Pillow's resize with a source box, the
+    same scale), so no more than the crops is ever allocated; their pixels can differ by 1 from a whole resize's.
+    Anything of a region past the resized image is black, as Pillow's crop leaves it."""
+    from PIL import Image
+
+    w, h = img.size
+    rw, rh = shorter_side_size(w, h, size)
+    if max(rw, rh) <= MAX_WHOLE_ASPECT * size:
+        resized = img.resize((rw, rh), resample(interpolation))
+        return [resized.crop(box) for box in boxes]
+    sx, sy = w / rw, h / rh
+    out = []
+    for left, top, right, bottom in boxes:
+        region = Image.new(img.mode, (right - left, bottom - top))
+        x0, y0, x1, y1 = max(left, 0), max(top, 0), min(right, rw), min(bottom, rh)
+        if x1 > x0 and y1 > y0:
+            part = img.resize((x1 - x0, y1 - y0), resample(interpolation), box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+            region.paste(part, (x0 - left, y0 - top))
+        out.append(region)
+    return out
+
+
+def centre_box(rw: int, rh: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """The centre `h` x `w` box of an `rw` x `rh` image (left, top, right, bottom), as Pillow crops it."""
+    left, top = (rw - w) // 2, (rh - h) // 2
+    return left, top, left + w, top + h
 
 
 def to_tensor(img) -> torch.Tensor:
@@ -64,31 +101,19 @@ def to_tensor(img) -> torch.Tensor:
     return data.view(h, w, len(img.getbands())).permute(2, 0, 1).contiguous()
 
 
-def crop_to_tensor(img, left: int, top: int, size: int, flip: bool = False) -> torch.Tensor:
-    """A `size` x `size` crop at (left, top), mirrored when `flip`, as a uint8 tensor."""
-    img = img.crop((left, top, left + size, top + size))
-    if flip:
-        from PIL import Image
-
-        img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    return to_tensor(img)
+def center_crop(img, resize: int, h: int, w: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """The evaluation crop: the shorter side of the PIL image `img` resized to `resize` (`interpolation`), then
+    its centre `h` x `w`, as a uint8 tensor (bounded in memory whatever the image's shape: `resized_regions`)."""
+    box = centre_box(*shorter_side_size(*img.size, resize), h, w)
+    return to_tensor(resized_regions(img, resize, [box], interpolation)[0])
 
 
-def center_crop(img, h: int, w: int) -> torch.Tensor:
-    """The centre `h` x `w` of a PIL image as a uint8 tensor (the evaluation crop)."""
-    iw, ih = img.size
-    left, top = (iw - w) // 2, (ih - h) // 2
-    return to_tensor(img.crop((left, top, left + w, top + h)))
-
-
-def ten_crops(img, size: int) -> torch.Tensor:
-    """The paper's 10-crop test (after AlexNet): the four corners and the centre, each also mirrored, as a
-    uint8 10 x C x size x size tensor."""
+def ten_crops(img, resize: int, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """The paper's 10-crop test (after AlexNet) of the PIL image `img` with its shorter side resized to `resize`:
+    the four corners and the centre, each also mirrored, as a uint8 10 x C x size x size tensor."""
     from PIL import Image
 
-    w, h = img.size
+    w, h = shorter_side_size(*img.size, resize)
     corners = [(0, 0), (w - size, 0), (0, h - size), (w - size, h - size), ((w - size) // 2, (h - size) // 2)]
-    crops = [to_tensor(img.crop((x, y, x + size, y + size))) for x, y in corners]
-    mirrored = img.transpose(Image.FLIP_LEFT_RIGHT)
-    crops += [to_tensor(mirrored.crop((w - x - size, y, w - x, y + size))) for x, y in corners]
-    return torch.stack(crops)
+    crops = resized_regions(img, resize, [(x, y, x + size, y + size) for x, y in corners], interpolation)
+    return torch.stack([to_tensor(c) for c in crops] + [to_tensor(c.transpose(Image.FLIP_LEFT_RIGHT)) for c in crops])
