@@ -420,6 +420,7 @@ def test_a_bare_state_dicts_dataset_is_never_guessed(cli, tmp_path):
     assert len(meta["classes"]) == 1000 and meta["resize"] == 256
 
 
+@pytest.mark.slow  # 1.0-1.3 s: the quick loop keeps under 90 s (CONTRIBUTING)
 def test_summary_and_flops_read_a_trained_checkpoint(cli, folder_run):
     run = folder_run / "runs" / "f"
     out = cli.json("summary", run, "--batch-size", "8")
@@ -491,6 +492,56 @@ def test_ten_crop_and_crop_pct_evaluate_image_folders_as_the_paper_did(cli, fold
         whole["loss"] != large["loss"]
     bad = cli("eval", run, "--device", "cpu", "--crop-pct", "1.5")
     assert bad.exit_code == 2 and "--crop-pct is a fraction in (0, 1]" in bad.stderr
+
+
+def test_the_papers_multi_scale_test_averages_whole_images_and_their_mirrors(cli, folder_run, tmp_path):
+    """`eval --scales` (section 3.4, the fully-convolutional form): every whole image with its shorter side at each
+    scale, and its mirror, probabilities averaged; the loss and top-1 are those of the same views computed here
+    by hand from the checkpoint's weights and normalisation."""
+    import numpy as np
+
+    from resnet_cli.checkpoint import model_from_checkpoint
+    from resnet_cli.data.views import Views
+    from resnet_cli.errors import BadInput
+    from resnet_cli.models import build_model
+    from resnet_cli.train.evaluate import fully_convolutional
+
+    run = folder_run / "runs" / "f"
+    saved = torch.load(run / "best.pt", weights_only=True)  # 3 epochs at lr 0.05 saturate: logits of +-30
+    for key in ("fc.weight", "fc.bias"):  # a tenth of them, so that no probability is near the 1e-12 floor
+        saved["model"][key] = saved["model"][key] / 10
+    torch.save(saved, tmp_path / "tempered.pt")
+    out = cli.json("eval", tmp_path / "tempered.pt", "--device", "cpu", "--scales", "24,32")
+    assert (out["crops"], out["scales"], out["count"]) == (4, [24, 32], 18)
+    loaded = model_from_checkpoint(tmp_path / "tempered.pt", None, None, "auto")
+    net = loaded.model.eval()
+    mean, std = (torch.tensor(loaded.saved_input[k]).view(3, 1, 1) for k in ("mean", "std"))
+    nll, right = 0.0, 0
+    with torch.no_grad():
+        for label, name in enumerate(loaded.saved_input["classes"]):
+            for path in sorted((folder_run / "images" / "val" / name).glob("*.png")):
+                img = Image.open(path).convert("RGB")
+                probs = []
+                for size in ((32, 24), (43, 32)):  # 40 x 30 with its shorter side at 24 and at 32
+                    x = torch.from_numpy(np.array(img.resize(size, Image.BILINEAR))).permute(2, 0, 1) / 255
+                    x = (x - mean) / std
+                    probs.append(net(torch.stack([x, x.flip(-1)])).softmax(1))
+                p = torch.cat(probs).mean(0)
+                nll -= p[label].log().item()
+                right += int(p.argmax() == label)
+    assert out["loss"] == pytest.approx(nll / 18, abs=1e-4) and out["top1"] == right / 18
+    text = cli("eval", run, "--device", "cpu", "--scales", "24,32")
+    assert "on imagefolder val (whole at 24/32, mirrored, bilinear) (18 images)" in text.stdout
+    for args, said in ((["--scales", "24", "--ten-crop"], "--ten-crop, --crop-pct and --image-size (crops) do not"),
+                       (["--scales", "0,24"], "--scales takes 1-8 distinct sides of 1-4096 pixels, got '0,24'"),
+                       (["--scales", "24,x"], "--scales takes shorter sides in pixels, comma-separated")):
+        bad = cli("eval", run, "--device", "cpu", *args)
+        assert bad.exit_code == 2 and said in bad.stderr, bad.stderr
+    with torch.device("meta"):
+        vgg = build_model("vgg19")
+    with pytest.raises(BadInput, match="needs a fully convolutional net; vgg19's head takes a fixed-size map"):
+        fully_convolutional(vgg, "vgg19", Views(scales=(224,)))
+    fully_convolutional(vgg, "vgg19", Views(ten_crop=True))  # crops of the size it was made for: no refusal
 
 
 def _one_epoch(cli, images: Path, run: Path, setting: str) -> dict:
@@ -856,6 +907,7 @@ def _onnx_file(path: Path, weights_at: str | None) -> Path:
     return path
 
 
+@pytest.mark.slow  # 1.0-1.3 s: the quick loop keeps under 90 s (CONTRIBUTING)
 def test_an_onnx_file_that_names_another_file_is_refused(cli, tmp_path, monkeypatch):
     """onnxruntime reads an ONNX tensor's "external data" from a path relative to the working directory, past the
     gate and its byte bound: a crafted file fed any file there to the model as its weights (a secret's bytes, or a

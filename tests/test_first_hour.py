@@ -254,7 +254,7 @@ def test_messages_name_what_went_wrong(cli, tmp_path, mnist_run):
     assert blocked.exit_code == 2 and blocked.stderr.strip().endswith(": /proc/x.pt")
     for flag in (["--ten-crop"], ["--image-size", "64"]):
         whole = cli("eval", run, *flag)
-        assert whole.exit_code == 2 and "--crop-pct, --ten-crop and --image-size are for image folders" in whole.stderr
+        assert whole.exit_code == 2 and "--crop-pct, --ten-crop, --scales and --image-size are for image folders" in whole.stderr
     from resnet_cli.errors import BadInput
 
     loud = cli("summary", "--depth", "7", "--debug")  # --debug after the command: the exception, not the line
@@ -263,6 +263,7 @@ def test_messages_name_what_went_wrong(cli, tmp_path, mnist_run):
     assert quiet.exit_code == 2 and quiet.stderr.startswith("error: no ResNet of depth 7")
 
 
+@pytest.mark.slow  # 1.0-1.3 s: the quick loop keeps under 90 s (CONTRIBUTING)
 def test_figures_are_written_in_the_format_their_suffix_names(cli, tmp_path, mnist_run):
     pytest.importorskip("matplotlib")
     run, _ = mnist_run

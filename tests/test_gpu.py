@@ -457,6 +457,11 @@ def test_an_image_folder_run_with_workers_replays_its_graph(cli, tmp_path):
     out = last_json(run.stdout)
     assert out["steps"] == 8 and out["cuda_graph_replays"] == 8 - WARMUP
     assert (out["precision"], out["compile"]) == ("bf16", False)
+    # the paper's multi-scale test of it: a list of whole images per batch, pinned by the workers' DataLoader and
+    # uploaded one ahead on the side stream, against the same views on the CPU
+    scaled = [cli.json("eval", out["run_dir"], "--device", device, "--scales", "64,80") for device in ("cuda", "cpu")]
+    assert [(r["count"], r["crops"], r["device"][:4]) for r in scaled] == [(8, 4, "cuda"), (8, 4, "cpu")]
+    assert scaled[0]["loss"] == pytest.approx(scaled[1]["loss"], rel=0.05, abs=0.02)  # bf16 beside fp32
 
 
 def test_gradient_logging_replays_the_graph_and_reads_its_gradients():

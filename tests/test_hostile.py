@@ -371,7 +371,8 @@ def test_an_image_of_extreme_aspect_ratio_is_never_resized_whole(tmp_path, bound
 
     from resnet_cli.data.imagefolder import ImageFolderDataset
     from resnet_cli.data.inputs import InputSpec
-    from resnet_cli.data.transforms import MAX_WHOLE_ASPECT, center_crop, ten_crops
+    from resnet_cli.data.transforms import MAX_WHOLE_ASPECT, center_crop, ten_crops, whole_views
+    from resnet_cli.data.views import Views
 
     Image.new("RGB", (40_000, 1), (200, 10, 30)).save(tmp_path / "thin.png")
     assert (tmp_path / "thin.png").stat().st_size < 1_000
@@ -379,10 +380,14 @@ def test_an_image_of_extreme_aspect_ratio_is_never_resized_whole(tmp_path, bound
     with Image.open(tmp_path / "thin.png") as im:
         out = spec.transform(im)  # what predict applies
     assert out.shape == (3, 224, 224) and out.flatten(1).unique(dim=1).tolist() == [[200], [10], [30]]
-    folder = ImageFolderDataset([(str(tmp_path / "thin.png"), 1)], False, crop=224, resize=256, ten_crop=True)
+    folder = ImageFolderDataset([(str(tmp_path / "thin.png"), 1)], False, crop=224, resize=256,
+                                views=Views(ten_crop=True))
     crops, label = folder[0]
     assert crops.shape == (10, 3, 224, 224) and label == 1 and crops.flatten(2).unique(dim=2).numel() == 3 * 10
     assert max(w * h for w, h in bounded_resizes.sizes) == 224 * 224
+    with Image.open(tmp_path / "thin.png") as im:  # the multi-scale test sees its centre 32:1 at each scale
+        assert [tuple(v.shape) for v in whole_views(im.convert("RGB"), (224, 256))] == [(2, 3, 224, 7168),
+                                                                                         (2, 3, 256, 8192)]
 
     # a gradient 100 times wider than high: the crops of the region path against a whole resize
     x = torch.arange(2_000, dtype=torch.float64) * 255 / 1_999

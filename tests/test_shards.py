@@ -179,6 +179,11 @@ def test_convert_then_train_then_eval_counts_equal_the_folders(cli, folder, shar
     on_folder = cli.json("eval", tmp_path / "s", "--dataset", "imagefolder", "--data-dir", folder, "--device", "cpu")
     assert on_shards["count"] == on_folder["count"] == 12
     assert on_shards["top1"] == pytest.approx(on_folder["top1"], abs=1 / 12)  # same images, same weights
+    # the paper's multi-scale test reads shards as it reads folders: whole images, one a batch
+    scaled = [cli.json("eval", tmp_path / "s", *data, "--device", "cpu", "--scales", "24,32")
+              for data in ((), ("--dataset", "imagefolder", "--data-dir", folder))]
+    assert [(r["count"], r["crops"], r["scales"]) for r in scaled] == [(12, 4, [24, 32])] * 2
+    assert scaled[0]["loss"] == pytest.approx(scaled[1]["loss"], rel=0.05)
     assert out["final"]["train_top1"] > 0.6  # three colours, learnt from the shards
     # the imagenet preset's dataset (imagefolder) reads shards when --data-dir holds them
     preset = cli("train", "--preset", "imagenet", "--data-dir", shards, "--print-config")

@@ -43,6 +43,11 @@ def eval_cmd(
     ten_crop: Annotated[bool, typer.Option("--ten-crop", help="Image folders: the paper's 10-crop test (four "
                                            "corners and the centre, and their mirrors; probabilities averaged).")]
     = False,
+    scales: Annotated[Optional[str], typer.Option("--scales", show_default=False,
+                                                  help="Image folders: the paper's fully-convolutional multi-scale "
+                                                       "test (section 3.4): each whole image, and its mirror, with "
+                                                       "the shorter side at each of these sizes (224,256,384,480,640"
+                                                       ", or 'paper'); probabilities averaged.")] = None,
     crop_pct: Annotated[Optional[float], typer.Option("--crop-pct", show_default=False,
                                                       help="Image folders: resize the shorter side to crop / "
                                                            "crop-pct before cropping (0.875: 224 from 256) "
@@ -83,6 +88,15 @@ def eval_cmd(
 
     if not 0 <= image_size <= MAX_IMAGE_SIZE:
         raise BadInput(f"--image-size is a side of 1-{MAX_IMAGE_SIZE} pixels (0: as trained), got {image_size}")
+    from ..data.views import Views, parse_scales
+
+    try:
+        views = Views(ten_crop=ten_crop, scales=parse_scales(scales) if scales is not None else ())
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    if views.scales and (ten_crop or crop_pct is not None or image_size):
+        raise BadInput("--scales evaluates whole images: --ten-crop, --crop-pct and --image-size (crops) do not "
+                       "apply")
     from ..exported import is_exported
 
     exported = is_exported(source)  # an ONNX or .pt2 file export wrote: run in its own runtime
@@ -92,11 +106,11 @@ def eval_cmd(
     with progress_bar("evaluating", quiet=json_out) as on_batch:
         if exported:
             out = evaluate_exported(source, data_dir=data_dir, dataset=dataset, limit=limit, batch_size=batch_size,
-                                    crop_pct=crop_pct or 0.0, ten_crop=ten_crop, image_size=image_size,
+                                    crop_pct=crop_pct or 0.0, views=views, image_size=image_size,
                                     on_batch=on_batch, trust=trust_exported)
         else:
             out = evaluate_checkpoint(source, split=split.value, data_dir=data_dir, dataset=dataset, model=model,
-                                      limit=limit, crop_pct=crop_pct or 0.0, ten_crop=ten_crop, image_size=image_size,
+                                      limit=limit, crop_pct=crop_pct or 0.0, views=views, image_size=image_size,
                                       batch_size=batch_size, device=device, weights=weights.value, on_batch=on_batch)
     if not confusion:
         out.pop("confusion")
@@ -107,7 +121,9 @@ def eval_cmd(
         return
     c = console()
     seen = [f"{out['image_size']} from {out['resize']}, {out['interpolation']}" if out["resize"] else "",
-            "10-crop" if out["crops"] == 10 else ""]  # an image folder's crop, and how it was resized to it
+            views.label()]  # an image folder's crop and how it was resized to it, or its views
+    if views.scales:
+        seen = [f"{views.label()}, {out['interpolation']}"]
     crops = f" ({', '.join(filter(None, seen))})" if any(seen) else ""
     runtime = f" ({out['runtime']})" if out.get("runtime") else ""
     c.print(f"{out['model']}{runtime} on {out['dataset']} {out['split_name']}{crops} ({out['count']:,} images): "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import BadInput
 from .inputs import DescribedByInput, InputSpec
+from .views import Views
 
 if TYPE_CHECKING:
     import torch
@@ -51,10 +52,10 @@ class TensorData(DescribedByInput):
         """The training images and labels, for work that reads them whole (`gradflow`)."""
         return self.train_x, self.train_y
 
-    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False, image_size: int = 0) -> "TensorData":
-        if crop_pct or ten_crop or image_size:
-            raise BadInput("--crop-pct, --ten-crop and --image-size are for image folders (the paper's ImageNet test "
-                           "protocol); these images are evaluated whole")
+    def tested(self, crop_pct: float = 0.0, views: Views = Views(), image_size: int = 0) -> "TensorData":
+        if crop_pct or views != Views() or image_size:
+            raise BadInput("--crop-pct, --ten-crop, --scales and --image-size are for image folders (the paper's "
+                           "ImageNet test protocols); these images are evaluated whole, as trained")
         return self
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,
@@ -99,12 +100,12 @@ class FolderData(DescribedByInput):
     def train_tensors(self, what: str):
         raise BadInput(f"{what} reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
 
-    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False, image_size: int = 0) -> "FolderData":
+    def tested(self, crop_pct: float = 0.0, views: Views = Views(), image_size: int = 0) -> "FolderData":
         """These folders evaluated at another crop (`image_size`, 0: as trained), with the shorter side resized to
-        crop / `crop_pct` (timm's rule; 0: as trained, in proportion to the crop), and/or with 10 crops per image
-        (the paper's test protocol)."""
+        crop / `crop_pct` (timm's rule; 0: as trained, in proportion to the crop), and/or seen as `views` says (10
+        crops per image, or whole at several scales: the paper's test protocols)."""
         crop, resize = self.input.tested_at(crop_pct, image_size)
-        splits = {k: (getattr(self, k).for_testing(resize, ten_crop, crop) if getattr(self, k) is not None else None)
+        splits = {k: (getattr(self, k).for_testing(resize, views, crop) if getattr(self, k) is not None else None)
                   for k in ("train_set", "test_set", "val_set")}
         return FolderData(splits["train_set"], splits["test_set"],
                           dataclasses.replace(self.input, image_size=(crop, crop), resize=resize),

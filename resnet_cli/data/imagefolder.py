@@ -30,7 +30,8 @@ from .loader import batch_seed, model_batch, shard_copies, shard_indices, shard_
 from .samples import Samples
 from .crops import canvas_side, decode_region, finished_crop, random_resized_box, resize_crops, scale_box
 from .image_files import EXTENSIONS, hidden
-from .transforms import center_crop, ten_crops, upright_8bit
+from .transforms import center_crop, ten_crops, upright_8bit, whole_views
+from .views import Views
 
 MARKER = "resnet-cli: cannot decode image "
 
@@ -278,14 +279,14 @@ def image_datasets(cfg, train: Samples | list, test: Samples | list, val: Sample
 
 class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, samples: Samples | list, train: bool, crop: int = 224, resize: int = 256,
-                 train_crop: TrainCrop = TrainCrop(), flip: bool = True, ten_crop: bool = False,
+                 train_crop: TrainCrop = TrainCrop(), flip: bool = True, views: Views = Views(),
                  limits: gate.Limits = gate.Limits(), interpolation: str = "bilinear", eval_crop: int = 0) -> None:
         self.samples, self.train, self.crop, self.resize = samples, train, crop, resize
         self.eval_crop = eval_crop or crop  # a training set's evaluation crop (data.eval_image_size); else `crop`
         self.interpolation = interpolation  # the evaluation resize's filter (data.eval_interpolation)
         self.limits = limits  # the bound and deadline on reading one image file (image_files.read)
         self.train_crop, self.flip = train_crop, flip
-        self.ten_crop = ten_crop  # evaluation: 10 crops per image (eval --ten-crop)
+        self.views = views  # evaluation: the centre crop, 10 crops or whole images at several scales (Views)
         self.epoch_seed = 0
         self.stage_times: dict[str, float] | None = None  # `resnet data bench`: seconds per stage, in-process
         self.finish_in_worker = False  # training on the CPU: the worker resizes and flips too (crops.finished_crop)
@@ -295,7 +296,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]):
         """Training: (canvas, (h, w, flip), label), the crop's region for the device to resize (crops.py);
-        evaluation: (the centre crop, or 10 crops, as uint8, label). `key` is an index, or (index, epoch seed[,
+        evaluation: (the centre crop, or 10 crops, as uint8, label), or (a 2 x C x H x W uint8 tensor per scale,
+        label) for whole images at several scales. `key` is an index, or (index, epoch seed[,
         copy]) from the loader's sampler: persistent workers keep their copy of the dataset, so the epoch travels
         with each index, and which copy of the image it is (data.aug_repeats: each copy its own crop)."""
         i, epoch_seed, copy = (*key, 0)[:3] if isinstance(key, tuple) else (key, self.epoch_seed, 0)
@@ -325,7 +327,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 img = upright_8bit(im, "RGB")
         except image_files.errors() as e:
             raise RuntimeError(f"{MARKER}{where} ({image_files.reason(e)})") from None
-        if self.ten_crop:
+        if self.views.scales:
+            return whole_views(img, self.views.scales, self.interpolation), label
+        if self.views.ten_crop:
             return ten_crops(img, self.resize, self.crop, self.interpolation), label
         return center_crop(img, self.resize, self.crop, self.crop, self.interpolation), label
 
@@ -351,10 +355,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         out.finish_in_worker = finish
         return out
 
-    def for_testing(self, resize: int, ten_crop: bool, crop: int = 0) -> "ImageFolderDataset":
-        """The same images evaluated after another resize, at another crop (0: this one), or with 10 crops each."""
+    def for_testing(self, resize: int, views: Views, crop: int = 0) -> "ImageFolderDataset":
+        """The same images evaluated after another resize, at another crop (0: this one), or seen another way
+        (`views`: 10 crops each, or whole at several scales)."""
         return ImageFolderDataset(self.samples, False, crop=crop or self.eval_crop, resize=resize, flip=self.flip,
-                                  train_crop=self.train_crop, ten_crop=ten_crop, limits=self.limits,
+                                  train_crop=self.train_crop, views=views, limits=self.limits,
                                   interpolation=self.interpolation)
 
 
@@ -430,7 +435,8 @@ class FolderLoader(DescribedByInput):
 def on_device(loader, worker_batches, crop: int, epoch: int, start: int):
     """The batches of DataLoader workers (image folders' or shards'), finished on `loader`'s device: uploaded
     (`uploads`), training regions resized to the crop (crops.py), 10-crop stacks flattened, then `model_batch`; an
-    image a worker could not decode is its one line (`decode_error`)."""
+    image a worker could not decode is its one line (`decode_error`). Whole images at several scales (Views) are
+    a list of batches, one per scale."""
     try:
         for b, batch in enumerate(uploads(worker_batches, loader.device, loader.prefetch), start=start):
             if loader.train:  # regions on canvases: the device resizes them to the crop size
@@ -439,6 +445,10 @@ def on_device(loader, worker_batches, crop: int, epoch: int, start: int):
                     xb = resize_crops(xb, sizes, crop)
             else:
                 xb, yb = batch
+                if isinstance(xb, list):  # whole images at several scales: B x 2 views per scale -> 2B, each
+                    yield ([model_batch(x.flatten(0, 1), yb, loader.mean, loader.std, None, 0, loader.channels_last)[0]
+                            for x in xb], yb)
+                    continue
                 xb = xb.flatten(0, 1) if xb.ndim == 5 else xb  # 10-crop: B x 10 images -> 10B, labels stay B
             yield model_batch(xb, yb, loader.mean, loader.std, loader.augment if loader.train else None,
                               batch_seed(loader.seed, epoch, b, loader.rank), loader.channels_last)
@@ -459,13 +469,13 @@ def uploads(batches, device: torch.device, ahead: bool):
     Elsewhere (the CPU, or prefetch off) each batch is copied where it is handed out, on the current stream."""
     if device.type != "cuda" or not ahead:
         for batch in batches:
-            yield tuple(t.to(device, non_blocking=True) for t in batch)
+            yield tuple(_each(t, lambda t: t.to(device, non_blocking=True)) for t in batch)
         return
     side = torch.cuda.Stream(device)
 
     def stage(batch):
         with torch.cuda.stream(side):
-            moved = tuple(t.to(device, non_blocking=True) for t in batch)
+            moved = tuple(_each(t, lambda t: t.to(device, non_blocking=True)) for t in batch)
             copied = torch.cuda.Event()
             copied.record(side)
         return moved, copied
@@ -475,10 +485,15 @@ def uploads(batches, device: torch.device, ahead: bool):
         compute = torch.cuda.current_stream(device)
         compute.wait_event(copied)
         for t in moved:
-            t.record_stream(compute)
+            _each(t, lambda t: t.record_stream(compute))
         return moved
 
     yield from one_ahead(batches, stage, hand)
+
+
+def _each(t, fn):
+    """`fn` of a tensor, or of each tensor of a list (whole images at several scales: one tensor per scale)."""
+    return [fn(x) for x in t] if isinstance(t, list) else fn(t)
 
 
 def one_ahead(items, stage, hand):

@@ -38,6 +38,7 @@ from . import image_files
 from .inputs import DescribedByInput, InputSpec
 from .shard_plan import sample_order, train_plan
 from .shard_source import INDEX, SHARD_SPLIT, Source, read_index
+from .views import Views
 
 # ---------------------------------------------------------------- reading one shard
 
@@ -172,12 +173,12 @@ class ShardData(DescribedByInput):
     def train_tensors(self, what: str):
         raise BadInput(f"{what} reads datasets that fit in memory: synthetic, mnist, fashion-mnist, cifar10/100")
 
-    def tested(self, crop_pct: float = 0.0, ten_crop: bool = False, image_size: int = 0) -> "ShardData":
-        """As FolderData.tested: another crop, resize or 10 crops for evaluation."""
+    def tested(self, crop_pct: float = 0.0, views: Views = Views(), image_size: int = 0) -> "ShardData":
+        """As FolderData.tested: another crop or resize, or other views of each image, for evaluation."""
         import dataclasses
 
         crop, resize = self.input.tested_at(crop_pct, image_size)
-        return dataclasses.replace(self, test_set=self.test_set.for_testing(resize, ten_crop, crop),
+        return dataclasses.replace(self, test_set=self.test_set.for_testing(resize, views, crop),
                                    input=dataclasses.replace(self.input, image_size=(crop, crop), resize=resize))
 
     def loader(self, split: str, batch_size: int, device, *, training: bool, augment=None, seed: int = 0,

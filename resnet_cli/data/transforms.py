@@ -117,3 +117,19 @@ def ten_crops(img, resize: int, size: int, interpolation: str = "bilinear") -> t
     corners = [(0, 0), (w - size, 0), (0, h - size), (w - size, h - size), ((w - size) // 2, (h - size) // 2)]
     crops = resized_regions(img, resize, [(x, y, x + size, y + size) for x, y in corners], interpolation)
     return torch.stack([to_tensor(c) for c in crops] + [to_tensor(c.transpose(Image.FLIP_LEFT_RIGHT)) for c in crops])
+
+
+def whole_views(img, scales, interpolation: str = "bilinear") -> tuple[torch.Tensor, ...]:
+    """The paper's fully-convolutional multi-scale test of the PIL image `img` (section 3.4): per scale, the whole
+    image with its shorter side resized to it, and its mirror, as a uint8 2 x C x H x W tensor (H and W follow the
+    image's shape). An image with sides more than MAX_WHOLE_ASPECT apart is seen at its centre MAX_WHOLE_ASPECT:1
+    (`resized_regions`: memory stays bounded whatever the image)."""
+    from PIL import Image
+
+    out = []
+    for size in scales:
+        rw, rh = shorter_side_size(*img.size, size)
+        w, h = min(rw, MAX_WHOLE_ASPECT * size), min(rh, MAX_WHOLE_ASPECT * size)
+        view = resized_regions(img, size, [centre_box(rw, rh, h, w)], interpolation)[0]
+        out.append(torch.stack([to_tensor(view), to_tensor(view.transpose(Image.FLIP_LEFT_RIGHT))]))
+    return tuple(out)

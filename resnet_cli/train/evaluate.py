@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..data.views import Views
 from ..speed import autocast
 from ..torchvision_weights import beside_published
 
@@ -36,7 +37,8 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
     """Evaluate `model` in inference mode; `all_reduce` (distributed runs) sums the counters across ranks.
 
     `forward` is what to call on a batch (the training run's compiled forward); by default the model.
-    `on_batch(done, total)` after each batch is queued, from the host's count (no device sync).
+    `on_batch(done, total)` after each batch is queued, from the host's count (no device sync). Several views
+    of each image (`views_of`) count as one prediction, their probabilities averaged.
     """
     forward = forward or model
     was_training = model.training
@@ -50,10 +52,7 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
     try:
         with torch.inference_mode(), autocast(device, precision):
             for i, (x, y) in enumerate(loader.batches(), start=1):
-                logits = forward(x).float()
-                if len(logits) != len(y):  # several crops per image (10-crop): average their probabilities
-                    probs = logits.softmax(1).view(len(y), -1, logits.shape[1]).mean(1)
-                    logits = probs.clamp_min(1e-12).log()  # log-probabilities: cross_entropy on them is the NLL
+                logits = views_of(forward, x, len(y))
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
                 pred = logits.topk(k, dim=1).indices
                 top1 += (pred[:, 0] == y).sum()
@@ -78,6 +77,17 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, device: torch.dev
                       confusion=matrix.cpu())
 
 
+def views_of(forward: Callable[[torch.Tensor], torch.Tensor], x, n: int) -> torch.Tensor:
+    """The logits of `n` images from a batch `x` of them: one view each, `forward(x)` as it is; several (10 crops
+    each, a batch of 10n; or a list of batches, one per scale, of each image and its mirror: Views), the log of
+    their mean probability (cross-entropy of log-probabilities is their negative log-likelihood)."""
+    parts = [forward(v).float() for v in x] if isinstance(x, list) else [forward(x).float()]
+    if len(parts) == 1 and len(parts[0]) == n:
+        return parts[0]
+    probs = torch.cat([p.softmax(1).view(n, -1, p.shape[1]) for p in parts], dim=1).mean(1)
+    return probs.clamp_min(1e-12).log()
+
+
 def figures(res: EvalResult, spec) -> dict:
     """What `resnet eval` reports of `res` on a dataset of this input (data.InputSpec: its classes, and what they
     are where the data says): counts, loss, accuracies, speed, per class and the confusion matrix (a model with
@@ -92,11 +102,30 @@ def figures(res: EvalResult, spec) -> dict:
             "per_class": per_class, "classes": classes, "confusion": res.confusion[:n, :n].tolist()}
 
 
-def batches(data, split: str, batch_size: int, ten_crop: bool) -> tuple[int, int]:
-    """(images per batch, the largest batch the model sees): `batch_size` counts crops, ten per image under
-    `ten_crop`, and no batch holds more images than the split."""
-    images = max(1, batch_size // 10) if ten_crop else batch_size
-    return images, min(images, data.count(split)) * (10 if ten_crop else 1)
+def batches(data, split: str, batch_size: int, views) -> tuple[int, int]:
+    """(images per batch, the largest batch the model sees): `batch_size` counts views (data.views.Views: ten per
+    image under 10-crop; whole images at several scales go one at a time, two views a pass), and no batch holds
+    more images than the split."""
+    images = views.images_per_batch(batch_size)
+    return images, min(images, data.count(split)) * (2 if views.scales else views.per_image)
+
+
+def seen_as(views: Views) -> dict:
+    """A report's record of how each image was seen: views per image ("crops", 1 for the centre crop), and the
+    scales of a multi-scale test."""
+    return {"crops": views.per_image, **({"scales": list(views.scales)} if views.scales else {})}
+
+
+def fully_convolutional(net: torch.nn.Module, name: str, views: Views) -> None:
+    """Refuse (one line) a model whose head does not average its last feature map whatever its size, where whole
+    images of any shape are evaluated (`views.scales`): a ResNet is fully convolutional, its fc a 1x1 convolution
+    on the averaged map; VGG pools to 7x7 for its fully connected layers."""
+    from ..errors import BadInput
+
+    pool = getattr(net, "avgpool", None)
+    if views.scales and (not isinstance(pool, torch.nn.AdaptiveAvgPool2d) or pool.output_size not in (1, (1, 1))):
+        raise BadInput(f"--scales evaluates whole images of any shape, which needs a fully convolutional net; "
+                       f"{name}'s head takes a fixed-size map")
 
 
 def normalised_as(data, mean, std, resize: int | None = None):
@@ -155,16 +184,15 @@ def trained_on(loaded, dataset: str | None) -> bool:
 
 def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = None, dataset: str | None = None,
                         model: str | None = None, limit: int = 0, batch_size: int = 1024, device: str = "auto",
-                        weights: str = "auto", crop_pct: float = 0.0, ten_crop: bool = False, image_size: int = 0,
+                        weights: str = "auto", crop_pct: float = 0.0, views: Views = Views(), image_size: int = 0,
                         on_batch=None) -> dict:
     """`resnet eval`: a checkpoint (or run folder, or bare state_dict with `model`) on a dataset split.
 
     The data is the run's own unless `dataset`/`data_dir` say otherwise ("val" is the run's held-out split);
     `weights` picks the EMA or raw weights (checkpoint.state_dict_of); image folders may be evaluated at another
-    crop (`image_size`), after another resize (`crop_pct`: shorter side to crop / crop_pct) or with 10 crops per
-    image (`ten_crop`, the paper's protocol: corners, centre and their mirrors, probabilities averaged).
-    Precision and memory layout are train's for the device (speed.py), with its kernel choices
-    (configure_backends), without compiling.
+    crop (`image_size`), after another resize (`crop_pct`: shorter side to crop / crop_pct), or seen as `views`
+    says (data/views.py: the paper's 10 crops, or whole at several scales). Precision and memory layout are
+    train's for the device (speed.py), with its kernel choices (configure_backends), without compiling.
     """
     from .. import config as C
     from ..analysis import refuse_on_cpu
@@ -193,7 +221,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
                        f"train{folder}")
     cfg = C.build_config(flat)
     dev = resolve_device(device)
-    data = checkpoint_data(loaded, cfg, split, dataset).tested(crop_pct, ten_crop, image_size)
+    data = checkpoint_data(loaded, cfg, split, dataset).tested(crop_pct, views, image_size)
     cfg.model.fitted(data.num_classes, data.channels, cfg.data.dataset, str(loaded.path))  # it can take the data
     if not trained_on(loaded, dataset) and cfg.model.num_classes != data.num_classes:  # extra outputs: as trained
         raise BadInput(f"{loaded.path} has {cfg.model.num_classes} outputs but {cfg.data.dataset} has "
@@ -201,22 +229,23 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     speed = Speed.resolve(dev, compile="off")
     speed.configure_backends(dev)
     net = loaded.model.to(dev, memory_format=speed.memory_format())
-    images, largest = batches(data, split, batch_size, ten_crop)
+    fully_convolutional(net, cfg.model.name, views)
+    images, largest = batches(data, split, batch_size, views)
     loader = make_loader(data, cfg.data, split, images, dev, training=False, channels_last=speed.channels_last)
-    if dev.type == "cpu":
-        refuse_on_cpu(net, data.input.image_size, largest, f"--batch-size {batch_size}", cfg.model.name,
-                      inference=True)
+    if dev.type == "cpu":  # whole images: at least the largest scale's square
+        refuse_on_cpu(net, (max(views.scales),) * 2 if views.scales else data.input.image_size, largest,
+                      f"--batch-size {batch_size}", cfg.model.name, inference=True)
     res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision, on_batch=on_batch)
     report = {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
               "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights,
-              "crops": 10 if ten_crop else 1, **data.input.prepared(), **figures(res, data.input),
-              "device": str(dev), "precision": speed.precision}
+              **seen_as(views), **data.input.prepared(), **figures(res, data.input), "device": str(dev),
+              "precision": speed.precision}
     published = beside_published(loaded.path, report)  # torchvision's figures, where the weights are theirs
     return {**report, "published": published} if published else report
 
 
 def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limit: int, batch_size: int,
-                      crop_pct: float, ten_crop: bool, image_size: int = 0, on_batch=None,
+                      crop_pct: float, views: Views = Views(), image_size: int = 0, on_batch=None,
                       trust: bool = False) -> dict:
     """`resnet eval` of a file `resnet export` wrote (exported.py), in its own runtime, on the test split of the
     dataset its metadata names (or `dataset`), normalised as its metadata says: the figures of the exported file
@@ -245,13 +274,16 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
         raise BadInput(f"{source} takes {net.spec.channels}-channel images of {net.num_classes} classes; {name} has "
                        f"{data.channels}-channel images of {data.num_classes}")
     data = normalised_as(data, net.spec.mean, net.spec.std, net.spec.resize if name in C.DECODED else None)
-    data = data.tested(crop_pct, ten_crop)
-    images, largest = batches(data, "test", batch_size, ten_crop)
+    if views.scales:
+        raise BadInput(f"{source} takes {net.spec.image_size[0]}x{net.spec.image_size[1]} images, as it was exported: "
+                       "--scales (whole images of every shape) evaluates checkpoints")
+    data = data.tested(crop_pct, views)
+    images, largest = batches(data, "test", batch_size, views)
     loader = make_loader(data, cfg.data, "test", images, net.device, training=False)
     if net.device.type == "cpu":  # onnxruntime's activations are at least the model's
         refuse_on_cpu(net.twin(strict=False), data.input.image_size, net.forward_batch(largest),
                       f"--batch-size {batch_size}", net.name, inference=True)
     res = evaluate(net, loader, net.num_classes, net.device, "fp32", on_batch=on_batch)
     return {"checkpoint": str(source), "model": net.name, "runtime": net.runtime, "dataset": name, "split": "test",
-            "split_name": split_name(name, "test"), "weights": "exported", "crops": 10 if ten_crop else 1,
+            "split_name": split_name(name, "test"), "weights": "exported", **seen_as(views),
             **data.input.prepared(), **figures(res, data.input), "device": str(net.device), "precision": "fp32"}
