@@ -175,7 +175,8 @@ def test_predict_gives_evals_top1_for_every_image_and_skips_a_corrupt_one(cli, f
     assert result.exit_code == 0, result.output
     out = last_json(result.stdout)
     assert out["count"] == 18 and out["skipped"] == [{"path": str(val / "dog" / "broken.png"),
-                                                      "error": "not an image Pillow can identify"}]
+                                                      "error": "not an image in a format read here (JPEG, PNG, WebP, "
+                                                               "BMP, PPM, TIFF, GIF)"}]
     assert "skipped" in result.stderr and "1 unreadable image(s) skipped, 18 classified" in result.stderr
     got = {row["path"].replace(str(val), ""): row["top"][0]["index"] for row in out["predictions"]}
     for row in out["predictions"]:  # top-2 of 3 classes: descending probabilities summing to less than 1
@@ -312,7 +313,7 @@ def test_predict_reads_the_next_batches_in_threads_in_order_and_stops_with_its_l
         threaded = list(read_batches(items, spec, 4, workers=workers))
         assert [b[0] for b in threaded] == [b[0] for b in alone] == [items[:4], items[4:8], items[8:]]
         assert [b[2] for b in threaded] == [b[2] for b in alone]
-        assert alone[0][2][3] == "not an image Pillow can identify"
+        assert alone[0][2][3] == "not an image in a format read here (JPEG, PNG, WebP, BMP, PPM, TIFF, GIF)"
         assert all(torch.equal(a[1], b[1]) for a, b in zip(alone, threaded)) and alone[0][1].shape == (3, 3, 8, 8)
 
     class Counting:  # the spec's transform, counted

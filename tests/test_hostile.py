@@ -325,7 +325,7 @@ def test_image_files_are_read_through_the_gate_and_closed(cli, tmp_path, run, mo
     for mb, message in ((1, f"image {tmp_path / 'images' / 'val' / 'b' / 'big.png'} is larger than 1 MiB "
                             "(data.max_read_mb): refused"),
                         (8, f"cannot decode image {tmp_path / 'images' / 'val' / 'a' / 'bad.png'} (not an image "
-                            "Pillow can identify)")):
+                            "in a format read here (JPEG, PNG, WebP, BMP, PPM, TIFF, GIF))")):
         if mb == 8:  # the large file is read now; the next problem is a file that is not an image
             (tmp_path / "images" / "val" / "a" / "bad.png").write_bytes(b"\x89PNG not really")
         cfg = C.resolve(flags={**flags, "data.max_read_mb": mb}).data
@@ -402,3 +402,55 @@ def test_an_image_of_extreme_aspect_ratio_is_never_resized_whole(tmp_path, bound
     ten = ten_crops(img, 256, 224)
     assert (ten[1].int() - whole[:, :224, -224:].int()).abs().max() <= 1  # the top-right corner
     assert torch.equal(ten[6], ten[1].flip(-1)) and torch.equal(ten[4], centre)
+
+
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\n"
+       b"newpath 0 0 moveto 10 10 lineto stroke\nshowpage\n%%EOF\n")
+
+
+def test_image_bytes_are_read_only_as_the_formats_the_tool_reads():
+    """Pillow identifies bytes by content, whatever the name, among dozens of formats; its EPS reader runs
+    Ghostscript on the file's PostScript. A file's bytes open as JPEG (camera MPO included), PNG, WebP, BMP, PPM
+    or PGM, TIFF or GIF only; PostScript named .png is one reason, like any file that is not an image."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError, features
+
+    from resnet_cli.data import image_files
+
+    for fmt, mode in (("JPEG", "RGB"), ("PNG", "RGB"), ("WEBP", "RGB"), ("BMP", "RGB"), ("PPM", "RGB"),
+                      ("PPM", "L"), ("TIFF", "RGB"), ("GIF", "P"), ("MPO", "RGB")):
+        if fmt == "WEBP" and not features.check("webp"):  # a Pillow built without libwebp cannot write one
+            continue
+        data = io.BytesIO()
+        Image.new(mode, (8, 6)).save(data, fmt)
+        with image_files.opened(data.getvalue()) as im:
+            assert im.size == (8, 6) and im.format in image_files.FORMATS, fmt
+    for refused in (EPS, b"GIF87a but truncated", b"BM"):
+        with pytest.raises(UnidentifiedImageError) as e:
+            image_files.opened(refused)
+        assert image_files.reason(e.value) == \
+            "not an image in a format read here (JPEG, PNG, WebP, BMP, PPM, TIFF, GIF)"
+
+
+@pytest.mark.slow  # a process of its own: Pillow finds Ghostscript on PATH once per process
+def test_postscript_named_png_runs_no_command(proc, run, tmp_path):
+    """predict (the same opener reads image folders, shards and `data convert`) on PostScript named photo.png,
+    with a `gs` first on PATH that records each call: it is skipped as not an image, and `gs` never runs."""
+    import json
+    import os
+
+    (tmp_path / "bin").mkdir()
+    gs = tmp_path / "bin" / "gs"
+    gs.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'gs-ran.txt'}\nexit 1\n")
+    gs.chmod(0o755)
+    (tmp_path / "photo.png").write_bytes(EPS)
+    env = {**proc.env, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    done = __import__("subprocess").run(proc.cmd("predict", run, tmp_path / "photo.png", "--device", "cpu", "--json"),
+                                        env=env, capture_output=True, text=True, timeout=300)
+    assert not (tmp_path / "gs-ran.txt").exists()  # before: `gs --version` ran, then an internal error (exit 1)
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"skipped {tmp_path / 'photo.png'}: not an image in a format read here (JPEG, PNG, WebP, BMP, PPM, TIFF, GIF)",
+        "1 unreadable image(s) skipped, 0 classified", "error: no image could be read"]
+    report, error = done.stdout.rsplit("\n{", 1)  # --json: the report, then the error as JSON
+    assert json.loads(report)["count"] == 0 and json.loads("{" + error)["exit_code"] == 2

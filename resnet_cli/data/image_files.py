@@ -23,6 +23,12 @@ from .. import gate
 
 # An image file's extensions when a folder is searched: torchvision's ImageFolder's (its counts are ours).
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
+# The formats Pillow may read an image's bytes as, whatever the file's name: those of EXTENSIONS (JPEG includes the
+# MPO files of many cameras, which Pillow's JPEG reader opens; PPM also PGM), and GIF for predict. Pillow identifies bytes by their content and knows dozens
+# of formats more; its EPS reader runs Ghostscript (`gs`, a program on PATH) on the file's PostScript when the
+# image is decoded, so a file of PostScript named photo.png in an image folder, a shard or a predict URL ran a
+# command. None of the others is wanted here either.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "PPM", "TIFF", "GIF")
 
 
 def hidden(name: str) -> bool:
@@ -40,11 +46,13 @@ def read(path: str | os.PathLike, limits: gate.Limits = gate.Limits()) -> bytes:
 
 
 def opened(data: bytes):
-    """A PIL image of an image file's bytes: the header read, the pixels not yet decoded."""
+    """A PIL image of an image file's bytes, read as one of FORMATS only: the header read, the pixels not yet
+    decoded."""
     from PIL import Image
 
+    Image.init()  # every plugin registered (once), so that each of FORMATS is known by name (WEBP, TIFF)
     with quiet_exif():  # Pillow parses a JPEG's EXIF block as it opens it
-        return Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data), formats=FORMATS)
 
 
 @contextlib.contextmanager
@@ -99,5 +107,5 @@ def reason(e: BaseException) -> str:
     from PIL import UnidentifiedImageError
 
     if isinstance(e, UnidentifiedImageError):
-        return "not an image Pillow can identify"
+        return "not an image in a format read here (JPEG, PNG, WebP, BMP, PPM, TIFF, GIF)"
     return (str(e).splitlines() or [""])[0][:200] or type(e).__name__
