@@ -105,12 +105,13 @@ PLANS: dict[str, Plan] = {
         needs=("fashion", "run"),
         setup=("resnet data images fashion-mnist shoes --image-folder --classes sandal,sneaker,ankle-boot "
                "--count 300 --val-count 200 --data-dir {fashion} --force",)),
-    "resnet eval runs/shoes --scales 28,32,40,48": Plan(  # the shoes run above, for one epoch
-        needs=("fashion", "run"),
+    "resnet eval runs/shoes --scales 28,32,40,48": Plan(  # training.md's shoes run, for one epoch, named apart:
+        # the folder is shared with training.md's own `--name shoes`, which would otherwise become shoes-2
+        small="resnet eval runs/shoes-scales --scales 28,32,40,48", needs=("fashion", "run"),
         setup=("resnet data images fashion-mnist shoes --image-folder --classes sandal,sneaker,ankle-boot "
                "--count 300 --val-count 200 --data-dir {fashion} --force",
                "resnet train --preset finetune --model resnet20 --init runs/fashion --data-dir shoes --set "
-               "data.image_size=28 --batch-size 64 --epochs 1 --lr 0.05 --name shoes")),
+               "data.image_size=28 --batch-size 64 --epochs 1 --lr 0.05 --name shoes-scales")),
     "resnet export runs/fashion --format hub -o fashion-hub": Plan(
         small="resnet export runs/fashion --format hub -o fashion-hub --force", needs=("fashion", "run")),
     ("resnet train --preset finetune --model resnet20 --init fashion-hub --data-dir shoes --set data.image_size=28 "
