@@ -24,6 +24,11 @@ from resnet_cli.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION_DIRS = [ROOT.parent / "shared" / "data" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist")]
+# pytest-xdist's workers (gpu_check.sh runs them) start with COLUMNS=80 and LINES=24 in their environment, and a
+# developer may export COLUMNS: either made the tests of output shape depend on how pytest was started (five failed
+# under -n 2). A test sets the width it tests (env={"COLUMNS": ...}); every other command runs as on a pipe.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 # Subprocesses run with one CPU thread: every side of a bit-exact comparison must use the same number of
 # threads, since the kernels' summation order depends on it.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -513,7 +513,7 @@ def test_the_papers_multi_scale_test_averages_whole_images_and_their_mirrors(cli
         saved["model"][key] = saved["model"][key] / 10
     torch.save(saved, tmp_path / "tempered.pt")
     out = cli.json("eval", tmp_path / "tempered.pt", "--device", "cpu", "--scales", "24,32")
-    assert (out["crops"], out["scales"], out["count"]) == (4, [24, 32], 18)
+    assert (out["crops"], out["scales"], out["count"], out["image_size"], out["resize"]) == (4, [24, 32], 18, None, None)
     loaded = model_from_checkpoint(tmp_path / "tempered.pt", None, None, "auto")
     net = loaded.model.eval()
     mean, std = (torch.tensor(loaded.saved_input[k]).view(3, 1, 1) for k in ("mean", "std"))

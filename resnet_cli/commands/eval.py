@@ -120,10 +120,11 @@ def eval_cmd(
         print_json(out)
         return
     c = console()
-    seen = [f"{out['image_size']} from {out['resize']}, {out['interpolation']}" if out["resize"] else "",
-            views.label()]  # an image folder's crop and how it was resized to it, or its views
-    if views.scales:
+    if views.scales:  # whole images: no crop, nothing resized before one
         seen = [f"{views.label()}, {out['interpolation']}"]
+    else:  # an image folder's crop and how it was resized to it, and 10-crop
+        seen = [f"{out['image_size']} from {out['resize']}, {out['interpolation']}" if out["resize"] else "",
+                views.label()]
     crops = f" ({', '.join(filter(None, seen))})" if any(seen) else ""
     runtime = f" ({out['runtime']})" if out.get("runtime") else ""
     c.print(f"{out['model']}{runtime} on {out['dataset']} {out['split_name']}{crops} ({out['count']:,} images): "

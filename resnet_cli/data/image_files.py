@@ -24,10 +24,10 @@ from .. import gate
 # An image file's extensions when a folder is searched: torchvision's ImageFolder's (its counts are ours).
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff"}
 # The formats Pillow may read an image's bytes as, whatever the file's name: those of EXTENSIONS (JPEG includes the
-# MPO files of many cameras, which Pillow's JPEG reader opens; PPM also PGM), and GIF for predict. Pillow identifies bytes by their content and knows dozens
-# of formats more; its EPS reader runs Ghostscript (`gs`, a program on PATH) on the file's PostScript when the
-# image is decoded, so a file of PostScript named photo.png in an image folder, a shard or a predict URL ran a
-# command. None of the others is wanted here either.
+# MPO files of many cameras, which Pillow's JPEG reader opens; PPM also PGM), and GIF for predict. Pillow identifies
+# bytes by their content and knows dozens of formats more; its EPS reader runs Ghostscript (`gs`, a program on
+# PATH) on the file's PostScript when the image is decoded, so a file of PostScript named photo.png in an image
+# folder, a shard or a predict URL ran a command. None of the others is wanted here either.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "PPM", "TIFF", "GIF")
 
 
@@ -51,8 +51,9 @@ def opened(data: bytes):
     from PIL import Image
 
     Image.init()  # every plugin registered (once), so that each of FORMATS is known by name (WEBP, TIFF)
+    known = [f for f in FORMATS if f in Image.OPEN]  # a Pillow built without one (WebP) reads the others
     with quiet_exif():  # Pillow parses a JPEG's EXIF block as it opens it
-        return Image.open(io.BytesIO(data), formats=FORMATS)
+        return Image.open(io.BytesIO(data), formats=known)
 
 
 @contextlib.contextmanager

@@ -111,9 +111,11 @@ def batches(data, split: str, batch_size: int, views) -> tuple[int, int]:
 
 
 def seen_as(views: Views) -> dict:
-    """A report's record of how each image was seen: views per image ("crops", 1 for the centre crop), and the
-    scales of a multi-scale test."""
-    return {"crops": views.per_image, **({"scales": list(views.scales)} if views.scales else {})}
+    """A report's record of how each image was seen: views per image ("crops", 1 for the centre crop); for a
+    multi-scale test its scales, and no crop or resize before one (None: whole images were seen)."""
+    if views.scales:
+        return {"crops": views.per_image, "scales": list(views.scales), "image_size": None, "resize": None}
+    return {"crops": views.per_image}
 
 
 def fully_convolutional(net: torch.nn.Module, name: str, views: Views) -> None:
@@ -238,7 +240,7 @@ def evaluate_checkpoint(source, *, split: str = "test", data_dir: str | None = N
     res = evaluate(net, loader, cfg.model.num_classes, dev, speed.precision, on_batch=on_batch)
     report = {"checkpoint": str(loaded.path), "model": cfg.model.name, "dataset": cfg.data.dataset, "split": split,
               "split_name": split_name(cfg.data.dataset, split), "weights": loaded.weights,
-              **seen_as(views), **data.input.prepared(), **figures(res, data.input), "device": str(dev),
+              **data.input.prepared(), **seen_as(views), **figures(res, data.input), "device": str(dev),
               "precision": speed.precision}
     published = beside_published(loaded.path, report)  # torchvision's figures, where the weights are theirs
     return {**report, "published": published} if published else report
@@ -285,5 +287,6 @@ def evaluate_exported(source, *, data_dir: str | None, dataset: str | None, limi
                       f"--batch-size {batch_size}", net.name, inference=True)
     res = evaluate(net, loader, net.num_classes, net.device, "fp32", on_batch=on_batch)
     return {"checkpoint": str(source), "model": net.name, "runtime": net.runtime, "dataset": name, "split": "test",
-            "split_name": split_name(name, "test"), "weights": "exported", **seen_as(views),
-            **data.input.prepared(), **figures(res, data.input), "device": str(net.device), "precision": "fp32"}
+            "split_name": split_name(name, "test"), "weights": "exported",
+            **data.input.prepared(), **seen_as(views), **figures(res, data.input), "device": str(net.device),
+            "precision": "fp32"}
