@@ -15,6 +15,7 @@ and training crops included (`shown_size`), as Ultralytics does; torchvision's a
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import warnings
@@ -50,10 +51,18 @@ def opened(data: bytes):
     decoded."""
     from PIL import Image
 
-    Image.init()  # every plugin registered (once), so that each of FORMATS is known by name (WEBP, TIFF)
-    known = [f for f in FORMATS if f in Image.OPEN]  # a Pillow built without one (WebP) reads the others
     with quiet_exif():  # Pillow parses a JPEG's EXIF block as it opens it
-        return Image.open(io.BytesIO(data), formats=known)
+        return Image.open(io.BytesIO(data), formats=_known_formats())
+
+
+@functools.cache
+def _known_formats() -> tuple[str, ...]:
+    """FORMATS as this Pillow knows them, found once per process: every plugin registered (WebP and TIFF are not
+    among the few Pillow loads first), and a format it was built without (WebP) left out."""
+    from PIL import Image
+
+    Image.init()
+    return tuple(f for f in FORMATS if f in Image.OPEN)
 
 
 @contextlib.contextmanager

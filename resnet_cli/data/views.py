@@ -29,6 +29,11 @@ class Views:
             return f"whole at {'/'.join(map(str, self.scales))}, mirrored"
         return "10-crop" if self.ten_crop else ""
 
+    @property
+    def per_pass(self) -> int:
+        """Views of one image in one forward pass: all of them, or, for whole images, its two at one scale."""
+        return 2 if self.scales else self.per_image
+
     def images_per_batch(self, batch_size: int) -> int:
         """Images in a batch of at most `batch_size` views: whole images differ in shape, so one a batch."""
         return 1 if self.scales else max(1, batch_size // self.per_image)

@@ -102,12 +102,12 @@ def figures(res: EvalResult, spec) -> dict:
             "per_class": per_class, "classes": classes, "confusion": res.confusion[:n, :n].tolist()}
 
 
-def batches(data, split: str, batch_size: int, views) -> tuple[int, int]:
-    """(images per batch, the largest batch the model sees): `batch_size` counts views (data.views.Views: ten per
-    image under 10-crop; whole images at several scales go one at a time, two views a pass), and no batch holds
-    more images than the split."""
+def batches(data, split: str, batch_size: int, views: Views) -> tuple[int, int]:
+    """(images per batch, the largest batch the model sees): `batch_size` counts views (ten per image under
+    10-crop; whole images at several scales go one at a time, two views a pass), and no batch holds more images
+    than the split."""
     images = views.images_per_batch(batch_size)
-    return images, min(images, data.count(split)) * (2 if views.scales else views.per_image)
+    return images, min(images, data.count(split)) * views.per_pass
 
 
 def seen_as(views: Views) -> dict:
